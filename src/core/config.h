@@ -1,0 +1,60 @@
+/* Command-line configuration: kcat-style flags plus k2mc's own long options.
+ * Parsing and validation only; nothing here talks to Kafka or Memcached. */
+#ifndef K2MC_CONFIG_H
+#define K2MC_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#define K2MC_MAX_TOPICS 64
+#define K2MC_MAX_SERVERS 64
+#define K2MC_MAX_XPROPS 128
+/* memcached text protocol: keys are at most 250 bytes */
+#define K2MC_MC_KEY_MAX 250
+
+struct k2mc_server {
+	char host[256];
+	int port;
+};
+
+struct k2mc_config {
+	const char *brokers;            /* -b */
+	const char *topics[K2MC_MAX_TOPICS]; /* -t, repeatable */
+	int ntopics;
+	const char *group;              /* -G, default "k2mc" */
+	struct k2mc_server servers[K2MC_MAX_SERVERS]; /* -m */
+	int nservers;
+	const char *xprops[K2MC_MAX_XPROPS]; /* -X name=value, passed to librdkafka as given */
+	int nxprops;
+	int offset_beginning;           /* -o beginning|end: start of a group with no commit */
+	int exit_at_eof;                /* -e */
+	int writers;                    /* --writers */
+	uint32_t ring_size;             /* --ring-size: slots per (partition, writer) ring */
+	int batch;                      /* --batch: records per pipelined Memcached exchange */
+	int commit_interval_ms;         /* --commit-interval-ms */
+	uint32_t ttl;                   /* --ttl seconds, 0 = never expire */
+	const char *key_prefix;         /* --key-prefix */
+	size_t key_prefix_len;
+	int stats_interval_ms;          /* --stats-interval-ms */
+	int shutdown_timeout_ms;        /* --shutdown-timeout-ms */
+	int verbosity;                  /* 0 quiet (-q), 1 default, 2 verbose (-v) */
+};
+
+enum k2mc_config_result {
+	K2MC_CONFIG_OK = 0,
+	K2MC_CONFIG_EXIT = 1,   /* -h or -V printed; exit 0 */
+	K2MC_CONFIG_USAGE = 2,  /* bad command line; message in err, exit 2 */
+};
+
+/* Fills c from argv. On K2MC_CONFIG_USAGE, err holds a one-line reason.
+ * Pointers in c point into argv, which must outlive c. */
+enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char **argv,
+					  char *err, size_t errlen);
+
+/* Parses "HOST:PORT[,HOST:PORT...]" into c->servers; 0 or -EINVAL (err set). */
+int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err, size_t errlen);
+
+void k2mc_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,456 @@
+/* Group membership and rebalances; see group.h. Everything here runs on the
+ * main thread, inside rd_kafka_consumer_poll's callbacks or between polls. */
+#include "core/group.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu.h>
+
+#include "core/log.h"
+
+struct committed_rec {
+	char *topic;
+	int32_t partition;
+	int64_t offset;
+};
+
+struct k2mc_group {
+	const struct k2mc_config *cfg;
+	rd_kafka_t *rk;
+	/* RCU-published: written by the main thread only (rcu_assign_pointer),
+	 * read by writers and the committer under rcu_read_lock */
+	struct k2mc_part_table *table;
+	struct park *bells;
+	int nwriters;
+	struct k2mc_committer *committer;
+	char fatal[512];
+	int have_fatal;
+	/* main thread only */
+	uint64_t consumed_released;
+	struct committed_rec *committed;
+	size_t ncommitted, committed_cap;
+};
+
+static void note_committed(struct k2mc_group *g, struct k2mc_part *p)
+{
+	int64_t off = k2mc_part_committed(p);
+	size_t i;
+
+	if (off < 0)
+		return;
+	for (i = 0; i < g->ncommitted; i++) {
+		if (g->committed[i].partition == k2mc_part_id(p) &&
+		    strcmp(g->committed[i].topic, k2mc_part_topic(p)) == 0)
+			break;
+	}
+	if (i == g->ncommitted) {
+		if (g->ncommitted == g->committed_cap) {
+			size_t cap = g->committed_cap ? g->committed_cap * 2 : 16;
+			struct committed_rec *n = realloc(g->committed, cap * sizeof(*n));
+
+			if (n == NULL)
+				return;
+			g->committed = n;
+			g->committed_cap = cap;
+		}
+		g->committed[i].topic = strdup(k2mc_part_topic(p));
+		g->committed[i].partition = k2mc_part_id(p);
+		if (g->committed[i].topic == NULL)
+			return;
+		g->ncommitted++;
+	}
+	g->committed[i].offset = off;
+}
+
+/* Replaces the published table; the old one is freed after a grace period,
+ * when no writer or committer can still be reading it. */
+static int publish(struct k2mc_group *g, struct k2mc_part **parts, size_t n)
+{
+	struct k2mc_part_table *t = malloc(sizeof(*t) + n * sizeof(t->parts[0]));
+	struct k2mc_part_table *old = g->table;
+
+	if (t == NULL)
+		return -ENOMEM;
+	t->n = n;
+	memcpy(t->parts, parts, n * sizeof(parts[0]));
+	rcu_assign_pointer(g->table, t);
+	synchronize_rcu();
+	free(old);
+	return 0;
+}
+
+static void set_fatal(struct k2mc_group *g, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_fatal(struct k2mc_group *g, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (g->have_fatal)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(g->fatal, sizeof(g->fatal), fmt, ap);
+	va_end(ap);
+	g->have_fatal = 1;
+}
+
+static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps, int incremental)
+{
+	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
+				    .bells = g->bells, .exit_at_eof = g->cfg->exit_at_eof };
+	size_t have = g->table ? g->table->n : 0;
+	struct k2mc_part **all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
+	rd_kafka_error_t *e = NULL;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	size_t n = have;
+
+	if (all == NULL) {
+		set_fatal(g, "out of memory on assignment");
+		return;
+	}
+	if (have)
+		memcpy(all, g->table->parts, have * sizeof(*all));
+	/* Partition queues are taken and detached before the assignment
+	 * starts fetching, so no record ever reaches the consumer queue. */
+	for (int i = 0; i < tps->cnt; i++) {
+		struct k2mc_part *p = k2mc_part_new(g->rk, tps->elems[i].topic,
+						    tps->elems[i].partition, &o);
+
+		if (p == NULL) {
+			set_fatal(g, "cannot take partition queue of %s [%d]", tps->elems[i].topic,
+				  tps->elems[i].partition);
+			break;
+		}
+		all[n++] = p;
+	}
+	if (incremental)
+		e = rd_kafka_incremental_assign(g->rk, tps);
+	else
+		err = rd_kafka_assign(g->rk, tps);
+	if (e != NULL || err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		set_fatal(g, "assign failed: %s", e ? rd_kafka_error_string(e) : rd_kafka_err2str(err));
+		if (e)
+			rd_kafka_error_destroy(e);
+	}
+	for (size_t i = have; i < n; i++) {
+		if (k2mc_part_start(all[i]) != 0)
+			set_fatal(g, "cannot start consumer thread for %s [%d]", k2mc_part_topic(all[i]),
+				  k2mc_part_id(all[i]));
+	}
+	if (publish(g, all, n) != 0)
+		set_fatal(g, "out of memory on assignment");
+	k2mc_info("assigned %d partition(s), %zu in total", tps->cnt, n);
+	free(all);
+}
+
+/* Stops the given parts (all if tps == NULL), drains them until deadline,
+ * unpublishes them, commits synchronously and frees them. */
+static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps,
+			int64_t deadline, void (*on_timeout)(void *), void *arg)
+{
+	size_t have = g->table ? g->table->n : 0, nkeep = 0, ngone = 0;
+	struct k2mc_part **keep = calloc(have + 1, sizeof(*keep));
+	struct k2mc_part **gone = calloc(have + 1, sizeof(*gone));
+	uint64_t left = 0;
+
+	if (keep == NULL || gone == NULL) {
+		free(keep);
+		free(gone);
+		set_fatal(g, "out of memory on revocation");
+		return 0;
+	}
+	for (size_t i = 0; i < have; i++) {
+		struct k2mc_part *p = g->table->parts[i];
+
+		if (tps == NULL || rd_kafka_topic_partition_list_find(tps, k2mc_part_topic(p),
+								      k2mc_part_id(p)) != NULL)
+			gone[ngone++] = p;
+		else
+			keep[nkeep++] = p;
+	}
+	/* All stop together, then each drains: total wait is one deadline. */
+	for (size_t i = 0; i < ngone; i++)
+		k2mc_part_request_stop(gone[i], deadline);
+	for (size_t i = 0; i < ngone; i++) {
+		uint64_t l = k2mc_part_join(gone[i]);
+
+		if (l > 0) {
+			k2mc_warn("%s [%d]: %llu record(s) not acknowledged by Memcached before the "
+				  "deadline; left uncommitted, they will be consumed again",
+				  k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
+				  (unsigned long long)l);
+			k2mc_part_abandon(gone[i]);
+			left += l;
+		}
+	}
+	if (left > 0 && on_timeout != NULL)
+		on_timeout(arg);
+	/* After this grace period no writer or committer holds a gone part. */
+	publish(g, keep, nkeep);
+	if (ngone > 0)
+		k2mc_commit_parts(g->rk, gone, ngone, 0, 0);
+	for (size_t i = 0; i < ngone; i++) {
+		note_committed(g, gone[i]);
+		g->consumed_released += k2mc_part_consumed(gone[i]);
+		k2mc_part_free(gone[i]);
+	}
+	if (ngone > 0)
+		k2mc_info("released %zu partition(s), %zu remain", ngone, nkeep);
+	free(keep);
+	free(gone);
+	return left;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *tps, void *opaque)
+{
+	struct k2mc_group *g = opaque;
+	int incremental = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		on_assign(g, tps, incremental);
+		return;
+	}
+	if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+		k2mc_warn("rebalance error: %s; releasing partitions", rd_kafka_err2str(err));
+	/* A revocation waits for the writers like a shutdown does. */
+	release(g, tps, k2mc_now_ms() + g->cfg->shutdown_timeout_ms, NULL, NULL);
+	if (incremental) {
+		rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, tps);
+
+		if (e != NULL) {
+			k2mc_err("incremental unassign failed: %s", rd_kafka_error_string(e));
+			rd_kafka_error_destroy(e);
+		}
+	} else {
+		rd_kafka_assign(rk, NULL);
+	}
+}
+
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+		      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	struct k2mc_group *g = opaque;
+
+	(void)rk;
+	if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+		return;
+	for (int i = 0; offsets && err == RD_KAFKA_RESP_ERR_NO_ERROR && i < offsets->cnt; i++)
+		if (offsets->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			err = offsets->elems[i].err;
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		k2mc_warn("offset commit failed: %s; will commit again", rd_kafka_err2str(err));
+		if (g->committer != NULL)
+			k2mc_committer_force(g->committer);
+	}
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	struct k2mc_group *g = opaque;
+	char buf[512];
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		rd_kafka_fatal_error(rk, buf, sizeof(buf));
+		set_fatal(g, "fatal Kafka error: %s", buf);
+		return;
+	}
+	k2mc_warn("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
+		    size_t errlen)
+{
+	char e[256];
+
+	if (rd_kafka_conf_set(conf, name, val, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "-X %s=%s: %s", name, val, e);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
+				  int *usage)
+{
+	struct k2mc_group *g = calloc(1, sizeof(*g));
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char e[512];
+
+	*usage = 0;
+	if (g == NULL || conf == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	g->cfg = cfg;
+	/* Offsets are ours to commit: only watermarks, never librdkafka's
+	 * idea of "consumed". */
+	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
+	    conf_set(conf, "group.id", cfg->group, err, errlen) ||
+	    conf_set(conf, "client.id", "k2mc", err, errlen) ||
+	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
+	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
+	    conf_set(conf, "auto.offset.reset", cfg->offset_beginning ? "earliest" : "latest", err,
+		     errlen) ||
+	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
+		goto fail;
+	for (int i = 0; i < cfg->nxprops; i++) {
+		char name[256];
+		const char *eq = strchr(cfg->xprops[i], '=');
+		size_t nl = (size_t)(eq - cfg->xprops[i]);
+
+		if (nl >= sizeof(name)) {
+			snprintf(err, errlen, "-X %s: property name too long", cfg->xprops[i]);
+			*usage = 1;
+			goto fail;
+		}
+		memcpy(name, cfg->xprops[i], nl);
+		name[nl] = '\0';
+		if (conf_set(conf, name, eq + 1, err, errlen) != 0) {
+			*usage = 1;
+			goto fail;
+		}
+	}
+	rd_kafka_conf_set_opaque(conf, g);
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+	if (g->rk == NULL) {
+		snprintf(err, errlen, "cannot create Kafka consumer: %s", e);
+		goto fail;
+	}
+	conf = NULL;
+	rd_kafka_poll_set_consumer(g->rk);
+	return g;
+fail:
+	if (conf != NULL)
+		rd_kafka_conf_destroy(conf);
+	free(g);
+	return NULL;
+}
+
+struct k2mc_part_table **k2mc_group_table(struct k2mc_group *g)
+{
+	return &g->table;
+}
+
+rd_kafka_t *k2mc_group_rk(struct k2mc_group *g)
+{
+	return g->rk;
+}
+
+void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters)
+{
+	g->bells = bells;
+	g->nwriters = nwriters;
+}
+
+void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c)
+{
+	g->committer = c;
+}
+
+int k2mc_group_subscribe(struct k2mc_group *g)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(g->cfg->ntopics);
+	rd_kafka_resp_err_t err;
+
+	for (int i = 0; i < g->cfg->ntopics; i++)
+		rd_kafka_topic_partition_list_add(l, g->cfg->topics[i], RD_KAFKA_PARTITION_UA);
+	err = rd_kafka_subscribe(g->rk, l);
+	rd_kafka_topic_partition_list_destroy(l);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		k2mc_err("subscribe failed: %s", rd_kafka_err2str(err));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void k2mc_group_poll(struct k2mc_group *g, int timeout_ms)
+{
+	rd_kafka_message_t *m = rd_kafka_consumer_poll(g->rk, timeout_ms);
+
+	if (m == NULL)
+		return;
+	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+		    m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+		    m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+			set_fatal(g, "%s: %s", m->rkt ? rd_kafka_topic_name(m->rkt) : "subscription",
+				  rd_kafka_message_errstr(m));
+		else
+			k2mc_warn("kafka: %s", rd_kafka_message_errstr(m));
+	} else {
+		/* Cannot happen while partition queues are detached; if it did,
+		 * the record is dropped uncommitted and will be consumed again. */
+		k2mc_err("%s [%d] @%lld: record arrived on the consumer queue; not written",
+			 rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset);
+	}
+	rd_kafka_message_destroy(m);
+}
+
+const char *k2mc_group_fatal(struct k2mc_group *g)
+{
+	return g->have_fatal ? g->fatal : NULL;
+}
+
+int k2mc_group_all_done(struct k2mc_group *g)
+{
+	if (g->table == NULL || g->table->n == 0)
+		return 0;
+	for (size_t i = 0; i < g->table->n; i++) {
+		if (!k2mc_part_done(g->table->parts[i]))
+			return 0;
+	}
+	return 1;
+}
+
+uint64_t k2mc_group_release_all(struct k2mc_group *g, int64_t deadline_ms,
+				void (*on_timeout)(void *), void *arg)
+{
+	return release(g, NULL, deadline_ms, on_timeout, arg);
+}
+
+void k2mc_group_close(struct k2mc_group *g)
+{
+	if (g == NULL)
+		return;
+	if (g->rk != NULL) {
+		rd_kafka_consumer_close(g->rk);
+		rd_kafka_destroy(g->rk);
+	}
+	for (size_t i = 0; i < g->ncommitted; i++)
+		free(g->committed[i].topic);
+	free(g->committed);
+	free(g->table);
+	free(g);
+}
+
+void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->consumed = g->consumed_released;
+	if (g->table == NULL)
+		return;
+	s->partitions = g->table->n;
+	for (size_t i = 0; i < g->table->n; i++) {
+		struct k2mc_part *p = g->table->parts[i];
+		int64_t lo, hi, wm = k2mc_part_watermark(p);
+
+		s->consumed += k2mc_part_consumed(p);
+		s->ring_fill += k2mc_part_ring_fill(p);
+		if (wm >= 0 && rd_kafka_get_watermark_offsets(g->rk, k2mc_part_topic(p), k2mc_part_id(p),
+							      &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    hi > wm)
+			s->lag += hi - wm;
+	}
+}
+
+void k2mc_group_print_committed(struct k2mc_group *g, FILE *out)
+{
+	for (size_t i = 0; i < g->ncommitted; i++)
+		fprintf(out, "%s%s[%d]=%lld", i ? " " : "", g->committed[i].topic,
+			g->committed[i].partition, (long long)g->committed[i].offset);
+}

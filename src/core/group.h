@@ -1,0 +1,55 @@
+/* Consumer-group membership: the librdkafka consumer, subscription, and the
+ * rebalance callback that turns assignments into running partitions and
+ * revocations into drained, committed, freed ones. Runs on the main thread
+ * (it serves the consumer queue); it owns the RCU-published partition table. */
+#ifndef K2MC_GROUP_H
+#define K2MC_GROUP_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+
+#include "core/committer.h"
+#include "core/config.h"
+#include "ring/park.h"
+#include "workers/consumer.h"
+
+struct k2mc_group;
+
+/* Builds the consumer from cfg (and its -X properties). On failure returns
+ * NULL with a one-line reason in err; *usage is set when the reason is a bad
+ * property (exit 2) rather than a runtime failure (exit 1). */
+struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
+				  int *usage);
+struct k2mc_part_table **k2mc_group_table(struct k2mc_group *g);
+rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
+void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
+/* Commit failures reported by librdkafka make it recommit (NULL: none). */
+void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c);
+int k2mc_group_subscribe(struct k2mc_group *g);
+
+/* Serves rebalances, errors and commit results for up to timeout_ms. */
+void k2mc_group_poll(struct k2mc_group *g, int timeout_ms);
+/* A fatal librdkafka error happened: the reason, or NULL. */
+const char *k2mc_group_fatal(struct k2mc_group *g);
+/* -e: every assigned partition reached its end and is acknowledged. */
+int k2mc_group_all_done(struct k2mc_group *g);
+
+/* Stops, drains and commits every assigned partition (shutdown). Records
+ * still unwritten at deadline_ms are left uncommitted; returns their count. */
+uint64_t k2mc_group_release_all(struct k2mc_group *g, int64_t deadline_ms,
+				void (*on_timeout)(void *), void *arg);
+/* Leaves the group and destroys the consumer. */
+void k2mc_group_close(struct k2mc_group *g);
+
+/* Main thread: sums for the stats line. */
+struct k2mc_group_stats {
+	size_t partitions;
+	uint64_t consumed;   /* since start, including released partitions */
+	uint64_t ring_fill;
+	int64_t lag;         /* high watermark - watermark, over partitions */
+};
+void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s);
+/* "topic[p]=offset ..." of every partition committed at release. */
+void k2mc_group_print_committed(struct k2mc_group *g, FILE *out);
+
+#endif

@@ -1,0 +1,392 @@
+/* Consumer thread of one partition; see consumer.h. The thread is the only
+ * producer of its rings and the only owner of its watermark's window. */
+#include "workers/consumer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "core/watermark.h"
+
+#define CONSUME_BATCH 1024
+/* How long one blocking fetch may last; stop requests also wake it. */
+#define CONSUME_TIMEOUT_MS 200
+/* Upper bound on one park; parks normally end early by notification. */
+#define PARK_MS 50
+
+struct k2mc_part {
+	char *topic;
+	int32_t partition;
+	rd_kafka_queue_t *queue;
+	int nwriters;
+	struct park *bells;
+	int exit_at_eof;
+	pthread_t thread;
+	int started;
+
+	struct ring **rings;            /* [nwriters], this thread produces */
+	struct k2mc_watermark *wm;      /* window owned by this thread */
+	/* parked on by this thread when a ring or the window is full;
+	 * writers notify it after releasing slots or acknowledging */
+	struct park space;
+
+	/* main -> thread: stop fetching (release), read with acquire */
+	_Atomic int stop;
+	/* main -> thread: drain deadline, written before stop (ordered by it) */
+	int64_t deadline_ms;
+	/* main -> writers: drop batches holding our records (release/acquire) */
+	_Atomic int abandoned;
+	/* thread -> main: at end of partition and all acknowledged (release/acquire) */
+	_Atomic int done;
+	/* thread -> anyone: records consumed (relaxed counter) */
+	_Atomic uint64_t consumed;
+	/* thread -> main after join: records still unacknowledged */
+	uint64_t left;
+	/* see consumer.h */
+	_Atomic int64_t committed;
+};
+
+int64_t k2mc_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t next_pow2(uint64_t v)
+{
+	uint64_t p = 2;
+
+	while (p < v)
+		p <<= 1;
+	return p > (1u << 30) ? (1u << 30) : (uint32_t)p;
+}
+
+struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t partition,
+				const struct k2mc_part_opts *o)
+{
+	struct k2mc_part *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->topic = strdup(topic);
+	p->partition = partition;
+	p->nwriters = o->nwriters;
+	p->bells = o->bells;
+	p->exit_at_eof = o->exit_at_eof;
+	p->rings = calloc((size_t)o->nwriters, sizeof(*p->rings));
+	/* The window covers every slot of every ring, so a full window
+	 * means full rings: one bound, not two. */
+	p->wm = k2mc_watermark_new(next_pow2((uint64_t)o->nwriters * o->ring_size), -1);
+	if (p->topic == NULL || p->rings == NULL || p->wm == NULL)
+		goto fail;
+	for (int w = 0; w < o->nwriters; w++) {
+		p->rings[w] = ring_new(o->ring_size, 0);
+		if (p->rings[w] == NULL)
+			goto fail;
+	}
+	/* Take the partition's own queue and stop librdkafka forwarding it
+	 * to the consumer queue: this thread alone reads it, in order. */
+	p->queue = rd_kafka_queue_get_partition(rk, topic, partition);
+	if (p->queue == NULL)
+		goto fail;
+	rd_kafka_queue_forward(p->queue, NULL);
+	park_init(&p->space);
+	atomic_init(&p->committed, -1);
+	return p;
+fail:
+	k2mc_err("%s [%d]: cannot set up partition state (out of memory or unknown partition)",
+		 topic, partition);
+	k2mc_part_free(p);
+	return NULL;
+}
+
+const char *k2mc_part_topic(const struct k2mc_part *p)
+{
+	return p->topic;
+}
+
+int32_t k2mc_part_id(const struct k2mc_part *p)
+{
+	return p->partition;
+}
+
+struct ring *k2mc_part_ring(struct k2mc_part *p, int writer)
+{
+	return p->rings[writer];
+}
+
+void k2mc_part_ack(struct k2mc_part *p, uint64_t tag)
+{
+	k2mc_watermark_ack(p->wm, tag);
+}
+
+void k2mc_part_wake(struct k2mc_part *p)
+{
+	park_notify(&p->space);
+}
+
+void k2mc_part_abandon(struct k2mc_part *p)
+{
+	atomic_store_explicit(&p->abandoned, 1, memory_order_release);
+}
+
+int k2mc_part_abandoned(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->abandoned, memory_order_acquire);
+}
+
+int64_t k2mc_part_watermark(const struct k2mc_part *p)
+{
+	return k2mc_watermark_get(p->wm);
+}
+
+int k2mc_part_done(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->done, memory_order_acquire);
+}
+
+uint64_t k2mc_part_consumed(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->consumed, memory_order_relaxed);
+}
+
+uint64_t k2mc_part_ring_fill(struct k2mc_part *p)
+{
+	uint64_t n = 0;
+
+	for (int w = 0; w < p->nwriters; w++)
+		n += ring_count(p->rings[w]);
+	return n;
+}
+
+int64_t k2mc_part_committed(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->committed, memory_order_relaxed);
+}
+
+void k2mc_part_set_committed(struct k2mc_part *p, int64_t off)
+{
+	atomic_store_explicit(&p->committed, off, memory_order_relaxed);
+}
+
+static int stopping(struct k2mc_part *p)
+{
+	return atomic_load_explicit(&p->stop, memory_order_acquire);
+}
+
+/* Registers the record with the watermark, blocking while the window is
+ * full. Returns its tag, or -1 on stop. Writers are rung before parking: a
+ * window waiting on a sleeping writer would never move. */
+static int64_t reserve(struct k2mc_part *p, int64_t offset)
+{
+	int64_t tag = k2mc_watermark_track(p->wm, offset);
+
+	while (tag < 0) {
+		k2mc_watermark_advance(p->wm);
+		tag = k2mc_watermark_track(p->wm, offset);
+		if (tag >= 0 || stopping(p))
+			break;
+		for (int i = 0; i < p->nwriters; i++)
+			park_notify(&p->bells[i]);
+		park_prepare(&p->space);
+		k2mc_watermark_advance(p->wm);
+		tag = k2mc_watermark_track(p->wm, offset);
+		if (tag >= 0) {
+			park_cancel(&p->space);
+			break;
+		}
+		park_wait(&p->space, PARK_MS);
+	}
+	return tag;
+}
+
+static int push(struct k2mc_part *p, int w, const struct ring_item *it)
+{
+	while (ring_push(p->rings[w], it) != 0) {
+		if (stopping(p))
+			return -1;
+		park_notify(&p->bells[w]);
+		park_prepare(&p->space);
+		if (ring_count(p->rings[w]) < ring_size(p->rings[w])) {
+			park_cancel(&p->space);
+			continue;
+		}
+		park_wait(&p->space, PARK_MS);
+	}
+	return 0;
+}
+
+static int route(const struct k2mc_part *p, const rd_kafka_message_t *m, uint64_t tag)
+{
+	/* One key -> one writer: that writer's FIFO keeps the key's records in
+	 * offset order. Keyless records cannot be written; any writer will do. */
+	if (m->key == NULL || m->key_len == 0)
+		return (int)(tag % (uint64_t)p->nwriters);
+	return (int)(XXH3_64bits(m->key, m->key_len) % (uint64_t)p->nwriters);
+}
+
+static void *consumer_main(void *arg)
+{
+	struct k2mc_part *p = arg;
+	rd_kafka_message_t *msgs[CONSUME_BATCH];
+	int64_t eof_offset = -1;
+	uint64_t fetch_errors = 0;
+	char name[16];
+
+	snprintf(name, sizeof(name), "k2mc-c/%d", p->partition);
+	pthread_setname_np(pthread_self(), name);
+
+	while (!stopping(p)) {
+		ssize_t n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs,
+							 CONSUME_BATCH);
+		uint8_t rung[256] = { 0 };
+		uint64_t got = 0;
+		ssize_t i;
+
+		if (n < 0) {
+			k2mc_err("%s [%d]: consume failed: %s", p->topic, p->partition,
+				 rd_kafka_err2str(rd_kafka_last_error()));
+			n = 0;
+		}
+		for (i = 0; i < n; i++) {
+			rd_kafka_message_t *m = msgs[i];
+			struct ring_item it;
+			int64_t tag;
+			int w;
+
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				eof_offset = m->offset;
+				rd_kafka_message_destroy(m);
+				continue;
+			}
+			if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+				/* librdkafka retries fetch errors itself; log the
+				 * first and then every 1000th, never per record */
+				if (fetch_errors++ % 1000 == 0)
+					k2mc_warn("%s [%d]: fetch error: %s (%llu so far)", p->topic,
+						  p->partition, rd_kafka_message_errstr(m),
+						  (unsigned long long)fetch_errors);
+				rd_kafka_message_destroy(m);
+				continue;
+			}
+			if (eof_offset >= 0) {
+				eof_offset = -1;
+				atomic_store_explicit(&p->done, 0, memory_order_release);
+			}
+			tag = reserve(p, m->offset);
+			if (tag < 0)
+				break;
+			it.ptr = m;
+			it.tag = (uint64_t)tag;
+			w = route(p, m, it.tag);
+			if (push(p, w, &it) != 0) {
+				/* Tracked but never handed out: forget it, so the
+				 * drain does not wait for it and the watermark
+				 * stays at or below it. */
+				k2mc_watermark_untrack_last(p->wm);
+				break;
+			}
+			rung[w & 255] = 1;
+			got++;
+		}
+		/* Records not handed out because of a stop go back to librdkafka
+		 * (destroyed); the watermark never passed them. */
+		for (; i < n; i++)
+			rd_kafka_message_destroy(msgs[i]);
+		if (got > 0) {
+			atomic_fetch_add_explicit(&p->consumed, got, memory_order_relaxed);
+			for (int w = 0; w < p->nwriters; w++) {
+				if (rung[w & 255])
+					park_notify(&p->bells[w]);
+			}
+		}
+		k2mc_watermark_advance(p->wm);
+		if (eof_offset >= 0 && p->exit_at_eof && k2mc_watermark_inflight(p->wm) == 0) {
+			k2mc_watermark_skip_to(p->wm, eof_offset);
+			if (k2mc_watermark_advance(p->wm) == eof_offset)
+				atomic_store_explicit(&p->done, 1, memory_order_release);
+		}
+	}
+
+	/* Drain: everything handed out must be acknowledged before the owner
+	 * may commit, or the deadline passes and the watermark stays put. */
+	for (;;) {
+		k2mc_watermark_advance(p->wm);
+		if (k2mc_watermark_inflight(p->wm) == 0 || k2mc_now_ms() >= p->deadline_ms)
+			break;
+		for (int w = 0; w < p->nwriters; w++)
+			park_notify(&p->bells[w]);
+		park_prepare(&p->space);
+		k2mc_watermark_advance(p->wm);
+		if (k2mc_watermark_inflight(p->wm) == 0) {
+			park_cancel(&p->space);
+			break;
+		}
+		park_wait(&p->space, PARK_MS);
+	}
+	p->left = k2mc_watermark_inflight(p->wm);
+	return NULL;
+}
+
+int k2mc_part_start(struct k2mc_part *p)
+{
+	int rc = pthread_create(&p->thread, NULL, consumer_main, p);
+
+	if (rc != 0) {
+		k2mc_err("%s [%d]: cannot start consumer thread: %s", p->topic, p->partition,
+			 strerror(rc));
+		return -rc;
+	}
+	p->started = 1;
+	return 0;
+}
+
+void k2mc_part_request_stop(struct k2mc_part *p, int64_t deadline_ms)
+{
+	p->deadline_ms = deadline_ms;
+	atomic_store_explicit(&p->stop, 1, memory_order_release);
+	rd_kafka_queue_yield(p->queue);
+	park_notify(&p->space);
+}
+
+uint64_t k2mc_part_join(struct k2mc_part *p)
+{
+	if (p->started) {
+		pthread_join(p->thread, NULL);
+		p->started = 0;
+	}
+	return p->left;
+}
+
+void k2mc_part_free(struct k2mc_part *p)
+{
+	struct ring_item it;
+
+	if (p == NULL)
+		return;
+	for (int w = 0; p->rings != NULL && w < p->nwriters; w++) {
+		if (p->rings[w] == NULL)
+			continue;
+		/* Records nobody will write: their offsets were never passed
+		 * by the watermark, so they will be consumed again. */
+		while (ring_peek(p->rings[w], &it, 1) == 1) {
+			rd_kafka_message_destroy(it.ptr);
+			ring_release(p->rings[w], 1);
+		}
+		ring_free(p->rings[w]);
+	}
+	if (p->queue != NULL)
+		rd_kafka_queue_destroy(p->queue);
+	k2mc_watermark_free(p->wm);
+	free(p->rings);
+	free(p->topic);
+	free(p);
+}
