@@ -27,6 +27,7 @@ struct k2mc_group {
 	struct k2mc_committer *committer;
 	char fatal[512];
 	int have_fatal;
+	int64_t first_assign_ms;
 	/* main thread only */
 	uint64_t consumed_released;
 	struct committed_rec *committed;
@@ -140,6 +141,8 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 	}
 	if (publish(g, all, n) != 0)
 		set_fatal(g, "out of memory on assignment");
+	if (g->first_assign_ms == 0)
+		g->first_assign_ms = k2mc_now_ms();
 	k2mc_info("assigned %d partition(s), %zu in total", tps->cnt, n);
 	free(all);
 }
@@ -389,6 +392,11 @@ void k2mc_group_poll(struct k2mc_group *g, int timeout_ms)
 			 rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset);
 	}
 	rd_kafka_message_destroy(m);
+}
+
+int64_t k2mc_group_first_assign_ms(const struct k2mc_group *g)
+{
+	return g->first_assign_ms;
 }
 
 const char *k2mc_group_fatal(struct k2mc_group *g)

@@ -29,6 +29,9 @@ int k2mc_group_subscribe(struct k2mc_group *g);
 
 /* Serves rebalances, errors and commit results for up to timeout_ms. */
 void k2mc_group_poll(struct k2mc_group *g, int timeout_ms);
+/* CLOCK_MONOTONIC ms of the first assignment, 0 before it: rates in the
+ * summary are measured from here, not from the group join. */
+int64_t k2mc_group_first_assign_ms(const struct k2mc_group *g);
 /* A fatal librdkafka error happened: the reason, or NULL. */
 const char *k2mc_group_fatal(struct k2mc_group *g);
 /* -e: every assigned partition reached its end and is acknowledged. */

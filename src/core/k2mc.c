@@ -76,18 +76,19 @@ static void abort_writers(void *arg)
 }
 
 static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
-		    uint64_t left, int64_t started_ms)
+		    uint64_t left, int64_t end_ms)
 {
 	struct k2mc_group_stats gs;
 	struct k2mc_totals t;
-	double secs = (double)(k2mc_now_ms() - started_ms) / 1000.0;
+	int64_t from = k2mc_group_first_assign_ms(g);
+	double secs = from ? (double)(end_ms - from) / 1000.0 : 0.0;
 
 	k2mc_group_stats(g, &gs);
 	k2mc_stats_sum(k2mc_writers_stats(ws), nwriters, &t);
 	fprintf(stderr,
 		"k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu "
 		"(missing_key %llu key_too_long %llu key_bad_bytes %llu value_too_large %llu) "
-		"unwritten %llu in %.2fs (%.0f records/s); committed: ",
+		"unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
 		(unsigned long long)gs.consumed, (unsigned long long)t.written,
 		(unsigned long long)t.deleted, (unsigned long long)t.skipped,
 		(unsigned long long)t.skipped_by[K2MC_KEY_MISSING],
@@ -107,7 +108,7 @@ int main(int argc, char **argv)
 	struct k2mc_committer *committer = NULL;
 	char err[512];
 	struct rates prev = { 0 };
-	int64_t started, next_stats;
+	int64_t started, next_stats, stopped;
 	uint64_t left = 0;
 	size_t max_value;
 	int usage = 0, rc = 1;
@@ -177,8 +178,9 @@ int main(int argc, char **argv)
 	k2mc_group_set_committer(g, NULL);
 	k2mc_committer_stop(committer);
 	committer = NULL;
-	left = k2mc_group_release_all(g, k2mc_now_ms() + cfg.shutdown_timeout_ms, abort_writers, ws);
-	summary(g, ws, cfg.writers, left, started);
+	stopped = k2mc_now_ms();
+	left = k2mc_group_release_all(g, stopped + cfg.shutdown_timeout_ms, abort_writers, ws);
+	summary(g, ws, cfg.writers, left, stopped);
 out:
 	if (committer != NULL)
 		k2mc_committer_stop(committer);

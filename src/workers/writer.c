@@ -140,6 +140,7 @@ static void queue_commands(struct writer *w, size_t n)
 {
 	const struct k2mc_keymap *km = &w->pool->km;
 	uint32_t ttl = w->pool->cfg->ttl;
+	int nservers = w->pool->cfg->nservers;
 	char key[K2MC_MC_KEY_MAX];
 
 	for (size_t i = 0; i < n; i++) {
@@ -156,7 +157,8 @@ static void queue_commands(struct writer *w, size_t n)
 			continue;
 		}
 		klen = k2mc_keymap_key(km, m->key, m->key_len, key);
-		s = memcached_generate_hash(w->memc, key, klen);
+		/* ketama hashes the key with MD5: skip it when there is no choice */
+		s = nservers > 1 ? memcached_generate_hash(w->memc, key, klen) : 0;
 		c = w->conns[s];
 		w->item_server[i] = (int32_t)s;
 		w->item_cmd[i] = (uint32_t)mcconn_queued(c);
