@@ -1,0 +1,1189 @@
+/* k2mc-mock: runs librdkafka's mock Kafka cluster in its own process, creates
+ * topics and produces generated records with a file of the expected final state
+ * per key, for the demo, integration tests and benchmarks. Not a Kafka broker:
+ * the mock keeps at most 5 MiB or 100,000 message sets per partition. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+/*
+ * What a spawning test reads (stdout, one flushed line each; diagnostics go
+ * to stderr):
+ *   bootstrap=HOST:PORT[,HOST:PORT...]   first line, once the cluster is up
+ *                                        (with -b: the address given)
+ *   produced=N acked=N failed=F          after --produce is acknowledged
+ *   expect=FILE                          after --expect FILE is written
+ *   ok ... | error ...                   one answer per --stdin-control line
+ * Records: key "key-%08u" (uniform over --keys, splitmix64 from --seed),
+ * value "v:<key>:<seq>:" padded to --value-size with 'a' + seq % 26 (or cut
+ * to it), seq counting every record from 0; a tombstone has a NULL value.
+ * --expect FILE, in key order, one line per key produced: "S <key> <value>"
+ * when its last record has a value, "D <key>" when it was a tombstone.
+ */
+
+#define MOCK_MAX_TOPICS 64
+#define MOCK_DEFAULT_PARTS 8
+#define MOCK_MAX_KEYS 100000000u /* keeps "key-%08u" at 12 bytes */
+/* below the producer's default message.max.bytes (1,000,000) with room for
+ * the key and record overhead */
+#define MOCK_MAX_VALUE 900000u
+/* mock partitions keep 5 MiB; warn a little before it */
+#define MOCK_RETENTION_WARN (4.5 * 1024 * 1024)
+#define MOCK_CMD_MAX 4096
+/* records produced between two looks at signals and commands */
+#define MOCK_BURST 4096u
+/* "produce" commands waiting behind the running one */
+#define MOCK_QUEUED_MAX 256
+
+struct topic_spec {
+	const char *name;
+	int parts;
+};
+
+struct opts {
+	int brokers;
+	struct topic_spec topics[MOCK_MAX_TOPICS];
+	int ntopics;
+	uint64_t produce;
+	uint32_t keys;
+	uint32_t value_size;
+	double tombstone_pct;
+	double rate; /* records/s; 0 = unlimited */
+	uint64_t seed;
+	const char *expect_path;
+	const char *bootstrap_path;
+	const char *bootstrap; /* -b: external cluster, no mock */
+	bool exit_after_produce;
+	bool stdin_control;
+	bool quiet;
+};
+
+/* One production run: --produce at start-up, or a "produce N" command. */
+struct job {
+	bool active;
+	bool initial; /* --produce, not a command */
+	uint64_t target; /* records to produce */
+	uint64_t sent; /* of them, handed to librdkafka */
+	uint64_t acked0, failed0; /* app counters when the job started */
+	double t0;
+};
+
+/* Everything below is touched by the main thread only: librdkafka calls the
+ * delivery-report and error callbacks from rd_kafka_poll() in its loop. */
+struct app {
+	struct opts o;
+	rd_kafka_t *mock_rk;
+	rd_kafka_mock_cluster_t *mc;
+	char *bootstraps;
+	rd_kafka_t *prod;
+	rd_kafka_topic_t *rkt;
+	int sfd; /* signalfd for SIGTERM/SIGINT */
+	/* librdkafka writes to [1] when a handle's event queue (delivery
+	 * reports, errors) becomes non-empty; the loop polls [0] */
+	int evfd[2];
+	struct job job;
+	/* record counts of "produce" commands not started yet, FIFO */
+	uint64_t queued[MOCK_QUEUED_MAX];
+	unsigned nqueued;
+	/* the next record, generated but not yet accepted (queue full) */
+	struct {
+		bool valid;
+		bool dead;
+		uint32_t idx;
+		uint64_t seq;
+	} pend;
+	uint64_t prng;
+	uint64_t seq; /* global record sequence, continues across batches */
+	/* per key index: 0 = untouched, else ((seq + 1) << 1) | tombstone of
+	 * the key's last produced record; only allocated with --expect */
+	uint64_t *last;
+	char *valbuf;
+	uint64_t produced, acked, failed;
+	/* a record failed or the producer hit a fatal error: the log no
+	 * longer matches what we tracked, so never write --expect again */
+	bool tainted;
+	bool fatal;
+};
+
+__attribute__((format(printf, 1, 2))) static void out(const char *fmt, ...)
+{
+	va_list ap;
+
+	/* one line per call, flushed: tests read stdout line by line */
+	va_start(ap, fmt);
+	vfprintf(stdout, fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+__attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("k2mc-mock: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: k2mc-mock [options]\n"
+	      "  --brokers N            mock brokers (default 1)\n"
+	      "  --topic NAME[:PARTS]   repeatable; partitions default 8; topic \"events\" if none\n"
+	      "  --produce N            produce N generated records to the first topic (default 0)\n"
+	      "  --keys K               key space, keys \"key-%08u\" (default 10000)\n"
+	      "  --value-size B         value bytes (default 100)\n"
+	      "  --tombstones PCT       percent of records produced with a NULL value (default 0)\n"
+	      "  --rate R               about R records/s (default unlimited)\n"
+	      "  --seed S               PRNG seed (default 1)\n"
+	      "  --expect FILE          write the expected final state per key once acknowledged\n"
+	      "  --bootstrap-file FILE  also write the bootstrap address to FILE\n"
+	      "  --exit-after-produce   exit once production (and --expect) is done\n"
+	      "  --stdin-control        read commands from stdin; EOF exits:\n"
+	      "                         broker-down ID | broker-up ID | rtt ID MS |\n"
+	      "                         errors APIKEY ERRCODE COUNT | produce N | quit\n"
+	      "  -b BOOTSTRAP           produce to an existing cluster instead of a mock\n"
+	      "  -q                     quiet\n",
+	      f);
+}
+
+static int parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
+		     uint64_t *v)
+{
+	char *end;
+	unsigned long long x;
+
+	errno = 0;
+	if (*s == '-' || *s == '\0')
+		goto bad;
+	x = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || x < min || x > max)
+		goto bad;
+	*v = x;
+	return 0;
+bad:
+	err("%s: expected an integer in [%" PRIu64 ", %" PRIu64 "], got \"%s\"",
+	    opt, min, max, s);
+	return -EINVAL;
+}
+
+static int parse_i64(const char *s, int64_t min, int64_t max, int64_t *v)
+{
+	char *end;
+	long long x;
+
+	errno = 0;
+	if (*s == '\0')
+		return -EINVAL;
+	x = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || x < min || x > max)
+		return -EINVAL;
+	*v = x;
+	return 0;
+}
+
+static int parse_double(const char *opt, const char *s, double min, double max,
+			double *v)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(x >= min && x <= max)) {
+		err("%s: expected a number in [%g, %g], got \"%s\"", opt, min,
+		    max, s);
+		return -EINVAL;
+	}
+	*v = x;
+	return 0;
+}
+
+static int parse_topic(struct opts *o, char *arg)
+{
+	char *colon = strrchr(arg, ':');
+	uint64_t parts = MOCK_DEFAULT_PARTS;
+
+	if (o->ntopics == MOCK_MAX_TOPICS) {
+		err("--topic: at most %d topics", MOCK_MAX_TOPICS);
+		return -EINVAL;
+	}
+	if (colon) {
+		*colon = '\0';
+		if (parse_u64("--topic partitions", colon + 1, 1, 100000,
+			      &parts))
+			return -EINVAL;
+	}
+	/* Kafka topic names: 1..249 of [a-zA-Z0-9._-] */
+	if (arg[0] == '\0' || strlen(arg) > 249 ||
+	    strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			"0123456789._-") != strlen(arg)) {
+		err("--topic: invalid topic name \"%s\"", arg);
+		return -EINVAL;
+	}
+	o->topics[o->ntopics].name = arg;
+	o->topics[o->ntopics].parts = (int)parts;
+	o->ntopics++;
+	return 0;
+}
+
+enum {
+	OPT_BROKERS = 256,
+	OPT_TOPIC,
+	OPT_PRODUCE,
+	OPT_KEYS,
+	OPT_VALUE_SIZE,
+	OPT_TOMBSTONES,
+	OPT_RATE,
+	OPT_SEED,
+	OPT_EXPECT,
+	OPT_BOOTSTRAP_FILE,
+	OPT_EXIT_AFTER_PRODUCE,
+	OPT_STDIN_CONTROL,
+};
+
+static int parse_args(struct opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "brokers", required_argument, NULL, OPT_BROKERS },
+		{ "topic", required_argument, NULL, OPT_TOPIC },
+		{ "produce", required_argument, NULL, OPT_PRODUCE },
+		{ "keys", required_argument, NULL, OPT_KEYS },
+		{ "value-size", required_argument, NULL, OPT_VALUE_SIZE },
+		{ "tombstones", required_argument, NULL, OPT_TOMBSTONES },
+		{ "rate", required_argument, NULL, OPT_RATE },
+		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "expect", required_argument, NULL, OPT_EXPECT },
+		{ "bootstrap-file", required_argument, NULL,
+		  OPT_BOOTSTRAP_FILE },
+		{ "exit-after-produce", no_argument, NULL,
+		  OPT_EXIT_AFTER_PRODUCE },
+		{ "stdin-control", no_argument, NULL, OPT_STDIN_CONTROL },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c;
+
+	*o = (struct opts){
+		.brokers = 1,
+		.keys = 10000,
+		.value_size = 100,
+		.seed = 1,
+	};
+	while ((c = getopt_long(argc, argv, "b:qh", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_BROKERS:
+			if (parse_u64("--brokers", optarg, 1, 64, &v))
+				return -EINVAL;
+			o->brokers = (int)v;
+			break;
+		case OPT_TOPIC:
+			if (parse_topic(o, optarg))
+				return -EINVAL;
+			break;
+		case OPT_PRODUCE:
+			if (parse_u64("--produce", optarg, 0, UINT64_MAX / 4,
+				      &o->produce))
+				return -EINVAL;
+			break;
+		case OPT_KEYS:
+			if (parse_u64("--keys", optarg, 1, MOCK_MAX_KEYS, &v))
+				return -EINVAL;
+			o->keys = (uint32_t)v;
+			break;
+		case OPT_VALUE_SIZE:
+			if (parse_u64("--value-size", optarg, 0, MOCK_MAX_VALUE,
+				      &v))
+				return -EINVAL;
+			o->value_size = (uint32_t)v;
+			break;
+		case OPT_TOMBSTONES:
+			if (parse_double("--tombstones", optarg, 0, 100,
+					 &o->tombstone_pct))
+				return -EINVAL;
+			break;
+		case OPT_RATE:
+			if (parse_double("--rate", optarg, 0, 1e9, &o->rate))
+				return -EINVAL;
+			break;
+		case OPT_SEED:
+			if (parse_u64("--seed", optarg, 0, UINT64_MAX, &o->seed))
+				return -EINVAL;
+			break;
+		case OPT_EXPECT:
+			o->expect_path = optarg;
+			break;
+		case OPT_BOOTSTRAP_FILE:
+			o->bootstrap_path = optarg;
+			break;
+		case OPT_EXIT_AFTER_PRODUCE:
+			o->exit_after_produce = true;
+			break;
+		case OPT_STDIN_CONTROL:
+			o->stdin_control = true;
+			break;
+		case 'b':
+			o->bootstrap = optarg;
+			break;
+		case 'q':
+			o->quiet = true;
+			break;
+		case 'h':
+			return 1;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		err("unexpected argument \"%s\"", argv[optind]);
+		return -EINVAL;
+	}
+	if (o->exit_after_produce && o->stdin_control) {
+		err("--exit-after-produce and --stdin-control exclude each other");
+		return -EINVAL;
+	}
+	if (o->ntopics == 0) {
+		o->topics[0].name = "events";
+		o->topics[0].parts = MOCK_DEFAULT_PARTS;
+		o->ntopics = 1;
+	}
+	return 0;
+}
+
+/* splitmix64: tiny, full-period, good enough to spread keys; deterministic
+ * per --seed so two runs produce the same records. */
+static uint64_t prng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static int format_key(char *buf, size_t size, uint32_t idx)
+{
+	return snprintf(buf, size, "key-%08" PRIu32, idx);
+}
+
+/* value = "v:<key>:<seq>:" padded to exactly size bytes with a filler that
+ * depends on seq only, so it can be regenerated from (key, seq); truncated if
+ * size is shorter than the prefix. Printable, no whitespace: it must be
+ * storable as-is in Memcached's text protocol and comparable line by line. */
+static void format_value(char *buf, uint32_t size, const char *key,
+			 uint64_t seq)
+{
+	char prefix[64];
+	int n = snprintf(prefix, sizeof(prefix), "v:%s:%" PRIu64 ":", key, seq);
+	uint32_t plen = (uint32_t)n < size ? (uint32_t)n : size;
+
+	memcpy(buf, prefix, plen);
+	memset(buf + plen, 'a' + (int)(seq % 26), size - plen);
+}
+
+static int write_file_atomic(const char *path, const char *content)
+{
+	char tmp[PATH_MAX];
+	FILE *f;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	fputs(content, f);
+	if (fclose(f) != 0) {
+		int e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	if (rename(tmp, path) != 0) {
+		int e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	return 0;
+}
+
+/* Writes FILE.tmp and renames it so that a reader polling for FILE only ever
+ * sees a complete file. Lines are in key-index order. announce: print
+ * "expect=FILE" (a control command's answer line says it instead). */
+static int write_expect(struct app *a, bool announce)
+{
+	const char *path = a->o.expect_path;
+	char tmp[PATH_MAX], key[32];
+	FILE *f;
+	int e = 0;
+
+	if (a->tainted) {
+		err("not writing %s: some records failed delivery, the expected "
+		    "state is unknown",
+		    path);
+		return -EIO;
+	}
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		err("%s: path too long", path);
+		return -ENAMETOOLONG;
+	}
+	f = fopen(tmp, "w");
+	if (!f) {
+		e = -errno;
+		err("%s: %s", tmp, strerror(errno));
+		return e;
+	}
+	setvbuf(f, NULL, _IOFBF, 1 << 20);
+	for (uint32_t i = 0; i < a->o.keys; i++) {
+		uint64_t l = a->last[i];
+
+		if (l == 0)
+			continue;
+		format_key(key, sizeof(key), i);
+		if (l & 1) {
+			fprintf(f, "D %s\n", key);
+		} else {
+			format_value(a->valbuf, a->o.value_size, key,
+				     (l >> 1) - 1);
+			fprintf(f, "S %s %.*s\n", key, (int)a->o.value_size,
+				a->valbuf);
+		}
+	}
+	if (ferror(f))
+		e = -EIO;
+	if (fclose(f) != 0 && e == 0)
+		e = -errno;
+	if (e == 0 && rename(tmp, path) != 0)
+		e = -errno;
+	if (e != 0) {
+		err("writing %s: %s", path, strerror(-e));
+		unlink(tmp);
+		return e;
+	}
+	if (announce)
+		out("expect=%s", path);
+	return 0;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct app *a = opaque;
+
+	(void)rk;
+	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		a->acked++;
+		return;
+	}
+	/* log the first few only: a broker outage fails thousands at once */
+	if (a->failed < 10)
+		err("delivery failed: topic %s partition %" PRId32 " key %.*s: %s",
+		    rd_kafka_topic_name(m->rkt), m->partition, (int)m->key_len,
+		    (const char *)m->key, rd_kafka_err2str(m->err));
+	a->failed++;
+	a->tainted = true;
+}
+
+static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque)
+{
+	struct app *a = opaque;
+	char fatal[512];
+
+	if (e != RD_KAFKA_RESP_ERR__FATAL) {
+		/* transient (broker down, transport): librdkafka retries */
+		if (!a->o.quiet)
+			err("producer: %s: %s", rd_kafka_err2name(e), reason);
+		return;
+	}
+	rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+	err("producer fatal error: %s", fatal);
+	a->fatal = true;
+	a->tainted = true;
+}
+
+static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v)
+{
+	char errstr[512];
+
+	if (rd_kafka_conf_set(conf, k, v, errstr, sizeof(errstr)) !=
+	    RD_KAFKA_CONF_OK) {
+		err("config %s=%s: %s", k, v, errstr);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Wakes the event loop when the handle has events for rd_kafka_poll(), so it
+ * can block in poll() without a timeout. */
+static void enable_events(struct app *a, rd_kafka_t *rk)
+{
+	rd_kafka_queue_t *q = rd_kafka_queue_get_main(rk);
+
+	rd_kafka_queue_io_event_enable(q, a->evfd[1], "1", 1);
+	rd_kafka_queue_destroy(q);
+}
+
+static int cluster_start(struct app *a)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char errstr[512];
+	rd_kafka_resp_err_t e;
+
+	/* this handle only hosts the mock brokers; it never connects anywhere,
+	 * so its "no bootstrap.servers" notice is noise */
+	if (set_conf(conf, "log_level", "4")) {
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	a->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr,
+				  sizeof(errstr));
+	if (!a->mock_rk) {
+		err("creating the mock cluster's handle: %s", errstr);
+		rd_kafka_conf_destroy(conf);
+		return -EIO;
+	}
+	enable_events(a, a->mock_rk);
+	a->mc = rd_kafka_mock_cluster_new(a->mock_rk, a->o.brokers);
+	if (!a->mc) {
+		err("rd_kafka_mock_cluster_new(%d brokers) failed", a->o.brokers);
+		return -EIO;
+	}
+	for (int i = 0; i < a->o.ntopics; i++) {
+		const struct topic_spec *t = &a->o.topics[i];
+
+		e = rd_kafka_mock_topic_create(a->mc, t->name, t->parts, 1);
+		if (e) {
+			err("creating topic %s (%d partitions): %s", t->name,
+			    t->parts, rd_kafka_err2str(e));
+			return -EIO;
+		}
+	}
+	a->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(a->mc));
+	if (!a->bootstraps)
+		return -ENOMEM;
+	return 0;
+}
+
+static int producer_start(struct app *a)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char errstr[512];
+
+	/* Idempotence keeps per-partition order across retries (the mock
+	 * implements InitProducerId and sequence checks), so the order we
+	 * produce a key's records in is the order they land in the log, which
+	 * is what --expect relies on. */
+	if (set_conf(conf, "bootstrap.servers", a->bootstraps) ||
+	    set_conf(conf, "enable.idempotence", "true") ||
+	    set_conf(conf, "linger.ms", "5") ||
+	    set_conf(conf, "batch.num.messages", "10000") ||
+	    (a->o.quiet && set_conf(conf, "log_level", "3"))) {
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	rd_kafka_conf_set_opaque(conf, a);
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	a->prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (!a->prod) {
+		err("creating the producer: %s", errstr);
+		rd_kafka_conf_destroy(conf);
+		return -EIO;
+	}
+	enable_events(a, a->prod);
+	a->rkt = rd_kafka_topic_new(a->prod, a->o.topics[0].name, NULL);
+	if (!a->rkt) {
+		err("topic %s: %s", a->o.topics[0].name,
+		    rd_kafka_err2str(rd_kafka_last_error()));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Non-blocking: has SIGTERM/SIGINT (or the parent-death signal) arrived? */
+static bool stop_requested(struct app *a)
+{
+	struct signalfd_siginfo si;
+
+	return read(a->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Hands the next generated record to librdkafka. A record that meets a full
+ * queue stays pending and is retried as is, so the PRNG stream and the
+ * sequence do not depend on timing. Returns 0, -ENOBUFS (queue full) or
+ * -EIO. */
+static int produce_one(struct app *a)
+{
+	char key[32];
+	int klen;
+
+	if (!a->pend.valid) {
+		const double tomb = a->o.tombstone_pct / 100.0;
+
+		a->pend.idx = (uint32_t)(prng_next(&a->prng) % a->o.keys);
+		/* top 53 bits as a uniform double in [0, 1) */
+		a->pend.dead = tomb > 0 && (double)(prng_next(&a->prng) >> 11) *
+						   0x1p-53 <
+					   tomb;
+		a->pend.seq = a->seq++;
+		a->pend.valid = true;
+	}
+	klen = format_key(key, sizeof(key), a->pend.idx);
+	if (!a->pend.dead)
+		format_value(a->valbuf, a->o.value_size, key, a->pend.seq);
+	/* partition left to the default partitioner: the same key always
+	 * lands on the same partition */
+	if (rd_kafka_produce(a->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+			     a->pend.dead ? NULL : a->valbuf,
+			     a->pend.dead ? 0 : a->o.value_size, key,
+			     (size_t)klen, NULL) != 0) {
+		rd_kafka_resp_err_t e = rd_kafka_last_error();
+
+		if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			return -ENOBUFS;
+		err("produce to %s: %s", a->o.topics[0].name,
+		    rd_kafka_err2str(e));
+		return -EIO;
+	}
+	a->pend.valid = false;
+	a->produced++;
+	a->job.sent++;
+	if (a->last)
+		a->last[a->pend.idx] = ((a->pend.seq + 1) << 1) |
+				       (a->pend.dead ? 1u : 0u);
+	return 0;
+}
+
+static int job_start(struct app *a, uint64_t n, bool initial)
+{
+	if (!a->prod && producer_start(a))
+		return -EIO;
+	a->job = (struct job){
+		.active = true,
+		.initial = initial,
+		.target = n,
+		.acked0 = a->acked,
+		.failed0 = a->failed,
+		.t0 = now_s(),
+	};
+	return 0;
+}
+
+/* Produces what the job may produce now and sets *timeout_ms to how long the
+ * caller may wait for events before calling again: 0 after a burst (so that
+ * signals and commands are looked at between bursts), the time to the next
+ * record under --rate, or -1 when only delivery reports can move the job on
+ * (queue full, or everything sent). */
+static int job_step(struct app *a, int *timeout_ms)
+{
+	struct job *j = &a->job;
+	int r;
+
+	*timeout_ms = -1;
+	for (unsigned burst = 0; j->sent < j->target; burst++) {
+		if (burst == MOCK_BURST) {
+			*timeout_ms = 0;
+			return 0;
+		}
+		if (a->o.rate > 0) {
+			/* record i is due at t0 + i / rate: pacing against the
+			 * clock catches up after a slow iteration instead of
+			 * accumulating the delay */
+			double ahead = j->t0 + (double)j->sent / a->o.rate -
+				       now_s();
+
+			if (ahead > 0) {
+				*timeout_ms = (int)(ahead * 1000.0) + 1;
+				return 0;
+			}
+		}
+		r = produce_one(a);
+		if (r == -ENOBUFS)
+			return 0; /* the delivery reports that make room wake us */
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static bool job_done(const struct app *a)
+{
+	/* one job at a time, so everything outstanding is this job's */
+	return a->job.active && a->job.sent == a->job.target &&
+	       a->acked + a->failed == a->produced;
+}
+
+/* Reports a finished job: for --produce the "produced=" and "expect=" lines
+ * (a failure is fatal: exit 1), for a command its one answer line. */
+static int job_finish(struct app *a)
+{
+	struct job *j = &a->job;
+	uint64_t acked = a->acked - j->acked0, failed = a->failed - j->failed0;
+	double dt = now_s() - j->t0;
+
+	j->active = false;
+	if (j->initial) {
+		if (j->target > 0)
+			out("produced=%" PRIu64 " acked=%" PRIu64
+			    " failed=%" PRIu64,
+			    j->sent, acked, failed);
+		if (failed > 0) {
+			err("%" PRIu64 " records failed delivery", failed);
+			return -EIO;
+		}
+		if (!a->o.quiet && j->target > 0)
+			err("produced %" PRIu64 " records to %s in %.2f s "
+			    "(%.0f records/s)",
+			    j->sent, a->o.topics[0].name, dt,
+			    dt > 0 ? (double)j->sent / dt : 0.0);
+		if (a->o.expect_path && write_expect(a, true))
+			return -EIO;
+		return 0;
+	}
+	if (failed > 0 || a->tainted) {
+		out("error produce failed=%" PRIu64 " acked=%" PRIu64, failed,
+		    acked);
+		return 0;
+	}
+	/* the expect file is rewritten before answering, so a client that
+	 * reads "ok produce" can read the file right away; the answer is the
+	 * command's only line */
+	if (a->o.expect_path && write_expect(a, false)) {
+		out("error writing %s failed", a->o.expect_path);
+		return 0;
+	}
+	out("ok produce acked=%" PRIu64, acked);
+	return 0;
+}
+
+static void warn_retention(const struct app *a)
+{
+	const struct opts *o = &a->o;
+	double per_part = (double)o->produce * (o->value_size + 40.0) /
+			  o->topics[0].parts;
+
+	if (o->rate > 0 || per_part <= MOCK_RETENTION_WARN)
+		return;
+	err("warning: about %.1f MiB per partition of %s exceeds the mock's "
+	    "5 MiB retention; a consumer starting afterwards misses the oldest "
+	    "records (use --rate and consume while producing, or more "
+	    "partitions)",
+	    per_part / (1024 * 1024), o->topics[0].name);
+}
+
+/* Control command with a mock-cluster broker id ("-1" = all brokers). */
+static int parse_broker(const char *s, int32_t *id)
+{
+	int64_t v;
+
+	if (!s || parse_i64(s, -1, INT32_MAX, &v))
+		return -EINVAL;
+	*id = (int32_t)v;
+	return 0;
+}
+
+/* Runs one control command. Every command gets exactly one answer line.
+ * "produce" runs one at a time, in order, and is answered when its records
+ * are acknowledged; the other commands are answered at once, also while a
+ * "produce" runs (a test may need "broker-up" to let it finish). "quit" is
+ * answered by the loop once the queued "produce" commands are done.
+ * Returns 1 for quit, negative when the producer could not start, else 0. */
+static int handle_command(struct app *a, char *line)
+{
+	char *save = NULL;
+	char *cmd = strtok_r(line, " \t\r", &save);
+	char *a1 = strtok_r(NULL, " \t\r", &save);
+	char *a2 = strtok_r(NULL, " \t\r", &save);
+	char *a3 = strtok_r(NULL, " \t\r", &save);
+	char *extra = strtok_r(NULL, " \t\r", &save);
+	rd_kafka_resp_err_t e;
+	int32_t id = 0;
+	int64_t v1 = 0, v2 = 0;
+
+	if (!cmd) {
+		/* answered too, so that a client can stay in lock step */
+		out("error empty command");
+		return 0;
+	}
+	if (strcmp(cmd, "quit") == 0)
+		return 1;
+	if (strcmp(cmd, "produce") == 0) {
+		if (!a1 || a2 || parse_i64(a1, 0, INT64_MAX / 4, &v1)) {
+			out("error usage: produce N");
+			return 0;
+		}
+		if (a->job.active) {
+			if (a->nqueued == MOCK_QUEUED_MAX) {
+				out("error produce: %d commands already queued",
+				    MOCK_QUEUED_MAX);
+				return 0;
+			}
+			a->queued[a->nqueued++] = (uint64_t)v1;
+			return 0;
+		}
+		if (job_start(a, (uint64_t)v1, false)) {
+			out("error produce: the producer could not start");
+			return -EIO;
+		}
+		return 0; /* answered by job_finish once acknowledged */
+	}
+
+	if (strcmp(cmd, "broker-down") == 0 || strcmp(cmd, "broker-up") == 0) {
+		if (parse_broker(a1, &id) || a2) {
+			out("error usage: %s ID", cmd);
+			return 0;
+		}
+	} else if (strcmp(cmd, "rtt") == 0) {
+		if (parse_broker(a1, &id) || !a2 ||
+		    parse_i64(a2, 0, INT_MAX, &v1) || a3) {
+			out("error usage: rtt ID MS");
+			return 0;
+		}
+	} else if (strcmp(cmd, "errors") == 0) {
+		if (!a1 || parse_i64(a1, 0, INT16_MAX, &v1) || !a2 ||
+		    parse_i64(a2, INT32_MIN, INT32_MAX, &v2) || !a3 ||
+		    extra) {
+			out("error usage: errors APIKEY ERRCODE COUNT");
+			return 0;
+		}
+	} else {
+		out("error unknown command %s", cmd);
+		return 0;
+	}
+	if (!a->mc) {
+		out("error %s: no mock cluster (-b was given)", cmd);
+		return 0;
+	}
+
+	if (strcmp(cmd, "broker-down") == 0) {
+		e = rd_kafka_mock_broker_set_down(a->mc, id);
+	} else if (strcmp(cmd, "broker-up") == 0) {
+		e = rd_kafka_mock_broker_set_up(a->mc, id);
+	} else if (strcmp(cmd, "rtt") == 0) {
+		e = rd_kafka_mock_broker_set_rtt(a->mc, id, (int)v1);
+	} else {
+		uint64_t cnt;
+		rd_kafka_resp_err_t *errs;
+
+		if (parse_u64("errors COUNT", a3, 1, 1000000, &cnt)) {
+			out("error usage: errors APIKEY ERRCODE COUNT (COUNT 1..1000000)");
+			return 0;
+		}
+		errs = malloc(cnt * sizeof(*errs));
+		if (!errs) {
+			out("error out of memory");
+			return 0;
+		}
+		for (uint64_t i = 0; i < cnt; i++)
+			errs[i] = (rd_kafka_resp_err_t)v2;
+		rd_kafka_mock_push_request_errors_array(a->mc, (int16_t)v1,
+							(size_t)cnt, errs);
+		free(errs);
+		out("ok errors %" PRId64 " %" PRId64 " %" PRIu64, v1, v2, cnt);
+		return 0;
+	}
+	if (e) {
+		out("error %s %" PRId32 ": %s", cmd, id, rd_kafka_err2str(e));
+		return 0;
+	}
+	if (strcmp(cmd, "rtt") == 0)
+		out("ok rtt %" PRId32 " %" PRId64, id, v1);
+	else
+		out("ok %s %" PRId32, cmd, id);
+	return 0;
+}
+
+/* Commands read so far, split into lines; a line longer than the buffer is
+ * answered with an error and skipped. */
+struct cmdbuf {
+	char buf[MOCK_CMD_MAX];
+	size_t len;
+	bool discarding;
+};
+
+/* Reads what stdin has and runs the complete lines. Returns 1 to stop
+ * (quit), 0 to go on, -EPIPE at EOF (after running a last unterminated line),
+ * or another negative errno. */
+static int read_commands(struct app *a, struct cmdbuf *cb)
+{
+	ssize_t n = read(STDIN_FILENO, cb->buf + cb->len,
+			 sizeof(cb->buf) - 1 - cb->len);
+	char *start, *nl;
+	int h;
+
+	if (n < 0) {
+		if (errno == EINTR || errno == EAGAIN)
+			return 0;
+		err("reading stdin: %s", strerror(errno));
+		return -errno;
+	}
+	if (n == 0) {
+		if (cb->len > 0 && !cb->discarding) {
+			cb->buf[cb->len] = '\0';
+			cb->len = 0;
+			h = handle_command(a, cb->buf);
+			if (h != 0)
+				return h;
+		}
+		return -EPIPE;
+	}
+	cb->len += (size_t)n;
+	start = cb->buf;
+	while ((nl = memchr(start, '\n', cb->len - (size_t)(start - cb->buf)))) {
+		*nl = '\0';
+		if (cb->discarding) {
+			cb->discarding = false;
+		} else {
+			h = handle_command(a, start);
+			if (h != 0) {
+				cb->len = 0;
+				return h;
+			}
+		}
+		start = nl + 1;
+	}
+	cb->len -= (size_t)(start - cb->buf);
+	memmove(cb->buf, start, cb->len);
+	if (cb->len == sizeof(cb->buf) - 1) {
+		if (!cb->discarding)
+			out("error command longer than %d bytes",
+			    MOCK_CMD_MAX - 2);
+		cb->discarding = true;
+		cb->len = 0;
+	}
+	return 0;
+}
+
+/* The one event loop: runs the current production job, serves librdkafka's
+ * events (woken through the event pipe), signals and commands. Returns 0 on a
+ * normal stop (signal, quit, stdin EOF, or the end of --exit-after-produce),
+ * negative when production failed. */
+static int run(struct app *a)
+{
+	struct cmdbuf cb = { .len = 0 };
+	bool stdin_open = a->o.stdin_control;
+	bool quit = false;
+	char drain[256];
+	int r;
+
+	for (;;) {
+		struct pollfd pfd[3];
+		nfds_t nfds = 0;
+		int timeout = -1, ev = -1, in = -1;
+
+		if (a->job.active) {
+			r = job_step(a, &timeout);
+			if (r)
+				return r;
+			if (job_done(a)) {
+				bool initial = a->job.initial;
+
+				r = job_finish(a);
+				if (r)
+					return r;
+				if (initial && a->o.exit_after_produce)
+					return 0;
+				if (a->nqueued > 0) {
+					uint64_t n = a->queued[0];
+
+					a->nqueued--;
+					memmove(a->queued, a->queued + 1,
+						a->nqueued * sizeof(a->queued[0]));
+					if (job_start(a, n, false))
+						return -EIO;
+					continue;
+				}
+				/* quit or EOF came while producing */
+				if (a->o.stdin_control && !stdin_open)
+					goto stop;
+				continue;
+			}
+		}
+
+		pfd[nfds] = (struct pollfd){ .fd = a->sfd, .events = POLLIN };
+		nfds++;
+		if (a->evfd[0] >= 0) {
+			ev = (int)nfds;
+			pfd[nfds++] = (struct pollfd){ .fd = a->evfd[0],
+						       .events = POLLIN };
+		}
+		/* commands wait until --produce is done, so that its lines
+		 * come first on stdout */
+		if (stdin_open && !(a->job.active && a->job.initial)) {
+			in = (int)nfds;
+			pfd[nfds++] = (struct pollfd){ .fd = STDIN_FILENO,
+						       .events = POLLIN };
+		}
+		if (poll(pfd, nfds, timeout) < 0 && errno != EINTR) {
+			err("poll: %s", strerror(errno));
+			return -errno;
+		}
+		if (ev >= 0 && pfd[ev].revents)
+			while (read(a->evfd[0], drain, sizeof(drain)) > 0)
+				;
+		if (a->prod)
+			rd_kafka_poll(a->prod, 0);
+		if (a->mock_rk)
+			rd_kafka_poll(a->mock_rk, 0);
+		if (a->fatal)
+			return -EIO;
+		if (stop_requested(a))
+			return 0;
+		if (in >= 0 && pfd[in].revents) {
+			r = read_commands(a, &cb);
+			if (r == 1 || r == -EPIPE) {
+				/* the "produce" commands already read are
+				 * finished and answered first */
+				stdin_open = false;
+				quit = r == 1;
+				if (!a->job.active)
+					goto stop;
+			} else if (r < 0) {
+				return r;
+			}
+		}
+	}
+stop:
+	if (quit)
+		out("ok quit");
+	return 0;
+}
+
+static void app_destroy(struct app *a)
+{
+	if (a->prod) {
+		/* on a stop records may still be queued for a broker that is
+		 * down: drop them rather than wait out their timeout */
+		rd_kafka_purge(a->prod, RD_KAFKA_PURGE_F_QUEUE |
+						RD_KAFKA_PURGE_F_INFLIGHT);
+		rd_kafka_poll(a->prod, 0);
+		if (a->rkt)
+			rd_kafka_topic_destroy(a->rkt);
+		rd_kafka_destroy(a->prod);
+	}
+	/* after the producer, the cluster's only client; rarely this takes a
+	 * second inside librdkafka (its internal broker thread's wake-up) */
+	if (a->mc)
+		rd_kafka_mock_cluster_destroy(a->mc);
+	if (a->mock_rk)
+		rd_kafka_destroy(a->mock_rk);
+	free(a->bootstraps);
+	free(a->last);
+	free(a->valbuf);
+	if (a->sfd >= 0)
+		close(a->sfd);
+	if (a->evfd[0] >= 0)
+		close(a->evfd[0]);
+	if (a->evfd[1] >= 0)
+		close(a->evfd[1]);
+}
+
+int main(int argc, char **argv)
+{
+	struct app a = { .sfd = -1, .evfd = { -1, -1 } };
+	sigset_t set;
+	int rc = 1, r;
+
+	/* the spawning test may die without stopping us: follow it */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+		err("prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
+	/* a reader that stops reading our stdout must not kill us mid-write */
+	signal(SIGPIPE, SIG_IGN);
+	/* Block the stop signals before librdkafka starts its threads (which
+	 * inherit the mask), so that they are only ever read from the
+	 * signalfd by the main thread's event loop. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) {
+		err("sigprocmask: %s", strerror(errno));
+		return 1;
+	}
+	a.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a.sfd < 0) {
+		err("signalfd: %s", strerror(errno));
+		goto out;
+	}
+
+	r = parse_args(&a.o, argc, argv);
+	if (r != 0) {
+		usage(r > 0 ? stdout : stderr);
+		rc = r > 0 ? 0 : 2;
+		goto out;
+	}
+
+	if (pipe2(a.evfd, O_NONBLOCK | O_CLOEXEC) != 0) {
+		err("pipe2: %s", strerror(errno));
+		goto out;
+	}
+
+	a.prng = a.o.seed;
+	a.valbuf = malloc(a.o.value_size + 1);
+	if (!a.valbuf)
+		goto out;
+	if (a.o.expect_path) {
+		a.last = calloc(a.o.keys, sizeof(*a.last));
+		if (!a.last) {
+			err("out of memory for %" PRIu32 " keys", a.o.keys);
+			goto out;
+		}
+	}
+
+	if (a.o.bootstrap) {
+		a.bootstraps = strdup(a.o.bootstrap);
+		if (!a.bootstraps)
+			goto out;
+	} else if (cluster_start(&a)) {
+		goto out;
+	}
+	out("bootstrap=%s", a.bootstraps);
+	if (a.o.bootstrap_path) {
+		char line[4096];
+
+		snprintf(line, sizeof(line), "%s\n", a.bootstraps);
+		r = write_file_atomic(a.o.bootstrap_path, line);
+		if (r) {
+			err("writing %s: %s", a.o.bootstrap_path, strerror(-r));
+			goto out;
+		}
+	}
+
+	if (a.o.produce > 0 || a.o.expect_path) {
+		warn_retention(&a);
+		if (job_start(&a, a.o.produce, true))
+			goto out;
+	} else if (a.o.exit_after_produce) {
+		rc = 0;
+		goto out;
+	}
+	rc = run(&a) == 0 ? 0 : 1;
+out:
+	app_destroy(&a);
+	return rc;
+}
