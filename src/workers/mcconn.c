@@ -196,21 +196,42 @@ static void must(int rc)
 	}
 }
 
+/* " <decimal>" at p; returns the bytes written. snprintf showed up in the
+ * writer's profile at 5% for these three numbers per record. */
+static size_t put_num(char *p, uint64_t v)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	p[0] = ' ';
+	for (i = 0; i < n; i++)
+		p[1 + i] = tmp[n - 1 - i];
+	return n + 1;
+}
+
 void mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
 		      size_t vlen, uint32_t flags, uint32_t exptime)
 {
-	char *p;
-	int hl;
+	char *p, *start;
 
-	must(reserve(&c->out, &c->out_cap, c->out_len + klen + vlen + 64));
-	p = c->out + c->out_len;
+	/* "set " key " flags exptime bytes\r\n" value "\r\n": 3 numbers of at
+	 * most 20 digits each plus separators fit in 72 bytes */
+	must(reserve(&c->out, &c->out_cap, c->out_len + klen + vlen + 72));
+	start = p = c->out + c->out_len;
 	memcpy(p, "set ", 4);
 	memcpy(p + 4, key, klen);
-	hl = snprintf(p + 4 + klen, 60, " %u %u %zu\r\n", flags, exptime, vlen);
-	p += 4 + klen + (size_t)hl;
-	memcpy(p, val, vlen);
-	memcpy(p + vlen, "\r\n", 2);
-	c->out_len += 4 + klen + (size_t)hl + vlen + 2;
+	p += 4 + klen;
+	p += put_num(p, flags);
+	p += put_num(p, exptime);
+	p += put_num(p, vlen);
+	memcpy(p, "\r\n", 2);
+	memcpy(p + 2, val, vlen);
+	memcpy(p + 2 + vlen, "\r\n", 2);
+	c->out_len += (size_t)(p + 4 + vlen - start);
 	must(add_cmd(c));
 }
 
