@@ -32,6 +32,7 @@ static const struct option long_opts[] = {
 	{ "memcached", required_argument, NULL, 'm' },
 	{ "offset", required_argument, NULL, 'o' },
 	{ "exit", no_argument, NULL, 'e' },
+	{ "count", required_argument, NULL, 'c' },
 	{ "writers", required_argument, NULL, OPT_WRITERS },
 	{ "ring-size", required_argument, NULL, OPT_RING_SIZE },
 	{ "batch", required_argument, NULL, OPT_BATCH },
@@ -63,6 +64,7 @@ void k2mc_config_usage(FILE *out)
 		"  -o beginning|end       where a group with no committed offset starts (default beginning)\n"
 		"  -e                     exit 0 when every assigned partition is written and committed\n"
 		"                         up to its end offset\n"
+		"  -c N                   stop (drain, commit, exit 0) after consuming N records\n"
 		"Memcached:\n"
 		"  -m HOST:PORT[,...]     servers, consistent (ketama) hashing (default 127.0.0.1:11211)\n"
 		"  --key-prefix STR       prepended to every record key\n"
@@ -98,6 +100,9 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 	char *end;
 	long v;
 
+	/* strtol would also take leading blanks and '+' */
+	if (!((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9')))
+		return -EINVAL;
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
@@ -193,9 +198,11 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 	c->shutdown_timeout_ms = 30000;
 	c->verbosity = 1;
 
-	optind = 1;
+	/* 0, not 1: glibc only forgets a half-parsed "-abc" bundle from an
+	 * earlier call when optind is 0 */
+	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":b:t:G:m:X:o:evqhV", long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":b:t:G:m:X:o:ec:vqhV", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case 'b':
 			c->brokers = optarg;
@@ -232,6 +239,11 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 			break;
 		case 'e':
 			c->exit_at_eof = 1;
+			break;
+		case 'c':
+			if (parse_long(optarg, 1, LONG_MAX, &v) != 0)
+				USAGE("-c: expected a record count >= 1, got '%s'", optarg);
+			c->max_records = (uint64_t)v;
 			break;
 		case 'v':
 			c->verbosity = 2;
@@ -285,8 +297,14 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 			c->shutdown_timeout_ms = (int)v;
 			break;
 		case ':':
+			if (optopt != 0 && optopt < 256 && strncmp(argv[optind - 1], "--", 2) != 0)
+				USAGE("option '-%c' needs a value", optopt);
 			USAGE("option '%s' needs a value", argv[optind - 1]);
 		default:
+			/* getopt advances optind only after the last letter of a
+			 * bundle like -Zq: name the letter, not argv[optind-1] */
+			if (optopt != 0 && optopt < 256 && strncmp(argv[optind - 1], "--", 2) != 0)
+				USAGE("unknown option '-%c'", optopt);
 			USAGE("unknown option '%s'", argv[optind - 1]);
 		}
 	}

@@ -29,6 +29,7 @@ struct k2mc_config {
 	int nxprops;
 	int offset_beginning;           /* -o beginning|end: start of a group with no commit */
 	int exit_at_eof;                /* -e */
+	uint64_t max_records;           /* -c: stop after this many records, 0 = no limit */
 	int writers;                    /* --writers */
 	uint32_t ring_size;             /* --ring-size: slots per (partition, writer) ring */
 	int batch;                      /* --batch: records per pipelined Memcached exchange */

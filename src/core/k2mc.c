@@ -98,7 +98,10 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE], (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	k2mc_group_print_committed(g, stderr);
-	fputc('\n', stderr);
+	fprintf(stderr, "; latency ms p50 %lld p99 %lld p999 %lld\n",
+		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.50),
+		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.99),
+		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.999));
 }
 
 int main(int argc, char **argv)
@@ -167,6 +170,15 @@ int main(int argc, char **argv)
 			k2mc_err("%s", k2mc_group_fatal(g));
 			rc = 1;
 			break;
+		}
+		if (cfg.max_records > 0) {
+			struct k2mc_group_stats gs;
+
+			k2mc_group_stats(g, &gs);
+			if (gs.consumed >= cfg.max_records) {
+				k2mc_info("consumed %llu records (-c)", (unsigned long long)gs.consumed);
+				break;
+			}
 		}
 		if (cfg.exit_at_eof && k2mc_group_all_done(g)) {
 			k2mc_info("every assigned partition is written up to its end offset");

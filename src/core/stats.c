@@ -21,3 +21,24 @@ void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
 		}
 	}
 }
+
+int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)
+{
+	uint64_t total = 0, seen = 0, rank;
+
+	for (int i = 0; i < n; i++)
+		for (int b = 0; b <= K2MC_LAT_MAX_MS; b++)
+			total += k2mc_read(&ws[i].latency_ms[b]);
+	if (total == 0)
+		return -1;
+	rank = (uint64_t)(q * (double)total);
+	if (rank >= total)
+		rank = total - 1;
+	for (int b = 0; b <= K2MC_LAT_MAX_MS; b++) {
+		for (int i = 0; i < n; i++)
+			seen += k2mc_read(&ws[i].latency_ms[b]);
+		if (seen > rank)
+			return b;
+	}
+	return K2MC_LAT_MAX_MS;
+}

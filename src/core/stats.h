@@ -24,6 +24,11 @@ static inline uint64_t k2mc_read(k2mc_counter *c)
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* End-to-end latency, record timestamp -> Memcached acknowledgement, in
+ * milliseconds (Kafka timestamps have ms resolution); the last bucket holds
+ * everything from K2MC_LAT_MAX_MS up. */
+#define K2MC_LAT_MAX_MS 10000
+
 /* One per writer thread, written by that writer. */
 struct k2mc_writer_stats {
 	_Alignas(64) k2mc_counter written;      /* sets acknowledged (STORED) */
@@ -33,6 +38,7 @@ struct k2mc_writer_stats {
 	k2mc_counter batches;                   /* pipelined exchanges completed */
 	k2mc_counter mc_errors;                 /* connection failures and error replies */
 	k2mc_counter retries;                   /* batches resent after a failure */
+	k2mc_counter latency_ms[K2MC_LAT_MAX_MS + 1];
 };
 
 /* Totals over all writers, computed by the reader. */
@@ -42,5 +48,8 @@ struct k2mc_totals {
 };
 
 void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t);
+
+/* Latency quantile q (0..1) over all writers in ms, or -1 with no samples. */
+int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q);
 
 #endif

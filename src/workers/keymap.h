@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h" /* K2MC_MC_KEY_MAX */
+
 enum k2mc_keymap_reason {
 	K2MC_KEY_OK = 0,
 	K2MC_KEY_MISSING,     /* null or empty record key */

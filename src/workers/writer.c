@@ -265,10 +265,35 @@ static int exchange(struct writer *w, size_t nsegs_scan)
 }
 
 /* All replies are in: count, acknowledge, free the records, free the slots. */
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void count_latency(struct writer *w, const rd_kafka_message_t *m, int64_t now)
+{
+	int64_t ts = rd_kafka_message_timestamp(m, NULL), d;
+
+	if (ts < 0)
+		return;
+	d = now - ts;
+	if (d < 0)
+		d = 0; /* producer clock ahead of ours */
+	k2mc_count(&w->stats->latency_ms[d < K2MC_LAT_MAX_MS ? d : K2MC_LAT_MAX_MS], 1);
+}
+
 static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 {
+	/* one clock read per batch: every record of it was acknowledged now */
+	int64_t now = wall_ms();
+
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
+
+		count_latency(w, m, now);
 
 		if (w->item_server[i] >= 0) {
 			struct mc_conn *c = w->conns[w->item_server[i]];
