@@ -19,7 +19,7 @@ K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/co
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c
 
-.PHONY: all deps test unit integration asan tsan demo bench bench-quick lint clean
+.PHONY: all deps test unit integration asan tsan demo bench bench-quick bench-deps lint clean
 all: build/k2mc build/k2mc-mock build/k2mc-verify
 
 # Install what a fresh Debian machine lacks; a stamp keeps later builds quiet.
@@ -59,6 +59,14 @@ build/k2mc-mock: build/obj/bench/k2mc_mock.o
 build/k2mc-verify: build/obj/bench/k2mc_verify.o build/obj/src/core/config.o
 	$(CC) $^ -o $@ $(LIBS)
 
+# Benchmark ceilings: the same records straight into Memcached (through the
+# same connection code k2mc uses), and a plain librdkafka consumer.
+BENCH_TOOLS := build/mc-ceiling build/kafka-ceiling
+build/mc-ceiling: build/obj/bench/mc_ceiling.o build/obj/src/workers/mcconn.o
+	$(CC) $^ -o $@ $(LIBS)
+build/kafka-ceiling: build/obj/bench/kafka_ceiling.o
+	$(CC) $^ -o $@ $(LIBS)
+
 # Tests: one Criterion suite per module (tests/test_<module>.c) linked against
 # the module objects; integration suites start real servers through
 # tests/harness.c. Unit suites run plain, under ASan+UBSan and under TSan.
@@ -80,6 +88,12 @@ build/tests/tsan/test_%: tests/test_%.c $(HARNESS) $(TOBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -O1 -fsanitize=thread $^ -o $@ $(TLIBS)
 
+# See tests/tsan_c11_shim.c: librdkafka's C11 threads, made visible to TSan.
+TSAN_SHIM := build/tests/libtsan_c11_shim.so
+$(TSAN_SHIM): tests/tsan_c11_shim.c $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -fPIC -shared $< -o $@ -pthread
+
 asan: build/asan/k2mc $(ASAN_BINS)
 tsan: build/tsan/k2mc $(TSAN_BINS)
 
@@ -93,15 +107,28 @@ unit: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 
 # Integration suites find the binaries through K2MC_BIN / K2MC_MOCK; the
 # sanitizer builds of k2mc run the same suite's sanitizer-tagged tests.
-integration: all build/asan/k2mc build/tsan/k2mc $(INTEG_BINS)
+integration: all build/asan/k2mc build/tsan/k2mc $(TSAN_SHIM) $(INTEG_BINS)
 	@set -e; for t in $(INTEG_BINS); do echo "== $$t"; \
 	  K2MC_BIN=build/k2mc K2MC_ASAN_BIN=build/asan/k2mc K2MC_TSAN_BIN=build/tsan/k2mc \
-	  K2MC_MOCK=build/k2mc-mock $$t --jobs 1; done
+	  K2MC_TSAN_PRELOAD=$(CURDIR)/$(TSAN_SHIM) K2MC_MOCK=build/k2mc-mock $$t --jobs 1; done
 
 test: deps unit integration
 
 demo: deps all
 	bench/demo.sh
+
+# Benchmarks print ratios against ceilings measured in the same run and never
+# fail on a number. bench-quick is the short version (under 2 minutes).
+BENCH_PKGS := python3-confluent-kafka python3-pymemcache gnuplot-nox
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+bench: bench-deps all $(BENCH_TOOLS)
+	/usr/bin/python3 bench/bench.py --mode full
+bench-quick: bench-deps all $(BENCH_TOOLS)
+	/usr/bin/python3 bench/bench.py --mode quick
 
 clean:
 	rm -rf build

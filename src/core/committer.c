@@ -13,7 +13,7 @@
 
 struct k2mc_committer {
 	rd_kafka_t *rk;
-	struct k2mc_part_table **table;
+	k2mc_table_ref *table;
 	int interval_ms;
 	pthread_t thread;
 	struct park bell;
@@ -71,8 +71,7 @@ static void *committer_main(void *arg)
 			break;
 		/* The read lock spans the commit call: a revoke's grace period
 		 * then orders this async commit before its synchronous one. */
-		rcu_read_lock();
-		t = rcu_dereference(*c->table);
+		t = k2mc_table_read_lock(c->table);
 		if (t != NULL && t->n > 0) {
 			int force = atomic_exchange_explicit(&c->force, 0, memory_order_relaxed);
 			rd_kafka_resp_err_t err = k2mc_commit_parts(c->rk, t->parts, t->n, 1, force);
@@ -82,13 +81,13 @@ static void *committer_main(void *arg)
 				atomic_store_explicit(&c->force, 1, memory_order_relaxed);
 			}
 		}
-		rcu_read_unlock();
+		k2mc_table_read_unlock(c->table);
 	}
 	rcu_unregister_thread();
 	return NULL;
 }
 
-struct k2mc_committer *k2mc_committer_start(rd_kafka_t *rk, struct k2mc_part_table **table,
+struct k2mc_committer *k2mc_committer_start(rd_kafka_t *rk, k2mc_table_ref *table,
 					     int interval_ms)
 {
 	struct k2mc_committer *c = calloc(1, sizeof(*c));

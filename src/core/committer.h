@@ -12,7 +12,7 @@
 
 struct k2mc_committer;
 
-struct k2mc_committer *k2mc_committer_start(rd_kafka_t *rk, struct k2mc_part_table **table,
+struct k2mc_committer *k2mc_committer_start(rd_kafka_t *rk, k2mc_table_ref *table,
 					     int interval_ms);
 /* A commit failed: send every watermark on the next round, moved or not. */
 void k2mc_committer_force(struct k2mc_committer *c);

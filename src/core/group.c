@@ -19,9 +19,9 @@ struct committed_rec {
 struct k2mc_group {
 	const struct k2mc_config *cfg;
 	rd_kafka_t *rk;
-	/* RCU-published: written by the main thread only (rcu_assign_pointer),
-	 * read by writers and the committer under rcu_read_lock */
-	struct k2mc_part_table *table;
+	/* written by the main thread only (k2mc_table_publish), which also reads
+	 * it without the read lock; other threads see consumer.h */
+	k2mc_table_ref table;
 	struct park *bells;
 	int nwriters;
 	struct k2mc_committer *committer;
@@ -33,6 +33,12 @@ struct k2mc_group {
 	struct committed_rec *committed;
 	size_t ncommitted, committed_cap;
 };
+
+/* The main thread is the table's only writer: it reads its own stores. */
+static struct k2mc_part_table *own_table(struct k2mc_group *g)
+{
+	return atomic_load_explicit(&g->table, memory_order_relaxed);
+}
 
 static void note_committed(struct k2mc_group *g, struct k2mc_part *p)
 {
@@ -70,15 +76,12 @@ static void note_committed(struct k2mc_group *g, struct k2mc_part *p)
 static int publish(struct k2mc_group *g, struct k2mc_part **parts, size_t n)
 {
 	struct k2mc_part_table *t = malloc(sizeof(*t) + n * sizeof(t->parts[0]));
-	struct k2mc_part_table *old = g->table;
 
 	if (t == NULL)
 		return -ENOMEM;
 	t->n = n;
 	memcpy(t->parts, parts, n * sizeof(parts[0]));
-	rcu_assign_pointer(g->table, t);
-	synchronize_rcu();
-	free(old);
+	free(k2mc_table_publish(&g->table, t));
 	return 0;
 }
 
@@ -100,7 +103,8 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 {
 	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
 				    .bells = g->bells, .exit_at_eof = g->cfg->exit_at_eof };
-	size_t have = g->table ? g->table->n : 0;
+	struct k2mc_part_table *cur = own_table(g);
+	size_t have = cur ? cur->n : 0;
 	struct k2mc_part **all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
 	rd_kafka_error_t *e = NULL;
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -111,7 +115,7 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 		return;
 	}
 	if (have)
-		memcpy(all, g->table->parts, have * sizeof(*all));
+		memcpy(all, cur->parts, have * sizeof(*all));
 	/* Partition queues are taken and detached before the assignment
 	 * starts fetching, so no record ever reaches the consumer queue. */
 	for (int i = 0; i < tps->cnt; i++) {
@@ -152,7 +156,8 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps,
 			int64_t deadline, void (*on_timeout)(void *), void *arg)
 {
-	size_t have = g->table ? g->table->n : 0, nkeep = 0, ngone = 0;
+	struct k2mc_part_table *cur = own_table(g);
+	size_t have = cur ? cur->n : 0, nkeep = 0, ngone = 0;
 	struct k2mc_part **keep = calloc(have + 1, sizeof(*keep));
 	struct k2mc_part **gone = calloc(have + 1, sizeof(*gone));
 	uint64_t left = 0;
@@ -164,7 +169,7 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 		return 0;
 	}
 	for (size_t i = 0; i < have; i++) {
-		struct k2mc_part *p = g->table->parts[i];
+		struct k2mc_part *p = cur->parts[i];
 
 		if (tps == NULL || rd_kafka_topic_partition_list_find(tps, k2mc_part_topic(p),
 								      k2mc_part_id(p)) != NULL)
@@ -334,7 +339,7 @@ fail:
 	return NULL;
 }
 
-struct k2mc_part_table **k2mc_group_table(struct k2mc_group *g)
+k2mc_table_ref *k2mc_group_table(struct k2mc_group *g)
 {
 	return &g->table;
 }
@@ -406,10 +411,12 @@ const char *k2mc_group_fatal(struct k2mc_group *g)
 
 int k2mc_group_all_done(struct k2mc_group *g)
 {
-	if (g->table == NULL || g->table->n == 0)
+	struct k2mc_part_table *t = own_table(g);
+
+	if (t == NULL || t->n == 0)
 		return 0;
-	for (size_t i = 0; i < g->table->n; i++) {
-		if (!k2mc_part_done(g->table->parts[i]))
+	for (size_t i = 0; i < t->n; i++) {
+		if (!k2mc_part_done(t->parts[i]))
 			return 0;
 	}
 	return 1;
@@ -432,7 +439,7 @@ void k2mc_group_close(struct k2mc_group *g)
 	for (size_t i = 0; i < g->ncommitted; i++)
 		free(g->committed[i].topic);
 	free(g->committed);
-	free(g->table);
+	free(own_table(g));
 	free(g);
 }
 
@@ -440,11 +447,13 @@ void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->consumed = g->consumed_released;
-	if (g->table == NULL)
+	struct k2mc_part_table *t = own_table(g);
+
+	if (t == NULL)
 		return;
-	s->partitions = g->table->n;
-	for (size_t i = 0; i < g->table->n; i++) {
-		struct k2mc_part *p = g->table->parts[i];
+	s->partitions = t->n;
+	for (size_t i = 0; i < t->n; i++) {
+		struct k2mc_part *p = t->parts[i];
 		int64_t lo, hi, wm = k2mc_part_watermark(p);
 
 		s->consumed += k2mc_part_consumed(p);

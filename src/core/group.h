@@ -20,7 +20,7 @@ struct k2mc_group;
  * property (exit 2) rather than a runtime failure (exit 1). */
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
 				  int *usage);
-struct k2mc_part_table **k2mc_group_table(struct k2mc_group *g);
+k2mc_table_ref *k2mc_group_table(struct k2mc_group *g);
 rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
 void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
 /* Commit failures reported by librdkafka make it recommit (NULL: none). */

@@ -52,6 +52,8 @@ struct k2mc_part {
 	_Atomic int64_t committed;
 };
 
+char k2mc_table_grace;
+
 int64_t k2mc_now_ms(void)
 {
 	struct timespec ts;

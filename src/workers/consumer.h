@@ -6,20 +6,69 @@
 #define K2MC_CONSUMER_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <urcu.h>
 
 #include "ring/park.h"
 #include "ring/ring.h"
 
 struct k2mc_part;
 
-/* The set of assigned partitions. Published by the main thread with
- * rcu_assign_pointer, immutable once published, read by writers and the
- * committer under rcu_read_lock. */
+/* The set of assigned partitions: immutable once published. The main thread
+ * publishes a new table (k2mc_table_publish) and frees the old one after an
+ * RCU grace period; writers and the committer read it inside
+ * k2mc_table_read_lock/unlock. liburcu supplies the grace periods; the
+ * pointer is a C11 atomic (release/acquire) rather than rcu_assign_pointer/
+ * rcu_dereference so that ThreadSanitizer sees the publication, and the two
+ * annotations below tell it what synchronize_rcu guarantees: every read-side
+ * section that saw the old table happens-before the grace period ends. */
 struct k2mc_part_table {
 	size_t n;
 	struct k2mc_part *parts[];
 };
+
+typedef struct k2mc_part_table *_Atomic k2mc_table_ref;
+
+/* The grace-period annotations need an address of their own: TSan treats a
+ * release store to the table pointer as overwriting that address's history,
+ * which would drop the readers' releases. */
+extern char k2mc_table_grace;
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define K2MC_TSAN_RELEASE() __tsan_release(&k2mc_table_grace)
+#define K2MC_TSAN_ACQUIRE() __tsan_acquire(&k2mc_table_grace)
+#else
+#define K2MC_TSAN_RELEASE() ((void)0)
+#define K2MC_TSAN_ACQUIRE() ((void)0)
+#endif
+
+/* Reader side (thread registered with rcu_register_thread). */
+static inline struct k2mc_part_table *k2mc_table_read_lock(k2mc_table_ref *ref)
+{
+	rcu_read_lock();
+	return atomic_load_explicit(ref, memory_order_acquire);
+}
+
+static inline void k2mc_table_read_unlock(k2mc_table_ref *ref)
+{
+	(void)ref;
+	K2MC_TSAN_RELEASE();
+	rcu_read_unlock();
+}
+
+/* Publisher side (the main thread only): returns the old table, which no
+ * reader can hold any more. */
+static inline struct k2mc_part_table *k2mc_table_publish(k2mc_table_ref *ref,
+							  struct k2mc_part_table *t)
+{
+	struct k2mc_part_table *old = atomic_load_explicit(ref, memory_order_relaxed);
+
+	atomic_store_explicit(ref, t, memory_order_release);
+	synchronize_rcu();
+	K2MC_TSAN_ACQUIRE();
+	return old;
+}
 
 struct k2mc_part_opts {
 	int nwriters;

@@ -1,6 +1,7 @@
-/* One pipelined, acknowledged connection to one memcached server (text
- * protocol): commands are queued, sent together, and every command gets its
- * own reply, read in order. Owned by one writer thread; not thread-safe.
+/* One pipelined, acknowledged connection to one memcached server (text or
+ * meta protocol): commands are queued, sent together, and every command's
+ * outcome is known before the batch counts as done. Owned by one writer
+ * thread; not thread-safe.
  * Why not libmemcached's BUFFER_REQUESTS: its memcached_purge() reads and
  * discards the replies of buffered commands, so a failed set is invisible.
  * libmemcached still decides which server a key belongs to (writer.c). */
@@ -35,15 +36,24 @@ const char *mcconn_name(const struct mc_conn *c);
 /* The reason for the last failure, for logs ("connection refused"). */
 const char *mcconn_error(const struct mc_conn *c);
 
-/* Connects if not connected: 0, or -errno (connection left closed). */
+/* Connects if not connected: 0, or -errno (connection left closed). The
+ * dialect is chosen here: meta commands when the server answers "mn". */
 int mcconn_ensure(struct mc_conn *c, int timeout_ms);
 int mcconn_connected(const struct mc_conn *c);
+/* 1 if this connection speaks the meta dialect (memcached >= 1.6). */
+int mcconn_meta(const struct mc_conn *c);
 
 /* Queue commands for the next exchange. Key must already be valid. */
 void mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
 		      size_t vlen, uint32_t flags, uint32_t exptime);
 void mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen);
 size_t mcconn_queued(const struct mc_conn *c);
+/* Every queued command has its reply (true for an empty batch). */
+int mcconn_done(const struct mc_conn *c);
+/* The queued commands were written in the other dialect than the one the
+ * (re)made connection speaks (the server was replaced): reset the batch
+ * and queue its commands again. Nothing is sent in that state. */
+int mcconn_batch_stale(const struct mc_conn *c);
 /* After a complete exchange: send the same commands again (on a server
  * error reply; sets and deletes are idempotent, and resending all of them
  * keeps each key's commands in order). */

@@ -55,7 +55,7 @@ struct writer {
 
 struct k2mc_writers {
 	const struct k2mc_config *cfg;
-	struct k2mc_part_table **table;
+	k2mc_table_ref *table;
 	struct k2mc_keymap km;
 	int n;
 	struct writer *w;
@@ -136,10 +136,22 @@ static size_t gather(struct writer *w, struct k2mc_part_table *t)
 	return n;
 }
 
+/* Queues record i on its server's connection. */
+static void queue_one(struct writer *w, size_t i, const char *key, size_t klen)
+{
+	rd_kafka_message_t *m = w->items[i].ptr;
+	struct mc_conn *c = w->conns[w->item_server[i]];
+
+	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
+	if (m->payload == NULL)
+		mcconn_queue_delete(c, key, klen);
+	else
+		mcconn_queue_set(c, key, klen, m->payload, m->len, 0, w->pool->cfg->ttl);
+}
+
 static void queue_commands(struct writer *w, size_t n)
 {
 	const struct k2mc_keymap *km = &w->pool->km;
-	uint32_t ttl = w->pool->cfg->ttl;
 	int nservers = w->pool->cfg->nservers;
 	char key[K2MC_MC_KEY_MAX];
 
@@ -147,9 +159,7 @@ static void queue_commands(struct writer *w, size_t n)
 		rd_kafka_message_t *m = w->items[i].ptr;
 		enum k2mc_keymap_op op;
 		enum k2mc_keymap_reason r;
-		struct mc_conn *c;
 		size_t klen;
-		uint32_t s;
 
 		r = k2mc_keymap_check(km, m->key, m->key_len, m->payload, m->len, &op);
 		if (r != K2MC_KEY_OK) {
@@ -158,14 +168,26 @@ static void queue_commands(struct writer *w, size_t n)
 		}
 		klen = k2mc_keymap_key(km, m->key, m->key_len, key);
 		/* ketama hashes the key with MD5: skip it when there is no choice */
-		s = nservers > 1 ? memcached_generate_hash(w->memc, key, klen) : 0;
-		c = w->conns[s];
-		w->item_server[i] = (int32_t)s;
-		w->item_cmd[i] = (uint32_t)mcconn_queued(c);
-		if (op == K2MC_OP_DELETE)
-			mcconn_queue_delete(c, key, klen);
-		else
-			mcconn_queue_set(c, key, klen, m->payload, m->len, 0, ttl);
+		w->item_server[i] =
+			nservers > 1 ? (int32_t)memcached_generate_hash(w->memc, key, klen) : 0;
+		queue_one(w, i, key, klen);
+	}
+}
+
+/* The connection to server s came back speaking the other dialect: build
+ * its share of the batch again, in the same order. */
+static void requeue_server(struct writer *w, size_t n, int s)
+{
+	const struct k2mc_keymap *km = &w->pool->km;
+	char key[K2MC_MC_KEY_MAX];
+
+	mcconn_reset_batch(w->conns[s]);
+	for (size_t i = 0; i < n; i++) {
+		rd_kafka_message_t *m = w->items[i].ptr;
+
+		if (w->item_server[i] != s)
+			continue;
+		queue_one(w, i, key, k2mc_keymap_key(km, m->key, m->key_len, key));
 	}
 }
 
@@ -191,7 +213,7 @@ static void backoff(int *ms)
 /* Runs the exchange until every queued command on every server has its
  * reply and none of them asks for a retry. Returns 0, or -1 if the batch was
  * given up (abort or abandoned partition): nothing is acknowledged then. */
-static int exchange(struct writer *w, size_t nsegs_scan)
+static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 {
 	int ns = w->pool->cfg->nservers;
 	struct mc_conn *busy[K2MC_MAX_SERVERS];
@@ -206,7 +228,7 @@ static int exchange(struct writer *w, size_t nsegs_scan)
 		for (int s = 0; s < ns; s++) {
 			struct mc_conn *c = w->conns[s];
 
-			if (mcconn_queued(c) == 0 || mcconn_reply(c, mcconn_queued(c) - 1) != MC_NONE)
+			if (mcconn_done(c))
 				continue;
 			if (!mcconn_connected(c)) {
 				if (mcconn_ensure(c, CONNECT_TIMEOUT_MS) != 0) {
@@ -215,6 +237,8 @@ static int exchange(struct writer *w, size_t nsegs_scan)
 					failed++;
 					continue;
 				}
+				if (mcconn_batch_stale(c))
+					requeue_server(w, n, s);
 			}
 			busy[nb] = c;
 			busy_idx[nb++] = s;
@@ -345,15 +369,14 @@ static void *writer_main(void *arg)
 		size_t n, nsegs;
 		int rc;
 
-		rcu_read_lock();
-		t = rcu_dereference(*ws->table);
+		t = k2mc_table_read_lock(ws->table);
 		nsegs = t ? t->n : 0;
 		if (nsegs > w->seg_cap) {
 			struct seg *ns = realloc(w->segs, nsegs * sizeof(*ns));
 
 			if (ns == NULL) {
 				/* retried on the next round; nothing was peeked */
-				rcu_read_unlock();
+				k2mc_table_read_unlock(ws->table);
 				park_wait(w->bell, IDLE_PARK_MS);
 				continue;
 			}
@@ -364,7 +387,7 @@ static void *writer_main(void *arg)
 			w->segs[k].p = NULL;
 		n = gather(w, t);
 		if (n == 0) {
-			rcu_read_unlock();
+			k2mc_table_read_unlock(ws->table);
 			if (atomic_load_explicit(&ws->stop, memory_order_acquire))
 				break;
 			if (!parked) {
@@ -382,12 +405,12 @@ static void *writer_main(void *arg)
 			parked = 0;
 		}
 		queue_commands(w, n);
-		rc = exchange(w, nsegs);
+		rc = exchange(w, n, nsegs);
 		if (rc == 0)
 			complete(w, n, nsegs);
 		for (int s = 0; s < ws->cfg->nservers; s++)
 			mcconn_reset_batch(w->conns[s]);
-		rcu_read_unlock();
+		k2mc_table_read_unlock(ws->table);
 		if (rc != 0) {
 			/* given up: wait for the main thread to drop the
 			 * partitions rather than spin on the same records */
@@ -441,7 +464,7 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 }
 
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
-				      struct k2mc_part_table **table, size_t max_value)
+				      k2mc_table_ref *table, size_t max_value)
 {
 	struct k2mc_writers *ws = calloc(1, sizeof(*ws));
 

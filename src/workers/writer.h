@@ -17,7 +17,7 @@ struct k2mc_writers;
 /* table: the RCU-published partition table (consumer.h) the writers read.
  * max_value: largest value sent to Memcached (the servers' item size). */
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
-				      struct k2mc_part_table **table, size_t max_value);
+				      k2mc_table_ref *table, size_t max_value);
 int k2mc_writers_start(struct k2mc_writers *ws);
 /* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
 struct park *k2mc_writers_bells(struct k2mc_writers *ws);
