@@ -8,7 +8,9 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,24 +25,32 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "gen.h"
+
 /*
  * What a spawning test reads (stdout, one flushed line each; diagnostics go
  * to stderr):
  *   bootstrap=HOST:PORT[,HOST:PORT...]   first line, once the cluster is up
  *                                        (with -b: the address given)
- *   produced=N acked=N failed=F          after --produce is acknowledged
+ *   produce_start_ms=MS                  when --produce starts (CLOCK_REALTIME)
+ *   produced=N acked=N failed=F [paced_waits=W]
+ *                                        after --produce is acknowledged;
+ *                                        paced_waits with --pace-group
  *   expect=FILE                          after --expect FILE is written
  *   ok ... | error ...                   one answer per --stdin-control line
  * Records: key "key-%08u" (uniform over --keys, splitmix64 from --seed),
  * value "v:<key>:<seq>:" padded to --value-size with 'a' + seq % 26 (or cut
- * to it), seq counting every record from 0; a tombstone has a NULL value.
+ * to it), seq counting every record from 0; a tombstone has a NULL value
+ * (bench/gen.h, shared with mc-ceiling).
  * --expect FILE, in key order, one line per key produced: "S <key> <value>"
  * when its last record has a value, "D <key>" when it was a tombstone.
+ * --pace-group G --pace-lead N: production (--produce and "produce" commands)
+ * waits while a partition's log end is N or more records past G's committed
+ * offset there, so that a consumer reading G loses nothing to retention.
  */
 
 #define MOCK_MAX_TOPICS 64
 #define MOCK_DEFAULT_PARTS 8
-#define MOCK_MAX_KEYS 100000000u /* keeps "key-%08u" at 12 bytes */
 /* below the producer's default message.max.bytes (1,000,000) with room for
  * the key and record overhead */
 #define MOCK_MAX_VALUE 900000u
@@ -51,6 +61,10 @@
 #define MOCK_BURST 4096u
 /* "produce" commands waiting behind the running one */
 #define MOCK_QUEUED_MAX 256
+#define MOCK_PACE_LEAD_DEFAULT 30000u
+/* how often the pace thread asks for the group's committed offsets */
+#define MOCK_PACE_POLL_MS 20
+#define MOCK_PACE_TIMEOUT_MS 2000
 
 struct topic_spec {
 	const char *name;
@@ -70,6 +84,8 @@ struct opts {
 	const char *expect_path;
 	const char *bootstrap_path;
 	const char *bootstrap; /* -b: external cluster, no mock */
+	const char *pace_group;
+	uint64_t pace_lead;
 	bool exit_after_produce;
 	bool stdin_control;
 	bool quiet;
@@ -85,8 +101,41 @@ struct job {
 	double t0;
 };
 
+/* --pace-group: the main thread produces a record only while its partition's
+ * log end is less than pace_lead past the group's committed offset; the pace
+ * thread (k2mc-mock-pace) reads those offsets with rd_kafka_committed() on a
+ * consumer handle of the group that never subscribes (so never joins it). */
+struct pacer {
+	/* created by the main thread before the pace thread starts, then used
+	 * by the pace thread only; destroyed by main after the join */
+	rd_kafka_t *rk;
+	rd_kafka_topic_partition_list_t *list;
+	int32_t nparts;
+	/* per partition, main thread only: the log end offset when pacing
+	 * started, and the records handed to librdkafka since (so base + sent
+	 * is the log end once they are delivered: we are the only producer) */
+	int64_t *base;
+	uint64_t *sent;
+	/* per partition: the group's committed offset, the log start until the
+	 * group's first commit there. Written by the pace thread only (P1:
+	 * release store); read by the main thread with acquire, pairing with P1 */
+	_Atomic int64_t *committed;
+	/* written by main, read by the pace thread; the join orders the rest */
+	atomic_bool stop;
+	/* the event pipe's write end: the pace thread wakes the main loop when
+	 * an offset moves (a pipe write is atomic, safe from any thread) */
+	int wake_fd;
+	pthread_t thread;
+	bool running;
+	/* main thread only */
+	bool blocked; /* production is waiting for the group */
+	uint64_t waits; /* times production had to wait */
+	uint64_t misrouted; /* delivery reports on another partition than computed */
+};
+
 /* Everything below is touched by the main thread only: librdkafka calls the
- * delivery-report and error callbacks from rd_kafka_poll() in its loop. */
+ * delivery-report and error callbacks from rd_kafka_poll() in its loop. The
+ * exception is pace.committed (struct pacer says who writes it). */
 struct app {
 	struct opts o;
 	rd_kafka_t *mock_rk;
@@ -99,18 +148,15 @@ struct app {
 	 * reports, errors) becomes non-empty; the loop polls [0] */
 	int evfd[2];
 	struct job job;
+	struct pacer pace;
 	/* record counts of "produce" commands not started yet, FIFO */
 	uint64_t queued[MOCK_QUEUED_MAX];
 	unsigned nqueued;
+	/* the record stream; its sequence continues across jobs */
+	struct gen gen;
 	/* the next record, generated but not yet accepted (queue full) */
-	struct {
-		bool valid;
-		bool dead;
-		uint32_t idx;
-		uint64_t seq;
-	} pend;
-	uint64_t prng;
-	uint64_t seq; /* global record sequence, continues across batches */
+	struct gen_rec pend;
+	bool pend_valid;
 	/* per key index: 0 = untouched, else ((seq + 1) << 1) | tombstone of
 	 * the key's last produced record; only allocated with --expect */
 	uint64_t *last;
@@ -163,6 +209,9 @@ static void usage(FILE *f)
 	      "                         broker-down ID | broker-up ID | rtt ID MS |\n"
 	      "                         errors APIKEY ERRCODE COUNT | produce N | quit\n"
 	      "  -b BOOTSTRAP           produce to an existing cluster instead of a mock\n"
+	      "  --pace-group GROUP     keep each partition at most --pace-lead records past\n"
+	      "                         GROUP's committed offset while producing\n"
+	      "  --pace-lead N          (default 30000)\n"
 	      "  -q                     quiet\n",
 	      f);
 }
@@ -260,6 +309,8 @@ enum {
 	OPT_BOOTSTRAP_FILE,
 	OPT_EXIT_AFTER_PRODUCE,
 	OPT_STDIN_CONTROL,
+	OPT_PACE_GROUP,
+	OPT_PACE_LEAD,
 };
 
 static int parse_args(struct opts *o, int argc, char **argv)
@@ -279,10 +330,13 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		{ "exit-after-produce", no_argument, NULL,
 		  OPT_EXIT_AFTER_PRODUCE },
 		{ "stdin-control", no_argument, NULL, OPT_STDIN_CONTROL },
+		{ "pace-group", required_argument, NULL, OPT_PACE_GROUP },
+		{ "pace-lead", required_argument, NULL, OPT_PACE_LEAD },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
+	bool lead_given = false;
 	int c;
 
 	*o = (struct opts){
@@ -290,6 +344,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		.keys = 10000,
 		.value_size = 100,
 		.seed = 1,
+		.pace_lead = MOCK_PACE_LEAD_DEFAULT,
 	};
 	while ((c = getopt_long(argc, argv, "b:qh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -308,7 +363,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 				return -EINVAL;
 			break;
 		case OPT_KEYS:
-			if (parse_u64("--keys", optarg, 1, MOCK_MAX_KEYS, &v))
+			if (parse_u64("--keys", optarg, 1, GEN_MAX_KEYS, &v))
 				return -EINVAL;
 			o->keys = (uint32_t)v;
 			break;
@@ -343,6 +398,19 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		case OPT_STDIN_CONTROL:
 			o->stdin_control = true;
 			break;
+		case OPT_PACE_GROUP:
+			if (optarg[0] == '\0') {
+				err("--pace-group: empty group id");
+				return -EINVAL;
+			}
+			o->pace_group = optarg;
+			break;
+		case OPT_PACE_LEAD:
+			if (parse_u64("--pace-lead", optarg, 1, INT64_MAX / 4,
+				      &o->pace_lead))
+				return -EINVAL;
+			lead_given = true;
+			break;
 		case 'b':
 			o->bootstrap = optarg;
 			break;
@@ -359,6 +427,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		err("unexpected argument \"%s\"", argv[optind]);
 		return -EINVAL;
 	}
+	if (lead_given && !o->pace_group) {
+		err("--pace-lead needs --pace-group");
+		return -EINVAL;
+	}
 	if (o->exit_after_produce && o->stdin_control) {
 		err("--exit-after-produce and --stdin-control exclude each other");
 		return -EINVAL;
@@ -369,37 +441,6 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		o->ntopics = 1;
 	}
 	return 0;
-}
-
-/* splitmix64: tiny, full-period, good enough to spread keys; deterministic
- * per --seed so two runs produce the same records. */
-static uint64_t prng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static int format_key(char *buf, size_t size, uint32_t idx)
-{
-	return snprintf(buf, size, "key-%08" PRIu32, idx);
-}
-
-/* value = "v:<key>:<seq>:" padded to exactly size bytes with a filler that
- * depends on seq only, so it can be regenerated from (key, seq); truncated if
- * size is shorter than the prefix. Printable, no whitespace: it must be
- * storable as-is in Memcached's text protocol and comparable line by line. */
-static void format_value(char *buf, uint32_t size, const char *key,
-			 uint64_t seq)
-{
-	char prefix[64];
-	int n = snprintf(prefix, sizeof(prefix), "v:%s:%" PRIu64 ":", key, seq);
-	uint32_t plen = (uint32_t)n < size ? (uint32_t)n : size;
-
-	memcpy(buf, prefix, plen);
-	memset(buf + plen, 'a' + (int)(seq % 26), size - plen);
 }
 
 static int write_file_atomic(const char *path, const char *content)
@@ -432,7 +473,7 @@ static int write_file_atomic(const char *path, const char *content)
 static int write_expect(struct app *a, bool announce)
 {
 	const char *path = a->o.expect_path;
-	char tmp[PATH_MAX], key[32];
+	char tmp[PATH_MAX], key[GEN_KEY_BUF];
 	FILE *f;
 	int e = 0;
 
@@ -458,12 +499,11 @@ static int write_expect(struct app *a, bool announce)
 
 		if (l == 0)
 			continue;
-		format_key(key, sizeof(key), i);
+		gen_key(key, sizeof(key), i);
 		if (l & 1) {
 			fprintf(f, "D %s\n", key);
 		} else {
-			format_value(a->valbuf, a->o.value_size, key,
-				     (l >> 1) - 1);
+			gen_value(a->valbuf, a->o.value_size, key, (l >> 1) - 1);
 			fprintf(f, "S %s %.*s\n", key, (int)a->o.value_size,
 				a->valbuf);
 		}
@@ -491,6 +531,16 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 	(void)rk;
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		a->acked++;
+		/* pacing counts records per partition with the default
+		 * partitioner's function; check that librdkafka agrees */
+		if (a->pace.rk &&
+		    m->partition != rd_kafka_msg_partitioner_consistent_random(
+					    m->rkt, m->key, m->key_len,
+					    a->pace.nparts, NULL, NULL) &&
+		    a->pace.misrouted++ == 0)
+			err("pacing: record with key %.*s landed on partition "
+			    "%" PRId32 ", not the one paced; pacing is off the mark",
+			    (int)m->key_len, (const char *)m->key, m->partition);
 		return;
 	}
 	/* log the first few only: a broker outage fails thousands at once */
@@ -618,12 +668,184 @@ static int producer_start(struct app *a)
 	return 0;
 }
 
+static struct timespec ms_to_ts(long ms)
+{
+	return (struct timespec){ .tv_sec = ms / 1000,
+				  .tv_nsec = (ms % 1000) * 1000000L };
+}
+
+/* The pace thread: every MOCK_PACE_POLL_MS, the group's committed offsets.
+ * Offsets only ever move forward here, so a consumer that commits an older
+ * offset again cannot stall production behind what it already confirmed. */
+static void *pace_main(void *arg)
+{
+	struct pacer *pc = arg;
+	struct timespec nap = ms_to_ts(MOCK_PACE_POLL_MS);
+	unsigned logged = 0;
+
+	while (!atomic_load_explicit(&pc->stop, memory_order_relaxed)) {
+		rd_kafka_resp_err_t e;
+		bool moved = false;
+
+		e = rd_kafka_committed(pc->rk, pc->list, MOCK_PACE_TIMEOUT_MS);
+		if (e && logged++ < 3)
+			err("pacing: reading the group's committed offsets: %s",
+			    rd_kafka_err2str(e));
+		for (int i = 0; !e && i < pc->list->cnt; i++) {
+			const rd_kafka_topic_partition_t *el = &pc->list->elems[i];
+			int64_t cur;
+
+			/* RD_KAFKA_OFFSET_INVALID: no commit there yet */
+			if (el->err || el->offset < 0)
+				continue;
+			/* this thread is the only writer: relaxed reads its own
+			 * last store */
+			cur = atomic_load_explicit(&pc->committed[el->partition],
+						   memory_order_relaxed);
+			if (el->offset > cur) {
+				/* P1: pairs with the acquire in pace_allows() */
+				atomic_store_explicit(&pc->committed[el->partition],
+						      el->offset,
+						      memory_order_release);
+				moved = true;
+			}
+		}
+		/* a full pipe already has a wake-up pending: ignore EAGAIN */
+		if (moved && write(pc->wake_fd, "p", 1) < 0 && errno != EAGAIN)
+			err("pacing: waking the main loop: %s", strerror(errno));
+		/* serve the handle's own events (errors, logs) */
+		rd_kafka_poll(pc->rk, 0);
+		nanosleep(&nap, NULL);
+	}
+	return NULL;
+}
+
+/* Reads the topic's partitions and where their logs end and start now, and
+ * starts the pace thread. The records counted from here are ours alone. */
+static int pacer_start(struct app *a)
+{
+	struct pacer *pc = &a->pace;
+	const char *topic = a->o.topics[0].name;
+	const rd_kafka_metadata_t *md = NULL;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_t *mt = NULL;
+	rd_kafka_resp_err_t e;
+	char errstr[512];
+	int rc = -EIO, pe;
+
+	if (set_conf(conf, "bootstrap.servers", a->bootstraps) ||
+	    set_conf(conf, "group.id", a->o.pace_group) ||
+	    set_conf(conf, "enable.auto.commit", "false") ||
+	    (a->o.quiet && set_conf(conf, "log_level", "3"))) {
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	pc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (!pc->rk) {
+		err("pacing: creating the group's consumer handle: %s", errstr);
+		rd_kafka_conf_destroy(conf);
+		return -EIO;
+	}
+	mt = rd_kafka_topic_new(pc->rk, topic, NULL);
+	if (!mt) {
+		err("pacing: topic %s: %s", topic,
+		    rd_kafka_err2str(rd_kafka_last_error()));
+		goto out;
+	}
+	e = rd_kafka_metadata(pc->rk, 0, mt, &md, MOCK_PACE_TIMEOUT_MS);
+	if (e || md->topic_cnt != 1 || md->topics[0].err ||
+	    md->topics[0].partition_cnt <= 0) {
+		err("pacing: metadata of topic %s: %s", topic,
+		    rd_kafka_err2str(e ? e
+				       : md->topic_cnt == 1 ? md->topics[0].err
+							    : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+		goto out;
+	}
+	pc->nparts = md->topics[0].partition_cnt;
+	pc->base = calloc((size_t)pc->nparts, sizeof(*pc->base));
+	pc->sent = calloc((size_t)pc->nparts, sizeof(*pc->sent));
+	pc->committed = calloc((size_t)pc->nparts, sizeof(*pc->committed));
+	pc->list = rd_kafka_topic_partition_list_new(pc->nparts);
+	if (!pc->base || !pc->sent || !pc->committed || !pc->list) {
+		err("pacing: out of memory for %" PRId32 " partitions", pc->nparts);
+		goto out;
+	}
+	for (int32_t p = 0; p < pc->nparts; p++) {
+		int64_t lo, hi;
+
+		e = rd_kafka_query_watermark_offsets(pc->rk, topic, p, &lo, &hi,
+						     MOCK_PACE_TIMEOUT_MS);
+		if (e) {
+			err("pacing: watermarks of %s [%" PRId32 "]: %s", topic,
+			    p, rd_kafka_err2str(e));
+			goto out;
+		}
+		pc->base[p] = hi;
+		/* until the group commits here, it is read from the start */
+		atomic_init(&pc->committed[p], lo);
+		rd_kafka_topic_partition_list_add(pc->list, topic, p);
+	}
+	pc->wake_fd = a->evfd[1];
+	atomic_init(&pc->stop, false);
+	pe = pthread_create(&pc->thread, NULL, pace_main, pc);
+	if (pe) {
+		err("pacing: starting its thread: %s", strerror(pe));
+		goto out;
+	}
+	pthread_setname_np(pc->thread, "k2mc-mock-pace");
+	pc->running = true;
+	rc = 0;
+out:
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	if (mt)
+		rd_kafka_topic_destroy(mt);
+	return rc; /* on failure app_destroy() frees what was made */
+}
+
+static void pacer_stop(struct pacer *pc)
+{
+	if (pc->running) {
+		atomic_store_explicit(&pc->stop, true, memory_order_relaxed);
+		pthread_join(pc->thread, NULL);
+		pc->running = false;
+	}
+	if (pc->list)
+		rd_kafka_topic_partition_list_destroy(pc->list);
+	/* never subscribed: nothing to leave, no consumer_close needed */
+	if (pc->rk)
+		rd_kafka_destroy(pc->rk);
+	free(pc->base);
+	free(pc->sent);
+	free((void *)pc->committed);
+	*pc = (struct pacer){ .wake_fd = -1 };
+}
+
+/* May one more record go to partition p without its log end getting
+ * pace_lead or more past the group's committed offset? */
+static bool pace_allows(const struct app *a, int32_t p)
+{
+	const struct pacer *pc = &a->pace;
+	/* pairs with P1 in pace_main() */
+	int64_t c = atomic_load_explicit(&pc->committed[p], memory_order_acquire);
+
+	return pc->base[p] + (int64_t)pc->sent[p] - c < (int64_t)a->o.pace_lead;
+}
+
 /* Non-blocking: has SIGTERM/SIGINT (or the parent-death signal) arrived? */
 static bool stop_requested(struct app *a)
 {
 	struct signalfd_siginfo si;
 
 	return read(a->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si);
+}
+
+static long long realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static double now_s(void)
@@ -635,28 +857,31 @@ static double now_s(void)
 }
 
 /* Hands the next generated record to librdkafka. A record that meets a full
- * queue stays pending and is retried as is, so the PRNG stream and the
- * sequence do not depend on timing. Returns 0, -ENOBUFS (queue full) or
- * -EIO. */
+ * queue (or pacing) stays pending and is retried as is, so the PRNG stream
+ * and the sequence do not depend on timing. Returns 0, -ENOBUFS (queue full),
+ * -EAGAIN (pacing: its partition is too far ahead of the group) or -EIO. */
 static int produce_one(struct app *a)
 {
-	char key[32];
+	char key[GEN_KEY_BUF];
+	int32_t part = 0;
 	int klen;
 
-	if (!a->pend.valid) {
-		const double tomb = a->o.tombstone_pct / 100.0;
-
-		a->pend.idx = (uint32_t)(prng_next(&a->prng) % a->o.keys);
-		/* top 53 bits as a uniform double in [0, 1) */
-		a->pend.dead = tomb > 0 && (double)(prng_next(&a->prng) >> 11) *
-						   0x1p-53 <
-					   tomb;
-		a->pend.seq = a->seq++;
-		a->pend.valid = true;
+	if (!a->pend_valid) {
+		gen_next(&a->gen, &a->pend);
+		a->pend_valid = true;
 	}
-	klen = format_key(key, sizeof(key), a->pend.idx);
+	klen = gen_key(key, sizeof(key), a->pend.idx);
+	if (a->pace.rk) {
+		/* the partition librdkafka's default partitioner will pick:
+		 * records still go out with RD_KAFKA_PARTITION_UA, so pacing
+		 * cannot change where they land (dr_msg_cb checks we agree) */
+		part = rd_kafka_msg_partitioner_consistent_random(
+			a->rkt, key, (size_t)klen, a->pace.nparts, NULL, NULL);
+		if (!pace_allows(a, part))
+			return -EAGAIN;
+	}
 	if (!a->pend.dead)
-		format_value(a->valbuf, a->o.value_size, key, a->pend.seq);
+		gen_value(a->valbuf, a->o.value_size, key, a->pend.seq);
 	/* partition left to the default partitioner: the same key always
 	 * lands on the same partition */
 	if (rd_kafka_produce(a->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
@@ -671,9 +896,13 @@ static int produce_one(struct app *a)
 		    rd_kafka_err2str(e));
 		return -EIO;
 	}
-	a->pend.valid = false;
+	a->pend_valid = false;
 	a->produced++;
 	a->job.sent++;
+	if (a->pace.rk) {
+		a->pace.sent[part]++;
+		a->pace.blocked = false;
+	}
 	if (a->last)
 		a->last[a->pend.idx] = ((a->pend.seq + 1) << 1) |
 				       (a->pend.dead ? 1u : 0u);
@@ -684,6 +913,11 @@ static int job_start(struct app *a, uint64_t n, bool initial)
 {
 	if (!a->prod && producer_start(a))
 		return -EIO;
+	if (a->o.pace_group && !a->pace.rk && pacer_start(a))
+		return -EIO;
+	/* for a harness that lines up its consumers' clocks with ours */
+	if (initial && n > 0)
+		out("produce_start_ms=%lld", realtime_ms());
 	a->job = (struct job){
 		.active = true,
 		.initial = initial,
@@ -726,6 +960,16 @@ static int job_step(struct app *a, int *timeout_ms)
 		r = produce_one(a);
 		if (r == -ENOBUFS)
 			return 0; /* the delivery reports that make room wake us */
+		if (r == -EAGAIN) {
+			if (!a->pace.blocked) {
+				a->pace.blocked = true;
+				a->pace.waits++;
+			}
+			/* the pace thread wakes us when an offset moves; the
+			 * timeout is only a fallback */
+			*timeout_ms = MOCK_PACE_POLL_MS;
+			return 0;
+		}
 		if (r)
 			return r;
 	}
@@ -749,7 +993,11 @@ static int job_finish(struct app *a)
 
 	j->active = false;
 	if (j->initial) {
-		if (j->target > 0)
+		if (j->target > 0 && a->pace.rk)
+			out("produced=%" PRIu64 " acked=%" PRIu64
+			    " failed=%" PRIu64 " paced_waits=%" PRIu64,
+			    j->sent, acked, failed, a->pace.waits);
+		else if (j->target > 0)
 			out("produced=%" PRIu64 " acked=%" PRIu64
 			    " failed=%" PRIu64,
 			    j->sent, acked, failed);
@@ -788,6 +1036,18 @@ static void warn_retention(const struct app *a)
 	double per_part = (double)o->produce * (o->value_size + 40.0) /
 			  o->topics[0].parts;
 
+	if (o->pace_group) {
+		double lead = (double)o->pace_lead * (o->value_size + 40.0);
+
+		/* a message set holds one record or more: 100,000 records
+		 * never exceed the mock's 100,000 message sets */
+		if (lead > MOCK_RETENTION_WARN || o->pace_lead > 100000)
+			err("warning: --pace-lead %" PRIu64 " is about %.1f MiB "
+			    "per partition, beyond the mock's retention (5 MiB or "
+			    "100,000 message sets): records may be lost",
+			    o->pace_lead, lead / (1024 * 1024));
+		return;
+	}
 	if (o->rate > 0 || per_part <= MOCK_RETENTION_WARN)
 		return;
 	err("warning: about %.1f MiB per partition of %s exceeds the mock's "
@@ -1077,6 +1337,8 @@ stop:
 
 static void app_destroy(struct app *a)
 {
+	/* its handle talks to the cluster: gone before the cluster is */
+	pacer_stop(&a->pace);
 	if (a->prod) {
 		/* on a stop records may still be queued for a broker that is
 		 * down: drop them rather than wait out their timeout */
@@ -1106,7 +1368,7 @@ static void app_destroy(struct app *a)
 
 int main(int argc, char **argv)
 {
-	struct app a = { .sfd = -1, .evfd = { -1, -1 } };
+	struct app a = { .sfd = -1, .evfd = { -1, -1 }, .pace = { .wake_fd = -1 } };
 	sigset_t set;
 	int rc = 1, r;
 
@@ -1143,7 +1405,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	a.prng = a.o.seed;
+	gen_init(&a.gen, a.o.seed, a.o.keys, a.o.value_size, a.o.tombstone_pct);
 	a.valbuf = malloc(a.o.value_size + 1);
 	if (!a.valbuf)
 		goto out;

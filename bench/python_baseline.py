@@ -1,0 +1,157 @@
+#!/usr/bin/python3
+"""The Python baseline k2mc is measured against: what a competent Python
+developer writes to copy a topic into Memcached with the same at-least-once
+guarantee (Debian's python3-confluent-kafka and python3-pymemcache). Not
+tuned beyond that, and not a tool to run in production.
+
+    /usr/bin/python3 bench/python_baseline.py -b BOOTSTRAP -t TOPIC -G GROUP \
+        -m HOST:PORT -c N [-X prop=val ...]
+
+-X sets a librdkafka property of the consumer, as it does for k2mc and
+kafka-ceiling (a benchmark gives all three the same ones).
+
+Batches of up to 1000 records from Consumer.consume(); per batch the last
+operation per key wins (a value sets, a null value deletes), written with
+set_many / delete_many waiting for every reply, then a synchronous commit.
+Prints one JSON line once N records are written and committed:
+    {"tool":"python","records":N,"seconds":S,"rps":R,"mbps":M,"failed":F}
+seconds from the first record's arrival to the end; mbps = key + value bytes
+per second / 1e6; failed = records memcached did not take (after 3 tries).
+"""
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheError
+
+BATCH = 1000
+TRIES = 3
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-b", required=True, metavar="BOOTSTRAP")
+    p.add_argument("-t", required=True, metavar="TOPIC")
+    p.add_argument("-G", default="python-baseline", metavar="GROUP")
+    p.add_argument("-m", default="127.0.0.1:11211", metavar="HOST:PORT")
+    p.add_argument("-c", required=True, type=int, metavar="N")
+    p.add_argument("-X", action="append", default=[], metavar="PROP=VAL")
+    a = p.parse_args()
+    if a.c <= 0:
+        p.error("-c must be positive")
+    for kv in a.X:
+        if "=" not in kv:
+            p.error("-X: expected prop=val, got %r" % kv)
+    return a
+
+
+def with_retries(what, fn, n):
+    """Runs fn() (a batch write) up to TRIES times; returns the number of
+    records that failed. pymemcache raises on SERVER_ERROR and on a broken
+    connection (and reconnects on the next call)."""
+    for attempt in range(1, TRIES + 1):
+        try:
+            return fn()
+        except (MemcacheError, OSError) as e:
+            if attempt == TRIES:
+                print("python-baseline: %s of %d keys failed: %s" % (what, n, e),
+                      file=sys.stderr)
+                return n
+            time.sleep(0.01 * attempt)
+    return n
+
+
+def write_batch(mc, msgs):
+    """Applies one batch: the last record per key decides (set or delete),
+    so the order between the set_many and the delete_many does not matter.
+    Returns (records, key + value bytes, failed)."""
+    last = {}
+    records = 0
+    nbytes = 0
+    for m in msgs:
+        if m.error():
+            if m.error().code() != KafkaError._PARTITION_EOF:
+                print("python-baseline: %s" % m.error(), file=sys.stderr)
+            continue
+        k, v = m.key(), m.value()
+        records += 1
+        nbytes += len(k) + (len(v) if v is not None else 0)
+        last[k] = v
+    sets = {k: v for k, v in last.items() if v is not None}
+    dels = [k for k, v in last.items() if v is None]
+
+    def set_all():
+        # the keys that were not stored
+        return len(mc.set_many(sets, noreply=False))
+
+    def delete_all():
+        # DELETED and NOT_FOUND alike leave the key absent; errors raise
+        mc.delete_many(dels, noreply=False)
+        return 0
+
+    failed = 0
+    if sets:
+        failed += with_retries("set_many", set_all, len(sets))
+    if dels:
+        failed += with_retries("delete_many", delete_all, len(dels))
+    return records, nbytes, failed
+
+
+def main():
+    a = parse_args()
+    host, _, port = a.m.rpartition(":")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+
+    conf = {
+        "bootstrap.servers": a.b,
+        "group.id": a.G,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    conf.update(kv.split("=", 1) for kv in a.X)
+    consumer = Consumer(conf)
+    consumer.subscribe([a.t])
+    mc = Client((host, int(port)), no_delay=True, connect_timeout=5, timeout=30)
+
+    got = 0
+    nbytes = 0
+    failed = 0
+    t_first = None
+    try:
+        while got < a.c and not stop:
+            msgs = consumer.consume(num_messages=min(BATCH, a.c - got), timeout=1.0)
+            if not msgs:
+                continue
+            if t_first is None:
+                t_first = time.monotonic()
+            n, b, f = write_batch(mc, msgs)
+            got += n
+            nbytes += b
+            failed += f
+            # at-least-once: offsets only after memcached acknowledged
+            if n:
+                consumer.commit(asynchronous=False)
+    except KeyboardInterrupt:
+        pass
+    secs = time.monotonic() - t_first if t_first is not None else 0.0
+    print(json.dumps({
+        "tool": "python",
+        "records": got,
+        "seconds": round(secs, 6),
+        "rps": round(got / secs, 1) if secs > 0 else 0.0,
+        "mbps": round(nbytes / secs / 1e6, 3) if secs > 0 else 0.0,
+        "failed": failed,
+    }, separators=(",", ":")), flush=True)
+    consumer.close()
+    mc.close()
+    return 0 if got == a.c else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
