@@ -23,6 +23,10 @@ enum {
 	OPT_KEY_PREFIX,
 	OPT_STATS_INTERVAL,
 	OPT_SHUTDOWN_TIMEOUT,
+	OPT_ON_INVALID,
+	OPT_DLQ_TOPIC,
+	OPT_MAX_VALUE,
+	OPT_MC_EJECT,
 };
 
 static const struct option long_opts[] = {
@@ -41,6 +45,10 @@ static const struct option long_opts[] = {
 	{ "key-prefix", required_argument, NULL, OPT_KEY_PREFIX },
 	{ "stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL },
 	{ "shutdown-timeout-ms", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT },
+	{ "on-invalid", required_argument, NULL, OPT_ON_INVALID },
+	{ "dlq-topic", required_argument, NULL, OPT_DLQ_TOPIC },
+	{ "max-value-bytes", required_argument, NULL, OPT_MAX_VALUE },
+	{ "mc-eject", no_argument, NULL, OPT_MC_EJECT },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -69,6 +77,13 @@ void k2mc_config_usage(FILE *out)
 		"  -m HOST:PORT[,...]     servers, consistent (ketama) hashing (default 127.0.0.1:11211)\n"
 		"  --key-prefix STR       prepended to every record key\n"
 		"  --ttl SECONDS          expiry of written items (default 0: none)\n"
+		"  --max-value-bytes N    largest value to send (default: the servers' item_size_max)\n"
+		"  --mc-eject             remap keys of a down server to the others (libmemcached\n"
+		"                         auto-eject) instead of waiting for it (default: wait)\n"
+		"Records Memcached cannot take (no key, bad key, value too large):\n"
+		"  --on-invalid skip|hash|dlq|fail   skip and count (default), hash bad keys,\n"
+		"                         produce to --dlq-topic, or stop with exit 1\n"
+		"  --dlq-topic TOPIC      dead letter topic for --on-invalid dlq\n"
 		"Pipeline:\n"
 		"  --writers N            writer threads, each with its own connections (default: CPUs)\n"
 		"  --ring-size N          slots per partition/writer ring, power of two (default 4096)\n"
@@ -296,6 +311,31 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 				USAGE("--shutdown-timeout-ms: expected 0..3600000, got '%s'", optarg);
 			c->shutdown_timeout_ms = (int)v;
 			break;
+		case OPT_ON_INVALID:
+			if (strcmp(optarg, "skip") == 0)
+				c->on_invalid = K2MC_INVALID_SKIP;
+			else if (strcmp(optarg, "hash") == 0)
+				c->on_invalid = K2MC_INVALID_HASH;
+			else if (strcmp(optarg, "dlq") == 0)
+				c->on_invalid = K2MC_INVALID_DLQ;
+			else if (strcmp(optarg, "fail") == 0)
+				c->on_invalid = K2MC_INVALID_FAIL;
+			else
+				USAGE("--on-invalid: expected skip, hash, dlq or fail, got '%s'", optarg);
+			break;
+		case OPT_DLQ_TOPIC:
+			if (*optarg == '\0')
+				USAGE("--dlq-topic: empty topic name");
+			c->dlq_topic = optarg;
+			break;
+		case OPT_MAX_VALUE:
+			if (parse_long(optarg, 1, 1L << 30, &v) != 0)
+				USAGE("--max-value-bytes: expected 1..%ld, got '%s'", 1L << 30, optarg);
+			c->max_value_bytes = (uint64_t)v;
+			break;
+		case OPT_MC_EJECT:
+			c->mc_eject = 1;
+			break;
 		case ':':
 			if (optopt != 0 && optopt < 256 && strncmp(argv[optind - 1], "--", 2) != 0)
 				USAGE("option '-%c' needs a value", optopt);
@@ -317,6 +357,8 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 	c->key_prefix_len = strlen(c->key_prefix);
 	if (c->key_prefix_len >= K2MC_MC_KEY_MAX || !key_bytes_ok(c->key_prefix, c->key_prefix_len))
 		USAGE("--key-prefix: must be under %d bytes with no spaces or control characters", K2MC_MC_KEY_MAX);
+	if (c->on_invalid == K2MC_INVALID_DLQ && c->dlq_topic == NULL)
+		USAGE("--on-invalid dlq needs --dlq-topic TOPIC");
 	if (k2mc_config_parse_servers(c, servers, err, errlen) != 0)
 		return K2MC_CONFIG_USAGE;
 	return K2MC_CONFIG_OK;

@@ -18,6 +18,14 @@ struct k2mc_server {
 	int port;
 };
 
+/* --on-invalid: what happens to a record Memcached cannot take */
+enum k2mc_invalid_policy {
+	K2MC_INVALID_SKIP = 0, /* count, log, acknowledge */
+	K2MC_INVALID_HASH,     /* bad keys become prefix + hex digest; others fall back */
+	K2MC_INVALID_DLQ,      /* produce the record to --dlq-topic, acknowledge on delivery */
+	K2MC_INVALID_FAIL,     /* stop with exit 1, committing nothing at or past it */
+};
+
 struct k2mc_config {
 	const char *brokers;            /* -b */
 	const char *topics[K2MC_MAX_TOPICS]; /* -t, repeatable */
@@ -40,6 +48,11 @@ struct k2mc_config {
 	int stats_interval_ms;          /* --stats-interval-ms */
 	int shutdown_timeout_ms;        /* --shutdown-timeout-ms */
 	int verbosity;                  /* 0 quiet (-q), 1 default, 2 verbose (-v) */
+	enum k2mc_invalid_policy on_invalid; /* --on-invalid */
+	const char *dlq_topic;          /* --dlq-topic */
+	uint64_t max_value_bytes;       /* --max-value-bytes, 0 = ask the servers */
+	int mc_eject;                   /* --mc-eject: remap a down server's keys (libmemcached
+					 * auto-eject) instead of waiting for it */
 };
 
 enum k2mc_config_result {

@@ -145,6 +145,8 @@ int main(int argc, char **argv)
 		return usage ? 2 : 1;
 	}
 	max_value = k2mc_writers_probe_item_size(&cfg, DEFAULT_ITEM_SIZE, 2000);
+	if (cfg.max_value_bytes > 0)
+		max_value = cfg.max_value_bytes;
 	k2mc_dbg("largest value Memcached takes: %zu bytes", max_value);
 	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), max_value);
 	if (ws == NULL || k2mc_writers_start(ws) != 0)
@@ -168,6 +170,11 @@ int main(int argc, char **argv)
 		k2mc_group_poll(g, POLL_MS);
 		if (k2mc_group_fatal(g) != NULL) {
 			k2mc_err("%s", k2mc_group_fatal(g));
+			rc = 1;
+			break;
+		}
+		if (k2mc_writers_fatal(ws) != NULL) {
+			k2mc_err("%s", k2mc_writers_fatal(ws));
 			rc = 1;
 			break;
 		}

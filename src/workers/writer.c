@@ -70,6 +70,12 @@ struct k2mc_writers {
 	_Atomic int *server_state;
 	/* any writer: first skipped record per reason is logged (exchange) */
 	_Atomic int skip_logged[K2MC_KEY_NREASONS + 1];
+	/* first writer to hit a fatal record claims it (exchange 0 -> 1), then
+	 * writes fatal_msg and publishes it with release on fatal_ready; main
+	 * reads with acquire */
+	_Atomic int fatal_claimed;
+	_Atomic int fatal_ready;
+	char fatal_msg[512];
 };
 
 static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
@@ -506,6 +512,11 @@ int k2mc_writers_start(struct k2mc_writers *ws)
 		}
 	}
 	return 0;
+}
+
+const char *k2mc_writers_fatal(struct k2mc_writers *ws)
+{
+	return atomic_load_explicit(&ws->fatal_ready, memory_order_acquire) ? ws->fatal_msg : NULL;
 }
 
 struct park *k2mc_writers_bells(struct k2mc_writers *ws)

@@ -22,6 +22,9 @@ int k2mc_writers_start(struct k2mc_writers *ws);
 /* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
 struct park *k2mc_writers_bells(struct k2mc_writers *ws);
 struct k2mc_writer_stats *k2mc_writers_stats(struct k2mc_writers *ws);
+/* A writer met a record --on-invalid fail refuses: the reason (naming the
+ * topic, partition and offset), or NULL. Any thread. */
+const char *k2mc_writers_fatal(struct k2mc_writers *ws);
 /* Stop retrying a batch that cannot be written (shutdown timeout): its
  * records stay unacknowledged and are consumed again after a restart. */
 void k2mc_writers_abort(struct k2mc_writers *ws);
