@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Profiles one k2mc run: starts a memcached and the mock Kafka cluster (their
+# own processes) on free loopback ports, produces RECORDS records, and runs
+# k2mc -e under the chosen tool. Counts are per record so runs compare.
+#   perf/profile.sh syscalls   strace -c -f: syscalls per record, by call
+#   perf/profile.sh perf       perf record -g (cpu-clock): where the time goes, by thread
+#   perf/profile.sh callgrind  valgrind: instructions and malloc/free calls per record
+# Not a benchmark: use make bench for rates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tool=${1:-syscalls}
+RECORDS=${RECORDS:-400000}
+PARTITIONS=${PARTITIONS:-16}
+WRITERS=${WRITERS:-2}
+[ "$tool" = callgrind ] && RECORDS=${CG_RECORDS:-50000}
+
+work=$(mktemp -d /tmp/k2mc-prof.XXXXXX)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { local d=$((SECONDS + $1)); shift; until "$@"; do [ $SECONDS -lt $d ] || return 1; sleep 0.1; done; }
+
+port=$(free_port)
+memcached -u nobody -l 127.0.0.1 -p "$port" -U 0 -m 2048 & pids+=($!)
+wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null
+build/k2mc-mock --topic "p:$PARTITIONS" --produce "$RECORDS" --keys 200000 -q >"$work/mock.out" 2>/dev/null & pids+=($!)
+wait_for 120 grep -q '^produced=' "$work/mock.out"
+bs=$(sed -n 's/^bootstrap=//p' "$work/mock.out")
+k2mc=(build/k2mc -b "$bs" -t p -G prof -m "127.0.0.1:$port" --writers "$WRITERS" -e -q)
+
+case "$tool" in
+syscalls)
+	strace -f -c -o "$work/strace.txt" "${k2mc[@]}" 2>&1 | grep -o 'consumed [0-9]*'
+	# rows: % time, seconds, usecs/call, calls, [errors], syscall
+	awk -v n="$RECORDS" 'NR>2 && $NF!="total" && $4+0>0 { t += $4;
+		printf "%-16s %9d calls  %.4f per record\n", $NF, $4, $4/n }
+	     END { printf "%-16s %9d calls  %.4f per record\n", "all syscalls", t, t/n }' \
+		"$work/strace.txt" | sort -k2 -n -r | head -15
+	;;
+perf)
+	perf record -q -g -o "$work/perf.data" -- "${k2mc[@]}" 2>&1 | grep -o 'consumed [0-9]*'
+	perf report -i "$work/perf.data" --no-children --sort comm -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+	perf report -i "$work/perf.data" --no-children --sort comm,dso,sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+	;;
+callgrind)
+	valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "${k2mc[@]}" 2>&1 | grep -o 'consumed [0-9]*'
+	total=$(callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+	echo "instructions per record: $((total / RECORDS))"
+	callgrind_annotate --inclusive=no "$work/cg.out" 2>/dev/null | sed -n '/Ir/,$p' | head -30
+	for f in malloc free calloc realloc; do
+		calls=$(callgrind_annotate --inclusive=yes --tree=caller "$work/cg.out" 2>/dev/null |
+			grep -E "^ *[0-9,]+ .*\* .*[^a-z_]$f[ '\(]" | head -1 || true)
+		echo "$f: $calls"
+	done
+	;;
+*) echo "usage: $0 syscalls|perf|callgrind" >&2; exit 2 ;;
+esac
