@@ -1,0 +1,1397 @@
+#!/usr/bin/python3
+"""k2mc benchmark harness (`make bench`, `make bench-quick`): the Memcached
+ceiling, the Kafka ceiling, the Python baseline and k2mc side by side, in one
+run, on the same generated records.
+
+Every server runs in its own process on loopback, started here and stopped
+here by PID: k2mc-mock (librdkafka's mock cluster, fed while the consumer
+reads, paced by the consumer's group) and memcached (a fresh one per run).
+CPU and peak RSS come from os.wait4() of the measured process alone.
+Writes bench/results/latest.{json,md} and writers.png.
+
+Not a pass/fail test: the exit status is 1 only when a tool crashes or a run
+comes up short (fewer records than asked, a non-zero exit), never because of
+a number. Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = "/usr/bin/python3"
+TOPIC = "bench"
+# generated keys are "key-%08u" (bench/gen.h, GEN_KEY_LEN); MB/s counts key + value bytes
+KEY_LEN = 12
+MIB = 1024 * 1024
+# librdkafka's mock keeps 5 MiB per partition; a v2 record costs about 12 bytes
+# besides key and value (length, attributes, deltas, header count varints)
+MOCK_RETENTION = 5 * MIB
+RECORD_OVERHEAD = 12
+# --pace-lead: at most 30000 records per partition past the group's commit, and
+# never more than 4 MiB of them, so that retention drops nothing unread
+PACE_LEAD_MAX = 30000
+PACE_BUDGET = 4 * MIB
+K2MC_COMMIT_MS = 100
+# records mc-ceiling --sweep tries each batch/conns setting with
+SWEEP_RECORDS = 500_000
+
+MODES = {
+    # records, runs, writers swept, latency load seconds, bytes budget for large values
+    # quick: 1M rather than fewer, so that the ~240k records the mock produces ahead while
+    # the group joins (8 partitions x --pace-lead) are not most of the run
+    "quick": dict(records=1_000_000, runs=1, writers=[2], latency_s=3.0, value_bytes=0),
+    "full": dict(records=2_000_000, runs=3, writers=[1, 2, 4, 8], latency_s=10.0,
+                 value_bytes=500_000_000),
+}
+MOCK_FETCH_PROPS = ["fetch.wait.max.ms=10"]
+SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
+            "keys", "rss", "latency"]
+QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency"]
+
+# The issue's targets (at 100-byte values, 8 partitions).
+TARGET_CEILING_FRACTION = 0.8
+TARGET_PYTHON_SPEEDUP = 5.0
+TARGET_PYTHON_CPU_FRACTION = 0.1
+# "bounded by configuration": RSS at 10M records within 10% (or 8 MiB) of 1M
+RSS_TOLERANCE = 0.10
+RSS_SLACK_KIB = 8 * 1024
+# "grows with --writers until the ceiling": no step down by more than this
+WRITERS_NOISE = 0.05
+
+
+class BenchError(Exception):
+    """A tool crashed or a run came up short: recorded; the exit status becomes 1."""
+
+
+class Skip(Exception):
+    """A measurement this checkout cannot make (a tool or a feature is missing)."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Processes. LIVE holds every child started and not yet reaped: the only
+# processes this harness ever signals, by PID (through a pidfd where the
+# kernel has them, so a reaped PID is never reused under us).
+
+LIVE = set()
+
+
+class Child:
+    def __init__(self, name, argv, logdir, *, stdin=False, stdout_lines=False):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.out_path = os.path.join(logdir, name + ".out")
+        self.err_path = os.path.join(logdir, name + ".err")
+        self.rc = None
+        self.rusage = None
+        self.t_end = None
+        self.pidfd = None
+        self.lines = []  # (monotonic time, line) read from stdout when stdout_lines
+        self._eof = False
+        self._cond = threading.Condition()
+        self._reader = None
+        with open(self.err_path, "wb") as err, open(self.out_path, "wb") as out:
+            try:
+                self.t0 = time.monotonic()
+                self.popen = subprocess.Popen(
+                    self.argv, cwd=ROOT,
+                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if stdout_lines else out, stderr=err)
+            except OSError as e:
+                raise BenchError(f"cannot start {self.argv[0]}: {e}") from e
+        LIVE.add(self)
+        self.pid = self.popen.pid
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+        if stdout_lines:
+            self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+            self._reader.start()
+
+    def _read(self):
+        with open(self.out_path, "w") as copy:
+            for raw in self.popen.stdout:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                copy.write(line + "\n")
+                copy.flush()
+                with self._cond:
+                    self.lines.append((time.monotonic(), line))
+                    self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_line(self, pred, timeout, start=0):
+        """First stdout line from index start that pred accepts: (time, line) or None."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    if pred(self.lines[i][1]):
+                        return self.lines[i]
+                    i += 1
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def send(self, line):
+        self.popen.stdin.write((line + "\n").encode())
+        self.popen.stdin.flush()
+
+    def wait(self, timeout=None):
+        """Reaps the child with wait4 (keeping its rusage); False on timeout."""
+        if self.rc is not None:
+            return True
+        if self.pidfd is not None:
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
+                return False
+            pid, status, ru = os.wait4(self.pid, 0)
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+                if pid:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
+        self.t_end = time.monotonic()
+        self.rc = os.waitstatus_to_exitcode(status)
+        self.rusage = ru
+        self.popen.returncode = self.rc  # subprocess must never waitpid() it again
+        LIVE.discard(self)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.popen.stdin:
+            try:
+                self.popen.stdin.close()
+            except OSError:
+                pass
+        if self._reader:
+            self._reader.join(5)
+        return True
+
+    def signal(self, sig):
+        if self.rc is not None:
+            return
+        try:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace=10.0):
+        """SIGTERM, then SIGKILL after grace seconds; reaps. Returns the exit code."""
+        if self.rc is None:
+            self.signal(signal.SIGTERM)
+            if not self.wait(grace):
+                self.signal(signal.SIGKILL)
+                self.wait()
+        return self.rc
+
+    def stats(self):
+        ru = self.rusage
+        return {
+            "exit": self.rc,
+            "wall_s": round(self.t_end - self.t0, 4),
+            "cpu_user": ru.ru_utime,
+            "cpu_sys": ru.ru_stime,
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 4),
+            "maxrss_kib": ru.ru_maxrss,
+            "minflt": ru.ru_minflt,
+            "majflt": ru.ru_majflt,
+            "nvcsw": ru.ru_nvcsw,
+            "nivcsw": ru.ru_nivcsw,
+        }
+
+    def stderr_text(self):
+        try:
+            with open(self.err_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stdout_text(self):
+        try:
+            with open(self.out_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def stop_all():
+    for c in list(LIVE):
+        c.signal(signal.SIGTERM)
+    for c in list(LIVE):
+        try:
+            if not c.wait(5):
+                c.signal(signal.SIGKILL)
+                c.wait(5)
+        except ChildProcessError:
+            LIVE.discard(c)
+
+
+class Terminated(Exception):
+    """SIGTERM: unwinds like Ctrl-C, so every finally stops what it started."""
+
+
+def on_sigterm(signum, _frame):
+    raise Terminated(signum)
+
+
+# ---------------------------------------------------------------------------
+# Servers
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memcached_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"version\r\n")
+            return s.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+def start_memcached(logdir):
+    """A fresh memcached on a free loopback port, once it answers."""
+    for attempt in range(5):
+        port = free_port()
+        argv = ["memcached"]
+        if os.geteuid() == 0:
+            argv += ["-u", "nobody"]
+        argv += ["-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "4096", "-t", "2"]
+        mc = Child(f"memcached{attempt or ''}", argv, logdir)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if mc.wait(0):
+                break  # the port was taken between free_port() and bind: try another
+            if memcached_answers(port):
+                return mc, port
+            time.sleep(0.02)
+        else:
+            mc.stop()
+            raise BenchError("memcached did not accept connections within 10 s")
+    raise BenchError(f"memcached exited at start five times (last exit {mc.rc}): "
+                     f"{excerpt(mc.stderr_text())}")
+
+
+def excerpt(text, limit=300):
+    """The lines of a tool's stderr that say what went wrong, else its last line."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    bad = [x for x in lines if re.search(r"error|fail|invalid|unrecognized|unknown|fatal|"
+                                         r"abort|sanitizer|usage", x, re.I)]
+    return " | ".join(bad[:3] or lines[-1:])[:limit]
+
+
+def json_or_none(line):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def kv_tokens(line):
+    return dict(t.split("=", 1) for t in line.split() if "=" in t)
+
+
+def pace_lead(value_size):
+    return min(PACE_LEAD_MAX, PACE_BUDGET // (value_size + KEY_LEN + RECORD_OVERHEAD))
+
+
+# ---------------------------------------------------------------------------
+# Cases: one measured configuration each, shared between the tables that show it
+
+class Case:
+    def __init__(self, tool, *, partitions=8, value_size=100, keys=1_000_000, records,
+                 writers=None, rate=None):
+        self.tool = tool
+        self.partitions = partitions
+        self.value_size = value_size
+        self.keys = keys
+        self.records = records
+        self.writers = writers
+        self.rate = rate
+        self.runs = []
+        self.sweep = None
+        self.skipped = None
+        self.median = {}
+
+    @property
+    def key(self):
+        return (self.tool, self.partitions, self.value_size, self.keys, self.records,
+                self.writers, self.rate)
+
+    @property
+    def slug(self):
+        s = f"{self.tool}-p{self.partitions}-v{self.value_size}-k{self.keys}-n{self.records}"
+        if self.writers:
+            s += f"-w{self.writers}"
+        if self.rate:
+            s += f"-r{int(self.rate)}"
+        return s
+
+    @property
+    def label(self):
+        if self.tool == "mc-ceiling":
+            s = "Memcached ceiling"
+        elif self.tool == "kafka-ceiling":
+            s = "Kafka ceiling"
+        elif self.tool == "python":
+            s = "Python baseline"
+        else:
+            s = f"k2mc --writers {self.writers}"
+        parts = "" if self.tool == "mc-ceiling" else f", {self.partitions} part."
+        if self.rate:
+            s += f" at {self.rate:,.0f}/s"
+        return f"{s} ({fmt_bytes(self.value_size)}{parts}, {fmt_count(self.keys)} keys)"
+
+    def ok_runs(self):
+        return [r for r in self.runs if r.get("ok")]
+
+    def summarize(self):
+        ok = self.ok_runs()
+        self.median = {}
+        for k in ("rps", "mbps", "rps_wall", "seconds", "wall_s", "cpu_s", "cpu_per_m",
+                  "maxrss_kib", "lat_p50", "lat_p99", "lat_p999", "offered_rps",
+                  "memcached_cpu_per_m", "feeder_cpu_s"):
+            vals = [r[k] for r in ok if r.get(k) is not None]
+            if vals:
+                self.median[k] = statistics.median(vals)
+        vals = [r["rps"] for r in ok if r.get("rps") is not None]
+        if vals:
+            self.median["rps_min"] = min(vals)
+            self.median["rps_max"] = max(vals)
+
+    def to_json(self):
+        return {
+            "id": self.slug, "label": self.label, "tool": self.tool,
+            "params": {"partitions": self.partitions, "value_size": self.value_size,
+                       "keys": self.keys, "records": self.records, "writers": self.writers,
+                       "rate": self.rate},
+            "skipped": self.skipped, "sweep": self.sweep, "runs": self.runs,
+            "median": self.median,
+        }
+
+
+class Tools:
+    def __init__(self, build):
+        b = lambda n: os.path.join(ROOT, build, n)  # noqa: E731
+        self.k2mc = b("k2mc")
+        self.mock = b("k2mc-mock")
+        self.mc_ceiling = b("mc-ceiling")
+        self.kafka_ceiling = b("kafka-ceiling")
+        self.python_baseline = os.path.join(ROOT, "bench", "python_baseline.py")
+        self.mock_paces = False
+        if os.access(self.mock, os.X_OK):
+            help_text = subprocess.run([self.mock, "-h"], capture_output=True, text=True,
+                                       timeout=10)
+            self.mock_paces = "--pace-group" in help_text.stdout + help_text.stderr
+
+    def missing(self, tool):
+        """Why tool cannot run here, or None."""
+        need = {"mc-ceiling": [self.mc_ceiling],
+                "kafka-ceiling": [self.mock, self.kafka_ceiling],
+                "python": [self.mock, self.python_baseline, PYTHON],
+                "k2mc": [self.mock, self.k2mc]}[tool]
+        for path in need:
+            ok = os.path.isfile(path) and (path.endswith(".py") or os.access(path, os.X_OK))
+            if not ok:
+                rel = os.path.relpath(path, ROOT)
+                return f"{rel} is missing" + ("" if rel.startswith("..") or rel.endswith(".py")
+                                              else f" (make {rel})")
+        if tool != "kafka-ceiling" and not shutil.which("memcached"):
+            return "memcached is not installed"
+        return None
+
+
+# ---------------------------------------------------------------------------
+# One run of each kind
+
+class Bench:
+    def __init__(self, args, tools, logroot):
+        self.args = args
+        self.tools = tools
+        self.logroot = logroot
+        self.failures = []
+        self.skips = []
+        self.seq = 0
+
+    def rundir(self, case, idx):
+        self.seq += 1
+        d = os.path.join(self.logroot, f"{self.seq:03d}-{case.slug}-run{idx}")
+        os.makedirs(d)
+        return d
+
+    def feed_for(self, case):
+        per_part = case.records / case.partitions * (case.value_size + KEY_LEN + RECORD_OVERHEAD)
+        fits = per_part <= 0.9 * MOCK_RETENTION
+        feed = self.args.feed
+        if feed == "auto":
+            feed = "paced" if self.tools.mock_paces else "prefill"
+        if feed == "paced" and not self.tools.mock_paces:
+            raise Skip("k2mc-mock has no --pace-group (yet): cannot feed while consuming")
+        if feed == "prefill" and not fits:
+            raise Skip(f"{per_part / MIB:.1f} MiB per partition exceeds the mock's 5 MiB "
+                       f"retention and k2mc-mock cannot pace (--pace-group)")
+        return feed
+
+    def start_mock(self, logdir, case, group, *, produce=True, stdin_control=False, rate=None):
+        argv = [self.tools.mock, "--topic", f"{TOPIC}:{case.partitions}", "--keys", case.keys,
+                "--value-size", case.value_size, "--seed", 1, "-q"]
+        feed = None
+        if produce:
+            feed = self.feed_for(case)
+            argv += ["--produce", case.records]
+            if feed == "paced":
+                argv += ["--pace-group", group, "--pace-lead", pace_lead(case.value_size)]
+        if rate:
+            argv += ["--rate", f"{rate:.0f}"]
+        if stdin_control:
+            argv.append("--stdin-control")
+        mock = Child("k2mc-mock", argv, logdir, stdin=stdin_control, stdout_lines=True)
+        got = mock.wait_line(lambda s: s.startswith("bootstrap="), 30)
+        if not got:
+            mock.stop()
+            raise BenchError(f"k2mc-mock printed no bootstrap= line (exit {mock.rc}): "
+                             f"{excerpt(mock.stderr_text())}")
+        bootstrap = got[1].split("=", 1)[1].strip()
+        if feed == "prefill":
+            got = mock.wait_line(lambda s: s.startswith("produced=") or s.startswith("error"),
+                                 60 + case.records / 20000)
+            if not got or kv_tokens(got[1]).get("failed", "0") != "0":
+                mock.stop()
+                raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
+        return mock, bootstrap, feed
+
+    def consumer_argv(self, case, bootstrap, group, port):
+        n = case.records
+        # The mock broker holds every fetch for the full fetch.wait.max.ms
+        # (default 500 ms) even when data arrives; a real broker answers as
+        # soon as fetch.min.bytes is there. The same setting for every
+        # Kafka reader keeps the comparison fair and latency meaningful.
+        fx = [f"-X{p}" for p in MOCK_FETCH_PROPS]
+        if case.tool == "kafka-ceiling":
+            return [self.tools.kafka_ceiling, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                    "-c", n] + fx
+        if case.tool == "python":
+            return [PYTHON, self.tools.python_baseline, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                    "-m", f"127.0.0.1:{port}", "-c", n] + fx
+        argv = [self.tools.k2mc, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                "-m", f"127.0.0.1:{port}", "-c", n, "--writers", case.writers,
+                "--commit-interval-ms", K2MC_COMMIT_MS] + fx
+        if case.rate is None:
+            argv.append("-q")  # the latency run reads the "assigned" line at the default level
+        return argv + self.args.k2mc_arg
+
+    def run_case(self, case, runs):
+        why = self.tools.missing(case.tool)
+        if why:
+            case.skipped = why
+            self.skips.append(f"{case.label}: {why}")
+            log(f"SKIPPED {case.label}: {why}")
+            return
+        if case.tool == "mc-ceiling" and case.sweep is None and not self.args.no_sweep:
+            self.one(case, "sweep", self.run_mc_ceiling)
+            if case.skipped:
+                return
+        fn = {"mc-ceiling": self.run_mc_ceiling, "kafka-ceiling": self.run_consumer,
+              "python": self.run_consumer, "k2mc": self.run_consumer}[case.tool]
+        if case.rate is not None:
+            fn = self.run_latency
+        for i in range(len(case.runs) + 1, runs + 1):
+            self.one(case, i, fn)
+            if case.skipped:
+                return
+        case.summarize()
+
+    def one(self, case, idx, fn):
+        t = time.monotonic()
+        res = {"run": idx, "ok": False}
+        logdir = self.rundir(case, idx)
+        res["logdir"] = logdir
+        try:
+            fn(case, idx, logdir, res)
+            res["ok"] = True
+        except Skip as e:
+            case.skipped = str(e)
+            self.skips.append(f"{case.label}: {e}")
+            log(f"SKIPPED {case.label}: {e}")
+            return
+        except BenchError as e:
+            res["error"] = str(e)
+            self.failures.append(f"{case.label} run {idx}: {e}")
+            log(f"FAILED {case.label} run {idx}: {e} (logs in {logdir})")
+            for name in sorted(os.listdir(logdir)):
+                with open(os.path.join(logdir, name), errors="replace") as f:
+                    text = f.read().strip()
+                if text:
+                    tail = "\n    ".join(text.splitlines()[-8:])
+                    log(f"  {name}:\n    {tail}")
+        res["harness_s"] = round(time.monotonic() - t, 2)
+        if idx == "sweep":
+            case.sweep = res
+        else:
+            case.runs.append(res)
+        if res["ok"]:
+            log(f"  {case.label} run {idx}: {progress_line(res)} [{res['harness_s']:.1f} s]")
+
+    # -- Memcached ceiling: the same records straight from memory
+    def run_mc_ceiling(self, case, idx, logdir, res):
+        mc, port = start_memcached(logdir)
+        try:
+            # the sweep only picks --batch/--conns: a share of the records is enough
+            records = min(case.records, SWEEP_RECORDS) if idx == "sweep" else case.records
+            argv = [self.tools.mc_ceiling, "-m", f"127.0.0.1:{port}", "--records", records,
+                    "--keys", case.keys, "--value-size", case.value_size]
+            if idx == "sweep":
+                argv.append("--sweep")
+            elif case.sweep and case.sweep.get("ok") and case.sweep.get("batch"):
+                argv += ["--batch", case.sweep["batch"], "--conns", case.sweep["conns"]]
+            tool = Child("mc-ceiling", argv, logdir)
+            if not tool.wait(120 + case.records / 20000):
+                tool.stop()
+                raise BenchError("mc-ceiling timed out")
+            res.update(tool.stats())
+            res["argv"] = tool.argv
+            self.take_json(case, tool, res, seconds_key="seconds", expect=records)
+            for k in ("batch", "conns"):
+                if k in res["tool_json"]:
+                    res[k] = res["tool_json"][k]
+            if idx == "sweep":  # each trial's line, on stderr
+                res["trials"] = [t for t in map(json_or_none, tool.stderr_text().splitlines())
+                                 if t and "trial" in t]
+        finally:
+            mc.stop()
+            self.server_stats(res, "memcached", mc)
+
+    # -- consumers reading a topic fed by a fresh mock paced by their group
+    def run_consumer(self, case, idx, logdir, res):
+        group = f"bench-{case.slug}-{idx}-{os.getpid()}-{int(time.time() * 1000)}"
+        res["group"] = group
+        mc = port = mock = tool = None
+        try:
+            if case.tool != "kafka-ceiling":
+                mc, port = start_memcached(logdir)
+            mock, bootstrap, feed = self.start_mock(logdir, case, group)
+            res["feed"] = feed
+            if feed == "paced":
+                res["pace_lead"] = pace_lead(case.value_size)
+            res["started_unix_ms"] = int(time.time() * 1000)
+            tool = Child(case.tool, self.consumer_argv(case, bootstrap, group, port), logdir)
+            res["argv"] = tool.argv
+            timeout = 30 + case.records / 10000
+            if not tool.wait(timeout):
+                tool.stop()
+                raise BenchError(f"{case.tool} did not finish {case.records} records in "
+                                 f"{timeout:.0f} s")
+            res.update(tool.stats())
+            if case.tool == "k2mc":
+                self.take_k2mc(case, tool, res)
+            else:
+                self.take_json(case, tool, res, seconds_key="seconds")
+            self.check_mock(mock, res, case.records)
+        finally:
+            if tool:
+                tool.stop(5)  # only when interrupted: a finished tool is reaped already
+            if mock:
+                mock.stop()
+                self.server_stats(res, "feeder", mock)
+            if mc:
+                mc.stop()
+                self.server_stats(res, "memcached", mc)
+
+    # -- k2mc end-to-end latency at a fixed offered load
+    def run_latency(self, case, idx, logdir, res):
+        group = f"bench-{case.slug}-{idx}-{os.getpid()}-{int(time.time() * 1000)}"
+        res["group"] = group
+        mc = mock = tool = None
+        try:
+            mc, port = start_memcached(logdir)
+            # an empty topic and a producer that waits for a command: the records
+            # are produced once k2mc is assigned, so none waits for the group join
+            mock, bootstrap, _ = self.start_mock(logdir, case, group, produce=False,
+                                                 stdin_control=True, rate=case.rate)
+            tool = Child("k2mc", self.consumer_argv(case, bootstrap, group, port), logdir)
+            res["argv"] = tool.argv
+            deadline = time.monotonic() + 60
+            while not re.search(r"assigned \d+ partition", tool.stderr_text()):
+                if tool.wait(0):
+                    raise BenchError(f"k2mc exited {tool.rc} before its assignment")
+                if time.monotonic() > deadline:
+                    tool.stop()
+                    raise BenchError("k2mc logged no 'assigned N partition(s)' within 60 s")
+                time.sleep(0.02)
+            t_produce = time.monotonic()
+            nlines = len(mock.lines)
+            mock.send(f"produce {case.records}")
+            timeout = 30 + case.records / case.rate * 2
+            if not tool.wait(timeout):
+                tool.stop()
+                raise BenchError(f"k2mc did not finish {case.records} records in {timeout:.0f} s")
+            res.update(tool.stats())
+            self.take_k2mc(case, tool, res)
+            got = mock.wait_line(lambda s: s.startswith("ok produce") or s.startswith("error"),
+                                 30, start=nlines)
+            if not got or not got[1].startswith("ok"):
+                raise BenchError(f"k2mc-mock: produce {case.records} answered {got and got[1]}")
+            res["offered_rps"] = round(case.records / (got[0] - t_produce), 1)
+            if mock.wait(0):
+                raise BenchError(f"k2mc-mock exited {mock.rc} during the run")
+        finally:
+            if tool:
+                tool.stop(5)  # only when interrupted: a finished tool is reaped already
+            if mock:
+                mock.stop()
+                self.server_stats(res, "feeder", mock)
+            if mc:
+                mc.stop()
+                self.server_stats(res, "memcached", mc)
+
+    # -- what the tools print
+    def take_json(self, case, tool, res, seconds_key, expect=None):
+        data = None
+        for line in reversed(tool.stdout_text().splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    data = json.loads(line)
+                    break
+                except ValueError:
+                    continue
+        if tool.rc != 0:
+            raise BenchError(f"{case.tool} exited {tool.rc}: "
+                             f"{excerpt(tool.stderr_text())}")
+        if data is None:
+            raise BenchError(f"{case.tool} printed no JSON line")
+        res["tool_json"] = data
+        records = int(data.get("records", 0))
+        seconds = float(data.get(seconds_key) or 0)
+        expect = case.records if expect is None else expect
+        if records < expect:
+            raise BenchError(f"{case.tool} handled {records} of {expect} records")
+        if int(data.get("failed", 0) or 0) > 0:
+            raise BenchError(f"{case.tool} reports {data['failed']} failed records")
+        rps = float(data.get("rps") or (records / seconds if seconds > 0 else 0))
+        self.derive(case, res, records, rps)
+
+    def take_k2mc(self, case, tool, res):
+        text = tool.stderr_text()
+        lines = [s for s in text.splitlines() if "k2mc: summary:" in s]
+        if tool.rc != 0:
+            raise BenchError(f"k2mc exited {tool.rc}: {excerpt(text)}")
+        if not lines:
+            raise BenchError("k2mc printed no summary line")
+        s = lines[-1]
+        res["summary"] = s
+        num = lambda pat: (lambda m: float(m.group(1)) if m else None)(re.search(pat, s))  # noqa: E731
+        consumed = num(r"consumed (\d+)")
+        written = num(r"written (\d+)") or 0
+        deleted = num(r"deleted (\d+)") or 0
+        unwritten = num(r"unwritten (\d+)")
+        m = re.search(r"([\d.]+)s since assignment \(([\d.]+) records/s\)", s)
+        if consumed is None or not m:
+            raise BenchError(f"k2mc summary not understood: {s}")
+        consumed = int(consumed)
+        if consumed < case.records:
+            raise BenchError(f"k2mc consumed {consumed} of {case.records} records")
+        if unwritten:
+            raise BenchError(f"k2mc left {int(unwritten)} records unwritten")
+        if written + deleted < case.records:
+            raise BenchError(f"k2mc wrote {int(written + deleted)} of {case.records} records")
+        since = float(m.group(1))
+        rps = float(m.group(2)) or (consumed / since if since > 0 else 0)
+        res["since_assignment_s"] = since
+        m = re.search(r"latency ms p50 ([\d.]+) p99 ([\d.]+) p999 ([\d.]+)", s)
+        if m:
+            res["lat_p50"], res["lat_p99"], res["lat_p999"] = (float(x) for x in m.groups())
+        self.derive(case, res, consumed, rps)
+
+    @staticmethod
+    def derive(case, res, records, rps):
+        res["records"] = records
+        res["rps"] = round(rps, 1)
+        res["seconds"] = round(records / rps, 4) if rps > 0 else None
+        # MB/s over key + value bytes, the same for every tool (MB = 10^6 bytes)
+        res["mbps"] = round(rps * (KEY_LEN + case.value_size) / 1e6, 2)
+        res["rps_wall"] = round(records / res["wall_s"], 1) if res.get("wall_s") else None
+        res["cpu_per_m"] = round(res["cpu_s"] / records * 1e6, 4) if records else None
+
+    @staticmethod
+    def check_mock(mock, res, records):
+        if mock.wait(0):
+            raise BenchError(f"k2mc-mock exited {mock.rc} during the run: "
+                             f"{excerpt(mock.stderr_text())}")
+        got = mock.wait_line(lambda s: s.startswith("produced="), 15)
+        if not got:
+            res["warning"] = "k2mc-mock printed no produced= line"
+            return
+        tok = kv_tokens(got[1])
+        res["produced"] = {k: int(v) for k, v in tok.items() if v.isdigit()}
+        if int(tok.get("failed", "0")) > 0 or int(tok.get("acked", records)) < records:
+            raise BenchError(f"k2mc-mock: {got[1]}")
+        for _, line in mock.lines:
+            if line.startswith("produce_start_ms="):
+                res["produce_start_unix_ms"] = int(line.split("=", 1)[1])
+
+    @staticmethod
+    def server_stats(res, name, child):
+        if child.rusage is None:
+            return
+        st = child.stats()
+        res[name] = {k: st[k] for k in ("exit", "cpu_s", "maxrss_kib")}
+        if name == "feeder":
+            res["feeder_cpu_s"] = st["cpu_s"]
+        if name == "memcached" and res.get("records"):
+            res["memcached_cpu_per_m"] = round(st["cpu_s"] / res["records"] * 1e6, 4)
+
+
+def progress_line(r):
+    parts = [f"{r['rps']:,.0f} rec/s" if r.get("rps") else None,
+             f"{r['mbps']:.1f} MB/s" if r.get("mbps") else None,
+             f"cpu {r['cpu_per_m']:.2f} s/M" if r.get("cpu_per_m") is not None else None,
+             f"rss {r['maxrss_kib'] / 1024:.1f} MiB" if r.get("maxrss_kib") else None,
+             f"wall {r['wall_s']:.2f} s" if r.get("wall_s") else None]
+    if r.get("lat_p50") is not None and r.get("offered_rps"):
+        parts.append(f"latency p50/p99/p999 {r['lat_p50']:g}/{r['lat_p99']:g}/{r['lat_p999']:g} ms")
+    if r.get("batch"):
+        parts.append(f"batch {r['batch']} conns {r.get('conns')}")
+    return ", ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+
+def fmt_count(n):
+    for div, suf in ((1_000_000, "M"), (1_000, "k")):
+        if n >= div and n % (div // 10) == 0:
+            return f"{n / div:g}{suf}"
+    return f"{n:,}"
+
+
+def fmt_bytes(n):
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} B"
+
+
+def f_rps(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def f_num(v, nd=1):
+    return "-" if v is None else f"{v:,.{nd}f}"
+
+
+def f_ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def vs(c, ceiling):
+    """'0.71x of 417,668': c's median records/s against a ceiling case's."""
+    a = c.median.get("rps")
+    b = ceiling.median.get("rps") if ceiling is not None and not ceiling.skipped else None
+    if c.tool in ("mc-ceiling", "kafka-ceiling") or not a or not b:
+        return "-"
+    return f"{a / b:.2f}x of {b:,.0f}"
+
+
+def case_row(c, name=None, ceilings=(None, None)):
+    m = c.median
+    if c.skipped:
+        return [name or c.label, fmt_count(c.records), "skipped"] + ["-"] * 7
+    okn, n = len(c.ok_runs()), len(c.runs)
+    spread = ""
+    if okn > 1 and m.get("rps"):
+        spread = f" ±{(m['rps_max'] - m['rps_min']) / 2 / m['rps'] * 100:.0f}%"
+    return [name or c.label, fmt_count(c.records), f"{okn}/{n}",
+            f_rps(m.get("rps")) + spread, f_num(m.get("mbps")), f_rps(m.get("rps_wall")),
+            f_num(m.get("cpu_per_m"), 2),
+            f_num(m["maxrss_kib"] / 1024 if "maxrss_kib" in m else None),
+            vs(c, ceilings[0]), vs(c, ceilings[1])]
+
+
+THROUGHPUT_HEAD = ["configuration", "records", "runs ok", "records/s (median)", "MB/s",
+                   "records/s wall", "CPU s / M records", "peak RSS MiB",
+                   "vs Kafka ceiling", "vs Memcached ceiling"]
+LATENCY_HEAD = ["configuration", "records", "runs ok", "offered records/s", "p50 ms", "p99 ms",
+                "p999 ms", "CPU s / M records", "peak RSS MiB"]
+
+
+def latency_row(c):
+    m = c.median
+    if c.skipped:
+        return [c.label, fmt_count(c.records), "skipped"] + ["-"] * 6
+    return [c.label, fmt_count(c.records), f"{len(c.ok_runs())}/{len(c.runs)}",
+            f_rps(m.get("offered_rps")), f_num(m.get("lat_p50"), 0), f_num(m.get("lat_p99"), 0),
+            f_num(m.get("lat_p999"), 0), f_num(m.get("cpu_per_m"), 2),
+            f_num(m["maxrss_kib"] / 1024 if "maxrss_kib" in m else None)]
+
+
+def table_text(head, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(head, widths)),
+           "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join((str(x).ljust(w) if i == 0 else str(x).rjust(w))
+                             for i, (x, w) in enumerate(zip(r, widths))))
+    return "\n".join(out)
+
+
+def table_md(head, rows):
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(x) for x in r) + " |")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Environment
+
+def sh(argv, **kw):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=ROOT, **kw)
+        return p.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment(tools):
+    env = {"nproc": os.cpu_count(), "cpus_allowed": len(os.sched_getaffinity(0)),
+           "kernel": platform.release(), "uname": " ".join(os.uname()),
+           "python": sys.version.split()[0], "loadavg_at_start": os.getloadavg()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            env["cpu_model"] = next((s.split(":", 1)[1].strip() for s in f
+                                     if s.startswith("model name")), None)
+        with open("/proc/meminfo") as f:
+            env["mem_total_kib"] = int(next(s for s in f if s.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        pass
+    pkgs = ["librdkafka1", "librdkafka-dev", "libmemcached11", "libmemcached-dev", "memcached",
+            "liburcu8", "liburcu-dev", "libxxhash0", "python3", "python3-confluent-kafka",
+            "python3-pymemcache", "gnuplot-nox", "gcc", "clang"]
+    out = sh(["dpkg-query", "-W", "-f=${Package}\t${Version}\t${db:Status-Abbrev}\n"] + pkgs)
+    env["packages"] = {p: v for p, v, st in (s.split("\t") for s in out.splitlines()
+                                             if s.count("\t") == 2) if st.startswith("ii")}
+    env["git"] = {"rev": sh(["git", "rev-parse", "HEAD"]),
+                  "describe": sh(["git", "describe", "--always", "--dirty"]),
+                  "dirty_files": len(sh(["git", "status", "--porcelain"]).splitlines())}
+    env["k2mc_version"] = sh([tools.k2mc, "-V"]) if os.access(tools.k2mc, os.X_OK) else None
+    env["mock_paces"] = tools.mock_paces
+    return env
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+VARIANT_NOTES = {
+    "partitions": "Each row has its own Kafka ceiling (same partitions, same records).",
+    "values": "Each row has its own Kafka and Memcached ceilings (same value size, same "
+              "records); fewer records for large values.",
+    "keys": "Each row has its own Memcached ceiling (same key space); the Kafka ceiling does "
+            "not depend on the keys.",
+    "rss": "Same configuration, 10x the records: the peak RSS should not grow with them.",
+}
+
+
+class Report:
+    def __init__(self, mode, cases, sections, registry):
+        self.mode = mode
+        self.c = cases
+        self.registry = registry
+        self.sections = sections
+        self.tables = []  # (title, head, rows, note)
+        self.ratios = {}
+        self.targets = []
+
+    def ceilings(self, case):
+        """The Kafka and Memcached ceilings measured on case's records, where they were."""
+        kc = mc = None
+        for x in self.registry.values():
+            if x.tool == "kafka-ceiling" and (x.partitions, x.value_size, x.records) == (
+                    case.partitions, case.value_size, case.records):
+                kc = x
+            if x.tool == "mc-ceiling" and (x.value_size, x.keys, x.records) == (
+                    case.value_size, case.keys, case.records):
+                mc = x
+        return kc, mc
+
+    def row(self, case, name=None):
+        return case_row(case, name, self.ceilings(case))
+
+    def rps(self, case):
+        return case.median.get("rps") if case and not case.skipped else None
+
+    def build(self):
+        c = self.c
+        head = c.get("headline")
+        mc, kc, py = c.get("mc"), c.get("kc"), c.get("py")
+        rows = [self.row(x) for x in (mc, kc, py) if x]
+        shown = head or next(iter(c.get("writers", [])), None)
+        if shown:
+            rows.append(self.row(shown, shown.label + (" [headline]" if head else "")))
+        self.tables.append(("Side by side (100 B values, 8 partitions)", THROUGHPUT_HEAD, rows,
+                            "records/s: the tools' own clock (k2mc: since its group assignment); "
+                            "records/s wall: spawn to exit, group join included. The Kafka "
+                            "ceiling includes the feed: k2mc-mock produces on the same CPUs "
+                            "while the consumer reads, as it does for every Kafka reader here. "
+                            "'vs ... ceiling': median records/s over the ceiling's, measured on "
+                            "the same records in this run."))
+        for title, key in (("k2mc vs --writers (8 partitions, 100 B)", "writers"),
+                           ("k2mc vs partitions (--writers 2, 100 B)", "partitions"),
+                           ("k2mc vs value size (--writers 2, 8 partitions)", "values"),
+                           ("k2mc vs key space (--writers 2, 8 partitions, 100 B)", "keys"),
+                           ("k2mc peak RSS vs topic size (--writers 2, 8 partitions, 100 B)",
+                            "rss")):
+            if c.get(key):
+                self.tables.append((title, THROUGHPUT_HEAD, [self.row(x) for x in c[key]],
+                                    VARIANT_NOTES.get(key)))
+        if c.get("latency"):
+            self.tables.append(("k2mc end-to-end latency (Kafka timestamp to Memcached ack) at "
+                                "a fixed offered load", LATENCY_HEAD,
+                                [latency_row(x) for x in c["latency"]],
+                                "offered load ~50% of the headline k2mc rate; records produced "
+                                "only after k2mc's assignment; percentiles from k2mc's summary "
+                                "(whole milliseconds)."))
+        k = self.rps(head)
+        m, q, p = self.rps(mc), self.rps(kc), self.rps(py)
+        div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
+        ceil = min(x for x in (m, q) if x) if (m or q) else None
+        kcpu = head.median.get("cpu_per_m") if head and not head.skipped else None
+        pcpu = py.median.get("cpu_per_m") if py and not py.skipped else None
+        self.ratios = {
+            "k2mc_over_memcached_ceiling": div(k, m),
+            "k2mc_over_kafka_ceiling": div(k, q),
+            "k2mc_over_min_ceiling": div(k, ceil),
+            "k2mc_over_python": div(k, p),
+            "python_cpu_per_m_over_k2mc": div(pcpu, kcpu),
+        }
+        self.headline_label = head.label if head else None
+
+        def target(name, value, threshold, met, detail):
+            self.targets.append({"target": name, "value": value, "threshold": threshold,
+                                 "status": ("not measured" if met is None else
+                                            "met" if met else "NOT met"), "detail": detail})
+
+        r = self.ratios["k2mc_over_min_ceiling"]
+        target("k2mc records/s >= 0.8 x min(Memcached ceiling, Kafka ceiling)", r,
+               TARGET_CEILING_FRACTION, None if r is None else r >= TARGET_CEILING_FRACTION,
+               None if r is None else f"{f_rps(k)} vs {f_rps(ceil)} ({r:.2f}x)")
+        r = self.ratios["k2mc_over_python"]
+        target("k2mc records/s >= 5 x Python baseline", r, TARGET_PYTHON_SPEEDUP,
+               None if r is None else r >= TARGET_PYTHON_SPEEDUP,
+               None if r is None else f"{f_rps(k)} vs {f_rps(p)} ({r:.2f}x)")
+        r = div(kcpu, pcpu)
+        target("k2mc CPU-seconds per M records <= 1/10 of the Python baseline", r,
+               TARGET_PYTHON_CPU_FRACTION, None if r is None else r <= TARGET_PYTHON_CPU_FRACTION,
+               None if r is None else f"{kcpu:.2f} vs {pcpu:.2f} s/M ({r:.3f} of Python's)")
+        rss = [x for x in c.get("rss", []) if not x.skipped and x.median.get("maxrss_kib")]
+        if len(rss) == 2:
+            a, b = rss[0].median["maxrss_kib"], rss[1].median["maxrss_kib"]
+            lim = max(a * (1 + RSS_TOLERANCE), a + RSS_SLACK_KIB)
+            target("peak RSS bounded by configuration (same at 1M and 10M records)", b / a,
+                   lim / a, b <= lim,
+                   f"{a / 1024:.1f} MiB at {fmt_count(rss[0].records)}, {b / 1024:.1f} MiB at "
+                   f"{fmt_count(rss[1].records)} (allowed: +10% or +8 MiB)")
+        else:
+            target("peak RSS bounded by configuration (same at 1M and 10M records)", None, None,
+                   None, "needs the full mode")
+        ws = [x for x in c.get("writers", []) if not x.skipped and x.median.get("rps")]
+        if len(ws) >= 2 and ceil:
+            met, notes = True, []
+            for a, b in zip(ws, ws[1:]):
+                ra, rb = a.median["rps"], b.median["rps"]
+                notes.append(f"{a.writers}->{b.writers}: {rb / ra:.2f}x")
+                if rb < ra * (1 - WRITERS_NOISE) and ra < TARGET_CEILING_FRACTION * ceil:
+                    met = False
+            best = max(ws, key=lambda x: x.median["rps"])
+            if best is ws[0] and ws[0].median["rps"] < TARGET_CEILING_FRACTION * ceil:
+                met = False  # no growth at all below the ceiling
+            target("records/s grows with --writers until the ceiling", None, None, met,
+                   "; ".join(notes) + f"; best --writers {best.writers}")
+        else:
+            target("records/s grows with --writers until the ceiling", None, None, None,
+                   "needs the full mode (--writers 1, 2, 4, 8)")
+
+    def ratio_lines(self):
+        r = self.ratios
+        lab = self.headline_label or "none measured"
+        return [f"k2mc / Memcached ceiling: {f_ratio(r['k2mc_over_memcached_ceiling'])}",
+                f"k2mc / Kafka ceiling: {f_ratio(r['k2mc_over_kafka_ceiling'])}",
+                f"k2mc / min(ceilings): {f_ratio(r['k2mc_over_min_ceiling'])}",
+                f"k2mc / Python records/s: {f_ratio(r['k2mc_over_python'])}",
+                f"Python CPU per M / k2mc CPU per M: {f_ratio(r['python_cpu_per_m_over_k2mc'])}",
+                f"(k2mc = {lab})"]
+
+    def target_lines(self):
+        return [f"[{t['status']}] {t['target']}" + (f": {t['detail']}" if t["detail"] else "")
+                for t in self.targets]
+
+    def text(self):
+        out = []
+        for title, head, rows, note in self.tables:
+            out += ["", f"== {title}", table_text(head, rows)]
+            if note:
+                out.append(note)
+        out += ["", "== Headline ratios"] + ["  " + s for s in self.ratio_lines()]
+        out += ["", "== Targets (issue 3)"] + ["  " + s for s in self.target_lines()]
+        return "\n".join(out)
+
+    def markdown(self, meta, env, plot_msg):
+        g = env.get("git", {})
+        out = [f"# k2mc benchmark ({self.mode} mode)", "",
+               f"{meta['finished']} · git {g.get('describe', '?')} · {env.get('nproc')} CPUs "
+               f"({env.get('cpu_model') or '?'}) · kernel {env.get('kernel')} · "
+               f"{meta['duration_s']:.0f} s", "",
+               f"Every consumer reads a fresh k2mc-mock topic ({meta['feed_note']}) with a fresh "
+               f"group and writes to a fresh memcached; median of {meta['runs']} run(s). "
+               "CPU = user + sys of the measured process alone (os.wait4), peak RSS = ru_maxrss. "
+               "MB/s counts key + value bytes (MB = 10^6).", ""]
+        out += ["How measured:", "",
+                f"- every Kafka reader (ceiling, Python, k2mc) gets "
+                f"{' '.join('-X ' + p for p in MOCK_FETCH_PROPS)}: the mock broker holds each "
+                "fetch for the whole wait even when data is there (a real broker does not).",
+                "- records/s: each tool's own clock; k2mc's is its summary line's records/s "
+                "since the group assignment, the ceilings and Python report theirs in JSON. "
+                "'records/s wall' is spawn to exit (the mock's group join, about 3 s, included).",
+                f"- feed: k2mc-mock --pace-group <the run's group> --pace-lead "
+                f"{', '.join(f'{v} ({fmt_bytes(b)})' for b, v in meta['pace_lead'].items())}; "
+                f"k2mc: --commit-interval-ms {K2MC_COMMIT_MS} -q "
+                f"{' '.join(meta['k2mc_args'])}".rstrip(),
+                "- Memcached ceiling: mc-ceiling --sweep on up to "
+                f"{fmt_count(SWEEP_RECORDS)} records picks --batch/--conns, then the measured "
+                "runs use them on all the records.",
+                "- latency: k2mc joins an empty topic; once it logs its assignment k2mc-mock "
+                "produces at the offered rate (--rate); p50/p99/p999 from k2mc's summary, "
+                "Kafka record timestamp to Memcached acknowledgement."]
+        if self.mode == "quick":
+            out.append("- quick mode: one run each; the mock produces up to --pace-lead records "
+                       "per partition ahead while the group joins (about 240k at 8 partitions), "
+                       "so part of a short run reads a backlog: indicative, noisier than the "
+                       "full mode.")
+        out += ["", "## Headline", ""] + [f"- {s}" for s in self.ratio_lines()] + [""]
+        out += ["## Targets", ""] + [f"- {s}" for s in self.target_lines()] + [""]
+        for title, head, rows, note in self.tables:
+            out += [f"## {title}", "", table_md(head, rows), ""]
+            if note:
+                out += [note, ""]
+        if plot_msg:
+            out += ["## Plot", "", plot_msg, ""]
+        if meta["skipped"] or meta["failures"]:
+            out += ["## Skipped and failed", ""]
+            out += [f"- skipped: {s}" for s in meta["skipped"]]
+            out += [f"- FAILED: {s}" for s in meta["failures"]]
+            out.append("")
+        pk = env.get("packages", {})
+        out += ["## Environment", "",
+                "- " + ", ".join(f"{p} {v}" for p, v in sorted(pk.items())),
+                f"- {env.get('uname')}",
+                "- load average at start / end: "
+                f"{' '.join(f'{x:.2f}' for x in env.get('loadavg_at_start', []))} / "
+                f"{' '.join(f'{x:.2f}' for x in env.get('loadavg_at_end', []))} "
+                "(other work on the machine shows up here)", ""]
+        return "\n".join(out)
+
+
+def plot_writers(cases, outdir):
+    """writers.png: k2mc records/s vs --writers with the ceilings and Python as lines."""
+    gp = shutil.which("gnuplot")
+    if not gp:
+        return None, "gnuplot is missing (apt-get install gnuplot-nox): no plot"
+    ws = [x for x in cases.get("writers", []) if not x.skipped and x.median.get("rps")]
+    if not ws:
+        return None, "no k2mc --writers measurements: no plot"
+    tmp = tempfile.mkdtemp(prefix="k2mc-plot.")
+    try:
+        dat = os.path.join(tmp, "writers.dat")
+        with open(dat, "w") as f:
+            f.write("# writers median min max\n")
+            for x in ws:
+                m = x.median
+                f.write(f"{x.writers} {m['rps']} {m['rps_min']} {m['rps_max']}\n")
+        out = os.path.join(outdir, "writers.png")
+        lines = []
+        for key, title, style in (("mc", "Memcached ceiling", "dt 2 lc rgb '#1f77b4'"),
+                                  ("kc", "Kafka ceiling", "dt 3 lc rgb '#2ca02c'"),
+                                  ("py", "Python baseline", "dt 4 lc rgb '#d62728'")):
+            c = cases.get(key)
+            if c and not c.skipped and c.median.get("rps"):
+                v = c.median["rps"]
+                lines.append(f"{v} with lines lw 2 {style} title '{title} ({v:,.0f}/s)'")
+        maxw = max(x.writers for x in ws)
+        script = "\n".join([
+            "set terminal {term} size 1200,600",
+            f"set output '{out}'",
+            "set title 'k2mc records/s vs --writers (8 partitions, 100 B values, median, "
+            "min-max bars)' noenhanced",
+            "set xlabel '--writers' noenhanced", "set ylabel 'records/s'",
+            "set logscale x 2", f"set xrange [0.8:{maxw * 1.25}]",
+            "set xtics (" + ", ".join(str(x.writers) for x in ws) + ")",
+            "set yrange [0:*]", "set format y '%.0f'", "set grid",
+            "set key outside right top vertical Left reverse noenhanced",
+            "plot '" + dat + "' using 1:2:3:4 with yerrorlines lw 2 pt 7 lc rgb 'black' "
+            "title 'k2mc'" + "".join(", " + s for s in lines), ""])
+        err = ""
+        for term in ("pngcairo", "png"):
+            p = subprocess.run([gp], input=script.replace("{term}", term), capture_output=True,
+                               text=True, timeout=60)
+            if p.returncode == 0 and os.path.exists(out):
+                return out, f"![records/s vs --writers](writers.png)"
+            err = p.stderr.strip()[-300:]
+        return None, f"gnuplot failed: {err}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# The matrix
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        description="k2mc benchmark: ceilings, Python baseline and k2mc side by side "
+                    "(issue 3). Writes bench/results/latest.{json,md} and writers.png.")
+    ap.add_argument("--mode", choices=sorted(MODES), default="quick",
+                    help="quick: 1 run of each headline measurement, small N (< 2 min); "
+                         "full: the whole matrix, median of 3 (default quick)")
+    ap.add_argument("--runs", type=int, help="runs per configuration (default: 1 quick, 3 full)")
+    ap.add_argument("--records", type=int,
+                    help="records per run (default: 1000000 quick, 2000000 full); "
+                         "fewer for 1 KiB and 10 KiB values (full mode); the RSS pair "
+                         "is always 1M and 10M")
+    ap.add_argument("--only", help="comma-separated sections to run: " + ",".join(SECTIONS))
+    ap.add_argument("--feed", choices=["auto", "paced", "prefill"], default="auto",
+                    help="paced: k2mc-mock produces while the consumer reads, at most "
+                         "--pace-lead records ahead of its group; prefill: the topic is "
+                         "written before the consumer starts (only where it fits the mock's "
+                         "5 MiB per partition); auto: paced when k2mc-mock supports it")
+    ap.add_argument("--latency-rate", type=float,
+                    help="offered records/s for the latency runs (default: 50%% of the "
+                         "headline k2mc rate measured in this run)")
+    ap.add_argument("--k2mc-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for every k2mc run, repeatable "
+                         "(e.g. --k2mc-arg=-Xfetch.wait.max.ms=10); recorded in the results")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="run mc-ceiling with its default batch/conns instead of --sweep first")
+    ap.add_argument("--build", default="build", help="directory with the tools (default build)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"),
+                    help="results directory (default bench/results)")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep every process's stdout/stderr (kept anyway when a run fails)")
+    args = ap.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        ap.error("--runs must be >= 1")
+    if args.records is not None and args.records < 1000:
+        ap.error("--records must be >= 1000")
+    default = QUICK_SECTIONS if args.mode == "quick" else SECTIONS
+    args.sections = default
+    if args.only:
+        args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+        bad = [s for s in args.sections if s not in SECTIONS]
+        if bad:
+            ap.error(f"unknown section(s) {', '.join(bad)}; known: {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    mode = MODES[args.mode]
+    n = args.records or mode["records"]
+    runs = args.runs or mode["runs"]
+    tools = Tools(args.build)
+    started = time.time()
+    t_start = time.monotonic()
+    logroot = tempfile.mkdtemp(prefix="k2mc-bench.")
+    env = environment(tools)
+    log(f"k2mc bench, {args.mode} mode: {fmt_count(n)} records, {runs} run(s) per configuration, "
+        f"sections {','.join(args.sections)}; logs in {logroot}")
+    if not tools.mock_paces:
+        log("note: k2mc-mock has no --pace-group: topics are written before the consumer starts "
+            "where they fit the mock's 5 MiB per partition, skipped where they do not")
+    bench = Bench(args, tools, logroot)
+    registry = {}
+
+    def case(tool, **kw):
+        c = Case(tool, **kw)
+        return registry.setdefault(c.key, c)
+
+    S = set(args.sections)
+    cases = {}
+    plan = []  # (case, runs) in order; shared cases run once
+    if "mc-ceiling" in S:
+        cases["mc"] = case("mc-ceiling", records=n)
+        plan.append(cases["mc"])
+    if "kafka-ceiling" in S:
+        cases["kc"] = case("kafka-ceiling", records=n)
+        plan.append(cases["kc"])
+    if "python" in S:
+        cases["py"] = case("python", records=n)
+        plan.append(cases["py"])
+    if "writers" in S:
+        cases["writers"] = [case("k2mc", writers=w, records=n) for w in mode["writers"]]
+        plan += cases["writers"]
+    # each variant also gets the ceilings measured on its own records (when those sections run)
+    ceil_kc = "kafka-ceiling" in S
+    ceil_mc = "mc-ceiling" in S
+    if "partitions" in S:
+        cases["partitions"] = [case("k2mc", writers=2, partitions=p, records=n)
+                               for p in (1, 8, 64)]
+        for x in cases["partitions"]:
+            if ceil_kc:
+                plan.append(case("kafka-ceiling", partitions=x.partitions, records=n))
+            plan.append(x)
+    if "values" in S:
+        vals = []
+        for b in (100, 1024, 10240):
+            nb = n
+            if mode["value_bytes"]:
+                nb = min(n, max(10_000, int(mode["value_bytes"] / (b + KEY_LEN)) // 1000 * 1000))
+            if ceil_mc:
+                plan.append(case("mc-ceiling", value_size=b, records=nb))
+            if ceil_kc:
+                plan.append(case("kafka-ceiling", value_size=b, records=nb))
+            vals.append(case("k2mc", writers=2, value_size=b, records=nb))
+            plan.append(vals[-1])
+        cases["values"] = vals
+    if "keys" in S:
+        cases["keys"] = [case("k2mc", writers=2, keys=k, records=n) for k in (1000, 1_000_000)]
+        for x in cases["keys"]:
+            if ceil_mc:
+                plan.append(case("mc-ceiling", keys=x.keys, records=n))
+            plan.append(x)
+    if "rss" in S:
+        cases["rss"] = [case("k2mc", writers=2, records=r) for r in (1_000_000, 10_000_000)]
+        plan += cases["rss"]
+
+    seen = set()
+    total = len({c.key for c in plan}) + ("latency" in S)
+    step = 0
+    for c in plan:
+        if c.key in seen:
+            continue
+        seen.add(c.key)
+        step += 1
+        log(f"[{step}/{total}] {c.label}, {fmt_count(c.records)} records x {runs} "
+            f"[{time.monotonic() - t_start:.0f} s]")
+        bench.run_case(c, runs)
+
+    # the headline k2mc: the best --writers at 8 partitions, 100 B (w=2 when not swept)
+    ws = [x for x in cases.get("writers", []) if not x.skipped and x.median.get("rps")]
+    if ws:
+        cases["headline"] = max(ws, key=lambda x: x.median["rps"])
+
+    if "latency" in S:
+        step += 1
+        rate = args.latency_rate
+        head = cases.get("headline")
+        if rate is None and head:
+            rate = round(head.median["rps"] * 0.5, -3) or head.median["rps"] * 0.5
+        if rate is None:
+            bench.skips.append("latency: no k2mc rate measured in this run (run the writers "
+                               "section or give --latency-rate)")
+            log("SKIPPED latency: no k2mc rate measured (run 'writers' or give --latency-rate)")
+        else:
+            wr = head.writers if head else 2
+            nl = max(1000, int(rate * mode["latency_s"]))
+            lc = case("k2mc", writers=wr, records=nl, rate=rate)
+            cases["latency"] = [lc]
+            log(f"[{step}/{total}] {lc.label}, {fmt_count(nl)} records x {runs} "
+                f"[{time.monotonic() - t_start:.0f} s]")
+            bench.run_case(lc, runs)
+
+    finished = time.time()
+    duration = time.monotonic() - t_start
+    env["loadavg_at_end"] = os.getloadavg()
+    report = Report(args.mode, cases, args.sections, registry)
+    report.build()
+    os.makedirs(args.out, exist_ok=True)
+    png, plot_msg = plot_writers(cases, args.out)
+    feed_note = ("fed while it is read, at most --pace-lead records per partition ahead of the "
+                 "group's commits" if tools.mock_paces and args.feed != "prefill" else
+                 "written before the consumer starts")
+    meta = {"mode": args.mode, "records": n, "runs": runs, "sections": args.sections,
+            "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+            "finished": datetime.datetime.fromtimestamp(finished).isoformat(timespec="seconds"),
+            "duration_s": round(duration, 1), "feed": args.feed, "feed_note": feed_note,
+            "skipped": bench.skips, "failures": bench.failures, "plot": png,
+            "pace_lead": {b: pace_lead(b) for b in (100, 1024, 10240)},
+            "k2mc_args": args.k2mc_arg,
+            "argv": sys.argv}
+    result = {
+        "schema": 1, "meta": meta, "environment": env,
+        "method": {"key_len": KEY_LEN, "mb": 1e6, "k2mc_commit_interval_ms": K2MC_COMMIT_MS,
+                   "pace_lead": {b: pace_lead(b) for b in (100, 1024, 10240)},
+                   "rps": "tool's own clock: k2mc since its group assignment (summary line), "
+                          "others their JSON 'rps'; rps_wall: spawn to exit",
+                   "cpu": "ru_utime + ru_stime of the measured process (os.wait4)",
+                   "median": "per metric over the runs that succeeded"},
+        "cases": [c.to_json() for c in registry.values()],
+        "tables": {k: ([x.slug for x in v] if isinstance(v, list) else v.slug)
+                   for k, v in cases.items()},
+        "ratios": report.ratios, "targets": report.targets,
+    }
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(result, f, indent=1, default=str)
+        f.write("\n")
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(report.markdown(meta, env, plot_msg))
+    print(report.text())
+    print()
+    if plot_msg and not png:
+        print(f"plot: {plot_msg}")
+    print(f"wrote {os.path.relpath(os.path.join(args.out, 'latest.json'), os.getcwd())}, "
+          f"latest.md{', writers.png' if png else ''} in {duration:.0f} s")
+    for s in bench.skips:
+        print(f"skipped: {s}")
+    for s in bench.failures:
+        print(f"FAILED: {s}")
+    if bench.failures or args.keep_logs:
+        print(f"logs kept in {logroot}")
+    else:
+        shutil.rmtree(logroot, ignore_errors=True)
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_sigterm)
+    rc = 130
+    try:
+        rc = main(sys.argv[1:])
+    except (KeyboardInterrupt, Terminated) as e:
+        log("interrupted: stopping the processes this run started")
+        if isinstance(e, Terminated):
+            rc = 128 + e.args[0]
+    finally:
+        stop_all()
+    sys.exit(rc)
