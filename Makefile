@@ -6,25 +6,25 @@ CC       ?= cc
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wstrict-prototypes \
                -Wmissing-prototypes -Wformat=2 -Werror -Isrc -pthread
 CFLAGS   ?= -O2
-LIBS     := -lrdkafka -lmemcached -lurcu -lurcu-common -lxxhash -lpthread
+LIBS     := -lrdkafka -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpthread
 TLIBS    := $(LIBS) -lcriterion
 
 DEB_PKGS := librdkafka-dev libmemcached-dev liburcu-dev libcriterion-dev libxxhash-dev \
-            memcached libmemcached-tools kcat pkg-config
+            libmicrohttpd-dev memcached libmemcached-tools kcat pkg-config
 DEPS_STAMP := build/.deps
 
 K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
-             src/core/group.c src/core/log.c \
+             src/core/group.c src/core/log.c src/core/metrics.c \
              src/workers/consumer.c src/workers/writer.c src/workers/keymap.c src/workers/mcconn.c \
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c
 
-.PHONY: all deps test unit integration asan tsan demo bench bench-quick bench-deps lint clean
+.PHONY: all deps test unit integration doc-check asan tsan demo bench bench-quick bench-deps lint clean
 all: build/k2mc build/k2mc-mock build/k2mc-verify
 
 # Install what a fresh Debian machine lacks; a stamp keeps later builds quiet.
 deps: $(DEPS_STAMP)
-$(DEPS_STAMP):
+$(DEPS_STAMP): Makefile
 	@mkdir -p build
 	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
 	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
@@ -70,8 +70,8 @@ build/kafka-ceiling: build/obj/bench/kafka_ceiling.o
 # Tests: one Criterion suite per module (tests/test_<module>.c) linked against
 # the module objects; integration suites start real servers through
 # tests/harness.c. Unit suites run plain, under ASan+UBSan and under TSan.
-UNIT_TESTS  := ring watermark keymap config mcconn
-INTEG_TESTS := pipeline
+UNIT_TESTS  := ring watermark keymap config cfgfile mcconn
+INTEG_TESTS := pipeline metrics
 HARNESS     := tests/harness.c
 UNIT_BINS   := $(UNIT_TESTS:%=build/tests/test_%)
 ASAN_BINS   := $(UNIT_TESTS:%=build/tests/asan/test_%)
@@ -112,7 +112,19 @@ integration: all build/asan/k2mc build/tsan/k2mc $(TSAN_SHIM) $(INTEG_BINS)
 	  K2MC_BIN=build/k2mc K2MC_ASAN_BIN=build/asan/k2mc K2MC_TSAN_BIN=build/tsan/k2mc \
 	  K2MC_TSAN_PRELOAD=$(CURDIR)/$(TSAN_SHIM) K2MC_MOCK=build/k2mc-mock $$t --jobs 1; done
 
-test: deps unit integration
+# The man page is kept next to --help: every long option of one must be in
+# the other, and every short option of --help in the man page.
+doc-check: build/k2mc
+	@build/k2mc --help | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u > build/help-long.txt
+	@sed 's/\\-/-/g' k2mc.1 | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u > build/man-long.txt
+	@diff build/help-long.txt build/man-long.txt >/dev/null || { echo "doc-check: long options" \
+	  "differ between 'k2mc --help' (<) and k2mc.1 (>):"; diff build/help-long.txt build/man-long.txt; exit 1; }
+	@for o in $$(build/k2mc --help | grep -oE -- '(^| )-[A-Za-z]\b' | sort -u); do \
+	  sed 's/\\-/-/g' k2mc.1 | grep -qE -- "(^|[^a-zA-Z0-9-])$$o([^a-zA-Z0-9-]|$$)" || \
+	  { echo "doc-check: $$o is in --help but not in k2mc.1"; exit 1; }; done
+	@echo "doc-check: --help and k2mc.1 list the same options"
+
+test: deps unit integration doc-check
 
 demo: deps all
 	bench/demo.sh

@@ -1,5 +1,7 @@
-/* Command-line configuration: kcat-style flags plus k2mc's own long options.
- * Parsing and validation only; nothing here talks to Kafka or Memcached. */
+/* Configuration: kcat-style flags plus k2mc's own long options, a -F file of
+ * key=value lines and a few K2MC_* environment variables (lowest precedence).
+ * Parsing, validation and --dump-config only; nothing here talks to Kafka or
+ * Memcached. */
 #ifndef K2MC_CONFIG_H
 #define K2MC_CONFIG_H
 
@@ -53,6 +55,14 @@ struct k2mc_config {
 	uint64_t max_value_bytes;       /* --max-value-bytes, 0 = ask the servers */
 	int mc_eject;                   /* --mc-eject: remap a down server's keys (libmemcached
 					 * auto-eject) instead of waiting for it */
+	char metrics_host[256];         /* --metrics-addr: "" = off, else the address to bind */
+	int metrics_port;
+	const char *stats_json;         /* --stats-json FILE, "-" = stdout, NULL = off */
+	const char *config_file;        /* -F */
+	int dump_config;                /* --dump-config: print the effective configuration */
+	/* Strings read from -F and the environment, which the pointers above
+	 * may point into: owned by c, freed by k2mc_config_free. */
+	struct k2mc_config_chunk *owned;
 };
 
 enum k2mc_config_result {
@@ -61,10 +71,23 @@ enum k2mc_config_result {
 	K2MC_CONFIG_USAGE = 2,  /* bad command line; message in err, exit 2 */
 };
 
-/* Fills c from argv. On K2MC_CONFIG_USAGE, err holds a one-line reason.
- * Pointers in c point into argv, which must outlive c. */
+/* Fills c from, in increasing precedence: defaults, the environment
+ * (K2MC_BROKERS, K2MC_TOPICS comma-separated, K2MC_GROUP, K2MC_MEMCACHED,
+ * K2MC_WRITERS), the -F file, the command line. A repeatable setting (topic)
+ * given at a higher level replaces the lower level's list; -X properties
+ * accumulate, later ones winning in librdkafka. On K2MC_CONFIG_USAGE, err
+ * holds a one-line reason. Pointers in c point into argv, which must outlive
+ * c, or into storage c owns: call k2mc_config_free after any result. */
 enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char **argv,
 					  char *err, size_t errlen);
+void k2mc_config_free(struct k2mc_config *c);
+
+/* Prints the effective configuration as -F lines (so the output can be fed
+ * back with -F), secrets masked: any -X property whose name says password,
+ * secret or private key material. */
+void k2mc_config_dump(const struct k2mc_config *c, FILE *out);
+/* 1 if the librdkafka property `name` holds a secret. */
+int k2mc_config_is_secret(const char *name);
 
 /* Parses "HOST:PORT[,HOST:PORT...]" into c->servers; 0 or -EINVAL (err set). */
 int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err, size_t errlen);

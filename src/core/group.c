@@ -10,12 +10,6 @@
 
 #include "core/log.h"
 
-struct committed_rec {
-	char *topic;
-	int32_t partition;
-	int64_t offset;
-};
-
 struct k2mc_group {
 	const struct k2mc_config *cfg;
 	rd_kafka_t *rk;
@@ -29,9 +23,10 @@ struct k2mc_group {
 	int have_fatal;
 	int64_t first_assign_ms;
 	/* main thread only */
+	int pattern_warned;
 	uint64_t consumed_released;
-	struct committed_rec *committed;
-	size_t ncommitted, committed_cap;
+	struct k2mc_released_part *released;
+	size_t nreleased, released_cap;
 };
 
 /* The main thread is the table's only writer: it reads its own stores. */
@@ -40,35 +35,39 @@ static struct k2mc_part_table *own_table(struct k2mc_group *g)
 	return atomic_load_explicit(&g->table, memory_order_relaxed);
 }
 
-static void note_committed(struct k2mc_group *g, struct k2mc_part *p)
+/* Remembers a released partition: its committed offset for the summary,
+ * and what it consumed, summed over all its assignments. */
+static void note_released(struct k2mc_group *g, struct k2mc_part *p)
 {
 	int64_t off = k2mc_part_committed(p);
 	size_t i;
 
-	if (off < 0)
-		return;
-	for (i = 0; i < g->ncommitted; i++) {
-		if (g->committed[i].partition == k2mc_part_id(p) &&
-		    strcmp(g->committed[i].topic, k2mc_part_topic(p)) == 0)
+	for (i = 0; i < g->nreleased; i++) {
+		if (g->released[i].partition == k2mc_part_id(p) &&
+		    strcmp(g->released[i].topic, k2mc_part_topic(p)) == 0)
 			break;
 	}
-	if (i == g->ncommitted) {
-		if (g->ncommitted == g->committed_cap) {
-			size_t cap = g->committed_cap ? g->committed_cap * 2 : 16;
-			struct committed_rec *n = realloc(g->committed, cap * sizeof(*n));
+	if (i == g->nreleased) {
+		if (g->nreleased == g->released_cap) {
+			size_t cap = g->released_cap ? g->released_cap * 2 : 16;
+			struct k2mc_released_part *n = realloc(g->released, cap * sizeof(*n));
 
 			if (n == NULL)
 				return;
-			g->committed = n;
-			g->committed_cap = cap;
+			g->released = n;
+			g->released_cap = cap;
 		}
-		g->committed[i].topic = strdup(k2mc_part_topic(p));
-		g->committed[i].partition = k2mc_part_id(p);
-		if (g->committed[i].topic == NULL)
+		g->released[i].topic = strdup(k2mc_part_topic(p));
+		g->released[i].partition = k2mc_part_id(p);
+		g->released[i].committed = -1;
+		g->released[i].consumed = 0;
+		if (g->released[i].topic == NULL)
 			return;
-		g->ncommitted++;
+		g->nreleased++;
 	}
-	g->committed[i].offset = off;
+	if (off >= 0)
+		g->released[i].committed = off;
+	g->released[i].consumed += k2mc_part_consumed(p);
 }
 
 /* Replaces the published table; the old one is freed after a grace period,
@@ -199,7 +198,7 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 	if (ngone > 0)
 		k2mc_commit_parts(g->rk, gone, ngone, 0, 0);
 	for (size_t i = 0; i < ngone; i++) {
-		note_committed(g, gone[i]);
+		note_released(g, gone[i]);
 		g->consumed_released += k2mc_part_consumed(gone[i]);
 		k2mc_part_free(gone[i]);
 	}
@@ -383,13 +382,21 @@ void k2mc_group_poll(struct k2mc_group *g, int timeout_ms)
 	if (m == NULL)
 		return;
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-		    m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-		    m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
-			set_fatal(g, "%s: %s", m->rkt ? rd_kafka_topic_name(m->rkt) : "subscription",
-				  rd_kafka_message_errstr(m));
-		else
+		const char *t = m->rkt ? rd_kafka_topic_name(m->rkt) : "subscription";
+
+		if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && t[0] == '^') {
+			/* a pattern that matches no topic yet: librdkafka
+			 * subscribes to matching topics as they appear */
+			if (!g->pattern_warned)
+				k2mc_warn("%s: no topic matches yet; waiting for one", t);
+			g->pattern_warned = 1;
+		} else if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+			   m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+			   m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+			set_fatal(g, "%s: %s", t, rd_kafka_message_errstr(m));
+		} else {
 			k2mc_warn("kafka: %s", rd_kafka_message_errstr(m));
+		}
 	} else {
 		/* Cannot happen while partition queues are detached; if it did,
 		 * the record is dropped uncommitted and will be consumed again. */
@@ -436,9 +443,9 @@ void k2mc_group_close(struct k2mc_group *g)
 		rd_kafka_consumer_close(g->rk);
 		rd_kafka_destroy(g->rk);
 	}
-	for (size_t i = 0; i < g->ncommitted; i++)
-		free(g->committed[i].topic);
-	free(g->committed);
+	for (size_t i = 0; i < g->nreleased; i++)
+		free(g->released[i].topic);
+	free(g->released);
 	free(own_table(g));
 	free(g);
 }
@@ -467,7 +474,19 @@ void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)
 
 void k2mc_group_print_committed(struct k2mc_group *g, FILE *out)
 {
-	for (size_t i = 0; i < g->ncommitted; i++)
-		fprintf(out, "%s%s[%d]=%lld", i ? " " : "", g->committed[i].topic,
-			g->committed[i].partition, (long long)g->committed[i].offset);
+	int first = 1;
+
+	for (size_t i = 0; i < g->nreleased; i++) {
+		if (g->released[i].committed < 0)
+			continue;
+		fprintf(out, "%s%s[%d]=%lld", first ? "" : " ", g->released[i].topic,
+			g->released[i].partition, (long long)g->released[i].committed);
+		first = 0;
+	}
+}
+
+const struct k2mc_released_part *k2mc_group_released(const struct k2mc_group *g, size_t *n)
+{
+	*n = g->nreleased;
+	return g->released;
 }

@@ -55,4 +55,14 @@ void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s);
 /* "topic[p]=offset ..." of every partition committed at release. */
 void k2mc_group_print_committed(struct k2mc_group *g, FILE *out);
 
+/* Main thread: every partition released so far (revocations, shutdown). */
+struct k2mc_released_part {
+	char *topic;
+	int32_t partition;
+	int64_t committed;   /* offset committed at its last release, -1 = none */
+	uint64_t consumed;   /* records consumed over all its assignments */
+};
+/* Valid until the next k2mc_group_poll or release. */
+const struct k2mc_released_part *k2mc_group_released(const struct k2mc_group *g, size_t *n);
+
 #endif

@@ -1,5 +1,6 @@
-/* k2mc main: parse flags, start writers, join the group, serve it, print
- * stats, and on a signal or -e completion drain, commit and summarise.
+/* k2mc main: parse flags, start writers, join the group, serve it, report
+ * (stats line or -e progress line, --stats-json, the metrics endpoint), and on
+ * a signal or -e completion drain, commit and summarise.
  * Only main decides to stop the process; modules return errors. */
 #include <errno.h>
 #include <malloc.h>
@@ -7,16 +8,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <urcu.h>
 
 #include "core/committer.h"
 #include "core/config.h"
 #include "core/group.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/stats.h"
 #include "workers/writer.h"
 
 #define POLL_MS 100
+/* how often the metrics endpoint's text and the progress line are refreshed */
+#define REFRESH_MS 1000
+/* weight of the newest interval in the progress line's smoothed rate */
+#define RATE_ALPHA 0.3
 /* Used until a server answers "stats settings"; memcached's default -I. */
 #define DEFAULT_ITEM_SIZE (1024 * 1024)
 
@@ -39,36 +46,97 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-struct rates {
-	int64_t at_ms;
-	uint64_t in, out;
+/* What the main loop reports while running, and when. */
+struct report {
+	const struct k2mc_config *cfg;
+	struct k2mc_group *g;
+	struct k2mc_writers *ws;
+	struct k2mc_snapshot snap;
+	struct k2mc_metrics *metrics;    /* NULL: no --metrics-addr */
+	FILE *json;                      /* NULL: no --stats-json */
+	int progress;                    /* -e with stderr on a terminal */
+	struct k2mc_mark stats_mark;     /* at the last stats line */
+	struct k2mc_mark progress_mark;  /* at the last progress line */
+	double rate;                     /* smoothed records/s out, for the ETA */
+	int64_t next_stats, next_refresh;
 };
 
-static void stats_line(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
-		       uint32_t ring_slots, struct rates *prev)
+static void report_init(struct report *r, const struct k2mc_config *cfg, struct k2mc_group *g,
+			struct k2mc_writers *ws, int64_t now)
 {
-	struct k2mc_group_stats gs;
-	struct k2mc_totals t;
-	int64_t now = k2mc_now_ms();
-	double secs = (double)(now - prev->at_ms) / 1000.0;
-	uint64_t out;
+	r->cfg = cfg;
+	r->g = g;
+	r->ws = ws;
+	r->stats_mark.at_ms = now;
+	r->progress_mark.at_ms = now;
+	r->next_stats = now + cfg->stats_interval_ms;
+	r->next_refresh = now + REFRESH_MS;
+	/* the stats line stays for logs and pipes; a terminal watching -e
+	 * gets one line rewritten in place instead */
+	r->progress = cfg->exit_at_eof && cfg->stats_interval_ms > 0 && cfg->verbosity >= 1 &&
+		      isatty(STDERR_FILENO);
+}
 
-	k2mc_group_stats(g, &gs);
-	k2mc_stats_sum(k2mc_writers_stats(ws), nwriters, &t);
-	out = t.written + t.deleted + t.skipped;
-	k2mc_info("in %.0f/s out %.0f/s | consumed %llu written %llu deleted %llu skipped %llu | "
-		  "partitions %zu ring %.1f%% lag %lld | memcached errors %llu retries %llu",
-		  secs > 0 ? (double)(gs.consumed - prev->in) / secs : 0.0,
-		  secs > 0 ? (double)(out - prev->out) / secs : 0.0,
-		  (unsigned long long)gs.consumed, (unsigned long long)t.written,
-		  (unsigned long long)t.deleted, (unsigned long long)t.skipped, gs.partitions,
-		  gs.partitions ? 100.0 * (double)gs.ring_fill /
-					  ((double)gs.partitions * nwriters * ring_slots)
-				: 0.0,
-		  (long long)gs.lag, (unsigned long long)t.mc_errors, (unsigned long long)t.retries);
-	prev->at_ms = now;
-	prev->in = gs.consumed;
-	prev->out = out;
+static void report_progress(struct report *r)
+{
+	char line[256];
+	double in, out;
+
+	k2mc_snapshot_rates(&r->progress_mark, &r->snap, &in, &out);
+	r->rate = r->progress_mark.done == 0 && r->rate == 0.0
+			  ? out
+			  : RATE_ALPHA * out + (1.0 - RATE_ALPHA) * r->rate;
+	k2mc_snapshot_mark(&r->snap, &r->progress_mark);
+	k2mc_stats_progress(line, sizeof(line), &r->snap, r->rate);
+	k2mc_log_status(line);
+}
+
+/* Called every loop turn: takes a snapshot only when something is due. */
+static void report_tick(struct report *r)
+{
+	int64_t now = k2mc_now_ms();
+	int stats_due = r->cfg->stats_interval_ms > 0 && now >= r->next_stats;
+	int refresh_due = (r->metrics != NULL || r->progress) && now >= r->next_refresh;
+
+	if (!stats_due && !refresh_due)
+		return;
+	if (k2mc_snapshot_take(&r->snap, r->g, r->ws, r->cfg) != 0) {
+		k2mc_warn("out of memory taking a stats snapshot");
+		return;
+	}
+	if (refresh_due) {
+		r->next_refresh = now + REFRESH_MS;
+		if (r->metrics != NULL)
+			k2mc_metrics_publish(r->metrics, &r->snap);
+		if (r->progress)
+			report_progress(r);
+	}
+	if (stats_due) {
+		r->next_stats += r->cfg->stats_interval_ms;
+		if (r->next_stats <= now)
+			r->next_stats = now + r->cfg->stats_interval_ms;
+		if (!r->progress) {
+			char line[512];
+
+			k2mc_stats_line(line, sizeof(line), &r->stats_mark, &r->snap);
+			k2mc_info("%s", line);
+		}
+		if (r->json != NULL)
+			k2mc_stats_json(r->json, &r->stats_mark, &r->snap, 0);
+		k2mc_snapshot_mark(&r->snap, &r->stats_mark);
+	}
+}
+
+/* After the drain: the table under the summary line, the last JSON object. */
+static void report_final(struct report *r)
+{
+	if (r->progress)
+		k2mc_log_status(NULL);
+	if (k2mc_snapshot_take(&r->snap, r->g, r->ws, r->cfg) != 0)
+		return;
+	k2mc_stats_table(stderr, &r->snap);
+	if (r->json != NULL)
+		k2mc_stats_json(r->json, &r->stats_mark, &r->snap, 1);
 }
 
 static void abort_writers(void *arg)
@@ -104,28 +172,43 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.999));
 }
 
+static FILE *open_json(const char *path)
+{
+	if (strcmp(path, "-") == 0)
+		return stdout;
+	/* appended: a restart continues the same stream */
+	return fopen(path, "a");
+}
+
 int main(int argc, char **argv)
 {
 	struct k2mc_config cfg;
 	struct k2mc_group *g = NULL;
 	struct k2mc_writers *ws = NULL;
 	struct k2mc_committer *committer = NULL;
+	struct report rep = { 0 };
 	char err[512];
-	struct rates prev = { 0 };
-	int64_t started, next_stats, stopped;
+	int64_t stopped;
 	uint64_t left = 0;
 	size_t max_value;
 	int usage = 0, rc = 1;
 
 	switch (k2mc_config_parse(&cfg, argc, argv, err, sizeof(err))) {
 	case K2MC_CONFIG_EXIT:
+		k2mc_config_free(&cfg);
 		return 0;
 	case K2MC_CONFIG_USAGE:
 		fprintf(stderr, "k2mc: %s\n", err);
 		k2mc_config_usage(stderr);
+		k2mc_config_free(&cfg);
 		return 2;
 	case K2MC_CONFIG_OK:
 		break;
+	}
+	if (cfg.dump_config) {
+		k2mc_config_dump(&cfg, stdout);
+		k2mc_config_free(&cfg);
+		return 0;
 	}
 	k2mc_log_set_level(cfg.verbosity == 0 ? K2MC_LOG_WARN
 			   : cfg.verbosity == 1 ? K2MC_LOG_INFO : K2MC_LOG_DEBUG);
@@ -137,12 +220,21 @@ int main(int argc, char **argv)
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 
+	if (cfg.stats_json != NULL) {
+		rep.json = open_json(cfg.stats_json);
+		if (rep.json == NULL) {
+			fprintf(stderr, "k2mc: --stats-json %s: %s\n", cfg.stats_json, strerror(errno));
+			k2mc_config_free(&cfg);
+			return 1;
+		}
+	}
 	g = k2mc_group_new(&cfg, err, sizeof(err), &usage);
 	if (g == NULL) {
 		fprintf(stderr, "k2mc: %s\n", err);
 		if (usage)
 			k2mc_config_usage(stderr);
-		return usage ? 2 : 1;
+		rc = usage ? 2 : 1;
+		goto out;
 	}
 	max_value = k2mc_writers_probe_item_size(&cfg, DEFAULT_ITEM_SIZE, 2000);
 	if (cfg.max_value_bytes > 0)
@@ -152,6 +244,22 @@ int main(int argc, char **argv)
 	if (ws == NULL || k2mc_writers_start(ws) != 0)
 		goto out;
 	k2mc_group_set_writers(g, k2mc_writers_bells(ws), cfg.writers);
+	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
+	if (cfg.metrics_port > 0) {
+		/* liveness fails only when the main loop stops publishing for
+		 * longer than a revocation may legitimately wait for Memcached */
+		rep.metrics = k2mc_metrics_start(cfg.metrics_host, cfg.metrics_port,
+						 cfg.shutdown_timeout_ms + 10000, err, sizeof(err));
+		if (rep.metrics == NULL) {
+			k2mc_err("%s", err);
+			goto out;
+		}
+		if (k2mc_snapshot_take(&rep.snap, g, ws, &cfg) == 0)
+			k2mc_metrics_publish(rep.metrics, &rep.snap);
+		k2mc_info(strchr(cfg.metrics_host, ':') ? "metrics on http://[%s]:%d/metrics"
+							: "metrics on http://%s:%d/metrics",
+			  cfg.metrics_host, cfg.metrics_port);
+	}
 	committer = k2mc_committer_start(k2mc_group_rk(g), k2mc_group_table(g),
 					 cfg.commit_interval_ms);
 	if (committer == NULL)
@@ -162,9 +270,6 @@ int main(int argc, char **argv)
 	k2mc_info("started: brokers %s, group %s, %d topic(s), %d memcached server(s), %d writers",
 		  cfg.brokers, cfg.group, cfg.ntopics, cfg.nservers, cfg.writers);
 
-	started = k2mc_now_ms();
-	prev.at_ms = started;
-	next_stats = started + cfg.stats_interval_ms;
 	rc = 0;
 	while (!got_signal) {
 		k2mc_group_poll(g, POLL_MS);
@@ -188,13 +293,15 @@ int main(int argc, char **argv)
 			}
 		}
 		if (cfg.exit_at_eof && k2mc_group_all_done(g)) {
+			if (rep.progress && k2mc_snapshot_take(&rep.snap, g, ws, &cfg) == 0) {
+				/* the last progress line says 100% and stays */
+				report_progress(&rep);
+				k2mc_log_status_keep();
+			}
 			k2mc_info("every assigned partition is written up to its end offset");
 			break;
 		}
-		if (cfg.stats_interval_ms > 0 && k2mc_now_ms() >= next_stats) {
-			stats_line(g, ws, cfg.writers, cfg.ring_size, &prev);
-			next_stats += cfg.stats_interval_ms;
-		}
+		report_tick(&rep);
 	}
 	if (got_signal)
 		k2mc_info("%s: draining, then committing", strsignal(got_signal));
@@ -206,13 +313,21 @@ int main(int argc, char **argv)
 	committer = NULL;
 	stopped = k2mc_now_ms();
 	left = k2mc_group_release_all(g, stopped + cfg.shutdown_timeout_ms, abort_writers, ws);
+	if (rep.progress)
+		k2mc_log_status(NULL);
 	summary(g, ws, cfg.writers, left, stopped);
+	report_final(&rep);
 out:
+	k2mc_metrics_stop(rep.metrics);
 	if (committer != NULL)
 		k2mc_committer_stop(committer);
 	if (ws != NULL)
 		k2mc_writers_stop(ws);
 	k2mc_group_close(g);
 	k2mc_writers_free(ws);
+	k2mc_snapshot_free(&rep.snap);
+	if (rep.json != NULL && rep.json != stdout)
+		fclose(rep.json);
+	k2mc_config_free(&cfg);
 	return rc;
 }

@@ -12,6 +12,13 @@ int k2mc_log_enabled(enum k2mc_log_level lvl);
 
 __attribute__((format(printf, 2, 3))) void k2mc_log(enum k2mc_log_level lvl, const char *fmt, ...);
 
+/* A status line kept at the bottom of a terminal: written with \r over the
+ * previous one, erased before any log line so the two never share a line.
+ * One thread sets it (main); any thread may log. NULL erases it. */
+void k2mc_log_status(const char *line);
+/* Ends the status line with a newline: it stays on screen, log lines go below. */
+void k2mc_log_status_keep(void);
+
 #define k2mc_err(...) k2mc_log(K2MC_LOG_ERR, __VA_ARGS__)
 #define k2mc_warn(...) k2mc_log(K2MC_LOG_WARN, __VA_ARGS__)
 #define k2mc_info(...) k2mc_log(K2MC_LOG_INFO, __VA_ARGS__)

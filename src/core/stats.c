@@ -1,7 +1,20 @@
-/* Aggregation of per-thread counters for stats lines and the summary. */
+/* Aggregation of per-thread counters, and the main thread's snapshots of them
+ * with the partitions, for the stats line, --stats-json, the -e progress line,
+ * the exit summary and the metrics endpoint. Reads only atomics and the
+ * partition table (on the thread that publishes it); changes nothing. */
 #include "core/stats.h"
 
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "core/group.h"
+#include "ring/ring.h"
+#include "workers/consumer.h"
+#include "workers/writer.h"
 
 void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
 {
@@ -41,4 +54,353 @@ int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)
 			return b;
 	}
 	return K2MC_LAT_MAX_MS;
+}
+
+/* ---- snapshots ------------------------------------------------------------- */
+
+const int k2mc_lat_bounds_ms[K2MC_LAT_NBOUNDS] = { 1,   2,   5,    10,   25,   50,
+						   100, 250, 500, 1000, 2500, 5000 };
+
+/* Same rule as k2mc_stats_latency, over counts already summed. */
+static int64_t quantile(const uint64_t *lat, uint64_t total, double q)
+{
+	uint64_t seen = 0, rank;
+
+	if (total == 0)
+		return -1;
+	rank = (uint64_t)(q * (double)total);
+	if (rank >= total)
+		rank = total - 1;
+	for (int b = 0; b <= K2MC_LAT_MAX_MS; b++) {
+		seen += lat[b];
+		if (seen > rank)
+			return b;
+	}
+	return K2MC_LAT_MAX_MS;
+}
+
+static void take_latency(struct k2mc_snapshot *s, struct k2mc_writer_stats *ws, int n)
+{
+	int k = 0;
+	uint64_t cum = 0;
+
+	memset(s->lat_ms, 0, (K2MC_LAT_MAX_MS + 1) * sizeof(s->lat_ms[0]));
+	for (int i = 0; i < n; i++)
+		for (int b = 0; b <= K2MC_LAT_MAX_MS; b++)
+			s->lat_ms[b] += k2mc_read(&ws[i].latency_ms[b]);
+	s->lat_sum_s = 0;
+	memset(s->lat_le, 0, sizeof(s->lat_le));
+	for (int b = 0; b <= K2MC_LAT_MAX_MS; b++) {
+		while (k < K2MC_LAT_NBOUNDS && b > k2mc_lat_bounds_ms[k])
+			s->lat_le[k++] = cum;
+		cum += s->lat_ms[b];
+		s->lat_sum_s += (double)b * (double)s->lat_ms[b] / 1000.0;
+	}
+	while (k < K2MC_LAT_NBOUNDS)
+		s->lat_le[k++] = cum;
+	s->lat_count = cum;
+	s->p50 = quantile(s->lat_ms, cum, 0.50);
+	s->p99 = quantile(s->lat_ms, cum, 0.99);
+	s->p999 = quantile(s->lat_ms, cum, 0.999);
+}
+
+static struct k2mc_part_snap *add_part(struct k2mc_snapshot *s)
+{
+	if (s->nparts == s->parts_cap) {
+		size_t cap = s->parts_cap ? s->parts_cap * 2 : 64;
+		struct k2mc_part_snap *n = realloc(s->parts, cap * sizeof(*n));
+
+		if (n == NULL)
+			return NULL;
+		s->parts = n;
+		s->parts_cap = cap;
+	}
+	memset(&s->parts[s->nparts], 0, sizeof(s->parts[0]));
+	return &s->parts[s->nparts++];
+}
+
+static void take_part(struct k2mc_part_snap *ps, struct k2mc_part *p, rd_kafka_t *rk)
+{
+	int64_t lo = -1, hi = -1;
+
+	ps->topic = k2mc_part_topic(p);
+	ps->partition = k2mc_part_id(p);
+	ps->assigned = 1;
+	ps->consumed = k2mc_part_consumed(p);
+	ps->committed = k2mc_part_committed(p);
+	ps->watermark = k2mc_part_watermark(p);
+	ps->ring_fill = k2mc_part_ring_fill(p);
+	/* librdkafka's cached values from fetch responses: no request is made */
+	if (rd_kafka_get_watermark_offsets(rk, ps->topic, ps->partition, &lo, &hi) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		lo = hi = -1;
+	ps->end = hi >= 0 ? hi : -1;
+	ps->lag = ps->end >= 0 && ps->watermark >= 0
+			  ? (ps->end > ps->watermark ? ps->end - ps->watermark : 0)
+			  : -1;
+	if (ps->lag >= 0)
+		ps->todo = ps->lag;
+	else if (ps->end >= 0 && lo >= 0)
+		ps->todo = ps->end > lo ? ps->end - lo : 0;
+	else
+		ps->todo = -1;
+}
+
+int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2mc_writers *ws,
+		       const struct k2mc_config *cfg)
+{
+	struct k2mc_writer_stats *wst = k2mc_writers_stats(ws);
+	/* The main thread publishes the table (group.c) and frees old ones only
+	 * after a grace period inside its own calls: between them, its own load
+	 * sees the current table, which stays alive while this runs. */
+	struct k2mc_part_table *t = atomic_load_explicit(k2mc_group_table(g), memory_order_acquire);
+	const struct k2mc_released_part *rel;
+	size_t nrel, nlive;
+	struct timespec now;
+
+	if (s->lat_ms == NULL) {
+		s->lat_ms = calloc(K2MC_LAT_MAX_MS + 1, sizeof(s->lat_ms[0]));
+		s->writer_fill = calloc((size_t)cfg->writers, sizeof(s->writer_fill[0]));
+		s->server_ok = calloc((size_t)cfg->nservers, sizeof(s->server_ok[0]));
+		if (s->lat_ms == NULL || s->writer_fill == NULL || s->server_ok == NULL)
+			return -ENOMEM;
+	}
+	s->cfg = cfg;
+	s->at_ms = k2mc_now_ms();
+	clock_gettime(CLOCK_REALTIME, &now);
+	s->wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	k2mc_stats_sum(wst, cfg->writers, &s->t);
+	take_latency(s, wst, cfg->writers);
+	s->done = s->t.written + s->t.deleted + s->t.skipped;
+	s->nwriters = cfg->writers;
+	s->nservers = cfg->nservers;
+	for (int i = 0; i < cfg->nservers; i++)
+		s->server_ok[i] = k2mc_writers_server_ok(ws, i);
+
+	s->nparts = 0;
+	s->consumed = 0;
+	s->ring_fill = 0;
+	s->lag = 0;
+	s->todo = 0;
+	s->assigned = t ? t->n : 0;
+	s->ring_slots = (uint64_t)s->assigned * (uint64_t)cfg->writers * cfg->ring_size;
+	for (int w = 0; w < cfg->writers; w++) {
+		uint64_t n = 0;
+
+		for (size_t i = 0; i < s->assigned; i++)
+			n += ring_count(k2mc_part_ring(t->parts[i], w));
+		s->writer_fill[w] = s->assigned ? (double)n / ((double)s->assigned * cfg->ring_size)
+						: 0.0;
+	}
+	for (size_t i = 0; i < s->assigned; i++) {
+		struct k2mc_part_snap *ps = add_part(s);
+
+		if (ps == NULL)
+			return -ENOMEM;
+		take_part(ps, t->parts[i], k2mc_group_rk(g));
+		s->ring_fill += ps->ring_fill;
+		if (ps->lag > 0)
+			s->lag += ps->lag;
+		if (ps->todo < 0 || s->todo < 0)
+			s->todo = -1;
+		else
+			s->todo += ps->todo;
+	}
+	/* partitions released earlier: their counts, folded into a current
+	 * assignment of the same partition if there is one */
+	nlive = s->nparts;
+	rel = k2mc_group_released(g, &nrel);
+	for (size_t r = 0; r < nrel; r++) {
+		struct k2mc_part_snap *ps = NULL;
+
+		for (size_t i = 0; i < nlive && ps == NULL; i++)
+			if (s->parts[i].partition == rel[r].partition &&
+			    strcmp(s->parts[i].topic, rel[r].topic) == 0)
+				ps = &s->parts[i];
+		if (ps != NULL) {
+			ps->consumed += rel[r].consumed;
+			if (ps->committed < 0)
+				ps->committed = rel[r].committed;
+			continue;
+		}
+		ps = add_part(s);
+		if (ps == NULL)
+			return -ENOMEM;
+		ps->topic = rel[r].topic;
+		ps->partition = rel[r].partition;
+		ps->consumed = rel[r].consumed;
+		ps->committed = rel[r].committed;
+		ps->watermark = ps->end = ps->lag = ps->todo = -1;
+	}
+	for (size_t i = 0; i < s->nparts; i++)
+		s->consumed += s->parts[i].consumed;
+	return 0;
+}
+
+void k2mc_snapshot_free(struct k2mc_snapshot *s)
+{
+	free(s->lat_ms);
+	free(s->writer_fill);
+	free(s->server_ok);
+	free(s->parts);
+	memset(s, 0, sizeof(*s));
+}
+
+void k2mc_snapshot_mark(const struct k2mc_snapshot *s, struct k2mc_mark *m)
+{
+	m->at_ms = s->at_ms;
+	m->consumed = s->consumed;
+	m->done = s->done;
+}
+
+void k2mc_snapshot_rates(const struct k2mc_mark *prev, const struct k2mc_snapshot *cur,
+			 double *in, double *out)
+{
+	double secs = (double)(cur->at_ms - prev->at_ms) / 1000.0;
+
+	*in = secs > 0 ? (double)(cur->consumed - prev->consumed) / secs : 0.0;
+	*out = secs > 0 ? (double)(cur->done - prev->done) / secs : 0.0;
+}
+
+void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,
+		     const struct k2mc_snapshot *cur)
+{
+	double in, out;
+
+	k2mc_snapshot_rates(prev, cur, &in, &out);
+	snprintf(buf, len,
+		 "in %.0f/s out %.0f/s | consumed %llu written %llu deleted %llu skipped %llu | "
+		 "partitions %zu ring %.1f%% lag %lld | memcached errors %llu retries %llu",
+		 in, out, (unsigned long long)cur->consumed, (unsigned long long)cur->t.written,
+		 (unsigned long long)cur->t.deleted, (unsigned long long)cur->t.skipped,
+		 cur->assigned,
+		 cur->ring_slots ? 100.0 * (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
+		 (long long)cur->lag, (unsigned long long)cur->t.mc_errors,
+		 (unsigned long long)cur->t.retries);
+}
+
+/* Kafka topic names are [a-zA-Z0-9._-]; escaped anyway, the JSON way. */
+static void json_str(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
+		     const struct k2mc_snapshot *cur, int final)
+{
+	double in, out_rate;
+
+	k2mc_snapshot_rates(prev, cur, &in, &out_rate);
+	fprintf(out,
+		"{\"ts_ms\":%lld,\"final\":%s,\"in_per_s\":%.1f,\"out_per_s\":%.1f,"
+		"\"consumed\":%llu,\"written\":%llu,\"deleted\":%llu,\"skipped\":%llu,"
+		"\"skipped_by\":{",
+		(long long)cur->wall_ms, final ? "true" : "false", in, out_rate,
+		(unsigned long long)cur->consumed, (unsigned long long)cur->t.written,
+		(unsigned long long)cur->t.deleted, (unsigned long long)cur->t.skipped);
+	for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+		fprintf(out, "%s\"%s\":%llu", r > 1 ? "," : "",
+			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
+			(unsigned long long)cur->t.skipped_by[r]);
+	fprintf(out,
+		"},\"value_bytes\":%llu,\"batches\":%llu,\"partitions\":%zu,"
+		"\"ring_fill_ratio\":%.4f,\"lag\":%lld,\"memcached_errors\":%llu,\"retries\":%llu,"
+		"\"latency_ms\":{\"p50\":%lld,\"p99\":%lld,\"p999\":%lld,\"count\":%llu},"
+		"\"servers\":[",
+		(unsigned long long)cur->t.bytes, (unsigned long long)cur->t.batches, cur->assigned,
+		cur->ring_slots ? (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
+		(long long)cur->lag, (unsigned long long)cur->t.mc_errors,
+		(unsigned long long)cur->t.retries, (long long)cur->p50, (long long)cur->p99,
+		(long long)cur->p999, (unsigned long long)cur->lat_count);
+	for (int i = 0; i < cur->nservers; i++)
+		fprintf(out, "%s{\"server\":\"%s:%d\",\"ok\":%s}", i ? "," : "",
+			cur->cfg->servers[i].host, cur->cfg->servers[i].port,
+			cur->server_ok[i] ? "true" : "false");
+	fputs("],\"parts\":[", out);
+	for (size_t i = 0; i < cur->nparts; i++) {
+		const struct k2mc_part_snap *p = &cur->parts[i];
+
+		fprintf(out, "%s{\"topic\":", i ? "," : "");
+		json_str(out, p->topic);
+		fprintf(out,
+			",\"partition\":%d,\"assigned\":%s,\"consumed\":%llu,\"committed\":%lld,"
+			"\"watermark\":%lld,\"end\":%lld,\"lag\":%lld,\"ring_fill\":%llu}",
+			p->partition, p->assigned ? "true" : "false",
+			(unsigned long long)p->consumed, (long long)p->committed,
+			(long long)p->watermark, (long long)p->end, (long long)p->lag,
+			(unsigned long long)p->ring_fill);
+	}
+	fputs("]}\n", out);
+	fflush(out);
+}
+
+static void fmt_duration(char *buf, size_t len, double secs)
+{
+	long s = (long)(secs + 0.5);
+
+	if (s >= 3600)
+		snprintf(buf, len, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+	else
+		snprintf(buf, len, "%ld:%02ld", s / 60, s % 60);
+}
+
+void k2mc_stats_progress(char *buf, size_t len, const struct k2mc_snapshot *cur, double rate)
+{
+	char eta[32] = "--:--";
+	uint64_t total;
+
+	if (cur->assigned == 0) {
+		snprintf(buf, len, "progress: waiting for partitions | %llu records done",
+			 (unsigned long long)cur->done);
+		return;
+	}
+	if (cur->todo < 0) {
+		snprintf(buf, len, "progress: %llu records done | %.0f/s | waiting for end offsets",
+			 (unsigned long long)cur->done, rate);
+		return;
+	}
+	if (cur->todo == 0)
+		snprintf(eta, sizeof(eta), "0:00");
+	else if (rate >= 1.0)
+		fmt_duration(eta, sizeof(eta), (double)cur->todo / rate);
+	total = cur->done + (uint64_t)cur->todo;
+	snprintf(buf, len, "progress %5.1f%% | %llu of %llu records | %.0f/s | ETA %s",
+		 total > 0 ? 100.0 * (double)cur->done / (double)total : 100.0,
+		 (unsigned long long)cur->done, (unsigned long long)total, rate, eta);
+}
+
+void k2mc_stats_table(FILE *out, const struct k2mc_snapshot *s)
+{
+	int w = 5;
+
+	if (s->nparts == 0)
+		return;
+	for (size_t i = 0; i < s->nparts; i++) {
+		int l = (int)strlen(s->parts[i].topic);
+
+		if (l > w)
+			w = l;
+	}
+	fprintf(out, "k2mc: per partition:\n  %-*s %9s %12s %12s\n", w, "topic", "partition",
+		"consumed", "committed");
+	for (size_t i = 0; i < s->nparts; i++) {
+		const struct k2mc_part_snap *p = &s->parts[i];
+		char committed[24] = "-";
+
+		if (p->committed >= 0)
+			snprintf(committed, sizeof(committed), "%lld", (long long)p->committed);
+		fprintf(out, "  %-*s %9d %12llu %12s\n", w, p->topic, p->partition,
+			(unsigned long long)p->consumed, committed);
+	}
 }

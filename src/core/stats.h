@@ -1,12 +1,16 @@
 /* Counters: each is written by exactly one thread (its owner) and read by the
  * main thread for stats lines and the exit summary. Owners add with a relaxed
  * load+store (no locked instruction on the hot path); readers load relaxed:
- * a stats line may be a few records stale, never torn. */
+ * a stats line may be a few records stale, never torn.
+ * Snapshots: the main thread's view of counters and partitions at one moment,
+ * and the ways it is shown (stats line, JSON line, progress line, summary
+ * table). Prometheus text is metrics.c's business. */
 #ifndef K2MC_STATS_H
 #define K2MC_STATS_H
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "workers/keymap.h"
 
@@ -51,5 +55,85 @@ void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t);
 
 /* Latency quantile q (0..1) over all writers in ms, or -1 with no samples. */
 int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q);
+
+/* ---- snapshots (main thread) ---------------------------------------------- */
+
+struct k2mc_config;
+struct k2mc_group;
+struct k2mc_writers;
+
+/* Upper bounds (ms, inclusive, on whole-millisecond latencies) of the
+ * latency histogram's buckets; the last, +Inf, is implicit. */
+#define K2MC_LAT_NBOUNDS 12
+extern const int k2mc_lat_bounds_ms[K2MC_LAT_NBOUNDS];
+
+struct k2mc_part_snap {
+	const char *topic;   /* valid until the group's next poll or release */
+	int32_t partition;
+	int assigned;        /* 1: ours now; 0: released earlier in this run */
+	uint64_t consumed;   /* over every assignment in this run */
+	int64_t committed;   /* offset last handed to a commit, -1 = none */
+	int64_t watermark;   /* every record below it acknowledged; -1 = unknown */
+	int64_t end;         /* high watermark (log end) as librdkafka last saw it, -1 = unknown */
+	int64_t lag;         /* end - watermark, -1 = unknown */
+	int64_t todo;        /* records left to reach end: lag, or end - log start before
+			      * the first acknowledgement; -1 = unknown */
+	uint64_t ring_fill;  /* records in its rings */
+};
+
+struct k2mc_snapshot {
+	const struct k2mc_config *cfg;
+	int64_t at_ms;         /* k2mc_now_ms() when taken */
+	int64_t wall_ms;       /* CLOCK_REALTIME, ms */
+	struct k2mc_totals t;  /* writer counters summed */
+	uint64_t consumed;
+	uint64_t done;         /* acknowledged: written + deleted + skipped */
+	size_t assigned;       /* partitions assigned now */
+	uint64_t ring_fill, ring_slots;
+	int64_t lag;           /* over assigned partitions whose lag is known */
+	int64_t todo;          /* over assigned partitions, -1 if any is unknown */
+	int nwriters;
+	double *writer_fill;   /* [nwriters]: records in the writer's rings / their slots */
+	int nservers;
+	int *server_ok;        /* [nservers], k2mc_writers_server_ok */
+	uint64_t lat_le[K2MC_LAT_NBOUNDS]; /* cumulative: latencies <= bound */
+	uint64_t lat_count;
+	double lat_sum_s;      /* whole ms; the >= 10 s bucket counts as 10 s */
+	uint64_t *lat_ms;      /* scratch: [K2MC_LAT_MAX_MS + 1] summed over writers */
+	int64_t p50, p99, p999; /* ms, -1 without samples */
+	size_t nparts, parts_cap;
+	struct k2mc_part_snap *parts; /* assigned first, then released, in table order */
+};
+
+/* Takes a snapshot; s must be zeroed before the first call and can be
+ * reused (its arrays are kept). 0 or -ENOMEM. Main thread only: it reads
+ * the partition table without the RCU read lock because the main thread is
+ * the table's only publisher. */
+int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2mc_writers *ws,
+		       const struct k2mc_config *cfg);
+void k2mc_snapshot_free(struct k2mc_snapshot *s);
+
+/* What rates are measured from: a snapshot's clock and totals. */
+struct k2mc_mark {
+	int64_t at_ms;
+	uint64_t consumed, done;
+};
+void k2mc_snapshot_mark(const struct k2mc_snapshot *s, struct k2mc_mark *m);
+/* Records/s in (consumed) and out (acknowledged) since prev; 0 if no time passed. */
+void k2mc_snapshot_rates(const struct k2mc_mark *prev, const struct k2mc_snapshot *cur,
+			 double *in, double *out);
+
+/* The stats line (without the log prefix) into buf. */
+void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,
+		     const struct k2mc_snapshot *cur);
+/* One JSON object and a newline: the stats line's numbers, latency and the
+ * partitions. final marks the one written at exit. */
+void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
+		     const struct k2mc_snapshot *cur, int final);
+/* -e on a terminal: "progress 61.7% | 1234567 of ~2000000 records | ..."
+ * rate: smoothed records/s out. */
+void k2mc_stats_progress(char *buf, size_t len, const struct k2mc_snapshot *cur, double rate);
+/* The per-partition table printed after the summary line. */
+void k2mc_stats_table(FILE *out, const struct k2mc_snapshot *s);
 
 #endif

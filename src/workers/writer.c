@@ -588,3 +588,10 @@ size_t k2mc_writers_probe_item_size(const struct k2mc_config *cfg, size_t fallba
 	}
 	return best ? best : fallback;
 }
+
+int k2mc_writers_server_ok(struct k2mc_writers *ws, int s)
+{
+	int st = atomic_load_explicit(&ws->server_state[s], memory_order_relaxed);
+
+	return st != SERVER_DOWN && st != SERVER_STALLED;
+}

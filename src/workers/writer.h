@@ -37,4 +37,9 @@ void k2mc_writers_free(struct k2mc_writers *ws);
 size_t k2mc_writers_probe_item_size(const struct k2mc_config *cfg, size_t fallback,
 				    int timeout_ms);
 
+/* Any thread (relaxed; for /readyz and metrics): 0 if the last exchange with
+ * server s (cfg->servers order, which is libmemcached's) failed or has gone
+ * unanswered for a while, 1 otherwise, including before the first one. */
+int k2mc_writers_server_ok(struct k2mc_writers *ws, int s);
+
 #endif

@@ -1,0 +1,373 @@
+/* Metrics endpoint; see metrics.h. The main thread renders a snapshot into
+ * text and swaps it in under `lock` about once a second; the HTTP thread
+ * copies the current text into its response under the same lock. */
+#include "core/metrics.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "workers/consumer.h" /* k2mc_now_ms */
+#include "workers/keymap.h"
+
+struct k2mc_metrics {
+	struct MHD_Daemon *d;
+	int stale_after_ms;
+	/* lock guards everything below: written by the main thread
+	 * (publish), read by the HTTP thread (handler) */
+	pthread_mutex_t lock;
+	char *text;
+	size_t len;
+	int ready;
+	char why[300];
+	int64_t published_ms;
+};
+
+/* ---- rendering -------------------------------------------------------------- */
+
+/* Prometheus label values escape \, " and newline. */
+static void label(FILE *out, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == '\\' || *s == '"')
+			fprintf(out, "\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n", out);
+		else
+			fputc(*s, out);
+	}
+}
+
+static void head(FILE *out, const char *name, const char *type, const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void part_labels(FILE *out, const char *name, const struct k2mc_part_snap *p)
+{
+	fprintf(out, "%s{topic=\"", name);
+	label(out, p->topic);
+	fprintf(out, "\",partition=\"%d\"}", p->partition);
+}
+
+void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
+{
+	const struct k2mc_config *cfg = s->cfg;
+
+	head(out, "k2mc_records_consumed_total", "counter",
+	     "Records consumed from Kafka, per partition, over every assignment in this run.");
+	for (size_t i = 0; i < s->nparts; i++) {
+		part_labels(out, "k2mc_records_consumed_total", &s->parts[i]);
+		fprintf(out, " %llu\n", (unsigned long long)s->parts[i].consumed);
+	}
+	head(out, "k2mc_records_written_total", "counter",
+	     "Records stored in Memcached (set acknowledged).");
+	fprintf(out, "k2mc_records_written_total %llu\n", (unsigned long long)s->t.written);
+	head(out, "k2mc_records_deleted_total", "counter",
+	     "Tombstones applied in Memcached (delete acknowledged, or the key was absent).");
+	fprintf(out, "k2mc_records_deleted_total %llu\n", (unsigned long long)s->t.deleted);
+	head(out, "k2mc_records_invalid_total", "counter",
+	     "Records Memcached cannot take, per reason (handled by --on-invalid).");
+	for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+		fprintf(out, "k2mc_records_invalid_total{reason=\"%s\"} %llu\n",
+			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
+			(unsigned long long)s->t.skipped_by[r]);
+	head(out, "k2mc_written_bytes_total", "counter", "Value bytes stored in Memcached.");
+	fprintf(out, "k2mc_written_bytes_total %llu\n", (unsigned long long)s->t.bytes);
+	head(out, "k2mc_memcached_batches_total", "counter",
+	     "Pipelined Memcached exchanges completed (every reply read).");
+	fprintf(out, "k2mc_memcached_batches_total %llu\n", (unsigned long long)s->t.batches);
+	head(out, "k2mc_memcached_errors_total", "counter",
+	     "Memcached connection failures and error replies, all servers and kinds together.");
+	fprintf(out, "k2mc_memcached_errors_total %llu\n", (unsigned long long)s->t.mc_errors);
+	head(out, "k2mc_memcached_retries_total", "counter",
+	     "Batches resent after a Memcached failure.");
+	fprintf(out, "k2mc_memcached_retries_total %llu\n", (unsigned long long)s->t.retries);
+	head(out, "k2mc_memcached_server_up", "gauge",
+	     "1 unless the last exchange with the server failed or went unanswered.");
+	for (int i = 0; i < s->nservers; i++) {
+		fputs("k2mc_memcached_server_up{server=\"", out);
+		label(out, cfg->servers[i].host);
+		fprintf(out, ":%d\"} %d\n", cfg->servers[i].port, s->server_ok[i]);
+	}
+	head(out, "k2mc_partitions_assigned", "gauge", "Partitions assigned to this instance.");
+	fprintf(out, "k2mc_partitions_assigned %zu\n", s->assigned);
+	/* offsets only for partitions this instance holds: a released one is
+	 * another member's to report */
+	head(out, "k2mc_committed_offset", "gauge",
+	     "Offset last committed (every record below it is in Memcached).");
+	for (size_t i = 0; i < s->nparts; i++) {
+		if (!s->parts[i].assigned || s->parts[i].committed < 0)
+			continue;
+		part_labels(out, "k2mc_committed_offset", &s->parts[i]);
+		fprintf(out, " %lld\n", (long long)s->parts[i].committed);
+	}
+	head(out, "k2mc_end_offset", "gauge",
+	     "High watermark (log end offset) of the partition, as last fetched.");
+	for (size_t i = 0; i < s->nparts; i++) {
+		if (!s->parts[i].assigned || s->parts[i].end < 0)
+			continue;
+		part_labels(out, "k2mc_end_offset", &s->parts[i]);
+		fprintf(out, " %lld\n", (long long)s->parts[i].end);
+	}
+	head(out, "k2mc_consumer_lag", "gauge",
+	     "Records between the log end and the acknowledged watermark.");
+	for (size_t i = 0; i < s->nparts; i++) {
+		if (!s->parts[i].assigned || s->parts[i].lag < 0)
+			continue;
+		part_labels(out, "k2mc_consumer_lag", &s->parts[i]);
+		fprintf(out, " %lld\n", (long long)s->parts[i].lag);
+	}
+	head(out, "k2mc_ring_fill_ratio", "gauge",
+	     "Records waiting in a writer's rings over their slots (1 = full: backpressure).");
+	for (int w = 0; w < s->nwriters; w++)
+		fprintf(out, "k2mc_ring_fill_ratio{writer=\"%d\"} %.4f\n", w, s->writer_fill[w]);
+	head(out, "k2mc_e2e_latency_seconds", "histogram",
+	     "Record timestamp to Memcached acknowledgement, in whole milliseconds.");
+	for (int k = 0; k < K2MC_LAT_NBOUNDS; k++)
+		fprintf(out, "k2mc_e2e_latency_seconds_bucket{le=\"%g\"} %llu\n",
+			k2mc_lat_bounds_ms[k] / 1000.0, (unsigned long long)s->lat_le[k]);
+	fprintf(out,
+		"k2mc_e2e_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+		"k2mc_e2e_latency_seconds_sum %.3f\n"
+		"k2mc_e2e_latency_seconds_count %llu\n",
+		(unsigned long long)s->lat_count, s->lat_sum_s, (unsigned long long)s->lat_count);
+}
+
+int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
+{
+	if (s->assigned == 0) {
+		snprintf(why, len, "no partitions assigned");
+		return 0;
+	}
+	for (int i = 0; i < s->nservers; i++) {
+		if (!s->server_ok[i]) {
+			snprintf(why, len, "memcached %s:%d not answering", s->cfg->servers[i].host,
+				 s->cfg->servers[i].port);
+			return 0;
+		}
+	}
+	snprintf(why, len, "ready");
+	return 1;
+}
+
+void k2mc_metrics_publish(struct k2mc_metrics *m, const struct k2mc_snapshot *s)
+{
+	char *text = NULL, *old;
+	size_t len = 0;
+	char why[sizeof(m->why)];
+	int ready = k2mc_metrics_ready(s, why, sizeof(why));
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return; /* keep serving the previous text */
+	k2mc_metrics_render(f, s);
+	if (fclose(f) != 0) {
+		free(text);
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	old = m->text;
+	m->text = text;
+	m->len = len;
+	m->ready = ready;
+	memcpy(m->why, why, sizeof(why));
+	m->published_ms = k2mc_now_ms();
+	pthread_mutex_unlock(&m->lock);
+	free(old);
+}
+
+/* ---- HTTP ------------------------------------------------------------------------ */
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
+			     const char *body, size_t len)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body,
+								 MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result ret;
+
+	if (r == NULL)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result find_ready(void *cls, enum MHD_ValueKind kind, const char *key,
+				  const char *value)
+{
+	(void)kind;
+	(void)value;
+	if (strcmp(key, "ready") == 0) {
+		*(int *)cls = 1;
+		return MHD_NO;
+	}
+	return MHD_YES;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+			      const char *method, const char *version, const char *upload,
+			      size_t *upload_len, void **req)
+{
+	static const char text_type[] = "text/plain; charset=utf-8";
+	static _Thread_local int named;
+	struct k2mc_metrics *m = cls;
+	char msg[400];
+	enum MHD_Result ret;
+	int want_ready = 0;
+
+	(void)version;
+	(void)upload;
+	(void)req;
+	if (!named) {
+		/* libmicrohttpd names its thread "MHD-single"; ours say k2mc */
+		pthread_setname_np(pthread_self(), "k2mc-metrics");
+		named = 1;
+	}
+	if (*upload_len != 0) {
+		*upload_len = 0; /* a body we ignore */
+		return MHD_YES;
+	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, text_type, "GET only\n", 9);
+	if (strcmp(url, "/metrics") == 0) {
+		pthread_mutex_lock(&m->lock);
+		ret = reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+			    m->text ? m->text : "", m->len);
+		pthread_mutex_unlock(&m->lock);
+		return ret;
+	}
+	if (strcmp(url, "/healthz") == 0)
+		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_ready, &want_ready);
+	else if (strcmp(url, "/readyz") == 0)
+		want_ready = 1;
+	else
+		return reply(conn, MHD_HTTP_NOT_FOUND, text_type,
+			     "not found; try /metrics, /healthz, /readyz\n", 44);
+	pthread_mutex_lock(&m->lock);
+	if (k2mc_now_ms() - m->published_ms > m->stale_after_ms) {
+		snprintf(msg, sizeof(msg), "stalled: no update for %lld ms\n",
+			 (long long)(k2mc_now_ms() - m->published_ms));
+		ret = reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text_type, msg, strlen(msg));
+	} else if (!want_ready) {
+		ret = reply(conn, MHD_HTTP_OK, text_type, "ok\n", 3);
+	} else {
+		snprintf(msg, sizeof(msg), "%s%s\n", m->ready ? "" : "not ready: ", m->why);
+		ret = reply(conn, m->ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text_type,
+			    msg, strlen(msg));
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	k2mc_warn("metrics endpoint: %s", msg);
+}
+
+/* Our own listening socket, so that a bind failure has its errno. */
+static int listen_on(const char *host, int port, int *family, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+				  .ai_socktype = SOCK_STREAM };
+	struct addrinfo *res = NULL, *a;
+	char ports[16];
+	int fd = -1, rc, e = 0;
+
+	snprintf(ports, sizeof(ports), "%d", port);
+	rc = getaddrinfo(host, ports, &hints, &res);
+	if (rc != 0) {
+		snprintf(err, errlen, "--metrics-addr %s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	for (a = res; a != NULL; a = a->ai_next) {
+		int one = 1;
+
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			    a->ai_protocol);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 64) == 0) {
+			*family = a->ai_family;
+			break;
+		}
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		snprintf(err, errlen, "--metrics-addr %s port %d: %s", host, port, strerror(e));
+	return fd;
+}
+
+struct k2mc_metrics *k2mc_metrics_start(const char *host, int port, int stale_after_ms,
+					char *err, size_t errlen)
+{
+	struct k2mc_metrics *m = calloc(1, sizeof(*m));
+	int family = AF_INET, fd;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+
+	if (m == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	fd = listen_on(host, port, &family, err, errlen);
+	if (fd < 0) {
+		free(m);
+		return NULL;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	m->stale_after_ms = stale_after_ms;
+	m->published_ms = k2mc_now_ms();
+	snprintf(m->why, sizeof(m->why), "starting");
+	if (family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* one polling thread; scrapes are rare and small */
+	m->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, m, MHD_OPTION_EXTERNAL_LOGGER,
+				mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+				MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+				MHD_OPTION_END);
+	if (m->d == NULL) {
+		snprintf(err, errlen, "--metrics-addr %s:%d: cannot start the HTTP server", host,
+			 port);
+		close(fd);
+		pthread_mutex_destroy(&m->lock);
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void k2mc_metrics_stop(struct k2mc_metrics *m)
+{
+	if (m == NULL)
+		return;
+	/* joins the HTTP thread and closes the listening socket */
+	MHD_stop_daemon(m->d);
+	pthread_mutex_destroy(&m->lock);
+	free(m->text);
+	free(m);
+}

@@ -1,0 +1,361 @@
+/* Criterion suite for the configuration sources besides flags (core/config.h):
+ * -F files of key=value lines, K2MC_* environment variables, their precedence
+ * (environment < file < command line), --metrics-addr and --stats-json values,
+ * and --dump-config, which must mask secrets and read back as a -F file.
+ * Each test runs in its own process (Criterion forks), so setenv stays there. */
+#include "core/config.h"
+
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ARGV(...) ((char *[]){ "k2mc", __VA_ARGS__, NULL })
+
+static char file_path[64];
+
+static void remove_file(void)
+{
+	if (file_path[0] != '\0')
+		unlink(file_path);
+}
+
+TestSuite(cfgfile, .fini = remove_file);
+
+/* Writes text to a fresh temp file and returns its path. */
+static const char *config_file(const char *text)
+{
+	int fd;
+
+	remove_file();
+	snprintf(file_path, sizeof(file_path), "/tmp/k2mc-cfg.XXXXXX");
+	fd = mkstemp(file_path);
+	cr_assert_geq(fd, 0, "mkstemp");
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return file_path;
+}
+
+static enum k2mc_config_result parse(struct k2mc_config *c, char **argv, char *err, size_t errlen)
+{
+	int argc = 0;
+
+	while (argv[argc] != NULL)
+		argc++;
+	memset(err, 0, errlen);
+	return k2mc_config_parse(c, argc, argv, err, errlen);
+}
+
+static void expect_ok(struct k2mc_config *c, char **argv)
+{
+	char err[512];
+
+	cr_assert_eq(parse(c, argv, err, sizeof(err)), K2MC_CONFIG_OK, "unexpected error: %s", err);
+}
+
+/* A usage error whose one-line message contains every one of needles. */
+static void expect_usage(char **argv, const char *needle1, const char *needle2)
+{
+	struct k2mc_config c;
+	char err[512];
+	enum k2mc_config_result r = parse(&c, argv, err, sizeof(err));
+
+	cr_assert_eq(r, K2MC_CONFIG_USAGE, "expected a usage error naming %s, got %d (%s)", needle1,
+		     r, err);
+	cr_expect_null(strchr(err, '\n'), "message is one line: %s", err);
+	cr_expect_not_null(strstr(err, needle1), "message '%s' does not name %s", err, needle1);
+	if (needle2 != NULL)
+		cr_expect_not_null(strstr(err, needle2), "message '%s' does not name %s", err,
+				   needle2);
+	k2mc_config_free(&c);
+}
+
+/* The dump of c, malloc'd. */
+static char *dump(const struct k2mc_config *c)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cr_assert_not_null(f);
+	k2mc_config_dump(c, f);
+	fclose(f);
+	return text;
+}
+
+Test(cfgfile, file_sets_k2mc_flags_and_librdkafka_properties)
+{
+	struct k2mc_config c;
+	const char *path = config_file("# a k2mc config\n"
+				       "\n"
+				       "brokers = k1:9092,k2:9092\n"
+				       "topic=orders\n"
+				       "  topic=users  \n"
+				       "group=loader\r\n"
+				       "memcached=mc1:11211,mc2:11212\n"
+				       "writers=4\n"
+				       "ring-size=1024\n"
+				       "key-prefix=app:\n"
+				       "exit=true\n"
+				       "mc-eject=yes\n"
+				       "metrics-addr=9100\n"
+				       "stats-json=-\n"
+				       "security.protocol=SASL_SSL\n"
+				       "sasl.password=a=b#c\n"
+				       "debug=cgrp\n");
+
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_expect_str_eq(c.config_file, path);
+	cr_expect_str_eq(c.brokers, "k1:9092,k2:9092", "blanks around key and value trimmed");
+	cr_assert_eq(c.ntopics, 2);
+	cr_expect_str_eq(c.topics[0], "orders");
+	cr_expect_str_eq(c.topics[1], "users");
+	cr_expect_str_eq(c.group, "loader", "CRLF line ends");
+	cr_assert_eq(c.nservers, 2);
+	cr_expect_str_eq(c.servers[1].host, "mc2");
+	cr_expect_eq(c.servers[1].port, 11212);
+	cr_expect_eq(c.writers, 4);
+	cr_expect_eq(c.ring_size, 1024);
+	cr_expect_str_eq(c.key_prefix, "app:");
+	cr_expect_eq(c.key_prefix_len, 4);
+	cr_expect_eq(c.exit_at_eof, 1);
+	cr_expect_eq(c.mc_eject, 1);
+	cr_expect_str_eq(c.metrics_host, "127.0.0.1");
+	cr_expect_eq(c.metrics_port, 9100);
+	cr_expect_str_eq(c.stats_json, "-");
+	/* keys that are not k2mc's are librdkafka's, passed on like -X */
+	cr_assert_eq(c.nxprops, 3);
+	cr_expect_str_eq(c.xprops[0], "security.protocol=SASL_SSL");
+	cr_expect_str_eq(c.xprops[1], "sasl.password=a=b#c", "values may hold = and #");
+	cr_expect_str_eq(c.xprops[2], "debug=cgrp");
+	k2mc_config_free(&c);
+	cr_expect_null(c.owned);
+}
+
+Test(cfgfile, command_line_overrides_the_file)
+{
+	struct k2mc_config c;
+	const char *path = config_file("brokers=file:9092\n"
+				       "topic=a\n"
+				       "topic=b\n"
+				       "writers=4\n"
+				       "exit=true\n"
+				       "acks=1\n"
+				       "memcached=file:1\n");
+
+	/* flags before and after -F: the command line wins either way */
+	expect_ok(&c, ARGV("--writers", "8", "-F", (char *)path, "-t", "c", "-X", "acks=all"));
+	cr_expect_str_eq(c.brokers, "file:9092", "not on the command line: from the file");
+	cr_expect_eq(c.writers, 8);
+	cr_assert_eq(c.ntopics, 1, "-t replaces the file's topic list");
+	cr_expect_str_eq(c.topics[0], "c");
+	cr_expect_eq(c.exit_at_eof, 1);
+	cr_expect_str_eq(c.servers[0].host, "file");
+	/* both reach librdkafka, the command line's last, so it wins there */
+	cr_assert_eq(c.nxprops, 2);
+	cr_expect_str_eq(c.xprops[0], "acks=1");
+	cr_expect_str_eq(c.xprops[1], "acks=all");
+	k2mc_config_free(&c);
+
+	/* a flag set false in the file, true on the command line */
+	path = config_file("brokers=b:1\ntopic=t\nexit=false\nverbose=true\n");
+	expect_ok(&c, ARGV("-F", (char *)path, "-e", "-q"));
+	cr_expect_eq(c.exit_at_eof, 1);
+	cr_expect_eq(c.verbosity, 0);
+	k2mc_config_free(&c);
+}
+
+Test(cfgfile, environment_is_lowest)
+{
+	struct k2mc_config c;
+	const char *path;
+
+	setenv("K2MC_BROKERS", "env:9092", 1);
+	setenv("K2MC_TOPICS", "e1, e2,,e3", 1);
+	setenv("K2MC_GROUP", "envgroup", 1);
+	setenv("K2MC_MEMCACHED", "envmc:11211,envmc2:11211", 1);
+	setenv("K2MC_WRITERS", "3", 1);
+
+	/* alone, the environment is a whole configuration */
+	expect_ok(&c, ARGV("-e"));
+	cr_expect_str_eq(c.brokers, "env:9092");
+	cr_assert_eq(c.ntopics, 3);
+	cr_expect_str_eq(c.topics[0], "e1");
+	cr_expect_str_eq(c.topics[1], "e2", "blanks after commas dropped");
+	cr_expect_str_eq(c.topics[2], "e3", "empty items dropped");
+	cr_expect_str_eq(c.group, "envgroup");
+	cr_expect_eq(c.nservers, 2);
+	cr_expect_eq(c.writers, 3);
+	k2mc_config_free(&c);
+
+	/* the file beats it, the command line beats both */
+	path = config_file("writers=5\ntopic=f1\ngroup=filegroup\n");
+	expect_ok(&c, ARGV("-F", (char *)path, "-G", "cligroup"));
+	cr_expect_str_eq(c.brokers, "env:9092");
+	cr_expect_eq(c.writers, 5);
+	cr_assert_eq(c.ntopics, 1, "the file's topics replace the environment's");
+	cr_expect_str_eq(c.topics[0], "f1");
+	cr_expect_str_eq(c.group, "cligroup");
+	cr_expect_str_eq(c.servers[0].host, "envmc");
+	k2mc_config_free(&c);
+
+	/* an empty variable counts as unset */
+	setenv("K2MC_GROUP", "", 1);
+	expect_ok(&c, ARGV("-b", "x:1"));
+	cr_expect_str_eq(c.group, "k2mc");
+	cr_expect_str_eq(c.brokers, "x:1");
+	k2mc_config_free(&c);
+}
+
+Test(cfgfile, bad_files_and_variables_are_named)
+{
+	char missing[] = "/nonexistent/k2mc.conf";
+	const char *path;
+
+	expect_usage(ARGV("-F", missing, "-b", "k:1", "-t", "t"), "-F", missing);
+	expect_usage(ARGV("-F"), "-F", NULL);
+	path = config_file("brokers=k:1\nthis line has no equals sign\n");
+	expect_usage(ARGV("-F", (char *)path, "-t", "t"), ":2:", "key=value");
+	path = config_file("brokers=k:1\n\n# comment\nwriters=0\n");
+	expect_usage(ARGV("-F", (char *)path, "-t", "t"), ":4:", "--writers");
+	path = config_file("=value\n");
+	expect_usage(ARGV("-F", (char *)path), ":1:", "key=value");
+	path = config_file("config=/etc/other.conf\n");
+	expect_usage(ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"), "config", "not allowed");
+	path = config_file("help=true\n");
+	expect_usage(ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"), "help", "not allowed");
+	path = config_file("exit=maybe\n");
+	expect_usage(ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"), "exit", "maybe");
+	path = config_file("ring-size=100\n");
+	expect_usage(ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"), "--ring-size", path);
+	expect_usage(ARGV("-F", (char *)path, "-F", (char *)path), "-F", "only one");
+
+	setenv("K2MC_WRITERS", "0", 1);
+	expect_usage(ARGV("-b", "k:1", "-t", "t"), "K2MC_WRITERS", "--writers");
+	/* ... but the command line does not get to fix a broken variable:
+	 * every source is checked */
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--writers", "2"), "K2MC_WRITERS", NULL);
+	unsetenv("K2MC_WRITERS");
+	setenv("K2MC_MEMCACHED", "nocolon", 1);
+	expect_usage(ARGV("-b", "k:1", "-t", "t"), "K2MC_MEMCACHED: -m", "nocolon");
+	path = config_file("memcached=a:1,\n");
+	expect_usage(ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"), path, "trailing comma");
+	unsetenv("K2MC_MEMCACHED");
+
+	/* the messages for missing settings say where else they can come from */
+	expect_usage(ARGV("-t", "t"), "-b", "K2MC_BROKERS");
+	expect_usage(ARGV("-b", "k:1"), "-t", "topic=");
+}
+
+Test(cfgfile, help_works_whatever_the_file_says, .init = cr_redirect_stdout)
+{
+	struct k2mc_config c;
+	char err[256];
+	const char *path = config_file("writers=0\n");
+
+	cr_expect_eq(parse(&c, ARGV("-F", (char *)path, "-h"), err, sizeof(err)), K2MC_CONFIG_EXIT,
+		     "%s", err);
+	k2mc_config_free(&c);
+	setenv("K2MC_WRITERS", "nope", 1);
+	cr_expect_eq(parse(&c, ARGV("-V"), err, sizeof(err)), K2MC_CONFIG_EXIT, "%s", err);
+	k2mc_config_free(&c);
+}
+
+Test(cfgfile, metrics_addr_and_stats_json_values)
+{
+	static const struct {
+		const char *arg, *host;
+		int port;
+	} ok[] = {
+		{ "9100", "127.0.0.1", 9100 },	 { ":9101", "127.0.0.1", 9101 },
+		{ "0.0.0.0:9102", "0.0.0.0", 9102 }, { "metrics.local:1", "metrics.local", 1 },
+		{ "[::1]:9103", "::1", 9103 },	     { "[::]:65535", "::", 65535 },
+	};
+	static const char *const bad[] = { "",	    "0",     "65536",	 "host:",    "::1:9100",
+					   "[::1]", "[::1]9100", "abc", "1.2.3.4:x" };
+	struct k2mc_config c;
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		expect_ok(&c, ARGV("-b", "k:1", "-t", "t", "--metrics-addr", (char *)ok[i].arg));
+		cr_expect_str_eq(c.metrics_host, ok[i].host, "%s", ok[i].arg);
+		cr_expect_eq(c.metrics_port, ok[i].port, "%s", ok[i].arg);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_usage(ARGV("-b", "k:1", "-t", "t", "--metrics-addr", (char *)bad[i]),
+			     "--metrics-addr", NULL);
+	expect_ok(&c, ARGV("-b", "k:1", "-t", "t"));
+	cr_expect_eq(c.metrics_port, 0, "off by default");
+	cr_expect_null(c.stats_json, "off by default");
+	expect_ok(&c, ARGV("-b", "k:1", "-t", "t", "--stats-json", "/tmp/s.json"));
+	cr_expect_str_eq(c.stats_json, "/tmp/s.json");
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--stats-json", ""), "--stats-json", NULL);
+}
+
+Test(cfgfile, dump_masks_secrets_and_shows_the_winning_values)
+{
+	struct k2mc_config c;
+	const char *path = config_file("sasl.password=file-secret\n"
+				       "ssl.key.password=kp-secret\n"
+				       "sasl.oauthbearer.client.secret=oauth-secret\n"
+				       "acks=1\n"
+				       "topic=from-file\n");
+	char *out;
+
+	setenv("K2MC_GROUP", "envgroup", 1);
+	expect_ok(&c, ARGV("-b", "k:1", "-F", (char *)path, "-t", "cli", "-X",
+			   "sasl.password=cli-secret", "-X", "my.Secret.Token=x1", "-X", "acks=all",
+			   "-X", "sasl.username=loader", "--dump-config"));
+	cr_expect_eq(c.dump_config, 1);
+	out = dump(&c);
+	cr_expect_null(strstr(out, "secret=file"), "%s", out);
+	cr_expect_null(strstr(out, "-secret"), "a secret is printed:\n%s", out);
+	cr_expect_null(strstr(out, "x1"), "a secret is printed:\n%s", out);
+	cr_expect_not_null(strstr(out, "\nsasl.password=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nssl.key.password=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nsasl.oauthbearer.client.secret=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nmy.Secret.Token=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nsasl.username=loader\n"), "not a secret:\n%s", out);
+	cr_expect_not_null(strstr(out, "\nacks=all\n"), "%s", out);
+	cr_expect_null(strstr(out, "acks=1"), "each property once, the winning value:\n%s", out);
+	cr_expect_not_null(strstr(out, "\ntopic=cli\n"), "%s", out);
+	cr_expect_null(strstr(out, "from-file"), "%s", out);
+	cr_expect_not_null(strstr(out, "\ngroup=envgroup\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nbrokers=k:1\n"), "%s", out);
+	cr_expect(k2mc_config_is_secret("ssl.key.pem"));
+	cr_expect(k2mc_config_is_secret("SASL.PASSWORD"));
+	cr_expect(!k2mc_config_is_secret("ssl.ca.location"));
+	free(out);
+	k2mc_config_free(&c);
+}
+
+/* What --dump-config prints is a -F file that gives the same configuration. */
+Test(cfgfile, dump_reads_back_as_a_config_file)
+{
+	struct k2mc_config a, b;
+	char *out, *out2;
+
+	expect_ok(&a, ARGV("-b", "k1:9092,k2:9092", "-t", "t1", "-t", "^ev\\..*", "-G", "g", "-m",
+			   "m1:1,m2:2", "-o", "end", "-e", "-c", "77", "--writers", "7",
+			   "--ring-size", "64", "--batch", "9", "--commit-interval-ms", "11", "--ttl",
+			   "13", "--key-prefix", "p:", "--stats-interval-ms", "0",
+			   "--shutdown-timeout-ms", "17", "--on-invalid", "dlq", "--dlq-topic", "dead",
+			   "--max-value-bytes", "1000", "--mc-eject", "--metrics-addr", "[::1]:9100",
+			   "--stats-json", "-", "-v", "-X", "acks=all"));
+	out = dump(&a);
+	expect_ok(&b, ARGV("-F", (char *)config_file(out)));
+	out2 = dump(&b);
+	cr_expect_str_eq(out2, out, "dump of the dump differs");
+	cr_expect_eq(b.max_records, 77);
+	cr_expect_eq(b.on_invalid, K2MC_INVALID_DLQ);
+	cr_expect_eq(b.mc_eject, 1);
+	cr_expect_eq(b.verbosity, 2);
+	cr_expect_eq(b.offset_beginning, 0);
+	cr_expect_str_eq(b.metrics_host, "::1");
+	cr_expect_str_eq(b.topics[1], "^ev\\..*");
+	free(out);
+	free(out2);
+	k2mc_config_free(&a);
+	k2mc_config_free(&b);
+}

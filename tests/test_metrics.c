@@ -1,0 +1,677 @@
+/* Integration suite for what operators see: the metrics endpoint scraped
+ * while k2mc runs and checked against what was produced and what Kafka holds,
+ * readiness, --stats-json, the -e progress line on a terminal and the summary
+ * table, regex subscriptions, and --dump-config through the real binary.
+ * Servers per test on loopback, as in test_pipeline.c; not a benchmark.
+ * Binaries come from K2MC_BIN, K2MC_TSAN_BIN, K2MC_MOCK. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define TEST_TIMEOUT_S 120
+
+struct world {
+	struct h_memcached mc;
+	struct h_mock mock;
+	char mc_addr[64];
+	char expect[H_PATH_MAX];
+	uint64_t produced;
+};
+
+static struct world W;
+
+static void teardown(void)
+{
+	h_cleanup();
+}
+
+TestSuite(metrics, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+static const char *tail_of(const char *path)
+{
+	static char buf[4096];
+	char *t = h_file_tail(path, 20);
+
+	snprintf(buf, sizeof(buf), "%s", t);
+	free(t);
+	return buf;
+}
+
+/* memcached, and a mock whose first topic gets `records` records.
+ * topics: "--topic" values, NULL-terminated. */
+static void start_world(const char *const topics[], const char *records, const char *seed)
+{
+	const char *args[32];
+	int a = 0, rc;
+
+	memset(&W, 0, sizeof(W));
+	rc = h_memcached_start(&W.mc, 0, NULL);
+	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
+	for (int i = 0; topics[i] != NULL; i++) {
+		args[a++] = "--topic";
+		args[a++] = topics[i];
+	}
+	args[a++] = "--produce";
+	args[a++] = records;
+	args[a++] = "--keys";
+	args[a++] = "2000";
+	args[a++] = "--tombstones";
+	args[a++] = "5";
+	args[a++] = "--seed";
+	args[a++] = seed;
+	args[a++] = "--expect";
+	args[a++] = h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
+	args[a] = NULL;
+	rc = h_mock_start(&W.mock, args, 0, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	rc = h_mock_wait_produced(&W.mock, 60000, &W.produced);
+	cr_assert_eq(rc, 0, "production did not finish: %s\n%s", strerror(-rc),
+		     tail_of(W.mock.proc.err_path));
+	cr_assert_eq(W.produced, strtoull(records, NULL, 10));
+}
+
+/* ---- a minimal HTTP/1.0 client ------------------------------------------------ */
+
+/* GET path from 127.0.0.1:port. Returns the body (malloc'd) and sets
+ * *status, or NULL when no HTTP answer came. type: Content-Type, if wanted. */
+static char *http_get(int port, const char *path, int *status, char *type, size_t typelen)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 5, 0 };
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap + 1), *body, *ct, req[256];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ssize_t n;
+
+	*status = -1;
+	if (fd < 0 || buf == NULL)
+		goto fail;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		goto fail;
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto fail;
+	while ((n = read(fd, buf + len, cap - len)) > 0) {
+		len += (size_t)n;
+		if (len == cap) {
+			char *nb = realloc(buf, cap * 2 + 1);
+
+			if (nb == NULL)
+				goto fail;
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	close(fd);
+	fd = -1;
+	buf[len] = '\0';
+	body = strstr(buf, "\r\n\r\n");
+	if (body == NULL || sscanf(buf, "HTTP/1.%*d %d", status) != 1)
+		goto fail;
+	*body = '\0';
+	if (type != NULL) {
+		ct = strcasestr(buf, "\r\nContent-Type: ");
+		snprintf(type, typelen, "%.*s", ct ? (int)strcspn(ct + 16, "\r") : 0,
+			 ct ? ct + 16 : "");
+	}
+	memmove(buf, body + 4, strlen(body + 4) + 1);
+	return buf;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	*status = -1;
+	return NULL;
+}
+
+/* ---- Prometheus text ------------------------------------------------------------ */
+
+/* The value of one series, written as k2mc writes it ("name{l=\"v\"}"), or
+ * NAN when it is not there. */
+static double sample(const char *text, const char *series)
+{
+	size_t sl = strlen(series);
+
+	for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (strncmp(p, series, sl) == 0 && p[sl] == ' ')
+			return strtod(p + sl + 1, NULL);
+	return NAN;
+}
+
+/* Sum and number of the samples of a metric (every label set). */
+static double sum_of(const char *text, const char *name, int *count)
+{
+	size_t nl = strlen(name);
+	double sum = 0;
+
+	*count = 0;
+	for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+		const char *sp;
+
+		if (strncmp(p, name, nl) != 0 || (p[nl] != '{' && p[nl] != ' '))
+			continue;
+		sp = strchr(p, ' ');
+		sum += strtod(sp + 1, NULL);
+		(*count)++;
+	}
+	return sum;
+}
+
+static double part_sample(const char *text, const char *name, const char *topic, int p)
+{
+	char series[256];
+
+	snprintf(series, sizeof(series), "%s{topic=\"%s\",partition=\"%d\"}", name, topic, p);
+	return sample(text, series);
+}
+
+static void kafka_end_offsets(const char *topic, int parts, int64_t *end)
+{
+	char err[256];
+	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, NULL, err, sizeof(err));
+	int rc;
+
+	cr_assert_not_null(k, "kafka handle: %s", err);
+	rc = h_kafka_end_offsets(k, topic, parts, end, 5000);
+	cr_assert_eq(rc, 0, "end offsets of %s: %s", topic, strerror(-rc));
+	h_kafka_close(k);
+}
+
+/* Scrapes until every partition of topic is consumed and committed up to its
+ * end offset; returns the last scrape (malloc'd). */
+static char *scrape_until_caught_up(struct h_proc *k, int port, const char *topic, int parts,
+				    const int64_t *end, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char *text = NULL, st[96];
+	int status, n;
+
+	for (;;) {
+		int ok = 1;
+
+		free(text);
+		if (h_exited(k->pid, &status) == 1)
+			cr_assert_fail("k2mc ended (%s); stderr:\n%s",
+				       h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
+		text = http_get(port, "/metrics", &status, NULL, 0);
+		if (text != NULL && status == 200) {
+			ok = sum_of(text, "k2mc_records_consumed_total", &n) == (double)W.produced;
+			for (int p = 0; ok && p < parts; p++)
+				ok = part_sample(text, "k2mc_committed_offset", topic, p) ==
+				     (double)end[p];
+			if (ok)
+				return text;
+		}
+		if (h_now_ms() >= deadline)
+			break;
+		usleep(200 * 1000);
+	}
+	cr_assert_fail("metrics did not reach consumed == %" PRIu64 " and committed == end within "
+		       "%d ms; last scrape:\n%.3000s\nk2mc stderr:\n%s",
+		       W.produced, timeout_ms, text ? text : "(none)", tail_of(k->err_path));
+	return NULL;
+}
+
+static void start_k2mc(struct h_proc *k, const struct h_k2mc_opts *o, const char *const args[])
+{
+	int rc = h_k2mc_start(k, o, args);
+
+	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+}
+
+static void stop_k2mc_expect_0(struct h_proc *k, const char *what)
+{
+	char st[96];
+	int status;
+
+	cr_assert_eq(h_signal(k->pid, SIGTERM), 0);
+	cr_assert_eq(h_wait(k->pid, 20000, &status), 0, "%s: still running 20 s after SIGTERM",
+		     what);
+	cr_assert_eq(h_exit_code(status), 0, "%s ended with %s; stderr:\n%s", what,
+		     h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
+}
+
+/* ---- the endpoint against what was produced -------------------------------------- */
+
+#define PARTS 4
+
+Test(metrics, scrape_matches_what_was_produced_and_committed)
+{
+	static const char *const topics[] = { "events:4", NULL };
+	char port_s[16], json[H_PATH_MAX], type[128];
+	int64_t end[PARTS];
+	struct h_proc k;
+	struct h_summary s;
+	struct h_verify v;
+	char *text, *body, *log, *row;
+	int port = h_free_port(), status, n, rows = 0;
+	double bucket_prev = 0;
+	uint64_t table_sum = 0;
+
+	start_world(topics, "20000", "71");
+	kafka_end_offsets("events", PARTS, end);
+	cr_assert_eq(h_offsets_sum(end, PARTS), (int64_t)W.produced);
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	h_tmppath(json, sizeof(json), "stats.json");
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "metrics",
+				       "-m", W.mc_addr, "--writers", "3", "--stats-interval-ms",
+				       "300", "--metrics-addr", port_s, "--stats-json", json, NULL };
+
+		start_k2mc(&k, NULL, args);
+	}
+	text = scrape_until_caught_up(&k, port, "events", PARTS, end, 40000);
+
+	/* counters against the producer */
+	cr_expect_eq(sample(text, "k2mc_records_written_total") +
+			     sample(text, "k2mc_records_deleted_total"),
+		     (double)W.produced, "written + deleted != produced:\n%s", text);
+	cr_expect_eq(sum_of(text, "k2mc_records_invalid_total", &n), 0);
+	cr_expect_eq(n, 4, "one series per reason");
+	cr_expect_eq(sample(text, "k2mc_records_invalid_total{reason=\"key_too_long\"}"), 0);
+	cr_expect_eq(sample(text, "k2mc_written_bytes_total"),
+		     100.0 * sample(text, "k2mc_records_written_total"), "100-byte values");
+	cr_expect_eq(sample(text, "k2mc_memcached_errors_total"), 0);
+	/* per partition: consumed == end offset (the group started at 0), lag 0 */
+	for (int p = 0; p < PARTS; p++) {
+		cr_expect_eq(part_sample(text, "k2mc_records_consumed_total", "events", p),
+			     (double)end[p], "partition %d", p);
+		cr_expect_eq(part_sample(text, "k2mc_end_offset", "events", p), (double)end[p]);
+		cr_expect_eq(part_sample(text, "k2mc_consumer_lag", "events", p), 0);
+	}
+	cr_expect_eq(sample(text, "k2mc_partitions_assigned"), PARTS);
+	{
+		char series[128];
+
+		snprintf(series, sizeof(series), "k2mc_memcached_server_up{server=\"%s\"}", W.mc_addr);
+		cr_expect_eq(sample(text, series), 1, "%s", series);
+	}
+	sum_of(text, "k2mc_ring_fill_ratio", &n);
+	cr_expect_eq(n, 3, "one ring fill ratio per writer");
+	cr_expect_eq(sample(text, "k2mc_ring_fill_ratio{writer=\"2\"}"), 0);
+	/* the histogram: cumulative, and every record in it */
+	cr_expect_eq(sample(text, "k2mc_e2e_latency_seconds_count"), (double)W.produced);
+	cr_expect_eq(sample(text, "k2mc_e2e_latency_seconds_bucket{le=\"+Inf\"}"),
+		     (double)W.produced);
+	for (const char *p = strstr(text, "k2mc_e2e_latency_seconds_bucket{"); p != NULL;
+	     p = strstr(p + 1, "k2mc_e2e_latency_seconds_bucket{")) {
+		double b = strtod(strchr(p, ' ') + 1, NULL);
+
+		cr_expect_geq(b, bucket_prev, "buckets must be cumulative:\n%s", text);
+		bucket_prev = b;
+	}
+	cr_expect_not_null(strstr(text, "# TYPE k2mc_e2e_latency_seconds histogram\n"));
+	cr_expect_not_null(strstr(text, "# TYPE k2mc_records_consumed_total counter\n"));
+	free(text);
+
+	/* content type, health, readiness, unknown paths */
+	body = http_get(port, "/metrics", &status, type, sizeof(type));
+	cr_expect_str_eq(type, "text/plain; version=0.0.4; charset=utf-8");
+	free(body);
+	body = http_get(port, "/healthz", &status, NULL, 0);
+	cr_expect_eq(status, 200);
+	cr_expect_str_eq(body ? body : "", "ok\n");
+	free(body);
+	body = http_get(port, "/readyz", &status, NULL, 0);
+	cr_expect_eq(status, 200, "%s", body);
+	cr_expect_str_eq(body ? body : "", "ready\n");
+	free(body);
+	body = http_get(port, "/healthz?ready", &status, NULL, 0);
+	cr_expect_eq(status, 200, "%s", body);
+	cr_expect_str_eq(body ? body : "", "ready\n");
+	free(body);
+	body = http_get(port, "/nope", &status, NULL, 0);
+	cr_expect_eq(status, 404);
+	free(body);
+
+	stop_k2mc_expect_0(&k, "k2mc with --metrics-addr");
+	cr_assert_eq(h_summary_parse(k.err_path, &s), 0, "no summary:\n%s", tail_of(k.err_path));
+	cr_expect_eq(s.consumed, W.produced);
+	for (int p = 0; p < PARTS; p++)
+		cr_expect_eq(h_summary_committed(&s, "events", p), end[p]);
+	cr_assert_eq(h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v), 0, "%s",
+		     v.first);
+	cr_expect_eq(h_verify_mismatches(&v), 0, "cache differs:\n%s", v.first);
+
+	/* not a terminal: plain stats lines, and the table after the summary */
+	log = h_file_read(k.err_path, NULL);
+	cr_assert_not_null(log);
+	cr_expect_not_null(strstr(log, " k2mc INFO: in "), "no stats line:\n%s", tail_of(k.err_path));
+	cr_expect_null(strstr(log, "progress"), "a progress line without a terminal");
+	row = strstr(log, "k2mc: per partition:\n");
+	cr_assert_not_null(row, "no table after the summary:\n%s", tail_of(k.err_path));
+	row = strchr(row, '\n') + 1;
+	cr_expect(strncmp(row, "  topic ", 8) == 0, "table header: %.60s", row);
+	for (row = strchr(row, '\n') + 1; strncmp(row, "  events ", 9) == 0;
+	     row = strchr(row, '\n') + 1) {
+		int p;
+		unsigned long long consumed;
+		long long committed;
+
+		cr_assert_eq(sscanf(row, " events %d %llu %lld", &p, &consumed, &committed), 3,
+			     "table row: %.80s", row);
+		cr_assert(p >= 0 && p < PARTS);
+		cr_expect_eq((int64_t)consumed, end[p], "table: partition %d consumed", p);
+		cr_expect_eq(committed, end[p], "table: partition %d committed", p);
+		table_sum += consumed;
+		rows++;
+	}
+	cr_expect_eq(rows, PARTS, "table rows");
+	cr_expect_eq(table_sum, W.produced);
+	free(log);
+
+	/* one JSON object per stats interval, the last marked final */
+	log = h_file_read(json, NULL);
+	cr_assert_not_null(log, "no --stats-json file");
+	n = 0;
+	for (char *l = log, *nl; (nl = strchr(l, '\n')) != NULL; l = nl + 1, n++)
+		cr_expect(l[0] == '{' && nl[-1] == '}', "not a JSON object per line: %.80s", l);
+	cr_expect_geq(n, 2, "JSON lines: %d", n);
+	row = strstr(log, "\"final\":true");
+	cr_assert_not_null(row, "no final object");
+	cr_expect_str_eq(strchr(row, '\n') + 1, "", "the final object is not the last");
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "\"consumed\":%" PRIu64 ",", W.produced);
+		cr_expect_not_null(strstr(row, want), "final object lacks %s: %.300s", want, row);
+		cr_expect_not_null(strstr(row, "{\"topic\":\"events\",\"partition\":0,"), "%.600s", row);
+	}
+	free(log);
+}
+
+/* ---- readiness --------------------------------------------------------------------- */
+
+/* Polls path until it answers want_status with a body containing needle. */
+static void wait_answer(struct h_proc *k, int port, const char *path, int want_status,
+			const char *needle, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char last[256] = "(no answer)";
+	int status = -1;
+
+	for (;;) {
+		char *body = http_get(port, path, &status, NULL, 0);
+
+		if (body != NULL) {
+			snprintf(last, sizeof(last), "%d %s", status, body);
+			free(body);
+			if (status == want_status && strstr(last, needle) != NULL)
+				return;
+		}
+		if (h_now_ms() >= deadline || h_exited(k->pid, NULL) == 1)
+			break;
+		usleep(100 * 1000);
+	}
+	cr_assert_fail("%s never answered %d '%s' within %d ms; last: %s; stderr:\n%s", path,
+		       want_status, needle, timeout_ms, last, tail_of(k->err_path));
+}
+
+Test(metrics, readiness_names_what_is_missing)
+{
+	static const char *const topics[] = { "events:2", NULL };
+	char pa[16], pb[16], dead[64], series[128], want[128];
+	struct h_proc a, b;
+	int porta = h_free_port(), portb = h_free_port(), status;
+	char *text;
+
+	start_world(topics, "500", "72");
+	snprintf(pa, sizeof(pa), "%d", porta);
+	snprintf(pb, sizeof(pb), "%d", portb);
+	/* nobody listens there: the writers find it down */
+	snprintf(dead, sizeof(dead), "127.0.0.1:%d", h_free_port());
+	{
+		/* a pattern no topic matches: joined, never assigned */
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "^nomatch\\..*", "-G", "ready-a",
+				       "-m", W.mc_addr, "--metrics-addr", pa, NULL };
+
+		start_k2mc(&a, NULL, args);
+	}
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "ready-b", "-m",
+				       dead, "--metrics-addr", pb, "--shutdown-timeout-ms", "500",
+				       NULL };
+
+		start_k2mc(&b, NULL, args);
+	}
+	wait_answer(&a, porta, "/readyz", 503, "not ready: no partitions assigned", 10000);
+	wait_answer(&a, porta, "/healthz?ready", 503, "no partitions assigned", 5000);
+	wait_answer(&a, porta, "/healthz", 200, "ok", 5000);
+	cr_expect(h_file_contains(a.err_path, "no topic matches yet; waiting for one"), "%s",
+		  tail_of(a.err_path));
+	snprintf(want, sizeof(want), "not ready: memcached %s not answering", dead);
+	wait_answer(&b, portb, "/readyz", 503, want, 20000);
+	wait_answer(&b, portb, "/healthz", 200, "ok", 5000);
+	text = http_get(portb, "/metrics", &status, NULL, 0);
+	cr_assert_not_null(text);
+	snprintf(series, sizeof(series), "k2mc_memcached_server_up{server=\"%s\"}", dead);
+	cr_expect_eq(sample(text, series), 0, "%s in:\n%.2000s", series, text);
+	cr_expect_eq(sample(text, "k2mc_partitions_assigned"), 2);
+	free(text);
+	stop_k2mc_expect_0(&a, "k2mc with no partitions");
+	h_stop(b.pid, 20000);
+}
+
+/* ---- regex subscription ---------------------------------------------------------- */
+
+/* A second producer into the running mock cluster (k2mc-mock -b). */
+static void produce_into(struct h_mock *mk, const char *topic, const char *records)
+{
+	uint64_t acked = 0;
+	const char *args[] = { "-b",	 W.mock.bootstrap, "--topic", topic, "--produce", records,
+			       "--keys", "500",		   "--exit-after-produce", NULL };
+	int rc = h_mock_start(mk, args, 0, 15000);
+
+	cr_assert_eq(rc, 0, "k2mc-mock -b: %s\n%s", strerror(-rc), tail_of(mk->proc.err_path));
+	rc = h_mock_wait_produced(mk, 30000, &acked);
+	cr_assert_eq(rc, 0, "producing to %s: %s\n%s", topic, strerror(-rc),
+		     tail_of(mk->proc.err_path));
+	cr_assert_eq(acked, strtoull(records, NULL, 10));
+}
+
+Test(metrics, regex_subscription_takes_matching_topics_only)
+{
+	static const char *const topics[] = { "events.a:2", "events.b:2", "other:2", "eventsXc:1",
+					       NULL };
+	int64_t end_a[2], end_b[2], other[2];
+	struct h_mock m2, m3, m4;
+	struct h_proc k;
+	struct h_summary s;
+	struct h_kafka *kh;
+	char err[256], st[96];
+	int status, rc;
+
+	start_world(topics, "3000", "73"); /* into events.a */
+	produce_into(&m2, "events.b", "2000");
+	produce_into(&m3, "other", "1000");
+	produce_into(&m4, "eventsXc", "700"); /* '.' is escaped: no match */
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "^events\\..*", "-G", "regex",
+				       "-m", W.mc_addr, "-e", NULL };
+
+		start_k2mc(&k, NULL, args);
+	}
+	rc = h_wait(k.pid, 60000, &status);
+	cr_assert_eq(rc, 0, "k2mc -e still running after 60 s; stderr:\n%s", tail_of(k.err_path));
+	cr_assert_eq(h_exit_code(status), 0, "k2mc ended with %s; stderr:\n%s",
+		     h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
+	cr_assert_eq(h_summary_parse(k.err_path, &s), 0, "%s", tail_of(k.err_path));
+	cr_expect_eq(s.consumed, 5000, "consumed %" PRIu64 ", events.a + events.b hold 5000",
+		     s.consumed);
+	cr_expect_eq(s.ncommitted, 4, "summary lists %d partitions:\n%s", s.ncommitted,
+		     tail_of(k.err_path));
+	kafka_end_offsets("events.a", 2, end_a);
+	kafka_end_offsets("events.b", 2, end_b);
+	for (int p = 0; p < 2; p++) {
+		cr_expect_eq(h_summary_committed(&s, "events.a", p), end_a[p], "events.a [%d]", p);
+		cr_expect_eq(h_summary_committed(&s, "events.b", p), end_b[p], "events.b [%d]", p);
+		cr_expect_eq(h_summary_committed(&s, "other", p), -1, "other [%d] consumed", p);
+	}
+	cr_expect_eq(h_summary_committed(&s, "eventsXc", 0), -1, "eventsXc consumed");
+	kh = h_kafka_open(W.mock.bootstrap, "regex", err, sizeof(err));
+	cr_assert_not_null(kh, "%s", err);
+	cr_assert_eq(h_kafka_committed(kh, "other", 2, other, 5000), 0);
+	cr_expect(other[0] == -1 && other[1] == -1, "the group committed on 'other': %" PRId64
+		  " %" PRId64, other[0], other[1]);
+	h_kafka_close(kh);
+}
+
+/* ---- -e on a terminal ------------------------------------------------------------ */
+
+Test(metrics, progress_line_on_a_terminal)
+{
+	static const char *const topics[] = { "events:2", NULL };
+	char cmd[1024], st[96];
+	struct h_proc k;
+	int status, rc;
+	char *out;
+
+	start_world(topics, "5000", "74");
+	/* script(1) gives k2mc a pseudo-terminal and copies it to stdout */
+	snprintf(cmd, sizeof(cmd),
+		 "exec %s -b %s -t events -G tty -m %s -e --stats-interval-ms 200",
+		 h_bin("K2MC_BIN", "build/k2mc"), W.mock.bootstrap, W.mc_addr);
+	{
+		const char *argv[] = { "script", "-qfec", cmd, "/dev/null", NULL };
+
+		rc = h_spawn(&k, "script", argv, NULL);
+		cr_assert_eq(rc, 0, "script: %s", strerror(-rc));
+	}
+	rc = h_wait(k.pid, 60000, &status);
+	cr_assert_eq(rc, 0, "k2mc -e on a terminal still running after 60 s:\n%s",
+		     tail_of(k.out_path));
+	cr_assert_eq(h_exit_code(status), 0, "ended with %s:\n%s\n%s",
+		     h_status_str(status, st, sizeof(st)), tail_of(k.out_path), tail_of(k.err_path));
+	out = h_file_read(k.out_path, NULL);
+	cr_assert_not_null(out);
+	/* the final line starts fresh after a log line or overwrites the last
+	 * progress line in place: either way it is there, whole */
+	cr_expect_not_null(strstr(out, "progress 100.0% | 5000 of 5000 records | "),
+			   "no final progress line:\n%s", out);
+	cr_expect_not_null(strstr(out, "\r\033[K"), "the progress line is not erased in place");
+	cr_expect_null(strstr(out, " INFO: in "), "stats lines on a terminal with -e:\n%s", out);
+	cr_expect_not_null(strstr(out, "k2mc: summary: consumed 5000 "), "%s", out);
+	cr_expect_not_null(strstr(out, "k2mc: per partition:"), "%s", out);
+	/* a log line never shares a line with the progress line */
+	for (char *p = strstr(out, " k2mc INFO: "); p != NULL; p = strstr(p + 1, " k2mc INFO: ")) {
+		char *bol = p;
+
+		while (bol > out && bol[-1] != '\n' && bol[-1] != '\r')
+			bol--;
+		cr_expect(strncmp(bol, "progress", 8) != 0, "log line glued to progress: %.120s", bol);
+	}
+	free(out);
+}
+
+/* ---- --dump-config through the binary -------------------------------------------- */
+
+Test(metrics, dump_config_merges_sources_and_masks_secrets)
+{
+	static const char *const env[] = { "K2MC_GROUP=env-group", "K2MC_WRITERS=3", NULL };
+	struct h_k2mc_opts o = { .env = env };
+	char path[H_PATH_MAX], st[96];
+	struct h_proc k;
+	int status;
+	char *out;
+	FILE *f = fopen(h_tmppath(path, sizeof(path), "k2mc.conf"), "w");
+
+	cr_assert_not_null(f);
+	fputs("# test config\nbrokers=file:9092\ntopic=file-topic\nwriters=5\n"
+	      "sasl.password=file-pass-123\nssl.key.password=key-pass-456\nsasl.username=loader\n",
+	      f);
+	fclose(f);
+	{
+		const char *args[] = { "-F", path, "-t", "cli-topic", "-X", "sasl.password=cli-pass-789",
+				       "--dump-config", NULL };
+
+		start_k2mc(&k, &o, args);
+	}
+	cr_assert_eq(h_wait(k.pid, 10000, &status), 0);
+	cr_assert_eq(h_exit_code(status), 0, "--dump-config ended with %s:\n%s",
+		     h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
+	out = h_file_read(k.out_path, NULL);
+	cr_assert_not_null(out);
+	cr_expect_null(strstr(out, "pass-"), "a password is printed:\n%s", out);
+	cr_expect_not_null(strstr(out, "\nsasl.password=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nssl.key.password=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nsasl.username=loader\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nbrokers=file:9092\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\ntopic=cli-topic\n"), "%s", out);
+	cr_expect_null(strstr(out, "file-topic"), "%s", out);
+	cr_expect_not_null(strstr(out, "\ngroup=env-group\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nwriters=5\n"), "the file beats the environment:\n%s", out);
+	free(out);
+
+	/* a bad file is a bad command line: exit 2, naming it */
+	{
+		const char *args[] = { "-F", "/nonexistent.conf", NULL };
+
+		start_k2mc(&k, NULL, args);
+	}
+	cr_assert_eq(h_wait(k.pid, 10000, &status), 0);
+	cr_expect_eq(h_exit_code(status), 2);
+	cr_expect(h_file_contains(k.err_path, "k2mc: -F /nonexistent.conf: No such file"), "%s",
+		  tail_of(k.err_path));
+}
+
+/* ---- the endpoint under ThreadSanitizer ------------------------------------------- */
+
+Test(metrics, tsan_build_serves_metrics)
+{
+	static const char *const topics[] = { "events:2", NULL };
+	static char preload[H_PATH_MAX + 16];
+	const char *env[] = { "TSAN_OPTIONS=halt_on_error=1 exitcode=66", NULL, NULL };
+	struct h_k2mc_opts o = { .bin = h_bin("K2MC_TSAN_BIN", "build/tsan/k2mc"),
+				 .env = env,
+				 .no_aslr = 1 };
+	const char *pre = getenv("K2MC_TSAN_PRELOAD");
+	char port_s[16];
+	int64_t end[2];
+	struct h_proc k;
+	int port = h_free_port(), status;
+	char *text;
+
+	if (pre != NULL && pre[0] != '\0') {
+		snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", pre);
+		env[1] = preload;
+	}
+	start_world(topics, "4000", "75");
+	kafka_end_offsets("events", 2, end);
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "tsan-metrics",
+				       "-m", W.mc_addr, "--metrics-addr", port_s,
+				       "--stats-interval-ms", "200", NULL };
+
+		start_k2mc(&k, &o, args);
+	}
+	/* scraping while it runs is the point: publish and serve race here */
+	text = scrape_until_caught_up(&k, port, "events", 2, end, 90000);
+	free(text);
+	for (int i = 0; i < 5; i++) {
+		free(http_get(port, "/readyz", &status, NULL, 0));
+		free(http_get(port, "/metrics", &status, NULL, 0));
+	}
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	cr_assert_eq(h_wait(k.pid, 60000, &status), 0, "still running 60 s after SIGTERM");
+	cr_assert(!h_file_contains(k.err_path, "WARNING: ThreadSanitizer"),
+		  "ThreadSanitizer reported:\n%s", tail_of(k.err_path));
+	cr_assert_eq(h_exit_code(status), 0, "ended with status %d:\n%s", h_exit_code(status),
+		     tail_of(k.err_path));
+}
