@@ -142,6 +142,14 @@ bench: bench-deps all $(BENCH_TOOLS)
 bench-quick: bench-deps all $(BENCH_TOOLS)
 	/usr/bin/python3 bench/bench.py --mode quick
 
+# Style and static checks; not part of `make test` (a formatting difference
+# is not a failure), reported for review.
+LINT_SRCS := $(K2MC_SRCS) $(MAIN_SRC) $(wildcard src/*/*.h)
+lint:
+	-clang-format --dry-run $(LINT_SRCS) 2>&1 | grep -c 'warning:' | sed 's/^/clang-format: lines to reformat: /'
+	cppcheck --quiet --std=c11 --enable=warning,portability,performance --inline-suppr \
+	  -D_GNU_SOURCE -Isrc $(K2MC_SRCS) $(MAIN_SRC)
+
 clean:
 	rm -rf build
 
