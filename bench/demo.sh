@@ -50,9 +50,12 @@ echo "demo: mock Kafka cluster at $bootstrap; producing $RECORDS records over $K
 wait_for 120 grep -q '^expect=' "$work/mock.out"
 grep '^produced=' "$work/mock.out" | sed 's/^/demo: /'
 
-echo "demo: k2mc -b $bootstrap -t events -G demo -m 127.0.0.1:$mc_port --writers $WRITERS -e"
-build/k2mc -b "$bootstrap" -t events -G demo -m "127.0.0.1:$mc_port" --writers "$WRITERS" \
-	--stats-interval-ms 1000 -e
+# The mock broker holds each fetch for the whole fetch.wait.max.ms (500 ms by
+# default) even when records are there; a real broker answers at once.
+args=(-b "$bootstrap" -t events -G demo -m "127.0.0.1:$mc_port" --writers "$WRITERS"
+	-X fetch.wait.max.ms=10 -e)
+echo "demo: k2mc ${args[*]}"
+build/k2mc "${args[@]}" --stats-interval-ms 1000
 
 echo "demo: checking a sample of keys against the last record of each key"
 build/k2mc-verify -m "127.0.0.1:$mc_port" --expect "$work/expect.txt" --sample 100
