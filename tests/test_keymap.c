@@ -1,11 +1,13 @@
 /* Criterion suite for the record -> Memcached mapping (workers/keymap.h): the
  * memcached text protocol's key rules (at most 250 bytes with the prefix, no
- * whitespace or control bytes), tombstones, the value size limit and key
- * building. It sends nothing to a server. */
+ * whitespace or control bytes), tombstones, the value size limit, key
+ * building and --on-invalid hash's key formula. It sends nothing to a server. */
 #include "workers/keymap.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
+#include <xxhash.h>
 
 /* memcached protocol.txt: "the key must not include control characters or
  * whitespace" and is at most 250 bytes. Spelled out here rather than taken
@@ -246,4 +248,104 @@ Test(keymap, key_building_at_the_limit)
 	cr_expect_arr_eq(out + 4, key, KEY_MAX - 4);
 	for (size_t i = KEY_MAX; i < sizeof(out); i++)
 		cr_assert_eq((unsigned char)out[i], 0xa5, "byte %zu past the key was written", i);
+}
+
+/* ---- --on-invalid hash ------------------------------------------------------
+ * The documented formula, spelled out independently of the code under test:
+ * prefix + the 128-bit XXH3 digest of the record key (seed 0) as 32 lowercase
+ * hex digits, high 64 bits first (what `xxh128sum` prints). */
+#define HASH_HEX 32
+
+static size_t expected_hashed(const char *prefix, const void *key, size_t len, char *out)
+{
+	XXH128_hash_t h = XXH3_128bits(key, len);
+
+	return (size_t)sprintf(out, "%s%016llx%016llx", prefix, (unsigned long long)h.high64,
+			       (unsigned long long)h.low64);
+}
+
+Test(keymap, hash_digest_is_xxh128sum)
+{
+	/* `printf '' | xxh128sum` -> 99aa06d3014798d86001c324468d497f: the
+	 * library's digest and its byte order, pinned */
+	XXH128_hash_t h = XXH3_128bits("", 0);
+
+	cr_expect_eq(h.high64, 0x99aa06d3014798d8ULL);
+	cr_expect_eq(h.low64, 0x6001c324468d497fULL);
+}
+
+Test(keymap, hashed_key_follows_the_formula)
+{
+	static char longkey[400];
+	static const struct {
+		const char *key;
+		size_t len;
+	} keys[] = {
+		{ "a b", 3 }, { "tab\there", 8 }, { "nul\0inside", 10 }, { "key\r\n", 5 },
+		{ "\x7f", 1 }, { longkey, 251 }, { longkey, 400 },
+	};
+	struct k2mc_keymap km = km_with("app:", 16);
+	char out[KEY_MAX + 16], want[KEY_MAX + 64];
+	enum k2mc_keymap_op op;
+
+	memset(longkey, 'k', sizeof(longkey));
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		size_t n = k2mc_keymap_hashed_key(&km, keys[i].key, keys[i].len, out);
+		size_t wn = expected_hashed("app:", keys[i].key, keys[i].len, want);
+
+		cr_assert_eq(n, 4 + HASH_HEX, "key %zu: length %zu", i, n);
+		cr_expect_eq(wn, n);
+		cr_expect_arr_eq(out, want, n, "key %zu: '%.*s' != '%s'", i, (int)n, out, want);
+		/* what it produces is always a key memcached takes */
+		cr_expect_eq(check(&km, out + 4, n - 4, "v", 1, &op), K2MC_KEY_OK, "key %zu", i);
+		for (size_t b = 4; b < n; b++)
+			cr_expect((out[b] >= '0' && out[b] <= '9') || (out[b] >= 'a' && out[b] <= 'f'),
+				  "key %zu: byte %zu is '%c', not lowercase hex", i, b, out[b]);
+	}
+	/* deterministic, and different keys give different digests */
+	cr_expect_eq(k2mc_keymap_hashed_key(&km, "a b", 3, out), 36);
+	cr_expect_eq(k2mc_keymap_hashed_key(&km, "a b", 3, want), 36);
+	cr_expect_arr_eq(out, want, 36);
+	k2mc_keymap_hashed_key(&km, "a  b", 4, want);
+	cr_expect(memcmp(out, want, 36) != 0);
+}
+
+Test(keymap, hashed_key_needs_room_for_the_digest)
+{
+	static char prefix[KEY_MAX];
+	char out[KEY_MAX + 16];
+	struct k2mc_keymap km;
+
+	memset(prefix, 'p', sizeof(prefix) - 1);
+	prefix[KEY_MAX - HASH_HEX] = '\0'; /* 218 bytes: 218 + 32 = 250 */
+	km = km_with(prefix, 16);
+	memset(out, 0xa5, sizeof(out));
+	cr_expect_eq(k2mc_keymap_hashed_key(&km, "a b", 3, out), KEY_MAX);
+	for (size_t i = KEY_MAX; i < sizeof(out); i++)
+		cr_assert_eq((unsigned char)out[i], 0xa5, "byte %zu past the key was written", i);
+	prefix[KEY_MAX - HASH_HEX] = 'p'; /* 219 bytes */
+	prefix[KEY_MAX - HASH_HEX + 1] = '\0';
+	km = km_with(prefix, 16);
+	cr_expect_eq(k2mc_keymap_hashed_key(&km, "a b", 3, out), 0, "no room: 0, nothing built");
+}
+
+Test(keymap, only_key_shape_is_hashable)
+{
+	cr_expect(!k2mc_keymap_hashable(K2MC_KEY_OK));
+	cr_expect(!k2mc_keymap_hashable(K2MC_KEY_MISSING), "no key to hash");
+	cr_expect(k2mc_keymap_hashable(K2MC_KEY_TOO_LONG));
+	cr_expect(k2mc_keymap_hashable(K2MC_KEY_BAD_BYTES));
+	cr_expect(!k2mc_keymap_hashable(K2MC_VALUE_TOO_LARGE), "the value stays too large");
+}
+
+Test(keymap, value_rules_alone)
+{
+	struct k2mc_keymap km = km_with("", 4);
+	enum k2mc_keymap_op op = (enum k2mc_keymap_op)0x5a;
+
+	cr_expect_eq(k2mc_keymap_check_value(&km, "vvvv", 4, &op), K2MC_KEY_OK);
+	cr_expect_eq(op, K2MC_OP_SET);
+	cr_expect_eq(k2mc_keymap_check_value(&km, "vvvvv", 5, &op), K2MC_VALUE_TOO_LARGE);
+	cr_expect_eq(k2mc_keymap_check_value(&km, NULL, 99, &op), K2MC_KEY_OK);
+	cr_expect_eq(op, K2MC_OP_DELETE);
 }

@@ -6,9 +6,17 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <urcu.h>
 
 #include "core/log.h"
+
+/* synchronous commits of released partitions: attempts, and the wait
+ * between two */
+#define COMMIT_ATTEMPTS 4
+#define COMMIT_RETRY_MS 500
+/* no -X socket.connection.setup.timeout.ms: librdkafka's default, 30 s */
+#define BROKER_CHECK_DEFAULT_MS 30000
 
 struct k2mc_group {
 	const struct k2mc_config *cfg;
@@ -150,6 +158,26 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 	free(all);
 }
 
+/* The last commit of released parts, synchronous. Every watermark is sent,
+ * moved or not: an asynchronous commit of the same offset may have failed
+ * after the committer marked it sent. A failure the coordinator may recover
+ * from (it moved, it is loading, the request timed out) is tried again. */
+static void commit_released(struct k2mc_group *g, struct k2mc_part **gone, size_t ngone)
+{
+	for (int attempt = 1;; attempt++) {
+		rd_kafka_resp_err_t err = k2mc_commit_parts(g->rk, gone, ngone, 0, 1);
+
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR || attempt == COMMIT_ATTEMPTS ||
+		    err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+		    err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+		    err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID || err == RD_KAFKA_RESP_ERR__FATAL)
+			return;
+		k2mc_warn("commit of %zu released partition(s) failed (%s); trying again", ngone,
+			  rd_kafka_err2str(err));
+		nanosleep(&(struct timespec){ 0, COMMIT_RETRY_MS * 1000000L }, NULL);
+	}
+}
+
 /* Stops the given parts (all if tps == NULL), drains them until deadline,
  * unpublishes them, commits synchronously and frees them. */
 static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps,
@@ -183,10 +211,19 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 		uint64_t l = k2mc_part_join(gone[i]);
 
 		if (l > 0) {
-			k2mc_warn("%s [%d]: %llu record(s) not acknowledged by Memcached before the "
-				  "deadline; left uncommitted, they will be consumed again",
-				  k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
-				  (unsigned long long)l);
+			int64_t failed_at = k2mc_part_failed_at(gone[i]);
+
+			if (failed_at != INT64_MAX)
+				k2mc_warn("%s [%d]: stopped at offset %lld, which must not be "
+					  "committed; %llu record(s) from there on left uncommitted",
+					  k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
+					  (long long)failed_at, (unsigned long long)l);
+			else
+				k2mc_warn("%s [%d]: %llu record(s) not acknowledged by Memcached "
+					  "before the deadline; left uncommitted, they will be "
+					  "consumed again",
+					  k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
+					  (unsigned long long)l);
 			k2mc_part_abandon(gone[i]);
 			left += l;
 		}
@@ -196,7 +233,7 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 	/* After this grace period no writer or committer holds a gone part. */
 	publish(g, keep, nkeep);
 	if (ngone > 0)
-		k2mc_commit_parts(g->rk, gone, ngone, 0, 0);
+		commit_released(g, gone, ngone);
 	for (size_t i = 0; i < ngone; i++) {
 		note_released(g, gone[i]);
 		g->consumed_released += k2mc_part_consumed(gone[i]);
@@ -359,11 +396,44 @@ void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c)
 	g->committer = c;
 }
 
+/* At start: librdkafka retries unreachable brokers forever, so without this
+ * a wrong -b or a cluster that is down hangs k2mc with nothing but "broker
+ * down" warnings. One metadata request must succeed within the connection
+ * setup timeout (-X socket.connection.setup.timeout.ms, the time librdkafka
+ * itself allows one connection to become usable). */
+static int check_brokers(struct k2mc_group *g)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	char val[32];
+	size_t vlen = sizeof(val);
+	long ms = BROKER_CHECK_DEFAULT_MS;
+	rd_kafka_resp_err_t err;
+
+	if (rd_kafka_conf_get(rd_kafka_conf(g->rk), "socket.connection.setup.timeout.ms", val,
+			      &vlen) == RD_KAFKA_CONF_OK)
+		ms = strtol(val, NULL, 10);
+	if (ms <= 0)
+		ms = BROKER_CHECK_DEFAULT_MS;
+	err = rd_kafka_metadata(g->rk, 0, NULL, &md, (int)ms);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		k2mc_err("no Kafka broker reachable at %s within %ld ms (%s); set -X "
+			 "socket.connection.setup.timeout.ms to wait longer",
+			 g->cfg->brokers, ms, rd_kafka_err2str(err));
+		return -EHOSTUNREACH;
+	}
+	rd_kafka_metadata_destroy(md);
+	return 0;
+}
+
 int k2mc_group_subscribe(struct k2mc_group *g)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(g->cfg->ntopics);
 	rd_kafka_resp_err_t err;
 
+	if (check_brokers(g) != 0) {
+		rd_kafka_topic_partition_list_destroy(l);
+		return -EHOSTUNREACH;
+	}
 	for (int i = 0; i < g->cfg->ntopics; i++)
 		rd_kafka_topic_partition_list_add(l, g->cfg->topics[i], RD_KAFKA_PARTITION_UA);
 	err = rd_kafka_subscribe(g->rk, l);

@@ -25,6 +25,9 @@ rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
 void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
 /* Commit failures reported by librdkafka make it recommit (NULL: none). */
 void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c);
+/* Checks first that a broker answers a metadata request within -X
+ * socket.connection.setup.timeout.ms (default 30 s): -EHOSTUNREACH, logged
+ * with the brokers named, if none does; then subscribes (0 or -EINVAL). */
 int k2mc_group_subscribe(struct k2mc_group *g);
 
 /* Serves rebalances, errors and commit results for up to timeout_ms. */

@@ -42,6 +42,14 @@ struct k2mc_part {
 	int64_t deadline_ms;
 	/* main -> writers: drop batches holding our records (release/acquire) */
 	_Atomic int abandoned;
+	/* writers / the dead letter thread -> everyone: the lowest offset that
+	 * must never be acknowledged, INT64_MAX if none (CAS to the minimum,
+	 * relaxed: it only ever narrows what may be acknowledged, and the
+	 * writer that sets it does not acknowledge that record whatever order
+	 * the others see it in) */
+	_Atomic int64_t failed_at;
+	/* immutable after k2mc_part_new */
+	uint64_t uid;
 	/* thread -> main: at end of partition and all acknowledged (release/acquire) */
 	_Atomic int done;
 	/* thread -> anyone: records consumed (relaxed counter) */
@@ -53,6 +61,9 @@ struct k2mc_part {
 };
 
 char k2mc_table_grace;
+
+/* k2mc_part_uid: 0 is never handed out */
+static _Atomic uint64_t next_uid = 1;
 
 int64_t k2mc_now_ms(void)
 {
@@ -102,6 +113,8 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	rd_kafka_queue_forward(p->queue, NULL);
 	park_init(&p->space);
 	atomic_init(&p->committed, -1);
+	atomic_init(&p->failed_at, INT64_MAX);
+	p->uid = atomic_fetch_add_explicit(&next_uid, 1, memory_order_relaxed);
 	return p;
 fail:
 	k2mc_err("%s [%d]: cannot set up partition state (out of memory or unknown partition)",
@@ -145,6 +158,27 @@ int k2mc_part_abandoned(const struct k2mc_part *p)
 	return atomic_load_explicit(&((struct k2mc_part *)p)->abandoned, memory_order_acquire);
 }
 
+void k2mc_part_fail(struct k2mc_part *p, int64_t offset)
+{
+	int64_t cur = atomic_load_explicit(&p->failed_at, memory_order_relaxed);
+
+	while (offset < cur &&
+	       !atomic_compare_exchange_weak_explicit(&p->failed_at, &cur, offset,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
+	park_notify(&p->space);
+}
+
+int64_t k2mc_part_failed_at(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->failed_at, memory_order_relaxed);
+}
+
+uint64_t k2mc_part_uid(const struct k2mc_part *p)
+{
+	return p->uid;
+}
+
 int64_t k2mc_part_watermark(const struct k2mc_part *p)
 {
 	return k2mc_watermark_get(p->wm);
@@ -179,9 +213,16 @@ void k2mc_part_set_committed(struct k2mc_part *p, int64_t off)
 	atomic_store_explicit(&p->committed, off, memory_order_relaxed);
 }
 
-static int stopping(struct k2mc_part *p)
+static int stop_requested(struct k2mc_part *p)
 {
 	return atomic_load_explicit(&p->stop, memory_order_acquire);
+}
+
+/* Stop fetching: asked to, or a record of ours must never be acknowledged
+ * (nothing fetched after it could be committed anyway). */
+static int stopping(struct k2mc_part *p)
+{
+	return stop_requested(p) || k2mc_part_failed_at(p) != INT64_MAX;
 }
 
 /* Registers the record with the watermark, blocking while the window is
@@ -233,6 +274,16 @@ static int route(const struct k2mc_part *p, const rd_kafka_message_t *m, uint64_
 	if (m->key == NULL || m->key_len == 0)
 		return (int)(tag % (uint64_t)p->nwriters);
 	return (int)(XXH3_64bits(m->key, m->key_len) % (uint64_t)p->nwriters);
+}
+
+/* Owner thread: advances the watermark; 1 when nothing handed out is still
+ * waiting to be acknowledged (for a failed partition: nothing below the
+ * failed record). */
+static int drained(struct k2mc_part *p)
+{
+	int64_t wm = k2mc_watermark_advance(p->wm);
+
+	return k2mc_watermark_inflight(p->wm) == 0 || wm >= k2mc_part_failed_at(p);
 }
 
 static void *consumer_main(void *arg)
@@ -319,16 +370,21 @@ static void *consumer_main(void *arg)
 	}
 
 	/* Drain: everything handed out must be acknowledged before the owner
-	 * may commit, or the deadline passes and the watermark stays put. */
+	 * may commit, or the deadline passes and the watermark stays put. A
+	 * failed partition (k2mc_part_fail) is drained up to the failed record
+	 * only: nothing at or past it will ever be acknowledged. It can get
+	 * here before main asks it to stop; it keeps advancing the watermark
+	 * (so acknowledgements below the failed record still count) until
+	 * then, and p->deadline_ms is only valid once the stop is seen. */
 	for (;;) {
-		k2mc_watermark_advance(p->wm);
-		if (k2mc_watermark_inflight(p->wm) == 0 || k2mc_now_ms() >= p->deadline_ms)
+		if (drained(p) && stop_requested(p))
+			break;
+		if (stop_requested(p) && k2mc_now_ms() >= p->deadline_ms)
 			break;
 		for (int w = 0; w < p->nwriters; w++)
 			park_notify(&p->bells[w]);
 		park_prepare(&p->space);
-		k2mc_watermark_advance(p->wm);
-		if (k2mc_watermark_inflight(p->wm) == 0) {
+		if (drained(p) && stop_requested(p)) {
 			park_cancel(&p->space);
 			break;
 		}

@@ -101,6 +101,21 @@ void k2mc_part_wake(struct k2mc_part *p);
 void k2mc_part_abandon(struct k2mc_part *p);
 int k2mc_part_abandoned(const struct k2mc_part *p);
 
+/* --on-invalid fail (or a dead letter that cannot be delivered): the record
+ * at `offset` must never be acknowledged, nor anything after it. Any thread;
+ * the lowest offset reported wins. From then on the consumer thread fetches
+ * nothing more, writers neither send nor acknowledge this partition's
+ * records at or past it, and a stop drains only the records below it, so
+ * the watermark (and every commit) ends exactly at it. */
+void k2mc_part_fail(struct k2mc_part *p, int64_t offset);
+/* The offset given to k2mc_part_fail, or INT64_MAX if none. Any thread. */
+int64_t k2mc_part_failed_at(const struct k2mc_part *p);
+
+/* Unique for the life of the process (a freed part's address may be reused
+ * by a new one; its uid is not): lets a thread that only remembers a part
+ * find out whether it is still the one in the table. */
+uint64_t k2mc_part_uid(const struct k2mc_part *p);
+
 /* Any thread. */
 int64_t k2mc_part_watermark(const struct k2mc_part *p);  /* -1 = nothing yet */
 int k2mc_part_done(const struct k2mc_part *p);           /* -e: at end, all acknowledged */

@@ -6,6 +6,7 @@
 #include "core/config.h"
 
 #include <string.h>
+#include <xxhash.h>
 
 static const char *const reason_names[K2MC_KEY_NREASONS] = {
 	[K2MC_KEY_OK] = "ok",
@@ -34,6 +35,12 @@ enum k2mc_keymap_reason k2mc_keymap_check(const struct k2mc_keymap *km, const vo
 		if (k[i] <= 0x20 || k[i] == 0x7f)
 			return K2MC_KEY_BAD_BYTES;
 	}
+	return k2mc_keymap_check_value(km, value, value_len, op);
+}
+
+enum k2mc_keymap_reason k2mc_keymap_check_value(const struct k2mc_keymap *km, const void *value,
+						size_t value_len, enum k2mc_keymap_op *op)
+{
 	if (value == NULL) {
 		*op = K2MC_OP_DELETE;
 		return K2MC_KEY_OK;
@@ -49,4 +56,28 @@ size_t k2mc_keymap_key(const struct k2mc_keymap *km, const void *key, size_t key
 	memcpy(out, km->prefix, km->prefix_len);
 	memcpy(out + km->prefix_len, key, key_len);
 	return km->prefix_len + key_len;
+}
+
+int k2mc_keymap_hashable(enum k2mc_keymap_reason r)
+{
+	return r == K2MC_KEY_TOO_LONG || r == K2MC_KEY_BAD_BYTES;
+}
+
+size_t k2mc_keymap_hashed_key(const struct k2mc_keymap *km, const void *key, size_t key_len,
+			      char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	XXH128_canonical_t c;
+	char *p;
+
+	if (km->prefix_len > K2MC_MC_KEY_MAX - K2MC_KEYMAP_HASH_HEX)
+		return 0;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(key, key_len));
+	memcpy(out, km->prefix, km->prefix_len);
+	p = out + km->prefix_len;
+	for (size_t i = 0; i < sizeof(c.digest); i++) {
+		*p++ = hex[c.digest[i] >> 4];
+		*p++ = hex[c.digest[i] & 15];
+	}
+	return km->prefix_len + K2MC_KEYMAP_HASH_HEX;
 }

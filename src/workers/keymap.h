@@ -41,4 +41,34 @@ enum k2mc_keymap_reason k2mc_keymap_check(const struct k2mc_keymap *km, const vo
  * length. Only for records k2mc_keymap_check accepted. */
 size_t k2mc_keymap_key(const struct k2mc_keymap *km, const void *key, size_t key_len, char *out);
 
+/* The value rules alone (a key rewritten by --on-invalid hash still has to
+ * carry a value the servers take): K2MC_KEY_OK with *op set, or
+ * K2MC_VALUE_TOO_LARGE. */
+enum k2mc_keymap_reason k2mc_keymap_check_value(const struct k2mc_keymap *km, const void *value,
+						size_t value_len, enum k2mc_keymap_op *op);
+
+/* --on-invalid hash. A record key that is too long or holds bytes the text
+ * protocol forbids is stored under
+ *
+ *     prefix + hex(XXH3_128bits(record key, seed 0))
+ *
+ * where hex is the 128-bit digest in its canonical big-endian form (high 64
+ * bits first, XXH128_canonicalFromHash) as 32 lowercase hex digits: exactly
+ * what `xxh128sum` (Debian package xxhash) prints for the key's bytes, so a
+ * reader computes the same key with `printf %s "$key" | xxh128sum`. The
+ * digest never contains a forbidden byte, so the result is valid whenever
+ * the prefix leaves room for it. Caveat: such a key is indistinguishable
+ * from a record whose own key is those 32 hex digits. */
+#define K2MC_KEYMAP_HASH_HEX 32
+
+/* 1 if reason r is about the key's shape (too long, forbidden bytes) and so
+ * can be cured by hashing; a missing key or an oversized value cannot. */
+int k2mc_keymap_hashable(enum k2mc_keymap_reason r);
+
+/* Writes the hashed key for key (any bytes, key_len > 0) into out (room for
+ * K2MC_MC_KEY_MAX bytes); returns its length, prefix_len + 32, or 0 when the
+ * prefix is longer than 250 - 32 = 218 bytes and no hashed key fits. */
+size_t k2mc_keymap_hashed_key(const struct k2mc_keymap *km, const void *key, size_t key_len,
+			      char *out);
+
 #endif

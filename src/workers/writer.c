@@ -1,15 +1,21 @@
 /* Writer threads; see writer.h. A batch is: peek records from this writer's
- * rings -> map keys -> queue commands per server -> one pipelined exchange
- * -> every reply read -> acknowledge watermarks -> release ring slots.
- * Invariant: a record is acknowledged only after Memcached answered it (or it
- * was skipped and counted), and a writer never starts a batch before the
- * previous one is fully answered, so each key's writes stay in offset order. */
+ * rings -> map keys (applying --on-invalid to records Memcached cannot take)
+ * -> queue commands per server -> one pipelined exchange -> every reply read
+ * -> acknowledge watermarks -> release ring slots.
+ * Invariant: a record is acknowledged only after Memcached answered it, or
+ * it was skipped and counted, or (dead letters) after Kafka acknowledged its
+ * copy; and a writer never starts a batch before the previous one is fully
+ * answered, so each key's writes stay in offset order. A record refused by
+ * --on-invalid fail, and every later record of its partition, is never
+ * acknowledged. */
 #include "workers/writer.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <libmemcached/memcached.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +24,7 @@
 #include <urcu.h>
 
 #include "core/log.h"
+#include "workers/dlq.h"
 #include "workers/keymap.h"
 #include "workers/mcconn.h"
 
@@ -28,8 +35,39 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define IDLE_PARK_MS 100
+/* After the first record skipped for a reason, at most one line per reason
+ * this often says how many more were skipped. */
+#define SKIP_REPORT_MS 10000
+/* --mc-eject, with libmemcached's meaning: a server is ejected after this
+ * many consecutive failed attempts (connect refused or timed out, connection
+ * broken), and put back into the hashing after MEMCACHED_BEHAVIOR_RETRY_TIMEOUT
+ * seconds (libmemcached's default, MEMCACHED_SERVER_FAILURE_RETRY_TIMEOUT)
+ * to be tried again. Two, not one: a restarted server costs one broken
+ * connection and answers the reconnect. */
+#define EJECT_FAILURE_LIMIT 2
+#define EJECT_RETRY_S MEMCACHED_SERVER_FAILURE_RETRY_TIMEOUT
+/* How long the dead letter producer may flush at stop; the drain before it
+ * already waited for every delivery it could. */
+#define DLQ_STOP_FLUSH_MS 1000
+
+/* item_server values that are not a server index. ITEM_ACK: no command,
+ * acknowledged when the batch completes (skipped). ITEM_KEEP: no command,
+ * not acknowledged here (a dead letter in flight, or at or past a record
+ * --on-invalid fail refused). */
+#define ITEM_ACK  (-1)
+#define ITEM_KEEP (-2)
 
 enum server_state { SERVER_UNKNOWN = 0, SERVER_UP, SERVER_DOWN, SERVER_STALLED };
+
+/* What happens to a record Memcached cannot take, per cfg->on_invalid and
+ * the reason. */
+enum fate { FATE_SKIP, FATE_HASH, FATE_DLQ, FATE_FAIL };
+
+/* Per writer, written by that writer only (k2mc_count), read by anyone. */
+struct invalid_counters {
+	_Alignas(64) k2mc_counter hashed[K2MC_KEY_NREASONS];
+	k2mc_counter refused;
+};
 
 struct writer {
 	int id;
@@ -38,13 +76,20 @@ struct writer {
 	memcached_st *memc;           /* distribution only: key -> server index */
 	struct mc_conn **conns;       /* [nservers], in libmemcached's server order */
 	struct k2mc_writer_stats *stats;
+	struct invalid_counters *inv;
 	struct park *bell;
+	/* --mc-eject: consecutive failed attempts per server, reset when the
+	 * server answers; and until when it is ejected (time(), as libmemcached
+	 * keeps it), 0 if it is not */
+	uint32_t *fails;
+	time_t *ejected_until;
 
 	/* batch scratch, reused */
 	struct ring_item *items;
 	struct k2mc_part **item_part;
-	int32_t *item_server;         /* -1: skipped, no command sent */
+	int32_t *item_server;         /* server index, ITEM_ACK or ITEM_KEEP */
 	uint32_t *item_cmd;           /* command index within its connection */
+	uint8_t *item_hashed;         /* 1: stored under the hashed key */
 	struct seg {
 		struct k2mc_part *p;
 		size_t n;
@@ -61,6 +106,9 @@ struct k2mc_writers {
 	struct writer *w;
 	struct park *bells;
 	struct k2mc_writer_stats *stats;
+	struct invalid_counters *inv; /* [n] */
+	/* NULL unless a policy can send records to cfg->dlq_topic */
+	struct k2mc_dlq *dlq;
 	/* main -> writers: stop when idle / give up on the current batch
 	 * (release by main, acquire by writers) */
 	_Atomic int stop;
@@ -70,6 +118,16 @@ struct k2mc_writers {
 	_Atomic int *server_state;
 	/* any writer: first skipped record per reason is logged (exchange) */
 	_Atomic int skip_logged[K2MC_KEY_NREASONS + 1];
+	/* any writer: records skipped since the last summary line per reason
+	 * (fetch_add / exchange), and the earliest time of the next one (CAS
+	 * claims it); relaxed: only log lines depend on them */
+	_Atomic uint64_t skip_unreported[K2MC_KEY_NREASONS];
+	_Atomic int64_t skip_next_report_ms[K2MC_KEY_NREASONS];
+	/* any writer: first record per reason that --on-invalid hash could
+	 * not hash, and first hashed / dead-lettered per reason (exchange) */
+	_Atomic int fallback_logged[K2MC_KEY_NREASONS];
+	_Atomic int hash_logged[K2MC_KEY_NREASONS];
+	_Atomic int dlq_logged[K2MC_KEY_NREASONS];
 	/* first writer to hit a fatal record claims it (exchange 0 -> 1), then
 	 * writes fatal_msg and publishes it with release on fatal_ready; main
 	 * reads with acquire */
@@ -77,6 +135,25 @@ struct k2mc_writers {
 	_Atomic int fatal_ready;
 	char fatal_msg[512];
 };
+
+static void set_fatal(struct k2mc_writers *ws, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_fatal(struct k2mc_writers *ws, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (atomic_exchange_explicit(&ws->fatal_claimed, 1, memory_order_relaxed))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(ws->fatal_msg, sizeof(ws->fatal_msg), fmt, ap);
+	va_end(ap);
+	atomic_store_explicit(&ws->fatal_ready, 1, memory_order_release);
+}
+
+static int ejecting(const struct k2mc_writers *ws)
+{
+	return ws->cfg->mc_eject && ws->cfg->nservers > 1;
+}
 
 static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
 			  const char *name, const char *why)
@@ -91,7 +168,13 @@ static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
 			k2mc_info("memcached %s: back, writing again", name);
 		break;
 	case SERVER_DOWN:
-		k2mc_warn("memcached %s: down (%s); its records wait and are retried", name, why);
+		if (ejecting(ws))
+			k2mc_warn("memcached %s: down (%s); --mc-eject: after %d failed attempts its "
+				  "keys go to the other servers, and it is tried again every %d s",
+				  name, why, EJECT_FAILURE_LIMIT, EJECT_RETRY_S);
+		else
+			k2mc_warn("memcached %s: down (%s); its records wait and are retried", name,
+				  why);
 		break;
 	case SERVER_STALLED:
 		k2mc_warn("memcached %s: no answer for %d ms; waiting on the same connection",
@@ -102,18 +185,154 @@ static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
 	}
 }
 
+/* ---- records Memcached cannot take ----------------------------------------*/
+
+static enum fate fate_of(const struct k2mc_writers *ws, enum k2mc_keymap_reason r)
+{
+	switch (ws->cfg->on_invalid) {
+	case K2MC_INVALID_HASH:
+		if (k2mc_keymap_hashable(r))
+			return FATE_HASH;
+		/* nothing to hash in a missing key or a large value */
+		return ws->dlq != NULL ? FATE_DLQ : FATE_SKIP;
+	case K2MC_INVALID_DLQ:
+		return FATE_DLQ;
+	case K2MC_INVALID_FAIL:
+		return FATE_FAIL;
+	case K2MC_INVALID_SKIP:
+	default:
+		return FATE_SKIP;
+	}
+}
+
+static void describe(char *buf, size_t len, const rd_kafka_message_t *m,
+		     enum k2mc_keymap_reason r, size_t prefix_len)
+{
+	switch (r) {
+	case K2MC_KEY_MISSING:
+		snprintf(buf, len, "%s key", m->key == NULL ? "null" : "empty");
+		break;
+	case K2MC_KEY_TOO_LONG:
+		snprintf(buf, len, "key of %zu bytes, %zu with the prefix, over memcached's %d",
+			 m->key_len, m->key_len + prefix_len, K2MC_MC_KEY_MAX);
+		break;
+	case K2MC_KEY_BAD_BYTES:
+		snprintf(buf, len, "key with a space or control byte");
+		break;
+	case K2MC_VALUE_TOO_LARGE:
+		snprintf(buf, len, "value of %zu bytes, over the servers' item size limit", m->len);
+		break;
+	default:
+		snprintf(buf, len, "%s", k2mc_keymap_reason_name(r));
+		break;
+	}
+}
+
+/* --on-invalid hash fell back for reason r: said once per reason. */
+static void note_fallback(struct k2mc_writers *ws, enum k2mc_keymap_reason r, enum fate f)
+{
+	if (ws->cfg->on_invalid != K2MC_INVALID_HASH ||
+	    atomic_exchange_explicit(&ws->fallback_logged[r], 1, memory_order_relaxed))
+		return;
+	if (f == FATE_DLQ)
+		k2mc_warn("--on-invalid hash: %s records cannot be hashed; they go to the dead "
+			  "letter topic %s", k2mc_keymap_reason_name(r), ws->cfg->dlq_topic);
+	else
+		k2mc_warn("--on-invalid hash: %s records cannot be hashed; they are skipped (no "
+			  "--dlq-topic)", k2mc_keymap_reason_name(r));
+}
+
 static void skip_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 {
+	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
+	int64_t now, next;
 
 	k2mc_count(&w->stats->skipped[r], 1);
-	if (atomic_exchange_explicit(&w->pool->skip_logged[r], 1, memory_order_relaxed) == 0)
+	w->item_server[i] = ITEM_ACK;
+	if (atomic_exchange_explicit(&ws->skip_logged[r], 1, memory_order_relaxed) == 0) {
+		atomic_store_explicit(&ws->skip_next_report_ms[r], k2mc_now_ms() + SKIP_REPORT_MS,
+				      memory_order_relaxed);
 		k2mc_warn("%s [%d] @%lld: skipped, %s (key %zu bytes, value %zu bytes); further "
 			  "records skipped for this reason are counted in the stats line",
 			  rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
 			  k2mc_keymap_reason_name(r), m->key_len, m->len);
-	w->item_server[i] = -1;
+		return;
+	}
+	atomic_fetch_add_explicit(&ws->skip_unreported[r], 1, memory_order_relaxed);
+	now = k2mc_now_ms();
+	next = atomic_load_explicit(&ws->skip_next_report_ms[r], memory_order_relaxed);
+	if (now >= next && atomic_compare_exchange_strong_explicit(
+				   &ws->skip_next_report_ms[r], &next, now + SKIP_REPORT_MS,
+				   memory_order_relaxed, memory_order_relaxed)) {
+		uint64_t n = atomic_exchange_explicit(&ws->skip_unreported[r], 0,
+						      memory_order_relaxed);
+
+		k2mc_warn("%llu more record(s) skipped as %s in the last %d s; the latest: %s [%d] "
+			  "@%lld", (unsigned long long)n, k2mc_keymap_reason_name(r),
+			  SKIP_REPORT_MS / 1000, rd_kafka_topic_name(m->rkt), m->partition,
+			  (long long)m->offset);
+	}
 }
+
+static void dead_letter(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+{
+	struct k2mc_writers *ws = w->pool;
+	rd_kafka_message_t *m = w->items[i].ptr;
+	char detail[160];
+
+	describe(detail, sizeof(detail), m, r, ws->km.prefix_len);
+	/* acknowledged by the delivery report, never here; on failure the
+	 * record stays unacknowledged and k2mc_writers_fatal says why */
+	w->item_server[i] = ITEM_KEEP;
+	if (k2mc_dlq_send(ws->dlq, w->item_part[i], w->items[i].tag, m, r, detail, &ws->abort) != 0)
+		return;
+	if (atomic_exchange_explicit(&ws->dlq_logged[r], 1, memory_order_relaxed) == 0)
+		k2mc_warn("%s [%d] @%lld: %s (%s); sent to the dead letter topic %s, and so are "
+			  "further records of this kind (counted in the summary)",
+			  rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
+			  k2mc_keymap_reason_name(r), detail, ws->cfg->dlq_topic);
+}
+
+static void fail_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+{
+	struct k2mc_writers *ws = w->pool;
+	rd_kafka_message_t *m = w->items[i].ptr;
+	char detail[160];
+
+	describe(detail, sizeof(detail), m, r, ws->km.prefix_len);
+	w->item_server[i] = ITEM_KEEP;
+	k2mc_part_fail(w->item_part[i], m->offset);
+	k2mc_count(&w->inv->refused, 1);
+	set_fatal(ws, "--on-invalid fail: %s [%d] @%lld: %s (%s); stopping, nothing at or past "
+		  "this offset is committed", rd_kafka_topic_name(m->rkt), m->partition,
+		  (long long)m->offset, k2mc_keymap_reason_name(r), detail);
+}
+
+/* Record i cannot be stored as it is, for reason r (found before sending,
+ * or in the server's reply): skip, dead-letter or refuse it. Hashing is the
+ * caller's business, before sending; here a hash policy falls back. */
+static void refuse(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+{
+	enum fate f = fate_of(w->pool, r);
+
+	if (f == FATE_HASH || (f == FATE_DLQ && w->pool->dlq == NULL))
+		f = w->pool->dlq != NULL ? FATE_DLQ : FATE_SKIP;
+	note_fallback(w->pool, r, f);
+	switch (f) {
+	case FATE_DLQ:
+		dead_letter(w, i, r);
+		break;
+	case FATE_FAIL:
+		fail_record(w, i, r);
+		break;
+	default:
+		skip_record(w, i, r);
+		break;
+	}
+}
+
+/* ---- batches --------------------------------------------------------------*/
 
 /* Peeks up to --batch records from this writer's rings, fairly. Caller
  * holds the RCU read lock, which keeps every part in the table alive. */
@@ -142,12 +361,28 @@ static size_t gather(struct writer *w, struct k2mc_part_table *t)
 	return n;
 }
 
-/* Queues record i on its server's connection. */
-static void queue_one(struct writer *w, size_t i, const char *key, size_t klen)
+/* The Memcached key of record i (prefix + key, or the hashed form). */
+static size_t item_key(const struct writer *w, size_t i, char *key)
+{
+	const rd_kafka_message_t *m = w->items[i].ptr;
+
+	if (w->item_hashed[i])
+		return k2mc_keymap_hashed_key(&w->pool->km, m->key, m->key_len, key);
+	return k2mc_keymap_key(&w->pool->km, m->key, m->key_len, key);
+}
+
+/* Queues record i on the connection of the server its key maps to now. */
+static void queue_one(struct writer *w, size_t i)
 {
 	rd_kafka_message_t *m = w->items[i].ptr;
-	struct mc_conn *c = w->conns[w->item_server[i]];
+	char key[K2MC_MC_KEY_MAX];
+	size_t klen = item_key(w, i, key);
+	struct mc_conn *c;
 
+	/* ketama hashes the key with MD5: skip it when there is no choice */
+	w->item_server[i] =
+		w->pool->cfg->nservers > 1 ? (int32_t)memcached_generate_hash(w->memc, key, klen) : 0;
+	c = w->conns[w->item_server[i]];
 	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
 	if (m->payload == NULL)
 		mcconn_queue_delete(c, key, klen);
@@ -158,25 +393,56 @@ static void queue_one(struct writer *w, size_t i, const char *key, size_t klen)
 static void queue_commands(struct writer *w, size_t n)
 {
 	const struct k2mc_keymap *km = &w->pool->km;
-	int nservers = w->pool->cfg->nservers;
-	char key[K2MC_MC_KEY_MAX];
+	struct k2mc_part *last = NULL;
+	int64_t failed_at = INT64_MAX;
 
+	/* --mc-eject: servers whose retry time has come are hashed to again */
+	if (ejecting(w->pool))
+		memcached_autoeject(w->memc);
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
 		enum k2mc_keymap_op op;
 		enum k2mc_keymap_reason r;
-		size_t klen;
+		char key[K2MC_MC_KEY_MAX];
 
-		r = k2mc_keymap_check(km, m->key, m->key_len, m->payload, m->len, &op);
-		if (r != K2MC_KEY_OK) {
-			skip_record(w, i, r);
+		/* the records of a part are consecutive: one load per part */
+		if (w->item_part[i] != last) {
+			last = w->item_part[i];
+			failed_at = k2mc_part_failed_at(last);
+		}
+		w->item_hashed[i] = 0;
+		if (m->offset >= failed_at) {
+			/* at or past a refused record: never written, never
+			 * acknowledged, consumed again after a restart */
+			w->item_server[i] = ITEM_KEEP;
 			continue;
 		}
-		klen = k2mc_keymap_key(km, m->key, m->key_len, key);
-		/* ketama hashes the key with MD5: skip it when there is no choice */
-		w->item_server[i] =
-			nservers > 1 ? (int32_t)memcached_generate_hash(w->memc, key, klen) : 0;
-		queue_one(w, i, key, klen);
+		r = k2mc_keymap_check(km, m->key, m->key_len, m->payload, m->len, &op);
+		if (r != K2MC_KEY_OK && fate_of(w->pool, r) == FATE_HASH) {
+			/* the key is cured by hashing; the value must still fit */
+			enum k2mc_keymap_reason vr = k2mc_keymap_check_value(km, m->payload, m->len, &op);
+
+			if (vr != K2MC_KEY_OK) {
+				r = vr;
+			} else if (k2mc_keymap_hashed_key(km, m->key, m->key_len, key) > 0) {
+				w->item_hashed[i] = 1;
+				k2mc_count(&w->inv->hashed[r], 1);
+				if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
+							     memory_order_relaxed) == 0)
+					k2mc_warn("%s [%d] @%lld: %s; stored under its hashed key (prefix "
+						  "+ xxh128 hex), and so are further records of this kind",
+						  rd_kafka_topic_name(m->rkt), m->partition,
+						  (long long)m->offset, k2mc_keymap_reason_name(r));
+				r = K2MC_KEY_OK;
+			}
+		}
+		if (r != K2MC_KEY_OK) {
+			refuse(w, i, r);
+			if (w->item_server[i] == ITEM_KEEP)
+				failed_at = k2mc_part_failed_at(last);
+			continue;
+		}
+		queue_one(w, i);
 	}
 }
 
@@ -184,16 +450,46 @@ static void queue_commands(struct writer *w, size_t n)
  * its share of the batch again, in the same order. */
 static void requeue_server(struct writer *w, size_t n, int s)
 {
-	const struct k2mc_keymap *km = &w->pool->km;
-	char key[K2MC_MC_KEY_MAX];
-
 	mcconn_reset_batch(w->conns[s]);
 	for (size_t i = 0; i < n; i++) {
-		rd_kafka_message_t *m = w->items[i].ptr;
+		if (w->item_server[i] == s)
+			queue_one(w, i);
+	}
+}
 
-		if (w->item_server[i] != s)
-			continue;
-		queue_one(w, i, key, k2mc_keymap_key(km, m->key, m->key_len, key));
+/* --mc-eject: server s failed EJECT_FAILURE_LIMIT times in a row. As
+ * libmemcached's auto-eject does, it leaves the ketama continuum until its
+ * retry time; memcached_autoeject puts it back then. The last server is not
+ * ejected: with every server down, records wait (libmemcached would keep
+ * its last continuum too). Returns 1 if the continuum changed. */
+static int eject(struct writer *w, int s)
+{
+	const memcached_instance_st *in = memcached_server_instance_by_position(w->memc, (uint32_t)s);
+	time_t now = time(NULL);
+	int live = 0;
+
+	for (int i = 0; i < w->pool->cfg->nservers; i++)
+		live += i != s && w->ejected_until[i] <= now;
+	if (live == 0)
+		return 0;
+	w->ejected_until[s] = now + EJECT_RETRY_S;
+	memcached_instance_next_retry(in, w->ejected_until[s]);
+	/* rebuilds the continuum without the servers whose retry is due later */
+	memcached_behavior_set_distribution(w->memc, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+	return 1;
+}
+
+/* After an ejection, with no reply outstanding on any connection: the whole
+ * batch again, every record on the server its key maps to now. Records the
+ * up servers already stored are sent again (idempotent, and in order, so
+ * each key's last write still wins). */
+static void reroute(struct writer *w, size_t n)
+{
+	for (int s = 0; s < w->pool->cfg->nservers; s++)
+		mcconn_reset_batch(w->conns[s]);
+	for (size_t i = 0; i < n; i++) {
+		if (w->item_server[i] >= 0)
+			queue_one(w, i);
 	}
 }
 
@@ -216,6 +512,17 @@ static void backoff(int *ms)
 	*ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
 }
 
+/* A failed attempt on server s; with --mc-eject, returns 1 when s is to be
+ * ejected now. */
+static int server_failed(struct writer *w, int s)
+{
+	if (!ejecting(w->pool))
+		return 0;
+	if (++w->fails[s] < EJECT_FAILURE_LIMIT)
+		return 0;
+	return eject(w, s);
+}
+
 /* Runs the exchange until every queued command on every server has its
  * reply and none of them asks for a retry. Returns 0, or -1 if the batch was
  * given up (abort or abandoned partition): nothing is acknowledged then. */
@@ -226,7 +533,7 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 	int busy_idx[K2MC_MAX_SERVERS];
 	enum mc_exchange res[K2MC_MAX_SERVERS];
 	int64_t waiting_since = k2mc_now_ms();
-	int delay = BACKOFF_MIN_MS;
+	int delay = BACKOFF_MIN_MS, want_reroute = 0;
 
 	for (;;) {
 		int nb = 0, failed = 0, pending = 0;
@@ -240,6 +547,7 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 				if (mcconn_ensure(c, CONNECT_TIMEOUT_MS) != 0) {
 					report_server(w->pool, s, SERVER_DOWN, mcconn_name(c),
 						      mcconn_error(c));
+					want_reroute |= server_failed(w, s);
 					failed++;
 					continue;
 				}
@@ -258,6 +566,7 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 			if (res[b] == MC_X_FAILED) {
 				k2mc_count(&w->stats->mc_errors, 1);
 				report_server(w->pool, s, SERVER_DOWN, mcconn_name(c), mcconn_error(c));
+				want_reroute |= server_failed(w, s);
 				failed++;
 			} else if (res[b] == MC_X_PENDING) {
 				pending++;
@@ -279,9 +588,17 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 					mcconn_rewind(c);
 					failed++;
 				} else {
+					w->fails[s] = 0;
 					report_server(w->pool, s, SERVER_UP, mcconn_name(c), "");
 				}
 			}
+		}
+		/* Replies are matched to commands by position: the batch may be
+		 * rebuilt only when no connection still owes any. */
+		if (want_reroute && pending == 0) {
+			want_reroute = 0;
+			reroute(w, n);
+			continue;
 		}
 		if (failed == 0 && pending == 0)
 			return 0;
@@ -319,12 +636,16 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 {
 	/* one clock read per batch: every record of it was acknowledged now */
 	int64_t now = wall_ms();
+	struct k2mc_part *last = NULL;
+	int64_t failed_at = INT64_MAX;
 
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
 
-		count_latency(w, m, now);
-
+		if (w->item_part[i] != last) {
+			last = w->item_part[i];
+			failed_at = k2mc_part_failed_at(last);
+		}
 		if (w->item_server[i] >= 0) {
 			struct mc_conn *c = w->conns[w->item_server[i]];
 
@@ -338,17 +659,25 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 				k2mc_count(&w->stats->deleted, 1);
 				break;
 			case MC_TOO_LARGE:
-				skip_record(w, i, K2MC_VALUE_TOO_LARGE);
+				refuse(w, i, K2MC_VALUE_TOO_LARGE);
 				break;
 			default:
 				/* CLIENT_ERROR: the server refused a command
 				 * keymap accepted; counted, not retried forever */
 				k2mc_count(&w->stats->mc_errors, 1);
-				skip_record(w, i, K2MC_KEY_BAD_BYTES);
+				refuse(w, i, K2MC_KEY_BAD_BYTES);
 				break;
 			}
+			if (w->item_server[i] == ITEM_KEEP)
+				failed_at = k2mc_part_failed_at(last);
 		}
-		k2mc_part_ack(w->item_part[i], w->items[i].tag);
+		/* a record this batch wrote after one of its partition that
+		 * was refused (--on-invalid fail, here or by another writer)
+		 * is not acknowledged either */
+		if (w->item_server[i] != ITEM_KEEP && m->offset < failed_at) {
+			count_latency(w, m, now);
+			k2mc_part_ack(w->item_part[i], w->items[i].tag);
+		}
 		rd_kafka_message_destroy(m);
 	}
 	for (size_t k = 0; k < nsegs_scan; k++) {
@@ -391,7 +720,10 @@ static void *writer_main(void *arg)
 		}
 		for (size_t k = 0; k < nsegs; k++)
 			w->segs[k].p = NULL;
-		n = gather(w, t);
+		/* after a shutdown gave up on Memcached, no new batch starts:
+		 * it would only be given up again (and its dead letters sent
+		 * twice) */
+		n = atomic_load_explicit(&ws->abort, memory_order_acquire) ? 0 : gather(w, t);
 		if (n == 0) {
 			k2mc_table_read_unlock(ws->table);
 			if (atomic_load_explicit(&ws->stop, memory_order_acquire))
@@ -435,6 +767,7 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->id = id;
 	w->pool = ws;
 	w->stats = &ws->stats[id];
+	w->inv = &ws->inv[id];
 	w->bell = &ws->bells[id];
 	park_init(w->bell);
 	w->memc = memcached_create(NULL);
@@ -443,13 +776,23 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	/* libketama-compatible consistent hashing: other ketama clients
 	 * reading the cache find each key on the same server */
 	memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_KETAMA, 1);
+	if (ejecting(ws)) {
+		/* the continuum then leaves out servers whose retry time is
+		 * ahead (eject); the other two say what we do, in its terms */
+		memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_AUTO_EJECT_HOSTS, 1);
+		memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT,
+				       EJECT_FAILURE_LIMIT);
+		memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, EJECT_RETRY_S);
+	}
 	for (int s = 0; s < cfg->nservers; s++) {
 		if (memcached_server_add(w->memc, cfg->servers[s].host,
 					 (in_port_t)cfg->servers[s].port) != MEMCACHED_SUCCESS)
 			return -EINVAL;
 	}
 	w->conns = calloc((size_t)cfg->nservers, sizeof(*w->conns));
-	if (w->conns == NULL)
+	w->fails = calloc((size_t)cfg->nservers, sizeof(*w->fails));
+	w->ejected_until = calloc((size_t)cfg->nservers, sizeof(*w->ejected_until));
+	if (w->conns == NULL || w->fails == NULL || w->ejected_until == NULL)
 		return -ENOMEM;
 	for (int s = 0; s < cfg->nservers; s++) {
 		const memcached_instance_st *in = memcached_server_instance_by_position(w->memc,
@@ -463,8 +806,9 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->item_part = calloc(b, sizeof(*w->item_part));
 	w->item_server = calloc(b, sizeof(*w->item_server));
 	w->item_cmd = calloc(b, sizeof(*w->item_cmd));
+	w->item_hashed = calloc(b, sizeof(*w->item_hashed));
 	if (w->items == NULL || w->item_part == NULL || w->item_server == NULL ||
-	    w->item_cmd == NULL)
+	    w->item_cmd == NULL || w->item_hashed == NULL)
 		return -ENOMEM;
 	return 0;
 }
@@ -473,6 +817,7 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 				      k2mc_table_ref *table, size_t max_value)
 {
 	struct k2mc_writers *ws = calloc(1, sizeof(*ws));
+	char err[512];
 
 	if (ws == NULL)
 		return NULL;
@@ -485,10 +830,22 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 	ws->w = calloc((size_t)ws->n, sizeof(*ws->w));
 	ws->bells = aligned_alloc(64, sizeof(*ws->bells) * (size_t)ws->n);
 	ws->stats = aligned_alloc(64, sizeof(*ws->stats) * (size_t)ws->n);
+	ws->inv = aligned_alloc(64, sizeof(*ws->inv) * (size_t)ws->n);
 	ws->server_state = calloc((size_t)cfg->nservers, sizeof(*ws->server_state));
-	if (ws->w == NULL || ws->bells == NULL || ws->stats == NULL || ws->server_state == NULL)
+	if (ws->w == NULL || ws->bells == NULL || ws->stats == NULL || ws->inv == NULL ||
+	    ws->server_state == NULL)
 		goto fail;
 	memset(ws->stats, 0, sizeof(*ws->stats) * (size_t)ws->n);
+	memset(ws->inv, 0, sizeof(*ws->inv) * (size_t)ws->n);
+	if (cfg->dlq_topic != NULL &&
+	    (cfg->on_invalid == K2MC_INVALID_DLQ || cfg->on_invalid == K2MC_INVALID_HASH)) {
+		ws->dlq = k2mc_dlq_new(cfg, table, err, sizeof(err));
+		if (ws->dlq == NULL) {
+			k2mc_err("%s", err);
+			k2mc_writers_free(ws);
+			return NULL;
+		}
+	}
 	for (int i = 0; i < ws->n; i++) {
 		if (writer_init(ws, &ws->w[i], i) != 0)
 			goto fail;
@@ -502,21 +859,30 @@ fail:
 
 int k2mc_writers_start(struct k2mc_writers *ws)
 {
+	int started = 0;
+
+	if (ws->dlq != NULL && k2mc_dlq_start(ws->dlq) != 0) {
+		ws->n = 0;
+		return -EAGAIN;
+	}
 	for (int i = 0; i < ws->n; i++) {
 		int rc = pthread_create(&ws->w[i].thread, NULL, writer_main, &ws->w[i]);
 
 		if (rc != 0) {
 			k2mc_err("cannot start writer thread %d: %s", i, strerror(rc));
-			ws->n = i;
+			ws->n = started;
 			return -rc;
 		}
+		started++;
 	}
 	return 0;
 }
 
 const char *k2mc_writers_fatal(struct k2mc_writers *ws)
 {
-	return atomic_load_explicit(&ws->fatal_ready, memory_order_acquire) ? ws->fatal_msg : NULL;
+	if (atomic_load_explicit(&ws->fatal_ready, memory_order_acquire))
+		return ws->fatal_msg;
+	return ws->dlq != NULL ? k2mc_dlq_fatal(ws->dlq) : NULL;
 }
 
 struct park *k2mc_writers_bells(struct k2mc_writers *ws)
@@ -529,9 +895,56 @@ struct k2mc_writer_stats *k2mc_writers_stats(struct k2mc_writers *ws)
 	return ws->stats;
 }
 
+void k2mc_writers_invalid(struct k2mc_writers *ws, struct k2mc_invalid_totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	for (int i = 0; i < ws->cfg->writers; i++) {
+		for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+			t->hashed[r] += k2mc_read(&ws->inv[i].hashed[r]);
+		t->refused += k2mc_read(&ws->inv[i].refused);
+	}
+	for (int r = 1; r < K2MC_KEY_NREASONS; r++) {
+		t->hashed_total += t->hashed[r];
+		if (ws->dlq != NULL) {
+			t->dead_lettered[r] = k2mc_dlq_delivered(ws->dlq, (enum k2mc_keymap_reason)r);
+			t->dead_lettered_total += t->dead_lettered[r];
+		}
+	}
+	if (ws->dlq != NULL) {
+		uint64_t sent = k2mc_dlq_sent(ws->dlq);
+
+		t->dead_letters_undelivered =
+			sent > t->dead_lettered_total ? sent - t->dead_lettered_total : 0;
+	}
+}
+
 void k2mc_writers_abort(struct k2mc_writers *ws)
 {
 	atomic_store_explicit(&ws->abort, 1, memory_order_release);
+}
+
+/* One line at exit when a policy other than skip did anything: what the
+ * summary line (skips only) does not say. */
+static void report_invalid(struct k2mc_writers *ws)
+{
+	struct k2mc_invalid_totals t;
+
+	k2mc_writers_invalid(ws, &t);
+	if (t.hashed_total == 0 && ws->dlq == NULL && t.refused == 0)
+		return;
+	k2mc_info("invalid records: hashed %llu (key_too_long %llu key_bad_bytes %llu); "
+		  "dead-lettered %llu to %s (missing_key %llu key_too_long %llu key_bad_bytes %llu "
+		  "value_too_large %llu), undelivered %llu; refused %llu",
+		  (unsigned long long)t.hashed_total,
+		  (unsigned long long)t.hashed[K2MC_KEY_TOO_LONG],
+		  (unsigned long long)t.hashed[K2MC_KEY_BAD_BYTES],
+		  (unsigned long long)t.dead_lettered_total,
+		  ws->cfg->dlq_topic ? ws->cfg->dlq_topic : "-",
+		  (unsigned long long)t.dead_lettered[K2MC_KEY_MISSING],
+		  (unsigned long long)t.dead_lettered[K2MC_KEY_TOO_LONG],
+		  (unsigned long long)t.dead_lettered[K2MC_KEY_BAD_BYTES],
+		  (unsigned long long)t.dead_lettered[K2MC_VALUE_TOO_LARGE],
+		  (unsigned long long)t.dead_letters_undelivered, (unsigned long long)t.refused);
 }
 
 void k2mc_writers_stop(struct k2mc_writers *ws)
@@ -541,6 +954,12 @@ void k2mc_writers_stop(struct k2mc_writers *ws)
 		park_notify(&ws->bells[i]);
 	for (int i = 0; i < ws->n; i++)
 		pthread_join(ws->w[i].thread, NULL);
+	ws->n = 0;
+	/* the partition table, which delivery reports look parts up in, is
+	 * still alive here; it is not when k2mc_writers_free runs */
+	if (ws->dlq != NULL)
+		k2mc_dlq_stop(ws->dlq, DLQ_STOP_FLUSH_MS);
+	report_invalid(ws);
 }
 
 void k2mc_writers_free(struct k2mc_writers *ws)
@@ -553,17 +972,22 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		for (int s = 0; w->conns != NULL && s < ws->cfg->nservers; s++)
 			mcconn_free(w->conns[s]);
 		free(w->conns);
+		free(w->fails);
+		free(w->ejected_until);
 		if (w->memc != NULL)
 			memcached_free(w->memc);
 		free(w->items);
 		free(w->item_part);
 		free(w->item_server);
 		free(w->item_cmd);
+		free(w->item_hashed);
 		free(w->segs);
 	}
+	k2mc_dlq_free(ws->dlq);
 	free(ws->w);
 	free(ws->bells);
 	free(ws->stats);
+	free(ws->inv);
 	free(ws->server_state);
 	free(ws);
 }

@@ -1,6 +1,8 @@
 /* The writer pool: each writer thread drains its ring of every assigned
  * partition, writes the records to Memcached in pipelined batches, and only
- * after every reply of a batch is in does it acknowledge the offsets. Not the
+ * after every reply of a batch is in does it acknowledge the offsets. It
+ * applies --on-invalid to records Memcached cannot take (and owns the dead
+ * letter producer, dlq.c) and --mc-eject to servers that are down. Not the
  * wire protocol (mcconn.c) and not the key rules (keymap.c). */
 #ifndef K2MC_WRITER_H
 #define K2MC_WRITER_H
@@ -11,6 +13,7 @@
 #include "core/stats.h"
 #include "ring/park.h"
 #include "workers/consumer.h"
+#include "workers/keymap.h"
 
 struct k2mc_writers;
 
@@ -22,13 +25,33 @@ int k2mc_writers_start(struct k2mc_writers *ws);
 /* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
 struct park *k2mc_writers_bells(struct k2mc_writers *ws);
 struct k2mc_writer_stats *k2mc_writers_stats(struct k2mc_writers *ws);
-/* A writer met a record --on-invalid fail refuses: the reason (naming the
- * topic, partition and offset), or NULL. Any thread. */
+/* A writer met a record --on-invalid fail refuses, or a dead letter could
+ * not be delivered: the reason (naming the topic, partition and offset), or
+ * NULL. Any thread. Nothing at or past that record is acknowledged, and its
+ * partition drains only up to it, so a shutdown after this is prompt. */
 const char *k2mc_writers_fatal(struct k2mc_writers *ws);
-/* Stop retrying a batch that cannot be written (shutdown timeout): its
- * records stay unacknowledged and are consumed again after a restart. */
+
+/* What --on-invalid did besides skipping (skips are in the writer stats'
+ * skipped[]), per reason (enum k2mc_keymap_reason; [0] unused). Any thread,
+ * relaxed: a few records stale at most. */
+struct k2mc_invalid_totals {
+	uint64_t hashed[K2MC_KEY_NREASONS];        /* written under the hashed key (hash) */
+	uint64_t hashed_total;
+	uint64_t dead_lettered[K2MC_KEY_NREASONS]; /* delivered to --dlq-topic: done */
+	uint64_t dead_lettered_total;
+	uint64_t dead_letters_undelivered;         /* handed over, not (yet) delivered */
+	uint64_t refused;                          /* met by --on-invalid fail */
+};
+void k2mc_writers_invalid(struct k2mc_writers *ws, struct k2mc_invalid_totals *t);
+/* Stop retrying a batch that cannot be written (shutdown timeout), and
+ * start no new one: its records stay unacknowledged and are consumed again
+ * after a restart. */
 void k2mc_writers_abort(struct k2mc_writers *ws);
-/* Ends the threads once the rings they drain are empty or abandoned. */
+/* Ends the threads once the rings they drain are empty or abandoned, then
+ * the dead letter producer (copies not delivered within 1 s are purged;
+ * their records stay uncommitted), and logs one "invalid records:" line if
+ * a policy other than skip did anything. Call before the partition table
+ * is freed (k2mc_group_close). */
 void k2mc_writers_stop(struct k2mc_writers *ws);
 void k2mc_writers_free(struct k2mc_writers *ws);
 
