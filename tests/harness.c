@@ -1320,3 +1320,13 @@ int64_t h_offsets_sum(const int64_t *a, int n)
 		s += a[i] > 0 ? a[i] : 0;
 	return s;
 }
+
+const char *h_tail_of(const char *path, int nlines)
+{
+	static char buf[4096];
+	char *t = h_file_tail(path, nlines);
+
+	snprintf(buf, sizeof(buf), "%s", t ? t : "");
+	free(t);
+	return buf;
+}

@@ -93,6 +93,9 @@ char *h_file_read(const char *path, size_t *len);
 int h_file_contains(const char *path, const char *needle);
 /* The last n lines (at most ~4 KiB), malloc'd; never NULL ("" on error). */
 char *h_file_tail(const char *path, int nlines);
+/* The last nlines of a file in a static buffer, for failure messages: one
+ * use per expression (the next call overwrites it). */
+const char *h_tail_of(const char *path, int nlines);
 int h_file_exists(const char *path);
 
 /* Waits until a line of path matches the POSIX extended regex, scanning

@@ -58,12 +58,7 @@ TestSuite(faults, .fini = teardown, .timeout = TEST_TIMEOUT_S);
 
 static const char *tail_of(const char *path)
 {
-	static char buf[4096];
-	char *t = h_file_tail(path, 20);
-
-	snprintf(buf, sizeof(buf), "%s", t);
-	free(t);
-	return buf;
+	return h_tail_of(path, 20);
 }
 
 static double secs_since(int64_t t0)

@@ -42,12 +42,7 @@ TestSuite(metrics, .fini = teardown, .timeout = TEST_TIMEOUT_S);
 
 static const char *tail_of(const char *path)
 {
-	static char buf[4096];
-	char *t = h_file_tail(path, 20);
-
-	snprintf(buf, sizeof(buf), "%s", t);
-	free(t);
-	return buf;
+	return h_tail_of(path, 20);
 }
 
 /* memcached, and a mock whose first topic gets `records` records.

@@ -40,15 +40,9 @@ static void teardown(void)
 
 TestSuite(pipeline, .fini = teardown, .timeout = TEST_TIMEOUT_S);
 
-/* The last lines of a file, for failure messages (static: one at a time). */
 static const char *tail_of(const char *path)
 {
-	static char buf[4096];
-	char *t = h_file_tail(path, 15);
-
-	snprintf(buf, sizeof(buf), "%s", t);
-	free(t);
-	return buf;
+	return h_tail_of(path, 15);
 }
 
 /* Up to 40 lines of a file from the first line containing marker, for

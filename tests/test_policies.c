@@ -59,12 +59,7 @@ TestSuite(policies, .fini = teardown, .timeout = TEST_TIMEOUT_S);
 
 static const char *tail_of(const char *path)
 {
-	static char buf[4096];
-	char *t = h_file_tail(path, 15);
-
-	snprintf(buf, sizeof(buf), "%s", t);
-	free(t);
-	return buf;
+	return h_tail_of(path, 15);
 }
 
 /* The bad records and where they sit among the good ones. Offsets are
