@@ -14,7 +14,7 @@ DEB_PKGS := librdkafka-dev libmemcached-dev liburcu-dev libcriterion-dev libxxha
 DEPS_STAMP := build/.deps
 
 K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
-             src/core/group.c src/core/log.c src/core/metrics.c \
+             src/core/group.c src/core/log.c src/core/metrics.c src/core/fence.c \
              src/workers/consumer.c src/workers/writer.c src/workers/keymap.c src/workers/mcconn.c \
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c

@@ -1,7 +1,13 @@
-/* One pipelined, acknowledged connection to one memcached server (text or
- * meta protocol): commands are queued, sent together, and every command's
- * outcome is known before the batch counts as done. Owned by one writer
- * thread; not thread-safe.
+/* One pipelined, acknowledged connection to one memcached server (classic
+ * text or meta protocol): commands are queued, sent together, and every
+ * command's outcome is known before the batch counts as done. Owned by one
+ * writer thread; not thread-safe.
+ * Dialects: meta commands ("ms <key> <datalen> <flags>*") only where that
+ * syntax is certain, memcached >= 1.6.10 by its "version" reply. 1.5.19 to
+ * 1.6.9 answer "mn" too but read "ms <key> <datalen>" differently (their
+ * syntax is "ms <key> S<size>"), so a value would be parsed as a command
+ * line. Everything else gets the classic dialect, whose length-prefixed data
+ * block cannot be misread.
  * Why not libmemcached's BUFFER_REQUESTS: its memcached_purge() reads and
  * discards the replies of buffered commands, so a failed set is invisible.
  * libmemcached still decides which server a key belongs to (writer.c). */
@@ -16,9 +22,13 @@ enum mc_reply {
 	MC_STORED,       /* set applied */
 	MC_DELETED,      /* delete applied */
 	MC_NOT_FOUND,    /* delete of a missing key: the desired state holds */
-	MC_TOO_LARGE,    /* SERVER_ERROR object too large for cache */
-	MC_SERVER_ERROR, /* any other SERVER_ERROR (out of memory...): retry */
-	MC_CLIENT_ERROR, /* the server refused the command itself */
+	MC_TOO_LARGE,    /* SERVER_ERROR object too large for cache: the record's
+			  * fault (memcached also dropped the key's old item) */
+	MC_OOM,          /* SERVER_ERROR out of memory ...: retry */
+	MC_SERVER_ERROR, /* any other SERVER_ERROR: retry */
+	MC_CLIENT_ERROR, /* CLIENT_ERROR or ERROR: k2mc checked the command before
+			  * sending it, so this is not known to be the record's
+			  * fault; a server failure, retried */
 };
 
 enum mc_exchange {
@@ -37,16 +47,28 @@ const char *mcconn_name(const struct mc_conn *c);
 const char *mcconn_error(const struct mc_conn *c);
 
 /* Connects if not connected: 0, or -errno (connection left closed). The
- * dialect is chosen here: meta commands when the server answers "mn". */
+ * dialect and the item size limit are read here, on every (re)connect. A
+ * connection the server closed while idle (memcached -o idle_timeout) is
+ * noticed here and remade quietly: that is not a failure. */
 int mcconn_ensure(struct mc_conn *c, int timeout_ms);
 int mcconn_connected(const struct mc_conn *c);
-/* 1 if this connection speaks the meta dialect (memcached >= 1.6). */
+/* 1 if this connection speaks the meta dialect (memcached >= 1.6.10). */
 int mcconn_meta(const struct mc_conn *c);
+/* The server's item_size_max as read on the last connect; 0 if unknown
+ * (not connected yet, or a server or proxy without "stats settings"). */
+size_t mcconn_item_limit(const struct mc_conn *c);
+/* "1.6.18" as the server last said, or "" if unknown. */
+const char *mcconn_version(const struct mc_conn *c);
+/* Connections remade after an idle close, without counting a failure. */
+uint64_t mcconn_idle_reconnects(const struct mc_conn *c);
 
-/* Queue commands for the next exchange. Key must already be valid. */
-void mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
-		      size_t vlen, uint32_t flags, uint32_t exptime);
-void mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen);
+/* Queue commands for the next exchange. Key must already be valid.
+ * 0, or -ENOMEM (nothing queued; the batch so far is intact). */
+int mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
+		     size_t vlen, uint32_t flags, uint32_t exptime);
+int mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen);
+/* Bytes of serialized commands queued (for the batch byte bound). */
+size_t mcconn_queued_bytes(const struct mc_conn *c);
 size_t mcconn_queued(const struct mc_conn *c);
 /* Every queued command has its reply (true for an empty batch). */
 int mcconn_done(const struct mc_conn *c);
@@ -58,18 +80,23 @@ int mcconn_batch_stale(const struct mc_conn *c);
  * error reply; sets and deletes are idempotent, and resending all of them
  * keeps each key's commands in order). */
 void mcconn_rewind(struct mc_conn *c);
-/* Forget queued commands and replies (after they were all handled). */
+/* Forget queued commands and replies. If the connection still owes replies
+ * or holds a partly sent command (a batch given up), it is closed, quietly:
+ * the next batch must never read the old batch's replies. */
 void mcconn_reset_batch(struct mc_conn *c);
 
 /* Sends what is queued and reads replies on up to n connections at once,
  * for at most slice_ms. Each connection's result is in results[i]. Reply i
- * of a connection is mcconn_reply(c, i) once its result is MC_X_DONE. */
-void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, enum mc_exchange *results);
+ * of a connection is mcconn_reply(c, i) once its result is MC_X_DONE.
+ * send_until_ms (CLOCK_BOOTTIME ms, the fence clock; INT64_MAX = no limit):
+ * no byte is sent once that clock has passed it, checked before every
+ * send(); replies are still read. A connection that still has bytes to send
+ * then stays MC_X_PENDING. */
+void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t send_until_ms,
+		     enum mc_exchange *results);
 enum mc_reply mcconn_reply(const struct mc_conn *c, size_t i);
-/* The text of the last error reply (SERVER_ERROR ...), for logs. */
+/* The text of the last error reply (SERVER_ERROR ...), control bytes
+ * escaped, for logs; "" if none in this batch. */
 const char *mcconn_last_reply_text(const struct mc_conn *c);
-
-/* Asks "stats settings" for item_size_max: 0 and *out, or -errno. */
-int mcconn_item_size_max(struct mc_conn *c, int timeout_ms, size_t *out);
 
 #endif
