@@ -205,3 +205,13 @@ fuzz: $(FUZZ_BINS)
 	  else grep -E -A12 '^==[0-9]+==(ERROR|WARNING)|runtime error|deadly signal' build/fuzz/$$n.log | head -40; \
 	    grep -E 'Test unit written to' build/fuzz/$$n.log; \
 	    echo "$$n: failed (log build/fuzz/$$n.log); make it a regression test"; exit 1; fi; done
+
+# ---- issue 8: fencing ---------------------------------------------------------
+# The membership lease (src/core/fence.c is in K2MC_SRCS above): its unit
+# suite runs plain, under ASan+UBSan and under TSan like the others.
+FENCE_UNIT := fence
+UNIT_BINS  += $(FENCE_UNIT:%=build/tests/test_%)
+ASAN_BINS  += $(FENCE_UNIT:%=build/tests/asan/test_%)
+TSAN_BINS  += $(FENCE_UNIT:%=build/tests/tsan/test_%)
+unit: $(FENCE_UNIT:%=build/tests/test_%) $(FENCE_UNIT:%=build/tests/asan/test_%) \
+      $(FENCE_UNIT:%=build/tests/tsan/test_%)

@@ -1,5 +1,8 @@
-/* Periodic asynchronous commits of watermarks; see committer.h. Results come
- * back through the offset_commit_cb that the main thread serves. */
+/* Periodic commits of watermarks, and the membership lease they renew; see
+ * committer.h and fence.h. Commit results come back as events on a queue
+ * this module owns (rd_kafka_commit_queue + rd_kafka_queue_poll), so a
+ * renewal never waits for the main thread, which may be busy draining a
+ * revocation for up to --shutdown-timeout-ms. */
 #include "core/committer.h"
 
 #include <pthread.h>
@@ -9,116 +12,320 @@
 #include <urcu.h>
 
 #include "core/log.h"
-#include "ring/park.h"
+
+/* While no lease is held, try this often: writers are waiting. */
+#define UNLEASED_PERIOD_MS 100
+/* Longest single wait on the result queue: bounds how late a stop is seen
+ * besides rd_kafka_queue_yield. */
+#define POLL_SLICE_MS 100
+
+/* One commit in flight: what its result proves (fence.h) and whose offsets
+ * it carries. Linked into the committer's list so that a stop can free the
+ * ones whose answer never came. */
+struct commit_req {
+	struct commit_req *next, *prev;
+	int64_t sent_at;   /* fence clock, read before the commit is handed over */
+	uint64_t gen;      /* fence generation when sent */
+	size_t n;
+	uint64_t uid[];    /* k2mc_part_uid of each part committed */
+};
 
 struct k2mc_committer {
 	rd_kafka_t *rk;
 	k2mc_table_ref *table;
-	int interval_ms;
+	struct k2mc_fence *fence;
+	int64_t period_ms;
+	rd_kafka_queue_t *q;
 	pthread_t thread;
-	struct park bell;
+	/* committer thread only */
+	struct commit_req outstanding;
+	int warned;
 	/* main -> committer: stop (release/acquire) */
 	_Atomic int stop;
-	/* main (commit callback) -> committer: recommit everything (relaxed;
-	 * a lost race only delays the recommit by one interval) */
-	_Atomic int force;
+	/* committer -> main, relaxed: reporting only */
+	_Atomic int last_err;
+	_Atomic uint64_t failures;
 };
 
-rd_kafka_resp_err_t k2mc_commit_parts(rd_kafka_t *rk, struct k2mc_part **parts, size_t n,
-				      int async, int force)
+static int has_uid(const struct commit_req *r, uint64_t uid)
 {
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
-	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	for (size_t i = 0; i < r->n; i++) {
+		if (r->uid[i] == uid)
+			return 1;
+	}
+	return 0;
+}
 
+/* Builds and hands over one commit of every part with a watermark. Returns
+ * the request (the event's opaque), NULL when there was nothing to commit
+ * or on error (*err set). */
+static struct commit_req *send_commit(rd_kafka_t *rk, rd_kafka_queue_t *q,
+				      struct k2mc_part **parts, size_t n,
+				      struct k2mc_fence *fence, rd_kafka_resp_err_t *err)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)(n ? n : 1));
+	struct commit_req *r = calloc(1, sizeof(*r) + (n ? n : 1) * sizeof(r->uid[0]));
+
+	*err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	if (l == NULL || r == NULL) {
+		*err = RD_KAFKA_RESP_ERR__FAIL;
+		goto fail;
+	}
 	for (size_t i = 0; i < n; i++) {
 		int64_t wm = k2mc_part_watermark(parts[i]);
 
-		if (wm < 0 || (!force && wm == k2mc_part_committed(parts[i])))
+		/* -1: nothing consumed yet, so nothing to commit or write */
+		if (wm < 0)
 			continue;
 		rd_kafka_topic_partition_list_add(l, k2mc_part_topic(parts[i]),
 						  k2mc_part_id(parts[i]))->offset = wm;
-		k2mc_part_set_committed(parts[i], wm);
+		r->uid[r->n++] = k2mc_part_uid(parts[i]);
 	}
-	if (l->cnt > 0) {
-		err = rd_kafka_commit(rk, l, async);
-		if (!async && err != RD_KAFKA_RESP_ERR_NO_ERROR)
-			k2mc_err("synchronous commit of %d partitions failed: %s", l->cnt,
-				 rd_kafka_err2str(err));
-	}
+	if (l->cnt == 0)
+		goto fail;
+	/* Read before the hand-over: the real send is later, never earlier,
+	 * so the lease measured from here is never too long. */
+	r->gen = k2mc_fence_generation(fence);
+	r->sent_at = k2mc_fence_now_ms();
+	*err = rd_kafka_commit_queue(rk, l, q, NULL, r);
+	if (*err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		goto fail;
 	rd_kafka_topic_partition_list_destroy(l);
+	return r;
+fail:
+	if (l != NULL)
+		rd_kafka_topic_partition_list_destroy(l);
+	free(r);
+	return NULL;
+}
+
+/* An answer to request r: records the acknowledged offsets of the parts
+ * (of those still among parts[] and committed by r) and renews the fence.
+ * Returns the commit's error: the request's, else the first partition's. */
+static rd_kafka_resp_err_t apply_result(rd_kafka_event_t *ev, const struct commit_req *r,
+					struct k2mc_part **parts, size_t n,
+					struct k2mc_fence *fence)
+{
+	rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
+	const rd_kafka_topic_partition_list_t *l = rd_kafka_event_topic_partition_list(ev);
+	int proven = 0;
+
+	for (int i = 0; l != NULL && i < l->cnt; i++) {
+		const rd_kafka_topic_partition_t *e = &l->elems[i];
+
+		if (e->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+				err = e->err;
+			continue;
+		}
+		/* the coordinator checked our member id and generation for
+		 * this request: any accepted partition proves membership */
+		proven = 1;
+		for (size_t k = 0; k < n; k++) {
+			struct k2mc_part *p = parts[k];
+
+			if (k2mc_part_id(p) != e->partition || strcmp(k2mc_part_topic(p), e->topic) ||
+			    !has_uid(r, k2mc_part_uid(p)))
+				continue;
+			/* results may arrive out of order: keep the highest */
+			if (e->offset > k2mc_part_committed(p))
+				k2mc_part_set_committed(p, e->offset);
+		}
+	}
+	if (proven && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		k2mc_fence_renew(fence, r->gen, r->sent_at);
 	return err;
+}
+
+static void link_req(struct k2mc_committer *c, struct commit_req *r)
+{
+	r->next = c->outstanding.next;
+	r->prev = &c->outstanding;
+	c->outstanding.next->prev = r;
+	c->outstanding.next = r;
+}
+
+static void unlink_req(struct commit_req *r)
+{
+	r->prev->next = r->next;
+	r->next->prev = r->prev;
+}
+
+static void on_event(struct k2mc_committer *c, rd_kafka_event_t *ev)
+{
+	struct commit_req *r = rd_kafka_event_opaque(ev);
+	struct k2mc_part_table *t;
+	rd_kafka_resp_err_t err;
+
+	if (rd_kafka_event_type(ev) != RD_KAFKA_EVENT_OFFSET_COMMIT || r == NULL)
+		return;
+	t = k2mc_table_read_lock(c->table);
+	err = apply_result(ev, r, t ? t->parts : NULL, t ? t->n : 0, c->fence);
+	k2mc_table_read_unlock(c->table);
+	atomic_store_explicit(&c->last_err, err, memory_order_relaxed);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+		atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+		/* once per run of failures: every interval would flood the log */
+		if (!c->warned)
+			k2mc_warn("offset commit failed: %s; committing again every interval",
+				  rd_kafka_err2str(err));
+		c->warned = 1;
+	} else if (c->warned) {
+		k2mc_info("offset commits go through again");
+		c->warned = 0;
+	}
+	unlink_req(r);
+	free(r);
 }
 
 static void *committer_main(void *arg)
 {
 	struct k2mc_committer *c = arg;
+	int64_t next_send = 0;
 
 	pthread_setname_np(pthread_self(), "k2mc-commit");
 	rcu_register_thread();
-	for (;;) {
-		int64_t until = k2mc_now_ms() + c->interval_ms;
-		struct k2mc_part_table *t;
+	while (!atomic_load_explicit(&c->stop, memory_order_acquire)) {
+		int64_t now = k2mc_now_ms(), wait;
+		rd_kafka_event_t *ev;
 
-		while (!atomic_load_explicit(&c->stop, memory_order_acquire) && k2mc_now_ms() < until) {
-			park_prepare(&c->bell);
-			if (atomic_load_explicit(&c->stop, memory_order_acquire)) {
-				park_cancel(&c->bell);
-				break;
-			}
-			park_wait(&c->bell, (int)(until - k2mc_now_ms() > 0 ? until - k2mc_now_ms() : 1));
-		}
-		if (atomic_load_explicit(&c->stop, memory_order_acquire))
-			break;
-		/* The read lock spans the commit call: a revoke's grace period
-		 * then orders this async commit before its synchronous one. */
-		t = k2mc_table_read_lock(c->table);
-		if (t != NULL && t->n > 0) {
-			int force = atomic_exchange_explicit(&c->force, 0, memory_order_relaxed);
-			rd_kafka_resp_err_t err = k2mc_commit_parts(c->rk, t->parts, t->n, 1, force);
+		if (now >= next_send) {
+			struct k2mc_part_table *t = k2mc_table_read_lock(c->table);
+			rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+			struct commit_req *r = NULL;
 
-			if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-				k2mc_warn("async commit not sent: %s", rd_kafka_err2str(err));
-				atomic_store_explicit(&c->force, 1, memory_order_relaxed);
-			}
+			if (t != NULL && t->n > 0)
+				r = send_commit(c->rk, c->q, t->parts, t->n, c->fence, &err);
+			k2mc_table_read_unlock(c->table);
+			if (r != NULL)
+				link_req(c, r);
+			else if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				k2mc_warn("offset commit not sent: %s", rd_kafka_err2str(err));
+			next_send = now + (k2mc_fence_held(c->fence) || c->fence == NULL
+						   ? c->period_ms
+						   : (c->period_ms < UNLEASED_PERIOD_MS ? c->period_ms
+											: UNLEASED_PERIOD_MS));
 		}
-		k2mc_table_read_unlock(c->table);
+		wait = next_send - k2mc_now_ms();
+		if (wait > POLL_SLICE_MS)
+			wait = POLL_SLICE_MS;
+		ev = rd_kafka_queue_poll(c->q, (int)(wait > 0 ? wait : 0));
+		if (ev != NULL) {
+			on_event(c, ev);
+			rd_kafka_event_destroy(ev);
+		}
 	}
 	rcu_unregister_thread();
 	return NULL;
 }
 
 struct k2mc_committer *k2mc_committer_start(rd_kafka_t *rk, k2mc_table_ref *table,
-					     int interval_ms)
+					     int interval_ms, struct k2mc_fence *fence)
 {
 	struct k2mc_committer *c = calloc(1, sizeof(*c));
+	int64_t lease = k2mc_fence_lease_ms(fence);
 	int rc;
 
 	if (c == NULL)
 		return NULL;
 	c->rk = rk;
 	c->table = table;
-	c->interval_ms = interval_ms;
-	park_init(&c->bell);
+	c->fence = fence;
+	c->period_ms = interval_ms;
+	/* a lease renewed at least three times over its length survives one
+	 * or two lost commits */
+	if (fence != NULL && lease / 3 < c->period_ms)
+		c->period_ms = lease / 3 > 0 ? lease / 3 : 1;
+	c->outstanding.next = c->outstanding.prev = &c->outstanding;
+	c->q = rd_kafka_queue_new(rk);
+	if (c->q == NULL) {
+		free(c);
+		return NULL;
+	}
 	rc = pthread_create(&c->thread, NULL, committer_main, c);
 	if (rc != 0) {
 		k2mc_err("cannot start the commit thread: %s", strerror(rc));
+		rd_kafka_queue_destroy(c->q);
 		free(c);
 		return NULL;
 	}
 	return c;
 }
 
-void k2mc_committer_force(struct k2mc_committer *c)
+rd_kafka_resp_err_t k2mc_committer_last_error(const struct k2mc_committer *c)
 {
-	atomic_store_explicit(&c->force, 1, memory_order_relaxed);
+	if (c == NULL)
+		return RD_KAFKA_RESP_ERR_NO_ERROR;
+	return atomic_load_explicit(&((struct k2mc_committer *)c)->last_err, memory_order_relaxed);
+}
+
+uint64_t k2mc_committer_failures(const struct k2mc_committer *c)
+{
+	if (c == NULL)
+		return 0;
+	return atomic_load_explicit(&((struct k2mc_committer *)c)->failures, memory_order_relaxed);
 }
 
 void k2mc_committer_stop(struct k2mc_committer *c)
 {
+	struct commit_req *r, *next;
+
 	if (c == NULL)
 		return;
 	atomic_store_explicit(&c->stop, 1, memory_order_release);
-	park_notify(&c->bell);
+	rd_kafka_queue_yield(c->q);
 	pthread_join(c->thread, NULL);
+	/* answers that came meanwhile; those still out are dropped with the
+	 * queue (their opaque is never touched by librdkafka) */
+	for (rd_kafka_event_t *ev; (ev = rd_kafka_queue_poll(c->q, 0)) != NULL;) {
+		struct commit_req *er = rd_kafka_event_opaque(ev);
+
+		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT && er != NULL) {
+			unlink_req(er);
+			free(er);
+		}
+		rd_kafka_event_destroy(ev);
+	}
+	for (r = c->outstanding.next; r != &c->outstanding; r = next) {
+		next = r->next;
+		free(r);
+	}
+	rd_kafka_queue_destroy(c->q);
 	free(c);
+}
+
+rd_kafka_resp_err_t k2mc_commit_parts_sync(rd_kafka_t *rk, struct k2mc_part **parts, size_t n,
+					   struct k2mc_fence *fence, int64_t deadline_ms)
+{
+	rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	struct commit_req *r;
+
+	if (q == NULL)
+		return RD_KAFKA_RESP_ERR__FAIL;
+	r = send_commit(rk, q, parts, n, fence, &err);
+	while (r != NULL) {
+		int64_t left = deadline_ms - k2mc_now_ms();
+		rd_kafka_event_t *ev;
+
+		if (left <= 0) {
+			err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+			break;
+		}
+		ev = rd_kafka_queue_poll(q, (int)(left < POLL_SLICE_MS ? left : POLL_SLICE_MS));
+		if (ev == NULL)
+			continue;
+		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT &&
+		    rd_kafka_event_opaque(ev) == r) {
+			err = apply_result(ev, r, parts, n, fence);
+			rd_kafka_event_destroy(ev);
+			break;
+		}
+		rd_kafka_event_destroy(ev);
+	}
+	/* an answer after the deadline goes to the destroyed queue: librdkafka
+	 * drops it without touching r */
+	free(r);
+	rd_kafka_queue_destroy(q);
+	return err;
 }

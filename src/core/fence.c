@@ -1,25 +1,25 @@
 /* The membership lease; see fence.h for the argument that makes it safe. */
 #include "core/fence.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
 struct k2mc_fence {
 	int64_t lease_ms; /* immutable */
-	/* written by the committer and main (CAS to the maximum, release);
-	 * read by writers (acquire): the fence-clock ms until which sending is
-	 * allowed. Release/acquire pairs the commit result the renewal is based
-	 * on with the writers' sends, though only the value itself matters. */
+	/* Renewals (committer thread, main's synchronous commits) and revokes
+	 * (main) change gen and until under this lock: a renewal checks the
+	 * generation and extends the lease in one step, so once a revoke has
+	 * returned no renewal of an older generation can appear. It is taken
+	 * about once per commit and rebalance; writers never take it. */
+	pthread_mutex_t lock;
+	uint64_t gen;     /* under lock; read by k2mc_fence_generation (lock) */
+	/* written under lock (release), read by writers without it (acquire):
+	 * the fence-clock ms until which sending is allowed, 0 = no lease.
+	 * The pair orders the commit result the renewal is based on before
+	 * the writers' sends, though only the value itself matters. */
 	_Alignas(64) _Atomic int64_t until;
-	/* written by main (k2mc_fence_revoke, fetch_add, seq_cst), read by the
-	 * committer when it sends and when it renews (seq_cst). seq_cst because
-	 * revoke is a store to gen followed by a store to until, and renew is a
-	 * load of gen followed by a CAS on until: the total order guarantees a
-	 * renewal that saw the old generation cannot land after the revoke's
-	 * reset of until without also being checked against the new gen (renew
-	 * re-reads gen after its CAS and undoes it, see below). */
-	_Atomic uint64_t gen;
 };
 
 int64_t k2mc_fence_now_ms(void)
@@ -37,40 +37,32 @@ struct k2mc_fence *k2mc_fence_new(int64_t lease_ms)
 	if (f == NULL)
 		return NULL;
 	f->lease_ms = lease_ms > 0 ? lease_ms : 1;
+	pthread_mutex_init(&f->lock, NULL);
+	f->gen = 1;
 	atomic_init(&f->until, 0);
-	atomic_init(&f->gen, 1);
 	return f;
 }
 
 void k2mc_fence_free(struct k2mc_fence *f)
 {
+	if (f == NULL)
+		return;
+	pthread_mutex_destroy(&f->lock);
 	free(f);
 }
 
 void k2mc_fence_renew(struct k2mc_fence *f, uint64_t gen, int64_t sent_at_ms)
 {
-	int64_t want = sent_at_ms + f->lease_ms;
-	int64_t cur;
+	int64_t want;
 
-	if (f == NULL || atomic_load(&f->gen) != gen)
+	if (f == NULL)
 		return;
-	cur = atomic_load_explicit(&f->until, memory_order_relaxed);
-	while (want > cur) {
-		if (atomic_compare_exchange_weak_explicit(&f->until, &cur, want,
-							  memory_order_seq_cst,
-							  memory_order_relaxed))
-			break;
-	}
-	/* A revoke between our generation check and the CAS: it reset until
-	 * to 0 after bumping gen, and our CAS may have come after that reset.
-	 * Seeing the new generation now (seq_cst) means undo what we stored;
-	 * if the revoke's gen bump comes later in the total order, its reset
-	 * of until comes later too and wins. */
-	if (atomic_load(&f->gen) != gen) {
-		int64_t mine = want;
-
-		atomic_compare_exchange_strong(&f->until, &mine, 0);
-	}
+	want = sent_at_ms + f->lease_ms;
+	pthread_mutex_lock(&f->lock);
+	/* only forward: a late answer to an older commit proves less */
+	if (f->gen == gen && want > atomic_load_explicit(&f->until, memory_order_relaxed))
+		atomic_store_explicit(&f->until, want, memory_order_release);
+	pthread_mutex_unlock(&f->lock);
 }
 
 uint64_t k2mc_fence_revoke(struct k2mc_fence *f)
@@ -79,14 +71,24 @@ uint64_t k2mc_fence_revoke(struct k2mc_fence *f)
 
 	if (f == NULL)
 		return 0;
-	g = atomic_fetch_add(&f->gen, 1) + 1;
-	atomic_store(&f->until, 0);
+	pthread_mutex_lock(&f->lock);
+	g = ++f->gen;
+	atomic_store_explicit(&f->until, 0, memory_order_release);
+	pthread_mutex_unlock(&f->lock);
 	return g;
 }
 
 uint64_t k2mc_fence_generation(const struct k2mc_fence *f)
 {
-	return f == NULL ? 0 : atomic_load(&((struct k2mc_fence *)f)->gen);
+	struct k2mc_fence *m = (struct k2mc_fence *)f;
+	uint64_t g;
+
+	if (f == NULL)
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	g = m->gen;
+	pthread_mutex_unlock(&m->lock);
+	return g;
 }
 
 int64_t k2mc_fence_deadline(const struct k2mc_fence *f)

@@ -7,16 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <urcu.h>
 
 #include "core/log.h"
 
-/* synchronous commits of released partitions: attempts, and the wait
- * between two */
-#define COMMIT_ATTEMPTS 4
-#define COMMIT_RETRY_MS 500
+/* The last commit of released partitions may take this long after the
+ * drain's deadline: a shutdown with Kafka unreachable ends within
+ * --shutdown-timeout-ms plus about a second, commits included. */
+#define COMMIT_GRACE_MS 500
+/* wait between two attempts of that commit */
+#define COMMIT_RETRY_MS 200
 /* no -X socket.connection.setup.timeout.ms: librdkafka's default, 30 s */
 #define BROKER_CHECK_DEFAULT_MS 30000
+/* the start-up broker check asks in slices this long, so a signal is
+ * answered within one */
+#define BROKER_CHECK_SLICE_MS 500
+/* see k2mc_group_new */
+#define K2MC_DEFAULT_QUEUED_KBYTES "8192"
 
 struct k2mc_group {
 	const struct k2mc_config *cfg;
@@ -27,6 +35,11 @@ struct k2mc_group {
 	struct park *bells;
 	int nwriters;
 	struct k2mc_committer *committer;
+	struct k2mc_fence *fence;        /* NULL: no fencing */
+	int (*interrupted)(void);        /* NULL: never */
+	/* main thread only: the last synchronous commit's outcome */
+	rd_kafka_resp_err_t last_commit_err;
+	uint64_t lost_assignments;
 	char fatal[512];
 	int have_fatal;
 	int64_t first_assign_ms;
@@ -106,6 +119,23 @@ static void set_fatal(struct k2mc_group *g, const char *fmt, ...)
 	g->have_fatal = 1;
 }
 
+/* Ring slots are allocated per partition and writer: with many partitions
+ * a large --ring-size can ask for more than the machine has. Said once per
+ * assignment that crosses half the physical memory. */
+static void warn_ring_memory(struct k2mc_group *g, size_t nparts)
+{
+	uint64_t per = k2mc_config_ring_bytes_per_partition(g->cfg);
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
+	uint64_t phys = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+
+	if (phys == 0 || per * nparts <= phys / 2)
+		return;
+	k2mc_warn("%zu partitions x %d writers x --ring-size %u: the rings can take %.1f GiB, "
+		  "over half of this machine's %.1f GiB; lower --ring-size or --writers",
+		  nparts, g->cfg->writers, g->cfg->ring_size,
+		  (double)(per * nparts) / (1 << 30), (double)phys / (1 << 30));
+}
+
 static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps, int incremental)
 {
 	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
@@ -155,31 +185,99 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 	if (g->first_assign_ms == 0)
 		g->first_assign_ms = k2mc_now_ms();
 	k2mc_info("assigned %d partition(s), %zu in total", tps->cnt, n);
+	warn_ring_memory(g, n);
 	free(all);
 }
 
-/* The last commit of released parts, synchronous. Every watermark is sent,
- * moved or not: an asynchronous commit of the same offset may have failed
- * after the committer marked it sent. A failure the coordinator may recover
- * from (it moved, it is loading, the request timed out) is tried again. */
-static void commit_released(struct k2mc_group *g, struct k2mc_part **gone, size_t ngone)
+/* The last commit of released parts, waiting for the answer until
+ * deadline. Every watermark is sent, moved or not: an asynchronous commit of
+ * the same offset may have failed. A failure the coordinator may recover
+ * from (it moved, it is loading) is tried again while time is left; one
+ * that says we are no longer the member that owned them is final. */
+static void commit_released(struct k2mc_group *g, struct k2mc_part **gone, size_t ngone,
+			    int64_t deadline)
 {
-	for (int attempt = 1;; attempt++) {
-		rd_kafka_resp_err_t err = k2mc_commit_parts(g->rk, gone, ngone, 0, 1);
+	for (;;) {
+		rd_kafka_resp_err_t err = k2mc_commit_parts_sync(g->rk, gone, ngone, g->fence, deadline);
 
-		if (err == RD_KAFKA_RESP_ERR_NO_ERROR || attempt == COMMIT_ATTEMPTS ||
-		    err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
-		    err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
-		    err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID || err == RD_KAFKA_RESP_ERR__FATAL)
+		g->last_commit_err = err;
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			return;
+		if (err == RD_KAFKA_RESP_ERR__TIMED_OUT || k2mc_now_ms() + COMMIT_RETRY_MS >= deadline ||
+		    k2mc_parts_hurried() || err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+		    err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+		    err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID || err == RD_KAFKA_RESP_ERR__FATAL) {
+			k2mc_warn("commit of %zu released partition(s) failed: %s; their offsets past "
+				  "the last acknowledged commit stay uncommitted and will be consumed "
+				  "again", ngone, err == RD_KAFKA_RESP_ERR__TIMED_OUT
+					? "no answer from Kafka before the deadline"
+					: rd_kafka_err2str(err));
+			return;
+		}
 		k2mc_warn("commit of %zu released partition(s) failed (%s); trying again", ngone,
 			  rd_kafka_err2str(err));
 		nanosleep(&(struct timespec){ 0, COMMIT_RETRY_MS * 1000000L }, NULL);
 	}
 }
 
+/* The assignment was lost (session timed out, fenced by the coordinator,
+ * a fatal error): other members may own these partitions already and be
+ * writing them. So nothing more is written (the fence is revoked first, and
+ * the parts are abandoned, which makes writers drop batches holding their
+ * records) and nothing is committed: the new owner starts from the last
+ * commit, and writes every key of ours again in order. */
+static void release_lost(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps,
+			 const char *why)
+{
+	struct k2mc_part_table *cur = own_table(g);
+	size_t have = cur ? cur->n : 0, nkeep = 0, ngone = 0;
+	struct k2mc_part **keep = calloc(have + 1, sizeof(*keep));
+	struct k2mc_part **gone = calloc(have + 1, sizeof(*gone));
+	uint64_t held = 0;
+
+	k2mc_fence_revoke(g->fence);
+	if (keep == NULL || gone == NULL) {
+		free(keep);
+		free(gone);
+		set_fatal(g, "out of memory on a lost assignment");
+		return;
+	}
+	for (size_t i = 0; i < have; i++) {
+		struct k2mc_part *p = cur->parts[i];
+
+		if (tps == NULL || rd_kafka_topic_partition_list_find(tps, k2mc_part_topic(p),
+								      k2mc_part_id(p)) != NULL)
+			gone[ngone++] = p;
+		else
+			keep[nkeep++] = p;
+	}
+	for (size_t i = 0; i < ngone; i++) {
+		k2mc_part_abandon(gone[i]);
+		k2mc_part_request_stop(gone[i], k2mc_now_ms());
+	}
+	for (size_t i = 0; i < ngone; i++)
+		held += k2mc_part_join(gone[i]);
+	publish(g, keep, nkeep);
+	for (size_t i = 0; i < ngone; i++) {
+		note_released(g, gone[i]);
+		g->consumed_released += k2mc_part_consumed(gone[i]);
+		k2mc_part_free(gone[i]);
+	}
+	if (ngone == 0) {
+		free(keep);
+		free(gone);
+		return;
+	}
+	g->lost_assignments++;
+	k2mc_warn("assignment lost (%s): %zu partition(s) dropped without writing the %llu "
+		  "record(s) they held and without committing; their new owner writes them",
+		  why, ngone, (unsigned long long)held);
+	free(keep);
+	free(gone);
+}
+
 /* Stops the given parts (all if tps == NULL), drains them until deadline,
- * unpublishes them, commits synchronously and frees them. */
+ * unpublishes them, commits and frees them. */
 static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps,
 			int64_t deadline, void (*on_timeout)(void *), void *arg)
 {
@@ -233,7 +331,8 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 	/* After this grace period no writer or committer holds a gone part. */
 	publish(g, keep, nkeep);
 	if (ngone > 0)
-		commit_released(g, gone, ngone);
+		commit_released(g, gone, ngone,
+				(deadline > k2mc_now_ms() ? deadline : k2mc_now_ms()) + COMMIT_GRACE_MS);
 	for (size_t i = 0; i < ngone; i++) {
 		note_released(g, gone[i]);
 		g->consumed_released += k2mc_part_consumed(gone[i]);
@@ -256,10 +355,20 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		on_assign(g, tps, incremental);
 		return;
 	}
-	if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-		k2mc_warn("rebalance error: %s; releasing partitions", rd_kafka_err2str(err));
-	/* A revocation waits for the writers like a shutdown does. */
-	release(g, tps, k2mc_now_ms() + g->cfg->shutdown_timeout_ms, NULL, NULL);
+	if (rd_kafka_assignment_lost(rk)) {
+		release_lost(g, tps, err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+					     ? "librdkafka: the group no longer counts this member"
+					     : rd_kafka_err2str(err));
+	} else {
+		if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+			k2mc_warn("rebalance error: %s; releasing partitions", rd_kafka_err2str(err));
+		/* A revocation waits for the writers like a shutdown does; the
+		 * lease still holds while it drains (the coordinator waits for
+		 * our rejoin), and ends with it: the next assignment is a new
+		 * generation that needs its own proof. */
+		release(g, tps, k2mc_now_ms() + g->cfg->shutdown_timeout_ms, NULL, NULL);
+		k2mc_fence_revoke(g->fence);
+	}
 	if (incremental) {
 		rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, tps);
 
@@ -269,24 +378,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		}
 	} else {
 		rd_kafka_assign(rk, NULL);
-	}
-}
-
-static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-		      rd_kafka_topic_partition_list_t *offsets, void *opaque)
-{
-	struct k2mc_group *g = opaque;
-
-	(void)rk;
-	if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-		return;
-	for (int i = 0; offsets && err == RD_KAFKA_RESP_ERR_NO_ERROR && i < offsets->cnt; i++)
-		if (offsets->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
-			err = offsets->elems[i].err;
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		k2mc_warn("offset commit failed: %s; will commit again", rd_kafka_err2str(err));
-		if (g->committer != NULL)
-			k2mc_committer_force(g->committer);
 	}
 }
 
@@ -339,6 +430,11 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		     errlen) ||
 	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
 		goto fail;
+	/* librdkafka prefetches per partition queue up to this many KiB (its
+	 * default, 65536, times hundreds of partitions is gigabytes held before
+	 * k2mc's own --max-buffer-bytes sees them); -X overrides it. */
+	if (conf_set(conf, "queued.max.messages.kbytes", K2MC_DEFAULT_QUEUED_KBYTES, err, errlen))
+		goto fail;
 	for (int i = 0; i < cfg->nxprops; i++) {
 		char name[256];
 		const char *eq = strchr(cfg->xprops[i], '=');
@@ -358,7 +454,6 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 	}
 	rd_kafka_conf_set_opaque(conf, g);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-	rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
 	rd_kafka_conf_set_error_cb(conf, error_cb);
 	g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
 	if (g->rk == NULL) {
@@ -396,6 +491,21 @@ void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c)
 	g->committer = c;
 }
 
+void k2mc_group_set_fence(struct k2mc_group *g, struct k2mc_fence *f)
+{
+	g->fence = f;
+}
+
+void k2mc_group_set_interrupt(struct k2mc_group *g, int (*interrupted)(void))
+{
+	g->interrupted = interrupted;
+}
+
+rd_kafka_resp_err_t k2mc_group_last_commit_error(const struct k2mc_group *g)
+{
+	return g->last_commit_err;
+}
+
 /* At start: librdkafka retries unreachable brokers forever, so without this
  * a wrong -b or a cluster that is down hangs k2mc with nothing but "broker
  * down" warnings. One metadata request must succeed within the connection
@@ -414,7 +524,17 @@ static int check_brokers(struct k2mc_group *g)
 		ms = strtol(val, NULL, 10);
 	if (ms <= 0)
 		ms = BROKER_CHECK_DEFAULT_MS;
-	err = rd_kafka_metadata(g->rk, 0, NULL, &md, (int)ms);
+	for (int64_t until = k2mc_now_ms() + ms;;) {
+		int64_t left = until - k2mc_now_ms();
+
+		err = rd_kafka_metadata(g->rk, 0, NULL, &md,
+					(int)(left < BROKER_CHECK_SLICE_MS ? (left > 1 ? left : 1)
+									   : BROKER_CHECK_SLICE_MS));
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR || left <= BROKER_CHECK_SLICE_MS)
+			break;
+		if (g->interrupted != NULL && g->interrupted())
+			return -EINTR;
+	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		k2mc_err("no Kafka broker reachable at %s within %ld ms (%s); set -X "
 			 "socket.connection.setup.timeout.ms to wait longer",
@@ -429,10 +549,12 @@ int k2mc_group_subscribe(struct k2mc_group *g)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(g->cfg->ntopics);
 	rd_kafka_resp_err_t err;
+	int rc;
 
-	if (check_brokers(g) != 0) {
+	rc = check_brokers(g);
+	if (rc != 0) {
 		rd_kafka_topic_partition_list_destroy(l);
-		return -EHOSTUNREACH;
+		return rc;
 	}
 	for (int i = 0; i < g->cfg->ntopics; i++)
 		rd_kafka_topic_partition_list_add(l, g->cfg->topics[i], RD_KAFKA_PARTITION_UA);
@@ -505,13 +627,41 @@ uint64_t k2mc_group_release_all(struct k2mc_group *g, int64_t deadline_ms,
 	return release(g, NULL, deadline_ms, on_timeout, arg);
 }
 
-void k2mc_group_close(struct k2mc_group *g)
+void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms)
 {
 	if (g == NULL)
 		return;
 	if (g->rk != NULL) {
-		rd_kafka_consumer_close(g->rk);
-		rd_kafka_destroy(g->rk);
+		/* Leaving the group waits for the coordinator, which may be
+		 * unreachable: close in librdkafka's background, serve its
+		 * queue until closed or the deadline, and then go without it. */
+		rd_kafka_queue_t *q = rd_kafka_queue_new(g->rk);
+		rd_kafka_error_t *e = q ? rd_kafka_consumer_close_queue(g->rk, q) : NULL;
+		int closed = q != NULL && e == NULL;
+
+		if (e != NULL) {
+			k2mc_warn("leaving the consumer group: %s", rd_kafka_error_string(e));
+			rd_kafka_error_destroy(e);
+		}
+		while (closed && !rd_kafka_consumer_closed(g->rk)) {
+			int64_t left = deadline_ms - k2mc_now_ms();
+
+			if (left <= 0) {
+				closed = 0;
+				break;
+			}
+			/* serves the final revocation through rebalance_cb */
+			rd_kafka_queue_poll_callback(q, (int)(left < 100 ? left : 100));
+		}
+		if (q != NULL)
+			rd_kafka_queue_destroy(q);
+		if (closed) {
+			rd_kafka_destroy(g->rk);
+		} else {
+			k2mc_warn("left without the coordinator's answer to LeaveGroup (Kafka not "
+				  "answering); the group notices after session.timeout.ms");
+			rd_kafka_destroy_flags(g->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+		}
 	}
 	for (size_t i = 0; i < g->nreleased; i++)
 		free(g->released[i].topic);

@@ -10,6 +10,7 @@
 
 #include "core/committer.h"
 #include "core/config.h"
+#include "core/fence.h"
 #include "ring/park.h"
 #include "workers/consumer.h"
 
@@ -23,11 +24,22 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 k2mc_table_ref *k2mc_group_table(struct k2mc_group *g);
 rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
 void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
-/* Commit failures reported by librdkafka make it recommit (NULL: none). */
+/* The committer whose commits keep the lease (NULL: none). */
 void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c);
+/* The writers' fence: revoked on every revocation and lost assignment, and
+ * renewed by the synchronous commits of released partitions. */
+void k2mc_group_set_fence(struct k2mc_group *g, struct k2mc_fence *f);
+/* Asked between the slices of slow start-up calls: non-zero = give up
+ * (a signal arrived); k2mc_group_subscribe then returns -EINTR. */
+void k2mc_group_set_interrupt(struct k2mc_group *g, int (*interrupted)(void));
+/* The outcome of the last synchronous commit (revocation, shutdown):
+ * NO_ERROR, or why the offsets printed as committed are the last ones
+ * Kafka acknowledged rather than the watermarks. */
+rd_kafka_resp_err_t k2mc_group_last_commit_error(const struct k2mc_group *g);
 /* Checks first that a broker answers a metadata request within -X
  * socket.connection.setup.timeout.ms (default 30 s): -EHOSTUNREACH, logged
- * with the brokers named, if none does; then subscribes (0 or -EINVAL). */
+ * with the brokers named, if none does (-EINTR if interrupted meanwhile);
+ * then subscribes (0 or -EINVAL). */
 int k2mc_group_subscribe(struct k2mc_group *g);
 
 /* Serves rebalances, errors and commit results for up to timeout_ms. */
@@ -44,8 +56,9 @@ int k2mc_group_all_done(struct k2mc_group *g);
  * still unwritten at deadline_ms are left uncommitted; returns their count. */
 uint64_t k2mc_group_release_all(struct k2mc_group *g, int64_t deadline_ms,
 				void (*on_timeout)(void *), void *arg);
-/* Leaves the group and destroys the consumer. */
-void k2mc_group_close(struct k2mc_group *g);
+/* Leaves the group and destroys the consumer, waiting for the coordinator
+ * no later than deadline_ms (CLOCK_MONOTONIC ms). */
+void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms);
 
 /* Main thread: sums for the stats line. */
 struct k2mc_group_stats {

@@ -3,6 +3,7 @@
  * a signal or -e completion drain, commit and summarise.
  * Only main decides to stop the process; modules return errors. */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "core/committer.h"
 #include "core/config.h"
+#include "core/fence.h"
 #include "core/group.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -24,14 +26,39 @@
 #define REFRESH_MS 1000
 /* weight of the newest interval in the progress line's smoothed rate */
 #define RATE_ALPHA 0.3
-/* Used until a server answers "stats settings"; memcached's default -I. */
-#define DEFAULT_ITEM_SIZE (1024 * 1024)
+/* After the drain's deadline, leaving the group may take this long: the
+ * whole shutdown ends within --shutdown-timeout-ms plus about a second. */
+#define CLOSE_GRACE_MS 900
 
 static volatile sig_atomic_t got_signal;
+static volatile sig_atomic_t got_hup, got_usr1;
+/* set by main when it starts draining (-e done, -c reached, or a signal) */
+static volatile sig_atomic_t draining;
+/* set before the signal handlers can need them, never changed after */
+static struct k2mc_writers *volatile signal_writers;
 
+/* SIGINT/SIGTERM: drain and stop. A second one during the drain: stop at
+ * once, as Kafka tools do on a second Ctrl-C; what is acknowledged is still
+ * committed, the rest is consumed again after a restart. Only lock-free
+ * atomic stores here (async-signal-safe). */
 static void on_signal(int sig)
 {
+	if (got_signal != 0 || draining) {
+		got_signal = sig;
+		k2mc_parts_hurry();
+		if (signal_writers != NULL)
+			k2mc_writers_abort(signal_writers);
+		return;
+	}
 	got_signal = sig;
+}
+
+static void on_info_signal(int sig)
+{
+	if (sig == SIGHUP)
+		got_hup = 1;
+	else
+		got_usr1 = 1;
 }
 
 static void install_signals(void)
@@ -43,7 +70,34 @@ static void install_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* SIGUSR1: print the stats line now (as dd does). SIGHUP: logged and
+	 * ignored; there is no configuration to reload, and a loader that dies
+	 * with its terminal would drop what it holds undrained. */
+	sa.sa_handler = on_info_signal;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+static int interrupted(void)
+{
+	return got_signal != 0;
+}
+
+/* Started with fd 0, 1 or 2 closed (`>&-`), the first files opened
+ * (librdkafka's wake-up pipe, --stats-json) would become stdout or stderr,
+ * and logs would go into them. /dev/null takes the empty slots first. */
+static void fill_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+			int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+
+			if (n >= 0 && n != fd)
+				close(n); /* cannot happen: open takes the lowest free fd */
+		}
+	}
 }
 
 /* What the main loop reports while running, and when. */
@@ -59,6 +113,7 @@ struct report {
 	struct k2mc_mark progress_mark;  /* at the last progress line */
 	double rate;                     /* smoothed records/s out, for the ETA */
 	int64_t next_stats, next_refresh;
+	int force_stats;                 /* SIGUSR1: a stats line now */
 };
 
 static void report_init(struct report *r, const struct k2mc_config *cfg, struct k2mc_group *g,
@@ -95,7 +150,7 @@ static void report_progress(struct report *r)
 static void report_tick(struct report *r)
 {
 	int64_t now = k2mc_now_ms();
-	int stats_due = r->cfg->stats_interval_ms > 0 && now >= r->next_stats;
+	int stats_due = (r->cfg->stats_interval_ms > 0 && now >= r->next_stats) || r->force_stats;
 	int refresh_due = (r->metrics != NULL || r->progress) && now >= r->next_refresh;
 
 	if (!stats_due && !refresh_due)
@@ -112,6 +167,7 @@ static void report_tick(struct report *r)
 			report_progress(r);
 	}
 	if (stats_due) {
+		r->force_stats = 0;
 		r->next_stats += r->cfg->stats_interval_ms;
 		if (r->next_stats <= now)
 			r->next_stats = now + r->cfg->stats_interval_ms;
@@ -147,6 +203,7 @@ static void abort_writers(void *arg)
 static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		    uint64_t left, int64_t end_ms)
 {
+	rd_kafka_resp_err_t cerr = k2mc_group_last_commit_error(g);
 	struct k2mc_group_stats gs;
 	struct k2mc_totals t;
 	int64_t from = k2mc_group_first_assign_ms(g);
@@ -165,7 +222,12 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		(unsigned long long)t.skipped_by[K2MC_KEY_BAD_BYTES],
 		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE], (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
+	/* only offsets Kafka acknowledged are printed as committed */
 	k2mc_group_print_committed(g, stderr);
+	if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		fprintf(stderr, "; last commit failed (%s): offsets past those above are uncommitted",
+			cerr == RD_KAFKA_RESP_ERR__TIMED_OUT ? "no answer from Kafka in time"
+							     : rd_kafka_err2str(cerr));
 	fprintf(stderr, "; latency ms p50 %lld p99 %lld p999 %lld\n",
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.50),
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.99),
@@ -186,13 +248,14 @@ int main(int argc, char **argv)
 	struct k2mc_group *g = NULL;
 	struct k2mc_writers *ws = NULL;
 	struct k2mc_committer *committer = NULL;
+	struct k2mc_fence *fence = NULL;
 	struct report rep = { 0 };
 	char err[512];
-	int64_t stopped;
+	int64_t stopped = 0;
 	uint64_t left = 0;
-	size_t max_value;
 	int usage = 0, rc = 1;
 
+	fill_std_fds();
 	switch (k2mc_config_parse(&cfg, argc, argv, err, sizeof(err))) {
 	case K2MC_CONFIG_EXIT:
 		k2mc_config_free(&cfg);
@@ -236,13 +299,24 @@ int main(int argc, char **argv)
 		rc = usage ? 2 : 1;
 		goto out;
 	}
-	max_value = k2mc_writers_probe_item_size(&cfg, DEFAULT_ITEM_SIZE, 2000);
-	if (cfg.max_value_bytes > 0)
-		max_value = cfg.max_value_bytes;
-	k2mc_dbg("largest value Memcached takes: %zu bytes", max_value);
-	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), max_value);
-	if (ws == NULL || k2mc_writers_start(ws) != 0)
+	fence = k2mc_fence_new(k2mc_config_lease_ms(&cfg));
+	if (fence == NULL) {
+		k2mc_err("out of memory");
 		goto out;
+	}
+	k2mc_group_set_fence(g, fence);
+	k2mc_group_set_interrupt(g, interrupted);
+	k2mc_dbg("fencing: writers send only within %lld ms of an acknowledged commit",
+		 (long long)k2mc_config_lease_ms(&cfg));
+	/* each server's item size limit is read on every (re)connect; this is
+	 * only the --max-value-bytes cap (0: none) */
+	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), (size_t)cfg.max_value_bytes);
+	if (ws == NULL)
+		goto out;
+	k2mc_writers_set_fence(ws, fence);
+	if (k2mc_writers_start(ws) != 0)
+		goto out;
+	signal_writers = ws;
 	k2mc_group_set_writers(g, k2mc_writers_bells(ws), cfg.writers);
 	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
 	if (cfg.metrics_port > 0) {
@@ -261,18 +335,35 @@ int main(int argc, char **argv)
 			  cfg.metrics_host, cfg.metrics_port);
 	}
 	committer = k2mc_committer_start(k2mc_group_rk(g), k2mc_group_table(g),
-					 cfg.commit_interval_ms);
+					 cfg.commit_interval_ms, fence);
 	if (committer == NULL)
 		goto out;
 	k2mc_group_set_committer(g, committer);
-	if (k2mc_group_subscribe(g) != 0)
+	switch (k2mc_group_subscribe(g)) {
+	case 0:
+		break;
+	case -EINTR:
+		k2mc_info("%s before a Kafka broker answered; nothing consumed", strsignal(got_signal));
+		rc = 0;
 		goto out;
+	default:
+		goto out;
+	}
 	k2mc_info("started: brokers %s, group %s, %d topic(s), %d memcached server(s), %d writers",
 		  cfg.brokers, cfg.group, cfg.ntopics, cfg.nservers, cfg.writers);
 
 	rc = 0;
 	while (!got_signal) {
 		k2mc_group_poll(g, POLL_MS);
+		if (got_hup) {
+			got_hup = 0;
+			k2mc_info("SIGHUP ignored: k2mc has no configuration to reload; restart it to "
+				  "apply a change (SIGTERM drains and commits first)");
+		}
+		if (got_usr1) {
+			got_usr1 = 0;
+			rep.force_stats = 1;
+		}
 		if (k2mc_group_fatal(g) != NULL) {
 			k2mc_err("%s", k2mc_group_fatal(g));
 			rc = 1;
@@ -303,8 +394,10 @@ int main(int argc, char **argv)
 		}
 		report_tick(&rep);
 	}
+	draining = 1;
 	if (got_signal)
-		k2mc_info("%s: draining, then committing", strsignal(got_signal));
+		k2mc_info("%s: draining, then committing (a second signal stops at once)",
+			  strsignal(got_signal));
 
 	/* The committer stops first so the final commits are the synchronous
 	 * ones, made after the drain. */
@@ -323,8 +416,11 @@ out:
 		k2mc_committer_stop(committer);
 	if (ws != NULL)
 		k2mc_writers_stop(ws);
-	k2mc_group_close(g);
+	signal_writers = NULL;
+	k2mc_group_close(g, (stopped ? stopped + cfg.shutdown_timeout_ms : k2mc_now_ms()) +
+				    CLOSE_GRACE_MS);
 	k2mc_writers_free(ws);
+	k2mc_fence_free(fence);
 	k2mc_snapshot_free(&rep.snap);
 	if (rep.json != NULL && rep.json != stdout)
 		fclose(rep.json);

@@ -62,6 +62,21 @@ struct k2mc_part {
 
 char k2mc_table_grace;
 
+/* Set from a signal handler (a second SIGINT/SIGTERM), read by draining
+ * consumer threads: lock-free atomics are async-signal-safe. Relaxed: a
+ * drain that sees it one park later is still prompt. */
+static _Atomic int hurry;
+
+void k2mc_parts_hurry(void)
+{
+	atomic_store_explicit(&hurry, 1, memory_order_relaxed);
+}
+
+int k2mc_parts_hurried(void)
+{
+	return atomic_load_explicit(&hurry, memory_order_relaxed);
+}
+
 /* k2mc_part_uid: 0 is never handed out */
 static _Atomic uint64_t next_uid = 1;
 
@@ -379,7 +394,7 @@ static void *consumer_main(void *arg)
 	for (;;) {
 		if (drained(p) && stop_requested(p))
 			break;
-		if (stop_requested(p) && k2mc_now_ms() >= p->deadline_ms)
+		if (stop_requested(p) && (k2mc_now_ms() >= p->deadline_ms || k2mc_parts_hurried()))
 			break;
 		for (int w = 0; w < p->nwriters; w++)
 			park_notify(&p->bells[w]);

@@ -130,4 +130,10 @@ void k2mc_part_set_committed(struct k2mc_part *p, int64_t off);
 
 int64_t k2mc_now_ms(void);
 
+/* Any thread, async-signal-safe (a second SIGINT/SIGTERM): every drain in
+ * progress or to come ends at once, as if its deadline had passed; what is
+ * acknowledged stays committable, the rest is left uncommitted. */
+void k2mc_parts_hurry(void);
+int k2mc_parts_hurried(void);
+
 #endif
