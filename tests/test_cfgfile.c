@@ -7,6 +7,7 @@
 
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
+#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,8 @@ static void remove_file(void)
 
 TestSuite(cfgfile, .fini = remove_file);
 
-/* Writes text to a fresh temp file and returns its path. */
-static const char *config_file(const char *text)
+/* Writes len bytes of text to a fresh temp file and returns its path. */
+static const char *config_file_n(const char *text, size_t len)
 {
 	int fd;
 
@@ -33,9 +34,14 @@ static const char *config_file(const char *text)
 	snprintf(file_path, sizeof(file_path), "/tmp/k2mc-cfg.XXXXXX");
 	fd = mkstemp(file_path);
 	cr_assert_geq(fd, 0, "mkstemp");
-	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	cr_assert_eq(write(fd, text, len), (ssize_t)len);
 	close(fd);
 	return file_path;
+}
+
+static const char *config_file(const char *text)
+{
+	return config_file_n(text, strlen(text));
 }
 
 static enum k2mc_config_result parse(struct k2mc_config *c, char **argv, char *err, size_t errlen)
@@ -341,13 +347,16 @@ Test(cfgfile, dump_reads_back_as_a_config_file)
 			   "--ring-size", "64", "--batch", "9", "--commit-interval-ms", "11", "--ttl",
 			   "13", "--key-prefix", "p:", "--stats-interval-ms", "0",
 			   "--shutdown-timeout-ms", "17", "--on-invalid", "dlq", "--dlq-topic", "dead",
-			   "--max-value-bytes", "1000", "--mc-eject", "--metrics-addr", "[::1]:9100",
+			   "--max-value-bytes", "1000", "--max-buffer-bytes", "3m", "--mc-eject",
+			   "--metrics-addr", "[::1]:9100",
 			   "--stats-json", "-", "-v", "-X", "acks=all"));
 	out = dump(&a);
 	expect_ok(&b, ARGV("-F", (char *)config_file(out)));
 	out2 = dump(&b);
 	cr_expect_str_eq(out2, out, "dump of the dump differs");
 	cr_expect_eq(b.max_records, 77);
+	cr_expect_eq(b.max_buffer_bytes, 3u << 20);
+	cr_expect_not_null(strstr(out, "\nmax-buffer-bytes=3145728\n"), "%s", out);
 	cr_expect_eq(b.on_invalid, K2MC_INVALID_DLQ);
 	cr_expect_eq(b.mc_eject, 1);
 	cr_expect_eq(b.verbosity, 2);
@@ -358,4 +367,118 @@ Test(cfgfile, dump_reads_back_as_a_config_file)
 	free(out2);
 	k2mc_config_free(&a);
 	k2mc_config_free(&b);
+}
+
+/* A NUL would end a line early and silently drop the rest of it. */
+Test(cfgfile, nul_bytes_are_refused_with_file_and_line)
+{
+	static const char text[] = "brokers=k:1\ntopic=t\nwri\0ters=4\n";
+	static const char utf16[] = "b\0r\0o\0k\0e\0r\0s\0=\0k\0:\0001\0\n\0";
+	const char *path = config_file_n(text, sizeof(text) - 1);
+	char where[96];
+
+	snprintf(where, sizeof(where), "-F %s:3:", path);
+	expect_usage(ARGV("-F", (char *)path), where, "NUL");
+	path = config_file_n(utf16, sizeof(utf16) - 1);
+	expect_usage(ARGV("-F", (char *)path, "-t", "t"), ":1:", "UTF-16");
+	/* even in a comment, and even when the command line has everything */
+	path = config_file_n("# x\0y\n", 6);
+	expect_usage(ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"), ":1:", "NUL");
+}
+
+/* What Windows editors put at the start of a UTF-8 file. */
+Test(cfgfile, a_utf8_bom_is_skipped)
+{
+	struct k2mc_config c;
+	const char *path = config_file("\xef\xbb\xbf"
+				       "brokers=k:1\ntopic=t\nwriters=3\n");
+
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_expect_str_eq(c.brokers, "k:1");
+	cr_expect_eq(c.writers, 3);
+	k2mc_config_free(&c);
+	/* a BOM-only file is an empty file */
+	path = config_file("\xef\xbb\xbf");
+	expect_ok(&c, ARGV("-F", (char *)path, "-b", "k:1", "-t", "t"));
+	k2mc_config_free(&c);
+	/* only at the start: elsewhere it is part of a key, as before (one that
+	 * is not k2mc's, so librdkafka's, which will refuse it) */
+	path = config_file("brokers=k:1\ntopic=t\n\xef\xbb\xbf"
+			   "acks=1\n");
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_assert_eq(c.nxprops, 1);
+	cr_expect_str_eq(c.xprops[0], "\xef\xbb\xbf"
+				      "acks=1");
+	k2mc_config_free(&c);
+}
+
+/* The -X checks see properties from the file too, in whatever order the
+ * flags come, and judge the value librdkafka ends up with (the command
+ * line's, which comes last). */
+Test(cfgfile, guarantee_breaking_properties_from_the_file)
+{
+	struct k2mc_config c;
+	const char *path;
+	char where[96];
+
+	path = config_file("brokers=k:1\ntopic=t\nenable.auto.commit=true\n");
+	snprintf(where, sizeof(where), "-F %s:3: enable.auto.commit=true", path);
+	expect_usage(ARGV("-F", (char *)path), where, "acknowledged");
+	expect_usage(ARGV("-X", "acks=all", "-F", (char *)path), where, NULL);
+	/* the command line has the last word */
+	expect_ok(&c, ARGV("-F", (char *)path, "-X", "enable.auto.commit=false"));
+	k2mc_config_free(&c);
+	expect_ok(&c, ARGV("-X", "enable.auto.commit=false", "-F", (char *)path));
+	k2mc_config_free(&c);
+	path = config_file("brokers=k:1\ntopic=t\nenable.auto.commit=false\n");
+	expect_usage(ARGV("-X", "enable.auto.commit=1", "-F", (char *)path),
+		     "-X enable.auto.commit=1", "acknowledged");
+
+	path = config_file("brokers=k:1\ntopic=t\n\nenable.auto.offset.store = t\n");
+	expect_usage(ARGV("-F", (char *)path), ":4: enable.auto.offset.store=t", "acknowledged");
+
+	path = config_file("brokers=k:1\ntopic=t\ngroup.id=other\n");
+	expect_usage(ARGV("-F", (char *)path, "-G", "g"), ":3: group.id=other", "-G");
+
+	/* -e from one source, enable.partition.eof=false from the other */
+	path = config_file("brokers=k:1\ntopic=t\nenable.partition.eof=false\n");
+	expect_usage(ARGV("-e", "-F", (char *)path), ":3: enable.partition.eof=false", "-e");
+	path = config_file("brokers=k:1\ntopic=t\nexit=true\n");
+	expect_usage(ARGV("-F", (char *)path, "-X", "enable.partition.eof=false"),
+		     "-X enable.partition.eof=false", "-e");
+
+	path = config_file("brokers=k:1\ntopic=t\npartition.assignment.strategy=cooperative-sticky\n");
+	if (rd_kafka_version() < 0x020300ff) {
+		expect_usage(ARGV("-F", (char *)path), ":3: partition.assignment.strategy", "4312");
+		expect_ok(&c, ARGV("-F", (char *)path, "-X", "partition.assignment.strategy=range"));
+		k2mc_config_free(&c);
+	}
+
+	/* fencing, with the timing from the file */
+	path = config_file("brokers=k:1\ntopic=t\nsession.timeout.ms=3000\n");
+	expect_usage(ARGV("-F", (char *)path), "session.timeout.ms 3000", "1000 ms");
+	expect_ok(&c, ARGV("-F", (char *)path, "-X", "heartbeat.interval.ms=500",
+			   "--commit-interval-ms", "200"));
+	cr_expect_eq(k2mc_config_lease_ms(&c), 2000);
+	k2mc_config_free(&c);
+}
+
+Test(cfgfile, ttl_dlq_and_buffer_settings_from_the_file)
+{
+	struct k2mc_config c;
+	const char *path;
+
+	path = config_file("brokers=k:1\ntopic=t\nttl=3000000\n");
+	expect_usage(ARGV("-F", (char *)path), ":3: --ttl", "expired");
+	path = config_file("brokers=k:1\ntopic=orders\non-invalid=dlq\ndlq-topic=orders\n");
+	expect_usage(ARGV("-F", (char *)path), "--dlq-topic orders", "forever");
+	expect_ok(&c, ARGV("-F", (char *)path, "-t", "^ord.*x$"));
+	k2mc_config_free(&c);
+	expect_usage(ARGV("-F", (char *)path, "-t", "^ord"), "--dlq-topic orders", "^ord");
+	path = config_file("brokers=k:1\ntopic=t\nmax-buffer-bytes=64M\n");
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_expect_eq(c.max_buffer_bytes, 64u << 20);
+	k2mc_config_free(&c);
+	path = config_file("brokers=k:1\ntopic=t\nmax-buffer-bytes=1k\n");
+	expect_usage(ARGV("-F", (char *)path), ":3: --max-buffer-bytes", "at least 1m");
 }

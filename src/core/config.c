@@ -1,17 +1,21 @@
 /* Configuration for k2mc: flags (kcat conventions: -b -t -G -X -o -e -q -v,
  * -F FILE), key=value files and K2MC_* environment variables, one code path
- * for all three (apply()). Validates ranges here so the rest of the program
- * can trust the struct. Not a place that opens connections. */
+ * for all three (apply()). Validates ranges, and settings that contradict
+ * each other or k2mc's guarantees, here so the rest of the program can trust
+ * the struct. Not a place that opens connections. */
 #include "core/config.h"
 
 #include <errno.h>
 #include <ctype.h>
 #include <getopt.h>
+#include <librdkafka/rdkafka.h>
 #include <limits.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef K2MC_VERSION
@@ -30,6 +34,7 @@ enum {
 	OPT_ON_INVALID,
 	OPT_DLQ_TOPIC,
 	OPT_MAX_VALUE,
+	OPT_MAX_BUFFER,
 	OPT_MC_EJECT,
 	OPT_METRICS_ADDR,
 	OPT_STATS_JSON,
@@ -55,6 +60,7 @@ static const struct option long_opts[] = {
 	{ "on-invalid", required_argument, NULL, OPT_ON_INVALID },
 	{ "dlq-topic", required_argument, NULL, OPT_DLQ_TOPIC },
 	{ "max-value-bytes", required_argument, NULL, OPT_MAX_VALUE },
+	{ "max-buffer-bytes", required_argument, NULL, OPT_MAX_BUFFER },
 	{ "mc-eject", no_argument, NULL, OPT_MC_EJECT },
 	{ "metrics-addr", required_argument, NULL, OPT_METRICS_ADDR },
 	{ "stats-json", required_argument, NULL, OPT_STATS_JSON },
@@ -81,7 +87,8 @@ void k2mc_config_usage(FILE *out)
 		"  -t, --topic TOPIC         topic to consume, repeatable; a name starting with ^ is a\n"
 		"                            regex matching topics (librdkafka) (required)\n"
 		"  -G, --group GROUP         consumer group id (default k2mc)\n"
-		"  -X PROP=VALUE             any librdkafka property (security.protocol, sasl.*, ...)\n"
+		"  -X PROP=VALUE             any librdkafka property (security.protocol, sasl.*, ...);\n"
+		"                            not group.id (use -G), nor auto commit or offset store\n"
 		"  -o, --offset beginning|end  where a group with no committed offset starts\n"
 		"                            (default beginning)\n"
 		"  -e, --exit                exit 0 when every assigned partition is written and\n"
@@ -91,7 +98,8 @@ void k2mc_config_usage(FILE *out)
 		"  -m, --memcached HOST:PORT[,...]  servers, consistent (ketama) hashing\n"
 		"                            (default 127.0.0.1:11211)\n"
 		"  --key-prefix STR          prepended to every record key\n"
-		"  --ttl SECONDS             expiry of written items (default 0: none)\n"
+		"  --ttl SECONDS             expiry of written items (default 0: none); over 2592000\n"
+		"                            (30 days): an absolute unix time, not in the past\n"
 		"  --max-value-bytes N       largest value to send (default: the servers' item_size_max)\n"
 		"  --mc-eject                remap keys of a down server to the others (libmemcached\n"
 		"                            auto-eject) instead of waiting for it (default: wait)\n"
@@ -102,6 +110,8 @@ void k2mc_config_usage(FILE *out)
 		"Pipeline:\n"
 		"  --writers N               writer threads, each with its own connections (default: CPUs)\n"
 		"  --ring-size N             slots per partition/writer ring, power of two (default 4096)\n"
+		"  --max-buffer-bytes N      record bytes held in rings and batches at most; consumers\n"
+		"                            wait when it is reached; k, m, g suffixes (default 256m)\n"
 		"  --batch N                 records per pipelined, acknowledged exchange (default 512)\n"
 		"  --commit-interval-ms N    offset commit interval (default 1000)\n"
 		"  --shutdown-timeout-ms N   how long shutdown waits for writes (default 30000)\n"
@@ -150,6 +160,45 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
 		return -EINVAL;
 	*out = v;
+	return 0;
+}
+
+/* Bytes: digits with an optional k, m or g (KiB, MiB, GiB) suffix, any case;
+ * rejects "", "1.5m", "-1", "1mb", and anything over INT64_MAX. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	uint64_t mult = 1;
+	char *end;
+
+	if (!(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		mult = 1ull << 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		mult = 1ull << 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		mult = 1ull << 30;
+		end++;
+		break;
+	default:
+		break;
+	}
+	if (*end != '\0' || v > (uint64_t)INT64_MAX / mult)
+		return -EINVAL;
+	*out = (uint64_t)v * mult;
 	return 0;
 }
 
@@ -221,6 +270,11 @@ struct parse_state {
 	const char *servers;     /* checked once all sources are read */
 	enum level servers_level;
 	enum level topics_level; /* the level the topics list came from */
+	int line;                /* the -F line being applied, 0 outside the file */
+	/* where each c->xprops[i] came from, for the checks made once every
+	 * source is read */
+	enum level xlevel[K2MC_MAX_XPROPS];
+	int xline[K2MC_MAX_XPROPS];
 };
 
 struct k2mc_config_chunk {
@@ -338,6 +392,8 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 			USAGE("-X: expected PROP=VALUE, got '%s'", arg);
 		if (c->nxprops == K2MC_MAX_XPROPS)
 			USAGE("-X: more than %d properties", K2MC_MAX_XPROPS);
+		st->xlevel[c->nxprops] = lvl;
+		st->xline[c->nxprops] = st->line;
 		c->xprops[c->nxprops++] = arg;
 		break;
 	case 'o':
@@ -394,6 +450,11 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 		/* memcached reads exptimes over 30 days as absolute unix times */
 		if (parse_long(arg, 0, INT32_MAX, &v) != 0)
 			USAGE("--ttl: expected 0..%d seconds, got '%s'", INT32_MAX, arg);
+		if (v > K2MC_TTL_RELATIVE_MAX && v <= (long)time(NULL))
+			USAGE("--ttl: %ld is over 30 days, so memcached reads it as an absolute unix "
+			      "time, and that time has passed: every item would be stored already "
+			      "expired; a relative TTL must be <= %d",
+			      v, K2MC_TTL_RELATIVE_MAX);
 		c->ttl = (uint32_t)v;
 		break;
 	case OPT_KEY_PREFIX:
@@ -430,6 +491,13 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 		if (parse_long(arg, 1, 1L << 30, &v) != 0)
 			USAGE("--max-value-bytes: expected 1..%ld, got '%s'", 1L << 30, arg);
 		c->max_value_bytes = (uint64_t)v;
+		break;
+	case OPT_MAX_BUFFER:
+		if (parse_size(arg, &c->max_buffer_bytes) != 0 ||
+		    c->max_buffer_bytes < K2MC_MAX_BUFFER_MIN)
+			USAGE("--max-buffer-bytes: expected bytes, or a number with a k, m or g suffix "
+			      "(KiB, MiB, GiB), at least 1m, got '%s'",
+			      arg);
 		break;
 	case OPT_MC_EJECT:
 		c->mc_eject = 1;
@@ -602,7 +670,7 @@ static enum k2mc_config_result apply_file(struct k2mc_config *c, struct parse_st
 					  const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
-	char *buf = NULL, *p, *end;
+	char *buf = NULL, *p, *end, *nul;
 	size_t len;
 	int lineno = 0;
 	enum k2mc_config_result r = K2MC_CONFIG_OK;
@@ -621,6 +689,18 @@ static enum k2mc_config_result apply_file(struct k2mc_config *c, struct parse_st
 		r = K2MC_CONFIG_USAGE;
 		goto out;
 	}
+	/* Lines are C strings from here on: a NUL would silently end one. */
+	nul = memchr(buf, '\0', len);
+	if (nul != NULL) {
+		for (const char *q = buf; q < nul; q++)
+			lineno += *q == '\n';
+		set_err(err, errlen,
+			"-F %s:%d: NUL byte: a config file is UTF-8 text (is this one UTF-16, or "
+			"binary?)",
+			path, lineno + 1);
+		r = K2MC_CONFIG_USAGE;
+		goto out;
+	}
 	/* the values stay in this copy: c points into it */
 	p = own(c, buf, len);
 	if (p == NULL) {
@@ -628,7 +708,12 @@ static enum k2mc_config_result apply_file(struct k2mc_config *c, struct parse_st
 		r = K2MC_CONFIG_USAGE;
 		goto out;
 	}
-	for (end = p + len; p < end && r == K2MC_CONFIG_OK; lineno++) {
+	end = p + len;
+	/* A UTF-8 byte order mark, as some Windows editors write: not part of
+	 * the first key. */
+	if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+		p += 3;
+	for (; p < end && r == K2MC_CONFIG_OK; lineno++) {
 		char *nl = memchr(p, '\n', (size_t)(end - p)), *line, *eq;
 
 		if (nl == NULL)
@@ -642,8 +727,10 @@ static enum k2mc_config_result apply_file(struct k2mc_config *c, struct parse_st
 			set_err(err, errlen, "expected key=value, got '%.80s'", line);
 			r = K2MC_CONFIG_USAGE;
 		} else {
+			st->line = lineno + 1;
 			r = apply_line(c, st, trim(line, eq), trim(eq + 1, eq + 1 + strlen(eq + 1)),
 				       err, errlen);
+			st->line = 0;
 		}
 		if (r != K2MC_CONFIG_OK)
 			blame(err, errlen, "-F %s:%d", path, lineno + 1);
@@ -687,7 +774,301 @@ static void set_defaults(struct k2mc_config *c)
 	c->key_prefix = "";
 	c->stats_interval_ms = 5000;
 	c->shutdown_timeout_ms = 30000;
+	c->max_buffer_bytes = K2MC_MAX_BUFFER_DEFAULT;
 	c->verbosity = 1;
+}
+
+/* ---- checks across settings, made once every source is read ---------------- */
+
+/* A dead letter topic that k2mc also consumes would bring every dead letter
+ * back as a record, to be dead-lettered again: one bad record, forever. */
+static enum k2mc_config_result check_dlq_topic(const struct k2mc_config *c, char *err,
+					       size_t errlen)
+{
+	if (c->dlq_topic == NULL)
+		return K2MC_CONFIG_OK;
+	for (int i = 0; i < c->ntopics; i++) {
+		const char *t = c->topics[i];
+		regex_t re;
+		int match;
+
+		if (strcmp(t, c->dlq_topic) == 0)
+			USAGE("--dlq-topic %s is also consumed (-t %s): k2mc would read its own dead "
+			      "letters back and dead-letter them again, forever; use another topic",
+			      c->dlq_topic, t);
+		/* librdkafka's regex dialect is not POSIX, but close enough to
+		 * ERE for a topic name; a pattern ERE cannot read is left to
+		 * librdkafka */
+		if (t[0] != '^' || regcomp(&re, t, REG_EXTENDED | REG_NOSUB) != 0)
+			continue;
+		match = regexec(&re, c->dlq_topic, 0, NULL, 0) == 0;
+		regfree(&re);
+		if (match)
+			USAGE("--dlq-topic %s matches the subscription -t '%s': k2mc would read its own "
+			      "dead letters back and dead-letter them again, forever; use a topic the "
+			      "pattern does not match",
+			      c->dlq_topic, t);
+	}
+	return K2MC_CONFIG_OK;
+}
+
+/* librdkafka's reading of the -X properties: a configuration object built as
+ * group.c builds the consumer's (k2mc's own settings first, then every -X in
+ * order) and read back with rd_kafka_conf_get, so a value means here what it
+ * will mean there ("t", "1", "0x1000", a later -X replacing an earlier one).
+ * A property librdkafka refuses is skipped (group.c reports it, with
+ * librdkafka's reason); accepted[i], when given, says which were taken.
+ * plugin.library.paths is skipped too: setting it loads the libraries. */
+static rd_kafka_conf_t *rdk_view(const struct k2mc_config *c, unsigned char *accepted)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char e[512];
+
+	if (conf == NULL)
+		return NULL;
+	rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e));
+	rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", e, sizeof(e));
+	rd_kafka_conf_set(conf, "enable.partition.eof", c->exit_at_eof ? "true" : "false", e,
+			  sizeof(e));
+	for (int i = 0; i < c->nxprops; i++) {
+		const char *eq = strchr(c->xprops[i], '=');
+		size_t nl = (size_t)(eq - c->xprops[i]);
+		char name[256];
+		int ok = 0;
+
+		if (nl < sizeof(name)) {
+			memcpy(name, c->xprops[i], nl);
+			name[nl] = '\0';
+			ok = strcmp(name, "plugin.library.paths") != 0 &&
+			     rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) == RD_KAFKA_CONF_OK;
+		}
+		if (accepted != NULL)
+			accepted[i] = (unsigned char)ok;
+	}
+	return conf;
+}
+
+/* The value librdkafka holds for name, or "" when it has none. */
+static const char *rdk_get(rd_kafka_conf_t *conf, const char *name, char *buf, size_t len)
+{
+	size_t n = len;
+
+	if (conf == NULL || rd_kafka_conf_get(conf, name, buf, &n) != RD_KAFKA_CONF_OK)
+		buf[0] = '\0';
+	return buf;
+}
+
+static int64_t rdk_int(rd_kafka_conf_t *conf, const char *name, int64_t dflt)
+{
+	char buf[64];
+
+	rdk_get(conf, name, buf, sizeof(buf));
+	return buf[0] != '\0' ? strtoll(buf, NULL, 10) : dflt;
+}
+
+/* The last -X property called name (that librdkafka took, if accepted is
+ * given): the one whose value wins. -1 if none. */
+static int last_xprop(const struct k2mc_config *c, const unsigned char *accepted,
+		      const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (int i = c->nxprops - 1; i >= 0; i--)
+		if (strncmp(c->xprops[i], name, nl) == 0 && c->xprops[i][nl] == '=' &&
+		    (accepted == NULL || accepted[i]))
+			return i;
+	return -1;
+}
+
+/* "-X name=value" or "-F FILE:LINE: name=value", for messages. */
+static const char *xprop_where(const struct k2mc_config *c, const struct parse_state *st, int i,
+			       char *buf, size_t len)
+{
+	if (i < 0)
+		snprintf(buf, len, "-X");
+	else if (st->xlevel[i] == LVL_FILE)
+		snprintf(buf, len, "-F %s:%d: %.200s", c->config_file, st->xline[i], c->xprops[i]);
+	else
+		snprintf(buf, len, "-X %.200s", c->xprops[i]);
+	return buf;
+}
+
+/* Properties that would break what k2mc promises: offsets are committed only
+ * below acknowledged records, -G names the group, -e ends. */
+static enum k2mc_config_result check_xprops(const struct k2mc_config *c,
+					    const struct parse_state *st, char *err,
+					    size_t errlen)
+{
+	unsigned char accepted[K2MC_MAX_XPROPS];
+	enum k2mc_config_result r = K2MC_CONFIG_USAGE;
+	rd_kafka_conf_t *conf;
+	char where[512], val[1024];
+	int i;
+
+	i = last_xprop(c, NULL, "group.id");
+	if (i >= 0)
+		USAGE("%s: the consumer group is set with -G (group= in a -F file); a librdkafka "
+		      "group.id would silently replace it",
+		      xprop_where(c, st, i, where, sizeof(where)));
+	if (c->nxprops == 0)
+		return K2MC_CONFIG_OK;
+	conf = rdk_view(c, accepted);
+	if (conf == NULL)
+		USAGE("-X: out of memory");
+	if (strcmp(rdk_get(conf, "enable.auto.commit", val, sizeof(val)), "true") == 0) {
+		i = last_xprop(c, accepted, "enable.auto.commit");
+		set_err(err, errlen,
+			"%s: k2mc commits only offsets below records Memcached acknowledged; "
+			"librdkafka's auto commit would commit records not yet written",
+			xprop_where(c, st, i, where, sizeof(where)));
+	} else if (strcmp(rdk_get(conf, "enable.auto.offset.store", val, sizeof(val)), "true") ==
+		   0) {
+		i = last_xprop(c, accepted, "enable.auto.offset.store");
+		set_err(err, errlen,
+			"%s: k2mc stores and commits only acknowledged watermarks; librdkafka's "
+			"automatic offset store would let a commit pass records not yet written",
+			xprop_where(c, st, i, where, sizeof(where)));
+	} else if (c->exit_at_eof &&
+		   strcmp(rdk_get(conf, "enable.partition.eof", val, sizeof(val)), "false") == 0) {
+		i = last_xprop(c, accepted, "enable.partition.eof");
+		set_err(err, errlen,
+			"%s: -e needs librdkafka's end-of-partition events to see that a partition "
+			"is done; without them k2mc would wait forever",
+			xprop_where(c, st, i, where, sizeof(where)));
+	} else if (rd_kafka_version() < 0x020300ff &&
+		   strcasestr(rdk_get(conf, "partition.assignment.strategy", val, sizeof(val)),
+			      "cooperative-sticky") != NULL) {
+		i = last_xprop(c, accepted, "partition.assignment.strategy");
+		set_err(err, errlen,
+			"%s: librdkafka %s's cooperative-sticky assignor can abort k2mc on a signal "
+			"during a rebalance (librdkafka issue 4312, fixed in 2.3.0); use range or "
+			"roundrobin, or librdkafka >= 2.3.0",
+			xprop_where(c, st, i, where, sizeof(where)), rd_kafka_version_str());
+	} else {
+		r = K2MC_CONFIG_OK;
+	}
+	rd_kafka_conf_destroy(conf);
+	return r;
+}
+
+/* The smallest session.timeout.ms whose lease, with heartbeat interval hb,
+ * is at least want. The lease grows with the session (by 1, or by 9 in 10
+ * once the margin is session / 10), so step up from just below it. */
+static int64_t session_for_lease(int64_t hb, int64_t want)
+{
+	int64_t s = hb + want + 500;
+
+	if (K2MC_FENCE_MARGIN_MS(s) > 500)
+		s = (hb + want - 1) * 10 / 9;
+	while (s - hb - K2MC_FENCE_MARGIN_MS(s) < want)
+		s++;
+	return s;
+}
+
+/* Fencing (fence.h): a writer may send only within the lease an
+ * acknowledged commit buys, and the committer renews it every commit
+ * interval. A lease under a second leaves writers no time between commits;
+ * one of at most two intervals lets a single late commit stop every writer. */
+static enum k2mc_config_result check_lease(const struct k2mc_config *c, char *err, size_t errlen)
+{
+	int64_t s = k2mc_config_session_timeout_ms(c), hb = k2mc_config_heartbeat_interval_ms(c);
+	int64_t margin = K2MC_FENCE_MARGIN_MS(s), lease = s - hb - margin;
+	int64_t ci = c->commit_interval_ms;
+
+	if (lease < 1000)
+		USAGE("fencing: session.timeout.ms %lld - heartbeat.interval.ms %lld - margin %lld "
+		      "leaves a write lease of %lld ms, under the 1000 ms minimum: raise -X "
+		      "session.timeout.ms to at least %lld, or lower -X heartbeat.interval.ms",
+		      (long long)s, (long long)hb, (long long)margin, (long long)lease,
+		      (long long)session_for_lease(hb, ci * 2 + 1 > 1000 ? ci * 2 + 1 : 1000));
+	if (lease <= 2 * ci)
+		USAGE("fencing: the write lease (session.timeout.ms %lld - heartbeat.interval.ms "
+		      "%lld - margin %lld = %lld ms) must be more than 2 x --commit-interval-ms "
+		      "%lld, or one late commit pauses every writer: lower --commit-interval-ms to "
+		      "%lld or less, or raise -X session.timeout.ms to at least %lld",
+		      (long long)s, (long long)hb, (long long)margin, (long long)lease,
+		      (long long)ci, (long long)((lease - 1) / 2),
+		      (long long)session_for_lease(hb, ci * 2 + 1));
+	return K2MC_CONFIG_OK;
+}
+
+/* "1.5 GiB": bytes for a message. */
+static const char *human_bytes(uint64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double d = (double)v;
+	size_t u = 0;
+
+	while (d >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		d /= 1024;
+		u++;
+	}
+	snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", d, units[u]);
+	return buf;
+}
+
+/* The rings of a partition are allocated whole when it is assigned: a size
+ * that cannot fit once cannot fit at all. (Many partitions that fit one by
+ * one but not together are a matter for assignment time.) */
+enum k2mc_config_result k2mc_config_check_ring_memory(const struct k2mc_config *c,
+						      uint64_t memory_bytes, char *err,
+						      size_t errlen)
+{
+	uint64_t need = k2mc_config_ring_bytes_per_partition(c);
+	char a[32], b[32];
+
+	if (memory_bytes > 0 && need > memory_bytes)
+		USAGE("--ring-size %u with --writers %d: one partition's rings and watermark window "
+		      "take %s, more than this machine's %s of memory; use a smaller --ring-size "
+		      "(default 4096)",
+		      c->ring_size, c->writers, human_bytes(need, a, sizeof(a)),
+		      human_bytes(memory_bytes, b, sizeof(b)));
+	return K2MC_CONFIG_OK;
+}
+
+uint64_t k2mc_config_memory_bytes(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+
+	return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
+uint64_t k2mc_config_ring_bytes_per_partition(const struct k2mc_config *c)
+{
+	uint64_t slots = (uint64_t)c->writers * c->ring_size, window = 1;
+
+	while (window < slots)
+		window <<= 1;
+	/* ring.h: struct ring_item is a pointer and a tag; watermark.c: an
+	 * int64_t offset and a uint8_t done flag per window entry */
+	return slots * 16 + window * 9;
+}
+
+int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c)
+{
+	rd_kafka_conf_t *conf = rdk_view(c, NULL);
+	int64_t v = rdk_int(conf, "session.timeout.ms", 45000);
+
+	if (conf != NULL)
+		rd_kafka_conf_destroy(conf);
+	return v;
+}
+
+int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c)
+{
+	rd_kafka_conf_t *conf = rdk_view(c, NULL);
+	int64_t v = rdk_int(conf, "heartbeat.interval.ms", 3000);
+
+	if (conf != NULL)
+		rd_kafka_conf_destroy(conf);
+	return v;
+}
+
+int64_t k2mc_config_lease_ms(const struct k2mc_config *c)
+{
+	int64_t s = k2mc_config_session_timeout_ms(c);
+
+	return s - k2mc_config_heartbeat_interval_ms(c) - K2MC_FENCE_MARGIN_MS(s);
 }
 
 enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char **argv,
@@ -748,7 +1129,14 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 			blame(err, errlen, "-F %s", c->config_file);
 		return K2MC_CONFIG_USAGE;
 	}
-	return K2MC_CONFIG_OK;
+	r = check_dlq_topic(c, err, errlen);
+	if (r == K2MC_CONFIG_OK)
+		r = check_xprops(c, &st, err, errlen);
+	if (r == K2MC_CONFIG_OK)
+		r = check_lease(c, err, errlen);
+	if (r == K2MC_CONFIG_OK)
+		r = k2mc_config_check_ring_memory(c, k2mc_config_memory_bytes(), err, errlen);
+	return r;
 }
 
 /* ---- --dump-config ----------------------------------------------------------- */
@@ -807,6 +1195,7 @@ void k2mc_config_dump(const struct k2mc_config *c, FILE *out)
 		fprintf(out, "dlq-topic=%s\n", c->dlq_topic);
 	if (c->max_value_bytes > 0)
 		fprintf(out, "max-value-bytes=%llu\n", (unsigned long long)c->max_value_bytes);
+	fprintf(out, "max-buffer-bytes=%llu\n", (unsigned long long)c->max_buffer_bytes);
 	fprintf(out, "mc-eject=%s\n", c->mc_eject ? "true" : "false");
 	if (c->metrics_port > 0)
 		fprintf(out, strchr(c->metrics_host, ':') ? "metrics-addr=[%s]:%d\n"

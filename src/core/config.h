@@ -1,7 +1,8 @@
 /* Configuration: kcat-style flags plus k2mc's own long options, a -F file of
  * key=value lines and a few K2MC_* environment variables (lowest precedence).
  * Parsing, validation and --dump-config only; nothing here talks to Kafka or
- * Memcached. */
+ * Memcached (-X values are read through a librdkafka configuration object,
+ * so that they mean what they will mean to the consumer). */
 #ifndef K2MC_CONFIG_H
 #define K2MC_CONFIG_H
 
@@ -14,6 +15,18 @@
 #define K2MC_MAX_XPROPS 128
 /* memcached text protocol: keys are at most 250 bytes */
 #define K2MC_MC_KEY_MAX 250
+/* memcached reads an exptime over 30 days as an absolute unix time */
+#define K2MC_TTL_RELATIVE_MAX 2592000
+/* --max-buffer-bytes: default and floor */
+#define K2MC_MAX_BUFFER_DEFAULT (256ull << 20)
+#define K2MC_MAX_BUFFER_MIN (1ull << 20)
+/* Fencing (fence.h): the lease a commit acknowledgement buys is
+ * session.timeout.ms - heartbeat.interval.ms - this margin, which covers the
+ * time from a writer's last lease check to its bytes reaching memcached and
+ * the coordinator's own timer slack. One definition, used by the start-up
+ * check below and by whoever builds the fence. */
+#define K2MC_FENCE_MARGIN_MS(session) \
+	((int64_t)(session) / 10 > 500 ? (int64_t)(session) / 10 : (int64_t)500)
 
 struct k2mc_server {
 	char host[256];
@@ -53,6 +66,8 @@ struct k2mc_config {
 	enum k2mc_invalid_policy on_invalid; /* --on-invalid */
 	const char *dlq_topic;          /* --dlq-topic */
 	uint64_t max_value_bytes;       /* --max-value-bytes, 0 = ask the servers */
+	uint64_t max_buffer_bytes;      /* --max-buffer-bytes: record bytes held in rings and
+					 * batches at most; consumers block when it is reached */
 	int mc_eject;                   /* --mc-eject: remap a down server's keys (libmemcached
 					 * auto-eject) instead of waiting for it */
 	char metrics_host[256];         /* --metrics-addr: "" = off, else the address to bind */
@@ -76,8 +91,13 @@ enum k2mc_config_result {
  * K2MC_WRITERS), the -F file, the command line. A repeatable setting (topic)
  * given at a higher level replaces the lower level's list; -X properties
  * accumulate, later ones winning in librdkafka. On K2MC_CONFIG_USAGE, err
- * holds a one-line reason. Pointers in c point into argv, which must outlive
- * c, or into storage c owns: call k2mc_config_free after any result. */
+ * holds a one-line reason. Besides each value's range, it refuses what would
+ * break k2mc's promises: a --ttl already past, a --dlq-topic it consumes, -X
+ * properties (from any source) that turn on auto commit or offset store, set
+ * group.id, disable partition EOF under -e or pick librdkafka < 2.3.0's
+ * cooperative-sticky assignor, a fencing lease too short, rings larger than
+ * memory. Pointers in c point into argv, which must outlive c, or into
+ * storage c owns: call k2mc_config_free after any result. */
 enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char **argv,
 					  char *err, size_t errlen);
 void k2mc_config_free(struct k2mc_config *c);
@@ -93,5 +113,29 @@ int k2mc_config_is_secret(const char *name);
 int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err, size_t errlen);
 
 void k2mc_config_usage(FILE *out);
+
+/* What one partition's rings (writers x ring-size slots of 16 bytes, ring.h's
+ * struct ring_item) and its watermark window (next_pow2(writers x ring-size)
+ * entries of 9 bytes, watermark.c) allocate when it is assigned. */
+uint64_t k2mc_config_ring_bytes_per_partition(const struct k2mc_config *c);
+/* Physical memory (_SC_PHYS_PAGES x _SC_PAGE_SIZE), 0 if unknown. */
+uint64_t k2mc_config_memory_bytes(void);
+/* K2MC_CONFIG_USAGE (message in err) when one partition's rings alone would
+ * exceed memory_bytes (0 = unknown: no check). k2mc_config_parse makes this
+ * check against k2mc_config_memory_bytes(). */
+enum k2mc_config_result k2mc_config_check_ring_memory(const struct k2mc_config *c,
+						      uint64_t memory_bytes, char *err,
+						      size_t errlen);
+
+/* The group timing k2mc hands librdkafka: the -X values as librdkafka parses
+ * them (the last one given wins), else the library's defaults (45000 and
+ * 3000 in librdkafka 2.0.2). Each call builds a librdkafka configuration
+ * object: for start-up, not for a hot path. */
+int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c);
+int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c);
+/* The fencing lease: session - heartbeat - K2MC_FENCE_MARGIN_MS(session).
+ * k2mc_config_parse refuses a configuration where it is under 1000 ms or not
+ * more than 2 x commit_interval_ms, so after a successful parse it is > 0. */
+int64_t k2mc_config_lease_ms(const struct k2mc_config *c);
 
 #endif
