@@ -215,3 +215,20 @@ ASAN_BINS  += $(FENCE_UNIT:%=build/tests/asan/test_%)
 TSAN_BINS  += $(FENCE_UNIT:%=build/tests/tsan/test_%)
 unit: $(FENCE_UNIT:%=build/tests/test_%) $(FENCE_UNIT:%=build/tests/asan/test_%) \
       $(FENCE_UNIT:%=build/tests/tsan/test_%)
+
+# ---- issue 8: fencing integration tests --------------------------------------
+# Appended block. test_fencing (integration): a member frozen with SIGSTOP,
+# and a member cut off from Kafka by a relay in the test, must not write over
+# the new owner's values. Its members reach the relay through an LD_PRELOAD
+# library that redirects connect(); the test loads it from
+# build/tests/libredirect_shim.so (K2MC_REDIRECT_SHIM overrides), so it is
+# built with the suite (order-only: it is not linked into the binary).
+REDIRECT_SHIM := build/tests/libredirect_shim.so
+$(REDIRECT_SHIM): tests/redirect_shim.c $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -fPIC -shared $< -o $@ -ldl
+ISSUE8_INTEG := fencing
+INTEG_TESTS  += $(ISSUE8_INTEG)
+INTEG_BINS   += $(ISSUE8_INTEG:%=build/tests/test_%)
+integration: $(ISSUE8_INTEG:%=build/tests/test_%)
+build/tests/test_fencing: build/obj/$(DLQ_SRC:.c=.o) | $(REDIRECT_SHIM)

@@ -1,0 +1,707 @@
+/* Integration suite for fencing (issue 8, section 1): a member that has lost
+ * its place in the group, because it was frozen (SIGSTOP: a VM pause, a long
+ * GC-like stall) or cut off from Kafka while Memcached stayed reachable, must
+ * not write over the values of its partitions' new owner. Each test lets a
+ * second member take over and finish, gives the first one every chance to
+ * write what it still holds, then checks that every key holds its last
+ * record and that the committed offsets are the end offsets.
+ * Not about rebalances among live members, or outages (test_faults.c). */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define TOPIC "events"
+/* every wait below has its own deadline; this only stops a wedged test */
+#define TEST_TIMEOUT_S 60
+/* where `make` puts the connect() redirection library (tests/redirect_shim.c),
+ * relative to the top of the tree; K2MC_REDIRECT_SHIM overrides it */
+#define SHIM_DEFAULT "build/tests/libredirect_shim.so"
+
+/* Session 6 s, heartbeats every 1 s, commits every 200 ms: the fencing lease
+ * (session - heartbeat - max(500, session / 10) = 4.4 s) is above the 1 s and
+ * the 2 x --commit-interval-ms that k2mc's configuration check requires. */
+static const char *const BASE_ARGS[] = { "--stats-interval-ms", "1000",
+					 "--commit-interval-ms", "200",
+					 "-X", "session.timeout.ms=6000",
+					 "-X", "heartbeat.interval.ms=1000", NULL };
+
+/* k2mc's own lines ("HH:MM:SS.mmm k2mc LEVEL: ..."), not librdkafka's */
+#define K2MC_LINE "k2mc [A-Z]+: "
+#define RE_ASSIGNED K2MC_LINE "assigned [0-9]+ partition"
+/* A member that lost its partitions says so: "released N partition(s)"
+ * after a revocation's drain, or "assignment lost (...): N partition(s)
+ * dropped ..." when librdkafka reports the assignment lost. */
+#define RE_GAVE_UP K2MC_LINE "(released [0-9]+ partition|assignment lost)"
+#define RE_STATS K2MC_LINE "in [0-9]+/s out [0-9]+/s"
+/* a stats line showing records held in the rings */
+#define RE_RINGS_HOLD K2MC_LINE "in .* ring ([1-9][0-9]*\\.[0-9]|0\\.[1-9])%"
+
+struct world {
+	struct h_memcached mc;
+	struct h_mock mock;
+	char expect[H_PATH_MAX];
+	char mc_addr[64];
+	int parts;
+	uint64_t produced;
+};
+
+static struct world W;
+
+static const char *tail_of(const char *path)
+{
+	return h_tail_of(path, 25);
+}
+
+static void sleep_ms(int ms)
+{
+	usleep((useconds_t)ms * 1000);
+}
+
+static size_t file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/* ---- a TCP relay -------------------------------------------------------------------
+ * Listens on a free loopback port and forwards every connection to
+ * 127.0.0.1:upstream, one thread per direction. delay_ms holds back each
+ * chunk going from the upstream server to the client (replies only: what the
+ * client sends reaches the server at once). relay_cut closes the listener
+ * and every connection, so the client's peer is gone for good: connects are
+ * refused from then on. Sockets are close-on-exec, so no process the test
+ * starts afterwards keeps one open. */
+#define RELAY_MAX_CONNS 64
+
+struct relay;
+
+struct pump {
+	int from, to;
+	int delay_ms;
+	pthread_t thread;
+};
+
+struct relay_conn {
+	int cfd, ufd;
+	struct pump up, down;
+};
+
+struct relay {
+	int lfd;
+	int port;
+	int upstream;
+	int delay_ms;
+	int wake[2];
+	pthread_t acceptor;
+	int running;
+	/* conns[] and nconns: written by the acceptor and by relay_cut (after
+	 * the acceptor is joined), under mu */
+	pthread_mutex_t mu;
+	struct relay_conn *conns[RELAY_MAX_CONNS];
+	int nconns;
+	/* set by relay_cut, read by the acceptor after its poll wakes */
+	atomic_int cut;
+	/* connections accepted; written by the acceptor, read by the test */
+	atomic_int accepted;
+};
+
+static struct relay KAFKA_RELAY, MC_RELAY;
+
+static int send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void *pump_main(void *arg)
+{
+	struct pump *p = arg;
+	char buf[65536];
+
+	for (;;) {
+		ssize_t n = recv(p->from, buf, sizeof(buf), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (p->delay_ms > 0)
+			nanosleep(&(struct timespec){ p->delay_ms / 1000,
+						      (p->delay_ms % 1000) * 1000000L },
+				  NULL);
+		if (send_all(p->to, buf, (size_t)n) != 0)
+			break;
+	}
+	/* pass the end of this direction on; the other pump ends on its own */
+	shutdown(p->to, SHUT_WR);
+	return NULL;
+}
+
+static int connect_upstream(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void *acceptor_main(void *arg)
+{
+	struct relay *r = arg;
+
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = r->lfd, .events = POLLIN },
+					{ .fd = r->wake[0], .events = POLLIN } };
+		struct relay_conn *c;
+		int cfd, ufd;
+
+		if (poll(pf, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (atomic_load(&r->cut))
+			break;
+		if (!(pf[0].revents & POLLIN))
+			continue;
+		cfd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0)
+			continue;
+		ufd = connect_upstream(r->upstream);
+		c = calloc(1, sizeof(*c));
+		pthread_mutex_lock(&r->mu);
+		if (ufd < 0 || c == NULL || r->nconns == RELAY_MAX_CONNS) {
+			pthread_mutex_unlock(&r->mu);
+			close(cfd);
+			if (ufd >= 0)
+				close(ufd);
+			free(c);
+			continue;
+		}
+		c->cfd = cfd;
+		c->ufd = ufd;
+		c->up = (struct pump){ .from = cfd, .to = ufd };
+		c->down = (struct pump){ .from = ufd, .to = cfd, .delay_ms = r->delay_ms };
+		if (pthread_create(&c->up.thread, NULL, pump_main, &c->up) != 0) {
+			pthread_mutex_unlock(&r->mu);
+			close(cfd);
+			close(ufd);
+			free(c);
+			continue;
+		}
+		if (pthread_create(&c->down.thread, NULL, pump_main, &c->down) != 0) {
+			pthread_mutex_unlock(&r->mu);
+			shutdown(cfd, SHUT_RDWR);
+			shutdown(ufd, SHUT_RDWR);
+			pthread_join(c->up.thread, NULL);
+			close(cfd);
+			close(ufd);
+			free(c);
+			continue;
+		}
+		r->conns[r->nconns++] = c;
+		pthread_mutex_unlock(&r->mu);
+		atomic_fetch_add(&r->accepted, 1);
+	}
+	return NULL;
+}
+
+static void relay_start(struct relay *r, int upstream, int delay_ms)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+
+	memset(r, 0, sizeof(*r));
+	r->upstream = upstream;
+	r->delay_ms = delay_ms;
+	pthread_mutex_init(&r->mu, NULL);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(r->lfd, 0, "relay socket: %s", strerror(errno));
+	cr_assert_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "relay bind: %s",
+		     strerror(errno));
+	cr_assert_eq(listen(r->lfd, 64), 0, "relay listen: %s", strerror(errno));
+	cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&sa, &sl), 0);
+	r->port = ntohs(sa.sin_port);
+	cr_assert_eq(pipe2(r->wake, O_CLOEXEC), 0, "relay pipe: %s", strerror(errno));
+	cr_assert_eq(pthread_create(&r->acceptor, NULL, acceptor_main, r), 0);
+	r->running = 1;
+}
+
+/* Stops listening and closes every connection; the client sees its peer
+ * close, and refused connects afterwards. Idempotent. */
+static void relay_cut(struct relay *r)
+{
+	if (!r->running)
+		return;
+	r->running = 0;
+	atomic_store(&r->cut, 1);
+	if (write(r->wake[1], "x", 1) != 1)
+		cr_log_warn("relay: cannot wake the acceptor: %s", strerror(errno));
+	pthread_join(r->acceptor, NULL);
+	close(r->lfd);
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->nconns; i++) {
+		shutdown(r->conns[i]->cfd, SHUT_RDWR);
+		shutdown(r->conns[i]->ufd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < r->nconns; i++) {
+		struct relay_conn *c = r->conns[i];
+
+		pthread_join(c->up.thread, NULL);
+		pthread_join(c->down.thread, NULL);
+		close(c->cfd);
+		close(c->ufd);
+		free(c);
+	}
+	r->nconns = 0;
+	close(r->wake[0]);
+	close(r->wake[1]);
+}
+
+static void teardown(void)
+{
+	/* the processes first: a relay's clients are gone before it closes */
+	h_cleanup();
+	relay_cut(&KAFKA_RELAY);
+	relay_cut(&MC_RELAY);
+}
+
+TestSuite(fencing, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+/* ---- the world -------------------------------------------------------------------
+ * One memcached and a mock with TOPIC of `parts` partitions over `keys` keys,
+ * no tombstones (every key ends with a value), an expect file; mock_args
+ * follow; with control = 1 the mock reads commands on stdin. */
+static void start_world(int parts, uint32_t keys, const char *const mock_args[], int control)
+{
+	char topic[64], k[32];
+	const char *args[32];
+	int a = 0, rc;
+
+	memset(&W, 0, sizeof(W));
+	W.parts = parts;
+	rc = h_memcached_start(&W.mc, 0, NULL);
+	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
+	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
+	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, parts);
+	snprintf(k, sizeof(k), "%u", keys);
+	args[a++] = "--topic";
+	args[a++] = topic;
+	args[a++] = "--keys";
+	args[a++] = k;
+	args[a++] = "--expect";
+	args[a++] = W.expect;
+	if (control)
+		args[a++] = "--stdin-control";
+	for (int i = 0; mock_args != NULL && mock_args[i] != NULL && a < 31; i++)
+		args[a++] = mock_args[i];
+	args[a] = NULL;
+	rc = h_mock_start(&W.mock, args, control, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+}
+
+/* The mock broker's port, from its "127.0.0.1:PORT" bootstrap. */
+static int mock_port(void)
+{
+	const char *colon = strrchr(W.mock.bootstrap, ':');
+
+	cr_assert(colon != NULL && strncmp(W.mock.bootstrap, "127.0.0.1:", 10) == 0 &&
+			  strchr(W.mock.bootstrap, ',') == NULL,
+		  "one loopback broker expected, bootstrap is '%s'", W.mock.bootstrap);
+	return atoi(colon + 1);
+}
+
+/* The tests rely on every record staying in the mock's log (5 MiB or
+ * 100,000 message sets per partition): a consumer that falls behind the log
+ * start would skip records, and the check would not be about fencing. */
+static void assert_within_retention(void)
+{
+	cr_assert(!h_file_contains(W.mock.proc.err_path, "retention"),
+		  "the topic exceeds the mock's retention; mock stderr:\n%s",
+		  tail_of(W.mock.proc.err_path));
+}
+
+static void wait_produced(uint64_t want, int timeout_ms)
+{
+	int rc = h_mock_wait_produced(&W.mock, timeout_ms, &W.produced);
+
+	cr_assert_eq(rc, 0, "production did not finish within %d ms: %s\nmock stderr:\n%s",
+		     timeout_ms, strerror(-rc), tail_of(W.mock.proc.err_path));
+	cr_assert_eq(W.produced, want, "mock acknowledged %" PRIu64 ", asked for %" PRIu64,
+		     W.produced, want);
+	assert_within_retention();
+}
+
+/* "produce N" through the control channel: answered once acknowledged, with
+ * the expect file rewritten. */
+static void mock_produce(uint64_t n, int timeout_ms)
+{
+	char cmd[64], answer[256];
+	int rc;
+
+	snprintf(cmd, sizeof(cmd), "produce %" PRIu64, n);
+	rc = h_mock_command(&W.mock, cmd, answer, sizeof(answer), timeout_ms);
+	cr_assert_eq(rc, 0, "'%s' answered '%s' (%s); mock stderr:\n%s", cmd, answer,
+		     strerror(-rc), tail_of(W.mock.proc.err_path));
+	W.produced += n;
+}
+
+/* k2mc against the world: -b -t -G -m [-e], BASE_ARGS, extra. */
+static void start_k2mc(struct h_proc *k, const struct h_k2mc_opts *o, const char *group,
+		       const char *mc_addr, int eof, const char *const extra[])
+{
+	const char *args[64];
+	int a = 0, rc;
+
+	args[a++] = "-b";
+	args[a++] = W.mock.bootstrap;
+	args[a++] = "-t";
+	args[a++] = TOPIC;
+	args[a++] = "-G";
+	args[a++] = group;
+	args[a++] = "-m";
+	args[a++] = mc_addr;
+	if (eof)
+		args[a++] = "-e";
+	for (int i = 0; BASE_ARGS[i] != NULL; i++)
+		args[a++] = BASE_ARGS[i];
+	for (int i = 0; extra != NULL && extra[i] != NULL && a < 63; i++)
+		args[a++] = extra[i];
+	args[a] = NULL;
+	rc = h_k2mc_start(k, o, args);
+	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+}
+
+/* Waits for k2mc to exit within timeout_ms; returns its exit code. */
+static int wait_exit(struct h_proc *k, int timeout_ms, const char *what)
+{
+	int status = 0, rc = h_wait(k->pid, timeout_ms, &status);
+	char st[96];
+
+	if (rc == -ETIMEDOUT) {
+		h_signal(k->pid, SIGKILL);
+		h_wait(k->pid, 5000, NULL);
+		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
+			       tail_of(k->err_path));
+	}
+	cr_assert(h_exit_code(status) >= 0, "%s: k2mc ended with %s; stderr:\n%s", what,
+		  h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
+	return h_exit_code(status);
+}
+
+/* Waits for a line matching regex in k's stderr from *off (advanced past
+ * it); fails the test on a timeout. Returns 0, or -ESRCH if k exited first
+ * (only when may_exit; otherwise that fails too). */
+static int wait_log(struct h_proc *k, const char *regex, size_t *off, int timeout_ms,
+		    int may_exit, const char *what)
+{
+	char line[512] = "";
+	int rc = h_wait_line(k->err_path, regex, off, k->pid, timeout_ms, line, sizeof(line));
+
+	if (rc == -ESRCH && may_exit)
+		return rc;
+	cr_assert_eq(rc, 0, "%s: no line /%s/ within %d ms (%s); stderr:\n%s", what, regex,
+		     timeout_ms, rc == -ESRCH ? "k2mc exited" : strerror(-rc),
+		     tail_of(k->err_path));
+	cr_log_info("%s: %s", what, line);
+	return 0;
+}
+
+/* ---- Kafka and Memcached state --------------------------------------------------*/
+
+static void kafka_offsets(const char *group, int64_t *committed, int64_t *end)
+{
+	char err[256];
+	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+
+	cr_assert_not_null(k, "kafka handle: %s", err);
+	if (end != NULL)
+		cr_assert_eq(h_kafka_end_offsets(k, TOPIC, W.parts, end, 5000), 0, "end offsets");
+	if (committed != NULL)
+		cr_assert_eq(h_kafka_committed(k, TOPIC, W.parts, committed, 5000), 0,
+			     "committed offsets of %s", group);
+	h_kafka_close(k);
+}
+
+static void assert_committed_at_end(const char *group, const char *what)
+{
+	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
+	char diff[512];
+	int d;
+
+	kafka_offsets(group, committed, end);
+	cr_assert_eq(h_offsets_sum(end, W.parts), (int64_t)W.produced,
+		     "%s: end offsets sum to %" PRId64 ", produced %" PRIu64, what,
+		     h_offsets_sum(end, W.parts), W.produced);
+	d = h_offsets_diff(committed, end, W.parts, diff, sizeof(diff));
+	cr_assert_eq(d, 0, "%s: committed != end on %d partitions: %s", what, d, diff);
+}
+
+/* Polls until the group has committed something, while k runs. */
+static void wait_first_commit(struct h_proc *k, const char *group, int timeout_ms)
+{
+	int64_t off[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
+	char err[256];
+	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+
+	cr_assert_not_null(kh, "kafka handle: %s", err);
+	for (;;) {
+		cr_assert(h_exited(k->pid, NULL) == 0, "k2mc ended before committing; stderr:\n%s",
+			  tail_of(k->err_path));
+		if (h_kafka_committed(kh, TOPIC, W.parts, off, 2000) == 0 &&
+		    h_offsets_sum(off, W.parts) > 0)
+			break;
+		cr_assert_lt(h_now_ms(), deadline, "group %s committed nothing in %d ms; stderr:\n%s",
+			     group, timeout_ms, tail_of(k->err_path));
+		sleep_ms(100);
+	}
+	h_kafka_close(kh);
+}
+
+static void assert_cache_equals_expect(const char *what, const struct h_proc *culprit)
+{
+	struct h_verify v;
+	int rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
+
+	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
+	if (h_verify_mismatches(&v) != 0)
+		cr_log_error("%s: %zu of %zu keys wrong; stderr of the member that lost the "
+			     "group:\n%s", what, v.missing + v.wrong, v.sets,
+			     culprit ? tail_of(culprit->err_path) : "");
+	cr_assert_eq(h_verify_mismatches(&v), 0,
+		     "%s: cache differs from the expect file (%zu keys): %zu missing, %zu with "
+		     "another value; first:\n%s",
+		     what, v.sets, v.missing, v.wrong, v.first);
+	cr_assert_eq(v.server_items, (uint64_t)v.sets,
+		     "%s: memcached holds %" PRIu64 " items, the expect file has %zu keys", what,
+		     v.server_items, v.sets);
+}
+
+/* After the member that lost the group (a) is back or cut off, and B has
+ * taken over and finished (the cache equals the expect file): waits until a
+ * says it lost its partitions and then writes one more stats line, so that
+ * whatever it still held has been written or dropped by then; or until a
+ * exits. Meanwhile the cache is checked on every turn, and a key that went
+ * back to an older value ends the wait at once (the check that follows
+ * fails on it): a k2mc without fencing can sit for minutes in the
+ * revocation's synchronous commit to a coordinator it cannot reach, long
+ * after it did the damage. 1 if a gave up (or exited), 0 on damage. */
+static int wait_gave_up_or_damage(struct h_proc *a, size_t *off, int timeout_ms,
+				  const char *what)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char line[512];
+
+	for (;;) {
+		struct h_verify v;
+		int rc = h_wait_line(a->err_path, RE_GAVE_UP, off, a->pid, 250, line,
+				     sizeof(line));
+
+		if (rc == 0) {
+			cr_log_info("%s: %s", what, line);
+			return 1;
+		}
+		if (rc == -ESRCH) {
+			cr_log_info("%s: exited", what);
+			return 1;
+		}
+		cr_assert_eq(rc, -ETIMEDOUT, "%s: %s", what, strerror(-rc));
+		rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
+		cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
+		if (h_verify_mismatches(&v) > 0) {
+			cr_log_error("%s: %zu keys went back to older values before it said it "
+				     "lost its partitions", what, v.wrong + v.missing);
+			return 0;
+		}
+		cr_assert_lt(h_now_ms(), deadline, "%s: no line /%s/ within %d ms; stderr:\n%s",
+			     what, RE_GAVE_UP, timeout_ms, tail_of(a->err_path));
+	}
+}
+
+/* ---- 1. a paused member ------------------------------------------------------------
+ * A is frozen (SIGSTOP) 0.4 s after its assignment, with records in its
+ * rings. B joins, takes the partitions once the coordinator has expired A
+ * (6 s without a heartbeat), writes everything and exits (-e): every key
+ * right, committed = end. Then A is resumed (SIGCONT). Its writer threads
+ * run at once, before librdkafka has noticed anything: without fencing they
+ * write the old records still in the rings, and the revocation that follows
+ * drains the rest, over B's newer values, while the commit that would go
+ * with them fails ("Unknown member"). Committed offsets are at the end, so
+ * nothing ever repairs those keys. With fencing A's lease ran out while it
+ * was frozen, so its writers send nothing until a commit made after a new
+ * assignment is acknowledged, and the lost assignment is not drained. */
+Test(fencing, paused_member_writes_nothing_after_losing_the_group)
+{
+	static const char *const mock_args[] = { "--produce", "600000", "--value-size", "64",
+						 NULL };
+	int64_t committed[H_MAX_PARTS];
+	struct h_proc a, b;
+	struct h_summary sb;
+	size_t off = 0;
+	int rc;
+
+	start_world(16, 2000, mock_args, 0);
+	wait_produced(600000, 60000);
+
+	start_k2mc(&a, NULL, "paused", W.mc_addr, 0, NULL);
+	wait_log(&a, RE_ASSIGNED, &off, 20000, 0, "A");
+	sleep_ms(400); /* the scenario: frozen 0.4 s after its assignment */
+	rc = h_pause(a.pid, 5000);
+	cr_assert_eq(rc, 0, "SIGSTOP of A: %s", strerror(-rc));
+	kafka_offsets("paused", committed, NULL);
+	cr_log_info("A frozen with %" PRId64 " of %" PRIu64 " records committed",
+		    h_offsets_sum(committed, W.parts), W.produced);
+	cr_assert_lt(h_offsets_sum(committed, W.parts), (int64_t)W.produced,
+		     "A committed everything before it was frozen: nothing left to test");
+
+	start_k2mc(&b, NULL, "paused", W.mc_addr, 1, NULL);
+	rc = wait_exit(&b, 45000, "B (-e) taking over from the frozen A");
+	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
+	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
+	cr_assert_eq(sb.unwritten, 0, "B: unwritten %" PRIu64, sb.unwritten);
+	assert_cache_equals_expect("after B took over", NULL);
+	assert_committed_at_end("paused", "after B took over");
+
+	/* A again: it finds out it lost the group, and is assigned the
+	 * partitions again (B is gone), at their end offsets */
+	off = file_size(a.err_path);
+	cr_assert_eq(h_resume(a.pid), 0, "SIGCONT of A");
+	if (wait_gave_up_or_damage(&a, &off, 40000, "A after SIGCONT") &&
+	    wait_log(&a, RE_ASSIGNED, &off, 30000, 1, "A after SIGCONT") == 0)
+		wait_log(&a, RE_STATS, &off, 5000, 1, "A after SIGCONT");
+	if (h_exited(a.pid, NULL) == 0) {
+		cr_assert_eq(h_signal(a.pid, SIGTERM), 0);
+		rc = wait_exit(&a, 20000, "A after SIGTERM");
+		cr_assert_eq(rc, 0, "A: exit %d; stderr:\n%s", rc, tail_of(a.err_path));
+	}
+	assert_cache_equals_expect("after A came back from SIGSTOP", &a);
+	assert_committed_at_end("paused", "after A came back from SIGSTOP");
+}
+
+/* ---- 2. a member cut off from Kafka ------------------------------------------------
+ * A reaches Kafka only through a relay (the shim redirects its connects to
+ * the mock broker there), and Memcached through another relay that holds
+ * back each reply by MC_DELAY_MS: with one writer and batches of 8, A writes
+ * about 8 / MC_DELAY_MS records per ms, so its rings (8 partitions x 4096)
+ * stay full of wave 1 for as long as the test runs: a remote cache with some
+ * latency, as in production. The Kafka relay is then closed, connections and
+ * listener; Memcached stays reachable. Wave 2, which A can never see, is
+ * produced (it updates every key, so every key's last record is one A does
+ * not have), and B (-e, direct) takes over once the coordinator has expired
+ * A, writes both waves and exits.
+ * Without fencing A keeps writing wave 1 from its rings all along: for the
+ * 6 s until librdkafka's own session timer revokes the assignment, then
+ * during the revocation's drain (--shutdown-timeout-ms), while B writes and
+ * after B has finished: every such write puts an old value over a newer one.
+ * With fencing A's writers stop once its lease (4.4 s after the last
+ * acknowledged commit was sent) runs out, before the coordinator can expire
+ * it, and the lost assignment is abandoned, not drained. */
+#define WAVE1 120000
+#define WAVE2 40000
+#define MC_DELAY_MS 4
+
+static char SHIM_PATH[PATH_MAX];
+
+static const char *shim_path(void)
+{
+	const char *p = getenv("K2MC_REDIRECT_SHIM");
+
+	if (p == NULL || *p == '\0')
+		p = SHIM_DEFAULT;
+	/* LD_PRELOAD wants a path that does not depend on the cwd */
+	cr_assert_not_null(realpath(p, SHIM_PATH),
+			   "no redirect shim at %s (make build/tests/test_fencing builds it)", p);
+	return SHIM_PATH;
+}
+
+Test(fencing, member_cut_off_from_kafka_writes_nothing_after_losing_the_group)
+{
+	static const char *const mock_args[] = { "--value-size", "64", NULL };
+	static const char *const a_extra[] = { "--writers", "1", "--batch", "8",
+					       "--shutdown-timeout-ms", "10000", NULL };
+	char preload[PATH_MAX + 16], redirect[96], a_mc[64], st[96];
+	const char *env[3];
+	struct h_k2mc_opts ao = { 0 };
+	struct h_proc a, b;
+	struct h_summary sb;
+	size_t off = 0;
+	int rc, status;
+
+	start_world(8, 2000, mock_args, 1);
+	mock_produce(WAVE1, 30000);
+	assert_within_retention();
+
+	relay_start(&KAFKA_RELAY, mock_port(), 0);
+	relay_start(&MC_RELAY, W.mc.port, MC_DELAY_MS);
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim_path());
+	snprintf(redirect, sizeof(redirect), "K2MC_REDIRECT=127.0.0.1:%d=127.0.0.1:%d", mock_port(),
+		 KAFKA_RELAY.port);
+	snprintf(a_mc, sizeof(a_mc), "127.0.0.1:%d", MC_RELAY.port);
+	env[0] = preload;
+	env[1] = redirect;
+	env[2] = NULL;
+	ao.env = env;
+
+	start_k2mc(&a, &ao, "cut", a_mc, 0, a_extra);
+	wait_log(&a, RE_ASSIGNED, &off, 20000, 0, "A");
+	wait_first_commit(&a, "cut", 20000);
+	wait_log(&a, RE_RINGS_HOLD, &off, 10000, 0, "A holds records");
+	cr_assert_gt(atomic_load(&KAFKA_RELAY.accepted), 0,
+		     "A's Kafka connections bypassed the relay (is the shim loaded?)");
+	cr_assert_gt(atomic_load(&MC_RELAY.accepted), 0, "A's memcached connections bypassed the relay");
+
+	off = file_size(a.err_path);
+	relay_cut(&KAFKA_RELAY);
+	cr_log_info("Kafka cut off from A: the %d connection(s) it made through the relay are "
+		    "closed, new ones refused", atomic_load(&KAFKA_RELAY.accepted));
+	mock_produce(WAVE2, 30000);
+	assert_within_retention();
+
+	start_k2mc(&b, NULL, "cut", W.mc_addr, 1, NULL);
+	rc = wait_exit(&b, 45000, "B (-e) taking over from the cut-off A");
+	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
+	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
+	cr_assert_eq(sb.unwritten, 0, "B: unwritten %" PRIu64, sb.unwritten);
+	assert_committed_at_end("cut", "after B took over");
+
+	/* A learns from librdkafka's session timer that it lost the group */
+	if (wait_gave_up_or_damage(&a, &off, 30000, "A after the cut"))
+		wait_log(&a, RE_STATS, &off, 5000, 1, "A after the cut");
+	status = h_stop(a.pid, 5000);
+	cr_log_info("A stopped: %s", h_status_str(status, st, sizeof(st)));
+	assert_cache_equals_expect("after A was cut off from Kafka", &a);
+	assert_committed_at_end("cut", "after A was cut off from Kafka");
+}
