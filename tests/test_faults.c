@@ -936,3 +936,170 @@ Test(faults, unreachable_brokers_exit_1_with_one_line)
 	cr_assert_eq(count_lines(k.err_path, needle), 1, "stderr:\n%s", tail_of(k.err_path));
 	cr_log_info("exit 1 after %.1fs", secs_since(t0));
 }
+
+/* ---- shutdown and signals (issue 8, section 5) -----------------------------------*/
+
+/* SIGINT while no broker answers yet: k2mc must act within a second and
+ * exit 0 (it used to wait out the whole broker check, then exit 1). */
+Test(faults, sigint_while_brokers_unreachable_exits_0_at_once)
+{
+	char bootstrap[64], st[96];
+	const char *args[] = { "-b", bootstrap, "-t", TOPIC, "-m", "127.0.0.1:1", NULL };
+	struct h_proc k;
+	int status = 0, rc;
+	int64_t t0;
+
+	snprintf(bootstrap, sizeof(bootstrap), "127.0.0.1:%d", h_free_port());
+	rc = h_k2mc_start(&k, NULL, args);
+	cr_assert_eq(rc, 0);
+	/* librdkafka's own log line for the refused connection: k2mc is in
+	 * its start-up broker check now */
+	wait_log(&k, "Connect to .*failed|refused|k2mc-mock|unreachable", 10000);
+	t0 = h_now_ms();
+	cr_assert_eq(h_signal(k.pid, SIGINT), 0);
+	rc = h_wait(k.pid, 5000, &status);
+	cr_assert_eq(rc, 0, "k2mc still running 5 s after SIGINT:\n%s", tail_of(k.err_path));
+	cr_assert_eq(h_exit_code(status), 0, "ended with %s:\n%s",
+		     h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
+	cr_assert_lt(h_now_ms() - t0, 1500, "SIGINT took %.1fs to act:\n%s", secs_since(t0),
+		     tail_of(k.err_path));
+}
+
+/* Kafka unreachable at shutdown: drain, commit attempts and leaving the
+ * group all fit in --shutdown-timeout-ms plus about a second (it took 184 s
+ * with 5000: four synchronous commits of ~46 s), and the summary says the
+ * last commit failed instead of calling the offsets committed. */
+Test(faults, shutdown_with_kafka_down_is_bounded)
+{
+	static const char *const extra[] = { "--shutdown-timeout-ms", "3000", NULL };
+	struct h_proc k;
+	struct h_proc *procs[] = { &k };
+	int64_t t0;
+	int rc;
+
+	start_world(1, 4, 2000, NULL, 1);
+	mock_produce(8000, 30000);
+	start_k2mc(&k, "kafka-down-stop", NULL, 0, extra);
+	wait_committed_at_end("kafka-down-stop", procs, 1, 30000);
+	mock_produce(2000, 30000);
+	mock_cmd("broker-down 1", 5000);
+	/* librdkafka notices the broker is gone */
+	wait_log(&k, "Connection refused|Disconnected|brokers are down|ALL_BROKERS_DOWN|TRANSPORT", 15000);
+	t0 = h_now_ms();
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	rc = wait_exit(&k, 20000, "SIGTERM with Kafka down");
+	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
+	cr_assert_lt(h_now_ms() - t0, 3000 + 1500, "shutdown took %.1fs with "
+		     "--shutdown-timeout-ms 3000:\n%s", secs_since(t0), tail_of(k.err_path));
+	cr_log_info("shutdown with Kafka down: %.1fs", secs_since(t0));
+}
+
+/* A second SIGTERM during a drain stalled on a frozen memcached stops at
+ * once, committing only what is acknowledged; a restart converges. */
+Test(faults, second_signal_stops_a_stalled_drain)
+{
+	static const char *const extra[] = { "--shutdown-timeout-ms", "60000", NULL };
+	struct h_proc k, k2;
+	struct h_summary s;
+	int64_t t0;
+	int rc;
+
+	start_world(1, 4, 2000, NULL, 1);
+	mock_produce(8000, 30000);
+	start_k2mc(&k, "second-signal", NULL, 0, extra);
+	wait_first_commit(&k, "second-signal", 20000);
+	cr_assert_eq(h_pause(W.mc[0].proc.pid, 5000), 0, "cannot freeze memcached");
+	mock_produce(8000, 30000);
+	/* the new records are in k2mc's rings, unanswered */
+	wait_log(&k, "no answer for|not answering", 15000);
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	wait_log(&k, "draining", 5000);
+	t0 = h_now_ms();
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	rc = wait_exit(&k, 10000, "second SIGTERM");
+	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
+	cr_assert_lt(h_now_ms() - t0, 3000, "second SIGTERM took %.1fs (the drain deadline "
+		     "is 60 s):\n%s", secs_since(t0), tail_of(k.err_path));
+	cr_assert_eq(h_summary_parse(k.err_path, &s), 0, "no summary:\n%s", tail_of(k.err_path));
+	cr_assert_gt(s.unwritten, 0, "nothing was left unwritten?\n%s", tail_of(k.err_path));
+	cr_assert_eq(h_resume(W.mc[0].proc.pid), 0);
+	start_k2mc(&k2, "second-signal", NULL, 1, NULL);
+	rc = wait_exit(&k2, 60000, "restart after the second signal");
+	cr_assert_eq(rc, 0, "restart exit %d:\n%s", rc, tail_of(k2.err_path));
+	assert_cache_equals_expect(&W.mc[0], "after a second-signal stop and a restart");
+	assert_committed_at_end("second-signal", "after the restart");
+}
+
+/* SIGHUP and SIGUSR1 used to kill k2mc without a drain. SIGHUP is logged
+ * and ignored; SIGUSR1 prints a stats line at once. */
+Test(faults, sighup_ignored_sigusr1_prints_stats)
+{
+	static const char *const extra[] = { "--stats-interval-ms", "0", NULL };
+	struct h_proc k;
+	struct h_summary s;
+
+	start_world(1, 2, 100, NULL, 1);
+	mock_produce(500, 30000);
+	start_k2mc(&k, "info-signals", NULL, 0, extra);
+	wait_first_commit(&k, "info-signals", 20000);
+	cr_assert_eq(h_signal(k.pid, SIGHUP), 0);
+	wait_log(&k, "SIGHUP ignored", 5000);
+	cr_assert_eq(h_exited(k.pid, NULL), 0, "SIGHUP ended k2mc:\n%s", tail_of(k.err_path));
+	cr_assert_eq(count_lines(k.err_path, " out "), 0, "a stats line without SIGUSR1");
+	cr_assert_eq(h_signal(k.pid, SIGUSR1), 0);
+	wait_log(&k, "in [0-9]+/s out [0-9]+/s", 5000);
+	cr_assert_eq(h_exited(k.pid, NULL), 0, "SIGUSR1 ended k2mc:\n%s", tail_of(k.err_path));
+	stop_k2mc(&k, 15000, "SIGTERM after SIGHUP and SIGUSR1", &s);
+	assert_cache_equals_expect(&W.mc[0], "after SIGHUP and SIGUSR1");
+}
+
+/* Started with stdout and stderr closed (`>&- 2>&-`), the first files
+ * k2mc opens would take fds 1 and 2, and logs and --stats-json - would go
+ * into them. The empty slots must be /dev/null while k2mc runs. */
+Test(faults, closed_standard_fds_become_dev_null)
+{
+	char script[H_PATH_MAX + 256], link[H_PATH_MAX], path[64];
+	const char *argv[] = { "/bin/sh", "-c", script, NULL };
+	struct h_proc sh;
+	int64_t deadline;
+	int rc;
+	pid_t kpid = -1;
+
+	start_world(1, 2, 100, NULL, 1);
+	mock_produce(500, 30000);
+	/* the shell execs k2mc with both closed: the PID stays the same */
+	snprintf(script, sizeof(script),
+		 "exec %s -b %s -t %s -G closed-fds -m %s --stats-json - --stats-interval-ms 200 "
+		 ">&- 2>&-", h_bin("K2MC_BIN", "build/k2mc"), W.mock.bootstrap, TOPIC, W.mc_list);
+	rc = h_spawn(&sh, "closed-fds", argv, NULL);
+	cr_assert_eq(rc, 0);
+	kpid = sh.pid;
+	/* once the group is joined every file k2mc opens at start is open */
+	deadline = h_now_ms() + 20000;
+	for (;;) {
+		int64_t off[H_MAX_PARTS];
+		char err[256];
+		struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, "closed-fds", err, sizeof(err));
+
+		cr_assert_not_null(kh, "%s", err);
+		rc = h_kafka_committed(kh, TOPIC, W.parts, off, 2000);
+		h_kafka_close(kh);
+		if (rc == 0 && h_offsets_sum(off, W.parts) == (int64_t)W.produced)
+			break;
+		cr_assert(h_exited(kpid, NULL) == 0, "k2mc ended with its std fds closed");
+		cr_assert_lt(h_now_ms(), deadline, "nothing committed in 20 s with std fds closed");
+		sleep_ms(100);
+	}
+	for (int fd = 1; fd <= 2; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)kpid, fd);
+		n = readlink(path, link, sizeof(link) - 1);
+		cr_assert_gt(n, 0, "fd %d of k2mc is not open", fd);
+		link[n] = '\0';
+		cr_assert_str_eq(link, "/dev/null", "fd %d of k2mc is %s, not /dev/null", fd, link);
+	}
+	rc = h_stop(kpid, 15000);
+	cr_assert_eq(h_exit_code(rc), 0, "k2mc with closed std fds ended with status %d", rc);
+	assert_cache_equals_expect(&W.mc[0], "with closed std fds");
+}
