@@ -232,3 +232,13 @@ INTEG_TESTS  += $(ISSUE8_INTEG)
 INTEG_BINS   += $(ISSUE8_INTEG:%=build/tests/test_%)
 integration: $(ISSUE8_INTEG:%=build/tests/test_%)
 build/tests/test_fencing: build/obj/$(DLQ_SRC:.c=.o) | $(REDIRECT_SHIM)
+
+# ---- issue 8: mcconn hardening tests ------------------------------------------
+# Appended block. test_mcconn also links tests/fake_mc.c, a memcached impostor
+# served by a thread of the test (memcached 1.6.9's "ms" syntax, proxies that
+# close on probes, error replies, control bytes); compiled as an object of its
+# own so that changes to tests/fake_mc.h rebuild it.
+FAKE_MC := tests/fake_mc.c
+build/tests/test_mcconn: build/obj/$(FAKE_MC:.c=.o)
+build/tests/asan/test_mcconn: build/asan/$(FAKE_MC:.c=.o)
+build/tests/tsan/test_mcconn: build/tsan/$(FAKE_MC:.c=.o)

@@ -376,15 +376,22 @@ static int write_batch(struct writer *w, uint64_t from, uint64_t to)
 
 	for (uint64_t i = from; i < to; i++) {
 		const char *slot = ar->slots + (i - ar->start) * ar->stride;
+		int rc;
 
 		if (ar->dead[i - ar->start])
-			mcconn_queue_delete(c, slot, GEN_KEY_LEN);
+			rc = mcconn_queue_delete(c, slot, GEN_KEY_LEN);
 		else
-			mcconn_queue_set(c, slot, GEN_KEY_LEN, slot + GEN_KEY_LEN, vs, 0, 0);
+			rc = mcconn_queue_set(c, slot, GEN_KEY_LEN, slot + GEN_KEY_LEN, vs, 0, 0);
+		if (rc != 0) {
+			err("writer %u: queueing a batch: %s", w->id, strerror(-rc));
+			mcconn_reset_batch(c);
+			return -EIO;
+		}
 	}
 	deadline = now_s() + MCC_STALL_MS / 1000.0;
 	for (;;) {
-		mcconn_exchange(&c, 1, MCC_SLICE_MS, &res);
+		/* no fence: the ceiling has no group membership to lose */
+		mcconn_exchange(&c, 1, MCC_SLICE_MS, INT64_MAX, &res);
 		if (res == MC_X_DONE)
 			break;
 		if (res == MC_X_FAILED || now_s() > deadline) {

@@ -1,19 +1,29 @@
 /* Pipelined memcached text protocol over a non-blocking socket; see mcconn.h.
- * Two dialects, chosen per connection when it is made:
- *  - meta (memcached >= 1.6): "ms key len q" / "md key q O<i>", then "mn". Quiet
- *    mode suppresses the success replies, so the server writes and we parse
- *    one "MN" per batch instead of one line per record (measured here: 40%
- *    less memcached CPU, 4x less client CPU than "set"/"STORED"). A delete of
- *    a missing key still answers "NF O<i>". Error lines carry no opaque, so a
- *    batch that gets one is sent again with each 'q' flipped to 'k' (return
- *    key): every command then answers, in order, and each error is placed.
- *  - classic "set"/"delete" for older servers: one reply line per command.
+ * Not key routing or batching policy (writer.c).
+ * Two dialects, chosen per connection when it is made, from the server's
+ * "version" reply (never from "mn": 1.5.19 to 1.6.9 answer "MN" too, but
+ * read "ms <key> 9 q" as a bad flag and then run the 9-byte value as the
+ * next command line; a value "flush_all" flushed the cache):
+ *  - meta, for memcached >= 1.6.10 (the release that made the syntax
+ *    "ms <key> <datalen> <flags>*"): "ms key len q" / "md key q O<i>", then
+ *    "mn". Quiet mode suppresses the success replies, so the server writes
+ *    and we parse one "MN" per batch instead of one line per record
+ *    (measured here: 40% less memcached CPU, 4x less client CPU than
+ *    "set"/"STORED"). A delete of a missing key still answers "NF O<i>".
+ *    Error lines carry no opaque, so a batch that gets one is sent again with
+ *    each 'q' flipped to 'k' (return key): every command then answers, in
+ *    order, and each error is placed.
+ *  - classic "set"/"delete" for everything else (older, unknown, proxies):
+ *    one reply line per command; the value is a length-prefixed data block
+ *    that no server can read as a command.
  * Replies are matched to commands by position: memcached answers the commands
- * of one connection in the order it received them. */
+ * of one connection in the order it received them. So a connection is only
+ * ever shared by one batch: one given up with replies still owed is closed. */
 #include "workers/mcconn.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,6 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The reply buffer; also the longest reply line accepted. */
+#define IN_CAP (64 * 1024)
+/* Room for the "mn\r\n" that ends a meta batch, reserved by every queue call
+ * so that mcconn_exchange never allocates. */
+#define MN_ROOM 4
+
 struct mc_conn {
 	char host[256];
 	char port[8];
@@ -33,10 +49,20 @@ struct mc_conn {
 	char errbuf[512];
 
 	/* meta dialect (1) or classic (0): of the connection, decided by
-	 * mcconn_ensure (a guess of 1 before the first connect), and of the
-	 * commands queued now, fixed by the first command of a batch */
+	 * mcconn_ensure (a guess of 1 before the first connect, then the last
+	 * connection's), and of the commands queued now, fixed by the first
+	 * command of a batch */
 	int meta;
 	int batch_meta;
+	/* a probe made the peer close the connection (a proxy such as
+	 * twemproxy does that on commands it does not know): later connections
+	 * are classic and probe nothing */
+	int probes_off;
+	/* from the last connect's probes: item_size_max (0 unknown) and the
+	 * version text after "VERSION " (escaped; "" unknown) */
+	size_t item_limit;
+	char version[64];
+	uint64_t idle_reconnects;
 	/* meta: the batch was terminated with "mn" / is being replayed verbose /
 	 * an error line arrived while quiet */
 	int terminated, verbose, quiet_error;
@@ -50,14 +76,17 @@ struct mc_conn {
 	uint8_t *replies;
 	/* per command: 1 = delete (HD means DELETED, not STORED) */
 	uint8_t *is_delete;
-	/* meta: offset of each command's 'q' flag in out, flipped on replay */
-	uint32_t *qpos;
+	/* meta: offset of each command's 'q' flag in out, flipped on replay;
+	 * size_t, as a batch may pass 4 GiB */
+	size_t *qpos;
 	size_t ncmds, nreplies, cmd_cap;
 
-	/* bytes received and not yet parsed */
+	/* bytes received and not yet parsed; hs_skip: handshake only, the
+	 * length of the line handed out last, dropped by the next read */
 	char *in;
-	size_t in_len, in_cap;
-	char last_reply[128];
+	size_t in_len, in_cap, hs_skip;
+	/* the last error reply of this batch, escaped */
+	char last_reply[256];
 };
 
 struct mc_conn *mcconn_new(const char *host, int port)
@@ -72,7 +101,7 @@ struct mc_conn *mcconn_new(const char *host, int port)
 	c->fd = -1;
 	c->meta = 1;
 	c->complete = 1;
-	c->in_cap = 64 * 1024;
+	c->in_cap = IN_CAP;
 	c->in = malloc(c->in_cap);
 	if (c->in == NULL) {
 		free(c);
@@ -87,6 +116,7 @@ static void conn_close(struct mc_conn *c)
 		close(c->fd);
 	c->fd = -1;
 	c->in_len = 0;
+	c->hs_skip = 0;
 	/* a resend starts from the first command on the new connection */
 	c->out_sent = 0;
 	c->nreplies = 0;
@@ -124,6 +154,70 @@ int mcconn_connected(const struct mc_conn *c)
 	return c->fd >= 0;
 }
 
+int mcconn_meta(const struct mc_conn *c)
+{
+	return c->meta;
+}
+
+size_t mcconn_item_limit(const struct mc_conn *c)
+{
+	return c->item_limit;
+}
+
+const char *mcconn_version(const struct mc_conn *c)
+{
+	return c->version;
+}
+
+uint64_t mcconn_idle_reconnects(const struct mc_conn *c)
+{
+	return c->idle_reconnects;
+}
+
+/* Text from the server into dst for a log line: printable ASCII as is,
+ * "\r" "\n" "\t" "\\" and "\xNN" for every other byte, so that a reply can
+ * neither break a log line nor send a terminal control sequence. Cut with
+ * "..." when it does not fit (cap >= 4). */
+static void escape(char *dst, size_t cap, const char *src, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char b = (unsigned char)src[i];
+		char e[4];
+		size_t n = 2;
+
+		e[0] = '\\';
+		if (b >= 0x20 && b < 0x7f && b != '\\') {
+			e[0] = (char)b;
+			n = 1;
+		} else if (b == '\r') {
+			e[1] = 'r';
+		} else if (b == '\n') {
+			e[1] = 'n';
+		} else if (b == '\t') {
+			e[1] = 't';
+		} else if (b == '\\') {
+			e[1] = '\\';
+		} else {
+			e[1] = 'x';
+			e[2] = hex[b >> 4];
+			e[3] = hex[b & 15];
+			n = 4;
+		}
+		/* the previous round left room for "..." and the NUL */
+		if (o + n + (i + 1 < len ? 3 : 0) + 1 > cap) {
+			memcpy(dst + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(dst + o, e, n);
+		o += n;
+	}
+	dst[o] = '\0';
+}
+
 static int fail(struct mc_conn *c, int err, const char *what)
 {
 	snprintf(c->errbuf, sizeof(c->errbuf), "%s: %s", what, strerror(err));
@@ -131,7 +225,8 @@ static int fail(struct mc_conn *c, int err, const char *what)
 	return -err;
 }
 
-static int64_t now_ms(void)
+/* Slices and timeouts. */
+static int64_t mono_ms(void)
 {
 	struct timespec ts;
 
@@ -139,67 +234,299 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Blocking request/response on a fresh connection (handshakes only). */
-static int roundtrip(struct mc_conn *c, const char *req, char *buf, size_t cap,
-		     const char *end, int timeout_ms)
+/* The fence clock (mcconn.h): CLOCK_BOOTTIME keeps counting while the
+ * machine is suspended, as the Kafka coordinator's session timer does. */
+static int64_t boot_ms(void)
 {
-	int64_t deadline = now_ms() + timeout_ms;
-	size_t len = 0, rl = strlen(req);
-	struct pollfd pfd;
+	struct timespec ts;
 
-	if (send(c->fd, req, rl, MSG_NOSIGNAL) != (ssize_t)rl)
-		return fail(c, errno ? errno : EIO, "send");
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ms_left(int64_t deadline)
+{
+	int64_t left = deadline - mono_ms();
+
+	return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* poll() on one fd until the deadline. EINTR is retried: a signal (SIGINT
+ * asking k2mc to stop) is for the thread that decides, not a failure of this
+ * connection. 1 ready, 0 timed out, -errno. */
+static int wait_fd(int fd, short events, int64_t deadline, short *revents)
+{
 	for (;;) {
-		ssize_t n;
-		int rc;
+		struct pollfd p = { .fd = fd, .events = events };
+		int rc = poll(&p, 1, ms_left(deadline));
 
-		buf[len] = '\0';
-		if (strstr(buf, end) != NULL || strstr(buf, "ERROR\r\n") != NULL)
+		if (rc > 0) {
+			if (revents != NULL)
+				*revents = p.revents;
+			return 1;
+		}
+		if (rc == 0)
 			return 0;
-		pfd.fd = c->fd;
-		pfd.events = POLLIN;
-		rc = poll(&pfd, 1, (int)(deadline - now_ms() > 0 ? deadline - now_ms() : 0));
-		if (rc <= 0)
-			return fail(c, rc == 0 ? ETIMEDOUT : errno, "handshake");
-		n = recv(c->fd, buf + len, cap - 1 - len, 0);
-		if (n <= 0)
-			return fail(c, n == 0 ? ECONNRESET : errno, "handshake");
-		len += (size_t)n;
-		if (len == cap - 1)
-			return fail(c, EPROTO, "handshake");
+		if (errno != EINTR)
+			return -errno;
 	}
 }
 
-/* memcached >= 1.6 answers "mn" with "MN"; older servers say "ERROR". */
-static int probe_meta(struct mc_conn *c, int timeout_ms)
+static int starts(const char *line, size_t len, const char *lit)
 {
-	char buf[256];
-	int rc = roundtrip(c, "mn\r\n", buf, sizeof(buf), "MN\r\n", timeout_ms);
+	size_t n = strlen(lit);
 
-	if (rc != 0)
-		return rc;
-	c->meta = strcmp(buf, "MN\r\n") == 0;
+	return len >= n && memcmp(line, lit, n) == 0;
+}
+
+/* Decimal digits at s[0, len) into *v: how many were read (0 if none, or
+ * if the number passes max). */
+static size_t get_digits(const char *s, size_t len, uint64_t max, uint64_t *v)
+{
+	size_t i = 0;
+
+	*v = 0;
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+		uint64_t d = (uint64_t)(s[i] - '0');
+
+		if (*v > (max - d) / 10)
+			return 0;
+		*v = *v * 10 + d;
+	}
+	return i;
+}
+
+/* ---- handshake --------------------------------------------------------------
+ * Blocking request/response on a fresh connection, before any command.
+ * Returns 0, PEER_CLOSED (the peer closed or reset the connection: a proxy
+ * refusing the probe), or -errno with the reason in errbuf. */
+
+#define PEER_CLOSED 1
+
+static int is_close(int err)
+{
+	return err == ECONNRESET || err == EPIPE || err == ECONNABORTED;
+}
+
+static int hs_send(struct mc_conn *c, const char *req, int64_t deadline)
+{
+	size_t len = strlen(req), off = 0;
+
+	while (off < len) {
+		ssize_t n = send(c->fd, req + off, len - off, MSG_NOSIGNAL);
+		int rc;
+
+		if (n >= 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		rc = wait_fd(c->fd, POLLOUT, deadline, NULL);
+		if (rc <= 0)
+			return rc == 0 ? -ETIMEDOUT : rc;
+	}
 	return 0;
 }
 
-int mcconn_meta(const struct mc_conn *c)
+/* The next reply line, without its line end, at *line (inside c->in, valid
+ * until the next call). 0, -ECONNRESET (peer closed), -ETIMEDOUT, -EPROTO (a
+ * line longer than the buffer), -errno. */
+static int hs_line(struct mc_conn *c, int64_t deadline, const char **line, size_t *len)
 {
-	return c->meta;
+	memmove(c->in, c->in + c->hs_skip, c->in_len - c->hs_skip);
+	c->in_len -= c->hs_skip;
+	c->hs_skip = 0;
+	for (;;) {
+		char *nl = memchr(c->in, '\n', c->in_len);
+		ssize_t n;
+		int rc;
+
+		if (nl != NULL) {
+			size_t l = (size_t)(nl - c->in);
+
+			c->hs_skip = l + 1;
+			if (l > 0 && c->in[l - 1] == '\r')
+				l--;
+			*line = c->in;
+			*len = l;
+			return 0;
+		}
+		if (c->in_len == c->in_cap)
+			return -EPROTO;
+		n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+		if (n > 0) {
+			c->in_len += (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		rc = wait_fd(c->fd, POLLIN, deadline, NULL);
+		if (rc <= 0)
+			return rc == 0 ? -ETIMEDOUT : rc;
+	}
 }
 
-int mcconn_ensure(struct mc_conn *c, int timeout_ms)
+/* A failed probe: a close is PEER_CLOSED, anything else closes the
+ * connection with the reason. */
+static int hs_fail(struct mc_conn *c, int rc, const char *probe, int timeout_ms)
+{
+	char text[96];
+
+	if (is_close(-rc))
+		return PEER_CLOSED;
+	if (rc == -ETIMEDOUT) {
+		snprintf(c->errbuf, sizeof(c->errbuf), "handshake: no answer to \"%s\" in %d ms",
+			 probe, timeout_ms);
+	} else if (rc == -EPROTO) {
+		escape(text, sizeof(text), c->in, 48);
+		snprintf(c->errbuf, sizeof(c->errbuf),
+			 "handshake: reply to \"%s\" over %zu KiB without CRLF: '%s'", probe,
+			 c->in_cap / 1024, text);
+	} else {
+		snprintf(c->errbuf, sizeof(c->errbuf), "handshake: %s: %s", probe, strerror(-rc));
+	}
+	conn_close(c);
+	return rc;
+}
+
+/* 1 if "x.y.z[suffix]" is memcached 1.6.10 or later, whose "ms" syntax is
+ * "ms <key> <datalen> <flags>*" (1.6.10 release: "meta: fix metaset
+ * syntax"). Anything else, including what does not parse, is 0. */
+static int version_has_meta(const char *s, size_t len)
+{
+	uint64_t v[3];
+	size_t pos = 0;
+
+	for (int i = 0; i < 3; i++) {
+		size_t n = get_digits(s + pos, len - pos, 1000000, &v[i]);
+
+		if (n == 0)
+			return 0;
+		pos += n;
+		if (i < 2) {
+			if (pos >= len || s[pos] != '.')
+				return 0;
+			pos++;
+		}
+	}
+	/* "1.6.21", "1.6.21-rc1", "1.6.21 (build)"; not "1.6.21.4" or
+	 * "1.6.21x": a format this does not know is not trusted */
+	if (pos < len && s[pos] != '-' && s[pos] != '+' && s[pos] != '_' && s[pos] != ' ')
+		return 0;
+	if (v[0] != 1)
+		return v[0] > 1;
+	if (v[1] != 6)
+		return v[1] > 6;
+	return v[2] >= 10;
+}
+
+static int probe_version(struct mc_conn *c, int64_t deadline, int timeout_ms)
+{
+	const char *line;
+	size_t len;
+	int rc = hs_send(c, "version\r\n", deadline);
+
+	if (rc == 0)
+		rc = hs_line(c, deadline, &line, &len);
+	if (rc != 0)
+		return hs_fail(c, rc, "version", timeout_ms);
+	if (starts(line, len, "ERROR Too many open connections")) {
+		/* memcached at its -c limit says this unasked and closes: a
+		 * full server (a failure, retried), not a proxy refusing the
+		 * probe (which would make this connection classic for good) */
+		char text[96];
+
+		escape(text, sizeof(text), line, len);
+		snprintf(c->errbuf, sizeof(c->errbuf), "connect: server refused: '%s'", text);
+		conn_close(c);
+		return -ECONNREFUSED;
+	}
+	/* "ERROR", "CLIENT_ERROR ...", a stranger's line: classic */
+	c->meta = 0;
+	if (starts(line, len, "VERSION ")) {
+		escape(c->version, sizeof(c->version), line + 8, len - 8);
+		c->meta = version_has_meta(line + 8, len - 8);
+	}
+	return 0;
+}
+
+/* "stats settings" up to its "END": item_size_max, or 0 if the server
+ * answers anything else (an error line: unknown). */
+static int probe_item_limit(struct mc_conn *c, int64_t deadline, int timeout_ms)
+{
+	static const char key[] = "STAT item_size_max ";
+	const char *line;
+	size_t len;
+	uint64_t v, limit = 0;
+	int rc = hs_send(c, "stats settings\r\n", deadline);
+
+	for (;;) {
+		if (rc == 0)
+			rc = hs_line(c, deadline, &line, &len);
+		if (rc != 0)
+			return hs_fail(c, rc, "stats settings", timeout_ms);
+		if (len == 3 && memcmp(line, "END", 3) == 0)
+			break;
+		if (!starts(line, len, "STAT ")) {
+			limit = 0;
+			break;
+		}
+		if (starts(line, len, key) &&
+		    get_digits(line + sizeof(key) - 1, len - (sizeof(key) - 1), SIZE_MAX, &v) ==
+			    len - (sizeof(key) - 1))
+			limit = v;
+	}
+	c->item_limit = (size_t)limit;
+	return 0;
+}
+
+/* Probes a fresh connection: version (the dialect), then the item limit.
+ * PEER_CLOSED when the peer closed on a probe. */
+static int handshake(struct mc_conn *c, int64_t deadline, int timeout_ms)
+{
+	int rc;
+
+	if (c->probes_off) {
+		c->meta = 0;
+		return 0;
+	}
+	rc = probe_version(c, deadline, timeout_ms);
+	if (rc == 0)
+		rc = probe_item_limit(c, deadline, timeout_ms);
+	if (rc != 0)
+		return rc;
+	if (c->in_len > c->hs_skip) {
+		char text[96];
+
+		escape(text, sizeof(text), c->in + c->hs_skip, c->in_len - c->hs_skip);
+		snprintf(c->errbuf, sizeof(c->errbuf),
+			 "handshake: unexpected bytes after the reply to \"stats settings\": '%s'",
+			 text);
+		conn_close(c);
+		return -EPROTO;
+	}
+	c->in_len = 0;
+	c->hs_skip = 0;
+	return 0;
+}
+
+static int connect_once(struct mc_conn *c, int64_t deadline)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *ai = NULL;
-	struct pollfd pfd;
 	int one = 1, err = 0, rc;
 	socklen_t elen = sizeof(err);
 	/* A dead peer host (not a stopped process: its kernel still ACKs) breaks
 	 * the connection after this long with unacknowledged data. */
 	unsigned int user_timeout_ms = 30000;
 
-	if (c->fd >= 0)
-		return 0;
 	rc = getaddrinfo(c->host, c->port, &hints, &ai);
 	if (rc != 0) {
 		snprintf(c->errbuf, sizeof(c->errbuf), "resolve %s: %s", c->host, gai_strerror(rc));
@@ -215,23 +542,81 @@ int mcconn_ensure(struct mc_conn *c, int timeout_ms)
 	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 	rc = connect(c->fd, ai->ai_addr, ai->ai_addrlen);
+	err = errno;
 	freeaddrinfo(ai);
-	if (rc != 0 && errno != EINPROGRESS)
-		return fail(c, errno, "connect");
-	if (rc != 0) {
-		pfd.fd = c->fd;
-		pfd.events = POLLOUT;
-		rc = poll(&pfd, 1, timeout_ms);
-		if (rc == 0)
-			return fail(c, ETIMEDOUT, "connect");
-		if (rc < 0)
-			return fail(c, errno, "connect");
-		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0)
-			return fail(c, err ? err : errno, "connect");
-	}
-	c->errbuf[0] = '\0';
-	return probe_meta(c, timeout_ms);
+	if (rc == 0)
+		return 0;
+	/* EINTR: the connect goes on in the background, as EINPROGRESS */
+	if (err != EINPROGRESS && err != EINTR)
+		return fail(c, err, "connect");
+	rc = wait_fd(c->fd, POLLOUT, deadline, NULL);
+	if (rc <= 0)
+		return fail(c, rc == 0 ? ETIMEDOUT : -rc, "connect");
+	err = 0;
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0)
+		return fail(c, err ? err : errno, "connect");
+	return 0;
 }
+
+/* 1 if the server closed (or reset) the idle connection, or sent bytes
+ * nobody asked for: either way it cannot carry the next batch. */
+static int closed_while_idle(struct mc_conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+	ssize_t n;
+	char b;
+	int rc;
+
+	do
+		rc = poll(&p, 1, 0);
+	while (rc < 0 && errno == EINTR);
+	if (rc <= 0)
+		return 0; /* open; a poll error is for the exchange to find */
+	do
+		n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno != EAGAIN && errno != EWOULDBLOCK;
+	return 1;
+}
+
+int mcconn_ensure(struct mc_conn *c, int timeout_ms)
+{
+	int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int rc;
+
+	if (c->fd >= 0) {
+		/* Only while no byte of the batch is on the wire: after that,
+		 * readable data is replies, and a close is the exchange's
+		 * failure (the server may have applied part of the batch). */
+		if (c->out_sent > 0 || !closed_while_idle(c))
+			return 0;
+		conn_close(c);
+		c->idle_reconnects++;
+	}
+	c->item_limit = 0;
+	c->version[0] = '\0';
+	rc = connect_once(c, deadline);
+	if (rc == 0)
+		rc = handshake(c, deadline, timeout_ms);
+	if (rc == PEER_CLOSED) {
+		/* A peer that drops the connection on "version" or "stats" is
+		 * a proxy, or something else that is not memcached: what is
+		 * behind it is unknown, so classic, and no more probes. */
+		conn_close(c);
+		c->probes_off = 1;
+		c->meta = 0;
+		c->item_limit = 0;
+		c->version[0] = '\0';
+		rc = connect_once(c, deadline);
+	}
+	if (rc != 0)
+		return rc;
+	c->errbuf[0] = '\0';
+	return 0;
+}
+
+/* ---- queueing ----------------------------------------------------------------*/
 
 static int reserve(char **buf, size_t *cap, size_t need)
 {
@@ -241,7 +626,7 @@ static int reserve(char **buf, size_t *cap, size_t need)
 	if (need <= *cap)
 		return 0;
 	while (ncap < need)
-		ncap *= 2;
+		ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
 	n = realloc(*buf, ncap);
 	if (n == NULL)
 		return -ENOMEM;
@@ -250,43 +635,51 @@ static int reserve(char **buf, size_t *cap, size_t need)
 	return 0;
 }
 
-static int add_cmd(struct mc_conn *c, int is_delete, size_t qpos)
+/* Room for one more command in the per-command arrays. Each array that
+ * grew keeps its new size; cmd_cap moves only when all three have. */
+static int cmd_room(struct mc_conn *c)
 {
-	if (c->ncmds == c->cmd_cap) {
-		size_t ncap = c->cmd_cap ? c->cmd_cap * 2 : 1024;
-		uint8_t *r = realloc(c->replies, ncap);
-		uint8_t *d;
-		uint32_t *q;
+	size_t ncap = c->cmd_cap ? c->cmd_cap * 2 : 1024;
+	uint8_t *r, *d;
+	size_t *q;
 
-		if (r == NULL)
-			return -ENOMEM;
-		c->replies = r;
-		d = realloc(c->is_delete, ncap);
-		if (d == NULL)
-			return -ENOMEM;
-		c->is_delete = d;
-		q = realloc(c->qpos, ncap * sizeof(*q));
-		if (q == NULL)
-			return -ENOMEM;
-		c->qpos = q;
-		c->cmd_cap = ncap;
-	}
-	c->complete = 0;
-	c->replies[c->ncmds] = MC_NONE;
-	c->is_delete[c->ncmds] = (uint8_t)is_delete;
-	c->qpos[c->ncmds] = (uint32_t)qpos;
-	c->ncmds++;
+	if (c->ncmds < c->cmd_cap)
+		return 0;
+	if (ncap > SIZE_MAX / sizeof(*q))
+		return -ENOMEM;
+	r = realloc(c->replies, ncap);
+	if (r == NULL)
+		return -ENOMEM;
+	c->replies = r;
+	d = realloc(c->is_delete, ncap);
+	if (d == NULL)
+		return -ENOMEM;
+	c->is_delete = d;
+	q = realloc(c->qpos, ncap * sizeof(*q));
+	if (q == NULL)
+		return -ENOMEM;
+	c->qpos = q;
+	c->cmd_cap = ncap;
 	return 0;
 }
 
-/* Allocation failure here is fatal by design: the buffers are bounded by
- * --batch times the item size and reused, so it can only happen at start. */
-static void must(int rc)
+/* Room for a command of at most len bytes plus the batch's "mn". */
+static int room(struct mc_conn *c, size_t len)
 {
-	if (rc != 0) {
-		fprintf(stderr, "k2mc: out of memory building a memcached batch\n");
-		abort();
-	}
+	if (len > SIZE_MAX / 4 || c->out_len > SIZE_MAX / 4)
+		return -ENOMEM;
+	if (reserve(&c->out, &c->out_cap, c->out_len + len + MN_ROOM) != 0 || cmd_room(c) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void add_cmd(struct mc_conn *c, int is_delete, size_t qpos)
+{
+	c->complete = 0;
+	c->replies[c->ncmds] = MC_NONE;
+	c->is_delete[c->ncmds] = (uint8_t)is_delete;
+	c->qpos[c->ncmds] = qpos;
+	c->ncmds++;
 }
 
 /* Decimal digits of v at p; returns their count. snprintf showed up in the
@@ -319,20 +712,21 @@ static size_t put_flag(char *p, char tag, uint64_t v)
 	return 2 + put_digits(p + 2, v);
 }
 
-void mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
-		      size_t vlen, uint32_t flags, uint32_t exptime)
+int mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
+		     size_t vlen, uint32_t flags, uint32_t exptime)
 {
 	char *p, *start;
 	size_t qpos = 0;
 
 	/* a command line is at most 250 bytes of key plus 3 numbers of at most
 	 * 20 digits and their separators: 80 bytes of room beyond key + value */
-	must(reserve(&c->out, &c->out_cap, c->out_len + klen + vlen + 80));
+	if (vlen > SIZE_MAX / 4 || room(c, klen + vlen + 80) != 0)
+		return -ENOMEM;
 	start = p = c->out + c->out_len;
 	if (c->ncmds == 0)
 		c->batch_meta = c->meta;
 	if (c->batch_meta) {
-		/* ms <key> <datalen> q [F<flags>] [T<ttl>] */
+		/* ms <key> <datalen> q [F<flags>] [T<ttl>] (>= 1.6.10 only) */
 		memcpy(p, "ms ", 3);
 		memcpy(p + 3, key, klen);
 		p += 3 + klen;
@@ -345,6 +739,7 @@ void mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const voi
 		if (exptime != 0)
 			p += put_flag(p, 'T', exptime);
 	} else {
+		/* set <key> <flags> <exptime> <bytes>: the data block follows */
 		memcpy(p, "set ", 4);
 		memcpy(p + 4, key, klen);
 		p += 4 + klen;
@@ -356,15 +751,17 @@ void mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const voi
 	memcpy(p + 2, val, vlen);
 	memcpy(p + 2 + vlen, "\r\n", 2);
 	c->out_len += (size_t)(p + 4 + vlen - start);
-	must(add_cmd(c, 0, qpos));
+	add_cmd(c, 0, qpos);
+	return 0;
 }
 
-void mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen)
+int mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen)
 {
 	char *p, *start;
 	size_t qpos = 0;
 
-	must(reserve(&c->out, &c->out_cap, c->out_len + klen + 48));
+	if (room(c, klen + 48) != 0)
+		return -ENOMEM;
 	start = p = c->out + c->out_len;
 	if (c->ncmds == 0)
 		c->batch_meta = c->meta;
@@ -384,7 +781,13 @@ void mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen)
 	}
 	memcpy(p, "\r\n", 2);
 	c->out_len += (size_t)(p + 2 - start);
-	must(add_cmd(c, 1, qpos));
+	add_cmd(c, 1, qpos);
+	return 0;
+}
+
+size_t mcconn_queued_bytes(const struct mc_conn *c)
+{
+	return c->out_len;
 }
 
 size_t mcconn_queued(const struct mc_conn *c)
@@ -398,11 +801,18 @@ void mcconn_rewind(struct mc_conn *c)
 	c->nreplies = 0;
 	c->quiet_error = 0;
 	c->complete = c->ncmds == 0;
-	memset(c->replies, MC_NONE, c->ncmds);
+	if (c->replies != NULL)
+		memset(c->replies, MC_NONE, c->ncmds);
 }
 
 void mcconn_reset_batch(struct mc_conn *c)
 {
+	/* Replies still owed, or a command cut in the middle: the server would
+	 * answer them into the next batch (a late "MN" would complete it, and
+	 * records never written would be acknowledged). Only a new connection
+	 * is a clean slate. Closing is not a failure: errbuf is untouched. */
+	if (c->fd >= 0 && c->out_sent > 0 && !c->complete)
+		conn_close(c);
 	c->out_len = 0;
 	c->out_sent = 0;
 	c->ncmds = 0;
@@ -411,6 +821,7 @@ void mcconn_reset_batch(struct mc_conn *c)
 	c->verbose = 0;
 	c->quiet_error = 0;
 	c->complete = 1;
+	c->last_reply[0] = '\0';
 }
 
 int mcconn_done(const struct mc_conn *c)
@@ -433,24 +844,31 @@ const char *mcconn_last_reply_text(const struct mc_conn *c)
 	return c->last_reply;
 }
 
-static int starts(const char *line, size_t len, const char *lit)
-{
-	size_t n = strlen(lit);
-
-	return len >= n && memcmp(line, lit, n) == 0;
-}
+/* ---- replies ----------------------------------------------------------------*/
 
 /* Error lines are the same in both dialects. Returns the reply, or -1 if
- * the line is not an error line. */
+ * the line is not an error line. Only "object too large" is known to be the
+ * record's fault; k2mc checked every command before queueing it, so any
+ * CLIENT_ERROR or ERROR is a server (or proxy) failure, retried. */
 static int classify_error(struct mc_conn *c, const char *line, size_t len)
 {
-	if (!starts(line, len, "SERVER_ERROR") && !starts(line, len, "CLIENT_ERROR") &&
-	    !(len == 5 && memcmp(line, "ERROR", 5) == 0))
+	int r;
+
+	if (starts(line, len, "SERVER_ERROR")) {
+		if (starts(line, len, "SERVER_ERROR object too large"))
+			r = MC_TOO_LARGE;
+		else if (starts(line, len, "SERVER_ERROR out of memory"))
+			r = MC_OOM;
+		else
+			r = MC_SERVER_ERROR;
+	} else if (starts(line, len, "CLIENT_ERROR") || (len == 5 && starts(line, len, "ERROR")) ||
+		   starts(line, len, "ERROR ")) {
+		r = MC_CLIENT_ERROR;
+	} else {
 		return -1;
-	snprintf(c->last_reply, sizeof(c->last_reply), "%.*s", (int)len, line);
-	if (starts(line, len, "SERVER_ERROR object too large"))
-		return MC_TOO_LARGE;
-	return line[0] == 'S' ? MC_SERVER_ERROR : MC_CLIENT_ERROR;
+	}
+	escape(c->last_reply, sizeof(c->last_reply), line, len);
+	return r;
 }
 
 /* Classic dialect: one line per command. */
@@ -493,6 +911,10 @@ static int meta_line(struct mc_conn *c, const char *line, size_t len)
 	int r;
 
 	if (len == 2 && memcmp(line, "MN", 2) == 0) {
+		/* "mn" is the last thing sent: an "MN" before it went out
+		 * cannot be this batch's */
+		if (c->out_sent < c->out_len)
+			return -EPROTO;
 		if (c->verbose) {
 			if (c->nreplies != c->ncmds)
 				return -EPROTO;
@@ -512,9 +934,10 @@ static int meta_line(struct mc_conn *c, const char *line, size_t len)
 	if (!c->verbose) {
 		/* quiet: only misses of deletes ("NF O<i>") and errors speak */
 		if (starts(line, len, "NF O")) {
-			unsigned long i = strtoul(line + 4, NULL, 10);
+			uint64_t i;
 
-			if (i >= c->ncmds || !c->is_delete[i])
+			if (get_digits(line + 4, len - 4, SIZE_MAX, &i) != len - 4 ||
+			    i >= c->ncmds || !c->is_delete[i])
 				return -EPROTO;
 			c->replies[i] = MC_NOT_FOUND;
 			return 0;
@@ -536,10 +959,12 @@ static int meta_line(struct mc_conn *c, const char *line, size_t len)
 	return 0;
 }
 
-/* Parses complete lines from c->in. Returns 0, or -EPROTO for a line that
- * no command of the batch can produce: the stream cannot be trusted. */
+/* Parses complete lines from c->in. Returns 0, or -EPROTO (reason in
+ * errbuf) for a reply that no command of the batch can produce: the stream
+ * cannot be trusted. */
 static int parse_replies(struct mc_conn *c)
 {
+	char text[160];
 	size_t pos = 0;
 
 	while (!c->complete) {
@@ -552,30 +977,44 @@ static int parse_replies(struct mc_conn *c)
 		if (len > 0 && c->in[pos + len - 1] == '\r')
 			len--;
 		if ((c->batch_meta ? meta_line : classic_line)(c, c->in + pos, len) != 0) {
-			snprintf(c->last_reply, sizeof(c->last_reply), "%.*s", (int)len, c->in + pos);
+			escape(text, sizeof(text), c->in + pos, len);
+			snprintf(c->errbuf, sizeof(c->errbuf), "unexpected reply '%s'", text);
 			return -EPROTO;
 		}
 		pos = (size_t)(nl - c->in) + 1;
 	}
-	if (c->complete && pos < c->in_len)
-		return -EPROTO; /* bytes nobody asked for */
+	if (c->complete && pos < c->in_len) {
+		escape(text, sizeof(text), c->in + pos, c->in_len - pos);
+		snprintf(c->errbuf, sizeof(c->errbuf), "unexpected bytes after the last reply: '%s'",
+			 text);
+		return -EPROTO;
+	}
 	memmove(c->in, c->in + pos, c->in_len - pos);
 	c->in_len -= pos;
-	if (c->in_len == c->in_cap)
-		return -EPROTO; /* a 64 KiB line is not a reply to set/delete */
+	if (c->in_len == c->in_cap) {
+		/* no reply to set/delete is that long */
+		escape(text, sizeof(text), c->in, 32);
+		snprintf(c->errbuf, sizeof(c->errbuf), "reply line over %zu KiB without CRLF: '%s...'",
+			 c->in_cap / 1024, text);
+		return -EPROTO;
+	}
 	return 0;
 }
 
 /* One round of non-blocking I/O after poll said the socket is ready. */
-static int pump(struct mc_conn *c, short revents)
+static int pump(struct mc_conn *c, short revents, int64_t send_until_ms)
 {
 	ssize_t n;
 
 	if (revents & POLLOUT) {
-		while (c->out_sent < c->out_len) {
+		/* the fence is checked before every send(): past it, not one
+		 * more byte leaves (mcconn.h) */
+		while (c->out_sent < c->out_len && boot_ms() < send_until_ms) {
 			n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
 			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
 					break;
 				return fail(c, errno, "send");
 			}
@@ -588,14 +1027,14 @@ static int pump(struct mc_conn *c, short revents)
 			if (n == 0)
 				return fail(c, ECONNRESET, "server closed the connection");
 			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
 					break;
 				return fail(c, errno, "recv");
 			}
 			c->in_len += (size_t)n;
 			if (parse_replies(c) != 0) {
-				snprintf(c->errbuf, sizeof(c->errbuf), "unexpected reply '%s'",
-					 c->last_reply);
 				conn_close(c);
 				return -EPROTO;
 			}
@@ -606,46 +1045,56 @@ static int pump(struct mc_conn *c, short revents)
 	return 0;
 }
 
-void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, enum mc_exchange *results)
+void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t send_until_ms,
+		     enum mc_exchange *results)
 {
 	struct pollfd pfds[64];
 	size_t idx[64];
-	int64_t deadline = now_ms() + slice_ms;
+	int64_t deadline = mono_ms() + slice_ms;
 
 	for (size_t i = 0; i < n; i++) {
 		struct mc_conn *c = conns[i];
 
 		if (c->batch_meta && !c->terminated && c->ncmds > 0) {
-			must(reserve(&c->out, &c->out_cap, c->out_len + 4));
+			/* room reserved by every queue call (MN_ROOM) */
 			memcpy(c->out + c->out_len, "mn\r\n", 4);
 			c->out_len += 4;
 			c->terminated = 1;
 		}
-		if (c->complete)
+		if (c->complete) {
 			results[i] = MC_X_DONE;
-		else if (c->fd < 0)
+		} else if (c->fd < 0) {
 			results[i] = MC_X_FAILED;
-		else
+		} else if (c->batch_meta != c->meta) {
+			/* never meta commands to a classic server: their values
+			 * could run as commands (mcconn_batch_stale) */
+			snprintf(c->errbuf, sizeof(c->errbuf),
+				 "batch queued in the %s dialect, the connection speaks %s: not sent",
+				 c->batch_meta ? "meta" : "classic", c->meta ? "meta" : "classic");
+			conn_close(c);
+			results[i] = MC_X_FAILED;
+		} else {
 			results[i] = MC_X_PENDING;
+		}
 	}
 	for (;;) {
+		int may_send = boot_ms() < send_until_ms;
 		size_t np = 0;
-		int64_t left = deadline - now_ms();
-		int rc;
+		int left = ms_left(deadline), rc;
 
 		for (size_t i = 0; i < n && np < 64; i++) {
 			if (results[i] != MC_X_PENDING)
 				continue;
 			pfds[np].fd = conns[i]->fd;
 			pfds[np].events = POLLIN;
-			if (conns[i]->out_sent < conns[i]->out_len)
+			if (may_send && conns[i]->out_sent < conns[i]->out_len)
 				pfds[np].events |= POLLOUT;
 			pfds[np].revents = 0;
 			idx[np++] = i;
 		}
 		if (np == 0 || left <= 0)
 			return;
-		rc = poll(pfds, np, (int)left);
+		rc = poll(pfds, np, left);
 		if (rc < 0 && errno != EINTR)
 			return;
 		for (size_t k = 0; rc > 0 && k < np; k++) {
@@ -653,29 +1102,10 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, enum mc_exc
 
 			if (pfds[k].revents == 0)
 				continue;
-			if (pump(c, pfds[k].revents) != 0)
+			if (pump(c, pfds[k].revents, send_until_ms) != 0)
 				results[idx[k]] = MC_X_FAILED;
 			else if (c->complete)
 				results[idx[k]] = MC_X_DONE;
 		}
 	}
-}
-
-int mcconn_item_size_max(struct mc_conn *c, int timeout_ms, size_t *out)
-{
-	static const char stat[] = "STAT item_size_max ";
-	char buf[16384];
-	const char *p;
-	int rc;
-
-	if (c->fd < 0)
-		return -ENOTCONN;
-	rc = roundtrip(c, "stats settings\r\n", buf, sizeof(buf), "END\r\n", timeout_ms);
-	if (rc != 0)
-		return rc;
-	p = strstr(buf, stat);
-	if (p == NULL)
-		return -ENOENT;
-	*out = (size_t)strtoull(p + strlen(stat), NULL, 10);
-	return 0;
 }

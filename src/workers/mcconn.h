@@ -47,9 +47,14 @@ const char *mcconn_name(const struct mc_conn *c);
 const char *mcconn_error(const struct mc_conn *c);
 
 /* Connects if not connected: 0, or -errno (connection left closed). The
- * dialect and the item size limit are read here, on every (re)connect. A
+ * dialect ("version") and the item size limit ("stats settings") are read
+ * here, on every (re)connect, within timeout_ms in all. A peer that closes
+ * the connection on a probe (a proxy such as twemproxy) is connected to
+ * again: classic, limit 0, and no probes on its later connects. A
  * connection the server closed while idle (memcached -o idle_timeout) is
- * noticed here and remade quietly: that is not a failure. */
+ * noticed here (poll with no wait, while no byte of the batch is sent) and
+ * remade quietly: that is not a failure. So call it before every exchange
+ * round, connected or not, and check mcconn_batch_stale after it. */
 int mcconn_ensure(struct mc_conn *c, int timeout_ms);
 int mcconn_connected(const struct mc_conn *c);
 /* 1 if this connection speaks the meta dialect (memcached >= 1.6.10). */
@@ -62,8 +67,10 @@ const char *mcconn_version(const struct mc_conn *c);
 /* Connections remade after an idle close, without counting a failure. */
 uint64_t mcconn_idle_reconnects(const struct mc_conn *c);
 
-/* Queue commands for the next exchange. Key must already be valid.
- * 0, or -ENOMEM (nothing queued; the batch so far is intact). */
+/* Queue commands for the next exchange. Key must already be valid. Only
+ * between mcconn_reset_batch and the batch's first exchange (a meta batch
+ * ends with "mn" once exchanged). 0, or -ENOMEM (nothing queued; the batch
+ * so far is intact and can still be exchanged). */
 int mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
 		     size_t vlen, uint32_t flags, uint32_t exptime);
 int mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen);
@@ -95,8 +102,11 @@ void mcconn_reset_batch(struct mc_conn *c);
 void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t send_until_ms,
 		     enum mc_exchange *results);
 enum mc_reply mcconn_reply(const struct mc_conn *c, size_t i);
-/* The text of the last error reply (SERVER_ERROR ...), control bytes
- * escaped, for logs; "" if none in this batch. */
+/* The text of the last error reply (SERVER_ERROR ..., CLIENT_ERROR ...,
+ * ERROR), control bytes escaped, for logs; "" if none in this batch. Set as
+ * soon as the line arrives, so it also explains a batch that stays PENDING
+ * (a server that answers errors and never "MN"); kept across
+ * mcconn_rewind, cleared by mcconn_reset_batch. */
 const char *mcconn_last_reply_text(const struct mc_conn *c);
 
 #endif
