@@ -1,13 +1,15 @@
 /* Integration suite for what operators see: the metrics endpoint scraped
  * while k2mc runs and checked against what was produced and what Kafka holds,
  * readiness, --stats-json, the -e progress line on a terminal and the summary
- * table, regex subscriptions, and --dump-config through the real binary.
+ * table, regex subscriptions, --dump-config through the real binary, and
+ * Memcached states named as they are (out of memory, an idle close).
  * Servers per test on loopback, as in test_pipeline.c; not a benchmark.
  * Binaries come from K2MC_BIN, K2MC_TSAN_BIN, K2MC_MOCK. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <libmemcached/memcached.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -45,15 +47,16 @@ static const char *tail_of(const char *path)
 	return h_tail_of(path, 20);
 }
 
-/* memcached, and a mock whose first topic gets `records` records.
- * topics: "--topic" values, NULL-terminated. */
-static void start_world(const char *const topics[], const char *records, const char *seed)
+/* memcached (with mc_extra arguments, or none), and a mock whose first
+ * topic gets `records` records. topics: "--topic" values, NULL-terminated. */
+static void start_world_mc(const char *const topics[], const char *records, const char *seed,
+			   const char *const mc_extra[])
 {
 	const char *args[32];
 	int a = 0, rc;
 
 	memset(&W, 0, sizeof(W));
-	rc = h_memcached_start(&W.mc, 0, NULL);
+	rc = h_memcached_start(&W.mc, 0, mc_extra);
 	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
 	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
 	for (int i = 0; topics[i] != NULL; i++) {
@@ -77,6 +80,11 @@ static void start_world(const char *const topics[], const char *records, const c
 	cr_assert_eq(rc, 0, "production did not finish: %s\n%s", strerror(-rc),
 		     tail_of(W.mock.proc.err_path));
 	cr_assert_eq(W.produced, strtoull(records, NULL, 10));
+}
+
+static void start_world(const char *const topics[], const char *records, const char *seed)
+{
+	start_world_mc(topics, records, seed, NULL);
 }
 
 /* ---- a minimal HTTP/1.0 client ------------------------------------------------ */
@@ -283,6 +291,12 @@ Test(metrics, scrape_matches_what_was_produced_and_committed)
 	cr_expect_eq(sample(text, "k2mc_written_bytes_total"),
 		     100.0 * sample(text, "k2mc_records_written_total"), "100-byte values");
 	cr_expect_eq(sample(text, "k2mc_memcached_errors_total"), 0);
+	/* nothing refused, the membership lease held, nothing fenced for long */
+	cr_expect_eq(sample(text, "k2mc_records_invalidated_total"), 0, "%s", text);
+	cr_expect_eq(sample(text, "k2mc_fence_held"), 1, "%s", text);
+	cr_expect_geq(sample(text, "k2mc_fence_waits_total"), 0, "no k2mc_fence_waits_total");
+	cr_expect_eq(sample(text, "k2mc_writer_alloc_failures_total"), 0);
+	cr_expect_not_null(strstr(text, "# TYPE k2mc_fence_held gauge\n"));
 	/* per partition: consumed == end offset (the group started at 0), lag 0 */
 	for (int p = 0; p < PARTS; p++) {
 		cr_expect_eq(part_sample(text, "k2mc_records_consumed_total", "events", p),
@@ -669,4 +683,168 @@ Test(metrics, tsan_build_serves_metrics)
 		  "ThreadSanitizer reported:\n%s", tail_of(k.err_path));
 	cr_assert_eq(h_exit_code(status), 0, "ended with status %d:\n%s", h_exit_code(status),
 		     tail_of(k.err_path));
+}
+
+/* ---- Memcached states named as they are ------------------------------------------- */
+
+/* One "stats" (or "stats <what>") answer of the server on 127.0.0.1:port,
+ * over a fresh connection: the value of STAT name, or -1. */
+static int64_t mc_stat(int port, const char *what, const char *name)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 5, 0 };
+	char req[64], buf[16384], pat[80], *p;
+	size_t len = 0;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int64_t v = -1;
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	snprintf(req, sizeof(req), "stats%s%s\r\n", what ? " " : "", what ? what : "");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+		close(fd);
+		return -1;
+	}
+	while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
+		len += (size_t)n;
+		buf[len] = '\0';
+		if (strstr(buf, "END\r\n") != NULL)
+			break;
+	}
+	close(fd);
+	buf[len] = '\0';
+	snprintf(pat, sizeof(pat), "STAT %s ", name);
+	p = strstr(buf, pat);
+	if (p != NULL)
+		v = strtoll(p + strlen(pat), NULL, 10);
+	return v;
+}
+
+/* Fills memcached until it refuses every item size k2mc's records can
+ * have: with -M it then answers "SERVER_ERROR out of memory storing object"
+ * instead of evicting. */
+static void fill_memcached(int port)
+{
+	memcached_st *memc = memcached_create(NULL);
+	static char val[2048];
+	int refused = 0;
+
+	memset(val, 'f', sizeof(val));
+	memcached_server_add(memc, "127.0.0.1", (in_port_t)port);
+	for (size_t vs = 8; vs <= sizeof(val); vs += 8) {
+		for (int i = 0; i < 1000000; i++) {
+			char key[64];
+			int kl = snprintf(key, sizeof(key), "fill-%zu-%d", vs, i);
+
+			if (memcached_set(memc, key, (size_t)kl, val, vs, 0, 0) != MEMCACHED_SUCCESS) {
+				refused++;
+				break;
+			}
+		}
+	}
+	memcached_free(memc);
+	cr_assert_gt(refused, 0, "memcached -M never refused a set");
+}
+
+/* Issue 8, section 7: memcached out of memory is "out of memory", in the
+ * log and in /readyz, not "down" / "not answering"; the records are
+ * retried and written once memory is free again. */
+Test(metrics, out_of_memory_is_named_and_retried)
+{
+	static const char *const topics[] = { "events:2", NULL };
+	static const char *const mc_args[] = { "-m", "2", "-M", "-I", "512k", NULL };
+	char port_s[16], want[160], series[128];
+	int64_t end[2];
+	struct h_proc k;
+	int port = h_free_port(), status, rc;
+	char *text;
+
+	start_world_mc(topics, "300", "76", mc_args);
+	fill_memcached(W.mc.port);
+	kafka_end_offsets("events", 2, end);
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "oom", "-m",
+				       W.mc_addr, "--metrics-addr", port_s, "--shutdown-timeout-ms",
+				       "1000", NULL };
+
+		start_k2mc(&k, NULL, args);
+	}
+	snprintf(want, sizeof(want), "not ready: memcached %s out of memory", W.mc_addr);
+	wait_answer(&k, port, "/readyz", 503, want, 20000);
+	snprintf(want, sizeof(want), "memcached %s: out of memory \\(SERVER_ERROR out of memory[^)]*\\); "
+		 "retrying", W.mc_addr);
+	rc = h_wait_line(k.err_path, want, NULL, k.pid, 5000, NULL, 0);
+	cr_expect_eq(rc, 0, "no out-of-memory line; stderr:\n%s", tail_of(k.err_path));
+	snprintf(want, sizeof(want), "memcached %s: down", W.mc_addr);
+	cr_expect(!h_file_contains(k.err_path, want), "out of memory reported as down:\n%s",
+		  tail_of(k.err_path));
+	text = http_get(port, "/metrics", &status, NULL, 0);
+	cr_assert_not_null(text);
+	snprintf(series, sizeof(series), "k2mc_memcached_server_up{server=\"%s\"}", W.mc_addr);
+	cr_expect_eq(sample(text, series), 0, "%s in:\n%.2000s", series, text);
+	cr_expect_eq(sample(text, "k2mc_records_written_total"), 0);
+	free(text);
+
+	/* memory back: the same records go in, and it is ready */
+	{
+		memcached_st *memc = memcached_create(NULL);
+
+		memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc.port);
+		cr_assert_eq(memcached_flush(memc, 0), MEMCACHED_SUCCESS);
+		memcached_free(memc);
+	}
+	text = scrape_until_caught_up(&k, port, "events", 2, end, 30000);
+	free(text);
+	wait_answer(&k, port, "/readyz", 200, "ready", 10000);
+	cr_expect(h_file_contains(k.err_path, "back, writing again"), "%s", tail_of(k.err_path));
+	stop_k2mc_expect_0(&k, "k2mc after out of memory");
+}
+
+/* Issue 8, section 7: a connection memcached closes while idle
+ * (-o idle_timeout) is remade quietly: no "down", no "back", no error. */
+Test(metrics, idle_close_is_not_an_outage)
+{
+	static const char *const topics[] = { "events:1", NULL };
+	static const char *const mc_args[] = { "-o", "idle_timeout=2", NULL };
+	char port_s[16];
+	int64_t end[1];
+	struct h_mock m2;
+	struct h_proc k;
+	int port = h_free_port();
+	int64_t deadline;
+	char *text;
+
+	start_world_mc(topics, "200", "77", mc_args);
+	kafka_end_offsets("events", 1, end);
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "idle", "-m",
+				       W.mc_addr, "--writers", "1", "--metrics-addr", port_s, NULL };
+
+		start_k2mc(&k, NULL, args);
+	}
+	text = scrape_until_caught_up(&k, port, "events", 1, end, 30000);
+	free(text);
+	/* memcached closes the writer's idle connection */
+	deadline = h_now_ms() + 15000;
+	while (mc_stat(W.mc.port, NULL, "idle_kicks") < 1 && h_now_ms() < deadline)
+		usleep(200 * 1000);
+	cr_assert_geq(mc_stat(W.mc.port, NULL, "idle_kicks"), 1, "memcached kicked no idle "
+		      "connection");
+	/* more records, on a connection that must be remade */
+	produce_into(&m2, "events", "300");
+	W.produced += 300;
+	kafka_end_offsets("events", 1, end);
+	text = scrape_until_caught_up(&k, port, "events", 1, end, 30000);
+	cr_expect_eq(sample(text, "k2mc_memcached_errors_total"), 0, "%s", text);
+	free(text);
+	cr_expect(!h_file_contains(k.err_path, ": down ("), "an idle close reported as down:\n%s",
+		  tail_of(k.err_path));
+	cr_expect(!h_file_contains(k.err_path, "back, writing again"), "%s", tail_of(k.err_path));
+	stop_k2mc_expect_0(&k, "k2mc after an idle close");
 }

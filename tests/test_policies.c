@@ -5,16 +5,23 @@
  * run through k2mc -e against a k2mc-mock cluster and a memcached. Checks
  * the cache key by key, the counts k2mc reports, the dead letter topic's
  * records and headers, and where a failing run leaves the committed offset.
+ * Also what counts as the record's fault and what as the server's: values
+ * over the servers' item limits (the key's old value is deleted), and a
+ * fake server's CLIENT_ERROR replies (retried, never skipped).
  * Not about faults (test_faults.c) nor speed. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libmemcached/memcached.h>
 #include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -135,24 +142,31 @@ static void build_records(void)
 	}
 }
 
-/* memcached, and a mock with TOPIC (1 partition) and DLQ, holding the
- * records above, produced in order by this process. */
-static void start_world(void)
+/* memcached on port (0: any free one), with extra arguments. */
+static void start_memcached(int port, const char *const extra[])
+{
+	int rc = h_memcached_start(&W.mc, port, extra);
+
+	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
+}
+
+/* A mock with TOPIC (1 partition) and DLQ. */
+static void start_mock(void)
 {
 	static const char *const args[] = { "--topic", TOPIC ":1", "--topic", DLQ ":1",
 					    "--stdin-control", NULL };
+	int rc = h_mock_start(&W.mock, args, 1, 15000);
+
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+}
+
+/* Produces recs[0..n) to TOPIC partition 0, in order: offset = index. */
+static void produce(const struct rec *recs, int n)
+{
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char e[512];
 	rd_kafka_t *rk;
-	int rc;
-
-	memset(&W, 0, sizeof(W));
-	build_records();
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	rc = h_mock_start(&W.mock, args, 1, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
 
 	/* idempotence: offsets are the records' indices even if a request is
 	 * retried */
@@ -160,10 +174,13 @@ static void start_world(void)
 		     RD_KAFKA_CONF_OK, "%s", e);
 	cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof(e)),
 		     RD_KAFKA_CONF_OK, "%s", e);
+	/* values of a few MB (the item size limit tests) */
+	cr_assert_eq(rd_kafka_conf_set(conf, "message.max.bytes", "10000000", e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
 	cr_assert_not_null(rk, "producer: %s", e);
-	for (int i = 0; i < W.nrecs; i++) {
-		const struct rec *r = &W.recs[i];
+	for (int i = 0; i < n; i++) {
+		const struct rec *r = &recs[i];
 		rd_kafka_headers_t *h = NULL;
 		rd_kafka_resp_err_t err;
 
@@ -186,23 +203,45 @@ static void start_world(void)
 	rd_kafka_destroy(rk);
 }
 
-/* Runs k2mc -e over TOPIC with extra args; returns its exit code. The
+/* memcached, and a mock with TOPIC and DLQ, holding the records above,
+ * produced in order by this process. */
+static void start_world(void)
+{
+	memset(&W, 0, sizeof(W));
+	build_records();
+	start_memcached(0, NULL);
+	start_mock();
+	produce(W.recs, W.nrecs);
+}
+
+/* Starts k2mc -e over TOPIC with extra args, without waiting; max_value:
+ * --max-value-bytes, or NULL for none (the servers' own limits only). The
  * session timeout is short so that a run that fails does not hold the
  * group (test_pipeline.c says why). */
-static int run_k2mc(struct h_proc *k, const char *group, const char *const extra[],
-		    int timeout_ms)
+static void start_k2mc(struct h_proc *k, const char *group, const char *max_value,
+		       const char *const extra[])
 {
-	const char *args[40] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", group, "-m", W.mc_addr,
-				 "-e", "--writers", "2", "--max-value-bytes", MAX_VALUE,
-				 "--stats-interval-ms", "1000", "-X", "session.timeout.ms=6000" };
-	int a = 17, status = 0, rc;
+	const char *args[48] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", group, "-m", W.mc_addr,
+				 "-e", "--writers", "2", "--stats-interval-ms", "1000", "-X",
+				 "session.timeout.ms=6000" };
+	int a = 15, rc;
 
+	if (max_value != NULL) {
+		args[a++] = "--max-value-bytes";
+		args[a++] = max_value;
+	}
 	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
 		args[a++] = extra[i];
 	args[a] = NULL;
 	rc = h_k2mc_start(k, NULL, args);
 	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
-	rc = h_wait(k->pid, timeout_ms, &status);
+}
+
+/* Waits for a k2mc started by start_k2mc to exit; returns its exit code. */
+static int wait_k2mc(struct h_proc *k, int timeout_ms)
+{
+	int status = 0, rc = h_wait(k->pid, timeout_ms, &status);
+
 	if (rc == -ETIMEDOUT) {
 		h_signal(k->pid, SIGKILL);
 		h_wait(k->pid, 5000, NULL);
@@ -212,6 +251,14 @@ static int run_k2mc(struct h_proc *k, const char *group, const char *const extra
 	cr_assert(h_exit_code(status) >= 0, "k2mc did not exit normally; stderr:\n%s",
 		  tail_of(k->err_path));
 	return h_exit_code(status);
+}
+
+/* Runs k2mc -e with --max-value-bytes MAX_VALUE; returns its exit code. */
+static int run_k2mc(struct h_proc *k, const char *group, const char *const extra[],
+		    int timeout_ms)
+{
+	start_k2mc(k, group, MAX_VALUE, extra);
+	return wait_k2mc(k, timeout_ms);
 }
 
 /* ---- what k2mc reports ---------------------------------------------------- */
@@ -667,4 +714,411 @@ Test(policies, fail_stops_at_the_first_bad_record)
 	}
 	free(line);
 	assert_committed("fail", FIRST_BAD);
+}
+
+/* ---- values k2mc refuses: no stale value stays -------------------------------- */
+
+/* The number after "\"name\":" in the final --stats-json object, or -1. */
+static int64_t json_final(const char *path, const char *name)
+{
+	char *line = last_line_with(path, "\"final\":true"), pat[64];
+	const char *p;
+	int64_t v = -1;
+
+	if (line == NULL)
+		return -1;
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	p = strstr(line, pat);
+	if (p != NULL)
+		v = strtoll(p + strlen(pat), NULL, 10);
+	free(line);
+	return v;
+}
+
+static void mc_set(const char *key, const char *val)
+{
+	memcached_st *memc = memcached_create(NULL);
+
+	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc.port);
+	cr_assert_eq(memcached_set(memc, key, strlen(key), val, strlen(val), 0, 0),
+		     MEMCACHED_SUCCESS, "cannot set %s", key);
+	memcached_free(memc);
+}
+
+/* Runs group over TOPIC (3 records: big=v1, keep=k1, big=<too large>) with
+ * max_value and policy; the too large record must delete big's old value. */
+static void assert_refused_value_invalidates(const char *group, const char *max_value,
+					     const char *policy)
+{
+	char json[H_PATH_MAX], name[64];
+	const char *extra[] = { "--on-invalid", policy, "--stats-json", json, NULL };
+	struct h_proc k;
+	struct counts c;
+	size_t vlen;
+	char *v;
+
+	snprintf(name, sizeof(name), "%s.json", group);
+	h_tmppath(json, sizeof(json), name);
+	/* what an earlier run (or another writer of the cache) left there */
+	mc_set("big", "stale");
+	start_k2mc(&k, group, max_value, extra);
+	cr_assert_eq(wait_k2mc(&k, 40000), 0, "stderr:\n%s", tail_of(k.err_path));
+	v = mc_get("big", 3, &vlen);
+	cr_expect_null(v, "%s: the key of a refused value still holds '%.*s'", group,
+		       v ? (int)(vlen < 20 ? vlen : 20) : 0, v ? v : "");
+	free(v);
+	v = mc_get("keep", 4, &vlen);
+	cr_expect(v != NULL && vlen == 2 && memcmp(v, "k1", 2) == 0, "%s: keep is not k1", group);
+	free(v);
+	read_counts(&k, &c);
+	cr_expect_eq(c.skipped_by[4], 1, "%s: value_too_large %" PRIu64, group, c.skipped_by[4]);
+	cr_expect_eq(c.s.written, 2, "%s: written %" PRIu64, group, c.s.written);
+	cr_expect_eq(c.s.deleted, 0, "%s: the invalidating delete counted as a tombstone", group);
+	cr_expect_eq(json_final(json, "invalidated"), 1, "%s: invalidated in %s", group, json);
+	cr_expect(h_file_contains(k.err_path, "its key was deleted"), "%s: stderr:\n%s", group,
+		  tail_of(k.err_path));
+	assert_committed(group, 3);
+}
+
+/* Issue 8, section 3: over --max-value-bytes (skip, and hash, which cannot
+ * hash a value), the key's old value is deleted, not left in place. */
+Test(policies, value_over_max_value_bytes_deletes_the_old_value)
+{
+	char *big = malloc(3000);
+	struct rec recs[3];
+
+	cr_assert_not_null(big);
+	memset(big, 'b', 3000);
+	recs[0] = (struct rec){ "big", 3, "v1", 2, NULL, NULL };
+	recs[1] = (struct rec){ "keep", 4, "k1", 2, NULL, NULL };
+	recs[2] = (struct rec){ "big", 3, big, 3000, "value_too_large", NULL };
+	memset(&W, 0, sizeof(W));
+	start_memcached(0, NULL);
+	start_mock();
+	produce(recs, 3);
+	assert_refused_value_invalidates("inval-skip", MAX_VALUE, "skip");
+	assert_refused_value_invalidates("inval-hash", MAX_VALUE, "hash");
+	free(big);
+}
+
+/* The same against the server's own limit (memcached -I 1m), with no
+ * --max-value-bytes: k2mc reads the limit on connect and refuses the value
+ * before sending it, so the delete is k2mc's to make. */
+Test(policies, value_over_the_servers_item_limit_deletes_the_old_value)
+{
+	static const char *const mc_args[] = { "-I", "1m", NULL };
+	size_t blen = 1200000;
+	char *big = malloc(blen);
+	struct rec recs[3];
+
+	cr_assert_not_null(big);
+	memset(big, 'B', blen);
+	recs[0] = (struct rec){ "big", 3, "v1", 2, NULL, NULL };
+	recs[1] = (struct rec){ "keep", 4, "k1", 2, NULL, NULL };
+	recs[2] = (struct rec){ "big", 3, big, blen, "value_too_large", NULL };
+	memset(&W, 0, sizeof(W));
+	start_memcached(0, mc_args);
+	start_mock();
+	produce(recs, 3);
+	assert_refused_value_invalidates("inval-server", NULL, "skip");
+	free(big);
+}
+
+/* Issue 8, section 4: the value limit is read on every connect. memcached
+ * is not there when k2mc starts; once k2mc says it is down, it starts with
+ * -I 8m, and a 2,000,000-byte value is written, not skipped against a
+ * limit guessed at start. */
+Test(policies, item_limit_is_read_when_the_server_comes_up)
+{
+	static const char *const mc_args[] = { "-I", "8m", NULL };
+	size_t blen = 2000000, vlen = 0;
+	char *big = malloc(blen), pattern[128], *v;
+	struct rec recs[2];
+	struct h_proc k;
+	struct counts c;
+	int port = h_free_port(), rc;
+
+	cr_assert_not_null(big);
+	for (size_t i = 0; i < blen; i++)
+		big[i] = (char)('a' + i % 26);
+	recs[0] = (struct rec){ "two-mb", 6, big, blen, NULL, NULL };
+	recs[1] = (struct rec){ "small", 5, "s", 1, NULL, NULL };
+	memset(&W, 0, sizeof(W));
+	start_mock();
+	produce(recs, 2);
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", port);
+	start_k2mc(&k, "late-server", NULL, NULL);
+	snprintf(pattern, sizeof(pattern), "memcached 127\\.0\\.0\\.1:%d: down", port);
+	rc = h_wait_line(k.err_path, pattern, NULL, k.pid, 20000, NULL, 0);
+	cr_assert_eq(rc, 0, "k2mc never said the server is down (%s); stderr:\n%s", strerror(-rc),
+		     tail_of(k.err_path));
+	start_memcached(port, mc_args);
+	cr_assert_eq(wait_k2mc(&k, 40000), 0, "stderr:\n%s", tail_of(k.err_path));
+	v = mc_get("two-mb", 6, &vlen);
+	cr_assert_not_null(v, "the 2,000,000-byte value is not in the cache; stderr:\n%s",
+			   tail_of(k.err_path));
+	cr_expect(vlen == blen && memcmp(v, big, blen) == 0, "two-mb holds %zu bytes", vlen);
+	free(v);
+	read_counts(&k, &c);
+	cr_expect_eq(c.s.skipped, 0, "skipped %" PRIu64 "; stderr:\n%s", c.s.skipped,
+		     tail_of(k.err_path));
+	cr_expect_eq(c.s.written, 2);
+	assert_committed("late-server", 2);
+	free(big);
+}
+
+/* ---- a fake memcached ----------------------------------------------------------- */
+
+/* A loopback server for replies no real memcached gives on demand, served
+ * by threads of this test process (each test runs in a process of its own,
+ * so they end with it). It reads command lines and the data block of every
+ * storage command, and answers
+ * - classic: `reply` to every line, "version" and "stats settings" too (so
+ *   the client speaks the classic dialect and knows no item limit);
+ * - meta: "version" and "stats settings" as memcached 1.6.18 does, `reply`
+ *   to every "ms", and nothing to "mn": a batch that never completes. */
+struct fake {
+	int lfd, port, meta;
+	const char *reply;
+	pthread_t thread;
+};
+
+struct fake_conn {
+	struct fake *f;
+	int fd;
+};
+
+static void fake_send(int fd, const char *s)
+{
+	size_t len = strlen(s), off = 0;
+
+	while (off < len) {
+		ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
+
+		if (n <= 0)
+			return;
+		off += (size_t)n;
+	}
+}
+
+/* Answers one command line; *skip = bytes of data block that follow it. */
+static void fake_answer(struct fake *f, int fd, const char *line, size_t *skip)
+{
+	char cmd[16] = "", key[256];
+	unsigned long a = 0, b = 0, c = 0;
+	char reply[300];
+
+	sscanf(line, "%15s", cmd);
+	if (strcmp(cmd, "ms") == 0 && sscanf(line, "ms %255s %lu", key, &a) == 2)
+		*skip = a + 2;
+	else if ((strcmp(cmd, "set") == 0 || strcmp(cmd, "add") == 0 ||
+		  strcmp(cmd, "replace") == 0) &&
+		 sscanf(line, "%*s %255s %lu %lu %lu", key, &a, &b, &c) == 4)
+		*skip = c + 2;
+	if (f->meta && strcmp(cmd, "version") == 0) {
+		fake_send(fd, "VERSION 1.6.18\r\n");
+		return;
+	}
+	if (f->meta && strcmp(cmd, "stats") == 0) {
+		fake_send(fd, "STAT item_size_max 1048576\r\nEND\r\n");
+		return;
+	}
+	if (f->meta && strcmp(cmd, "mn") == 0)
+		return;
+	snprintf(reply, sizeof(reply), "%s\r\n", f->reply);
+	fake_send(fd, reply);
+}
+
+static void *fake_serve(void *arg)
+{
+	struct fake_conn *fc = arg;
+	size_t len = 0, skip = 0, cap = 1 << 16;
+	char *buf = malloc(cap);
+
+	while (buf != NULL) {
+		ssize_t n = read(fc->fd, buf + len, cap - len);
+
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		for (;;) {
+			char *nl;
+			size_t ll;
+
+			if (skip > 0) {
+				size_t d = skip < len ? skip : len;
+
+				memmove(buf, buf + d, len - d);
+				len -= d;
+				skip -= d;
+				if (skip > 0)
+					break;
+				continue;
+			}
+			nl = memchr(buf, '\n', len);
+			if (nl == NULL) {
+				if (len == cap)
+					len = 0; /* an endless line: not our case */
+				break;
+			}
+			ll = (size_t)(nl - buf) + 1;
+			*nl = '\0';
+			if (nl > buf && nl[-1] == '\r')
+				nl[-1] = '\0';
+			fake_answer(fc->f, fc->fd, buf, &skip);
+			memmove(buf, buf + ll, len - ll);
+			len -= ll;
+		}
+	}
+	close(fc->fd);
+	free(fc);
+	free(buf);
+	return NULL;
+}
+
+static void *fake_accept(void *arg)
+{
+	struct fake *f = arg;
+
+	for (;;) {
+		int fd = accept(f->lfd, NULL, NULL);
+		struct fake_conn *fc;
+		pthread_t t;
+
+		if (fd < 0)
+			return NULL;
+		fc = malloc(sizeof(*fc));
+		if (fc == NULL) {
+			close(fd);
+			continue;
+		}
+		fc->f = f;
+		fc->fd = fd;
+		if (pthread_create(&t, NULL, fake_serve, fc) != 0) {
+			close(fd);
+			free(fc);
+			continue;
+		}
+		pthread_detach(t);
+	}
+}
+
+static void fake_start(struct fake *f, int meta, const char *reply)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	int one = 1;
+
+	f->meta = meta;
+	f->reply = reply;
+	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(f->lfd, 0);
+	setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	cr_assert_eq(listen(f->lfd, 16), 0);
+	cr_assert_eq(getsockname(f->lfd, (struct sockaddr *)&sa, &sl), 0);
+	f->port = ntohs(sa.sin_port);
+	cr_assert_eq(pthread_create(&f->thread, NULL, fake_accept, f), 0);
+	pthread_detach(f->thread);
+}
+
+/* A small topic of good records for the fake servers. */
+static void start_small_topic(int n)
+{
+	static char keys[64][16], vals[64][16];
+	struct rec recs[64];
+
+	cr_assert_leq(n, 64);
+	for (int i = 0; i < n; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "key-%02d", i);
+		snprintf(vals[i], sizeof(vals[i]), "val-%02d", i);
+		recs[i] = (struct rec){ keys[i], strlen(keys[i]), vals[i], strlen(vals[i]), NULL,
+					NULL };
+	}
+	memset(&W, 0, sizeof(W));
+	start_mock();
+	produce(recs, n);
+}
+
+/* SIGTERM, and the exit within the shutdown timeout (given up, exit 0 or 1). */
+static void stop_k2mc(struct h_proc *k)
+{
+	int status = 0;
+
+	cr_assert_eq(h_signal(k->pid, SIGTERM), 0);
+	cr_assert_eq(h_wait(k->pid, 20000, &status), 0, "still running 20 s after SIGTERM; stderr:\n%s",
+		     tail_of(k->err_path));
+	cr_assert(h_exit_code(status) >= 0, "k2mc did not exit normally; stderr:\n%s",
+		  tail_of(k->err_path));
+}
+
+/* The group's committed offset is at most `most` (-1: none). */
+static void assert_committed_at_most(const char *group, int64_t most)
+{
+	char err[256];
+	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	int64_t off[1] = { -2 };
+
+	cr_assert_not_null(kh, "%s", err);
+	cr_assert_eq(h_kafka_committed(kh, TOPIC, 1, off, 5000), 0);
+	h_kafka_close(kh);
+	cr_assert_leq(off[0], most, "group %s committed %" PRId64 ", expected at most %" PRId64,
+		      group, off[0], most);
+}
+
+/* Issue 8, section 4: CLIENT_ERROR is not known to be the record's fault.
+ * A server answering it to everything gets its records retried, not
+ * skipped as key_bad_bytes and committed; the log shows the reply. */
+Test(policies, client_error_is_a_server_failure_not_a_bad_key)
+{
+	static struct fake f;
+	const char *extra[] = { "--shutdown-timeout-ms", "1000", NULL };
+	struct h_proc k;
+	struct counts c;
+	int rc;
+
+	start_small_topic(20);
+	fake_start(&f, 0, "CLIENT_ERROR bad command line format");
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", f.port);
+	start_k2mc(&k, "client-error", NULL, extra);
+	rc = h_wait_line(k.err_path, "down \\(CLIENT_ERROR bad command line format\\)", NULL, k.pid,
+			 20000, NULL, 0);
+	cr_assert_eq(rc, 0, "no 'down (CLIENT_ERROR ...)' line (%s); stderr:\n%s", strerror(-rc),
+		     tail_of(k.err_path));
+	/* retried, not given up: a stats line counts the retries */
+	rc = h_wait_line(k.err_path, "memcached errors [1-9][0-9]* retries [1-9]", NULL, k.pid, 20000,
+			 NULL, 0);
+	cr_assert_eq(rc, 0, "no retries counted (%s); stderr:\n%s", strerror(-rc),
+		     tail_of(k.err_path));
+	stop_k2mc(&k);
+	read_counts(&k, &c);
+	cr_expect_eq(c.skipped_by[3], 0, "records skipped as key_bad_bytes: %" PRIu64,
+		     c.skipped_by[3]);
+	cr_expect_eq(c.s.skipped, 0);
+	cr_expect_eq(c.s.written, 0);
+	assert_committed_at_most("client-error", 0);
+}
+
+/* Issue 8, section 7: a server that answers errors but never completes a
+ * batch (meta: no "MN") is not "no answer". */
+Test(policies, errors_without_completion_are_not_called_silence)
+{
+	static struct fake f;
+	const char *extra[] = { "--shutdown-timeout-ms", "1000", NULL };
+	struct h_proc k;
+	int rc;
+
+	start_small_topic(10);
+	fake_start(&f, 1, "SERVER_ERROR boom");
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", f.port);
+	start_k2mc(&k, "no-mn", NULL, extra);
+	rc = h_wait_line(k.err_path,
+			 "answers errors but never completes the batch \\(last: 'SERVER_ERROR boom'\\)",
+			 NULL, k.pid, 20000, NULL, 0);
+	cr_expect_eq(rc, 0, "no 'answers errors' line (%s); stderr:\n%s", strerror(-rc),
+		     tail_of(k.err_path));
+	cr_expect(!h_file_contains(k.err_path, "no answer for"), "stderr:\n%s", tail_of(k.err_path));
+	stop_k2mc(&k);
+	assert_committed_at_most("no-mn", 0);
 }

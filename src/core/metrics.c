@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "workers/consumer.h" /* k2mc_now_ms */
 #include "workers/keymap.h"
+#include "workers/writer.h" /* enum k2mc_server_state */
 
 struct k2mc_metrics {
 	struct MHD_Daemon *d;
@@ -81,6 +82,10 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 		fprintf(out, "k2mc_records_invalid_total{reason=\"%s\"} %llu\n",
 			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
 			(unsigned long long)s->t.skipped_by[r]);
+	head(out, "k2mc_records_invalidated_total", "counter",
+	     "Keys deleted because their newest record's value was refused by k2mc (too large): "
+	     "no older value stays. Also counted in k2mc_records_invalid_total.");
+	fprintf(out, "k2mc_records_invalidated_total %llu\n", (unsigned long long)s->t.invalidated);
 	head(out, "k2mc_written_bytes_total", "counter", "Value bytes stored in Memcached.");
 	fprintf(out, "k2mc_written_bytes_total %llu\n", (unsigned long long)s->t.bytes);
 	head(out, "k2mc_memcached_batches_total", "counter",
@@ -99,6 +104,18 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 		label(out, cfg->servers[i].host);
 		fprintf(out, ":%d\"} %d\n", cfg->servers[i].port, s->server_ok[i]);
 	}
+	head(out, "k2mc_fence_held", "gauge",
+	     "1 while this member's group membership is proven (a lease from acknowledged commits) "
+	     "and writers may send; 0 while they hold records.");
+	fprintf(out, "k2mc_fence_held %d\n", s->fence_held);
+	head(out, "k2mc_fence_waits_total", "counter",
+	     "Batches that waited for proof of group membership before writing.");
+	fprintf(out, "k2mc_fence_waits_total %llu\n", (unsigned long long)s->t.fence_waits);
+	head(out, "k2mc_writer_alloc_failures_total", "counter",
+	     "Batches whose commands could not be allocated: rebuilt and retried, nothing "
+	     "acknowledged.");
+	fprintf(out, "k2mc_writer_alloc_failures_total %llu\n",
+		(unsigned long long)s->t.alloc_failures);
 	head(out, "k2mc_partitions_assigned", "gauge", "Partitions assigned to this instance.");
 	fprintf(out, "k2mc_partitions_assigned %zu\n", s->assigned);
 	/* offsets only for partitions this instance holds: a released one is
@@ -151,8 +168,11 @@ int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
 	}
 	for (int i = 0; i < s->nservers; i++) {
 		if (!s->server_ok[i]) {
-			snprintf(why, len, "memcached %s:%d not answering", s->cfg->servers[i].host,
-				 s->cfg->servers[i].port);
+			/* out of memory: it answers, and stores nothing */
+			snprintf(why, len, "memcached %s:%d %s", s->cfg->servers[i].host,
+				 s->cfg->servers[i].port,
+				 s->server_state[i] == K2MC_SERVER_OOM ? "out of memory"
+								       : "not answering");
 			return 0;
 		}
 	}

@@ -26,6 +26,9 @@ void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
 		t->batches += k2mc_read(&ws[i].batches);
 		t->mc_errors += k2mc_read(&ws[i].mc_errors);
 		t->retries += k2mc_read(&ws[i].retries);
+		t->invalidated += k2mc_read(&ws[i].invalidated);
+		t->fence_waits += k2mc_read(&ws[i].fence_waits);
+		t->alloc_failures += k2mc_read(&ws[i].alloc_failures);
 		for (int r = 1; r < K2MC_KEY_NREASONS; r++) {
 			uint64_t v = k2mc_read(&ws[i].skipped[r]);
 
@@ -162,7 +165,9 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 		s->lat_ms = calloc(K2MC_LAT_MAX_MS + 1, sizeof(s->lat_ms[0]));
 		s->writer_fill = calloc((size_t)cfg->writers, sizeof(s->writer_fill[0]));
 		s->server_ok = calloc((size_t)cfg->nservers, sizeof(s->server_ok[0]));
-		if (s->lat_ms == NULL || s->writer_fill == NULL || s->server_ok == NULL)
+		s->server_state = calloc((size_t)cfg->nservers, sizeof(s->server_state[0]));
+		if (s->lat_ms == NULL || s->writer_fill == NULL || s->server_ok == NULL ||
+		    s->server_state == NULL)
 			return -ENOMEM;
 	}
 	s->cfg = cfg;
@@ -174,8 +179,11 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	s->done = s->t.written + s->t.deleted + s->t.skipped;
 	s->nwriters = cfg->writers;
 	s->nservers = cfg->nservers;
-	for (int i = 0; i < cfg->nservers; i++)
+	for (int i = 0; i < cfg->nservers; i++) {
 		s->server_ok[i] = k2mc_writers_server_ok(ws, i);
+		s->server_state[i] = k2mc_writers_server_state(ws, i);
+	}
+	s->fence_held = k2mc_writers_fence_held(ws);
 
 	s->nparts = 0;
 	s->consumed = 0;
@@ -242,6 +250,7 @@ void k2mc_snapshot_free(struct k2mc_snapshot *s)
 	free(s->lat_ms);
 	free(s->writer_fill);
 	free(s->server_ok);
+	free(s->server_state);
 	free(s->parts);
 	memset(s, 0, sizeof(*s));
 }
@@ -269,10 +278,12 @@ void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,
 
 	k2mc_snapshot_rates(prev, cur, &in, &out);
 	snprintf(buf, len,
-		 "in %.0f/s out %.0f/s | consumed %llu written %llu deleted %llu skipped %llu | "
-		 "partitions %zu ring %.1f%% lag %lld | memcached errors %llu retries %llu",
+		 "in %.0f/s out %.0f/s | consumed %llu written %llu deleted %llu skipped %llu "
+		 "invalidated %llu | partitions %zu ring %.1f%% lag %lld | memcached errors %llu "
+		 "retries %llu",
 		 in, out, (unsigned long long)cur->consumed, (unsigned long long)cur->t.written,
 		 (unsigned long long)cur->t.deleted, (unsigned long long)cur->t.skipped,
+		 (unsigned long long)cur->t.invalidated,
 		 cur->assigned,
 		 cur->ring_slots ? 100.0 * (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
 		 (long long)cur->lag, (unsigned long long)cur->t.mc_errors,
@@ -314,19 +325,23 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
 			(unsigned long long)cur->t.skipped_by[r]);
 	fprintf(out,
-		"},\"value_bytes\":%llu,\"batches\":%llu,\"partitions\":%zu,"
+		"},\"invalidated\":%llu,\"fence_held\":%s,\"fence_waits\":%llu,"
+		"\"alloc_failures\":%llu,\"value_bytes\":%llu,\"batches\":%llu,\"partitions\":%zu,"
 		"\"ring_fill_ratio\":%.4f,\"lag\":%lld,\"memcached_errors\":%llu,\"retries\":%llu,"
 		"\"latency_ms\":{\"p50\":%lld,\"p99\":%lld,\"p999\":%lld,\"count\":%llu},"
 		"\"servers\":[",
+		(unsigned long long)cur->t.invalidated, cur->fence_held ? "true" : "false",
+		(unsigned long long)cur->t.fence_waits, (unsigned long long)cur->t.alloc_failures,
 		(unsigned long long)cur->t.bytes, (unsigned long long)cur->t.batches, cur->assigned,
 		cur->ring_slots ? (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
 		(long long)cur->lag, (unsigned long long)cur->t.mc_errors,
 		(unsigned long long)cur->t.retries, (long long)cur->p50, (long long)cur->p99,
 		(long long)cur->p999, (unsigned long long)cur->lat_count);
 	for (int i = 0; i < cur->nservers; i++)
-		fprintf(out, "%s{\"server\":\"%s:%d\",\"ok\":%s}", i ? "," : "",
+		fprintf(out, "%s{\"server\":\"%s:%d\",\"ok\":%s,\"state\":\"%s\"}", i ? "," : "",
 			cur->cfg->servers[i].host, cur->cfg->servers[i].port,
-			cur->server_ok[i] ? "true" : "false");
+			cur->server_ok[i] ? "true" : "false",
+			k2mc_server_state_name(cur->server_state[i]));
 	fputs("],\"parts\":[", out);
 	for (size_t i = 0; i < cur->nparts; i++) {
 		const struct k2mc_part_snap *p = &cur->parts[i];

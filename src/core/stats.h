@@ -42,6 +42,10 @@ struct k2mc_writer_stats {
 	k2mc_counter batches;                   /* pipelined exchanges completed */
 	k2mc_counter mc_errors;                 /* connection failures and error replies */
 	k2mc_counter retries;                   /* batches resent after a failure */
+	k2mc_counter invalidated;               /* keys deleted for a record whose value k2mc
+						 * refused (also in skipped[value_too_large]) */
+	k2mc_counter fence_waits;               /* batches that waited for the membership lease */
+	k2mc_counter alloc_failures;            /* batches rebuilt after an allocation failure */
 	k2mc_counter latency_ms[K2MC_LAT_MAX_MS + 1];
 };
 
@@ -49,6 +53,7 @@ struct k2mc_writer_stats {
 struct k2mc_totals {
 	uint64_t written, deleted, skipped, bytes, batches, mc_errors, retries;
 	uint64_t skipped_by[K2MC_KEY_NREASONS];
+	uint64_t invalidated, fence_waits, alloc_failures;
 };
 
 void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t);
@@ -96,6 +101,8 @@ struct k2mc_snapshot {
 	double *writer_fill;   /* [nwriters]: records in the writer's rings / their slots */
 	int nservers;
 	int *server_ok;        /* [nservers], k2mc_writers_server_ok */
+	int *server_state;     /* [nservers], k2mc_writers_server_state (enum k2mc_server_state) */
+	int fence_held;        /* k2mc_writers_fence_held: 1 while writers may send */
 	uint64_t lat_le[K2MC_LAT_NBOUNDS]; /* cumulative: latencies <= bound */
 	uint64_t lat_count;
 	double lat_sum_s;      /* whole ms; the >= 10 s bucket counts as 10 s */

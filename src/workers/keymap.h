@@ -27,7 +27,9 @@ struct k2mc_keymap {
 	const char *prefix;
 	size_t prefix_len;
 	/* values above this are refused before they reach the server; the
-	 * server's own "object too large" answer is still honoured */
+	 * server's own "object too large" answer is still honoured. writer.c
+	 * sets SIZE_MAX and checks each value against the limit of the server
+	 * its key maps to instead (known only once the server is chosen). */
 	size_t max_value;
 };
 

@@ -1,13 +1,28 @@
 /* Writer threads; see writer.h. A batch is: peek records from this writer's
- * rings -> map keys (applying --on-invalid to records Memcached cannot take)
- * -> queue commands per server -> one pipelined exchange -> every reply read
- * -> acknowledge watermarks -> release ring slots.
- * Invariant: a record is acknowledged only after Memcached answered it, or
- * it was skipped and counted, or (dead letters) after Kafka acknowledged its
- * copy; and a writer never starts a batch before the previous one is fully
- * answered, so each key's writes stay in offset order. A record refused by
- * --on-invalid fail, and every later record of its partition, is never
- * acknowledged. */
+ * rings -> wait for the membership lease -> map keys (applying --on-invalid
+ * to records Memcached cannot take) -> queue commands per server -> one
+ * pipelined exchange -> every reply read -> acknowledge watermarks ->
+ * release ring slots.
+ * Invariants:
+ * - A record is acknowledged only after Memcached answered it, or it was
+ *   skipped and counted, or (dead letters) after Kafka acknowledged its copy;
+ *   and a writer never starts a batch before the previous one is fully
+ *   answered, so each key's writes stay in offset order. A record refused by
+ *   --on-invalid fail, and every later record of its partition, is never
+ *   acknowledged.
+ * - Fencing: no byte of a command leaves this process unless the
+ *   membership lease (fence.h) holds at that moment. A batch does not start
+ *   while it is not held, and every exchange passes the lease's deadline to
+ *   mcconn_exchange, which checks it before each send(); replies already
+ *   outstanding are still read. So a member the group may have evicted
+ *   (paused, or cut off from Kafka) never writes over the partitions' new
+ *   owner.
+ * - No stale value: when the newest record of a valid key cannot be stored
+ *   because k2mc refuses its value (over the server's item size limit or
+ *   --max-value-bytes) and the record is skipped, the key is deleted in its
+ *   place, in order, and the record is acknowledged once the delete is
+ *   answered. (When memcached itself answers "too large", it has already
+ *   dropped the key's old item.) */
 #include "workers/writer.h"
 
 #include <errno.h>
@@ -23,6 +38,7 @@
 #include <time.h>
 #include <urcu.h>
 
+#include "core/fence.h"
 #include "core/log.h"
 #include "workers/dlq.h"
 #include "workers/keymap.h"
@@ -35,6 +51,9 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define IDLE_PARK_MS 100
+/* How often a writer holding records for lack of a lease looks again (the
+ * lease is renewed by commits, which ring no bell). */
+#define FENCE_PARK_MS 50
 /* After the first record skipped for a reason, at most one line per reason
  * this often says how many more were skipped. */
 #define SKIP_REPORT_MS 10000
@@ -53,11 +72,11 @@
 /* item_server values that are not a server index. ITEM_ACK: no command,
  * acknowledged when the batch completes (skipped). ITEM_KEEP: no command,
  * not acknowledged here (a dead letter in flight, or at or past a record
- * --on-invalid fail refused). */
-#define ITEM_ACK  (-1)
-#define ITEM_KEEP (-2)
-
-enum server_state { SERVER_UNKNOWN = 0, SERVER_UP, SERVER_DOWN, SERVER_STALLED };
+ * --on-invalid fail refused). ITEM_QUEUE: to be queued on the server its key
+ * maps to (between classify and the first successful queueing). */
+#define ITEM_ACK   (-1)
+#define ITEM_KEEP  (-2)
+#define ITEM_QUEUE (-3)
 
 /* What happens to a record Memcached cannot take, per cfg->on_invalid and
  * the reason. */
@@ -67,6 +86,13 @@ enum fate { FATE_SKIP, FATE_HASH, FATE_DLQ, FATE_FAIL };
 struct invalid_counters {
 	_Alignas(64) k2mc_counter hashed[K2MC_KEY_NREASONS];
 	k2mc_counter refused;
+};
+
+/* One batch's dealings with the lease (writer-local). */
+struct fence_wait {
+	int counted;   /* this batch is counted in fence_waits */
+	int holding;   /* records held now for lack of a lease */
+	int64_t since; /* k2mc_now_ms() when this hold began */
 };
 
 struct writer {
@@ -83,13 +109,24 @@ struct writer {
 	 * keeps it), 0 if it is not */
 	uint32_t *fails;
 	time_t *ejected_until;
+	/* [nservers]: the largest value the batch queued on server s may carry,
+	 * as it was when that share was built (value_limit); a reconnect that
+	 * reads another limit rebuilds the share */
+	size_t *limit;
+	/* what the last value refused before sending was measured against, for
+	 * messages: the limit and its server */
+	size_t refused_limit;
+	int refused_server;
+	/* 1 after a batch could not be built for lack of memory, until one is */
+	int nomem;
 
 	/* batch scratch, reused */
 	struct ring_item *items;
 	struct k2mc_part **item_part;
-	int32_t *item_server;         /* server index, ITEM_ACK or ITEM_KEEP */
+	int32_t *item_server;         /* server index, ITEM_ACK, ITEM_KEEP or ITEM_QUEUE */
 	uint32_t *item_cmd;           /* command index within its connection */
-	uint8_t *item_hashed;         /* 1: stored under the hashed key */
+	uint8_t *item_hashed;         /* the reason its key was hashed for, 0: not hashed */
+	uint8_t *item_inval;          /* 1: its value is refused, its key deleted instead */
 	struct seg {
 		struct k2mc_part *p;
 		size_t n;
@@ -102,6 +139,8 @@ struct k2mc_writers {
 	const struct k2mc_config *cfg;
 	k2mc_table_ref *table;
 	struct k2mc_keymap km;
+	/* --max-value-bytes, 0 = none; immutable */
+	size_t max_value;
 	int n;
 	struct writer *w;
 	struct park *bells;
@@ -109,10 +148,17 @@ struct k2mc_writers {
 	struct invalid_counters *inv; /* [n] */
 	/* NULL unless a policy can send records to cfg->dlq_topic */
 	struct k2mc_dlq *dlq;
+	/* set by main before the threads start (pthread_create orders it),
+	 * then read-only; NULL = no fencing */
+	const struct k2mc_fence *fence;
 	/* main -> writers: stop when idle / give up on the current batch
 	 * (release by main, acquire by writers) */
 	_Atomic int stop;
 	_Atomic int abort;
+	/* any writer: 1 from the warning that records are held for lack of a
+	 * lease until a writer sees the lease again and says so (exchange, so
+	 * each is said once per episode); relaxed: only log lines depend on it */
+	_Atomic int fence_holding;
 	/* any writer: last reported state per server, so a state change is
 	 * logged once by whichever writer sees it first (atomic exchange) */
 	_Atomic int *server_state;
@@ -155,7 +201,9 @@ static int ejecting(const struct k2mc_writers *ws)
 	return ws->cfg->mc_eject && ws->cfg->nservers > 1;
 }
 
-static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
+/* why: the connection's error (DOWN), the error reply (DOWN, OOM), or the
+ * last error reply of a batch that never completes (STALLED; "" if none). */
+static void report_server(struct k2mc_writers *ws, int s, enum k2mc_server_state st,
 			  const char *name, const char *why)
 {
 	int old = atomic_exchange_explicit(&ws->server_state[s], st, memory_order_relaxed);
@@ -163,11 +211,11 @@ static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
 	if (old == (int)st)
 		return;
 	switch (st) {
-	case SERVER_UP:
-		if (old != SERVER_UNKNOWN)
+	case K2MC_SERVER_UP:
+		if (old != K2MC_SERVER_UNKNOWN)
 			k2mc_info("memcached %s: back, writing again", name);
 		break;
-	case SERVER_DOWN:
+	case K2MC_SERVER_DOWN:
 		if (ejecting(ws))
 			k2mc_warn("memcached %s: down (%s); --mc-eject: after %d failed attempts its "
 				  "keys go to the other servers, and it is tried again every %d s",
@@ -176,13 +224,33 @@ static void report_server(struct k2mc_writers *ws, int s, enum server_state st,
 			k2mc_warn("memcached %s: down (%s); its records wait and are retried", name,
 				  why);
 		break;
-	case SERVER_STALLED:
-		k2mc_warn("memcached %s: no answer for %d ms; waiting on the same connection",
-			  name, STALL_REPORT_MS);
+	case K2MC_SERVER_OOM:
+		k2mc_warn("memcached %s: out of memory (%s); retrying", name, why);
+		break;
+	case K2MC_SERVER_STALLED:
+		if (why[0] != '\0')
+			k2mc_warn("memcached %s: answers errors but never completes the batch (last: "
+				  "'%s'); waiting on the same connection", name, why);
+		else
+			k2mc_warn("memcached %s: no answer for %d ms; waiting on the same connection",
+				  name, STALL_REPORT_MS);
 		break;
 	default:
 		break;
 	}
+}
+
+/* The largest value server s takes now: its item size limit as read on the
+ * last connect, capped by --max-value-bytes. An unknown limit (not
+ * connected yet, or a proxy without "stats settings") refuses nothing:
+ * memcached answers "too large" itself, and drops the key's old item. */
+static size_t value_limit(const struct writer *w, int s)
+{
+	size_t lim = mcconn_item_limit(w->conns[s]), cap = w->pool->max_value;
+
+	if (lim == 0)
+		return cap > 0 ? cap : SIZE_MAX;
+	return cap > 0 && cap < lim ? cap : lim;
 }
 
 /* ---- records Memcached cannot take ----------------------------------------*/
@@ -205,22 +273,44 @@ static enum fate fate_of(const struct k2mc_writers *ws, enum k2mc_keymap_reason 
 	}
 }
 
-static void describe(char *buf, size_t len, const rd_kafka_message_t *m,
-		     enum k2mc_keymap_reason r, size_t prefix_len)
+/* fate_of, with what this run can actually do: no hashing once the key
+ * was found unhashable, no dead letter without a producer. */
+static enum fate fallback_fate(const struct k2mc_writers *ws, enum k2mc_keymap_reason r)
 {
+	enum fate f = fate_of(ws, r);
+
+	if (f == FATE_HASH || (f == FATE_DLQ && ws->dlq == NULL))
+		f = ws->dlq != NULL ? FATE_DLQ : FATE_SKIP;
+	return f;
+}
+
+static void describe(const struct writer *w, char *buf, size_t len, const rd_kafka_message_t *m,
+		     enum k2mc_keymap_reason r)
+{
+	const struct k2mc_writers *ws = w->pool;
+
 	switch (r) {
 	case K2MC_KEY_MISSING:
 		snprintf(buf, len, "%s key", m->key == NULL ? "null" : "empty");
 		break;
 	case K2MC_KEY_TOO_LONG:
 		snprintf(buf, len, "key of %zu bytes, %zu with the prefix, over memcached's %d",
-			 m->key_len, m->key_len + prefix_len, K2MC_MC_KEY_MAX);
+			 m->key_len, m->key_len + ws->km.prefix_len, K2MC_MC_KEY_MAX);
 		break;
 	case K2MC_KEY_BAD_BYTES:
 		snprintf(buf, len, "key with a space or control byte");
 		break;
 	case K2MC_VALUE_TOO_LARGE:
-		snprintf(buf, len, "value of %zu bytes, over the servers' item size limit", m->len);
+		if (w->refused_server < 0)
+			snprintf(buf, len, "value of %zu bytes, refused by the server as too large",
+				 m->len);
+		else if (w->refused_limit == ws->max_value)
+			snprintf(buf, len, "value of %zu bytes, over --max-value-bytes %zu", m->len,
+				 ws->max_value);
+		else
+			snprintf(buf, len, "value of %zu bytes, over the item size limit of memcached "
+				 "%s (%zu bytes)", m->len, mcconn_name(w->conns[w->refused_server]),
+				 w->refused_limit);
 		break;
 	default:
 		snprintf(buf, len, "%s", k2mc_keymap_reason_name(r));
@@ -242,21 +332,26 @@ static void note_fallback(struct k2mc_writers *ws, enum k2mc_keymap_reason r, en
 			  "--dlq-topic)", k2mc_keymap_reason_name(r));
 }
 
-static void skip_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+/* Counts record i as skipped for reason r, and logs the first of each
+ * reason (then a count every SKIP_REPORT_MS). invalidated: its key was
+ * deleted in its place. */
+static void count_skip(struct writer *w, size_t i, enum k2mc_keymap_reason r, int invalidated)
 {
 	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
 	int64_t now, next;
 
 	k2mc_count(&w->stats->skipped[r], 1);
-	w->item_server[i] = ITEM_ACK;
+	if (invalidated)
+		k2mc_count(&w->stats->invalidated, 1);
 	if (atomic_exchange_explicit(&ws->skip_logged[r], 1, memory_order_relaxed) == 0) {
 		atomic_store_explicit(&ws->skip_next_report_ms[r], k2mc_now_ms() + SKIP_REPORT_MS,
 				      memory_order_relaxed);
-		k2mc_warn("%s [%d] @%lld: skipped, %s (key %zu bytes, value %zu bytes); further "
+		k2mc_warn("%s [%d] @%lld: skipped, %s (key %zu bytes, value %zu bytes)%s; further "
 			  "records skipped for this reason are counted in the stats line",
 			  rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-			  k2mc_keymap_reason_name(r), m->key_len, m->len);
+			  k2mc_keymap_reason_name(r), m->key_len, m->len,
+			  invalidated ? "; its key was deleted, so that no older value stays" : "");
 		return;
 	}
 	atomic_fetch_add_explicit(&ws->skip_unreported[r], 1, memory_order_relaxed);
@@ -275,13 +370,19 @@ static void skip_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 	}
 }
 
+static void skip_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+{
+	w->item_server[i] = ITEM_ACK;
+	count_skip(w, i, r, 0);
+}
+
 static void dead_letter(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 {
 	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
-	char detail[160];
+	char detail[200];
 
-	describe(detail, sizeof(detail), m, r, ws->km.prefix_len);
+	describe(w, detail, sizeof(detail), m, r);
 	/* acknowledged by the delivery report, never here; on failure the
 	 * record stays unacknowledged and k2mc_writers_fatal says why */
 	w->item_server[i] = ITEM_KEEP;
@@ -298,9 +399,9 @@ static void fail_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 {
 	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
-	char detail[160];
+	char detail[200];
 
-	describe(detail, sizeof(detail), m, r, ws->km.prefix_len);
+	describe(w, detail, sizeof(detail), m, r);
 	w->item_server[i] = ITEM_KEEP;
 	k2mc_part_fail(w->item_part[i], m->offset);
 	k2mc_count(&w->inv->refused, 1);
@@ -311,13 +412,13 @@ static void fail_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 
 /* Record i cannot be stored as it is, for reason r (found before sending,
  * or in the server's reply): skip, dead-letter or refuse it. Hashing is the
- * caller's business, before sending; here a hash policy falls back. */
+ * caller's business, before sending; here a hash policy falls back. A value
+ * k2mc refuses under a skip is not handled here: its key is deleted
+ * instead (queue_on). */
 static void refuse(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 {
-	enum fate f = fate_of(w->pool, r);
+	enum fate f = fallback_fate(w->pool, r);
 
-	if (f == FATE_HASH || (f == FATE_DLQ && w->pool->dlq == NULL))
-		f = w->pool->dlq != NULL ? FATE_DLQ : FATE_SKIP;
 	note_fallback(w->pool, r, f);
 	switch (f) {
 	case FATE_DLQ:
@@ -334,28 +435,37 @@ static void refuse(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 
 /* ---- batches --------------------------------------------------------------*/
 
-/* Peeks up to --batch records from this writer's rings, fairly. Caller
- * holds the RCU read lock, which keeps every part in the table alive. */
+/* Peeks up to --batch records from this writer's rings, fairly, and stops
+ * taking more once they hold over K2MC_BATCH_MAX_BYTES of keys and values
+ * (a prefix of a ring's records: peeking consumes nothing, and only the
+ * kept ones are released). Caller holds the RCU read lock, which keeps
+ * every part in the table alive. */
 static size_t gather(struct writer *w, struct k2mc_part_table *t)
 {
-	size_t max = (size_t)w->pool->cfg->batch, n = 0;
+	size_t max = (size_t)w->pool->cfg->batch, n = 0, bytes = 0;
 
 	if (t == NULL || t->n == 0)
 		return 0;
-	for (size_t k = 0; k < t->n && n < max; k++) {
+	for (size_t k = 0; k < t->n && n < max && bytes <= K2MC_BATCH_MAX_BYTES; k++) {
 		struct k2mc_part *p = t->parts[(w->rr + k) % t->n];
-		size_t got;
+		size_t got, keep = 0;
 
 		if (k2mc_part_abandoned(p))
 			continue;
 		got = ring_peek(k2mc_part_ring(p, w->id), w->items + n, max - n);
-		if (got == 0)
+		/* the first record always fits, however large */
+		while (keep < got && (n + keep == 0 || bytes <= K2MC_BATCH_MAX_BYTES)) {
+			const rd_kafka_message_t *m = w->items[n + keep].ptr;
+
+			bytes += m->key_len + m->len;
+			w->item_part[n + keep] = p;
+			keep++;
+		}
+		if (keep == 0)
 			continue;
-		for (size_t i = 0; i < got; i++)
-			w->item_part[n + i] = p;
 		w->segs[k].p = p;
-		w->segs[k].n = got;
-		n += got;
+		w->segs[k].n = keep;
+		n += keep;
 	}
 	w->rr++;
 	return n;
@@ -371,34 +481,66 @@ static size_t item_key(const struct writer *w, size_t i, char *key)
 	return k2mc_keymap_key(&w->pool->km, m->key, m->key_len, key);
 }
 
-/* Queues record i on the connection of the server its key maps to now. */
-static void queue_one(struct writer *w, size_t i)
+/* Queues record i on server s. A value over the server's limit is refused
+ * here, where the server is known; under a skip its key is deleted instead
+ * (the same position in the key's order), so no older value outlives it.
+ * 0 or -ENOMEM (nothing queued for it). */
+static int queue_on(struct writer *w, size_t i, int s, const char *key, size_t klen)
 {
+	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
-	char key[K2MC_MC_KEY_MAX];
-	size_t klen = item_key(w, i, key);
-	struct mc_conn *c;
+	struct mc_conn *c = w->conns[s];
 
-	/* ketama hashes the key with MD5: skip it when there is no choice */
-	w->item_server[i] =
-		w->pool->cfg->nservers > 1 ? (int32_t)memcached_generate_hash(w->memc, key, klen) : 0;
-	c = w->conns[w->item_server[i]];
+	w->item_server[i] = s;
+	w->item_inval[i] = 0;
 	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
 	if (m->payload == NULL)
-		mcconn_queue_delete(c, key, klen);
-	else
-		mcconn_queue_set(c, key, klen, m->payload, m->len, 0, w->pool->cfg->ttl);
+		return mcconn_queue_delete(c, key, klen);
+	if (m->len > w->limit[s]) {
+		enum fate f = fallback_fate(ws, K2MC_VALUE_TOO_LARGE);
+
+		note_fallback(ws, K2MC_VALUE_TOO_LARGE, f);
+		if (f == FATE_SKIP) {
+			w->item_inval[i] = 1;
+			return mcconn_queue_delete(c, key, klen);
+		}
+		w->refused_limit = w->limit[s];
+		w->refused_server = s;
+		refuse(w, i, K2MC_VALUE_TOO_LARGE);
+		return 0;
+	}
+	return mcconn_queue_set(c, key, klen, m->payload, m->len, 0, ws->cfg->ttl);
 }
 
-static void queue_commands(struct writer *w, size_t n)
+/* Queues record i on the connection of the server its key maps to now. */
+static int queue_one(struct writer *w, size_t i)
+{
+	char key[K2MC_MC_KEY_MAX];
+	size_t klen = item_key(w, i, key);
+	/* ketama hashes the key with MD5: skip it when there is no choice */
+	int s = w->pool->cfg->nservers > 1 ? (int)memcached_generate_hash(w->memc, key, klen) : 0;
+
+	return queue_on(w, i, s, key, klen);
+}
+
+static void refresh_limits(struct writer *w)
+{
+	for (int s = 0; s < w->pool->cfg->nservers; s++)
+		w->limit[s] = value_limit(w, s);
+}
+
+/* Decides each record's fate once per batch (key rules, --on-invalid; the
+ * effects of a refusal, counts and dead letters, happen here and only here)
+ * and queues the rest. 0, or -ENOMEM: every record is classified, but the
+ * commands are incomplete (queue_all builds them again). */
+static int classify(struct writer *w, size_t n)
 {
 	const struct k2mc_keymap *km = &w->pool->km;
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
+	int rc = 0;
 
-	/* --mc-eject: servers whose retry time has come are hashed to again */
-	if (ejecting(w->pool))
-		memcached_autoeject(w->memc);
+	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
 		enum k2mc_keymap_op op;
@@ -411,30 +553,27 @@ static void queue_commands(struct writer *w, size_t n)
 			failed_at = k2mc_part_failed_at(last);
 		}
 		w->item_hashed[i] = 0;
+		w->item_inval[i] = 0;
 		if (m->offset >= failed_at) {
 			/* at or past a refused record: never written, never
 			 * acknowledged, consumed again after a restart */
 			w->item_server[i] = ITEM_KEEP;
 			continue;
 		}
+		/* km.max_value is SIZE_MAX: values are checked per server */
 		r = k2mc_keymap_check(km, m->key, m->key_len, m->payload, m->len, &op);
-		if (r != K2MC_KEY_OK && fate_of(w->pool, r) == FATE_HASH) {
-			/* the key is cured by hashing; the value must still fit */
-			enum k2mc_keymap_reason vr = k2mc_keymap_check_value(km, m->payload, m->len, &op);
-
-			if (vr != K2MC_KEY_OK) {
-				r = vr;
-			} else if (k2mc_keymap_hashed_key(km, m->key, m->key_len, key) > 0) {
-				w->item_hashed[i] = 1;
-				k2mc_count(&w->inv->hashed[r], 1);
-				if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
-							     memory_order_relaxed) == 0)
-					k2mc_warn("%s [%d] @%lld: %s; stored under its hashed key (prefix "
-						  "+ xxh128 hex), and so are further records of this kind",
-						  rd_kafka_topic_name(m->rkt), m->partition,
-						  (long long)m->offset, k2mc_keymap_reason_name(r));
-				r = K2MC_KEY_OK;
-			}
+		if (r != K2MC_KEY_OK && fate_of(w->pool, r) == FATE_HASH &&
+		    k2mc_keymap_hashed_key(km, m->key, m->key_len, key) > 0) {
+			/* the key is cured by hashing; the value is checked
+			 * against its server when it is queued */
+			w->item_hashed[i] = (uint8_t)r;
+			if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
+						     memory_order_relaxed) == 0)
+				k2mc_warn("%s [%d] @%lld: %s; stored under its hashed key (prefix + "
+					  "xxh128 hex), and so are further records of this kind",
+					  rd_kafka_topic_name(m->rkt), m->partition,
+					  (long long)m->offset, k2mc_keymap_reason_name(r));
+			r = K2MC_KEY_OK;
 		}
 		if (r != K2MC_KEY_OK) {
 			refuse(w, i, r);
@@ -442,19 +581,74 @@ static void queue_commands(struct writer *w, size_t n)
 				failed_at = k2mc_part_failed_at(last);
 			continue;
 		}
-		queue_one(w, i);
+		if (rc == 0) {
+			rc = queue_one(w, i);
+			if (w->item_server[i] == ITEM_KEEP)
+				failed_at = k2mc_part_failed_at(last);
+		} else {
+			w->item_server[i] = ITEM_QUEUE;
+		}
 	}
+	return rc;
 }
 
-/* The connection to server s came back speaking the other dialect: build
- * its share of the batch again, in the same order. */
-static void requeue_server(struct writer *w, size_t n, int s)
+/* The whole batch again, every record still to be written on the server
+ * its key maps to now: after an ejection (with no reply outstanding on any
+ * connection), or after a failed allocation. Records the up servers already
+ * stored are sent again (idempotent, and in order, so each key's last write
+ * still wins). 0 or -ENOMEM. */
+static int queue_all(struct writer *w, size_t n)
+{
+	struct k2mc_part *last = NULL;
+	int64_t failed_at = INT64_MAX;
+
+	for (int s = 0; s < w->pool->cfg->nservers; s++)
+		mcconn_reset_batch(w->conns[s]);
+	refresh_limits(w);
+	for (size_t i = 0; i < n; i++) {
+		int rc;
+
+		if (w->item_server[i] < 0 && w->item_server[i] != ITEM_QUEUE)
+			continue;
+		if (w->item_part[i] != last) {
+			last = w->item_part[i];
+			failed_at = k2mc_part_failed_at(last);
+		}
+		if (((rd_kafka_message_t *)w->items[i].ptr)->offset >= failed_at) {
+			w->item_server[i] = ITEM_KEEP;
+			continue;
+		}
+		rc = queue_one(w, i);
+		if (rc != 0) {
+			w->item_server[i] = ITEM_QUEUE;
+			return rc;
+		}
+		if (w->item_server[i] == ITEM_KEEP)
+			failed_at = k2mc_part_failed_at(last);
+	}
+	return 0;
+}
+
+/* The connection to server s was (re)made speaking the other dialect, or
+ * with another item size limit: build its share of the batch again, in the
+ * same order, on the same server. 0 or -ENOMEM. */
+static int requeue_server(struct writer *w, size_t n, int s)
 {
 	mcconn_reset_batch(w->conns[s]);
+	w->limit[s] = value_limit(w, s);
 	for (size_t i = 0; i < n; i++) {
-		if (w->item_server[i] == s)
-			queue_one(w, i);
+		char key[K2MC_MC_KEY_MAX];
+		size_t klen;
+		int rc;
+
+		if (w->item_server[i] != s)
+			continue;
+		klen = item_key(w, i, key);
+		rc = queue_on(w, i, s, key, klen);
+		if (rc != 0)
+			return rc;
 	}
+	return 0;
 }
 
 /* --mc-eject: server s failed EJECT_FAILURE_LIMIT times in a row. As
@@ -479,20 +673,6 @@ static int eject(struct writer *w, int s)
 	return 1;
 }
 
-/* After an ejection, with no reply outstanding on any connection: the whole
- * batch again, every record on the server its key maps to now. Records the
- * up servers already stored are sent again (idempotent, and in order, so
- * each key's last write still wins). */
-static void reroute(struct writer *w, size_t n)
-{
-	for (int s = 0; s < w->pool->cfg->nservers; s++)
-		mcconn_reset_batch(w->conns[s]);
-	for (size_t i = 0; i < n; i++) {
-		if (w->item_server[i] >= 0)
-			queue_one(w, i);
-	}
-}
-
 static int batch_abandoned(struct writer *w, size_t nsegs_scan)
 {
 	if (atomic_load_explicit(&w->pool->abort, memory_order_acquire))
@@ -512,6 +692,13 @@ static void backoff(int *ms)
 	*ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
 }
 
+/* Sleeps up to ms on the writer's bell (consumers, stop and abort ring it). */
+static void nap(struct writer *w, int ms)
+{
+	park_prepare(w->bell);
+	park_wait(w->bell, ms);
+}
+
 /* A failed attempt on server s; with --mc-eject, returns 1 when s is to be
  * ejected now. */
 static int server_failed(struct writer *w, int s)
@@ -523,73 +710,182 @@ static int server_failed(struct writer *w, int s)
 	return eject(w, s);
 }
 
-/* Runs the exchange until every queued command on every server has its
- * reply and none of them asks for a retry. Returns 0, or -1 if the batch was
- * given up (abort or abandoned partition): nothing is acknowledged then. */
-static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
+/* ---- the membership lease -------------------------------------------------*/
+
+/* The lease does not hold now and records of this batch wait. Counted once
+ * per batch; said once per episode: at once when a lease lapsed, but when
+ * none was granted yet in this generation (deadline 0: the start, or a new
+ * assignment, whose first commit is on its way) only once the wait has
+ * outlasted a whole lease, since waiting for that commit is routine. */
+static void fence_hold(struct writer *w, struct fence_wait *fw)
 {
-	int ns = w->pool->cfg->nservers;
+	struct k2mc_writers *ws = w->pool;
+	int64_t now = k2mc_now_ms(), lease = k2mc_fence_lease_ms(ws->fence);
+
+	if (!fw->holding) {
+		fw->holding = 1;
+		fw->since = now;
+		if (!fw->counted) {
+			fw->counted = 1;
+			k2mc_count(&w->stats->fence_waits, 1);
+		}
+	}
+	if (atomic_load_explicit(&ws->fence_holding, memory_order_relaxed) ||
+	    (k2mc_fence_deadline(ws->fence) == 0 && now - fw->since < lease))
+		return;
+	if (atomic_exchange_explicit(&ws->fence_holding, 1, memory_order_relaxed) == 0)
+		k2mc_warn("membership in the consumer group not proven (no acknowledged commit "
+			  "within the lease of %lld ms): holding records, writing nothing until it is",
+			  (long long)lease);
+}
+
+/* The lease holds (seen by any writer, waiting or not): ends the episode. */
+static void fence_resume(struct writer *w, struct fence_wait *fw)
+{
+	struct k2mc_writers *ws = w->pool;
+
+	fw->holding = 0;
+	if (atomic_load_explicit(&ws->fence_holding, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&ws->fence_holding, 0, memory_order_relaxed))
+		k2mc_info("membership in the consumer group proven again (commit acknowledged): "
+			  "writing");
+}
+
+/* Before a batch starts: waits while the lease does not hold. 0 once it
+ * does, -1 if the batch was given up meanwhile (abort, or its partitions
+ * abandoned: main does that when the assignment is lost). */
+static int await_lease(struct writer *w, size_t nsegs_scan, struct fence_wait *fw)
+{
+	const struct k2mc_fence *f = w->pool->fence;
+
+	if (f == NULL)
+		return 0;
+	while (!k2mc_fence_held(f)) {
+		fence_hold(w, fw);
+		if (batch_abandoned(w, nsegs_scan))
+			return -1;
+		park_prepare(w->bell);
+		if (k2mc_fence_held(f)) {
+			park_cancel(w->bell);
+			break;
+		}
+		park_wait(w->bell, FENCE_PARK_MS);
+	}
+	fence_resume(w, fw);
+	return 0;
+}
+
+/* ---- the exchange ----------------------------------------------------------*/
+
+/* Replies that settle a command; anything else (SERVER_ERROR, out of
+ * memory, CLIENT_ERROR, none) is a server failure and the batch is resent. */
+static int reply_final(enum mc_reply r)
+{
+	return r == MC_STORED || r == MC_DELETED || r == MC_NOT_FOUND || r == MC_TOO_LARGE;
+}
+
+/* Runs the exchange until every queued command on every server has its
+ * reply and none of them asks for a retry. Returns 0, -1 if the batch was
+ * given up (abort or abandoned partition), or -ENOMEM if its commands could
+ * not be built again: nothing is acknowledged then. */
+static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_wait *fw)
+{
+	struct k2mc_writers *ws = w->pool;
+	int ns = ws->cfg->nservers;
 	struct mc_conn *busy[K2MC_MAX_SERVERS];
 	int busy_idx[K2MC_MAX_SERVERS];
 	enum mc_exchange res[K2MC_MAX_SERVERS];
 	int64_t waiting_since = k2mc_now_ms();
-	int delay = BACKOFF_MIN_MS, want_reroute = 0;
+	int delay = BACKOFF_MIN_MS, want_reroute = 0, first = 1;
 
 	for (;;) {
 		int nb = 0, failed = 0, pending = 0;
+		/* re-read each round: commits renew the lease meanwhile */
+		int64_t until = k2mc_fence_deadline(ws->fence);
+		int fenced = ws->fence != NULL && k2mc_fence_now_ms() >= until;
 
 		for (int s = 0; s < ns; s++) {
 			struct mc_conn *c = w->conns[s];
 
 			if (mcconn_done(c))
 				continue;
-			if (!mcconn_connected(c)) {
+			/* on the first round of a batch, ensure also notices a
+			 * connection the server closed while idle, and remakes
+			 * it quietly: that is no outage */
+			if (first || !mcconn_connected(c)) {
 				if (mcconn_ensure(c, CONNECT_TIMEOUT_MS) != 0) {
-					report_server(w->pool, s, SERVER_DOWN, mcconn_name(c),
+					report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c),
 						      mcconn_error(c));
 					want_reroute |= server_failed(w, s);
 					failed++;
 					continue;
 				}
-				if (mcconn_batch_stale(c))
-					requeue_server(w, n, s);
+				if (mcconn_batch_stale(c) || value_limit(w, s) != w->limit[s]) {
+					if (requeue_server(w, n, s) != 0)
+						return -ENOMEM;
+					if (mcconn_done(c))
+						continue;
+				}
 			}
 			busy[nb] = c;
 			busy_idx[nb++] = s;
 		}
-		if (nb > 0)
-			mcconn_exchange(busy, (size_t)nb, EXCHANGE_SLICE_MS, res);
+		first = 0;
+		if (fenced)
+			fence_hold(w, fw);
+		else if (ws->fence != NULL)
+			fence_resume(w, fw);
+		if (nb > 0) {
+			int64_t t0 = k2mc_now_ms(), took;
+
+			/* fenced: nothing is sent, replies still owed are read */
+			mcconn_exchange(busy, (size_t)nb, fenced ? FENCE_PARK_MS : EXCHANGE_SLICE_MS,
+					until, res);
+			if (fenced) {
+				took = k2mc_now_ms() - t0;
+				if (took < FENCE_PARK_MS)
+					nap(w, (int)(FENCE_PARK_MS - took));
+				/* a fenced wait is not the server's silence */
+				waiting_since = k2mc_now_ms();
+			}
+		}
 		for (int b = 0; b < nb; b++) {
 			struct mc_conn *c = busy[b];
 			int s = busy_idx[b];
 
 			if (res[b] == MC_X_FAILED) {
 				k2mc_count(&w->stats->mc_errors, 1);
-				report_server(w->pool, s, SERVER_DOWN, mcconn_name(c), mcconn_error(c));
+				report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c), mcconn_error(c));
 				want_reroute |= server_failed(w, s);
 				failed++;
 			} else if (res[b] == MC_X_PENDING) {
 				pending++;
-				if (k2mc_now_ms() - waiting_since >= STALL_REPORT_MS)
-					report_server(w->pool, s, SERVER_STALLED, mcconn_name(c), "");
+				if (!fenced && k2mc_now_ms() - waiting_since >= STALL_REPORT_MS)
+					report_server(ws, s, K2MC_SERVER_STALLED, mcconn_name(c),
+						      mcconn_last_reply_text(c));
 			} else {
-				int retry = 0;
+				int errors = 0, oom = 0;
 
 				for (size_t i = 0; i < mcconn_queued(c); i++) {
-					if (mcconn_reply(c, i) == MC_SERVER_ERROR)
-						retry = 1;
+					enum mc_reply r = mcconn_reply(c, i);
+
+					if (!reply_final(r)) {
+						errors++;
+						oom += r == MC_OOM;
+					}
 				}
-				if (retry) {
-					/* e.g. "out of memory storing object": the
-					 * server is alive but did not apply it */
+				if (errors > 0) {
+					/* the server is alive but did not apply
+					 * everything: all of it again, in order */
 					k2mc_count(&w->stats->mc_errors, 1);
-					report_server(w->pool, s, SERVER_DOWN, mcconn_name(c),
-						      mcconn_last_reply_text(c));
+					report_server(ws, s,
+						      oom == errors ? K2MC_SERVER_OOM : K2MC_SERVER_DOWN,
+						      mcconn_name(c), mcconn_last_reply_text(c));
 					mcconn_rewind(c);
 					failed++;
 				} else {
 					w->fails[s] = 0;
-					report_server(w->pool, s, SERVER_UP, mcconn_name(c), "");
+					report_server(ws, s, K2MC_SERVER_UP, mcconn_name(c), "");
 				}
 			}
 		}
@@ -597,7 +893,8 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 		 * rebuilt only when no connection still owes any. */
 		if (want_reroute && pending == 0) {
 			want_reroute = 0;
-			reroute(w, n);
+			if (queue_all(w, n) != 0)
+				return -ENOMEM;
 			continue;
 		}
 		if (failed == 0 && pending == 0)
@@ -607,9 +904,12 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan)
 		if (failed > 0) {
 			k2mc_count(&w->stats->retries, 1);
 			backoff(&delay);
+			waiting_since = k2mc_now_ms();
 		}
 	}
 }
+
+/* ---- completion -------------------------------------------------------------*/
 
 /* All replies are in: count, acknowledge, free the records, free the slots. */
 static int64_t wall_ms(void)
@@ -649,23 +949,34 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 		if (w->item_server[i] >= 0) {
 			struct mc_conn *c = w->conns[w->item_server[i]];
 
+			/* exchange() resent every other reply until it was one
+			 * of these */
 			switch (mcconn_reply(c, w->item_cmd[i])) {
 			case MC_STORED:
 				k2mc_count(&w->stats->written, 1);
 				k2mc_count(&w->stats->bytes, m->len);
+				if (w->item_hashed[i])
+					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
 				break;
 			case MC_DELETED:
 			case MC_NOT_FOUND:
+				if (w->item_inval[i]) {
+					count_skip(w, i, K2MC_VALUE_TOO_LARGE, 1);
+					break;
+				}
 				k2mc_count(&w->stats->deleted, 1);
+				if (w->item_hashed[i])
+					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
 				break;
 			case MC_TOO_LARGE:
+				/* memcached refused the value and dropped the
+				 * key's old item itself */
+				w->refused_server = -1;
 				refuse(w, i, K2MC_VALUE_TOO_LARGE);
 				break;
 			default:
-				/* CLIENT_ERROR: the server refused a command
-				 * keymap accepted; counted, not retried forever */
-				k2mc_count(&w->stats->mc_errors, 1);
-				refuse(w, i, K2MC_KEY_BAD_BYTES);
+				/* not reached: exchange() resends a batch until
+				 * every reply is one of the above */
 				break;
 			}
 			if (w->item_server[i] == ITEM_KEEP)
@@ -687,6 +998,53 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 		k2mc_part_wake(w->segs[k].p);
 	}
 	k2mc_count(&w->stats->batches, 1);
+}
+
+/* The batch's commands could not be allocated: nothing of it was sent or
+ * acknowledged. Said when it starts and when it ends, counted each time. */
+static void out_of_memory(struct writer *w, size_t n)
+{
+	k2mc_count(&w->stats->alloc_failures, 1);
+	if (w->nomem)
+		return;
+	w->nomem = 1;
+	k2mc_warn("writer %d: out of memory building a batch of %zu records; nothing of it is "
+		  "acknowledged, retrying the same records", w->id, n);
+}
+
+/* One batch, from the lease to every reply: 0 (complete() may run), or -1
+ * when it was given up. */
+static int run_batch(struct writer *w, size_t n, size_t nsegs)
+{
+	struct fence_wait fw = { 0, 0, 0 };
+	int delay = BACKOFF_MIN_MS, rc;
+
+	if (await_lease(w, nsegs, &fw) != 0)
+		return -1;
+	/* --mc-eject: servers whose retry time has come are hashed to again */
+	if (ejecting(w->pool))
+		memcached_autoeject(w->memc);
+	rc = classify(w, n);
+	for (;;) {
+		if (rc == 0)
+			rc = exchange(w, n, nsegs, &fw);
+		if (rc != -ENOMEM)
+			break;
+		out_of_memory(w, n);
+		/* closes connections that still owe replies: the next
+		 * attempt must not read this one's */
+		for (int s = 0; s < w->pool->cfg->nservers; s++)
+			mcconn_reset_batch(w->conns[s]);
+		if (batch_abandoned(w, nsegs))
+			return -1;
+		backoff(&delay);
+		rc = queue_all(w, n);
+	}
+	if (rc == 0 && w->nomem) {
+		w->nomem = 0;
+		k2mc_info("writer %d: memory for batches again", w->id);
+	}
+	return rc;
 }
 
 static void *writer_main(void *arg)
@@ -712,7 +1070,7 @@ static void *writer_main(void *arg)
 			if (ns == NULL) {
 				/* retried on the next round; nothing was peeked */
 				k2mc_table_read_unlock(ws->table);
-				park_wait(w->bell, IDLE_PARK_MS);
+				nap(w, IDLE_PARK_MS);
 				continue;
 			}
 			w->segs = ns;
@@ -742,8 +1100,7 @@ static void *writer_main(void *arg)
 			park_cancel(w->bell);
 			parked = 0;
 		}
-		queue_commands(w, n);
-		rc = exchange(w, n, nsegs);
+		rc = run_batch(w, n, nsegs);
 		if (rc == 0)
 			complete(w, n, nsegs);
 		for (int s = 0; s < ws->cfg->nservers; s++)
@@ -752,7 +1109,7 @@ static void *writer_main(void *arg)
 		if (rc != 0) {
 			/* given up: wait for the main thread to drop the
 			 * partitions rather than spin on the same records */
-			park_wait(w->bell, IDLE_PARK_MS);
+			nap(w, IDLE_PARK_MS);
 		}
 	}
 	rcu_unregister_thread();
@@ -792,7 +1149,9 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->conns = calloc((size_t)cfg->nservers, sizeof(*w->conns));
 	w->fails = calloc((size_t)cfg->nservers, sizeof(*w->fails));
 	w->ejected_until = calloc((size_t)cfg->nservers, sizeof(*w->ejected_until));
-	if (w->conns == NULL || w->fails == NULL || w->ejected_until == NULL)
+	w->limit = calloc((size_t)cfg->nservers, sizeof(*w->limit));
+	w->refused_server = -1;
+	if (w->conns == NULL || w->fails == NULL || w->ejected_until == NULL || w->limit == NULL)
 		return -ENOMEM;
 	for (int s = 0; s < cfg->nservers; s++) {
 		const memcached_instance_st *in = memcached_server_instance_by_position(w->memc,
@@ -807,8 +1166,9 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->item_server = calloc(b, sizeof(*w->item_server));
 	w->item_cmd = calloc(b, sizeof(*w->item_cmd));
 	w->item_hashed = calloc(b, sizeof(*w->item_hashed));
+	w->item_inval = calloc(b, sizeof(*w->item_inval));
 	if (w->items == NULL || w->item_part == NULL || w->item_server == NULL ||
-	    w->item_cmd == NULL || w->item_hashed == NULL)
+	    w->item_cmd == NULL || w->item_hashed == NULL || w->item_inval == NULL)
 		return -ENOMEM;
 	return 0;
 }
@@ -826,7 +1186,10 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 	ws->n = cfg->writers;
 	ws->km.prefix = cfg->key_prefix;
 	ws->km.prefix_len = cfg->key_prefix_len;
-	ws->km.max_value = max_value;
+	/* values are checked against the chosen server's limit (queue_on),
+	 * not by keymap */
+	ws->km.max_value = SIZE_MAX;
+	ws->max_value = max_value;
 	ws->w = calloc((size_t)ws->n, sizeof(*ws->w));
 	ws->bells = aligned_alloc(64, sizeof(*ws->bells) * (size_t)ws->n);
 	ws->stats = aligned_alloc(64, sizeof(*ws->stats) * (size_t)ws->n);
@@ -855,6 +1218,11 @@ fail:
 	k2mc_err("cannot set up %d writers (out of memory or bad server list)", cfg->writers);
 	k2mc_writers_free(ws);
 	return NULL;
+}
+
+void k2mc_writers_set_fence(struct k2mc_writers *ws, const struct k2mc_fence *f)
+{
+	ws->fence = f;
 }
 
 int k2mc_writers_start(struct k2mc_writers *ws)
@@ -921,6 +1289,11 @@ void k2mc_writers_invalid(struct k2mc_writers *ws, struct k2mc_invalid_totals *t
 void k2mc_writers_abort(struct k2mc_writers *ws)
 {
 	atomic_store_explicit(&ws->abort, 1, memory_order_release);
+	/* a writer holding records for lack of a lease naps on its bell.
+	 * cfg->writers, not n (which k2mc_writers_stop changes): this runs in
+	 * a signal handler too, and park_notify is an atomic and a futex call */
+	for (int i = 0; i < ws->cfg->writers; i++)
+		park_notify(&ws->bells[i]);
 }
 
 /* One line at exit when a policy other than skip did anything: what the
@@ -974,6 +1347,7 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		free(w->conns);
 		free(w->fails);
 		free(w->ejected_until);
+		free(w->limit);
 		if (w->memc != NULL)
 			memcached_free(w->memc);
 		free(w->items);
@@ -981,6 +1355,7 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		free(w->item_server);
 		free(w->item_cmd);
 		free(w->item_hashed);
+		free(w->item_inval);
 		free(w->segs);
 	}
 	k2mc_dlq_free(ws->dlq);
@@ -992,30 +1367,34 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 	free(ws);
 }
 
-size_t k2mc_writers_probe_item_size(const struct k2mc_config *cfg, size_t fallback,
-				    int timeout_ms)
+static const char *const server_state_names[] = {
+	[K2MC_SERVER_UNKNOWN] = "unknown",
+	[K2MC_SERVER_UP] = "up",
+	[K2MC_SERVER_DOWN] = "down",
+	[K2MC_SERVER_STALLED] = "not answering",
+	[K2MC_SERVER_OOM] = "out of memory",
+};
+
+const char *k2mc_server_state_name(int st)
 {
-	size_t best = 0;
+	if (st < 0 || (size_t)st >= sizeof(server_state_names) / sizeof(server_state_names[0]))
+		return "unknown";
+	return server_state_names[st];
+}
 
-	for (int s = 0; s < cfg->nservers; s++) {
-		struct mc_conn *c = mcconn_new(cfg->servers[s].host, cfg->servers[s].port);
-		size_t v;
-
-		if (c == NULL)
-			continue;
-		if (mcconn_ensure(c, timeout_ms) != 0)
-			k2mc_warn("memcached %s: unreachable at start (%s); will keep trying",
-				  mcconn_name(c), mcconn_error(c));
-		else if (mcconn_item_size_max(c, timeout_ms, &v) == 0 && (best == 0 || v < best))
-			best = v;
-		mcconn_free(c);
-	}
-	return best ? best : fallback;
+int k2mc_writers_server_state(struct k2mc_writers *ws, int s)
+{
+	return atomic_load_explicit(&ws->server_state[s], memory_order_relaxed);
 }
 
 int k2mc_writers_server_ok(struct k2mc_writers *ws, int s)
 {
-	int st = atomic_load_explicit(&ws->server_state[s], memory_order_relaxed);
+	int st = k2mc_writers_server_state(ws, s);
 
-	return st != SERVER_DOWN && st != SERVER_STALLED;
+	return st != K2MC_SERVER_DOWN && st != K2MC_SERVER_STALLED && st != K2MC_SERVER_OOM;
+}
+
+int k2mc_writers_fence_held(struct k2mc_writers *ws)
+{
+	return ws->fence == NULL || k2mc_fence_held(ws->fence);
 }

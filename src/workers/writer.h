@@ -16,11 +16,23 @@
 #include "workers/keymap.h"
 
 struct k2mc_writers;
+struct k2mc_fence;
+
+/* A batch stops taking records once their keys and values hold more than
+ * this many bytes (it always takes one): what a writer holds in flight is
+ * bounded in bytes as well as in records (--batch). */
+#define K2MC_BATCH_MAX_BYTES ((size_t)64 << 20)
 
 /* table: the RCU-published partition table (consumer.h) the writers read.
- * max_value: largest value sent to Memcached (the servers' item size). */
+ * max_value: --max-value-bytes, 0 = none. Each server's own item size limit
+ * (read on every (re)connect, mcconn_item_limit) applies too; a server whose
+ * limit is unknown is sent the value and answers "too large" itself. */
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 				      k2mc_table_ref *table, size_t max_value);
+/* Fencing (fence.h): before k2mc_writers_start, main passes the membership
+ * lease; writers send only while it holds. NULL (the default) = no fencing,
+ * for tools that are not group members. f must outlive the writers. */
+void k2mc_writers_set_fence(struct k2mc_writers *ws, const struct k2mc_fence *f);
 int k2mc_writers_start(struct k2mc_writers *ws);
 /* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
 struct park *k2mc_writers_bells(struct k2mc_writers *ws);
@@ -45,7 +57,7 @@ struct k2mc_invalid_totals {
 void k2mc_writers_invalid(struct k2mc_writers *ws, struct k2mc_invalid_totals *t);
 /* Stop retrying a batch that cannot be written (shutdown timeout), and
  * start no new one: its records stay unacknowledged and are consumed again
- * after a restart. */
+ * after a restart. Any thread, async-signal-safe. */
 void k2mc_writers_abort(struct k2mc_writers *ws);
 /* Ends the threads once the rings they drain are empty or abandoned, then
  * the dead letter producer (copies not delivered within 1 s are purged;
@@ -55,14 +67,25 @@ void k2mc_writers_abort(struct k2mc_writers *ws);
 void k2mc_writers_stop(struct k2mc_writers *ws);
 void k2mc_writers_free(struct k2mc_writers *ws);
 
-/* Asks each server its item size limit ("stats settings"); returns the
- * smallest, or `fallback` if no server answers within timeout_ms. */
-size_t k2mc_writers_probe_item_size(const struct k2mc_config *cfg, size_t fallback,
-				    int timeout_ms);
+/* What the writers last saw of a server. */
+enum k2mc_server_state {
+	K2MC_SERVER_UNKNOWN = 0, /* no exchange yet */
+	K2MC_SERVER_UP,
+	K2MC_SERVER_DOWN,        /* connection refused or broken, or an error reply */
+	K2MC_SERVER_STALLED,     /* a batch unanswered (or never completed) for 5 s */
+	K2MC_SERVER_OOM,         /* SERVER_ERROR out of memory: alive, storing nothing */
+};
+/* "unknown", "up", "down", "not answering", "out of memory". */
+const char *k2mc_server_state_name(int st);
 
-/* Any thread (relaxed; for /readyz and metrics): 0 if the last exchange with
- * server s (cfg->servers order, which is libmemcached's) failed or has gone
- * unanswered for a while, 1 otherwise, including before the first one. */
+/* Any thread (relaxed; for /readyz and metrics): the state of server s
+ * (cfg->servers order, which is libmemcached's). */
+int k2mc_writers_server_state(struct k2mc_writers *ws, int s);
+/* 1 unless server s is down, stalled or out of memory; 1 before the first
+ * exchange too. */
 int k2mc_writers_server_ok(struct k2mc_writers *ws, int s);
+/* Any thread: 1 while the writers may send (the lease holds, or there is no
+ * fence), 0 while they hold records for lack of a lease. */
+int k2mc_writers_fence_held(struct k2mc_writers *ws);
 
 #endif
