@@ -5,7 +5,8 @@
  * what the rest of k2mc trusts (ranges, counts, non-empty names) and that a
  * refused one comes with a reason. --config files are not opened: fopen is
  * wrapped (-Wl,--wrap=fopen, see __wrap_fopen), so --config paths exercise
- * the error path only. Run by `make fuzz`; not part of `make test`. */
+ * the error path only. --mc-tls-* files are only stat()ed and, when regular,
+ * opened read-only. Run by `make fuzz`; not part of `make test`. */
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
@@ -21,6 +22,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 FILE *__wrap_fopen(const char *path, const char *mode);
 FILE *__real_fopen(const char *path, const char *mode);
+const char *memcached_lib_version(void);
+
+/* -V prints libmemcached's version; the target links librdkafka only */
+const char *memcached_lib_version(void)
+{
+	return "fuzz";
+}
 
 /* The wrap applies to libFuzzer's own fopen calls too (corpus, crash
  * artifacts): those, under build/fuzz/ where `make fuzz` points them, and
@@ -62,10 +70,35 @@ static void check_accepted(const struct k2mc_config *c)
 	for (int i = 0; i < c->ntopics; i++)
 		if (c->topics[i] == NULL || c->topics[i][0] == '\0')
 			abort();
-	for (int i = 0; i < c->nservers; i++)
-		if (c->servers[i].host[0] == '\0' || c->servers[i].port < 1 ||
-		    c->servers[i].port > 65535)
+	for (int i = 0; i < c->nservers; i++) {
+		const struct k2mc_server *s = &c->servers[i];
+
+		if (s->host[0] == '\0' || s->weight < 1 || s->weight > K2MC_WEIGHT_MAX ||
+		    (s->weight != 1 && !k2mc_distribution_weighted(c->distribution)))
 			abort();
+		if (s->is_unix ? s->port != 0 || strlen(s->host) > K2MC_SUN_PATH_MAX
+			       : s->port < 1 || s->port > 65535)
+			abort();
+	}
+	/* TLS settings only with TLS, a certificate only with its key */
+	if (!c->mc_tls && (c->mc_tls_ca || c->mc_tls_cert || c->mc_tls_key ||
+			   c->mc_tls_key_password || c->mc_tls_server_name || c->mc_tls_insecure))
+		abort();
+	if ((c->mc_tls_cert == NULL) != (c->mc_tls_key == NULL) ||
+	    (c->mc_tls_key_password != NULL && c->mc_tls_key == NULL))
+		abort();
+	if (c->key_template == NULL || c->value_template == NULL ||
+	    strpbrk(c->key_template, "\r\n") != NULL || strpbrk(c->value_template, "\r\n") != NULL)
+		abort();
+	if ((c->on_tombstone == K2MC_TOMB_INVALIDATE) !=
+		    (c->invalidate_grace_s >= 1 && c->invalidate_grace_s <= K2MC_TTL_RELATIVE_MAX) ||
+	    (c->on_tombstone == K2MC_TOMB_INVALIDATE && c->mc_protocol == K2MC_PROTO_TEXT))
+		abort();
+	if (c->refill_from_earliest ? c->refill_from_ms != 0 : c->refill_from_ms <= 0)
+		abort();
+	if (c->refill_rate > 1000000000 || (c->ttl_from_timestamp && c->ttl == 0 &&
+					     c->ttl_header == NULL))
+		abort();
 	/* the -X values, as group.c hands them to librdkafka */
 	conf = rd_kafka_conf_new();
 	for (int i = 0; i < c->nxprops; i++) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define ARGV(...) ((char *[]){ "k2mc", __VA_ARGS__, NULL })
@@ -481,4 +482,313 @@ Test(cfgfile, ttl_dlq_and_buffer_settings_from_the_file)
 	k2mc_config_free(&c);
 	path = config_file("brokers=k:1\ntopic=t\nmax-buffer-bytes=1k\n");
 	expect_usage(ARGV("-F", (char *)path), ":3: --max-buffer-bytes", "at least 1m");
+}
+
+/* ---- issues 9-13: the new settings as -F lines, in --dump-config ------------------ */
+
+static char tls_paths[3][64];
+
+static void tls_files(void)
+{
+	static const char *const pem[] = { "-----BEGIN CERTIFICATE-----\n",
+					   "-----BEGIN CERTIFICATE-----\n",
+					   "-----BEGIN ENCRYPTED PRIVATE KEY-----\n" };
+
+	for (int i = 0; i < 3; i++) {
+		int fd;
+
+		snprintf(tls_paths[i], sizeof(tls_paths[i]), "/tmp/k2mc-pem.XXXXXX");
+		fd = mkstemp(tls_paths[i]);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, pem[i], strlen(pem[i])), (ssize_t)strlen(pem[i]));
+		close(fd);
+	}
+}
+
+static void tls_files_remove(void)
+{
+	for (int i = 0; i < 3; i++)
+		if (tls_paths[i][0] != '\0')
+			unlink(tls_paths[i]);
+	remove_file();
+}
+
+Test(cfgfile, new_settings_from_the_file, .init = tls_files, .fini = tls_files_remove)
+{
+	struct k2mc_config c;
+	char text[2048];
+	const char *path;
+
+	snprintf(text, sizeof(text),
+		 "brokers=k:1\ntopic=t\n"
+		 "memcached=a:11211:2,[::1]:11212,/run/mc.sock,unix:/tmp/w.sock:3\n"
+		 "distribution=libketama\n"
+		 "mc-protocol=meta\n"
+		 "mc-tls=true\n"
+		 "mc-tls-ca=%s\nmc-tls-cert=%s\nmc-tls-key=%s\n"
+		 "mc-tls-key-password=hunter2 with spaces\n"
+		 "mc-tls-server-name=cache.internal\n"
+		 "mc-tls-insecure=yes\n"
+		 "key=user:{json:/id}\n"
+		 "value={json:/profile}\n"
+		 "ttl=600\nttl-header=x-ttl\nttl-from-timestamp=on\n"
+		 "flags=123\nflags-header=x-flags\n"
+		 "on-tombstone=invalidate:45\n"
+		 "log-format=json\n"
+		 "check-config=true\n"
+		 "refill=1\nrefill-from=24h\nrefill-rate=5000\n",
+		 tls_paths[0], tls_paths[1], tls_paths[2]);
+	path = config_file(text);
+	cr_assert_eq(chmod(path, 0600), 0);
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_assert_eq(c.nservers, 4);
+	cr_expect_eq(c.servers[0].weight, 2);
+	cr_expect_str_eq(c.servers[1].host, "::1");
+	cr_expect_eq(c.servers[2].is_unix, 1);
+	cr_expect_str_eq(c.servers[3].host, "/tmp/w.sock");
+	cr_expect_eq(c.servers[3].weight, 3);
+	cr_expect_eq(c.distribution, K2MC_DIST_LIBKETAMA);
+	cr_expect_eq(c.mc_protocol, K2MC_PROTO_META);
+	cr_expect_eq(c.mc_tls, 1);
+	cr_expect_str_eq(c.mc_tls_ca, tls_paths[0]);
+	cr_expect_str_eq(c.mc_tls_cert, tls_paths[1]);
+	cr_expect_str_eq(c.mc_tls_key, tls_paths[2]);
+	cr_expect_str_eq(c.mc_tls_key_password, "hunter2 with spaces");
+	cr_expect_str_eq(c.mc_tls_server_name, "cache.internal");
+	cr_expect_eq(c.mc_tls_insecure, 1);
+	cr_expect_str_eq(c.key_template, "user:{json:/id}");
+	cr_expect_str_eq(c.value_template, "{json:/profile}");
+	cr_expect_str_eq(c.ttl_header, "x-ttl");
+	cr_expect_eq(c.ttl_from_timestamp, 1);
+	cr_expect_eq(c.flags, 123);
+	cr_expect_str_eq(c.flags_header, "x-flags");
+	cr_expect_eq(c.on_tombstone, K2MC_TOMB_INVALIDATE);
+	cr_expect_eq(c.invalidate_grace_s, 45);
+	cr_expect_eq(c.log_format, K2MC_LOG_JSON);
+	cr_expect_eq(c.check_config, 1);
+	cr_expect_eq(c.refill, 1);
+	cr_expect_eq(c.refill_from_earliest, 0);
+	cr_expect_eq(c.refill_from_ms, 86400000);
+	cr_expect_eq(c.refill_rate, 5000);
+	cr_expect_eq(c.nxprops, 0, "none of them is a librdkafka property");
+	k2mc_config_free(&c);
+
+	/* flags set false in the file */
+	path = config_file("brokers=k:1\ntopic=t\nmc-tls=false\nmc-tls-insecure=no\n"
+			   "ttl-from-timestamp=off\nrefill=0\ncheck-config=false\n");
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_expect_eq(c.mc_tls, 0);
+	cr_expect_eq(c.mc_tls_insecure, 0);
+	cr_expect_eq(c.ttl_from_timestamp, 0);
+	cr_expect_eq(c.refill, 0);
+	cr_expect_eq(c.check_config, 0);
+	k2mc_config_free(&c);
+}
+
+/* Errors in the file name its line; checks across settings see every source. */
+Test(cfgfile, bad_new_settings_in_the_file)
+{
+	struct k2mc_config c;
+	const char *path;
+
+	path = config_file("brokers=k:1\ntopic=t\ndistribution=consistent\n");
+	expect_usage(ARGV("-F", (char *)path), ":3: --distribution", "consistent");
+	path = config_file("brokers=k:1\ntopic=t\n\non-tombstone=invalidate\n");
+	expect_usage(ARGV("-F", (char *)path), ":4: --on-tombstone", "invalidate:SECONDS");
+	path = config_file("brokers=k:1\ntopic=t\nrefill-from=yesterday\n");
+	expect_usage(ARGV("-F", (char *)path), ":3: --refill-from", "yesterday");
+	path = config_file("brokers=k:1\ntopic=t\nflags=-1\n");
+	expect_usage(ARGV("-F", (char *)path), ":3: --flags", NULL);
+	path = config_file("brokers=k:1\ntopic=t\nmc-tls=maybe\n");
+	expect_usage(ARGV("-F", (char *)path), ":3:", "mc-tls: expected true or false");
+	path = config_file("brokers=k:1\ntopic=t\nmemcached=a:1:4\n");
+	expect_usage(ARGV("-F", (char *)path), "weight 4", "libketama");
+	expect_ok(&c, ARGV("-F", (char *)path, "--distribution", "dalli"));
+	k2mc_config_free(&c);
+	/* the file turns TLS on, the command line adds a CA that is not there */
+	path = config_file("brokers=k:1\ntopic=t\nmc-tls=true\n");
+	expect_usage(ARGV("-F", (char *)path, "--mc-tls-ca", "/nonexistent/ca.pem"),
+		     "--mc-tls-ca /nonexistent/ca.pem", "No such file");
+	path = config_file("brokers=k:1\ntopic=t\nmc-tls-server-name=x\n");
+	expect_usage(ARGV("-F", (char *)path), "--mc-tls-server-name needs --mc-tls", NULL);
+	expect_ok(&c, ARGV("-F", (char *)path, "--mc-tls"));
+	k2mc_config_free(&c);
+	path = config_file("brokers=k:1\ntopic=t\non-tombstone=invalidate:10\n");
+	expect_usage(ARGV("-F", (char *)path, "--mc-protocol", "text"), "invalidate:10",
+		     "meta protocol");
+	path = config_file("brokers=k:1\ntopic=t\nrefill-rate=10\n");
+	expect_usage(ARGV("-F", (char *)path), "--refill-rate needs --refill", NULL);
+	expect_ok(&c, ARGV("-F", (char *)path, "--refill"));
+	k2mc_config_free(&c);
+	/* a past absolute --ttl in the file: still named by its line, unless
+	 * --ttl-from-timestamp makes it a duration */
+	path = config_file("brokers=k:1\ntopic=t\nttl=7776000\n");
+	expect_usage(ARGV("-F", (char *)path), ":3: --ttl", "expired");
+	/* even when the command line overrides it */
+	expect_usage(ARGV("-F", (char *)path, "--ttl", "60"), ":3: --ttl", "expired");
+	expect_ok(&c, ARGV("-F", (char *)path, "--ttl-from-timestamp"));
+	cr_expect_eq(c.ttl, 7776000);
+	k2mc_config_free(&c);
+	/* abbreviations are not keys of a file either: a librdkafka property,
+	 * which librdkafka will refuse by name */
+	path = config_file("brokers=k:1\ntopic=t\nkey-p=x\n");
+	expect_ok(&c, ARGV("-F", (char *)path));
+	cr_expect_str_eq(c.xprops[0], "key-p=x");
+	k2mc_config_free(&c);
+}
+
+/* Every new setting survives --dump-config and -F; the key password is
+ * masked (so the read-back has the mask as its password). */
+Test(cfgfile, new_settings_dump_and_read_back, .init = tls_files, .fini = tls_files_remove)
+{
+	struct k2mc_config a, b;
+	char *out, *out2;
+
+	expect_ok(&a, ARGV("-b", "k:1", "-t", "t", "-m",
+			   "a:11211:2,[::1]:11212,/run/mc.sock,unix:/tmp/w.sock:3,unix:/tmp/odd:7:1",
+			   "--distribution", "dalli", "--mc-protocol", "meta", "--mc-tls",
+			   "--mc-tls-ca", tls_paths[0], "--mc-tls-cert", tls_paths[1],
+			   "--mc-tls-key", tls_paths[2], "--mc-tls-key-password", "s3cr3t-pw",
+			   "--mc-tls-server-name", "cache.internal", "--key", "user:{json:/id}",
+			   "--value", "{\"p\": {json:/profile}}", "--ttl", "7776000",
+			   "--ttl-from-timestamp", "--ttl-header", "x-ttl", "--flags", "4294967295",
+			   "--flags-header", "x-flags", "--on-tombstone", "invalidate:45",
+			   "--log-format", "json", "--refill", "--refill-from", "90m",
+			   "--refill-rate", "250", "--check-config"));
+	out = dump(&a);
+	cr_expect_null(strstr(out, "s3cr3t"), "the key password is printed:\n%s", out);
+	cr_expect_not_null(strstr(out, "\nmc-tls-key-password=********\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nmemcached=a:11211:2,[::1]:11212,unix:/run/mc.sock,"
+				       "unix:/tmp/w.sock:3,unix:/tmp/odd:7:1\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "\ndistribution=dalli\nmc-protocol=meta\nmc-tls=true\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "\nmc-tls-insecure=false\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nkey=user:{json:/id}\nvalue={\"p\": {json:/profile}}\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "\nttl=7776000\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nttl-from-timestamp=true\nflags=4294967295\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\non-tombstone=invalidate:45\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\nrefill=true\nrefill-from=90m\nrefill-rate=250\n"), "%s",
+			   out);
+	cr_expect_not_null(strstr(out, "\nlog-format=json\n"), "%s", out);
+	cr_expect_null(strstr(out, "check-config"), "an action, not a setting:\n%s", out);
+	expect_ok(&b, ARGV("-F", (char *)config_file(out)));
+	out2 = dump(&b);
+	cr_expect_str_eq(out2, out, "dump of the dump differs");
+	cr_expect_eq(b.nservers, 5);
+	cr_expect_str_eq(b.servers[4].host, "/tmp/odd:7");
+	cr_expect_eq(b.servers[4].weight, 1);
+	cr_expect_eq(b.servers[3].weight, 3);
+	cr_expect_eq(b.distribution, K2MC_DIST_DALLI);
+	cr_expect_eq(b.refill_from_ms, 90 * 60000);
+	cr_expect_eq(b.invalidate_grace_s, 45);
+	cr_expect_eq(b.flags, 4294967295u);
+	cr_expect_str_eq(b.mc_tls_key_password, "********", "masked, so not the password");
+	free(out);
+	free(out2);
+	k2mc_config_free(&a);
+	k2mc_config_free(&b);
+
+	/* defaults: the settings that depend on TLS and refill stay out */
+	expect_ok(&a, ARGV("-b", "k:1", "-t", "t"));
+	out = dump(&a);
+	cr_expect_not_null(strstr(out, "\nmemcached=127.0.0.1:11211\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "\ndistribution=ketama\nmc-protocol=auto\nmc-tls=false\n"
+				       "key={key}\nvalue={value}\nttl-from-timestamp=false\nflags=0\n"
+				       "on-tombstone=delete\nrefill=false\nlog-format=text\n"),
+			   "%s", out);
+	cr_expect_null(strstr(out, "mc-tls-"), "%s", out);
+	cr_expect_null(strstr(out, "refill-"), "%s", out);
+	expect_ok(&b, ARGV("-F", (char *)config_file(out)));
+	out2 = dump(&b);
+	cr_expect_str_eq(out2, out);
+	free(out);
+	free(out2);
+	k2mc_config_free(&a);
+	k2mc_config_free(&b);
+
+	/* refill durations print in the largest exact unit */
+	{
+		static const char *const in[] = { "7d", "48h", "90s", "3600s", "1440m" };
+		static const char *const want[] = { "7d", "2d", "90s", "1h", "1d" };
+
+		for (size_t i = 0; i < 5; i++) {
+			char line[64];
+
+			expect_ok(&a, ARGV("-b", "k:1", "-t", "t", "--refill", "--refill-from",
+					   (char *)in[i]));
+			out = dump(&a);
+			snprintf(line, sizeof(line), "\nrefill-from=%s\n", want[i]);
+			cr_expect_not_null(strstr(out, line), "%s: %s", in[i], out);
+			free(out);
+			k2mc_config_free(&a);
+		}
+	}
+	cr_expect(k2mc_config_is_secret("mc-tls-key-password"));
+	cr_expect(!k2mc_config_is_secret("mc-tls-key"));
+}
+
+/* What stderr got, NUL-terminated, in buf. */
+static const char *stderr_text(char *buf, size_t len)
+{
+	size_t n;
+
+	fflush(stderr);
+	n = fread(buf, 1, len - 1, cr_get_redirected_stderr());
+	buf[n] = '\0';
+	return buf;
+}
+
+/* As ssh does: a file with secrets that others may read gets a warning. */
+Test(cfgfile, secrets_in_a_file_others_can_read_are_warned_about, .init = cr_redirect_stderr)
+{
+	struct k2mc_config c;
+	const char *path;
+	char want[512], got[2048], text[1024];
+
+	tls_files();
+	snprintf(text, sizeof(text),
+		 "brokers=k:1\ntopic=t\nsasl.password=pw\nmc-tls=true\nmc-tls-cert=%s\n"
+		 "mc-tls-key=%s\nmc-tls-key-password=kp\nsasl.password=again\nacks=1\n",
+		 tls_paths[1], tls_paths[2]);
+	path = config_file(text);
+	cr_assert_eq(chmod(path, 0644), 0);
+	expect_ok(&c, ARGV("-F", (char *)path));
+	k2mc_config_free(&c);
+	snprintf(want, sizeof(want),
+		 "k2mc: warning: -F %s holds secrets (sasl.password, mc-tls-key-password) and is "
+		 "readable by group/others (mode 0644); chmod 600 it\n",
+		 path);
+	cr_expect_str_eq(stderr_text(got, sizeof(got)), want, "once, each secret named once");
+
+	/* 0600, 0400: quiet */
+	cr_assert_eq(chmod(path, 0600), 0);
+	expect_ok(&c, ARGV("-F", (char *)path));
+	k2mc_config_free(&c);
+	cr_assert_eq(chmod(path, 0400), 0);
+	expect_ok(&c, ARGV("-F", (char *)path));
+	k2mc_config_free(&c);
+	cr_expect_str_eq(stderr_text(got, sizeof(got)), "");
+
+	/* group access alone is enough; a secret given as -X instead is not the file's */
+	path = config_file("brokers=k:1\ntopic=t\nssl.key.pem=---\n");
+	cr_assert_eq(chmod(path, 0640), 0);
+	expect_ok(&c, ARGV("-F", (char *)path, "-X", "sasl.password=x"));
+	k2mc_config_free(&c);
+	cr_expect_not_null(strstr(stderr_text(got, sizeof(got)), "holds secrets (ssl.key.pem) and "
+					"is readable by group/others (mode 0640)"),
+			   "%s", got);
+
+	/* no secrets: no warning, whatever the mode */
+	path = config_file("brokers=k:1\ntopic=t\nsasl.username=loader\n");
+	cr_assert_eq(chmod(path, 0666), 0);
+	expect_ok(&c, ARGV("-F", (char *)path));
+	k2mc_config_free(&c);
+	/* a refused configuration gets its error, not the warning */
+	path = config_file("brokers=k:1\ntopic=t\nsasl.password=pw\nwriters=0\n");
+	cr_assert_eq(chmod(path, 0644), 0);
+	expect_usage(ARGV("-F", (char *)path), "--writers", NULL);
+	cr_expect_str_eq(stderr_text(got, sizeof(got)), "");
+	tls_files_remove();
 }

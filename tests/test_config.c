@@ -7,12 +7,21 @@
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <errno.h>
+#include <libmemcached/memcached.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* what config.c falls back to when the build passes no -DK2MC_VERSION */
+#ifdef K2MC_VERSION
+#define K2MC_VERSION_EXPECTED K2MC_VERSION
+#else
+#define K2MC_VERSION_EXPECTED "unknown"
+#endif
 
 /* A NULL-terminated, writable argv (getopt permutes it) starting at "k2mc". */
 #define ARGV(...) ((char *[]){ "k2mc", __VA_ARGS__, NULL })
@@ -655,4 +664,486 @@ Test(config, fencing_that_cannot_work_is_refused)
 		REFUSED("--commit-interval-ms", NULL, NULL, "-b", "k", "-t", "t", "-X", less, "-X",
 			"heartbeat.interval.ms=1000", "--commit-interval-ms", "5000");
 	}
+}
+
+/* ---- issues 9-13: deployments, mapping, packaging, logs, refill ------------------ */
+
+/* A file that exists, for the TLS options (removed by the suite's process
+ * ending: Criterion forks one per test, and /tmp is the test's own). */
+static const char *temp_file(char *path, size_t len, const char *text)
+{
+	int fd;
+
+	snprintf(path, len, "/tmp/k2mc-tls.XXXXXX");
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0, "mkstemp");
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+Test(config, defaults_of_the_new_settings)
+{
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t"));
+	cr_expect_eq(c.servers[0].weight, 1);
+	cr_expect_eq(c.servers[0].is_unix, 0);
+	cr_expect_eq(c.distribution, K2MC_DIST_KETAMA, "today's placement");
+	cr_expect_eq(c.mc_protocol, K2MC_PROTO_AUTO);
+	cr_expect_eq(c.mc_tls, 0);
+	cr_expect_null(c.mc_tls_ca);
+	cr_expect_null(c.mc_tls_cert);
+	cr_expect_null(c.mc_tls_key);
+	cr_expect_null(c.mc_tls_key_password);
+	cr_expect_null(c.mc_tls_server_name);
+	cr_expect_eq(c.mc_tls_insecure, 0);
+	cr_expect_str_eq(c.key_template, "{key}");
+	cr_expect_str_eq(c.value_template, "{value}");
+	cr_expect_null(c.ttl_header);
+	cr_expect_eq(c.ttl_from_timestamp, 0);
+	cr_expect_eq(c.flags, 0);
+	cr_expect_null(c.flags_header);
+	cr_expect_eq(c.on_tombstone, K2MC_TOMB_DELETE);
+	cr_expect_eq(c.invalidate_grace_s, 0);
+	cr_expect_eq(c.check_config, 0);
+	cr_expect_eq(c.log_format, K2MC_LOG_TEXT);
+	cr_expect_eq(c.refill, 0);
+	cr_expect_eq(c.refill_from_earliest, 1);
+	cr_expect_eq(c.refill_from_ms, 0);
+	cr_expect_eq(c.refill_rate, 0);
+	cr_expect_str_eq(k2mc_config_version(), K2MC_VERSION_EXPECTED);
+}
+
+/* Every -m form, mixed in one list. */
+Test(config, server_weights_ipv6_and_unix_sockets)
+{
+	struct k2mc_config c;
+	char path[K2MC_SUN_PATH_MAX + 1];
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--distribution", "libketama", "-m",
+			   "mc1:11211,mc2:11212:3,[::1]:11213,[fe80::1%eth0]:11214:65535,"
+			   "/run/memcached/memcached.sock,unix:/tmp/mc.sock,unix:/tmp/w.sock:7,"
+			   "unix:rel.sock,unix:/tmp/odd:5:1"));
+	cr_assert_eq(c.nservers, 9);
+	cr_expect_str_eq(c.servers[0].host, "mc1");
+	cr_expect_eq(c.servers[0].port, 11211);
+	cr_expect_eq(c.servers[0].weight, 1);
+	cr_expect_eq(c.servers[0].is_unix, 0);
+	cr_expect_str_eq(c.servers[1].host, "mc2");
+	cr_expect_eq(c.servers[1].port, 11212);
+	cr_expect_eq(c.servers[1].weight, 3);
+	cr_expect_str_eq(c.servers[2].host, "::1", "brackets dropped");
+	cr_expect_eq(c.servers[2].port, 11213);
+	cr_expect_eq(c.servers[2].weight, 1);
+	cr_expect_str_eq(c.servers[3].host, "fe80::1%eth0");
+	cr_expect_eq(c.servers[3].port, 11214);
+	cr_expect_eq(c.servers[3].weight, 65535);
+	cr_expect_str_eq(c.servers[4].host, "/run/memcached/memcached.sock");
+	cr_expect_eq(c.servers[4].is_unix, 1);
+	cr_expect_eq(c.servers[4].port, 0);
+	cr_expect_eq(c.servers[4].weight, 1);
+	cr_expect_str_eq(c.servers[5].host, "/tmp/mc.sock");
+	cr_expect_eq(c.servers[5].is_unix, 1);
+	cr_expect_eq(c.servers[5].weight, 1);
+	cr_expect_str_eq(c.servers[6].host, "/tmp/w.sock");
+	cr_expect_eq(c.servers[6].weight, 7);
+	cr_expect_str_eq(c.servers[7].host, "rel.sock");
+	cr_expect_eq(c.servers[7].is_unix, 1);
+	cr_expect_str_eq(c.servers[8].host, "/tmp/odd:5", "the last :DIGITS is the weight");
+	cr_expect_eq(c.servers[8].weight, 1);
+
+	/* a /PATH entry is all path: colons that are not :DIGITS at the end */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-m", "/tmp/a:b.sock"));
+	cr_expect_str_eq(c.servers[0].host, "/tmp/a:b.sock");
+	/* weight 1 written out is no weight: fine under any distribution */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-m", "a:1:1,unix:/s:1"));
+	cr_expect_eq(c.servers[0].weight, 1);
+	cr_expect_eq(c.servers[1].weight, 1);
+
+	/* sun_path holds 107 bytes and its NUL */
+	memset(path, 'p', sizeof(path) - 1);
+	path[0] = '/';
+	path[K2MC_SUN_PATH_MAX] = '\0';
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-m", path));
+	cr_expect_eq(strlen(c.servers[0].host), K2MC_SUN_PATH_MAX);
+}
+
+Test(config, bad_server_entries)
+{
+	static const struct {
+		const char *list, *says;
+	} bad[] = {
+		{ "a:1:0", "bad weight" },
+		{ "a:1:65536", "1..65535" },
+		{ "a:1:x", "bad weight" },
+		{ "a:1:", "bad weight" },
+		{ "a:1:-2", "bad weight" },
+		{ "::1:11211", "brackets" },
+		{ "a:1:2:3", "brackets" },
+		{ "[::1]", "[IPV6]:PORT" },
+		{ "[::1]11211", "[IPV6]:PORT" },
+		{ "[]:11211", "[IPV6]:PORT" },
+		{ "[host]:11211", "[IPV6]:PORT" },
+		{ "[::1]:0", "bad port" },
+		{ "[::1]:1:0", "bad weight" },
+		{ "unix:", "empty socket path" },
+		{ "unix::3", "empty socket path" },
+		{ "unix:/s:0", "bad weight" },
+		{ "unix:/s:99999999999999999999", "bad weight" },
+		{ "/run/mc.sock:2", "ambiguous" },
+		{ "localhost", "/SOCKET" },
+		{ "a:1,,b:2", "empty entry" },
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		REFUSED("-m", (char *)bad[i].list, (char *)bad[i].says, "-b", "k", "-t", "t",
+			"--distribution", "dalli", "-m", (char *)bad[i].list);
+	{
+		char path[K2MC_SUN_PATH_MAX + 2];
+
+		memset(path, 'p', sizeof(path) - 1);
+		path[0] = '/';
+		path[K2MC_SUN_PATH_MAX + 1] = '\0';
+		REFUSED("-m", "108 bytes", "107", "-b", "k", "-t", "t", "-m", path);
+	}
+}
+
+/* Readers that place keys without weights would not find weighted keys. */
+Test(config, weights_only_under_weighted_distributions)
+{
+	static const char *const unweighted[] = { "ketama", "modula", "rendezvous", "crc32",
+						  "spymemcached" };
+	struct k2mc_config c;
+
+	for (size_t i = 0; i < sizeof(unweighted) / sizeof(unweighted[0]); i++)
+		REFUSED("-m: server b:2:5 has weight 5", (char *)unweighted[i], "libketama", "-b", "k",
+			"-t", "t", "-m", "a:1,b:2:5", "--distribution", (char *)unweighted[i]);
+	REFUSED("unix:/s:2", "ketama", NULL, "-b", "k", "-t", "t", "-m", "unix:/s:2");
+	REFUSED("[::1]:1:2", NULL, NULL, "-b", "k", "-t", "t", "-m", "[::1]:1:2");
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-m", "a:1,b:2:5", "--distribution", "dalli"));
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-m", "a:1,b:2:5", "--distribution", "libketama"));
+	cr_expect(k2mc_distribution_weighted(K2MC_DIST_LIBKETAMA));
+	cr_expect(k2mc_distribution_weighted(K2MC_DIST_DALLI));
+	cr_expect(!k2mc_distribution_weighted(K2MC_DIST_KETAMA));
+}
+
+Test(config, distribution_and_protocol_names)
+{
+	static const struct {
+		const char *name;
+		enum k2mc_distribution d;
+	} dists[] = {
+		{ "ketama", K2MC_DIST_KETAMA },	{ "libketama", K2MC_DIST_LIBKETAMA },
+		{ "modula", K2MC_DIST_MODULA },	{ "rendezvous", K2MC_DIST_RENDEZVOUS },
+		{ "crc32", K2MC_DIST_CRC32 },	{ "dalli", K2MC_DIST_DALLI },
+		{ "spymemcached", K2MC_DIST_SPYMEMCACHED },
+	};
+	static const struct {
+		const char *name;
+		enum k2mc_mc_protocol p;
+	} protos[] = { { "auto", K2MC_PROTO_AUTO }, { "meta", K2MC_PROTO_META },
+		       { "text", K2MC_PROTO_TEXT } };
+	struct k2mc_config c;
+
+	for (size_t i = 0; i < sizeof(dists) / sizeof(dists[0]); i++) {
+		expect_ok(&c, ARGV("-b", "k", "-t", "t", "--distribution", (char *)dists[i].name));
+		cr_expect_eq(c.distribution, dists[i].d, "%s", dists[i].name);
+		cr_expect_str_eq(k2mc_distribution_name(dists[i].d), dists[i].name);
+	}
+	for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]); i++) {
+		expect_ok(&c, ARGV("-b", "k", "-t", "t", "--mc-protocol", (char *)protos[i].name));
+		cr_expect_eq(c.mc_protocol, protos[i].p, "%s", protos[i].name);
+		cr_expect_str_eq(k2mc_mc_protocol_name(protos[i].p), protos[i].name);
+	}
+	REFUSED("--distribution", "ketama, libketama, modula", "'Ketama'", "-b", "k", "-t", "t",
+		"--distribution", "Ketama");
+	REFUSED("--distribution", "''", NULL, "-b", "k", "-t", "t", "--distribution", "");
+	REFUSED("--distribution", "consistent", NULL, "-b", "k", "-t", "t", "--distribution",
+		"consistent");
+	REFUSED("--mc-protocol", "auto, meta or text", "'binary'", "-b", "k", "-t", "t",
+		"--mc-protocol", "binary");
+}
+
+Test(config, tls_settings)
+{
+	struct k2mc_config c;
+	char ca[64], cert[64], key[64];
+
+	temp_file(ca, sizeof(ca), "-----BEGIN CERTIFICATE-----\n");
+	temp_file(cert, sizeof(cert), "-----BEGIN CERTIFICATE-----\n");
+	temp_file(key, sizeof(key), "-----BEGIN PRIVATE KEY-----\n");
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--mc-tls", "--mc-tls-ca", ca, "--mc-tls-cert",
+			   cert, "--mc-tls-key", key, "--mc-tls-key-password", "pw",
+			   "--mc-tls-server-name", "cache.example", "--mc-tls-insecure"));
+	cr_expect_eq(c.mc_tls, 1);
+	cr_expect_str_eq(c.mc_tls_ca, ca);
+	cr_expect_str_eq(c.mc_tls_cert, cert);
+	cr_expect_str_eq(c.mc_tls_key, key);
+	cr_expect_str_eq(c.mc_tls_key_password, "pw");
+	cr_expect_str_eq(c.mc_tls_server_name, "cache.example");
+	cr_expect_eq(c.mc_tls_insecure, 1);
+	/* TLS alone: the system store, each server's host as the name */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--mc-tls", "-m", "a:1,unix:/s"));
+	cr_expect_eq(c.mc_tls, 1);
+	cr_expect_null(c.mc_tls_ca);
+
+	/* each TLS setting without --mc-tls would be silently ignored */
+	REFUSED("--mc-tls-ca needs --mc-tls", NULL, NULL, "-b", "k", "-t", "t", "--mc-tls-ca", ca);
+	REFUSED("--mc-tls-cert needs --mc-tls", NULL, NULL, "-b", "k", "-t", "t", "--mc-tls-cert",
+		cert, "--mc-tls-key", key);
+	REFUSED("--mc-tls-key needs --mc-tls", NULL, NULL, "-b", "k", "-t", "t", "--mc-tls-key",
+		key);
+	REFUSED("--mc-tls-key-password needs --mc-tls", NULL, NULL, "-b", "k", "-t", "t",
+		"--mc-tls-key-password", "pw");
+	REFUSED("--mc-tls-server-name needs --mc-tls", NULL, NULL, "-b", "k", "-t", "t",
+		"--mc-tls-server-name", "x");
+	REFUSED("--mc-tls-insecure needs --mc-tls", NULL, NULL, "-b", "k", "-t", "t",
+		"--mc-tls-insecure");
+	/* half a client certificate */
+	REFUSED("--mc-tls-cert needs --mc-tls-key", NULL, NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-cert", cert);
+	REFUSED("--mc-tls-key needs --mc-tls-cert", NULL, NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-key", key);
+	REFUSED("--mc-tls-key-password needs --mc-tls-key", NULL, NULL, "-b", "k", "-t", "t",
+		"--mc-tls", "--mc-tls-key-password", "pw");
+	/* files must be there when k2mc starts, named in the message */
+	REFUSED("--mc-tls-ca /nonexistent/ca.pem", "No such file", NULL, "-b", "k", "-t", "t",
+		"--mc-tls", "--mc-tls-ca", "/nonexistent/ca.pem");
+	REFUSED("--mc-tls-cert /nonexistent/c.pem", "No such file", NULL, "-b", "k", "-t", "t",
+		"--mc-tls", "--mc-tls-cert", "/nonexistent/c.pem", "--mc-tls-key", key);
+	REFUSED("--mc-tls-key /nonexistent/k.pem", "No such file", NULL, "-b", "k", "-t", "t",
+		"--mc-tls", "--mc-tls-cert", cert, "--mc-tls-key", "/nonexistent/k.pem");
+	REFUSED("--mc-tls-ca /tmp", "directory", NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-ca", "/tmp");
+	/* read again on every reconnect: a pipe or a device will not do */
+	REFUSED("--mc-tls-ca /dev/null", "not a regular file", NULL, "-b", "k", "-t", "t",
+		"--mc-tls", "--mc-tls-ca", "/dev/null");
+	if (geteuid() != 0) {
+		cr_assert_eq(chmod(key, 0), 0);
+		REFUSED("--mc-tls-key", key, "Permission denied", "-b", "k", "-t", "t", "--mc-tls",
+			"--mc-tls-cert", cert, "--mc-tls-key", key);
+	}
+	REFUSED("--mc-tls-ca", "file name", NULL, "-b", "k", "-t", "t", "--mc-tls", "--mc-tls-ca",
+		"");
+	REFUSED("--mc-tls-key-password", "empty", NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-cert", cert, "--mc-tls-key", key, "--mc-tls-key-password", "");
+	REFUSED("--mc-tls-server-name", "host name", NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-server-name", "a b");
+	REFUSED("--mc-tls-server-name", NULL, NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-server-name", "");
+	unlink(ca);
+	unlink(cert);
+	unlink(key);
+}
+
+Test(config, key_value_templates_ttl_and_flags)
+{
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--key", "user:{json:/id}", "--value",
+			   "{json:/profile}", "--key-prefix", "app:", "--ttl-header", "x-ttl",
+			   "--flags", "4294967295", "--flags-header", "x-flags", "--ttl", "60"));
+	cr_expect_str_eq(c.key_template, "user:{json:/id}", "stored as given");
+	cr_expect_str_eq(c.value_template, "{json:/profile}");
+	cr_expect_str_eq(c.key_prefix, "app:", "kept beside --key");
+	cr_expect_str_eq(c.ttl_header, "x-ttl");
+	cr_expect_eq(c.flags, 4294967295u);
+	cr_expect_str_eq(c.flags_header, "x-flags");
+	/* the syntax is mapping.c's: anything but a line break is stored */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--key", "{bogus", "--value", ""));
+	cr_expect_str_eq(c.key_template, "{bogus");
+	cr_expect_str_eq(c.value_template, "");
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--flags", "0"));
+	cr_expect_eq(c.flags, 0);
+	EXPECT_USAGE_WITH("--key", "a\nb");
+	EXPECT_USAGE_WITH("--value", "a\r\n");
+	EXPECT_USAGE_WITH("--ttl-header", "");
+	EXPECT_USAGE_WITH("--flags-header", "");
+	REFUSED("--flags", "0..4294967295", "'4294967296'", "-b", "k", "-t", "t", "--flags",
+		"4294967296");
+	EXPECT_USAGE_WITH("--flags", "-1");
+	EXPECT_USAGE_WITH("--flags", "0x10");
+	EXPECT_USAGE_WITH("--flags", "");
+	EXPECT_USAGE_WITH("--flags", " 1");
+}
+
+/* With --ttl-from-timestamp, --ttl is a duration after the record's time. */
+Test(config, ttl_from_timestamp)
+{
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--ttl-from-timestamp", "--ttl", "3600"));
+	cr_expect_eq(c.ttl_from_timestamp, 1);
+	cr_expect_eq(c.ttl, 3600);
+	/* 90 days: over 30, so refused as an absolute time alone ... */
+	REFUSED("--ttl", "expired", "--ttl-from-timestamp", "-b", "k", "-t", "t", "--ttl",
+		"7776000");
+	/* ... and a duration with it, in either order */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--ttl", "7776000", "--ttl-from-timestamp"));
+	cr_expect_eq(c.ttl, 7776000);
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--ttl-from-timestamp", "--ttl-header", "exp"));
+	REFUSED("--ttl-from-timestamp needs --ttl", "--ttl-header", NULL, "-b", "k", "-t", "t",
+		"--ttl-from-timestamp");
+	REFUSED("--ttl-from-timestamp", NULL, NULL, "-b", "k", "-t", "t", "--ttl-from-timestamp",
+		"--ttl", "0");
+}
+
+Test(config, on_tombstone)
+{
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--on-tombstone", "ignore"));
+	cr_expect_eq(c.on_tombstone, K2MC_TOMB_IGNORE);
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--on-tombstone", "delete"));
+	cr_expect_eq(c.on_tombstone, K2MC_TOMB_DELETE);
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--on-tombstone", "invalidate:30"));
+	cr_expect_eq(c.on_tombstone, K2MC_TOMB_INVALIDATE);
+	cr_expect_eq(c.invalidate_grace_s, 30);
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--on-tombstone", "invalidate:2592000",
+			   "--mc-protocol", "meta"));
+	cr_expect_eq(c.invalidate_grace_s, 2592000);
+	/* the last one wins, grace and all */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--on-tombstone", "invalidate:5", "--on-tombstone",
+			   "ignore"));
+	cr_expect_eq(c.on_tombstone, K2MC_TOMB_IGNORE);
+	cr_expect_eq(c.invalidate_grace_s, 0);
+	cr_expect_str_eq(k2mc_on_tombstone_name(K2MC_TOMB_INVALIDATE), "invalidate");
+	REFUSED("--on-tombstone", "invalidate:SECONDS", "1..2592000", "-b", "k", "-t", "t",
+		"--on-tombstone", "invalidate");
+	EXPECT_USAGE_WITH("--on-tombstone", "invalidate:");
+	EXPECT_USAGE_WITH("--on-tombstone", "invalidate:0");
+	EXPECT_USAGE_WITH("--on-tombstone", "invalidate:2592001");
+	EXPECT_USAGE_WITH("--on-tombstone", "invalidate:5s");
+	EXPECT_USAGE_WITH("--on-tombstone", "invalidate=5");
+	REFUSED("--on-tombstone", "delete, ignore or invalidate:SECONDS", "'purge'", "-b", "k",
+		"-t", "t", "--on-tombstone", "purge");
+	/* text servers have no invalidation */
+	REFUSED("--on-tombstone invalidate:30", "meta protocol", "--mc-protocol text", "-b", "k",
+		"-t", "t", "--on-tombstone", "invalidate:30", "--mc-protocol", "text");
+}
+
+Test(config, log_format_and_check_config)
+{
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--log-format", "json", "--check-config"));
+	cr_expect_eq(c.log_format, K2MC_LOG_JSON);
+	cr_expect_eq(c.check_config, 1);
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--log-format", "text"));
+	cr_expect_eq(c.log_format, K2MC_LOG_TEXT);
+	cr_expect_str_eq(k2mc_log_format_name(K2MC_LOG_JSON), "json");
+	REFUSED("--log-format", "text or json", "'JSON'", "-b", "k", "-t", "t", "--log-format",
+		"JSON");
+	expect_usage(ARGV("-b", "k", "-t", "t", "--check-config=yes"), "--check-config");
+}
+
+Test(config, refill_settings)
+{
+	static const struct {
+		const char *arg;
+		int64_t ms;
+	} ok[] = {
+		{ "90s", 90000 },	 { "15m", 900000 },	    { "24h", 86400000 },
+		{ "7d", 604800000 }, { "1s", 1000 },	    { "106751991167d", 106751991167LL * 86400000 },
+	};
+	static const char *const bad[] = { "",	  "0s", "90",   "s",	"1.5h", "-1h", "+1h",
+					   "1w",  "1hh", " 1h", "1h ", "1H",	"latest",
+					   "106751991168d" };
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--refill"));
+	cr_expect_eq(c.refill, 1);
+	cr_expect_eq(c.refill_from_earliest, 1);
+	cr_expect_eq(c.refill_rate, 0, "unlimited");
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		expect_ok(&c, ARGV("-b", "k", "-t", "t", "--refill", "--refill-from", (char *)ok[i].arg));
+		cr_expect_eq(c.refill_from_earliest, 0, "%s", ok[i].arg);
+		cr_expect_eq(c.refill_from_ms, ok[i].ms, "%s", ok[i].arg);
+	}
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--refill", "--refill-from", "24h",
+			   "--refill-from", "earliest", "--refill-rate", "1000000000"));
+	cr_expect_eq(c.refill_from_earliest, 1);
+	cr_expect_eq(c.refill_from_ms, 0);
+	cr_expect_eq(c.refill_rate, 1000000000);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		REFUSED("--refill-from", "earliest or a duration", NULL, "-b", "k", "-t", "t",
+			"--refill", "--refill-from", (char *)bad[i]);
+	REFUSED("--refill-rate", "0 (unlimited) to 1000000000", NULL, "-b", "k", "-t", "t",
+		"--refill", "--refill-rate", "1000000001");
+	EXPECT_USAGE_WITH("--refill-rate", "-1");
+	EXPECT_USAGE_WITH("--refill-rate", "10k");
+	REFUSED("--refill-from needs --refill", NULL, NULL, "-b", "k", "-t", "t", "--refill-from",
+		"24h");
+	REFUSED("--refill-rate needs --refill", NULL, NULL, "-b", "k", "-t", "t", "--refill-rate",
+		"100");
+}
+
+/* getopt would take "--key" for --key-prefix until --key existed: k2mc
+ * takes no abbreviations, so no new option can change an old command line. */
+Test(config, long_options_must_be_spelled_in_full, .init = cr_redirect_stdout)
+{
+	struct k2mc_config c;
+	char err[256], out[256];
+	size_t n;
+
+	REFUSED("'--key-p'", "did you mean --key-prefix", NULL, "-b", "k", "-t", "t", "--key-p",
+		"app:");
+	REFUSED("'--writ'", "--writers", NULL, "-b", "k", "-t", "t", "--writ=3");
+	REFUSED("'--dump'", "--dump-config", NULL, "-b", "k", "-t", "t", "--dump");
+	REFUSED("'--mc-tls-ins'", "--mc-tls-insecure", NULL, "-b", "k", "-t", "t", "--mc-tls",
+		"--mc-tls-ins");
+	/* an ambiguous prefix is getopt's own refusal */
+	expect_usage(ARGV("-b", "k", "-t", "t", "--mc-tls-k", "x"), "--mc-tls-k");
+	/* --vers is not -V: no version printed, a usage error */
+	cr_expect_eq(parse(&c, ARGV("-b", "k", "-t", "t", "--vers"), err, sizeof(err)),
+		     K2MC_CONFIG_USAGE);
+	fflush(stdout);
+	n = fread(out, 1, sizeof(out) - 1, cr_get_redirected_stdout());
+	out[n] = '\0';
+	cr_expect_str_eq(out, "", "printed: %s", out);
+	/* a value that looks like an abbreviation is a value */
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--key-prefix", "--writ", "--key", "--val"));
+	cr_expect_str_eq(c.key_prefix, "--writ");
+	cr_expect_str_eq(c.key_template, "--val");
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--key={key}", "--value={value}"));
+}
+
+Test(config, version_names_the_libraries, .init = cr_redirect_stdout)
+{
+	struct k2mc_config c;
+	char err[256], out[512], want[512];
+	size_t n;
+
+	cr_expect_eq(parse(&c, ARGV("--version"), err, sizeof(err)), K2MC_CONFIG_EXIT);
+	fflush(stdout);
+	n = fread(out, 1, sizeof(out) - 1, cr_get_redirected_stdout());
+	out[n] = '\0';
+	snprintf(want, sizeof(want), "k2mc %s (librdkafka %s, libmemcached %s)\n",
+		 k2mc_config_version(), rd_kafka_version_str(), memcached_lib_version());
+	cr_expect_str_eq(out, want);
+}
+
+/* Every long option is in --help, the new ones included (doc-check then
+ * holds the man page to the same list). */
+Test(config, help_lists_the_new_options, .init = cr_redirect_stdout)
+{
+	static const char *const opts[] = {
+		"--distribution",	"--mc-protocol",	  "--mc-tls ",	   "--mc-tls-ca",
+		"--mc-tls-cert",	"--mc-tls-key ",	  "--mc-tls-key-password",
+		"--mc-tls-server-name", "--mc-tls-insecure",	  "--key ",	   "--value",
+		"--ttl-header",		"--ttl-from-timestamp", "--flags ",	   "--flags-header",
+		"--on-tombstone",	"--check-config",	  "--log-format",  "--refill ",
+		"--refill-from",	"--refill-rate",
+	};
+	struct k2mc_config c;
+	char err[256], out[16384];
+	size_t n;
+
+	cr_expect_eq(parse(&c, ARGV("--help"), err, sizeof(err)), K2MC_CONFIG_EXIT);
+	fflush(stdout);
+	n = fread(out, 1, sizeof(out) - 1, cr_get_redirected_stdout());
+	out[n] = '\0';
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		cr_expect_not_null(strstr(out, opts[i]), "--help lacks '%s'", opts[i]);
 }

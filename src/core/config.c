@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <libmemcached/memcached.h>
 #include <librdkafka/rdkafka.h>
 #include <limits.h>
 #include <regex.h>
@@ -15,11 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+/* The Makefile passes -DK2MC_VERSION="..." (git describe, else VERSION) */
 #ifndef K2MC_VERSION
-#define K2MC_VERSION "0.1.0"
+#define K2MC_VERSION "unknown"
 #endif
 
 enum {
@@ -39,6 +43,27 @@ enum {
 	OPT_METRICS_ADDR,
 	OPT_STATS_JSON,
 	OPT_DUMP_CONFIG,
+	OPT_CHECK_CONFIG,
+	OPT_LOG_FORMAT,
+	OPT_DISTRIBUTION,
+	OPT_MC_PROTOCOL,
+	OPT_MC_TLS,
+	OPT_MC_TLS_CA,
+	OPT_MC_TLS_CERT,
+	OPT_MC_TLS_KEY,
+	OPT_MC_TLS_KEY_PASSWORD,
+	OPT_MC_TLS_SERVER_NAME,
+	OPT_MC_TLS_INSECURE,
+	OPT_KEY,
+	OPT_VALUE,
+	OPT_TTL_HEADER,
+	OPT_TTL_FROM_TIMESTAMP,
+	OPT_FLAGS,
+	OPT_FLAGS_HEADER,
+	OPT_ON_TOMBSTONE,
+	OPT_REFILL,
+	OPT_REFILL_FROM,
+	OPT_REFILL_RATE,
 };
 
 static const struct option long_opts[] = {
@@ -66,6 +91,27 @@ static const struct option long_opts[] = {
 	{ "stats-json", required_argument, NULL, OPT_STATS_JSON },
 	{ "config", required_argument, NULL, 'F' },
 	{ "dump-config", no_argument, NULL, OPT_DUMP_CONFIG },
+	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+	{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+	{ "distribution", required_argument, NULL, OPT_DISTRIBUTION },
+	{ "mc-protocol", required_argument, NULL, OPT_MC_PROTOCOL },
+	{ "mc-tls", no_argument, NULL, OPT_MC_TLS },
+	{ "mc-tls-ca", required_argument, NULL, OPT_MC_TLS_CA },
+	{ "mc-tls-cert", required_argument, NULL, OPT_MC_TLS_CERT },
+	{ "mc-tls-key", required_argument, NULL, OPT_MC_TLS_KEY },
+	{ "mc-tls-key-password", required_argument, NULL, OPT_MC_TLS_KEY_PASSWORD },
+	{ "mc-tls-server-name", required_argument, NULL, OPT_MC_TLS_SERVER_NAME },
+	{ "mc-tls-insecure", no_argument, NULL, OPT_MC_TLS_INSECURE },
+	{ "key", required_argument, NULL, OPT_KEY },
+	{ "value", required_argument, NULL, OPT_VALUE },
+	{ "ttl-header", required_argument, NULL, OPT_TTL_HEADER },
+	{ "ttl-from-timestamp", no_argument, NULL, OPT_TTL_FROM_TIMESTAMP },
+	{ "flags", required_argument, NULL, OPT_FLAGS },
+	{ "flags-header", required_argument, NULL, OPT_FLAGS_HEADER },
+	{ "on-tombstone", required_argument, NULL, OPT_ON_TOMBSTONE },
+	{ "refill", no_argument, NULL, OPT_REFILL },
+	{ "refill-from", required_argument, NULL, OPT_REFILL_FROM },
+	{ "refill-rate", required_argument, NULL, OPT_REFILL_RATE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -73,13 +119,22 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* The long name of option code opt ("mc-tls-ca"), for messages. */
+static const char *opt_name(int opt)
+{
+	for (const struct option *o = long_opts; o->name != NULL; o++)
+		if (o->val == opt)
+			return o->name;
+	return "?";
+}
+
 void k2mc_config_usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: k2mc -b BROKERS -t TOPIC [-t TOPIC ...] [options]\n"
 		"       k2mc -F FILE [options]\n"
-		"Copy records from Kafka topics into Memcached: key = prefix + record key,\n"
-		"value = record value, a null value deletes the key. At-least-once: offsets\n"
+		"Copy records from Kafka topics into Memcached: by default key = prefix + record\n"
+		"key, value = record value, a null value deletes the key. At-least-once: offsets\n"
 		"are committed only below records Memcached acknowledged.\n"
 		"\n"
 		"Kafka:\n"
@@ -95,18 +150,54 @@ void k2mc_config_usage(FILE *out)
 		"                            committed up to its end offset (progress line on a terminal)\n"
 		"  -c, --count N             stop (drain, commit, exit 0) after consuming N records\n"
 		"Memcached:\n"
-		"  -m, --memcached HOST:PORT[,...]  servers, consistent (ketama) hashing\n"
-		"                            (default 127.0.0.1:11211)\n"
-		"  --key-prefix STR          prepended to every record key\n"
-		"  --ttl SECONDS             expiry of written items (default 0: none); over 2592000\n"
-		"                            (30 days): an absolute unix time, not in the past\n"
+		"  -m, --memcached LIST      servers, comma-separated, mixed freely: HOST:PORT[:WEIGHT],\n"
+		"                            [IPV6]:PORT[:WEIGHT], /SOCKET (a unix socket, no weight)\n"
+		"                            or unix:SOCKET[:WEIGHT] (default 127.0.0.1:11211)\n"
+		"  --distribution NAME       key placement matching the readers' client: ketama\n"
+		"                            (default), libketama, modula, rendezvous, crc32, dalli,\n"
+		"                            spymemcached; weights only with libketama and dalli\n"
+		"  --mc-protocol auto|meta|text  dialect; auto (default): meta where the server has\n"
+		"                            it, text for older servers and proxies\n"
 		"  --max-value-bytes N       largest value to send (default: the servers' item_size_max)\n"
 		"  --mc-eject                remap keys of a down server to the others (libmemcached\n"
 		"                            auto-eject) instead of waiting for it (default: wait)\n"
+		"TLS to Memcached (OpenSSL; verified unless --mc-tls-insecure):\n"
+		"  --mc-tls                  TLS to every server, trusting the system's CA store\n"
+		"  --mc-tls-ca FILE          trust the CA certificates in FILE (PEM) instead\n"
+		"  --mc-tls-cert FILE        client certificate (PEM) for mutual TLS; needs --mc-tls-key\n"
+		"  --mc-tls-key FILE         its private key (PEM)\n"
+		"  --mc-tls-key-password PASS  passphrase of an encrypted key (put it in a chmod 600\n"
+		"                            -F file: the command line is visible to every user)\n"
+		"  --mc-tls-server-name NAME  SNI and the name verified (default: each server's host)\n"
+		"  --mc-tls-insecure         do not verify the servers' certificates (logs a warning)\n"
+		"What is written (templates: {key} {value} {topic} {partition} {header:NAME}\n"
+		"{json:/POINTER}, {{ and }} for braces, anything else literal):\n"
+		"  --key TEMPLATE            the Memcached key, after --key-prefix (default {key})\n"
+		"  --key-prefix STR          prepended to every key\n"
+		"  --value TEMPLATE          the value (default {value}: the record's bytes)\n"
+		"  --ttl SECONDS             expiry of written items (default 0: none); over 2592000\n"
+		"                            (30 days): an absolute unix time, not in the past\n"
+		"  --ttl-header NAME         per-record TTL, decimal seconds, from this header\n"
+		"                            (records without it: --ttl)\n"
+		"  --ttl-from-timestamp      expiry = record timestamp + TTL (any length); records\n"
+		"                            already expired are not written (the newest of a key\n"
+		"                            deletes it)\n"
+		"  --flags N                 client flags of every item, 0..4294967295 (default 0)\n"
+		"  --flags-header NAME       per-record flags, decimal, from this header (records\n"
+		"                            without it: --flags)\n"
+		"  --on-tombstone delete|ignore|invalidate:SECONDS  a null value deletes the key\n"
+		"                            (default), is ignored, or marks it stale, served for\n"
+		"                            SECONDS more (meta protocol only; 1..2592000)\n"
 		"Records Memcached cannot take (no key, bad key, value too large):\n"
 		"  --on-invalid skip|hash|dlq|fail  skip and count (default), hash bad keys,\n"
 		"                            produce to --dlq-topic, or stop with exit 1\n"
 		"  --dlq-topic TOPIC         dead letter topic for --on-invalid dlq\n"
+		"Refill (a server that lost its contents gets its keys again from Kafka):\n"
+		"  --refill                  detect a server's lost contents (restart, flush) and\n"
+		"                            write its keys again (default off)\n"
+		"  --refill-from earliest|DURATION  read from each partition's start (default), or\n"
+		"                            from DURATION before the loss (90s, 15m, 24h, 7d)\n"
+		"  --refill-rate N           refill records/s at most, 0 = unlimited (default)\n"
 		"Pipeline:\n"
 		"  --writers N               writer threads, each with its own connections (default: CPUs)\n"
 		"  --ring-size N             slots per partition/writer ring, power of two (default 4096)\n"
@@ -121,16 +212,22 @@ void k2mc_config_usage(FILE *out)
 		"                            (- = stdout)\n"
 		"  --metrics-addr [HOST:]PORT  serve /metrics (Prometheus), /healthz and /readyz over\n"
 		"                            HTTP; HOST defaults to 127.0.0.1 (default: off)\n"
+		"  --log-format text|json    log lines as text (default) or one JSON object each\n"
 		"Configuration:\n"
 		"  -F, --config FILE         key=value lines: k2mc's long options (writers=4, topic=t,\n"
 		"                            exit=true) and librdkafka properties; # comments.\n"
-		"                            The command line overrides the file\n"
+		"                            The command line overrides the file. Keep a file with\n"
+		"                            secrets chmod 600 (k2mc warns otherwise)\n"
 		"  --dump-config             print the effective configuration, secrets masked, exit 0\n"
+		"  --check-config            check everything (TLS files, templates), then exit 0 or 2\n"
+		"                            without connecting anywhere\n"
 		"  Environment, below the file: K2MC_BROKERS, K2MC_TOPICS (comma-separated),\n"
 		"  K2MC_GROUP, K2MC_MEMCACHED, K2MC_WRITERS\n"
+		"  Long options are spelled in full (no abbreviations).\n"
 		"Other:\n"
 		"  -v, --verbose, -q, --quiet  more / less logging\n"
-		"  -h, --help, -V, --version   help, version\n"
+		"  -h, --help                help\n"
+		"  -V, --version             versions of k2mc, librdkafka and libmemcached\n"
 		"Exit status: 0 done, 1 runtime failure, 2 bad command line.\n");
 }
 
@@ -202,6 +299,169 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Whole-string unsigned decimal in [lo, hi]; digits only ("", "+1", "-1",
+ * " 1", "1x" and overflow refused). */
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < lo || v > hi)
+		return -EINVAL;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+/* A duration: digits and one unit, s, m, h or d ("90s", "15m", "24h", "7d"),
+ * more than zero; milliseconds in *ms. */
+static int parse_duration(const char *s, int64_t *ms)
+{
+	static const struct {
+		char unit;
+		int64_t ms;
+	} units[] = { { 's', 1000 }, { 'm', 60000 }, { 'h', 3600000 }, { 'd', 86400000 } };
+	unsigned long long v;
+	char *end;
+
+	if (!(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || v == 0 || end[0] == '\0' || end[1] != '\0')
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (*end == units[i].unit) {
+			if (v > (unsigned long long)(INT64_MAX / units[i].ms))
+				return -EINVAL;
+			*ms = (int64_t)v * units[i].ms;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* 1 if s[0..n) ends in ':' and one or more digits. */
+static int ends_in_colon_digits(const char *s, size_t n)
+{
+	size_t d = 0;
+
+	while (d < n && s[n - 1 - d] >= '0' && s[n - 1 - d] <= '9')
+		d++;
+	return d > 0 && d < n && s[n - 1 - d] == ':';
+}
+
+/* One -m entry, e[0..len), into *sv; 0 or -EINVAL (err set). */
+static int parse_server(struct k2mc_server *sv, const char *e, size_t len, char *err,
+			size_t errlen)
+{
+	const char *host = e, *rest, *end = e + len, *colon;
+	size_t hlen;
+	char num[16];
+	uint64_t v;
+
+	memset(sv, 0, sizeof(*sv));
+	sv->weight = 1;
+	if (len > 0 && (e[0] == '/' || (len >= 5 && memcmp(e, "unix:", 5) == 0))) {
+		/* AF_UNIX: "/PATH" is all path; "unix:PATH:DIGITS" ends in a weight */
+		sv->is_unix = 1;
+		if (e[0] == '/') {
+			if (ends_in_colon_digits(e, len))
+				return set_err(err, errlen,
+					       "-m: '%.*s': a socket path ending in :DIGITS is "
+					       "ambiguous; write unix:PATH:WEIGHT for a weight "
+					       "(unix:PATH:DIGITS:1 for a socket so named)",
+					       (int)len, e);
+			hlen = len;
+		} else {
+			host = e + 5;
+			hlen = len - 5;
+			if (ends_in_colon_digits(host, hlen)) {
+				colon = memrchr(host, ':', hlen);
+				hlen = (size_t)(colon - host);
+				if ((size_t)(end - colon - 1) >= sizeof(num))
+					return set_err(err, errlen,
+						       "-m: bad weight in '%.*s': expected 1..%d",
+						       (int)len, e, K2MC_WEIGHT_MAX);
+				memcpy(num, colon + 1, (size_t)(end - colon - 1));
+				num[end - colon - 1] = '\0';
+				if (parse_u64(num, 1, K2MC_WEIGHT_MAX, &v) != 0)
+					return set_err(err, errlen,
+						       "-m: bad weight in '%.*s': expected 1..%d",
+						       (int)len, e, K2MC_WEIGHT_MAX);
+				sv->weight = (int)v;
+			}
+		}
+		if (hlen == 0)
+			return set_err(err, errlen, "-m: '%.*s': empty socket path", (int)len, e);
+		if (hlen > K2MC_SUN_PATH_MAX)
+			return set_err(err, errlen,
+				       "-m: socket path in '%.*s' is %zu bytes, more than the %d a "
+				       "unix socket address holds",
+				       (int)len, e, hlen, K2MC_SUN_PATH_MAX);
+		memcpy(sv->host, host, hlen);
+		sv->host[hlen] = '\0';
+		return 0;
+	}
+	if (len > 0 && e[0] == '[') {
+		const char *close = memchr(e, ']', len);
+
+		if (close == NULL || close == e + 1 || close + 1 == end || close[1] != ':' ||
+		    memchr(e + 1, ':', (size_t)(close - e - 1)) == NULL)
+			return set_err(err, errlen, "-m: '%.*s' is not [IPV6]:PORT[:WEIGHT]",
+				       (int)len, e);
+		host = e + 1;
+		hlen = (size_t)(close - host);
+		rest = close + 2;
+	} else {
+		const char *c1 = memchr(e, ':', len);
+
+		if (c1 == NULL)
+			return set_err(err, errlen,
+				       "-m: '%.*s' is not HOST:PORT[:WEIGHT], [IPV6]:PORT[:WEIGHT], "
+				       "/SOCKET or unix:SOCKET[:WEIGHT]",
+				       (int)len, e);
+		colon = memchr(c1 + 1, ':', (size_t)(end - c1 - 1));
+		if (colon != NULL && memchr(colon + 1, ':', (size_t)(end - colon - 1)) != NULL)
+			return set_err(err, errlen,
+				       "-m: '%.*s': an IPv6 address needs brackets: [ADDR]:PORT",
+				       (int)len, e);
+		hlen = (size_t)(c1 - e);
+		rest = c1 + 1;
+	}
+	if (hlen == 0 || hlen >= sizeof(sv->host))
+		return set_err(err, errlen, "-m: bad host in '%.*s'", (int)len, e);
+	memcpy(sv->host, host, hlen);
+	sv->host[hlen] = '\0';
+	/* rest: PORT or PORT:WEIGHT */
+	colon = memchr(rest, ':', (size_t)(end - rest));
+	{
+		const char *pend = colon != NULL ? colon : end;
+
+		if (pend == rest || (size_t)(pend - rest) >= sizeof(num))
+			return set_err(err, errlen, "-m: bad port in '%.*s'", (int)len, e);
+		memcpy(num, rest, (size_t)(pend - rest));
+		num[pend - rest] = '\0';
+		if (parse_u64(num, 1, 65535, &v) != 0)
+			return set_err(err, errlen, "-m: bad port in '%.*s'", (int)len, e);
+		sv->port = (int)v;
+	}
+	if (colon != NULL) {
+		if ((size_t)(end - colon - 1) >= sizeof(num))
+			return set_err(err, errlen, "-m: bad weight in '%.*s': expected 1..%d",
+				       (int)len, e, K2MC_WEIGHT_MAX);
+		memcpy(num, colon + 1, (size_t)(end - colon - 1));
+		num[end - colon - 1] = '\0';
+		if (parse_u64(num, 1, K2MC_WEIGHT_MAX, &v) != 0)
+			return set_err(err, errlen, "-m: bad weight in '%.*s': expected 1..%d",
+				       (int)len, e, K2MC_WEIGHT_MAX);
+		sv->weight = (int)v;
+	}
+	return 0;
+}
+
 int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err, size_t errlen)
 {
 	const char *p = list;
@@ -212,27 +472,13 @@ int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err
 	while (*p != '\0') {
 		const char *comma = strchr(p, ',');
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-		const char *colon = memrchr(p, ':', len);
-		char portbuf[16];
-		long port;
-		size_t hlen;
 
 		if (c->nservers == K2MC_MAX_SERVERS)
 			return set_err(err, errlen, "-m: more than %d servers", K2MC_MAX_SERVERS);
-		if (colon == NULL)
-			return set_err(err, errlen, "-m: '%.*s' is not HOST:PORT", (int)len, p);
-		hlen = (size_t)(colon - p);
-		if (hlen == 0 || hlen >= sizeof(c->servers[0].host))
-			return set_err(err, errlen, "-m: bad host in '%.*s'", (int)len, p);
-		if (len - hlen - 1 == 0 || len - hlen - 1 >= sizeof(portbuf))
-			return set_err(err, errlen, "-m: bad port in '%.*s'", (int)len, p);
-		memcpy(portbuf, colon + 1, len - hlen - 1);
-		portbuf[len - hlen - 1] = '\0';
-		if (parse_long(portbuf, 1, 65535, &port) != 0)
-			return set_err(err, errlen, "-m: bad port in '%.*s'", (int)len, p);
-		memcpy(c->servers[c->nservers].host, p, hlen);
-		c->servers[c->nservers].host[hlen] = '\0';
-		c->servers[c->nservers].port = (int)port;
+		if (len == 0)
+			return set_err(err, errlen, "-m: empty entry in '%s'", list);
+		if (parse_server(&c->servers[c->nservers], p, len, err, errlen) != 0)
+			return -EINVAL;
 		c->nservers++;
 		p += len;
 		if (*p == ',') {
@@ -275,6 +521,16 @@ struct parse_state {
 	 * source is read */
 	enum level xlevel[K2MC_MAX_XPROPS];
 	int xline[K2MC_MAX_XPROPS];
+	/* The first --ttl from any source that is an absolute time already
+	 * past: an error unless --ttl-from-timestamp (known only at the end)
+	 * makes --ttl a duration. */
+	long ttl_past;
+	enum level ttl_past_level;
+	int ttl_past_line;
+	int refill_from_set, refill_rate_set; /* refused without --refill */
+	/* -F: the keys holding secrets, ", "-separated, and the file's mode */
+	char file_secrets[200];
+	unsigned file_mode;
 };
 
 struct k2mc_config_chunk {
@@ -422,7 +678,9 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 		k2mc_config_usage(stdout);
 		return K2MC_CONFIG_EXIT;
 	case 'V':
-		printf("k2mc %s\n", K2MC_VERSION);
+		/* the libraries k2mc runs with, not the headers it was built against */
+		printf("k2mc %s (librdkafka %s, libmemcached %s)\n", K2MC_VERSION,
+		       rd_kafka_version_str(), memcached_lib_version());
 		return K2MC_CONFIG_EXIT;
 	case 'F':
 		break; /* read before everything else, see k2mc_config_parse */
@@ -450,11 +708,12 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 		/* memcached reads exptimes over 30 days as absolute unix times */
 		if (parse_long(arg, 0, INT32_MAX, &v) != 0)
 			USAGE("--ttl: expected 0..%d seconds, got '%s'", INT32_MAX, arg);
-		if (v > K2MC_TTL_RELATIVE_MAX && v <= (long)time(NULL))
-			USAGE("--ttl: %ld is over 30 days, so memcached reads it as an absolute unix "
-			      "time, and that time has passed: every item would be stored already "
-			      "expired; a relative TTL must be <= %d",
-			      v, K2MC_TTL_RELATIVE_MAX);
+		/* judged once every source is read (check_mapping) */
+		if (v > K2MC_TTL_RELATIVE_MAX && v <= (long)time(NULL) && st->ttl_past == 0) {
+			st->ttl_past = v;
+			st->ttl_past_level = lvl;
+			st->ttl_past_line = st->line;
+		}
 		c->ttl = (uint32_t)v;
 		break;
 	case OPT_KEY_PREFIX:
@@ -514,6 +773,146 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 		break;
 	case OPT_DUMP_CONFIG:
 		c->dump_config = 1;
+		break;
+	case OPT_CHECK_CONFIG:
+		c->check_config = 1;
+		break;
+	case OPT_LOG_FORMAT:
+		if (strcmp(arg, "text") == 0)
+			c->log_format = K2MC_LOG_TEXT;
+		else if (strcmp(arg, "json") == 0)
+			c->log_format = K2MC_LOG_JSON;
+		else
+			USAGE("--log-format: expected text or json, got '%s'", arg);
+		break;
+	case OPT_DISTRIBUTION: {
+		int found = 0;
+
+		for (int d = K2MC_DIST_KETAMA; d <= K2MC_DIST_SPYMEMCACHED && !found; d++)
+			if (strcmp(arg, k2mc_distribution_name((enum k2mc_distribution)d)) == 0) {
+				c->distribution = (enum k2mc_distribution)d;
+				found = 1;
+			}
+		if (!found)
+			USAGE("--distribution: expected ketama, libketama, modula, rendezvous, crc32, "
+			      "dalli or spymemcached, got '%s'",
+			      arg);
+		break;
+	}
+	case OPT_MC_PROTOCOL:
+		if (strcmp(arg, "auto") == 0)
+			c->mc_protocol = K2MC_PROTO_AUTO;
+		else if (strcmp(arg, "meta") == 0)
+			c->mc_protocol = K2MC_PROTO_META;
+		else if (strcmp(arg, "text") == 0)
+			c->mc_protocol = K2MC_PROTO_TEXT;
+		else
+			USAGE("--mc-protocol: expected auto, meta or text, got '%s'", arg);
+		break;
+	case OPT_MC_TLS:
+		c->mc_tls = 1;
+		break;
+	case OPT_MC_TLS_CA:
+	case OPT_MC_TLS_CERT:
+	case OPT_MC_TLS_KEY:
+		if (*arg == '\0')
+			USAGE("--%s: expected a file name", opt_name(opt));
+		if (opt == OPT_MC_TLS_CA)
+			c->mc_tls_ca = arg;
+		else if (opt == OPT_MC_TLS_CERT)
+			c->mc_tls_cert = arg;
+		else
+			c->mc_tls_key = arg;
+		break;
+	case OPT_MC_TLS_KEY_PASSWORD:
+		if (*arg == '\0')
+			USAGE("--mc-tls-key-password: empty (an unencrypted key needs none)");
+		c->mc_tls_key_password = arg;
+		break;
+	case OPT_MC_TLS_SERVER_NAME:
+		/* a DNS name is at most 253 bytes (RFC 1035); SNI carries no blanks */
+		if (*arg == '\0' || strlen(arg) > 253 || !key_bytes_ok(arg, strlen(arg)))
+			USAGE("--mc-tls-server-name: expected a host name of 1..253 bytes without "
+			      "blanks or control characters, got '%.80s'",
+			      arg);
+		c->mc_tls_server_name = arg;
+		break;
+	case OPT_MC_TLS_INSECURE:
+		c->mc_tls_insecure = 1;
+		break;
+	case OPT_KEY:
+	case OPT_VALUE:
+		/* the syntax is mapping.c's; a line break could not be written
+		 * back by --dump-config as a -F line */
+		if (strpbrk(arg, "\r\n") != NULL)
+			USAGE("--%s: a template cannot hold a line break", opt_name(opt));
+		if (opt == OPT_KEY)
+			c->key_template = arg;
+		else
+			c->value_template = arg;
+		break;
+	case OPT_TTL_HEADER:
+	case OPT_FLAGS_HEADER:
+		if (*arg == '\0')
+			USAGE("--%s: expected a header name", opt_name(opt));
+		if (opt == OPT_TTL_HEADER)
+			c->ttl_header = arg;
+		else
+			c->flags_header = arg;
+		break;
+	case OPT_TTL_FROM_TIMESTAMP:
+		c->ttl_from_timestamp = 1;
+		break;
+	case OPT_FLAGS: {
+		uint64_t f;
+
+		if (parse_u64(arg, 0, UINT32_MAX, &f) != 0)
+			USAGE("--flags: expected 0..4294967295, got '%s'", arg);
+		c->flags = (uint32_t)f;
+		break;
+	}
+	case OPT_ON_TOMBSTONE:
+		c->invalidate_grace_s = 0;
+		if (strcmp(arg, "delete") == 0) {
+			c->on_tombstone = K2MC_TOMB_DELETE;
+		} else if (strcmp(arg, "ignore") == 0) {
+			c->on_tombstone = K2MC_TOMB_IGNORE;
+		} else if (strncmp(arg, "invalidate", 10) == 0) {
+			uint64_t g;
+
+			if (arg[10] != ':' || parse_u64(arg + 11, 1, K2MC_TTL_RELATIVE_MAX, &g) != 0)
+				USAGE("--on-tombstone: invalidate needs a grace period, "
+				      "invalidate:SECONDS with SECONDS 1..%d, got '%s'",
+				      K2MC_TTL_RELATIVE_MAX, arg);
+			c->on_tombstone = K2MC_TOMB_INVALIDATE;
+			c->invalidate_grace_s = (uint32_t)g;
+		} else {
+			USAGE("--on-tombstone: expected delete, ignore or invalidate:SECONDS, got '%s'",
+			      arg);
+		}
+		break;
+	case OPT_REFILL:
+		c->refill = 1;
+		break;
+	case OPT_REFILL_FROM:
+		st->refill_from_set = 1;
+		if (strcmp(arg, "earliest") == 0) {
+			c->refill_from_earliest = 1;
+			c->refill_from_ms = 0;
+		} else if (parse_duration(arg, &c->refill_from_ms) == 0) {
+			c->refill_from_earliest = 0;
+		} else {
+			USAGE("--refill-from: expected earliest or a duration with a unit s, m, h or d "
+			      "(90s, 15m, 24h, 7d), got '%s'",
+			      arg);
+		}
+		break;
+	case OPT_REFILL_RATE:
+		st->refill_rate_set = 1;
+		/* 1e9/s is beyond any server; the cap keeps rate x nanoseconds in 64 bits */
+		if (parse_u64(arg, 0, 1000000000, &c->refill_rate) != 0)
+			USAGE("--refill-rate: expected records/s, 0 (unlimited) to 1000000000, got '%s'",
+			      arg);
 		break;
 	default:
 		USAGE("internal error: option %d has no handler", opt);
@@ -629,9 +1028,43 @@ static void unset_flag(struct k2mc_config *c, int opt)
 	case OPT_DUMP_CONFIG:
 		c->dump_config = 0;
 		break;
+	case OPT_CHECK_CONFIG:
+		c->check_config = 0;
+		break;
+	case OPT_MC_TLS:
+		c->mc_tls = 0;
+		break;
+	case OPT_MC_TLS_INSECURE:
+		c->mc_tls_insecure = 0;
+		break;
+	case OPT_TTL_FROM_TIMESTAMP:
+		c->ttl_from_timestamp = 0;
+		break;
+	case OPT_REFILL:
+		c->refill = 0;
+		break;
 	default:
 		break;
 	}
+}
+
+/* Notes a -F key that holds a secret, for the file permission warning. */
+static void note_secret(struct parse_state *st, const char *key)
+{
+	size_t n = strlen(st->file_secrets), kl = strlen(key);
+	const char *p = st->file_secrets;
+
+	if (!k2mc_config_is_secret(key))
+		return;
+	/* once each */
+	while ((p = strstr(p, key)) != NULL) {
+		if ((p == st->file_secrets || p[-1] == ' ') && (p[kl] == ',' || p[kl] == '\0'))
+			return;
+		p += kl;
+	}
+	if (n + (n ? 2 : 0) + kl < sizeof(st->file_secrets))
+		snprintf(st->file_secrets + n, sizeof(st->file_secrets) - n, "%s%s", n ? ", " : "",
+			 key);
 }
 
 static enum k2mc_config_result apply_line(struct k2mc_config *c, struct parse_state *st,
@@ -640,6 +1073,7 @@ static enum k2mc_config_result apply_line(struct k2mc_config *c, struct parse_st
 	const struct option *o;
 	int on;
 
+	note_secret(st, key);
 	for (o = long_opts; o->name != NULL; o++)
 		if (strcmp(o->name, key) == 0)
 			break;
@@ -675,8 +1109,12 @@ static enum k2mc_config_result apply_file(struct k2mc_config *c, struct parse_st
 	int lineno = 0;
 	enum k2mc_config_result r = K2MC_CONFIG_OK;
 
+	struct stat sb;
+
 	if (f == NULL)
 		USAGE("-F %s: %s", path, strerror(errno));
+	/* the mode of the file read, not of whatever the path names later */
+	st->file_mode = fstat(fileno(f), &sb) == 0 ? (unsigned)(sb.st_mode & 07777) : 0;
 	buf = malloc(CONFIG_FILE_MAX + 1);
 	if (buf == NULL) {
 		fclose(f);
@@ -748,6 +1186,26 @@ static const char short_opts[] = ":b:t:G:m:X:o:ec:vqhVF:";
 /* Names the option getopt stopped at: getopt advances optind only after
  * the last letter of a bundle like -Zq, so name the letter then, not
  * argv[optind-1]. */
+/* After getopt_long returned long option idx: 1 if the user typed its name
+ * in full. getopt takes any unambiguous prefix ("--key" for --key-prefix,
+ * until --key existed); k2mc does not, so that a new option can never change
+ * what an old command line means. The element just consumed is
+ * argv[optind - 1], or argv[optind - 2] when the value came separately. */
+static int typed_in_full(char **argv, int idx)
+{
+	const struct option *o = &long_opts[idx];
+	const char *typed = argv[optind - 1];
+	size_t n;
+
+	if (o->has_arg == required_argument && optarg == argv[optind - 1] && optind >= 2)
+		typed = argv[optind - 2];
+	if (strncmp(typed, "--", 2) != 0)
+		return 1;
+	typed += 2;
+	n = strcspn(typed, "=");
+	return n == strlen(o->name) && strncmp(typed, o->name, n) == 0;
+}
+
 static enum k2mc_config_result bad_option(int opt, char **argv, char *err, size_t errlen)
 {
 	int dashdash = strncmp(argv[optind - 1], "--", 2) == 0;
@@ -759,6 +1217,16 @@ static enum k2mc_config_result bad_option(int opt, char **argv, char *err, size_
 	}
 	if (optopt != 0 && optopt < 256 && !dashdash)
 		USAGE("unknown option '-%c'", optopt);
+	if (dashdash) {
+		/* getopt also stops at a prefix of several options */
+		const char *t = argv[optind - 1] + 2;
+		size_t n = strcspn(t, "="), hits = 0;
+
+		for (const struct option *o = long_opts; o->name != NULL; o++)
+			hits += n > 0 && strncmp(o->name, t, n) == 0;
+		if (hits > 1)
+			USAGE("unknown option '--%.*s' (long options are spelled in full)", (int)n, t);
+	}
 	USAGE("unknown option '%s'", argv[optind - 1]);
 }
 
@@ -776,6 +1244,10 @@ static void set_defaults(struct k2mc_config *c)
 	c->shutdown_timeout_ms = 30000;
 	c->max_buffer_bytes = K2MC_MAX_BUFFER_DEFAULT;
 	c->verbosity = 1;
+	/* the zero enums: ketama (libmemcached's, as before), auto, delete, text */
+	c->key_template = "{key}";
+	c->value_template = "{value}";
+	c->refill_from_earliest = 1;
 }
 
 /* ---- checks across settings, made once every source is read ---------------- */
@@ -809,6 +1281,135 @@ static enum k2mc_config_result check_dlq_topic(const struct k2mc_config *c, char
 			      "pattern does not match",
 			      c->dlq_topic, t);
 	}
+	return K2MC_CONFIG_OK;
+}
+
+/* A -m entry as k2mc_config_parse_servers reads it back: unix:PATH (with
+ * the weight when it is not 1, or when the path itself ends in :DIGITS),
+ * HOST:PORT or [IPV6]:PORT, then :WEIGHT when it is not 1. */
+static const char *server_label(const struct k2mc_server *sv, char *buf, size_t len)
+{
+	size_t hl = strlen(sv->host);
+
+	if (sv->is_unix) {
+		if (sv->weight != 1 || ends_in_colon_digits(sv->host, hl))
+			snprintf(buf, len, "unix:%s:%d", sv->host, sv->weight);
+		else
+			snprintf(buf, len, "unix:%s", sv->host);
+	} else {
+		snprintf(buf, len, strchr(sv->host, ':') != NULL ? "[%s]:%d" : "%s:%d", sv->host,
+			 sv->port);
+		if (sv->weight != 1)
+			snprintf(buf + strlen(buf), len - strlen(buf), ":%d", sv->weight);
+	}
+	return buf;
+}
+
+/* A TLS file must be there and readable when k2mc starts, not found
+ * missing at the first connection. A regular file: it is read again on every
+ * reconnect, which a pipe cannot be, and stat first so that a device is
+ * never opened. Opened and closed here; the transport reads it. */
+static enum k2mc_config_result check_tls_file(const char *flag, const char *path, char *err,
+					      size_t errlen)
+{
+	struct stat sb;
+	int fd;
+
+	if (path == NULL)
+		return K2MC_CONFIG_OK;
+	if (stat(path, &sb) != 0)
+		USAGE("%s %s: %s", flag, path, strerror(errno));
+	if (S_ISDIR(sb.st_mode))
+		USAGE("%s %s: is a directory, not a PEM file", flag, path);
+	if (!S_ISREG(sb.st_mode))
+		USAGE("%s %s: not a regular file", flag, path);
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		USAGE("%s %s: %s", flag, path, strerror(errno));
+	close(fd);
+	return K2MC_CONFIG_OK;
+}
+
+/* Deployments: weights only where the readers weigh servers, TLS settings
+ * only with TLS, both halves of a client certificate. */
+static enum k2mc_config_result check_servers_and_tls(const struct k2mc_config *c, char *err,
+						     size_t errlen)
+{
+	static const struct {
+		const char *flag;
+		size_t off;
+	} tls_opts[] = {
+		{ "--mc-tls-ca", offsetof(struct k2mc_config, mc_tls_ca) },
+		{ "--mc-tls-cert", offsetof(struct k2mc_config, mc_tls_cert) },
+		{ "--mc-tls-key", offsetof(struct k2mc_config, mc_tls_key) },
+		{ "--mc-tls-key-password", offsetof(struct k2mc_config, mc_tls_key_password) },
+		{ "--mc-tls-server-name", offsetof(struct k2mc_config, mc_tls_server_name) },
+	};
+	enum k2mc_config_result r;
+	char label[300];
+
+	if (!k2mc_distribution_weighted(c->distribution))
+		for (int i = 0; i < c->nservers; i++)
+			if (c->servers[i].weight != 1)
+				USAGE("-m: server %s has weight %d, but --distribution %s places keys "
+				      "as its readers do, without weights; weights are for "
+				      "--distribution libketama and dalli",
+				      server_label(&c->servers[i], label, sizeof(label)),
+				      c->servers[i].weight, k2mc_distribution_name(c->distribution));
+	if (!c->mc_tls) {
+		for (size_t i = 0; i < sizeof(tls_opts) / sizeof(tls_opts[0]); i++)
+			if (*(const char *const *)((const char *)c + tls_opts[i].off) != NULL)
+				USAGE("%s needs --mc-tls: TLS is off, so it would be ignored",
+				      tls_opts[i].flag);
+		if (c->mc_tls_insecure)
+			USAGE("--mc-tls-insecure needs --mc-tls: TLS is off, so it would be ignored");
+		return K2MC_CONFIG_OK;
+	}
+	if (c->mc_tls_cert != NULL && c->mc_tls_key == NULL)
+		USAGE("--mc-tls-cert needs --mc-tls-key: a client certificate is sent with its "
+		      "private key");
+	if (c->mc_tls_key != NULL && c->mc_tls_cert == NULL)
+		USAGE("--mc-tls-key needs --mc-tls-cert: a private key is used with its client "
+		      "certificate");
+	if (c->mc_tls_key_password != NULL && c->mc_tls_key == NULL)
+		USAGE("--mc-tls-key-password needs --mc-tls-key");
+	r = check_tls_file("--mc-tls-ca", c->mc_tls_ca, err, errlen);
+	if (r == K2MC_CONFIG_OK)
+		r = check_tls_file("--mc-tls-cert", c->mc_tls_cert, err, errlen);
+	if (r == K2MC_CONFIG_OK)
+		r = check_tls_file("--mc-tls-key", c->mc_tls_key, err, errlen);
+	return r;
+}
+
+/* Mapping, tombstones and refill: what only makes sense together. */
+static enum k2mc_config_result check_mapping(const struct k2mc_config *c,
+					     const struct parse_state *st, char *err,
+					     size_t errlen)
+{
+	if (st->ttl_past != 0 && !c->ttl_from_timestamp) {
+		char where[300] = "";
+
+		if (st->ttl_past_level == LVL_FILE)
+			snprintf(where, sizeof(where), "-F %s:%d: ", c->config_file,
+				 st->ttl_past_line);
+		USAGE("%s--ttl: %ld is over 30 days, so memcached reads it as an absolute unix time, "
+		      "and that time has passed: every item would be stored already expired; a "
+		      "relative TTL must be <= %d (or use --ttl-from-timestamp, where --ttl is a "
+		      "duration)",
+		      where, st->ttl_past, K2MC_TTL_RELATIVE_MAX);
+	}
+	if (c->ttl_from_timestamp && c->ttl == 0 && c->ttl_header == NULL)
+		USAGE("--ttl-from-timestamp needs --ttl SECONDS or --ttl-header NAME: without a TTL "
+		      "items never expire, so the timestamp would change nothing");
+	if (c->on_tombstone == K2MC_TOMB_INVALIDATE && c->mc_protocol == K2MC_PROTO_TEXT)
+		USAGE("--on-tombstone invalidate:%u needs the meta protocol (md <key> I T%u); "
+		      "--mc-protocol text has no invalidation: use delete or ignore, or --mc-protocol "
+		      "auto or meta",
+		      c->invalidate_grace_s, c->invalidate_grace_s);
+	if (!c->refill && st->refill_from_set)
+		USAGE("--refill-from needs --refill: refill is off, so it would be ignored");
+	if (!c->refill && st->refill_rate_set)
+		USAGE("--refill-rate needs --refill: refill is off, so it would be ignored");
 	return K2MC_CONFIG_OK;
 }
 
@@ -1076,7 +1677,7 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 {
 	struct parse_state st = { .servers = "127.0.0.1:11211", .topics_level = LVL_DEFAULT };
 	enum k2mc_config_result r;
-	int opt;
+	int opt, idx = -1;
 
 	set_defaults(c);
 	opterr = 0;
@@ -1085,7 +1686,12 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 	 * them in order. optind 0, not 1: glibc only forgets a half-parsed
 	 * "-abc" bundle from an earlier call when optind is 0. */
 	optind = 0;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, short_opts, long_opts, &idx)) != -1) {
+		if (idx >= 0 && !typed_in_full(argv, idx)) {
+			idx = -1;
+			continue; /* pass 2 reports it */
+		}
+		idx = -1;
 		if (opt == 'F') {
 			if (c->config_file != NULL)
 				USAGE("-F: only one config file, got '%s' and '%s'", c->config_file,
@@ -1103,9 +1709,18 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 
 	/* Pass 2: the command line, over the environment and the file. */
 	optind = 0;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, short_opts, long_opts, &idx)) != -1) {
 		if (opt == ':' || opt == '?')
 			return bad_option(opt, argv, err, errlen);
+		if (idx >= 0 && !typed_in_full(argv, idx)) {
+			const char *t = argv[optind - 1];
+
+			if (long_opts[idx].has_arg == required_argument && optarg == t)
+				t = argv[optind - 2];
+			USAGE("option '%.*s' is not spelled in full: did you mean --%s?",
+			      (int)strcspn(t, "="), t, long_opts[idx].name);
+		}
+		idx = -1;
 		r = apply(c, &st, LVL_ARGV, opt, optarg, err, errlen);
 		if (r != K2MC_CONFIG_OK)
 			return r;
@@ -1131,11 +1746,21 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 	}
 	r = check_dlq_topic(c, err, errlen);
 	if (r == K2MC_CONFIG_OK)
+		r = check_servers_and_tls(c, err, errlen);
+	if (r == K2MC_CONFIG_OK)
+		r = check_mapping(c, &st, err, errlen);
+	if (r == K2MC_CONFIG_OK)
 		r = check_xprops(c, &st, err, errlen);
 	if (r == K2MC_CONFIG_OK)
 		r = check_lease(c, err, errlen);
 	if (r == K2MC_CONFIG_OK)
 		r = k2mc_config_check_ring_memory(c, k2mc_config_memory_bytes(), err, errlen);
+	/* as ssh does for keys: a warning, once, before anything starts */
+	if (r == K2MC_CONFIG_OK && st.file_secrets[0] != '\0' && (st.file_mode & 077) != 0)
+		fprintf(stderr,
+			"k2mc: warning: -F %s holds secrets (%s) and is readable by group/others "
+			"(mode %04o); chmod 600 it\n",
+			c->config_file, st.file_secrets, st.file_mode);
 	return r;
 }
 
@@ -1157,6 +1782,69 @@ int k2mc_config_is_secret(const char *name)
 	return 0;
 }
 
+const char *k2mc_config_version(void)
+{
+	return K2MC_VERSION;
+}
+
+const char *k2mc_distribution_name(enum k2mc_distribution d)
+{
+	switch (d) {
+	case K2MC_DIST_LIBKETAMA:
+		return "libketama";
+	case K2MC_DIST_MODULA:
+		return "modula";
+	case K2MC_DIST_RENDEZVOUS:
+		return "rendezvous";
+	case K2MC_DIST_CRC32:
+		return "crc32";
+	case K2MC_DIST_DALLI:
+		return "dalli";
+	case K2MC_DIST_SPYMEMCACHED:
+		return "spymemcached";
+	case K2MC_DIST_KETAMA:
+	default:
+		return "ketama";
+	}
+}
+
+int k2mc_distribution_weighted(enum k2mc_distribution d)
+{
+	/* libketama (libmemcached KETAMA_WEIGHTED) and Dalli give a server
+	 * points in proportion to its weight; libmemcached's plain ketama and
+	 * modula, pymemcache, gomemcache and spymemcached's ketama ignore it */
+	return d == K2MC_DIST_LIBKETAMA || d == K2MC_DIST_DALLI;
+}
+
+const char *k2mc_mc_protocol_name(enum k2mc_mc_protocol p)
+{
+	return p == K2MC_PROTO_META ? "meta" : p == K2MC_PROTO_TEXT ? "text" : "auto";
+}
+
+const char *k2mc_log_format_name(enum k2mc_log_format f)
+{
+	return f == K2MC_LOG_JSON ? "json" : "text";
+}
+
+const char *k2mc_on_tombstone_name(enum k2mc_on_tombstone t)
+{
+	return t == K2MC_TOMB_IGNORE ? "ignore" : t == K2MC_TOMB_INVALIDATE ? "invalidate" : "delete";
+}
+
+/* --refill-from's DURATION in the largest unit that is exact */
+static const char *duration_str(int64_t ms, char *buf, size_t len)
+{
+	if (ms % 86400000 == 0)
+		snprintf(buf, len, "%lldd", (long long)(ms / 86400000));
+	else if (ms % 3600000 == 0)
+		snprintf(buf, len, "%lldh", (long long)(ms / 3600000));
+	else if (ms % 60000 == 0)
+		snprintf(buf, len, "%lldm", (long long)(ms / 60000));
+	else
+		snprintf(buf, len, "%llds", (long long)(ms / 1000));
+	return buf;
+}
+
 static const char *invalid_name(enum k2mc_invalid_policy p)
 {
 	switch (p) {
@@ -1173,6 +1861,8 @@ static const char *invalid_name(enum k2mc_invalid_policy p)
 
 void k2mc_config_dump(const struct k2mc_config *c, FILE *out)
 {
+	char label[300];
+
 	fprintf(out, "# k2mc %s effective configuration (defaults < environment < -F file < "
 		     "command line)\n# secrets are masked\n",
 		K2MC_VERSION);
@@ -1181,7 +1871,7 @@ void k2mc_config_dump(const struct k2mc_config *c, FILE *out)
 		fprintf(out, "topic=%s\n", c->topics[i]);
 	fprintf(out, "group=%s\nmemcached=", c->group);
 	for (int i = 0; i < c->nservers; i++)
-		fprintf(out, "%s%s:%d", i ? "," : "", c->servers[i].host, c->servers[i].port);
+		fprintf(out, "%s%s", i ? "," : "", server_label(&c->servers[i], label, sizeof(label)));
 	fprintf(out, "\noffset=%s\nexit=%s\n", c->offset_beginning ? "beginning" : "end",
 		c->exit_at_eof ? "true" : "false");
 	if (c->max_records > 0)
@@ -1197,6 +1887,39 @@ void k2mc_config_dump(const struct k2mc_config *c, FILE *out)
 		fprintf(out, "max-value-bytes=%llu\n", (unsigned long long)c->max_value_bytes);
 	fprintf(out, "max-buffer-bytes=%llu\n", (unsigned long long)c->max_buffer_bytes);
 	fprintf(out, "mc-eject=%s\n", c->mc_eject ? "true" : "false");
+	fprintf(out, "distribution=%s\nmc-protocol=%s\nmc-tls=%s\n",
+		k2mc_distribution_name(c->distribution), k2mc_mc_protocol_name(c->mc_protocol),
+		c->mc_tls ? "true" : "false");
+	if (c->mc_tls_ca != NULL)
+		fprintf(out, "mc-tls-ca=%s\n", c->mc_tls_ca);
+	if (c->mc_tls_cert != NULL)
+		fprintf(out, "mc-tls-cert=%s\n", c->mc_tls_cert);
+	if (c->mc_tls_key != NULL)
+		fprintf(out, "mc-tls-key=%s\n", c->mc_tls_key);
+	if (c->mc_tls_key_password != NULL)
+		fprintf(out, "mc-tls-key-password=********\n");
+	if (c->mc_tls_server_name != NULL)
+		fprintf(out, "mc-tls-server-name=%s\n", c->mc_tls_server_name);
+	if (c->mc_tls)
+		fprintf(out, "mc-tls-insecure=%s\n", c->mc_tls_insecure ? "true" : "false");
+	fprintf(out, "key=%s\nvalue=%s\n", c->key_template, c->value_template);
+	if (c->ttl_header != NULL)
+		fprintf(out, "ttl-header=%s\n", c->ttl_header);
+	fprintf(out, "ttl-from-timestamp=%s\nflags=%u\n", c->ttl_from_timestamp ? "true" : "false",
+		c->flags);
+	if (c->flags_header != NULL)
+		fprintf(out, "flags-header=%s\n", c->flags_header);
+	if (c->on_tombstone == K2MC_TOMB_INVALIDATE)
+		fprintf(out, "on-tombstone=invalidate:%u\n", c->invalidate_grace_s);
+	else
+		fprintf(out, "on-tombstone=%s\n", k2mc_on_tombstone_name(c->on_tombstone));
+	fprintf(out, "refill=%s\n", c->refill ? "true" : "false");
+	if (c->refill)
+		fprintf(out, "refill-from=%s\nrefill-rate=%llu\n",
+			c->refill_from_earliest ? "earliest"
+						: duration_str(c->refill_from_ms, label, sizeof(label)),
+			(unsigned long long)c->refill_rate);
+	fprintf(out, "log-format=%s\n", k2mc_log_format_name(c->log_format));
 	if (c->metrics_port > 0)
 		fprintf(out, strchr(c->metrics_host, ':') ? "metrics-addr=[%s]:%d\n"
 							  : "metrics-addr=%s:%d\n",

@@ -28,9 +28,54 @@
 #define K2MC_FENCE_MARGIN_MS(session) \
 	((int64_t)(session) / 10 > 500 ? (int64_t)(session) / 10 : (int64_t)500)
 
+/* sun_path of struct sockaddr_un holds 108 bytes with its NUL */
+#define K2MC_SUN_PATH_MAX 107
+/* -m weights: 1..65535, so weight x 160 points x K2MC_MAX_SERVERS stays in
+ * an int32 for whoever builds a weighted continuum */
+#define K2MC_WEIGHT_MAX 65535
+
+/* One -m entry. Read-only after k2mc_config_parse. */
 struct k2mc_server {
+	/* TCP: a host name or address (an IPv6 address without its brackets);
+	 * is_unix: the socket path (at most K2MC_SUN_PATH_MAX bytes) */
 	char host[256];
-	int port;
+	int port;    /* 1..65535; 0 for a unix socket */
+	int weight;  /* 1..K2MC_WEIGHT_MAX, default 1; != 1 only under a distribution
+		      * that has weights (k2mc_distribution_weighted) */
+	int is_unix; /* 1: AF_UNIX at host ("/PATH" or "unix:PATH[:WEIGHT]") */
+};
+
+/* --distribution: which readers' key placement k2mc reproduces (placement.c) */
+enum k2mc_distribution {
+	K2MC_DIST_KETAMA = 0,  /* libmemcached MEMCACHED_BEHAVIOR_KETAMA; pylibmc ketama */
+	K2MC_DIST_LIBKETAMA,   /* weighted MD5 ketama: PHP OPT_LIBKETAMA_COMPATIBLE,
+				* pylibmc ketama_weighted */
+	K2MC_DIST_MODULA,      /* libmemcached's default: PHP memcached, pylibmc */
+	K2MC_DIST_RENDEZVOUS,  /* pymemcache HashClient */
+	K2MC_DIST_CRC32,       /* gomemcache ServerList */
+	K2MC_DIST_DALLI,       /* Ruby Dalli's ring */
+	K2MC_DIST_SPYMEMCACHED, /* Java spymemcached KetamaConnectionFactory */
+};
+
+/* --mc-protocol: the dialect spoken to the servers (mcconn.c) */
+enum k2mc_mc_protocol {
+	K2MC_PROTO_AUTO = 0, /* meta where the server's version has it, else text */
+	K2MC_PROTO_META,
+	K2MC_PROTO_TEXT,
+};
+
+/* --on-tombstone: what a record with a null value does */
+enum k2mc_on_tombstone {
+	K2MC_TOMB_DELETE = 0, /* delete the key */
+	K2MC_TOMB_IGNORE,     /* nothing: acknowledged unwritten */
+	K2MC_TOMB_INVALIDATE, /* meta "md key I T<invalidate_grace_s>": stale, served
+			       * for the grace period (meta servers only) */
+};
+
+/* --log-format */
+enum k2mc_log_format {
+	K2MC_LOG_TEXT = 0,
+	K2MC_LOG_JSON, /* one object per line */
 };
 
 /* --on-invalid: what happens to a record Memcached cannot take */
@@ -41,6 +86,8 @@ enum k2mc_invalid_policy {
 	K2MC_INVALID_FAIL,     /* stop with exit 1, committing nothing at or past it */
 };
 
+/* Filled by k2mc_config_parse in main before any thread starts; read-only
+ * afterwards, so every thread may read it without synchronisation. */
 struct k2mc_config {
 	const char *brokers;            /* -b */
 	const char *topics[K2MC_MAX_TOPICS]; /* -t, repeatable */
@@ -57,8 +104,10 @@ struct k2mc_config {
 	uint32_t ring_size;             /* --ring-size: slots per (partition, writer) ring */
 	int batch;                      /* --batch: records per pipelined Memcached exchange */
 	int commit_interval_ms;         /* --commit-interval-ms */
-	uint32_t ttl;                   /* --ttl seconds, 0 = never expire */
-	const char *key_prefix;         /* --key-prefix */
+	uint32_t ttl;                   /* --ttl seconds, 0 = never expire; over 30 days an
+					 * absolute unix time (in the future), except under
+					 * ttl_from_timestamp, where it is a duration */
+	const char *key_prefix;         /* --key-prefix: before key_template's output */
 	size_t key_prefix_len;
 	int stats_interval_ms;          /* --stats-interval-ms */
 	int shutdown_timeout_ms;        /* --shutdown-timeout-ms */
@@ -75,6 +124,45 @@ struct k2mc_config {
 	const char *stats_json;         /* --stats-json FILE, "-" = stdout, NULL = off */
 	const char *config_file;        /* -F */
 	int dump_config;                /* --dump-config: print the effective configuration */
+	int check_config;               /* --check-config: main validates everything (TLS
+					 * files, templates) and exits 0 or 2, connecting nowhere */
+	enum k2mc_log_format log_format; /* --log-format, default text */
+
+	/* Deployments (issue 9) */
+	enum k2mc_distribution distribution; /* --distribution, default ketama */
+	enum k2mc_mc_protocol mc_protocol;   /* --mc-protocol, default auto */
+	int mc_tls;                     /* --mc-tls: TLS to every server */
+	/* The --mc-tls-* settings; each is refused without --mc-tls. The files
+	 * existed and were readable when parsed (not read here). NULL = unset. */
+	const char *mc_tls_ca;          /* --mc-tls-ca FILE; NULL = the system store */
+	const char *mc_tls_cert;        /* --mc-tls-cert FILE; set iff mc_tls_key is */
+	const char *mc_tls_key;         /* --mc-tls-key FILE */
+	const char *mc_tls_key_password; /* --mc-tls-key-password; only with mc_tls_key;
+					 * masked by --dump-config */
+	const char *mc_tls_server_name; /* --mc-tls-server-name; NULL = each -m host */
+	int mc_tls_insecure;            /* --mc-tls-insecure: no verification */
+
+	/* What lands in Memcached (issue 10); mapping.c compiles the templates */
+	const char *key_template;       /* --key, default "{key}"; key_prefix goes before it */
+	const char *value_template;     /* --value, default "{value}" */
+	const char *ttl_header;         /* --ttl-header NAME: per-record TTL in decimal
+					 * seconds; records without it get ttl. NULL = off */
+	int ttl_from_timestamp;         /* --ttl-from-timestamp: expiry = record timestamp +
+					 * TTL; then ttl is a duration of any length (the
+					 * expiry is sent as an absolute time past 30 days) */
+	uint32_t flags;                 /* --flags: client flags of every item, default 0 */
+	const char *flags_header;       /* --flags-header NAME: per-record flags in decimal;
+					 * records without it get flags. NULL = off */
+	enum k2mc_on_tombstone on_tombstone; /* --on-tombstone, default delete */
+	uint32_t invalidate_grace_s;    /* invalidate:SECONDS, 1..2592000; 0 otherwise */
+
+	/* Refill of a server that lost its contents (issue 12) */
+	int refill;                     /* --refill */
+	int refill_from_earliest;       /* --refill-from earliest (the default) */
+	int64_t refill_from_ms;         /* --refill-from DURATION: that long before the loss;
+					 * 0 when refill_from_earliest */
+	uint64_t refill_rate;           /* --refill-rate: records/s, 0 = unlimited, at most 1e9 */
+
 	/* Strings read from -F and the environment, which the pointers above
 	 * may point into: owned by c, freed by k2mc_config_free. */
 	struct k2mc_config_chunk *owned;
@@ -82,7 +170,8 @@ struct k2mc_config {
 
 enum k2mc_config_result {
 	K2MC_CONFIG_OK = 0,
-	K2MC_CONFIG_EXIT = 1,   /* -h or -V printed; exit 0 */
+	K2MC_CONFIG_EXIT = 1,   /* -h or -V printed; exit 0 (-V: "k2mc VERSION
+				 * (librdkafka X, libmemcached Y)") */
 	K2MC_CONFIG_USAGE = 2,  /* bad command line; message in err, exit 2 */
 };
 
@@ -96,7 +185,17 @@ enum k2mc_config_result {
  * properties (from any source) that turn on auto commit or offset store, set
  * group.id, disable partition EOF under -e or pick librdkafka < 2.3.0's
  * cooperative-sticky assignor, a fencing lease too short, rings larger than
- * memory. Pointers in c point into argv, which must outlive c, or into
+ * memory; TLS settings without --mc-tls, half a client certificate, TLS
+ * files that cannot be opened; meta-only or contradictory mapping settings.
+ * A -F file holding secrets (k2mc_config_is_secret names, such as
+ * mc-tls-key-password or sasl.password) that group or others may access
+ * (mode & 077) gets one warning line on stderr, printed here after a
+ * successful parse, before logging starts:
+ * "k2mc: warning: -F FILE holds secrets (NAMES) and is readable by
+ * group/others (mode 0644); chmod 600 it". Not fatal; main need not repeat it.
+ * Long options must be spelled in full (no getopt abbreviations: a new
+ * option must never change what an old abbreviation meant).
+ * Pointers in c point into argv, which must outlive c, or into
  * storage c owns: call k2mc_config_free after any result. */
 enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char **argv,
 					  char *err, size_t errlen);
@@ -104,15 +203,31 @@ void k2mc_config_free(struct k2mc_config *c);
 
 /* Prints the effective configuration as -F lines (so the output can be fed
  * back with -F), secrets masked: any -X property whose name says password,
- * secret or private key material. */
+ * secret or private key material, and mc-tls-key-password. */
 void k2mc_config_dump(const struct k2mc_config *c, FILE *out);
 /* 1 if the librdkafka property `name` holds a secret. */
 int k2mc_config_is_secret(const char *name);
 
-/* Parses "HOST:PORT[,HOST:PORT...]" into c->servers; 0 or -EINVAL (err set). */
+/* Parses a -m list into c->servers; 0 or -EINVAL (err set). Entries, comma
+ * separated, mixed freely: HOST:PORT[:WEIGHT], [IPV6]:PORT[:WEIGHT], /PATH
+ * (a unix socket; the whole entry is the path, no weight) and
+ * unix:PATH[:WEIGHT] (a final :DIGITS is the weight). Weights are not
+ * checked against the distribution here (k2mc_config_parse does). */
 int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err, size_t errlen);
 
 void k2mc_config_usage(FILE *out);
+
+/* K2MC_VERSION (the build's -DK2MC_VERSION, else "unknown"). */
+const char *k2mc_config_version(void);
+/* "ketama", "libketama", ...: the --distribution name. */
+const char *k2mc_distribution_name(enum k2mc_distribution d);
+/* 1 if the distribution's readers use -m weights (libketama, dalli): a
+ * weight other than 1 under any other is refused. */
+int k2mc_distribution_weighted(enum k2mc_distribution d);
+const char *k2mc_mc_protocol_name(enum k2mc_mc_protocol p); /* "auto", "meta", "text" */
+const char *k2mc_log_format_name(enum k2mc_log_format f);   /* "text", "json" */
+/* "delete", "ignore", "invalidate" (without the seconds) */
+const char *k2mc_on_tombstone_name(enum k2mc_on_tombstone t);
 
 /* What one partition's rings (writers x ring-size slots of 16 bytes, ring.h's
  * struct ring_item) and its watermark window (next_pow2(writers x ring-size)
