@@ -242,3 +242,61 @@ FAKE_MC := tests/fake_mc.c
 build/tests/test_mcconn: build/obj/$(FAKE_MC:.c=.o)
 build/tests/asan/test_mcconn: build/asan/$(FAKE_MC:.c=.o)
 build/tests/tsan/test_mcconn: build/tsan/$(FAKE_MC:.c=.o)
+
+# ---- issue 9: transports, --mc-protocol, misbehaving servers -----------------
+# Appended block. src/workers/transport.c (TCP, unix sockets, TLS with
+# OpenSSL) joins every variant of k2mc and every suite; mc-ceiling links it
+# too (with log.o: mcconn logs a fallback value limit once per server).
+# test_transport (unit: plain, ASan+UBSan, TSan) runs mcconn over unix
+# sockets and TLS against real memcached (-s, -Z with certificates the test
+# makes with openssl) and the fake server's misbehaviours; test_deploy
+# (integration) runs k2mc end to end through nutcracker (twemproxy), over a
+# unix socket and over TLS. make fuzz also fuzzes the reply parser.
+ISSUE9_PKGS  := libssl-dev openssl nutcracker
+ISSUE9_STAMP := build/.deps-issue9
+$(ISSUE9_STAMP): Makefile
+	@mkdir -p build
+	@missing=""; for p in $(ISSUE9_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@touch $@
+# every object waits for the deps stamp; OpenSSL's headers come with it
+$(DEPS_STAMP): $(ISSUE9_STAMP)
+TRANSPORT_SRC := src/workers/transport.c
+K2MC_SRCS += $(TRANSPORT_SRC)
+LIBS      += -lssl -lcrypto
+TLIBS     += -lssl -lcrypto
+build/k2mc: build/obj/$(TRANSPORT_SRC:.c=.o)
+build/asan/k2mc: build/asan/$(TRANSPORT_SRC:.c=.o)
+build/tsan/k2mc: build/tsan/$(TRANSPORT_SRC:.c=.o)
+build/mc-ceiling: build/obj/$(TRANSPORT_SRC:.c=.o) build/obj/src/core/log.o
+ISSUE9_UNIT  := transport
+ISSUE9_INTEG := deploy
+UNIT_BINS    += $(ISSUE9_UNIT:%=build/tests/test_%)
+ASAN_BINS    += $(ISSUE9_UNIT:%=build/tests/asan/test_%)
+TSAN_BINS    += $(ISSUE9_UNIT:%=build/tests/tsan/test_%)
+unit: $(ISSUE9_UNIT:%=build/tests/test_%) $(ISSUE9_UNIT:%=build/tests/asan/test_%) \
+      $(ISSUE9_UNIT:%=build/tests/tsan/test_%)
+INTEG_TESTS  += $(ISSUE9_INTEG)
+INTEG_BINS   += $(ISSUE9_INTEG:%=build/tests/test_%)
+integration: $(ISSUE9_INTEG:%=build/tests/test_%)
+# every suite links every module: transport.o into all of them, and into
+# this block's suites every module the blocks above added (K2MC_SRCS now)
+$(UNIT_BINS) $(INTEG_BINS): build/obj/$(TRANSPORT_SRC:.c=.o)
+$(ASAN_BINS): build/asan/$(TRANSPORT_SRC:.c=.o)
+$(TSAN_BINS): build/tsan/$(TRANSPORT_SRC:.c=.o)
+$(ISSUE9_UNIT:%=build/tests/test_%) $(ISSUE9_INTEG:%=build/tests/test_%): \
+  $(K2MC_SRCS:%.c=build/obj/%.o) build/obj/$(FAKE_MC:.c=.o)
+$(ISSUE9_UNIT:%=build/tests/asan/test_%): $(K2MC_SRCS:%.c=build/asan/%.o) \
+  build/asan/$(FAKE_MC:.c=.o)
+$(ISSUE9_UNIT:%=build/tests/tsan/test_%): $(K2MC_SRCS:%.c=build/tsan/%.o) \
+  build/tsan/$(FAKE_MC:.c=.o)
+# the reply parser, fed bytes without a socket (mcconn_feed)
+FUZZ_BINS += build/fuzz/fuzz_replies
+fuzz: build/fuzz/fuzz_replies
+build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c $(TRANSPORT_SRC) \
+  src/core/log.c $(FUZZ_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_replies.c src/workers/mcconn.c $(TRANSPORT_SRC) \
+	  src/core/log.c -o $@ -lssl -lcrypto

@@ -5,12 +5,17 @@
  * the only difference from k2mc is everything k2mc does besides writing.
  * Not a load generator for anything else, and not a correctness check.
  *
- *   mc-ceiling -m HOST:PORT --records N --keys K --value-size B
+ *   mc-ceiling -m HOST:PORT|/PATH|unix:PATH --records N --keys K --value-size B
  *              [--tombstones PCT] [--seed S] [--batch B] [--conns C] [--sweep]
+ *              [--tls [--tls-ca FILE] [--tls-server-name NAME] [--tls-insecure]]
+ *
+ * -m /PATH (or unix:PATH) writes over a unix socket; --tls over TLS (the
+ * same transport k2mc uses, src/workers/transport.c), so that bench.py can
+ * put TCP, unix socket and TLS side by side.
  *
  * stdout, one line:
  *   {"tool":"mc-ceiling","records":N,"seconds":S,"rps":R,"mbps":M,
- *    "batch":B,"conns":C,"cpu_user":U,"cpu_sys":Y}
+ *    "batch":B,"conns":C,"cpu_user":U,"cpu_sys":Y,"transport":"tcp|unix|tls"}
  * seconds and cpu_* (this process, all threads) cover the writing only: the
  * records are generated in memory first, untimed. mbps = key + value bytes
  * per second / 1e6. --sweep tries every batch in {100, 500, 1000, 2000, 5000}
@@ -28,6 +33,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -58,6 +64,8 @@ static const unsigned sweep_conns[] = { 1, 2, 4 };
 struct opts {
 	char host[256];
 	int port;
+	int is_unix;
+	struct transport_tls tls;
 	uint64_t records;
 	uint32_t keys;
 	uint32_t value_size;
@@ -130,9 +138,10 @@ __attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
 
 static void usage(FILE *f)
 {
-	fputs("usage: mc-ceiling -m HOST:PORT --records N --keys K --value-size B\n"
+	fputs("usage: mc-ceiling -m HOST:PORT|/PATH|unix:PATH --records N --keys K --value-size B\n"
 	      "                  [--tombstones PCT] [--seed S] [--batch B] [--conns C] [--sweep]\n"
-	      "                  [--chunk-mib M]\n"
+	      "                  [--chunk-mib M] [--tls [--tls-ca FILE] [--tls-server-name NAME]\n"
+	      "                  [--tls-insecure]]\n"
 	      "Writes k2mc-mock's record stream straight to memcached, pipelined and\n"
 	      "acknowledged, and prints one JSON line. Defaults: --keys 10000\n"
 	      "--value-size 100 --seed 1 --batch 500 --conns 1 --chunk-mib 1024.\n",
@@ -179,6 +188,18 @@ static int parse_hostport(struct opts *o, const char *s)
 	const char *colon = strrchr(s, ':');
 	uint64_t port;
 
+	if (s[0] == '/' || strncmp(s, "unix:", 5) == 0) {
+		const char *path = s[0] == '/' ? s : s + 5;
+
+		if (strlen(path) >= 108) {
+			err("-m: unix socket path over 107 bytes");
+			return -EINVAL;
+		}
+		snprintf(o->host, sizeof(o->host), "%s", path);
+		o->port = 0;
+		o->is_unix = 1;
+		return 0;
+	}
 	if (!colon || colon == s || (size_t)(colon - s) >= sizeof(o->host) ||
 	    parse_u64("-m port", colon + 1, 1, 65535, &port)) {
 		err("-m: expected HOST:PORT, got \"%s\"", s);
@@ -200,6 +221,10 @@ enum {
 	OPT_CONNS,
 	OPT_SWEEP,
 	OPT_CHUNK_MIB,
+	OPT_TLS,
+	OPT_TLS_CA,
+	OPT_TLS_NAME,
+	OPT_TLS_INSECURE,
 };
 
 static int parse_args(struct opts *o, int argc, char **argv)
@@ -214,6 +239,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		{ "conns", required_argument, NULL, OPT_CONNS },
 		{ "sweep", no_argument, NULL, OPT_SWEEP },
 		{ "chunk-mib", required_argument, NULL, OPT_CHUNK_MIB },
+		{ "tls", no_argument, NULL, OPT_TLS },
+		{ "tls-ca", required_argument, NULL, OPT_TLS_CA },
+		{ "tls-server-name", required_argument, NULL, OPT_TLS_NAME },
+		{ "tls-insecure", no_argument, NULL, OPT_TLS_INSECURE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -282,6 +311,18 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			if (parse_u64("--chunk-mib", optarg, 1, 1u << 20, &v))
 				return -EINVAL;
 			o->chunk_bytes = v << 20;
+			break;
+		case OPT_TLS:
+			o->tls.enabled = 1;
+			break;
+		case OPT_TLS_CA:
+			o->tls.ca = optarg;
+			break;
+		case OPT_TLS_NAME:
+			o->tls.server_name = optarg;
+			break;
+		case OPT_TLS_INSECURE:
+			o->tls.insecure = 1;
 			break;
 		case 'h':
 			return 1;
@@ -455,9 +496,14 @@ static int run_once(const struct opts *o, struct arena *ar, uint64_t n, unsigned
 
 		w->run = run;
 		w->id = i;
-		w->conn = mcconn_new(o->host, o->port);
+		struct transport_addr a = { .host = o->host, .port = o->port,
+					    .is_unix = o->is_unix };
+		struct mcconn_opts mo = { .tls = &o->tls };
+		char why[512];
+
+		w->conn = mcconn_new_opts(&a, &mo, why, sizeof(why));
 		if (!w->conn) {
-			err("out of memory");
+			err("%s", why);
 			goto out;
 		}
 		if (mcconn_ensure(w->conn, MCC_CONNECT_TIMEOUT_MS)) {
@@ -528,14 +574,16 @@ static double rate(double x, double secs)
 }
 
 /* The fields every line shares, after the "tool" or "trial" field. */
-static void print_result(FILE *f, const char *head, const struct result *r, unsigned batch,
-			 unsigned conns)
+static void print_result(FILE *f, const char *head, const struct opts *o,
+			 const struct result *r, unsigned batch, unsigned conns)
 {
 	fprintf(f,
 		"{%s,\"records\":%" PRIu64 ",\"seconds\":%.6f,\"rps\":%.1f,\"mbps\":%.3f,"
-		"\"batch\":%u,\"conns\":%u,\"cpu_user\":%.3f,\"cpu_sys\":%.3f}\n",
+		"\"batch\":%u,\"conns\":%u,\"cpu_user\":%.3f,\"cpu_sys\":%.3f,"
+		"\"transport\":\"%s\"}\n",
 		head, r->records, r->seconds, rate((double)r->records, r->seconds),
-		rate((double)r->bytes, r->seconds) / 1e6, batch, conns, r->user, r->sys);
+		rate((double)r->bytes, r->seconds) / 1e6, batch, conns, r->user, r->sys,
+		o->is_unix ? "unix" : o->tls.enabled ? "tls" : "tcp");
 	fflush(f);
 }
 
@@ -555,6 +603,9 @@ int main(int argc, char **argv)
 	unsigned batch, conns;
 	int r, rc = 1;
 
+	/* a TLS peer that goes away must not kill the run (OpenSSL writes
+	 * with write(), not send(MSG_NOSIGNAL)) */
+	signal(SIGPIPE, SIG_IGN);
 	r = parse_args(&o, argc, argv);
 	if (r) {
 		usage(r > 0 ? stdout : stderr);
@@ -580,7 +631,7 @@ int main(int argc, char **argv)
 				if (run_once(&o, &ar, tn, b, c, &res))
 					goto out;
 				snprintf(head, sizeof(head), "\"trial\":%u", k++);
-				print_result(stderr, head, &res, b, c);
+				print_result(stderr, head, &o, &res, b, c);
 				if (result_bad(&res))
 					goto out;
 				if (rate((double)res.records, res.seconds) > best) {
@@ -593,7 +644,7 @@ int main(int argc, char **argv)
 	}
 	if (run_once(&o, &ar, o.records, batch, conns, &res))
 		goto out;
-	print_result(stdout, "\"tool\":\"mc-ceiling\"", &res, batch, conns);
+	print_result(stdout, "\"tool\":\"mc-ceiling\"", &o, &res, batch, conns);
 	rc = result_bad(&res) ? 1 : 0;
 out:
 	arena_free(&ar);

@@ -852,7 +852,9 @@ Test(mcconn, peer_closing_on_version_gets_classic_without_probes)
 	size_t n;
 
 	cr_assert(!mcconn_meta(c), "meta through a peer that closed on version");
-	cr_assert_eq(mcconn_item_limit(c), 0);
+	/* unknown: the fallback, memcached's default (issue 9) */
+	cr_assert_eq(mcconn_item_limit(c), 1u << 20);
+	cr_assert(!mcconn_item_limit_known(c));
 	cr_assert_str_eq(mcconn_version(c), "");
 	cr_assert_str_eq(mcconn_error(c), "", "a refused probe is not an error");
 	queue_set_str(c, "k1", "v");
@@ -884,7 +886,9 @@ Test(mcconn, peer_closing_on_stats_gets_classic_without_probes)
 	char lines[16][128];
 
 	cr_assert(!mcconn_meta(c), "meta through a peer that closed on stats");
-	cr_assert_eq(mcconn_item_limit(c), 0);
+	/* unknown: the fallback, memcached's default (issue 9) */
+	cr_assert_eq(mcconn_item_limit(c), 1u << 20);
+	cr_assert(!mcconn_item_limit_known(c));
 	queue_set_str(c, "k1", "v");
 	cr_assert_eq(exchange_until(c, 5000), MC_X_DONE, "%s", mcconn_error(c));
 	cr_assert_eq(fake_mc_connections(f), 2);
@@ -927,7 +931,9 @@ Test(mcconn, stats_error_means_unknown_limit)
 	struct fake_mc *f = start_fake(0, &o);
 	struct mc_conn *c = connect_to(0, fake_mc_port(f));
 
-	cr_assert_eq(mcconn_item_limit(c), 0);
+	/* unknown: the fallback, memcached's default (issue 9) */
+	cr_assert_eq(mcconn_item_limit(c), 1u << 20);
+	cr_assert(!mcconn_item_limit_known(c));
 	cr_assert(mcconn_meta(c));
 	cr_assert_eq(fake_mc_connections(f), 1);
 	queue_set_str(c, "k1", "v");
@@ -948,7 +954,9 @@ Test(mcconn, client_error_to_everything)
 
 	c = connect_to(0, fake_mc_port(start_fake(0, &classic)));
 	cr_assert(!mcconn_meta(c));
-	cr_assert_eq(mcconn_item_limit(c), 0);
+	/* unknown: the fallback, memcached's default (issue 9) */
+	cr_assert_eq(mcconn_item_limit(c), 1u << 20);
+	cr_assert(!mcconn_item_limit_known(c));
 	queue_set_str(c, "k1", "v");
 	queue_set_str(c, "k2", "v");
 	cr_assert_eq(exchange_until(c, 5000), MC_X_DONE, "%s", mcconn_error(c));
@@ -1094,7 +1102,8 @@ Test(mcconn, send_deadline_in_the_past_sends_nothing)
 	cr_assert_eq(x, MC_X_DONE, "%s (%s)", xname(x), mcconn_error(c));
 	cr_assert_eq(mcconn_reply(c, 0), MC_STORED);
 	cr_assert_eq(fake_lines(f, 1, lines, 16), 4);
-	cr_assert_str_eq(lines[2], "ms fenced 1 q");
+	/* the last command answers before "MN" (issue 9) */
+	cr_assert_str_eq(lines[2], "ms fenced 1 k");
 	cr_assert_str_eq(lines[3], "mn");
 }
 

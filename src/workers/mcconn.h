@@ -8,6 +8,8 @@
  * syntax is "ms <key> S<size>"), so a value would be parsed as a command
  * line. Everything else gets the classic dialect, whose length-prefixed data
  * block cannot be misread.
+ * The bytes go over a transport (transport.h: TCP, unix socket, TLS); this
+ * module is the protocol only.
  * Why not libmemcached's BUFFER_REQUESTS: its memcached_purge() reads and
  * discards the replies of buffered commands, so a failed set is invisible.
  * libmemcached still decides which server a key belongs to (writer.c). */
@@ -16,6 +18,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "workers/transport.h"
+
+struct k2mc_config;
+struct k2mc_server;
 
 enum mc_reply {
 	MC_NONE = 0,     /* no reply read yet */
@@ -40,7 +47,44 @@ enum mc_exchange {
 
 struct mc_conn;
 
+/* --mc-protocol; the same values as config.h's enum k2mc_mc_protocol */
+enum mcconn_protocol {
+	MCCONN_PROTO_AUTO = 0, /* "version" decides: meta for memcached >= 1.6.10, else
+				* classic; a peer that closes on a probe (a proxy) or
+				* answers an unknown-command error is classic, not down */
+	MCCONN_PROTO_META,     /* meta or nothing: a server that does not answer "mn"
+				* with "MN", or names a memcached < 1.6.10, is refused
+				* (connect fails with the reason) */
+	MCCONN_PROTO_TEXT,     /* classic only, not one probe (twemproxy closes on them) */
+};
+
+struct mcconn_opts {
+	enum mcconn_protocol protocol;
+	/* NULL or !enabled: plain; must outlive the connection */
+	const struct transport_tls *tls;
+	/* the value limit when the server does not say (no "stats settings":
+	 * a proxy, --mc-protocol text): --max-value-bytes, 0 = memcached's
+	 * default 1 MiB; which one is logged once per server */
+	size_t fallback_limit;
+};
+
+/* A connection to addr (TCP, or a unix socket) with these options (NULL:
+ * auto, plain, 1 MiB fallback). NULL with the reason in err (out of memory,
+ * unreadable TLS files, a wrong key password). Not connected yet. */
+struct mc_conn *mcconn_new_opts(const struct transport_addr *addr, const struct mcconn_opts *o,
+				char *err, size_t errlen);
+/* TCP, auto, plain (the tools and older callers). */
 struct mc_conn *mcconn_new(const char *host, int port);
+
+/* From k2mc's configuration: a connection to one -m server (TCP or unix
+ * socket), with --mc-protocol, --mc-tls* and --max-value-bytes as the
+ * fallback limit. cfg must outlive it. --mc-tls-insecure is warned about
+ * once per process. NULL with the reason in err (mcconn_new_opts). */
+struct mc_conn *mcconn_new_server(const struct k2mc_server *s, const struct k2mc_config *cfg,
+				  char *err, size_t errlen);
+/* cfg's TLS settings as the transport takes them (for a start-up check:
+ * transport_tls_check, e.g. under --check-config). */
+void mcconn_tls_from_config(const struct k2mc_config *cfg, struct transport_tls *tls);
 void mcconn_free(struct mc_conn *c);
 const char *mcconn_name(const struct mc_conn *c);
 /* The reason for the last failure, for logs ("connection refused"). */
@@ -48,9 +92,12 @@ const char *mcconn_error(const struct mc_conn *c);
 
 /* Connects if not connected: 0, or -errno (connection left closed). The
  * dialect ("version") and the item size limit ("stats settings") are read
- * here, on every (re)connect, within timeout_ms in all. A peer that closes
- * the connection on a probe (a proxy such as twemproxy) is connected to
- * again: classic, limit 0, and no probes on its later connects. A
+ * here, on every (re)connect, within timeout_ms in all (--mc-protocol text:
+ * no probes). A peer that closes the connection on a probe (a proxy such as
+ * twemproxy) is connected to again: classic, the fallback limit, and no
+ * probes on its later connects. For TLS the handshake and the certificate
+ * check come first: a server that fails them gets no byte of k2mc's
+ * (-EACCES, "TLS: certificate verify failed: <reason>"). A
  * connection the server closed while idle (memcached -o idle_timeout) is
  * noticed here (poll with no wait, while no byte of the batch is sent) and
  * remade quietly: that is not a failure. So call it before every exchange
@@ -59,9 +106,15 @@ int mcconn_ensure(struct mc_conn *c, int timeout_ms);
 int mcconn_connected(const struct mc_conn *c);
 /* 1 if this connection speaks the meta dialect (memcached >= 1.6.10). */
 int mcconn_meta(const struct mc_conn *c);
-/* The server's item_size_max as read on the last connect; 0 if unknown
- * (not connected yet, or a server or proxy without "stats settings"). */
+/* The largest item the server takes, as of the last connect: its
+ * item_size_max from "stats settings", or where it does not say (a proxy,
+ * --mc-protocol text) the fallback (struct mcconn_opts). 0 before the first
+ * connect. */
 size_t mcconn_item_limit(const struct mc_conn *c);
+/* 1 if mcconn_item_limit came from the server itself. */
+int mcconn_item_limit_known(const struct mc_conn *c);
+/* 1 if the connection is TLS. */
+int mcconn_tls(const struct mc_conn *c);
 /* "1.6.18" as the server last said, or "" if unknown. */
 const char *mcconn_version(const struct mc_conn *c);
 /* Connections remade after an idle close, without counting a failure. */
@@ -108,5 +161,12 @@ enum mc_reply mcconn_reply(const struct mc_conn *c, size_t i);
  * (a server that answers errors and never "MN"); kept across
  * mcconn_rewind, cleared by mcconn_reset_batch. */
 const char *mcconn_last_reply_text(const struct mc_conn *c);
+
+/* Fuzzing and tests only: the reply parser without a socket. As if the
+ * queued batch had been sent in full (a meta batch terminated first) and
+ * these bytes had arrived from the server. 0 (mcconn_done says whether the
+ * batch is complete), or -EPROTO (reason in mcconn_error; the replies are
+ * cleared, as when an exchange fails). */
+int mcconn_feed(struct mc_conn *c, const void *bytes, size_t len);
 
 #endif

@@ -1154,12 +1154,15 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	if (w->conns == NULL || w->fails == NULL || w->ejected_until == NULL || w->limit == NULL)
 		return -ENOMEM;
 	for (int s = 0; s < cfg->nservers; s++) {
-		const memcached_instance_st *in = memcached_server_instance_by_position(w->memc,
-											(uint32_t)s);
+		char why[512];
 
-		w->conns[s] = mcconn_new(memcached_server_name(in), memcached_server_port(in));
-		if (w->conns[s] == NULL)
-			return -ENOMEM;
+		/* libmemcached's position s is cfg->servers[s] (added in order
+		 * above); TCP or unix socket, --mc-protocol, --mc-tls* */
+		w->conns[s] = mcconn_new_server(&cfg->servers[s], cfg, why, sizeof(why));
+		if (w->conns[s] == NULL) {
+			k2mc_err("%s", why);
+			return -EINVAL;
+		}
 	}
 	w->items = calloc(b, sizeof(*w->items));
 	w->item_part = calloc(b, sizeof(*w->item_part));
