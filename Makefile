@@ -9,8 +9,15 @@ CFLAGS   ?= -O2
 LIBS     := -lrdkafka -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpthread
 TLIBS    := $(LIBS) -lcriterion
 
-DEB_PKGS := librdkafka-dev libmemcached-dev liburcu-dev libcriterion-dev libxxhash-dev \
-            libmicrohttpd-dev memcached libmemcached-tools kcat pkg-config
+# The Debian packages k2mc needs: the one list, shown in README ("The two
+# commands"). The libraries k2mc links, with their headers; for `make test`
+# and `make demo`: Criterion, memcached, openssl (the TLS tests' certificates)
+# and nutcracker (the proxy test). build-essential, git and python3 (demo,
+# bench) are taken as given. PKG_TOOLS: only for `make deb` and
+# `make package-test` (debhelper, lintian, and systemd for systemd-analyze).
+DEB_PKGS  := librdkafka-dev libmemcached-dev liburcu-dev libxxhash-dev libmicrohttpd-dev \
+             libssl-dev libsystemd-dev libcriterion-dev memcached openssl nutcracker
+PKG_TOOLS := debhelper dpkg-dev lintian systemd
 DEPS_STAMP := build/.deps
 
 K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
@@ -23,13 +30,15 @@ MAIN_SRC  := src/core/k2mc.c
 all: build/k2mc build/k2mc-mock build/k2mc-verify
 
 # Install what a fresh Debian machine lacks; a stamp keeps later builds quiet.
+# contrib/apt-deps.sh runs apt-get as root, or through sudo for a user who
+# has it; otherwise it prints the one apt-get line to run and make stops.
+# Only apt-get is run as root: build/ stays the user's. No service starts
+# during the install (policy-rc.d). K2MC_DEPS=none skips the check (the
+# package build: dpkg-buildpackage has checked Build-Depends).
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): Makefile
 	@mkdir -p build
-	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
-	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(DEB_PKGS)
 	@touch $@
 
 # Three variants of every object: plain, ASan+UBSan, TSan.
@@ -300,3 +309,136 @@ build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c $(TRANSPORT_SR
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_replies.c src/workers/mcconn.c $(TRANSPORT_SRC) \
 	  src/core/log.c -o $@ -lssl -lcrypto
+
+# ---- issue 11: version, sd_notify, install, the Debian package --------------
+# Appended block.
+#
+# The version, from one place. VERSION holds the release (0.1.0). In a git
+# checkout of this tree the commit is added the way `git describe --tags
+# --always --dirty` would say it: a v<release> tag gives
+# <release>+<commits since>.g<hash>, no tag gives <VERSION>+g<hash>, and
+# uncommitted changes add .dirty; spelled so that it is also a valid Debian
+# version. Outside a checkout (a tarball, the copy `make deb` builds from):
+# the VERSION file. `git describe --dirty` itself is not run: it refreshes
+# and rewrites .git/index, racing other git commands in the same tree.
+VERSION := $(shell v=$$(cat VERSION 2>/dev/null || echo 0.0.0); \
+  if [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
+    d=$$(git describe --tags --match 'v[0-9]*' HEAD 2>/dev/null | \
+         sed 's/^v//; s/-\([0-9]*\)-g/+\1.g/'); \
+    [ -n "$$d" ] || d="$$v+g$$(git rev-parse --short HEAD)"; \
+    git diff-index --quiet HEAD -- 2>/dev/null || d="$$d.dirty"; v=$$d; \
+  fi; echo "$$v")
+CFLAGS_BASE += -DK2MC_VERSION='"$(VERSION)"'
+# Objects that print the version are rebuilt when it changes: build/.version
+# is rewritten only then.
+VERSION_STAMP := build/.version
+VERSION_USERS := $(shell grep -l K2MC_VERSION src/*/*.c bench/*.c 2>/dev/null)
+$(foreach v,obj asan tsan,$(VERSION_USERS:%.c=build/$(v)/%.o)): $(VERSION_STAMP)
+$(VERSION_STAMP): k2mc-version-check
+	@mkdir -p $(dir $@)
+	@[ "$$(cat $@ 2>/dev/null)" = '$(VERSION)' ] || echo '$(VERSION)' > $@
+.PHONY: k2mc-version-check version
+k2mc-version-check: ;
+version:
+	@echo '$(VERSION)'
+# the package list, for tests/package_check.sh (README must show it)
+.PHONY: deps-list
+deps-list:
+	@echo $(DEB_PKGS)
+
+# sd_notify (src/core/notify.c, libsystemd): READY=1 after the first
+# assignment, STATUS= with the stats line, STOPPING=1 when the drain starts.
+# Only main calls it, so only the k2mc binaries link it; its unit suite links
+# the module, the log and the harness (for its TSan/Criterion arena fix)
+# alone: plain, ASan+UBSan, TSan like the others.
+NOTIFY_SRC := src/core/notify.c
+K2MC_SRCS  += $(NOTIFY_SRC)
+LIBS       += -lsystemd
+TLIBS      += -lsystemd
+build/k2mc: build/obj/$(NOTIFY_SRC:.c=.o)
+build/asan/k2mc: build/asan/$(NOTIFY_SRC:.c=.o)
+build/tsan/k2mc: build/tsan/$(NOTIFY_SRC:.c=.o)
+NOTIFY_UNIT := notify
+UNIT_BINS   += build/tests/test_notify
+ASAN_BINS   += build/tests/asan/test_notify
+TSAN_BINS   += build/tests/tsan/test_notify
+unit: build/tests/test_notify build/tests/asan/test_notify build/tests/tsan/test_notify
+build/tests/test_notify: tests/test_notify.c $(HARNESS) build/obj/$(NOTIFY_SRC:.c=.o) \
+                         build/obj/src/core/log.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $^ -o $@ $(TLIBS)
+build/tests/asan/test_notify: tests/test_notify.c $(HARNESS) build/asan/$(NOTIFY_SRC:.c=.o) \
+                              build/asan/src/core/log.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer $^ -o $@ $(TLIBS)
+build/tests/tsan/test_notify: tests/test_notify.c $(HARNESS) build/tsan/$(NOTIFY_SRC:.c=.o) \
+                              build/tsan/src/core/log.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 -fsanitize=thread $^ -o $@ $(TLIBS)
+
+# make install: PREFIX (default /usr/local) and DESTDIR as usual. The
+# configuration goes to /etc for the system prefixes /usr and /usr/local (the
+# unit reads /etc/k2mc/INSTANCE.conf wherever the binary is), under PREFIX for
+# any other. Units: /lib/systemd/system for PREFIX=/usr (Debian's place),
+# else PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/system;
+# for other prefixes, `systemctl link` the unit). The installed unit names
+# the installed paths. The mock cluster and the bench tools stay in build/.
+# make uninstall removes exactly these files, and /etc/k2mc when it is empty
+# (instance configurations stay).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+INSTALLED  := $(BINDIR)/k2mc $(MANDIR)/man1/k2mc.1 $(SYSCONFDIR)/k2mc/k2mc.conf.example \
+              $(UNITDIR)/k2mc@.service
+.PHONY: install uninstall pkg-deps deb package-test
+install: build/k2mc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(SYSCONFDIR)/k2mc \
+	  $(DESTDIR)$(UNITDIR)
+	install -m 0755 build/k2mc $(DESTDIR)$(BINDIR)/k2mc
+	sed '/^\.TH /s/"k2mc [^"]*"/"k2mc $(VERSION)"/' k2mc.1 > $(DESTDIR)$(MANDIR)/man1/k2mc.1
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/k2mc.1
+	install -m 0644 contrib/k2mc.conf.example $(DESTDIR)$(SYSCONFDIR)/k2mc/k2mc.conf.example
+	sed -e 's|/usr/bin/k2mc|$(BINDIR)/k2mc|g' -e 's|/etc/k2mc|$(SYSCONFDIR)/k2mc|g' \
+	  contrib/systemd/k2mc@.service > $(DESTDIR)$(UNITDIR)/k2mc@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/k2mc@.service
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@rmdir $(DESTDIR)$(SYSCONFDIR)/k2mc 2>/dev/null || \
+	  { [ ! -d $(DESTDIR)$(SYSCONFDIR)/k2mc ] || \
+	    echo "kept $(DESTDIR)$(SYSCONFDIR)/k2mc: it holds other files (configurations)"; }
+
+# make deb: k2mc_$(VERSION)_<arch>.deb in build/, built with debhelper
+# (debian/) by dpkg-buildpackage from a copy of the tree in build/deb/, so
+# that nothing is written outside build/ (dpkg-buildpackage puts its results
+# in the parent directory). The copy gets the version in VERSION and in
+# debian/changelog. No network, no tests (override_dh_auto_test). Leaves the
+# debug symbols as build/k2mc-dbgsym_*.deb, the build log in
+# build/deb/build.log.
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_FILE := build/k2mc_$(VERSION)_$(DEB_ARCH).deb
+DEB_SRC  := build/deb/k2mc-$(VERSION)
+pkg-deps: deps
+	@contrib/apt-deps.sh $(PKG_TOOLS)
+deb: pkg-deps
+	@rm -rf build/deb build/k2mc_*.deb build/k2mc-dbgsym_*.deb && mkdir -p $(DEB_SRC)
+	@if [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
+	  git ls-files -co --exclude-standard | while IFS= read -r f; do [ ! -e "$$f" ] || \
+	    printf '%s\n' "$$f"; done; \
+	else find . -path ./build -prune -o -path ./.git -prune -o ! -type d -print; fi | \
+	  tar -cf - -T - | tar -xf - -C $(DEB_SRC)
+	@echo '$(VERSION)' > $(DEB_SRC)/VERSION
+	@sed -i '1s/([^)]*)/($(VERSION))/' $(DEB_SRC)/debian/changelog
+	@echo "dpkg-buildpackage -us -uc -b in $(DEB_SRC) (log: build/deb/build.log)"
+	@cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b > ../build.log 2>&1 || \
+	  { tail -40 ../build.log; echo "make deb: dpkg-buildpackage failed"; exit 1; }
+	@cp build/deb/*.deb build/
+	@ls -1 build/*_$(VERSION)_*.deb
+
+# make package-test (.ci/run): the .deb through lintian (errors fail), into a
+# scratch root (files, Depends, k2mc --version and --help), its unit through
+# systemd-analyze verify and security; then make install / uninstall into a
+# DESTDIR. See tests/package_check.sh.
+package-test: deb
+	tests/package_check.sh $(DEB_FILE)

@@ -18,6 +18,7 @@
 #include "core/group.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/notify.h"
 #include "core/stats.h"
 #include "workers/writer.h"
 
@@ -176,6 +177,7 @@ static void report_tick(struct report *r)
 
 			k2mc_stats_line(line, sizeof(line), &r->stats_mark, &r->snap);
 			k2mc_info("%s", line);
+			k2mc_notify_status("%s", line);
 		}
 		if (r->json != NULL)
 			k2mc_stats_json(r->json, &r->stats_mark, &r->snap, 0);
@@ -351,10 +353,15 @@ int main(int argc, char **argv)
 	}
 	k2mc_info("started: brokers %s, group %s, %d topic(s), %d memcached server(s), %d writers",
 		  cfg.brokers, cfg.group, cfg.ntopics, cfg.nservers, cfg.writers);
+	k2mc_notify_status("waiting for the first assignment from group %s", cfg.group);
 
 	rc = 0;
 	while (!got_signal) {
 		k2mc_group_poll(g, POLL_MS);
+		/* systemd (Type=notify): ready once the group has answered with an
+		 * assignment, empty or not; sent once */
+		if (k2mc_group_first_assign_ms(g) != 0)
+			k2mc_notify_ready("consuming: group %s", cfg.group);
 		if (got_hup) {
 			got_hup = 0;
 			k2mc_info("SIGHUP ignored: k2mc has no configuration to reload; restart it to "
@@ -395,6 +402,7 @@ int main(int argc, char **argv)
 		report_tick(&rep);
 	}
 	draining = 1;
+	k2mc_notify_stopping("draining, then committing");
 	if (got_signal)
 		k2mc_info("%s: draining, then committing (a second signal stops at once)",
 			  strsignal(got_signal));
