@@ -45,8 +45,10 @@ struct fake_mc {
 	int nconns;
 	unsigned drops_done;
 
-	/* the server thread's only; dropping: a 'd' ended the connection */
+	/* the server thread's only; dropping: a 'd' ended the connection;
+	 * stores / early_mn_sent: per connection, for the misbehaviours */
 	int cfd, quit, dropping;
+	int stores, early_mn_sent;
 	char *buf;
 	size_t blen, bcap, bpos;
 };
@@ -289,21 +291,21 @@ static int flag_169(const char *t)
 	return strchr("bcCEFIkMNOqsSTt", t[0]) != NULL && t[0] != '\0';
 }
 
-/* One set-like command whose value is val: stores it and answers. */
-static void stored(struct fake_mc *f, const char *key, const char *val, size_t vlen,
-		   const char *ok)
+/* One set-like command whose value is val: stores it and answers. 0 to go
+ * on, -1 to close the connection (close_after_stores). */
+static int stored(struct fake_mc *f, const char *key, const char *val, size_t vlen,
+		  const char *ok)
 {
 	if (f->o.all_reply != NULL) {
 		reply(f, f->o.all_reply);
-		return;
-	}
-	if (f->o.store_reply != NULL) {
+	} else if (f->o.store_reply != NULL) {
 		reply(f, f->o.store_reply);
-		return;
+	} else {
+		store(f, key, val, vlen);
+		if (ok != NULL)
+			reply(f, ok);
 	}
-	store(f, key, val, vlen);
-	if (ok != NULL)
-		reply(f, ok);
+	return f->o.close_after_stores > 0 && ++f->stores >= f->o.close_after_stores ? -1 : 0;
 }
 
 static int has_flag(char **tok, size_t from, size_t n, char flag)
@@ -332,6 +334,7 @@ static int handle_line(struct fake_mc *f, char *line)
 	char *tok[MAX_TOKENS], out[256], op[64];
 	size_t n, sz;
 	char *v;
+	int rc;
 
 	n = tokenize(line, tok);
 	if (n == 0) {
@@ -347,9 +350,9 @@ static int handle_line(struct fake_mc *f, char *line)
 		}
 		if ((v = get_block(f, sz)) == NULL)
 			return -1;
-		stored(f, tok[1], v, sz, "STORED\r\n");
+		rc = stored(f, tok[1], v, sz, "STORED\r\n");
 		free(v);
-		return 0;
+		return rc;
 	}
 	if (f->o.all_reply != NULL) {
 		reply(f, f->o.all_reply);
@@ -397,17 +400,24 @@ static int handle_line(struct fake_mc *f, char *line)
 		}
 		if ((v = get_block(f, sz)) == NULL)
 			return -1;
-		stored(f, tok[1], v, sz, has_flag(tok, 2, n, 'q') ? NULL : "OK\r\n");
+		rc = stored(f, tok[1], v, sz, has_flag(tok, 2, n, 'q') ? NULL : "OK\r\n");
 		free(v);
+		return rc;
 	} else if (strcmp(tok[0], "ms") == 0 && n >= 3 && f->o.ms == FAKE_MS_1610) {
 		if (parse_size(tok[2], &sz) != 0) {
 			reply(f, "CLIENT_ERROR bad data chunk\r\n");
 			return 0;
 		}
+		if (f->o.early_mn && !f->early_mn_sent) {
+			/* before its data block, and before the rest of the batch */
+			reply(f, "MN\r\n");
+			f->early_mn_sent = 1;
+		}
 		if ((v = get_block(f, sz)) == NULL)
 			return -1;
-		stored(f, tok[1], v, sz, has_flag(tok, 3, n, 'q') ? NULL : "HD\r\n");
+		rc = stored(f, tok[1], v, sz, has_flag(tok, 3, n, 'q') ? NULL : "HD\r\n");
 		free(v);
+		return rc;
 	} else if (strcmp(tok[0], "md") == 0 && n >= 2 && f->o.ms != FAKE_MS_NONE) {
 		if (unstore(f, tok[1])) {
 			if (!has_flag(tok, 2, n, 'q'))
@@ -441,6 +451,8 @@ static void serve(struct fake_mc *f, int nth)
 	size_t len;
 
 	f->blen = f->bpos = 0;
+	f->stores = 0;
+	f->early_mn_sent = 0;
 	if (f->o.refuse != NULL && nth <= f->o.refuse_count) {
 		reply(f, f->o.refuse);
 		close(f->cfd);

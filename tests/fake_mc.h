@@ -45,6 +45,11 @@ struct fake_mc_opts {
 	int refuse_count;
 	/* wait this long before each reply */
 	int delay_ms;
+	/* misbehaviours (issue 9): close the connection right after the n-th
+	 * reply to a set or ms (0: never); answer "MN" as soon as the first
+	 * "ms" of a connection is read, before the rest of the batch */
+	int close_after_stores;
+	int early_mn;
 };
 
 struct fake_mc;

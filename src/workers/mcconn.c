@@ -97,8 +97,10 @@ struct mc_conn {
 	 * length of the line handed out last, dropped by the next read */
 	char *in;
 	size_t in_len, in_cap, hs_skip;
-	/* the last error reply of this batch, escaped */
+	/* the last error reply of this batch, escaped; partial: for
+	 * mcconn_partial_reply */
 	char last_reply[256];
+	char partial[160];
 };
 
 struct mc_conn *mcconn_new_opts(const struct transport_addr *addr, const struct mcconn_opts *o,
@@ -375,8 +377,9 @@ static int hs_send(struct mc_conn *c, const char *req, int64_t deadline)
 }
 
 /* The next reply line, without its line end, at *line (inside c->in, valid
- * until the next call). 0, -ECONNRESET (peer closed), -ETIMEDOUT, -EPROTO (a
- * line longer than the buffer), -errno. */
+ * until the next call). 0, -ECONNRESET (peer closed), -ETIMEDOUT, -EMSGSIZE
+ * (a line longer than the buffer), -errno (the transport's reason in
+ * transport_error). */
 static int hs_line(struct mc_conn *c, int64_t deadline, const char **line, size_t *len)
 {
 	memmove(c->in, c->in + c->hs_skip, c->in_len - c->hs_skip);
@@ -397,7 +400,7 @@ static int hs_line(struct mc_conn *c, int64_t deadline, const char **line, size_
 			return 0;
 		}
 		if (c->in_len == c->in_cap)
-			return -EPROTO;
+			return -EMSGSIZE;
 		n = transport_recv_some(c->tp, c->in + c->in_len, c->in_cap - c->in_len, deadline);
 		if (n > 0)
 			c->in_len += (size_t)n;
@@ -412,12 +415,26 @@ static int hs_fail(struct mc_conn *c, int rc, const char *probe, int timeout_ms)
 {
 	char text[96];
 
+	if (is_close(-rc) && transport_is_tls(c->tp)) {
+		/* Over TLS a close right after the handshake is most often the
+		 * server refusing it (a client certificate it requires, TLS
+		 * 1.3 checks it after the client is done), not a proxy that
+		 * does not know the probe: failed, not classic for good. A
+		 * TLS proxy that closes on probes takes --mc-protocol text. */
+		snprintf(c->errbuf, sizeof(c->errbuf),
+			 "TLS: the server closed the connection after the handshake, on \"%s\" "
+			 "(does it require a client certificate, --mc-tls-cert? its log says "
+			 "why)",
+			 probe);
+		conn_close(c);
+		return -ECONNRESET;
+	}
 	if (is_close(-rc))
 		return PEER_CLOSED;
 	if (rc == -ETIMEDOUT) {
 		snprintf(c->errbuf, sizeof(c->errbuf), "handshake: no answer to \"%s\" in %d ms",
 			 probe, timeout_ms);
-	} else if (rc == -EPROTO) {
+	} else if (rc == -EMSGSIZE) {
 		escape(text, sizeof(text), c->in, 48);
 		snprintf(c->errbuf, sizeof(c->errbuf),
 			 "handshake: reply to \"%s\" over %zu KiB without CRLF: '%s'", probe,
@@ -952,6 +969,20 @@ enum mc_reply mcconn_reply(const struct mc_conn *c, size_t i)
 const char *mcconn_last_reply_text(const struct mc_conn *c)
 {
 	return c->last_reply;
+}
+
+const char *mcconn_partial_reply(struct mc_conn *c)
+{
+	char text[96];
+
+	c->partial[0] = '\0';
+	if (c->in_len > 0 && !c->complete && transport_is_open(c->tp)) {
+		escape(text, sizeof(text), c->in, c->in_len < 64 ? c->in_len : 64);
+		snprintf(c->partial, sizeof(c->partial),
+			 "stopped in the middle of a reply line: '%s%s' and no CRLF", text,
+			 c->in_len > 64 ? "..." : "");
+	}
+	return c->partial;
 }
 
 /* ---- replies ----------------------------------------------------------------*/

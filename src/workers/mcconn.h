@@ -161,6 +161,10 @@ enum mc_reply mcconn_reply(const struct mc_conn *c, size_t i);
  * (a server that answers errors and never "MN"); kept across
  * mcconn_rewind, cleared by mcconn_reset_batch. */
 const char *mcconn_last_reply_text(const struct mc_conn *c);
+/* For a batch that stays PENDING: "" if no reply bytes are held, else what
+ * the server left ("stopped in the middle of a reply line: 'STOR' and no
+ * CRLF"), escaped. Valid until the next call. */
+const char *mcconn_partial_reply(struct mc_conn *c);
 
 /* Fuzzing and tests only: the reply parser without a socket. As if the
  * queued batch had been sent in full (a meta batch terminated first) and
