@@ -295,12 +295,14 @@ integration: $(ISSUE9_INTEG:%=build/tests/test_%)
 $(UNIT_BINS) $(INTEG_BINS): build/obj/$(TRANSPORT_SRC:.c=.o)
 $(ASAN_BINS): build/asan/$(TRANSPORT_SRC:.c=.o)
 $(TSAN_BINS): build/tsan/$(TRANSPORT_SRC:.c=.o)
+# (tests/servers.c: memcached on a unix socket and with TLS, certificates)
+SERVERS9 := tests/servers.c
 $(ISSUE9_UNIT:%=build/tests/test_%) $(ISSUE9_INTEG:%=build/tests/test_%): \
-  $(K2MC_SRCS:%.c=build/obj/%.o) build/obj/$(FAKE_MC:.c=.o)
+  $(K2MC_SRCS:%.c=build/obj/%.o) build/obj/$(FAKE_MC:.c=.o) build/obj/$(SERVERS9:.c=.o)
 $(ISSUE9_UNIT:%=build/tests/asan/test_%): $(K2MC_SRCS:%.c=build/asan/%.o) \
-  build/asan/$(FAKE_MC:.c=.o)
+  build/asan/$(FAKE_MC:.c=.o) build/asan/$(SERVERS9:.c=.o)
 $(ISSUE9_UNIT:%=build/tests/tsan/test_%): $(K2MC_SRCS:%.c=build/tsan/%.o) \
-  build/tsan/$(FAKE_MC:.c=.o)
+  build/tsan/$(FAKE_MC:.c=.o) build/tsan/$(SERVERS9:.c=.o)
 # the reply parser, fed bytes without a socket (mcconn_feed)
 FUZZ_BINS += build/fuzz/fuzz_replies
 fuzz: build/fuzz/fuzz_replies

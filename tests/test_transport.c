@@ -22,6 +22,7 @@
 
 #include "fake_mc.h"
 #include "harness.h"
+#include "servers.h"
 #include "workers/mcconn.h"
 
 static struct mc_conn *conns[3];
@@ -89,168 +90,6 @@ static void assert_none_acknowledged(struct mc_conn *c)
 			     mcconn_reply(c, i));
 }
 
-/* ---- servers ----------------------------------------------------------------*/
-
-/* The temp dir, traversable by memcached's user (nobody), and a
- * subdirectory it may create its socket in. */
-static const char *shared_dir(void)
-{
-	static char dir[H_PATH_MAX];
-
-	chmod(h_tmpdir(), 0755);
-	h_tmppath(dir, sizeof(dir), "srv");
-	mkdir(dir, 0777);
-	chmod(dir, 0777);
-	return dir;
-}
-
-static int unix_connects(const char *path)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
-/* memcached -s PATH -a 0777 (network off), started by PID and waited for. */
-static void start_unix_memcached(struct h_proc *p, char *path, size_t len)
-{
-	const char *argv[] = { "memcached", "-u", "nobody", "-s", path, "-a", "0777",
-			       "-m", "64", NULL };
-	int64_t deadline = h_now_ms() + 10000;
-
-	shared_dir();
-	h_tmppath(path, len, "srv/mc.sock");
-	cr_assert_eq(h_spawn(p, "memcached-unix", argv, NULL), 0);
-	while (!unix_connects(path)) {
-		cr_assert_eq(h_exited(p->pid, NULL), 0, "memcached -s exited: %s",
-			     h_tail_of(p->err_path, 5));
-		cr_assert_lt(h_now_ms(), deadline, "memcached -s never listened on %s", path);
-		usleep(20000);
-	}
-}
-
-/* "get key" over the unix socket: the value's length (bytes into buf), -1
- * if missing. */
-static long unix_get(const char *path, const char *key, char *buf, size_t len)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	char req[300], rep[4096];
-	size_t got = 0;
-	unsigned flags;
-	size_t vlen;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	char *nl;
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-	snprintf(req, sizeof(req), "get %s\r\n", key);
-	cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	while (got < sizeof(rep) - 1) {
-		ssize_t n = read(fd, rep + got, sizeof(rep) - 1 - got);
-
-		cr_assert_gt(n, 0);
-		got += (size_t)n;
-		rep[got] = '\0';
-		if (got >= 5 && strcmp(rep + got - 5, "END\r\n") == 0)
-			break;
-	}
-	close(fd);
-	if (strcmp(rep, "END\r\n") == 0)
-		return -1;
-	cr_assert_eq(sscanf(rep, "VALUE %*s %u %zu", &flags, &vlen), 2, "reply '%s'", rep);
-	nl = strstr(rep, "\r\n");
-	cr_assert_not_null(nl);
-	snprintf(buf, len, "%.*s", (int)vlen, nl + 2);
-	return (long)vlen;
-}
-
-struct certs {
-	char ca[H_PATH_MAX], other_ca[H_PATH_MAX];
-	char srv_crt[H_PATH_MAX], srv_key[H_PATH_MAX];
-	/* a server certificate with DNS:localhost only, no IP SAN */
-	char dns_crt[H_PATH_MAX], dns_key[H_PATH_MAX];
-	char cli_crt[H_PATH_MAX], cli_key[H_PATH_MAX]; /* key encrypted: "s3cret" */
-};
-
-static void sh(const char *cmd)
-{
-	int rc = system(cmd);
-
-	cr_assert_eq(rc, 0, "'%s' failed (%d)", cmd, rc);
-}
-
-/* A CA, a second CA nobody trusts, server certificates signed by the
- * first (with and without an IP SAN), a client certificate with an
- * encrypted key. EC P-256: quick to make. */
-static void make_certs(struct certs *c)
-{
-	const char *d = shared_dir();
-	char cmd[4096];
-
-	h_tmppath(c->ca, sizeof(c->ca), "srv/ca.crt");
-	h_tmppath(c->other_ca, sizeof(c->other_ca), "srv/other-ca.crt");
-	h_tmppath(c->srv_crt, sizeof(c->srv_crt), "srv/srv.crt");
-	h_tmppath(c->srv_key, sizeof(c->srv_key), "srv/srv.key");
-	h_tmppath(c->dns_crt, sizeof(c->dns_crt), "srv/dns.crt");
-	h_tmppath(c->dns_key, sizeof(c->dns_key), "srv/dns.key");
-	h_tmppath(c->cli_crt, sizeof(c->cli_crt), "srv/cli.crt");
-	h_tmppath(c->cli_key, sizeof(c->cli_key), "srv/cli.key");
-	snprintf(cmd, sizeof(cmd),
-		 "set -e; cd %s; EC='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1';"
-		 "openssl req -x509 $EC -nodes -keyout ca.key -out ca.crt -days 2 "
-		 "  -subj '/CN=k2mc test CA' 2>/dev/null;"
-		 "openssl req -x509 $EC -nodes -keyout other-ca.key -out other-ca.crt -days 2 "
-		 "  -subj '/CN=someone else' 2>/dev/null;"
-		 "sign() { openssl req $EC -nodes -keyout $1.key -out $1.csr -subj \"/CN=$2\" "
-		 "  2>/dev/null; printf '%%s\\n' \"$3\" > $1.ext;"
-		 "  openssl x509 -req -in $1.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-		 "  -out $1.crt -days 2 -extfile $1.ext 2>/dev/null; };"
-		 "sign srv localhost 'subjectAltName=DNS:localhost,IP:127.0.0.1';"
-		 "sign dns localhost 'subjectAltName=DNS:localhost';"
-		 "sign cli k2mc 'extendedKeyUsage=clientAuth';"
-		 "openssl pkey -in cli.key -aes256 -passout pass:s3cret -out cli.enc 2>/dev/null;"
-		 "mv cli.enc cli.key; chmod 644 *.key *.crt",
-		 d);
-	sh(cmd);
-}
-
-struct tls_mc {
-	struct h_proc proc;
-	int port;       /* TLS */
-	int plain_port; /* notls listener: for checking what was written */
-};
-
-/* memcached -Z with chain+key (and opts appended to -o), a TLS listener
- * and a plain one, waited for through the plain one. */
-static void start_tls_memcached(struct tls_mc *m, const char *crt, const char *key,
-				const char *more_opts)
-{
-	char listen[128], o[2048];
-	const char *argv[] = { "memcached", "-u", "nobody", "-U", "0", "-m", "64", "-Z",
-			       "-l", listen, "-o", o, NULL };
-	int64_t deadline = h_now_ms() + 10000;
-	uint64_t pid = 0;
-
-	m->port = h_free_port();
-	m->plain_port = h_free_port();
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d,notls:127.0.0.1:%d", m->port,
-		 m->plain_port);
-	snprintf(o, sizeof(o), "ssl_chain_cert=%s,ssl_key=%s%s%s", crt, key,
-		 more_opts ? "," : "", more_opts ? more_opts : "");
-	cr_assert_eq(h_spawn(&m->proc, "memcached-tls", argv, NULL), 0);
-	while (fake_mc_stat(m->plain_port, "pid", &pid) != 0 || (pid_t)pid != m->proc.pid) {
-		cr_assert_eq(h_exited(m->proc.pid, NULL), 0, "memcached -Z exited: %s",
-			     h_tail_of(m->proc.err_path, 5));
-		cr_assert_lt(h_now_ms(), deadline, "memcached -Z did not start");
-		usleep(20000);
-	}
-}
-
 static uint64_t stat_of(int port, const char *name)
 {
 	uint64_t v = 0;
@@ -283,7 +122,7 @@ Test(transport, unix_socket_pipelined_sets_read_back)
 	struct mc_conn *c;
 	char err[256];
 
-	start_unix_memcached(&p, path, sizeof(path));
+	srv_start_unix_memcached(&p, path, sizeof(path));
 	a = (struct transport_addr){ .host = path, .is_unix = 1 };
 	c = conns[0] = mcconn_new_opts(&a, NULL, err, sizeof(err));
 	cr_assert_not_null(c, "%s", err);
@@ -297,9 +136,9 @@ Test(transport, unix_socket_pipelined_sets_read_back)
 	cr_assert_eq(exchange_until(c, 10000), MC_X_DONE, "%s", mcconn_error(c));
 	assert_replies(c, 2000, MC_STORED);
 	cr_assert_eq(mcconn_reply(c, 2000), MC_DELETED);
-	cr_assert_eq(unix_get(path, "u-1999", buf, sizeof(buf)), 12);
+	cr_assert_eq(srv_unix_get(path, "u-1999", buf, sizeof(buf)), 12);
 	cr_assert_str_eq(buf, "value-u-1999");
-	cr_assert_eq(unix_get(path, "u-7", buf, sizeof(buf)), -1);
+	cr_assert_eq(srv_unix_get(path, "u-7", buf, sizeof(buf)), -1);
 }
 
 /* A unix socket and a TCP server in one exchange, as `-m /path,host:port`. */
@@ -311,7 +150,7 @@ Test(transport, unix_and_tcp_in_one_exchange)
 	struct transport_addr a;
 	enum mc_exchange x[2];
 
-	start_unix_memcached(&p, path, sizeof(path));
+	srv_start_unix_memcached(&p, path, sizeof(path));
 	cr_assert_eq(h_memcached_start(&tcp, 0, NULL), 0);
 	a = (struct transport_addr){ .host = path, .is_unix = 1 };
 	conns[0] = mcconn_new_opts(&a, NULL, err, sizeof(err));
@@ -330,7 +169,7 @@ Test(transport, unix_and_tcp_in_one_exchange)
 		  xname(x[1]));
 	assert_replies(conns[0], 500, MC_STORED);
 	assert_replies(conns[1], 500, MC_STORED);
-	cr_assert_eq(unix_get(path, "unix-499", buf, sizeof(buf)), 14);
+	cr_assert_eq(srv_unix_get(path, "unix-499", buf, sizeof(buf)), 14);
 	cr_assert_eq(fake_mc_fetch(tcp.port, "tcp-499", buf, sizeof(buf)), 13);
 }
 
@@ -340,7 +179,7 @@ Test(transport, unix_socket_missing_fails_with_the_reason)
 	struct transport_addr a;
 	struct mc_conn *c;
 
-	shared_dir();
+	srv_shared_dir();
 	h_tmppath(path, sizeof(path), "srv/nobody-listens.sock");
 	a = (struct transport_addr){ .host = path, .is_unix = 1 };
 	c = conns[0] = mcconn_new_opts(&a, NULL, err, sizeof(err));
@@ -353,14 +192,14 @@ Test(transport, unix_socket_missing_fails_with_the_reason)
 
 Test(transport, tls_with_the_right_ca_writes_everything)
 {
-	struct certs k;
-	struct tls_mc m;
+	struct srv_certs k;
+	struct srv_tls_mc m;
 	struct transport_tls tls = { .enabled = 1 };
 	struct mc_conn *c;
 	char buf[128];
 
-	make_certs(&k);
-	start_tls_memcached(&m, k.srv_crt, k.srv_key, NULL);
+	srv_make_certs(&k);
+	srv_start_tls_memcached(&m, k.srv_crt, k.srv_key, NULL);
 	tls.ca = k.ca;
 	/* an IP address: verified against the certificate's IP SANs */
 	c = tls_conn(0, "127.0.0.1", m.port, &tls);
@@ -391,14 +230,14 @@ Test(transport, tls_with_the_right_ca_writes_everything)
 
 Test(transport, tls_with_a_wrong_ca_writes_nothing_and_says_why)
 {
-	struct certs k;
-	struct tls_mc m;
+	struct srv_certs k;
+	struct srv_tls_mc m;
 	struct transport_tls tls = { .enabled = 1 };
 	struct mc_conn *c;
 	enum mc_exchange x;
 
-	make_certs(&k);
-	start_tls_memcached(&m, k.srv_crt, k.srv_key, NULL);
+	srv_make_certs(&k);
+	srv_start_tls_memcached(&m, k.srv_crt, k.srv_key, NULL);
 	tls.ca = k.other_ca;
 	c = tls_conn(0, "127.0.0.1", m.port, &tls);
 	queue_sets(c, "w", 10);
@@ -416,14 +255,14 @@ Test(transport, tls_with_a_wrong_ca_writes_nothing_and_says_why)
 
 Test(transport, tls_verifies_the_name)
 {
-	struct certs k;
-	struct tls_mc m;
+	struct srv_certs k;
+	struct srv_tls_mc m;
 	struct transport_tls tls = { .enabled = 1 };
 	struct mc_conn *c;
 
-	make_certs(&k);
+	srv_make_certs(&k);
 	/* a certificate for "localhost" only */
-	start_tls_memcached(&m, k.dns_crt, k.dns_key, NULL);
+	srv_start_tls_memcached(&m, k.dns_crt, k.dns_key, NULL);
 	tls.ca = k.ca;
 	c = tls_conn(0, "127.0.0.1", m.port, &tls);
 	cr_assert_eq(mcconn_ensure(c, 3000), -EACCES);
@@ -441,13 +280,13 @@ Test(transport, tls_verifies_the_name)
 
 Test(transport, tls_insecure_skips_verification)
 {
-	struct certs k;
-	struct tls_mc m;
+	struct srv_certs k;
+	struct srv_tls_mc m;
 	struct transport_tls tls = { .enabled = 1, .insecure = 1 };
 	struct mc_conn *c;
 
-	make_certs(&k);
-	start_tls_memcached(&m, k.srv_crt, k.srv_key, NULL);
+	srv_make_certs(&k);
+	srv_start_tls_memcached(&m, k.srv_crt, k.srv_key, NULL);
 	tls.ca = k.other_ca;
 	c = tls_conn(0, "127.0.0.1", m.port, &tls);
 	cr_assert_eq(mcconn_ensure(c, 3000), 0, "%s", mcconn_error(c));
@@ -457,17 +296,17 @@ Test(transport, tls_insecure_skips_verification)
 
 Test(transport, mutual_tls_with_an_encrypted_key)
 {
-	struct certs k;
-	struct tls_mc m;
+	struct srv_certs k;
+	struct srv_tls_mc m;
 	struct transport_tls tls = { .enabled = 1 };
 	struct transport_addr a;
 	struct mcconn_opts o = { .tls = &tls };
 	char more[1024], err[512];
 	struct mc_conn *c;
 
-	make_certs(&k);
+	srv_make_certs(&k);
 	snprintf(more, sizeof(more), "ssl_verify_mode=2,ssl_ca_cert=%s", k.ca);
-	start_tls_memcached(&m, k.srv_crt, k.srv_key, more);
+	srv_start_tls_memcached(&m, k.srv_crt, k.srv_key, more);
 	tls.ca = k.ca;
 	/* no client certificate: the server refuses the handshake */
 	c = tls_conn(0, "127.0.0.1", m.port, &tls);
