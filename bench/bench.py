@@ -61,6 +61,9 @@ MOCK_FETCH_PROPS = ["fetch.wait.max.ms=10"]
 SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
             "keys", "rss", "latency"]
 QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency"]
+# issue 9: TCP, unix socket and TLS side by side (transport_costs)
+SECTIONS.append("transports")
+QUICK_SECTIONS.append("transports")
 
 # The issue's targets (at 100-byte values, 8 partitions).
 TARGET_CEILING_FRACTION = 0.8
@@ -1125,6 +1128,107 @@ class Report:
         return "\n".join(out)
 
 
+
+TRANSPORTS_HEAD = ["transport", "sets/s", "client CPU per set", "memcached CPU per set"]
+TRANSPORT_RECORDS = 500_000
+TRANSPORT_ROUNDS = 3
+
+
+def _proc_cpu_s(pid):
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def transport_costs(build, bench):
+    """The transports section: mc-ceiling (k2mc's own connection code) writing
+    the same records to memcached over loopback TCP, a unix socket and TLS,
+    in turns, TRANSPORT_ROUNDS rounds, the median of each; client and server
+    CPU per set. (table, JSON rows) or (None, [])."""
+    tool = os.path.join(ROOT, build, "mc-ceiling")
+    if not os.access(tool, os.X_OK) or not shutil.which("openssl"):
+        bench.skips.append("transports: build/mc-ceiling or openssl is missing")
+        return None, []
+    log("transports: mc-ceiling over TCP, a unix socket and TLS, in turns")
+    tmp = tempfile.mkdtemp(prefix="k2mc-bench-tls-")
+    os.chmod(tmp, 0o777)  # memcached runs as nobody: its socket and the key
+    procs, rows = [], []
+    try:
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *a: subprocess.run(a, cwd=tmp, check=True, capture_output=True)  # noqa: E731
+        run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days",
+            "2", "-subj", "/CN=k2mc bench CA")
+        run("openssl", "req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj",
+            "/CN=localhost")
+        with open(os.path.join(tmp, "srv.ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\n")
+        run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "srv.crt", "-days", "2", "-extfile", "srv.ext")
+        os.chmod(os.path.join(tmp, "srv.key"), 0o644)
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        base = ["memcached", *user, "-U", "0", "-m", "1024", "-t", "2"]
+        sock = os.path.join(tmp, "mc.sock")
+        tcp_port, tls_port = free_port(), free_port()
+        servers = {
+            "tcp": (base + ["-l", "127.0.0.1", "-p", str(tcp_port)], ["-m", f"127.0.0.1:{tcp_port}"]),
+            "unix": (base + ["-s", sock, "-a", "0777"], ["-m", sock]),
+            "tls": (base + ["-l", "127.0.0.1", "-p", str(tls_port), "-Z", "-o",
+                            f"ssl_chain_cert={tmp}/srv.crt,ssl_key={tmp}/srv.key"],
+                    ["-m", f"127.0.0.1:{tls_port}", "--tls", "--tls-ca", f"{tmp}/ca.crt"]),
+        }
+        started = {}
+        for name, (argv, target) in servers.items():
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append(p)
+            started[name] = (p, target)
+        runs = {name: [] for name in servers}
+        for rnd in range(TRANSPORT_ROUNDS):
+            for name, (p, target) in started.items():
+                argv = [tool, *target, "--records", str(TRANSPORT_RECORDS), "--keys",
+                        "100000", "--value-size", "100", "--batch", "1000"]
+                deadline = time.monotonic() + 10
+                while True:  # until the server listens
+                    c0 = _proc_cpu_s(p.pid)
+                    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+                    if out.returncode == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                if out.returncode != 0:
+                    raise BenchError(f"mc-ceiling over {name}: {out.stderr.strip()}")
+                j = json.loads(out.stdout.strip().splitlines()[-1])
+                j["server_cpu_s"] = _proc_cpu_s(p.pid) - c0
+                runs[name].append(j)
+        for name, rs in runs.items():
+            med = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+            n = med["records"]
+            rows.append({"transport": name, "rps": med["rps"], "records": n,
+                         "client_us_per_set": (med["cpu_user"] + med["cpu_sys"]) / n * 1e6,
+                         "server_us_per_set": med["server_cpu_s"] / n * 1e6,
+                         "rounds": rs})
+    except (subprocess.SubprocessError, OSError, ValueError, BenchError) as e:
+        bench.failures.append(f"transports: {e}")
+        return None, []
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    tcp = next(r for r in rows if r["transport"] == "tcp")
+    table = [[r["transport"], f"{r['rps']:,.0f} ({r['rps'] / tcp['rps']:.2f}x TCP)",
+              f"{r['client_us_per_set']:.3f} µs", f"{r['server_us_per_set']:.3f} µs"]
+             for r in rows]
+    return (("Transports: the same sets over loopback TCP, a unix socket and TLS (mc-ceiling)",
+             TRANSPORTS_HEAD, table,
+             f"{TRANSPORT_RECORDS:,} sets of 100 bytes over 100,000 keys, batches of 1000, one "
+             f"connection; median of {TRANSPORT_ROUNDS} rounds taken in turns; client CPU is "
+             "mc-ceiling's (k2mc's own connection code: src/workers/mcconn.c, transport.c), "
+             "memcached's from /proc; TLS 1.3 with an ECDSA P-256 certificate"), rows)
+
+
 def plot_writers(cases, outdir):
     """writers.png: k2mc records/s vs --writers with the ceilings and Python as lines."""
     gp = shutil.which("gnuplot")
@@ -1335,6 +1439,10 @@ def main(argv):
     env["loadavg_at_end"] = os.getloadavg()
     report = Report(args.mode, cases, args.sections, registry)
     report.build()
+    transports = (transport_costs(args.build, bench) if "transports" in args.sections
+                  else (None, []))
+    if transports[0]:
+        report.tables.append(transports[0])
     os.makedirs(args.out, exist_ok=True)
     png, plot_msg = plot_writers(cases, args.out)
     feed_note = ("fed while it is read, at most --pace-lead records per partition ahead of the "
@@ -1359,7 +1467,7 @@ def main(argv):
         "cases": [c.to_json() for c in registry.values()],
         "tables": {k: ([x.slug for x in v] if isinstance(v, list) else v.slug)
                    for k, v in cases.items()},
-        "ratios": report.ratios, "targets": report.targets,
+        "ratios": report.ratios, "targets": report.targets, "transports": transports[1],
     }
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)
