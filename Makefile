@@ -252,6 +252,36 @@ build/tests/test_mcconn: build/obj/$(FAKE_MC:.c=.o)
 build/tests/asan/test_mcconn: build/asan/$(FAKE_MC:.c=.o)
 build/tests/tsan/test_mcconn: build/tsan/$(FAKE_MC:.c=.o)
 
+# ---- issue 8, section 6: the byte budget (--max-buffer-bytes) ---------------
+# Appended block. src/core/budget.c joins every variant of k2mc and every
+# suite (each links all modules). test_budget is a unit suite (plain,
+# ASan+UBSan, TSan); test_memory an integration suite: memcached frozen while
+# k2mc consumes 64 partitions of 10 KB records, and k2mc's peak RSS bounded.
+BUDGET_SRC := src/core/budget.c
+K2MC_SRCS  += $(BUDGET_SRC)
+build/k2mc: build/obj/$(BUDGET_SRC:.c=.o)
+build/asan/k2mc: build/asan/$(BUDGET_SRC:.c=.o)
+build/tsan/k2mc: build/tsan/$(BUDGET_SRC:.c=.o)
+BUDGET_UNIT  := budget
+UNIT_BINS    += $(BUDGET_UNIT:%=build/tests/test_%)
+ASAN_BINS    += $(BUDGET_UNIT:%=build/tests/asan/test_%)
+TSAN_BINS    += $(BUDGET_UNIT:%=build/tests/tsan/test_%)
+unit: $(BUDGET_UNIT:%=build/tests/test_%) $(BUDGET_UNIT:%=build/tests/asan/test_%) \
+      $(BUDGET_UNIT:%=build/tests/tsan/test_%)
+BUDGET_INTEG := memory
+INTEG_TESTS  += $(BUDGET_INTEG)
+INTEG_BINS   += $(BUDGET_INTEG:%=build/tests/test_%)
+integration: $(BUDGET_INTEG:%=build/tests/test_%)
+# every suite links every module; these suites came after the issue-4 line
+# that adds dlq.o to the ones before it
+$(UNIT_BINS) $(INTEG_BINS): build/obj/$(BUDGET_SRC:.c=.o)
+$(ASAN_BINS): build/asan/$(BUDGET_SRC:.c=.o)
+$(TSAN_BINS): build/tsan/$(BUDGET_SRC:.c=.o)
+$(BUDGET_UNIT:%=build/tests/test_%) $(BUDGET_INTEG:%=build/tests/test_%): \
+  build/obj/$(DLQ_SRC:.c=.o)
+$(BUDGET_UNIT:%=build/tests/asan/test_%): build/asan/$(DLQ_SRC:.c=.o)
+$(BUDGET_UNIT:%=build/tests/tsan/test_%): build/tsan/$(DLQ_SRC:.c=.o)
+
 # ---- issue 9: transports, --mc-protocol, misbehaving servers -----------------
 # Appended block. src/workers/transport.c (TCP, unix sockets, TLS with
 # OpenSSL) joins every variant of k2mc and every suite; mc-ceiling links it

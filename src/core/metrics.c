@@ -148,6 +148,13 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 	     "Records waiting in a writer's rings over their slots (1 = full: backpressure).");
 	for (int w = 0; w < s->nwriters; w++)
 		fprintf(out, "k2mc_ring_fill_ratio{writer=\"%d\"} %.4f\n", w, s->writer_fill[w]);
+	head(out, "k2mc_buffer_bytes", "gauge",
+	     "Record bytes held in rings and batches (key + value + librdkafka's per-record "
+	     "overhead), plus byte credit consumers took and have not spent.");
+	fprintf(out, "k2mc_buffer_bytes %llu\n", (unsigned long long)s->buffer_bytes);
+	head(out, "k2mc_buffer_limit_bytes", "gauge",
+	     "--max-buffer-bytes: consumers wait when k2mc_buffer_bytes reaches it (0: no limit).");
+	fprintf(out, "k2mc_buffer_limit_bytes %llu\n", (unsigned long long)s->buffer_limit);
 	head(out, "k2mc_e2e_latency_seconds", "histogram",
 	     "Record timestamp to Memcached acknowledgement, in whole milliseconds.");
 	for (int k = 0; k < K2MC_LAT_NBOUNDS; k++)

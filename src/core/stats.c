@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/budget.h"
 #include "core/config.h"
 #include "core/group.h"
 #include "ring/ring.h"
@@ -192,6 +193,8 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	s->todo = 0;
 	s->assigned = t ? t->n : 0;
 	s->ring_slots = (uint64_t)s->assigned * (uint64_t)cfg->writers * cfg->ring_size;
+	s->buffer_bytes = s->budget != NULL ? k2mc_budget_used(s->budget) : 0;
+	s->buffer_limit = s->budget != NULL ? k2mc_budget_limit(s->budget) : 0;
 	for (int w = 0; w < cfg->writers; w++) {
 		uint64_t n = 0;
 
@@ -275,18 +278,23 @@ void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,
 		     const struct k2mc_snapshot *cur)
 {
 	double in, out;
+	char buffer[64] = "";
 
 	k2mc_snapshot_rates(prev, cur, &in, &out);
+	/* --max-buffer-bytes: record bytes held (and credit taken) of the limit */
+	if (cur->buffer_limit > 0)
+		snprintf(buffer, sizeof(buffer), " buffer %.1f MiB/%.4g MiB",
+			 (double)cur->buffer_bytes / (1 << 20), (double)cur->buffer_limit / (1 << 20));
 	snprintf(buf, len,
 		 "in %.0f/s out %.0f/s | consumed %llu written %llu deleted %llu skipped %llu "
-		 "invalidated %llu | partitions %zu ring %.1f%% lag %lld | memcached errors %llu "
+		 "invalidated %llu | partitions %zu ring %.1f%%%s lag %lld | memcached errors %llu "
 		 "retries %llu",
 		 in, out, (unsigned long long)cur->consumed, (unsigned long long)cur->t.written,
 		 (unsigned long long)cur->t.deleted, (unsigned long long)cur->t.skipped,
 		 (unsigned long long)cur->t.invalidated,
 		 cur->assigned,
 		 cur->ring_slots ? 100.0 * (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
-		 (long long)cur->lag, (unsigned long long)cur->t.mc_errors,
+		 buffer, (long long)cur->lag, (unsigned long long)cur->t.mc_errors,
 		 (unsigned long long)cur->t.retries);
 }
 
@@ -327,13 +335,15 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 	fprintf(out,
 		"},\"invalidated\":%llu,\"fence_held\":%s,\"fence_waits\":%llu,"
 		"\"alloc_failures\":%llu,\"value_bytes\":%llu,\"batches\":%llu,\"partitions\":%zu,"
-		"\"ring_fill_ratio\":%.4f,\"lag\":%lld,\"memcached_errors\":%llu,\"retries\":%llu,"
+		"\"ring_fill_ratio\":%.4f,\"buffer_bytes\":%llu,\"buffer_limit_bytes\":%llu,"
+		"\"lag\":%lld,\"memcached_errors\":%llu,\"retries\":%llu,"
 		"\"latency_ms\":{\"p50\":%lld,\"p99\":%lld,\"p999\":%lld,\"count\":%llu},"
 		"\"servers\":[",
 		(unsigned long long)cur->t.invalidated, cur->fence_held ? "true" : "false",
 		(unsigned long long)cur->t.fence_waits, (unsigned long long)cur->t.alloc_failures,
 		(unsigned long long)cur->t.bytes, (unsigned long long)cur->t.batches, cur->assigned,
 		cur->ring_slots ? (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
+		(unsigned long long)cur->buffer_bytes, (unsigned long long)cur->buffer_limit,
 		(long long)cur->lag, (unsigned long long)cur->t.mc_errors,
 		(unsigned long long)cur->t.retries, (long long)cur->p50, (long long)cur->p99,
 		(long long)cur->p999, (unsigned long long)cur->lat_count);

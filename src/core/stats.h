@@ -63,6 +63,7 @@ int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q);
 
 /* ---- snapshots (main thread) ---------------------------------------------- */
 
+struct k2mc_budget;
 struct k2mc_config;
 struct k2mc_group;
 struct k2mc_writers;
@@ -95,6 +96,11 @@ struct k2mc_snapshot {
 	uint64_t done;         /* acknowledged: written + deleted + skipped */
 	size_t assigned;       /* partitions assigned now */
 	uint64_t ring_fill, ring_slots;
+	/* --max-buffer-bytes: the caller sets budget before the first take
+	 * (NULL: no budget, both counts 0); take reads its bytes in use
+	 * (records held plus unspent consumer credit) and its limit */
+	struct k2mc_budget *budget;
+	uint64_t buffer_bytes, buffer_limit;
 	int64_t lag;           /* over assigned partitions whose lag is known */
 	int64_t todo;          /* over assigned partitions, -1 if any is unknown */
 	int nwriters;

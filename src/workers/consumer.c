@@ -14,6 +14,9 @@
 #include "core/log.h"
 #include "core/watermark.h"
 
+/* Most records one fetch takes; fewer when byte credit is short (see
+ * fetch_size): records fetched and not yet handed out are outside every
+ * bound, the budget's and librdkafka's queued.max.messages.kbytes alike. */
 #define CONSUME_BATCH 1024
 /* How long one blocking fetch may last; stop requests also wake it. */
 #define CONSUME_TIMEOUT_MS 200
@@ -35,6 +38,14 @@ struct k2mc_part {
 	/* parked on by this thread when a ring or the window is full;
 	 * writers notify it after releasing slots or acknowledging */
 	struct park space;
+	/* immutable after k2mc_part_new (NULL: no byte bound) */
+	struct k2mc_budget *budget;
+	/* the thread's credit from budget, spent per record (thread only,
+	 * opened and closed by it; given back before it parks, on an idle
+	 * fetch and when it ends) */
+	struct k2mc_credit credit;
+	/* thread only: running average of k2mc_record_bytes, 0 = none yet */
+	uint64_t avg_bytes;
 
 	/* main -> thread: stop fetching (release), read with acquire */
 	_Atomic int stop;
@@ -109,6 +120,7 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->nwriters = o->nwriters;
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
+	p->budget = o->budget;
 	p->rings = calloc((size_t)o->nwriters, sizeof(*p->rings));
 	/* The window covers every slot of every ring, so a full window
 	 * means full rings: one bound, not two. */
@@ -153,6 +165,11 @@ struct ring *k2mc_part_ring(struct k2mc_part *p, int writer)
 	return p->rings[writer];
 }
 
+struct k2mc_budget *k2mc_part_budget(const struct k2mc_part *p)
+{
+	return p->budget;
+}
+
 void k2mc_part_ack(struct k2mc_part *p, uint64_t tag)
 {
 	k2mc_watermark_ack(p->wm, tag);
@@ -182,6 +199,8 @@ void k2mc_part_fail(struct k2mc_part *p, int64_t offset)
 						      memory_order_relaxed, memory_order_relaxed))
 		;
 	park_notify(&p->space);
+	/* a thread waiting for byte credit stops waiting */
+	k2mc_budget_kick(p->budget);
 }
 
 int64_t k2mc_part_failed_at(const struct k2mc_part *p)
@@ -240,6 +259,27 @@ static int stopping(struct k2mc_part *p)
 	return stop_requested(p) || k2mc_part_failed_at(p) != INT64_MAX;
 }
 
+static int stopping_cb(void *p)
+{
+	return stopping(p);
+}
+
+/* How many records the next fetch may take: what k2mc_credit_fetch_bytes
+ * allows at the average record size; 1 when the budget is full (that one
+ * then waits for credit). The first fetch takes one record, to learn the
+ * size. */
+static size_t fetch_size(struct k2mc_part *p)
+{
+	uint64_t n;
+
+	if (p->budget == NULL)
+		return CONSUME_BATCH;
+	if (p->avg_bytes == 0)
+		return 1;
+	n = k2mc_credit_fetch_bytes(&p->credit) / p->avg_bytes;
+	return n < 1 ? 1 : n > CONSUME_BATCH ? CONSUME_BATCH : (size_t)n;
+}
+
 /* Registers the record with the watermark, blocking while the window is
  * full. Returns its tag, or -1 on stop. Writers are rung before parking: a
  * window waiting on a sleeping writer would never move. */
@@ -252,6 +292,8 @@ static int64_t reserve(struct k2mc_part *p, int64_t offset)
 		tag = k2mc_watermark_track(p->wm, offset);
 		if (tag >= 0 || stopping(p))
 			break;
+		/* credit unspent while parked would only narrow the others' */
+		k2mc_credit_return(&p->credit);
 		for (int i = 0; i < p->nwriters; i++)
 			park_notify(&p->bells[i]);
 		park_prepare(&p->space);
@@ -271,6 +313,7 @@ static int push(struct k2mc_part *p, int w, const struct ring_item *it)
 	while (ring_push(p->rings[w], it) != 0) {
 		if (stopping(p))
 			return -1;
+		k2mc_credit_return(&p->credit);
 		park_notify(&p->bells[w]);
 		park_prepare(&p->space);
 		if (ring_count(p->rings[w]) < ring_size(p->rings[w])) {
@@ -311,12 +354,13 @@ static void *consumer_main(void *arg)
 
 	snprintf(name, sizeof(name), "k2mc-c/%d", p->partition);
 	pthread_setname_np(pthread_self(), name);
+	k2mc_credit_open(&p->credit, p->budget);
 
 	while (!stopping(p)) {
 		ssize_t n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs,
-							 CONSUME_BATCH);
+							 fetch_size(p));
 		uint8_t rung[256] = { 0 };
-		uint64_t got = 0;
+		uint64_t got = 0, bytes = 0;
 		ssize_t i;
 
 		if (n < 0) {
@@ -327,6 +371,7 @@ static void *consumer_main(void *arg)
 		for (i = 0; i < n; i++) {
 			rd_kafka_message_t *m = msgs[i];
 			struct ring_item it;
+			uint64_t need;
 			int64_t tag;
 			int w;
 
@@ -349,9 +394,21 @@ static void *consumer_main(void *arg)
 				eof_offset = -1;
 				atomic_store_explicit(&p->done, 0, memory_order_release);
 			}
-			tag = reserve(p, m->offset);
-			if (tag < 0)
+			need = k2mc_record_bytes(m);
+			if (p->credit.left < need && p->budget != NULL) {
+				/* the refill may wait for writers to give bytes
+				 * back: what this batch handed out is theirs */
+				for (int k = 0; k < p->nwriters; k++)
+					if (rung[k & 255])
+						park_notify(&p->bells[k]);
+			}
+			if (k2mc_credit_spend(&p->credit, need, stopping_cb, p) != 0)
 				break;
+			tag = reserve(p, m->offset);
+			if (tag < 0) {
+				k2mc_credit_unspend(&p->credit, need);
+				break;
+			}
 			it.ptr = m;
 			it.tag = (uint64_t)tag;
 			w = route(p, m, it.tag);
@@ -360,21 +417,30 @@ static void *consumer_main(void *arg)
 				 * drain does not wait for it and the watermark
 				 * stays at or below it. */
 				k2mc_watermark_untrack_last(p->wm);
+				k2mc_credit_unspend(&p->credit, need);
 				break;
 			}
 			rung[w & 255] = 1;
 			got++;
+			bytes += need;
 		}
 		/* Records not handed out because of a stop go back to librdkafka
 		 * (destroyed); the watermark never passed them. */
 		for (; i < n; i++)
 			rd_kafka_message_destroy(msgs[i]);
 		if (got > 0) {
+			uint64_t avg = bytes / got;
+
 			atomic_fetch_add_explicit(&p->consumed, got, memory_order_relaxed);
 			for (int w = 0; w < p->nwriters; w++) {
 				if (rung[w & 255])
 					park_notify(&p->bells[w]);
 			}
+			p->avg_bytes = p->avg_bytes == 0 ? avg : (3 * p->avg_bytes + avg) / 4;
+		} else {
+			/* idle (or stopping): credit is for partitions
+			 * that have records */
+			k2mc_credit_return(&p->credit);
 		}
 		k2mc_watermark_advance(p->wm);
 		if (eof_offset >= 0 && p->exit_at_eof && k2mc_watermark_inflight(p->wm) == 0) {
@@ -383,6 +449,8 @@ static void *consumer_main(void *arg)
 				atomic_store_explicit(&p->done, 1, memory_order_release);
 		}
 	}
+	/* nothing more is handed out: unspent credit is anyone's */
+	k2mc_credit_close(&p->credit);
 
 	/* Drain: everything handed out must be acknowledged before the owner
 	 * may commit, or the deadline passes and the watermark stays put. A
@@ -428,6 +496,7 @@ void k2mc_part_request_stop(struct k2mc_part *p, int64_t deadline_ms)
 	atomic_store_explicit(&p->stop, 1, memory_order_release);
 	rd_kafka_queue_yield(p->queue);
 	park_notify(&p->space);
+	k2mc_budget_kick(p->budget);
 }
 
 uint64_t k2mc_part_join(struct k2mc_part *p)
@@ -442,6 +511,7 @@ uint64_t k2mc_part_join(struct k2mc_part *p)
 void k2mc_part_free(struct k2mc_part *p)
 {
 	struct ring_item it;
+	uint64_t bytes = 0;
 
 	if (p == NULL)
 		return;
@@ -451,11 +521,14 @@ void k2mc_part_free(struct k2mc_part *p)
 		/* Records nobody will write: their offsets were never passed
 		 * by the watermark, so they will be consumed again. */
 		while (ring_peek(p->rings[w], &it, 1) == 1) {
+			bytes += k2mc_record_bytes(it.ptr);
 			rd_kafka_message_destroy(it.ptr);
 			ring_release(p->rings[w], 1);
 		}
 		ring_free(p->rings[w]);
 	}
+	/* the thread gave back its own credit when it ended */
+	k2mc_budget_release(p->budget, bytes);
 	if (p->queue != NULL)
 		rd_kafka_queue_destroy(p->queue);
 	k2mc_watermark_free(p->wm);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <urcu.h>
 
+#include "core/budget.h"
 #include "ring/park.h"
 #include "ring/ring.h"
 
@@ -75,6 +76,10 @@ struct k2mc_part_opts {
 	uint32_t ring_size;   /* slots per (partition, writer) ring */
 	struct park *bells;   /* nwriters doorbells: "your rings have records" */
 	int exit_at_eof;
+	/* --max-buffer-bytes, shared by every partition of the process: the
+	 * thread takes credit for each record before handing it out, and
+	 * blocks while there is none, as on a full ring. NULL: no bound. */
+	struct k2mc_budget *budget;
 };
 
 struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t partition,
@@ -86,7 +91,9 @@ int k2mc_part_start(struct k2mc_part *p);
 void k2mc_part_request_stop(struct k2mc_part *p, int64_t deadline_ms);
 /* Joins the thread. Returns the number of records left unacknowledged. */
 uint64_t k2mc_part_join(struct k2mc_part *p);
-/* Only after join and after no writer can reach p (RCU grace period). */
+/* Only after join and after no writer can reach p (RCU grace period).
+ * Records still in its rings are destroyed and their bytes given back to
+ * the budget. */
 void k2mc_part_free(struct k2mc_part *p);
 
 const char *k2mc_part_topic(const struct k2mc_part *p);
@@ -94,6 +101,10 @@ int32_t k2mc_part_id(const struct k2mc_part *p);
 
 /* Writer side. */
 struct ring *k2mc_part_ring(struct k2mc_part *p, int writer);
+/* The budget its records were counted in (the same for every part of a
+ * process; NULL: none): a writer gives back k2mc_record_bytes of every
+ * record it destroys, once per batch. */
+struct k2mc_budget *k2mc_part_budget(const struct k2mc_part *p);
 void k2mc_part_ack(struct k2mc_part *p, uint64_t tag);
 void k2mc_part_wake(struct k2mc_part *p);
 /* Set by the main thread when it gives up on a partition's pending records

@@ -938,6 +938,9 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 	int64_t now = wall_ms();
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
+	/* what the consumers took from the byte budget for these records,
+	 * given back in one call */
+	uint64_t spent = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
@@ -989,8 +992,12 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 			count_latency(w, m, now);
 			k2mc_part_ack(w->item_part[i], w->items[i].tag);
 		}
+		spent += k2mc_record_bytes(m);
 		rd_kafka_message_destroy(m);
 	}
+	/* every part of the process shares one budget */
+	if (n > 0)
+		k2mc_budget_release(k2mc_part_budget(w->item_part[0]), spent);
 	for (size_t k = 0; k < nsegs_scan; k++) {
 		if (w->segs[k].p == NULL)
 			continue;

@@ -1,0 +1,338 @@
+/* Integration suite for k2mc's memory bound (--max-buffer-bytes): with
+ * memcached frozen (SIGSTOP) while k2mc consumes a topic of 64 partitions of
+ * 10 KB records produced before it started, the records it holds stop at the
+ * byte budget, its peak RSS stays within the budget plus librdkafka's
+ * per-partition prefetch, and the stats line, --stats-json and /metrics say
+ * so; resumed, every key converges and the group commits up to the end.
+ * Binaries come from K2MC_BIN and K2MC_MOCK. Not about records Memcached
+ * cannot take (test_policies.c) or other outages (test_faults.c). */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define TOPIC "events"
+#define GROUP "memory"
+/* every wait below has its own deadline; this only stops a wedged test */
+#define TEST_TIMEOUT_S 120
+
+/* 64 partitions x ~400 records x 10 KB = 256 MB, ~4 MB per partition: under
+ * the mock's 5 MiB retention, eight times the budget. 16,384 keys spread the
+ * records evenly over the partitions (partitioned by key). */
+#define PARTS 64
+#define RECORDS 25600
+#define KEYS "16384"
+#define VALUE_SIZE 10000
+#define KEY_LEN 12 /* "key-%08u" */
+#define BUDGET (32ull << 20)
+/* librdkafka prefetches per partition queue (k2mc reads one queue per
+ * partition): up to queued.max.messages.kbytes, and then one more fetch,
+ * of up to max.partition.fetch.bytes (1 MiB by default). */
+#define QUEUED_KBYTES 256
+#define FETCH_BYTES (1ull << 20)
+/* k2mc with 64 partitions' threads and librdkafka's, before any record:
+ * about 10 MiB; the rest is headroom for allocator slack */
+#define BASE_BYTES (40ull << 20)
+/* The bound the test asserts: the budget, the prefetch of every partition,
+ * the base. Today's main holds every record: about 280 MiB. */
+#define RSS_BOUND (BUDGET + PARTS * ((uint64_t)QUEUED_KBYTES * 1024 + FETCH_BYTES) + BASE_BYTES)
+
+struct world {
+	struct h_memcached mc;
+	struct h_mock mock;
+	char expect[H_PATH_MAX];
+	char mc_addr[64];
+	uint64_t produced;
+};
+
+static struct world W;
+
+static void teardown(void)
+{
+	h_cleanup();
+}
+
+TestSuite(memory, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+static const char *tail_of(const char *path)
+{
+	return h_tail_of(path, 20);
+}
+
+static void sleep_ms(int ms)
+{
+	usleep((useconds_t)ms * 1000);
+}
+
+/* memcached with room for every key (16,384 x ~10 KB items), and the mock
+ * with the whole topic produced and acknowledged. */
+static void start_world(void)
+{
+	static const char *const mc_extra[] = { "-m", "1024", NULL };
+	char topic[32], records[32], vsize[32];
+	const char *args[20];
+	int a = 0, rc;
+
+	memset(&W, 0, sizeof(W));
+	rc = h_memcached_start(&W.mc, 0, mc_extra);
+	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
+	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
+	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, PARTS);
+	snprintf(records, sizeof(records), "%d", RECORDS);
+	snprintf(vsize, sizeof(vsize), "%d", VALUE_SIZE);
+	args[a++] = "--topic";
+	args[a++] = topic;
+	args[a++] = "--keys";
+	args[a++] = KEYS;
+	args[a++] = "--value-size";
+	args[a++] = vsize;
+	args[a++] = "--produce";
+	args[a++] = records;
+	args[a++] = "--expect";
+	args[a++] = W.expect;
+	args[a] = NULL;
+	rc = h_mock_start(&W.mock, args, 0, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	rc = h_mock_wait_produced(&W.mock, 30000, &W.produced);
+	cr_assert_eq(rc, 0, "production did not finish: %s\n%s", strerror(-rc),
+		     tail_of(W.mock.proc.err_path));
+	cr_assert_eq(W.produced, RECORDS);
+	/* a partition past retention would lose records before k2mc reads them */
+	cr_assert_eq(h_file_contains(W.mock.proc.err_path, "retention"), 0,
+		     "a partition is near the mock's 5 MiB retention:\n%s",
+		     tail_of(W.mock.proc.err_path));
+}
+
+/* ---- what k2mc reports -----------------------------------------------------------*/
+
+/* A number field of the last complete line of the --stats-json file, or -1. */
+static int64_t json_last(const char *path, const char *field)
+{
+	char *b = h_file_read(path, NULL), *line, *end, *p, key[64];
+	int64_t v = -1;
+
+	if (b == NULL)
+		return -1;
+	end = strrchr(b, '\n');
+	if (end != NULL) {
+		*end = '\0';
+		line = strrchr(b, '\n');
+		line = line ? line + 1 : b;
+		snprintf(key, sizeof(key), "\"%s\":", field);
+		p = strstr(line, key);
+		if (p != NULL)
+			v = strtoll(p + strlen(key), NULL, 10);
+	}
+	free(b);
+	return v;
+}
+
+/* GET path from 127.0.0.1:port (HTTP/1.0); the body, malloc'd, or NULL. */
+static char *http_get(int port, const char *path)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 5, 0 };
+	size_t len = 0, cap = 1 << 20;
+	char *buf = malloc(cap + 1), *body, req[128];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ssize_t n;
+
+	if (fd < 0 || buf == NULL)
+		goto fail;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		goto fail;
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto fail;
+	while (len < cap && (n = read(fd, buf + len, cap - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	buf[len] = '\0';
+	body = strstr(buf, "\r\n\r\n");
+	if (body == NULL)
+		goto fail_closed;
+	memmove(buf, body + 4, strlen(body + 4) + 1);
+	return buf;
+fail:
+	if (fd >= 0)
+		close(fd);
+fail_closed:
+	free(buf);
+	return NULL;
+}
+
+/* The value of an unlabelled Prometheus series, or -1. */
+static int64_t metric(const char *text, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (strncmp(p, name, nl) == 0 && p[nl] == ' ')
+			return strtoll(p + nl + 1, NULL, 10);
+	return -1;
+}
+
+/* VmHWM (peak resident set) of pid in bytes, or -1. */
+static int64_t vm_hwm(pid_t pid)
+{
+	char path[64], *b, *p;
+	int64_t kb = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	b = h_file_read(path, NULL);
+	if (b == NULL)
+		return -1;
+	p = strstr(b, "VmHWM:");
+	if (p != NULL)
+		kb = strtoll(p + 6, NULL, 10);
+	free(b);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
+/* ---- Kafka -------------------------------------------------------------------------*/
+
+/* Polls until the group's committed offsets are the end offsets, which sum
+ * to what was produced, while k runs. */
+static void wait_committed_at_end(struct h_proc *k, int timeout_ms)
+{
+	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
+	char diff[512] = "", err[256];
+	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, GROUP, err, sizeof(err));
+	int ok = 0;
+
+	cr_assert_not_null(kh, "kafka handle: %s", err);
+	while (!ok && h_now_ms() < deadline) {
+		cr_assert_eq(h_exited(k->pid, NULL), 0, "k2mc ended before committing everything:\n%s",
+			     tail_of(k->err_path));
+		ok = h_kafka_end_offsets(kh, TOPIC, PARTS, end, 2000) == 0 &&
+		     h_offsets_sum(end, PARTS) == (int64_t)W.produced &&
+		     h_kafka_committed(kh, TOPIC, PARTS, committed, 2000) == 0 &&
+		     h_offsets_diff(committed, end, PARTS, diff, sizeof(diff)) == 0;
+		if (!ok)
+			sleep_ms(200);
+	}
+	h_kafka_close(kh);
+	cr_assert(ok, "not committed up to the end within %d ms (committed != end: %s); k2mc:\n%s",
+		  timeout_ms, diff, tail_of(k->err_path));
+}
+
+/* ---- the test ---------------------------------------------------------------------*/
+
+Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
+{
+	char json[H_PATH_MAX], budget[32], kbytes[64], metrics_addr[64], line[512];
+	int mport = h_free_port();
+	const uint64_t per_record = KEY_LEN + VALUE_SIZE + 320; /* k2mc_record_bytes */
+	int64_t buffered = -1, limit = -1, consumed = -1, hwm, deadline;
+	struct h_proc k;
+	struct h_summary s;
+	struct h_verify v;
+	char *text;
+	int rc, status = 0;
+
+	start_world();
+	h_tmppath(json, sizeof(json), "stats.json");
+	snprintf(budget, sizeof(budget), "%llu", (unsigned long long)BUDGET);
+	snprintf(kbytes, sizeof(kbytes), "queued.max.messages.kbytes=%d", QUEUED_KBYTES);
+	snprintf(metrics_addr, sizeof(metrics_addr), "127.0.0.1:%d", mport);
+	{
+		const char *const args[] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", GROUP,
+					     "-m", W.mc_addr, "--max-buffer-bytes", budget,
+					     "-X", kbytes, "--stats-interval-ms", "250",
+					     "--stats-json", json, "--metrics-addr", metrics_addr,
+					     "--commit-interval-ms", "200", NULL };
+
+		rc = h_k2mc_start(&k, NULL, args);
+		cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	}
+	/* before the group's first assignment (about 3 s): nothing is written
+	 * before the freeze */
+	rc = h_pause(W.mc.proc.pid, 5000);
+	cr_assert_eq(rc, 0, "SIGSTOP memcached: %s", strerror(-rc));
+
+	/* The condition: the budget is full (a consumer waits when the next
+	 * record does not fit, so the last record's size may stay unused), or
+	 * k2mc consumed the whole topic, which only an unbounded k2mc can. */
+	deadline = h_now_ms() + 30000;
+	for (;;) {
+		cr_assert_eq(h_exited(k.pid, &status), 0, "k2mc ended while memcached was frozen:\n%s",
+			     tail_of(k.err_path));
+		buffered = json_last(json, "buffer_bytes");
+		limit = json_last(json, "buffer_limit_bytes");
+		consumed = json_last(json, "consumed");
+		if ((limit > 0 && buffered >= limit - (int64_t)per_record) || consumed == RECORDS)
+			break;
+		cr_assert_lt(h_now_ms(), deadline,
+			     "the buffer never filled (%" PRId64 " of %" PRId64 " bytes, %" PRId64
+			     " records consumed): a budget that is never reached bounds nothing, or "
+			     "k2mc holds nothing; k2mc:\n%s",
+			     buffered, limit, consumed, tail_of(k.err_path));
+		sleep_ms(100);
+	}
+	/* let librdkafka's prefetch settle: the peak is what it reaches */
+	sleep_ms(2000);
+	hwm = vm_hwm(k.pid);
+	cr_assert_gt(hwm, 0, "no VmHWM for k2mc");
+	cr_log_info("k2mc VmHWM %.1f MiB with memcached frozen (budget %llu MiB, bound %.1f MiB)",
+		    (double)hwm / (1 << 20), (unsigned long long)(BUDGET >> 20),
+		    (double)RSS_BOUND / (1 << 20));
+	cr_assert_leq((uint64_t)hwm, RSS_BOUND,
+		      "k2mc peaked at %.1f MiB with memcached frozen: over the budget (%llu MiB) "
+		      "plus %d partitions' prefetch (%d KiB queued + a 1 MiB fetch each) plus %llu "
+		      "MiB; the %d MiB topic was held, not bounded",
+		      (double)hwm / (1 << 20), (unsigned long long)(BUDGET >> 20), PARTS,
+		      QUEUED_KBYTES, (unsigned long long)(BASE_BYTES >> 20),
+		      RECORDS * VALUE_SIZE >> 20);
+	cr_assert_eq(limit, (int64_t)BUDGET, "--stats-json buffer_limit_bytes");
+	/* every record handed out was paid for; none was written */
+	consumed = json_last(json, "consumed");
+	cr_assert_leq((uint64_t)consumed * per_record, BUDGET,
+		      "%" PRId64 " records of %" PRIu64 " bytes consumed: over the budget", consumed,
+		      per_record);
+	cr_assert_lt(consumed, RECORDS / 4, "nearly everything was consumed");
+
+	/* the same numbers, as the stats line and /metrics say them */
+	rc = h_wait_line(k.err_path, "buffer [0-9.]+ MiB/32 MiB", NULL, k.pid, 5000, line,
+			 sizeof(line));
+	cr_assert_eq(rc, 0, "no \"buffer X MiB/32 MiB\" in the stats line:\n%s", tail_of(k.err_path));
+	text = http_get(mport, "/metrics");
+	cr_assert_not_null(text, "no answer from /metrics");
+	cr_assert_eq(metric(text, "k2mc_buffer_limit_bytes"), (int64_t)BUDGET, "%s", text);
+	cr_assert_geq(metric(text, "k2mc_buffer_bytes"), (int64_t)(BUDGET - per_record),
+		      "k2mc_buffer_bytes while the budget is full");
+	free(text);
+
+	/* memcached answers again: everything is written, in order */
+	cr_assert_eq(h_resume(W.mc.proc.pid), 0);
+	wait_committed_at_end(&k, 60000);
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	rc = h_wait(k.pid, 20000, &status);
+	cr_assert_eq(rc, 0, "k2mc did not exit after SIGTERM:\n%s", tail_of(k.err_path));
+	cr_assert_eq(h_exit_code(status), 0, "k2mc exit:\n%s", tail_of(k.err_path));
+	rc = h_summary_parse(k.err_path, &s);
+	cr_assert_eq(rc, 0, "no summary:\n%s", tail_of(k.err_path));
+	cr_assert_eq(s.unwritten, 0);
+	cr_assert_eq(s.consumed, RECORDS, "consumed %" PRIu64 " of %d", s.consumed, RECORDS);
+	rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
+	cr_assert_eq(rc, 0, "cache check could not run: %s", v.first);
+	cr_assert_eq(h_verify_mismatches(&v), 0,
+		     "cache differs from the expect file (%zu keys): %zu missing, %zu with another "
+		     "value; first:\n%s",
+		     v.sets, v.missing, v.wrong, v.first);
+	/* the budget is empty again once everything is written: the final
+	 * JSON line is taken after the drain */
+	cr_assert_eq(json_last(json, "buffer_bytes"), 0, "bytes still counted after the drain");
+}
