@@ -24,6 +24,10 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 k2mc_table_ref *k2mc_group_table(struct k2mc_group *g);
 rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
 void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
+/* --max-buffer-bytes (core/budget.h): partitions assigned from now on take
+ * their byte credit from b (NULL: no bound). */
+struct k2mc_budget;
+void k2mc_group_set_budget(struct k2mc_group *g, struct k2mc_budget *b);
 /* The committer whose commits keep the lease (NULL: none). */
 void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c);
 /* The writers' fence: revoked on every revocation and lost assignment, and

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <urcu.h>
 
+#include "core/budget.h"
 #include "core/committer.h"
 #include "core/config.h"
 #include "core/fence.h"
@@ -246,6 +247,7 @@ static FILE *open_json(const char *path)
 
 int main(int argc, char **argv)
 {
+	struct k2mc_budget *budget = NULL;
 	struct k2mc_config cfg;
 	struct k2mc_group *g = NULL;
 	struct k2mc_writers *ws = NULL;
@@ -320,6 +322,13 @@ int main(int argc, char **argv)
 		goto out;
 	signal_writers = ws;
 	k2mc_group_set_writers(g, k2mc_writers_bells(ws), cfg.writers);
+	budget = k2mc_budget_new(cfg.max_buffer_bytes);
+	if (budget == NULL) {
+		k2mc_err("out of memory");
+		goto out;
+	}
+	k2mc_group_set_budget(g, budget);
+	rep.snap.budget = budget;
 	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
 	if (cfg.metrics_port > 0) {
 		/* liveness fails only when the main loop stops publishing for
@@ -428,6 +437,8 @@ out:
 	k2mc_group_close(g, (stopped ? stopped + cfg.shutdown_timeout_ms : k2mc_now_ms()) +
 				    CLOSE_GRACE_MS);
 	k2mc_writers_free(ws);
+	/* after the group freed the partitions, which gave their bytes back */
+	k2mc_budget_free(budget);
 	k2mc_fence_free(fence);
 	k2mc_snapshot_free(&rep.snap);
 	if (rep.json != NULL && rep.json != stdout)
