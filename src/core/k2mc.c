@@ -21,6 +21,8 @@
 #include "core/metrics.h"
 #include "core/notify.h"
 #include "core/stats.h"
+#include "workers/mcconn.h"
+#include "workers/transport.h"
 #include "workers/writer.h"
 
 #define POLL_MS 100
@@ -245,6 +247,21 @@ static FILE *open_json(const char *path)
 	return fopen(path, "a");
 }
 
+/* Checks that need more than parsing but no network: TLS files (readable,
+ * key matching its certificate, password right). 0, or -EINVAL with the
+ * reason in err. */
+static int check_offline(const struct k2mc_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->mc_tls) {
+		struct transport_tls tls;
+
+		mcconn_tls_from_config(cfg, &tls);
+		if (transport_tls_check(&tls, err, errlen) != 0)
+			return -EINVAL;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct k2mc_budget *budget = NULL;
@@ -274,6 +291,18 @@ int main(int argc, char **argv)
 	}
 	if (cfg.dump_config) {
 		k2mc_config_dump(&cfg, stdout);
+		k2mc_config_free(&cfg);
+		return 0;
+	}
+	/* Everything that can be checked without connecting anywhere; also
+	 * what --check-config runs (the systemd unit's ExecStartPre). */
+	if (check_offline(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "k2mc: %s\n", err);
+		k2mc_config_free(&cfg);
+		return 2;
+	}
+	if (cfg.check_config) {
+		fprintf(stderr, "k2mc: configuration OK (nothing was connected to)\n");
 		k2mc_config_free(&cfg);
 		return 0;
 	}
