@@ -474,3 +474,61 @@ deb: pkg-deps
 # DESTDIR. See tests/package_check.sh.
 package-test: deb
 	tests/package_check.sh $(DEB_FILE)
+
+# ---- issue 9: key placement (--distribution) and the readers' read-back -----
+# Appended block. src/workers/placement.c (key -> server, the way each
+# reader family's client places it) joins every variant of k2mc and every
+# suite that links the writer. It hashes with libhashkit (libmemcached's
+# hashing library: libhashkit-dev comes with libmemcached-dev) and OpenSSL's
+# libcrypto (SHA-1 for Dalli's ring; the transport block above links it).
+# test_placement: unit suite (plain, ASan+UBSan, TSan) with vectors from the
+# real clients (tests/interop/gen_vectors.sh). build/placement-bench: the
+# cost of placing one key, at 3 and 16 servers (bench.py runs it).
+PLACEMENT_SRC := src/workers/placement.c
+K2MC_SRCS     += $(PLACEMENT_SRC)
+LIBS          += -lhashkit
+TLIBS         += -lhashkit
+build/k2mc: build/obj/$(PLACEMENT_SRC:.c=.o)
+build/asan/k2mc: build/asan/$(PLACEMENT_SRC:.c=.o)
+build/tsan/k2mc: build/tsan/$(PLACEMENT_SRC:.c=.o)
+# every suite that links the writer (all but test_notify, which links
+# notify.o and log.o alone) now links placement.o too
+$(filter-out %/test_notify,$(UNIT_BINS)) $(INTEG_BINS): build/obj/$(PLACEMENT_SRC:.c=.o)
+$(filter-out %/test_notify,$(ASAN_BINS)): build/asan/$(PLACEMENT_SRC:.c=.o)
+$(filter-out %/test_notify,$(TSAN_BINS)): build/tsan/$(PLACEMENT_SRC:.c=.o)
+PLACEMENT_UNIT := placement
+UNIT_BINS      += $(PLACEMENT_UNIT:%=build/tests/test_%)
+ASAN_BINS      += $(PLACEMENT_UNIT:%=build/tests/asan/test_%)
+TSAN_BINS      += $(PLACEMENT_UNIT:%=build/tests/tsan/test_%)
+unit: $(PLACEMENT_UNIT:%=build/tests/test_%) $(PLACEMENT_UNIT:%=build/tests/asan/test_%) \
+      $(PLACEMENT_UNIT:%=build/tests/tsan/test_%)
+# this block's suite links every module (K2MC_SRCS now), as the others do
+$(PLACEMENT_UNIT:%=build/tests/test_%): $(K2MC_SRCS:%.c=build/obj/%.o)
+$(PLACEMENT_UNIT:%=build/tests/asan/test_%): $(K2MC_SRCS:%.c=build/asan/%.o)
+$(PLACEMENT_UNIT:%=build/tests/tsan/test_%): $(K2MC_SRCS:%.c=build/tsan/%.o)
+build/placement-bench: build/obj/bench/placement_bench.o build/obj/$(PLACEMENT_SRC:.c=.o) \
+                       build/obj/src/core/config.o build/obj/src/core/log.o
+	$(CC) $^ -o $@ $(LIBS)
+bench bench-quick: build/placement-bench
+
+# make interop (.ci/run, after make test): every --distribution proven by its
+# readers. tests/interop/run.py starts three memcached servers, has k2mc
+# write a topic of build/k2mc-mock under each distribution, and reads every
+# key back with the real client library configured as that reader is
+# (pylibmc, PHP memcached, pymemcache, gomemcache, Dalli, spymemcached); also
+# weighted servers, and --mc-eject with a server down. The clients are
+# installed here; one that cannot be installed fails the target.
+INTEROP_PKGS  := python3-pylibmc php-cli php-memcached python3-pymemcache ruby ruby-dalli \
+                 golang-go golang-github-bradfitz-gomemcache-dev libspymemcached-java \
+                 default-jdk-headless
+INTEROP_STAMP := build/.deps-interop
+$(INTEROP_STAMP): Makefile
+	@mkdir -p build
+	@missing=""; for p in $(INTEROP_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@touch $@
+.PHONY: interop
+interop: deps $(INTEROP_STAMP) build/k2mc build/k2mc-mock
+	K2MC_BIN=build/k2mc K2MC_MOCK=build/k2mc-mock /usr/bin/python3 tests/interop/run.py

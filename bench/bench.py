@@ -59,8 +59,8 @@ MODES = {
 }
 MOCK_FETCH_PROPS = ["fetch.wait.max.ms=10"]
 SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
-            "keys", "rss", "latency"]
-QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency"]
+            "keys", "rss", "latency", "placement"]
+QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency", "placement"]
 # issue 9: TCP, unix socket and TLS side by side (transport_costs)
 SECTIONS.append("transports")
 QUICK_SECTIONS.append("transports")
@@ -1128,6 +1128,33 @@ class Report:
         return "\n".join(out)
 
 
+PLACEMENT_HEAD = ["--distribution", "3 servers", "16 servers", "16, one ejected"]
+
+
+def placement_costs(build, bench):
+    """The placement section: build/placement-bench's CPU ns per key for each
+    --distribution (12-byte keys, one thread); (table, JSON rows) or (None, [])."""
+    tool = os.path.join(ROOT, build, "placement-bench")
+    if not os.access(tool, os.X_OK):
+        bench.skips.append(f"placement: {os.path.relpath(tool, ROOT)} is missing "
+                           "(make build/placement-bench)")
+        return None, []
+    log("placement: CPU per key for each --distribution at 3 and 16 servers")
+    try:
+        out = subprocess.run([tool], capture_output=True, text=True, timeout=300, check=True)
+    except (subprocess.SubprocessError, OSError) as e:
+        bench.failures.append(f"placement-bench: {e}")
+        return None, []
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    ns = lambda v: "refused" if v < 0 else f"{v:.0f} ns"  # noqa: E731
+    table = [[r["distribution"], ns(r["ns_per_key_3"]), ns(r["ns_per_key_16"]),
+              ns(r["ns_per_key_16_one_ejected"])] for r in rows]
+    return (("Placement: CPU per key to choose its server (placement-bench)", PLACEMENT_HEAD,
+             table, "best of 5 passes over 262,144 keys of 12 bytes, one thread; 'one "
+             "ejected': --mc-eject with one of 16 servers out (failover rehashing for dalli "
+             "and spymemcached); 'refused': the distribution refuses --mc-eject"), rows)
+
+
 
 TRANSPORTS_HEAD = ["transport", "sets/s", "client CPU per set", "memcached CPU per set"]
 TRANSPORT_RECORDS = 500_000
@@ -1443,6 +1470,9 @@ def main(argv):
                   else (None, []))
     if transports[0]:
         report.tables.append(transports[0])
+    placement = placement_costs(args.build, bench) if "placement" in args.sections else (None, [])
+    if placement[0]:
+        report.tables.append(placement[0])
     os.makedirs(args.out, exist_ok=True)
     png, plot_msg = plot_writers(cases, args.out)
     feed_note = ("fed while it is read, at most --pace-lead records per partition ahead of the "
@@ -1468,6 +1498,7 @@ def main(argv):
         "tables": {k: ([x.slug for x in v] if isinstance(v, list) else v.slug)
                    for k, v in cases.items()},
         "ratios": report.ratios, "targets": report.targets, "transports": transports[1],
+        "placement": placement[1],
     }
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)

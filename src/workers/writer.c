@@ -43,6 +43,7 @@
 #include "workers/dlq.h"
 #include "workers/keymap.h"
 #include "workers/mcconn.h"
+#include "workers/placement.h"
 
 #define EXCHANGE_SLICE_MS 1000
 /* A server that has not answered for this long is reported once. */
@@ -99,16 +100,15 @@ struct writer {
 	int id;
 	struct k2mc_writers *pool;
 	pthread_t thread;
-	memcached_st *memc;           /* distribution only: key -> server index */
-	struct mc_conn **conns;       /* [nservers], in libmemcached's server order */
+	struct k2mc_placement *place; /* key -> server index (--distribution, --mc-eject);
+				       * this writer's own */
+	struct mc_conn **conns;       /* [nservers], in -m order (place's server indexes) */
 	struct k2mc_writer_stats *stats;
 	struct invalid_counters *inv;
 	struct park *bell;
 	/* --mc-eject: consecutive failed attempts per server, reset when the
-	 * server answers; and until when it is ejected (time(), as libmemcached
-	 * keeps it), 0 if it is not */
+	 * server answers (who is ejected, and until when, is place's) */
 	uint32_t *fails;
-	time_t *ejected_until;
 	/* [nservers]: the largest value the batch queued on server s may carry,
 	 * as it was when that share was built (value_limit); a reconnect that
 	 * reads another limit rebuilds the share */
@@ -517,8 +517,9 @@ static int queue_one(struct writer *w, size_t i)
 {
 	char key[K2MC_MC_KEY_MAX];
 	size_t klen = item_key(w, i, key);
-	/* ketama hashes the key with MD5: skip it when there is no choice */
-	int s = w->pool->cfg->nservers > 1 ? (int)memcached_generate_hash(w->memc, key, klen) : 0;
+	/* the server the readers' client looks on (placement.h; no hashing
+	 * with one server) */
+	int s = k2mc_placement_server(w->place, key, klen);
 
 	return queue_on(w, i, s, key, klen);
 }
@@ -651,26 +652,16 @@ static int requeue_server(struct writer *w, size_t n, int s)
 	return 0;
 }
 
-/* --mc-eject: server s failed EJECT_FAILURE_LIMIT times in a row. As
- * libmemcached's auto-eject does, it leaves the ketama continuum until its
- * retry time; memcached_autoeject puts it back then. The last server is not
- * ejected: with every server down, records wait (libmemcached would keep
- * its last continuum too). Returns 1 if the continuum changed. */
+/* --mc-eject: server s failed EJECT_FAILURE_LIMIT times in a row. Until
+ * its retry time its keys go where the readers' client sends them while it
+ * is down (placement.h: libmemcached's continuum rebuilt without it,
+ * pymemcache's hasher without it, Dalli's and spymemcached's failover
+ * rehashing); k2mc_placement_restore puts it back then. The last server is
+ * not ejected: with every server down, records wait. Returns 1 if placement
+ * changed. */
 static int eject(struct writer *w, int s)
 {
-	const memcached_instance_st *in = memcached_server_instance_by_position(w->memc, (uint32_t)s);
-	time_t now = time(NULL);
-	int live = 0;
-
-	for (int i = 0; i < w->pool->cfg->nservers; i++)
-		live += i != s && w->ejected_until[i] <= now;
-	if (live == 0)
-		return 0;
-	w->ejected_until[s] = now + EJECT_RETRY_S;
-	memcached_instance_next_retry(in, w->ejected_until[s]);
-	/* rebuilds the continuum without the servers whose retry is due later */
-	memcached_behavior_set_distribution(w->memc, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
-	return 1;
+	return k2mc_placement_eject(w->place, s, time(NULL) + EJECT_RETRY_S);
 }
 
 static int batch_abandoned(struct writer *w, size_t nsegs_scan)
@@ -1028,9 +1019,9 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 
 	if (await_lease(w, nsegs, &fw) != 0)
 		return -1;
-	/* --mc-eject: servers whose retry time has come are hashed to again */
+	/* --mc-eject: servers whose retry time has come are placed to again */
 	if (ejecting(w->pool))
-		memcached_autoeject(w->memc);
+		k2mc_placement_restore(w->place, time(NULL));
 	rc = classify(w, n);
 	for (;;) {
 		if (rc == 0)
@@ -1134,31 +1125,22 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->inv = &ws->inv[id];
 	w->bell = &ws->bells[id];
 	park_init(w->bell);
-	w->memc = memcached_create(NULL);
-	if (w->memc == NULL)
-		return -ENOMEM;
-	/* libketama-compatible consistent hashing: other ketama clients
-	 * reading the cache find each key on the same server */
-	memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_KETAMA, 1);
-	if (ejecting(ws)) {
-		/* the continuum then leaves out servers whose retry time is
-		 * ahead (eject); the other two say what we do, in its terms */
-		memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_AUTO_EJECT_HOSTS, 1);
-		memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT,
-				       EJECT_FAILURE_LIMIT);
-		memcached_behavior_set(w->memc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, EJECT_RETRY_S);
-	}
-	for (int s = 0; s < cfg->nservers; s++) {
-		if (memcached_server_add(w->memc, cfg->servers[s].host,
-					 (in_port_t)cfg->servers[s].port) != MEMCACHED_SUCCESS)
+	{
+		char why[512];
+
+		/* where the readers' client looks for each key (main checked
+		 * the combination at start: k2mc_placement_check) */
+		w->place = k2mc_placement_new(cfg, why, sizeof(why));
+		if (w->place == NULL) {
+			k2mc_err("%s", why);
 			return -EINVAL;
+		}
 	}
 	w->conns = calloc((size_t)cfg->nservers, sizeof(*w->conns));
 	w->fails = calloc((size_t)cfg->nservers, sizeof(*w->fails));
-	w->ejected_until = calloc((size_t)cfg->nservers, sizeof(*w->ejected_until));
 	w->limit = calloc((size_t)cfg->nservers, sizeof(*w->limit));
 	w->refused_server = -1;
-	if (w->conns == NULL || w->fails == NULL || w->ejected_until == NULL || w->limit == NULL)
+	if (w->conns == NULL || w->fails == NULL || w->limit == NULL)
 		return -ENOMEM;
 	for (int s = 0; s < cfg->nservers; s++) {
 		char why[512];
@@ -1356,10 +1338,8 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 			mcconn_free(w->conns[s]);
 		free(w->conns);
 		free(w->fails);
-		free(w->ejected_until);
 		free(w->limit);
-		if (w->memc != NULL)
-			memcached_free(w->memc);
+		k2mc_placement_free(w->place);
 		free(w->items);
 		free(w->item_part);
 		free(w->item_server);
