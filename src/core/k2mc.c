@@ -22,6 +22,7 @@
 #include "core/notify.h"
 #include "core/stats.h"
 #include "workers/mcconn.h"
+#include "workers/placement.h"
 #include "workers/transport.h"
 #include "workers/writer.h"
 
@@ -247,11 +248,15 @@ static FILE *open_json(const char *path)
 	return fopen(path, "a");
 }
 
-/* Checks that need more than parsing but no network: TLS files (readable,
+/* Checks that need more than parsing but no network: key placement, TLS files (readable,
  * key matching its certificate, password right). 0, or -EINVAL with the
  * reason in err. */
 static int check_offline(const struct k2mc_config *cfg, char *err, size_t errlen)
 {
+	/* --distribution against the server list (weights, --mc-eject, names
+	 * the scheme resolves); logs which readers it matches */
+	if (k2mc_placement_check(cfg, err, errlen) != 0)
+		return -EINVAL;
 	if (cfg->mc_tls) {
 		struct transport_tls tls;
 
@@ -294,6 +299,8 @@ int main(int argc, char **argv)
 		k2mc_config_free(&cfg);
 		return 0;
 	}
+	k2mc_log_set_level(cfg.verbosity == 0 ? K2MC_LOG_WARN
+			   : cfg.verbosity == 1 ? K2MC_LOG_INFO : K2MC_LOG_DEBUG);
 	/* Everything that can be checked without connecting anywhere; also
 	 * what --check-config runs (the systemd unit's ExecStartPre). */
 	if (check_offline(&cfg, err, sizeof(err)) != 0) {
@@ -306,8 +313,6 @@ int main(int argc, char **argv)
 		k2mc_config_free(&cfg);
 		return 0;
 	}
-	k2mc_log_set_level(cfg.verbosity == 0 ? K2MC_LOG_WARN
-			   : cfg.verbosity == 1 ? K2MC_LOG_INFO : K2MC_LOG_DEBUG);
 	install_signals();
 	/* librdkafka's fetch threads allocate every record and the writers free
 	 * them: with glibc's default trimming the arenas shrink and regrow all
