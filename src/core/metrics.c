@@ -3,14 +3,18 @@
  * copies the current text into its response under the same lock. */
 #include "core/metrics.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libmemcached/memcached.h>
+#include <librdkafka/rdkafka.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,64 +64,166 @@ static void part_labels(FILE *out, const char *name, const struct k2mc_part_snap
 	fprintf(out, "\",partition=\"%d\"}", p->partition);
 }
 
+/* A table row's samples: its labels, as its `by` says (stats.h). */
+static void render_row(FILE *out, const struct k2mc_snapshot *s, size_t row)
+{
+	const struct k2mc_stat_def *d = &k2mc_stat_defs[row];
+	char name[K2MC_SUN_PATH_MAX + 16];
+
+	head(out, d->metric, d->type == K2MC_COUNTER ? "counter" : "gauge", d->help);
+	switch (d->by) {
+	case K2MC_BY_NONE:
+		fprintf(out, "%s %llu\n", d->metric, (unsigned long long)k2mc_stat_value(s, row));
+		break;
+	case K2MC_BY_PARTITION:
+		for (size_t i = 0; i < s->nparts; i++) {
+			part_labels(out, d->metric, &s->parts[i]);
+			fprintf(out, " %llu\n", (unsigned long long)s->parts[i].consumed);
+		}
+		break;
+	case K2MC_BY_PARTITION_LAG:
+		/* only partitions this instance holds: a released one is
+		 * another member's to report */
+		for (size_t i = 0; i < s->nparts; i++) {
+			if (!s->parts[i].assigned || s->parts[i].lag < 0)
+				continue;
+			part_labels(out, d->metric, &s->parts[i]);
+			fprintf(out, " %lld\n", (long long)s->parts[i].lag);
+		}
+		break;
+	case K2MC_BY_REASON:
+		for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+			fprintf(out, "%s{reason=\"%s\"} %llu\n", d->metric,
+				k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
+				(unsigned long long)s->t.skipped_by[r]);
+		break;
+	case K2MC_BY_SERVER_KIND:
+		/* every server and kind, zeros too: a dashboard's series exist
+		 * before the first failure */
+		for (int i = 0; i < s->nservers && i < K2MC_MAX_SERVERS; i++) {
+			k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
+			for (int e = 0; e < K2MC_MC_NERRS; e++) {
+				fprintf(out, "%s{server=\"", d->metric);
+				label(out, name);
+				fprintf(out, "\",kind=\"%s\"} %llu\n",
+					k2mc_mc_error_name((enum k2mc_mc_error)e),
+					(unsigned long long)s->t.mc_errors_by[i][e]);
+			}
+		}
+		break;
+	}
+}
+
+/* ---- process metrics ---------------------------------------------------------
+ * Under the names and meanings Prometheus' client libraries give them (the Go
+ * and Python clients read the same /proc files), so that dashboards and alerts
+ * written for any exporter work unchanged. Read when the text is rendered, on
+ * the main thread about once a second: never on a hot path. */
+
+static void process_metrics(FILE *out)
+{
+	char buf[1024], *p;
+	unsigned long long utime = 0, stime = 0, start = 0, vsize = 0, btime = 0;
+	long long rss = 0;
+	long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	struct rlimit rl;
+	int ok = 0, nfds = -1;
+	FILE *f = fopen("/proc/self/stat", "re");
+	DIR *d;
+
+	if (f != NULL) {
+		/* after "(comm)", which may hold spaces and parentheses: fields
+		 * 3.. (state), utime 14, stime 15, starttime 22, vsize 23, rss 24 */
+		if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')')) != NULL)
+			ok = sscanf(p + 2,
+				    "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d "
+				    "%*d %*d %*d %llu %llu %lld",
+				    &utime, &stime, &start, &vsize, &rss) == 5;
+		fclose(f);
+	}
+	f = fopen("/proc/stat", "re");
+	if (f != NULL) {
+		while (fgets(buf, sizeof(buf), f) != NULL)
+			if (sscanf(buf, "btime %llu", &btime) == 1)
+				break;
+		fclose(f);
+	}
+	d = opendir("/proc/self/fd");
+	if (d != NULL) {
+		struct dirent *e;
+
+		nfds = 0;
+		while ((e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
+				nfds++;
+		closedir(d);
+	}
+	if (ok && tck > 0) {
+		head(out, "process_cpu_seconds_total", "counter",
+		     "Total user and system CPU time spent in seconds.");
+		fprintf(out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
+		head(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+		fprintf(out, "process_virtual_memory_bytes %llu\n", vsize);
+		head(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+		fprintf(out, "process_resident_memory_bytes %lld\n", rss * (long long)page);
+		if (btime > 0) {
+			head(out, "process_start_time_seconds", "gauge",
+			     "Start time of the process since unix epoch in seconds.");
+			fprintf(out, "process_start_time_seconds %.2f\n",
+				(double)btime + (double)start / (double)tck);
+		}
+	}
+	if (nfds >= 0) {
+		head(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+		fprintf(out, "process_open_fds %d\n", nfds);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		head(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+		if (rl.rlim_cur == RLIM_INFINITY)
+			fputs("process_max_fds +Inf\n", out);
+		else
+			fprintf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+	}
+}
+
+/* The dialects mcconn.c speaks (mcconn.h): meta for memcached >= 1.6.10,
+ * the classic text protocol for every other server and proxy. */
+#define K2MC_MC_DIALECTS "meta,text"
+
+static void build_info(FILE *out)
+{
+	head(out, "k2mc_build_info", "gauge",
+	     "1, labelled with the k2mc version, the librdkafka and libmemcached versions it "
+	     "runs with, and the Memcached dialects it speaks.");
+	fputs("k2mc_build_info{version=\"", out);
+	label(out, k2mc_config_version());
+	fputs("\",librdkafka=\"", out);
+	label(out, rd_kafka_version_str());
+	fputs("\",libmemcached=\"", out);
+	label(out, memcached_lib_version());
+	fputs("\",memcached_dialects=\"" K2MC_MC_DIALECTS "\"} 1\n", out);
+}
+
 void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 {
-	const struct k2mc_config *cfg = s->cfg;
+	char name[K2MC_SUN_PATH_MAX + 16];
 
-	head(out, "k2mc_records_consumed_total", "counter",
-	     "Records consumed from Kafka, per partition, over every assignment in this run.");
-	for (size_t i = 0; i < s->nparts; i++) {
-		part_labels(out, "k2mc_records_consumed_total", &s->parts[i]);
-		fprintf(out, " %llu\n", (unsigned long long)s->parts[i].consumed);
-	}
-	head(out, "k2mc_records_written_total", "counter",
-	     "Records stored in Memcached (set acknowledged).");
-	fprintf(out, "k2mc_records_written_total %llu\n", (unsigned long long)s->t.written);
-	head(out, "k2mc_records_deleted_total", "counter",
-	     "Tombstones applied in Memcached (delete acknowledged, or the key was absent).");
-	fprintf(out, "k2mc_records_deleted_total %llu\n", (unsigned long long)s->t.deleted);
-	head(out, "k2mc_records_invalid_total", "counter",
-	     "Records Memcached cannot take, per reason (handled by --on-invalid).");
-	for (int r = 1; r < K2MC_KEY_NREASONS; r++)
-		fprintf(out, "k2mc_records_invalid_total{reason=\"%s\"} %llu\n",
-			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
-			(unsigned long long)s->t.skipped_by[r]);
-	head(out, "k2mc_records_invalidated_total", "counter",
-	     "Keys deleted because their newest record's value was refused by k2mc (too large): "
-	     "no older value stays. Also counted in k2mc_records_invalid_total.");
-	fprintf(out, "k2mc_records_invalidated_total %llu\n", (unsigned long long)s->t.invalidated);
-	head(out, "k2mc_written_bytes_total", "counter", "Value bytes stored in Memcached.");
-	fprintf(out, "k2mc_written_bytes_total %llu\n", (unsigned long long)s->t.bytes);
-	head(out, "k2mc_memcached_batches_total", "counter",
-	     "Pipelined Memcached exchanges completed (every reply read).");
-	fprintf(out, "k2mc_memcached_batches_total %llu\n", (unsigned long long)s->t.batches);
-	head(out, "k2mc_memcached_errors_total", "counter",
-	     "Memcached connection failures and error replies, all servers and kinds together.");
-	fprintf(out, "k2mc_memcached_errors_total %llu\n", (unsigned long long)s->t.mc_errors);
-	head(out, "k2mc_memcached_retries_total", "counter",
-	     "Batches resent after a Memcached failure.");
-	fprintf(out, "k2mc_memcached_retries_total %llu\n", (unsigned long long)s->t.retries);
+	/* the counter table first: the numbers the stats line and
+	 * --stats-json show too */
+	for (size_t i = 0; i < k2mc_nstat_defs; i++)
+		render_row(out, s, i);
 	head(out, "k2mc_memcached_server_up", "gauge",
 	     "1 unless the last exchange with the server failed or went unanswered.");
 	for (int i = 0; i < s->nservers; i++) {
+		k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
 		fputs("k2mc_memcached_server_up{server=\"", out);
-		label(out, cfg->servers[i].host);
-		fprintf(out, ":%d\"} %d\n", cfg->servers[i].port, s->server_ok[i]);
+		label(out, name);
+		fprintf(out, "\"} %d\n", s->server_ok[i]);
 	}
 	head(out, "k2mc_fence_held", "gauge",
 	     "1 while this member's group membership is proven (a lease from acknowledged commits) "
 	     "and writers may send; 0 while they hold records.");
 	fprintf(out, "k2mc_fence_held %d\n", s->fence_held);
-	head(out, "k2mc_fence_waits_total", "counter",
-	     "Batches that waited for proof of group membership before writing.");
-	fprintf(out, "k2mc_fence_waits_total %llu\n", (unsigned long long)s->t.fence_waits);
-	head(out, "k2mc_writer_alloc_failures_total", "counter",
-	     "Batches whose commands could not be allocated: rebuilt and retried, nothing "
-	     "acknowledged.");
-	fprintf(out, "k2mc_writer_alloc_failures_total %llu\n",
-		(unsigned long long)s->t.alloc_failures);
-	head(out, "k2mc_partitions_assigned", "gauge", "Partitions assigned to this instance.");
-	fprintf(out, "k2mc_partitions_assigned %zu\n", s->assigned);
 	/* offsets only for partitions this instance holds: a released one is
 	 * another member's to report */
 	head(out, "k2mc_committed_offset", "gauge",
@@ -136,22 +242,10 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 		part_labels(out, "k2mc_end_offset", &s->parts[i]);
 		fprintf(out, " %lld\n", (long long)s->parts[i].end);
 	}
-	head(out, "k2mc_consumer_lag", "gauge",
-	     "Records between the log end and the acknowledged watermark.");
-	for (size_t i = 0; i < s->nparts; i++) {
-		if (!s->parts[i].assigned || s->parts[i].lag < 0)
-			continue;
-		part_labels(out, "k2mc_consumer_lag", &s->parts[i]);
-		fprintf(out, " %lld\n", (long long)s->parts[i].lag);
-	}
 	head(out, "k2mc_ring_fill_ratio", "gauge",
 	     "Records waiting in a writer's rings over their slots (1 = full: backpressure).");
 	for (int w = 0; w < s->nwriters; w++)
 		fprintf(out, "k2mc_ring_fill_ratio{writer=\"%d\"} %.4f\n", w, s->writer_fill[w]);
-	head(out, "k2mc_buffer_bytes", "gauge",
-	     "Record bytes held in rings and batches (key + value + librdkafka's per-record "
-	     "overhead), plus byte credit consumers took and have not spent.");
-	fprintf(out, "k2mc_buffer_bytes %llu\n", (unsigned long long)s->buffer_bytes);
 	head(out, "k2mc_buffer_limit_bytes", "gauge",
 	     "--max-buffer-bytes: consumers wait when k2mc_buffer_bytes reaches it (0: no limit).");
 	fprintf(out, "k2mc_buffer_limit_bytes %llu\n", (unsigned long long)s->buffer_limit);
@@ -165,6 +259,8 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 		"k2mc_e2e_latency_seconds_sum %.3f\n"
 		"k2mc_e2e_latency_seconds_count %llu\n",
 		(unsigned long long)s->lat_count, s->lat_sum_s, (unsigned long long)s->lat_count);
+	build_info(out);
+	process_metrics(out);
 }
 
 int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
@@ -176,8 +272,10 @@ int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
 	for (int i = 0; i < s->nservers; i++) {
 		if (!s->server_ok[i]) {
 			/* out of memory: it answers, and stores nothing */
-			snprintf(why, len, "memcached %s:%d %s", s->cfg->servers[i].host,
-				 s->cfg->servers[i].port,
+			char name[K2MC_SUN_PATH_MAX + 16];
+
+			k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
+			snprintf(why, len, "memcached %s %s", name,
 				 s->server_state[i] == K2MC_SERVER_OOM ? "out of memory"
 								       : "not answering");
 			return 0;

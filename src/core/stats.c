@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,26 +18,77 @@
 #include "workers/consumer.h"
 #include "workers/writer.h"
 
+const char *k2mc_mc_error_name(enum k2mc_mc_error e)
+{
+	static const char *const names[K2MC_MC_NERRS] = { "refused", "timeout", "connection",
+							  "error_reply" };
+
+	return (unsigned)e < K2MC_MC_NERRS ? names[e] : "unknown";
+}
+
 void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
 {
 	memset(t, 0, sizeof(*t));
 	for (int i = 0; i < n; i++) {
-		t->written += k2mc_read(&ws[i].written);
-		t->deleted += k2mc_read(&ws[i].deleted);
-		t->bytes += k2mc_read(&ws[i].bytes);
-		t->batches += k2mc_read(&ws[i].batches);
-		t->mc_errors += k2mc_read(&ws[i].mc_errors);
-		t->retries += k2mc_read(&ws[i].retries);
-		t->invalidated += k2mc_read(&ws[i].invalidated);
-		t->fence_waits += k2mc_read(&ws[i].fence_waits);
-		t->alloc_failures += k2mc_read(&ws[i].alloc_failures);
+#define SUM_W(field, ...) t->field += k2mc_read(&ws[i].field);
+		K2MC_STATS_TABLE(SUM_W, K2MC_STATS_IGNORE)
+#undef SUM_W
 		for (int r = 1; r < K2MC_KEY_NREASONS; r++) {
 			uint64_t v = k2mc_read(&ws[i].skipped[r]);
 
 			t->skipped_by[r] += v;
 			t->skipped += v;
 		}
+		for (int s = 0; s < K2MC_MAX_SERVERS; s++) {
+			for (int e = 0; e < K2MC_MC_NERRS; e++) {
+				uint64_t v = k2mc_read(&ws[i].mc_errors[s][e]);
+
+				t->mc_errors_by[s][e] += v;
+				t->mc_errors += v;
+			}
+		}
 	}
+}
+
+/* ---- the counter table ------------------------------------------------------- */
+
+#define DEF_W(field, key, group, metric, help) { key, metric, K2MC_COUNTER, K2MC_BY_NONE, group, help },
+#define DEF_V(key, group, metric, type, by, value, help) { #key, metric, type, by, group, help },
+const struct k2mc_stat_def k2mc_stat_defs[] = { K2MC_STATS_TABLE(DEF_W, DEF_V) };
+#undef DEF_W
+#undef DEF_V
+const size_t k2mc_nstat_defs = sizeof(k2mc_stat_defs) / sizeof(k2mc_stat_defs[0]);
+
+uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t i)
+{
+	size_t row = 0;
+
+#define VAL_W(field, ...)                                                                          \
+	if (row++ == i)                                                                            \
+		return s->t.field;
+#define VAL_V(key, group, metric, type, by, value, help)                                           \
+	if (row++ == i)                                                                            \
+		return (uint64_t)(value);
+	K2MC_STATS_TABLE(VAL_W, VAL_V)
+#undef VAL_W
+#undef VAL_V
+	return 0;
+}
+
+const char *k2mc_stat_line_label(size_t i)
+{
+	/* "buffer 12.0 MiB/256 MiB": the limit rides along (stats_line) */
+	return strcmp(k2mc_stat_defs[i].key, "buffer_bytes") == 0 ? "buffer" : k2mc_stat_defs[i].key;
+}
+
+void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)
+{
+	if (srv->is_unix)
+		snprintf(buf, len, "unix:%s", srv->host);
+	else if (strchr(srv->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d", srv->host, srv->port);
+	else
+		snprintf(buf, len, "%s:%d", srv->host, srv->port);
 }
 
 int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)
@@ -274,28 +326,60 @@ void k2mc_snapshot_rates(const struct k2mc_mark *prev, const struct k2mc_snapsho
 	*out = secs > 0 ? (double)(cur->done - prev->done) / secs : 0.0;
 }
 
+/* Appends to buf at *n (which may reach len: snprintf truncates). */
+static void append(char *buf, size_t len, size_t *n, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t len, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+
+	if (*n >= len)
+		return;
+	va_start(ap, fmt);
+	w = vsnprintf(buf + *n, len - *n, fmt, ap);
+	va_end(ap);
+	if (w > 0)
+		*n += (size_t)w;
+}
+
+#define STATS_NGROUPS 4
+
 void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,
 		     const struct k2mc_snapshot *cur)
 {
 	double in, out;
-	char buffer[64] = "";
+	size_t n = 0;
 
+	if (len > 0)
+		buf[0] = '\0';
 	k2mc_snapshot_rates(prev, cur, &in, &out);
-	/* --max-buffer-bytes: record bytes held (and credit taken) of the limit */
-	if (cur->buffer_limit > 0)
-		snprintf(buffer, sizeof(buffer), " buffer %.1f MiB/%.4g MiB",
-			 (double)cur->buffer_bytes / (1 << 20), (double)cur->buffer_limit / (1 << 20));
-	snprintf(buf, len,
-		 "in %.0f/s out %.0f/s | consumed %llu written %llu deleted %llu skipped %llu "
-		 "invalidated %llu | partitions %zu ring %.1f%%%s lag %lld | memcached errors %llu "
-		 "retries %llu",
-		 in, out, (unsigned long long)cur->consumed, (unsigned long long)cur->t.written,
-		 (unsigned long long)cur->t.deleted, (unsigned long long)cur->t.skipped,
-		 (unsigned long long)cur->t.invalidated,
-		 cur->assigned,
-		 cur->ring_slots ? 100.0 * (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
-		 buffer, (long long)cur->lag, (unsigned long long)cur->t.mc_errors,
-		 (unsigned long long)cur->t.retries);
+	append(buf, len, &n, "in %.0f/s out %.0f/s", in, out);
+	for (int g = 1; g <= STATS_NGROUPS; g++) {
+		const char *sep = " |";
+
+		for (size_t i = 0; i < k2mc_nstat_defs; i++) {
+			const struct k2mc_stat_def *d = &k2mc_stat_defs[i];
+			uint64_t v;
+
+			if (d->group != g)
+				continue;
+			v = k2mc_stat_value(cur, i);
+			append(buf, len, &n, "%s %s ", sep, k2mc_stat_line_label(i));
+			sep = "";
+			if (strcmp(d->key, "buffer_bytes") != 0)
+				append(buf, len, &n, "%llu", (unsigned long long)v);
+			else if (cur->buffer_limit > 0) /* --max-buffer-bytes: of the limit */
+				append(buf, len, &n, "%.1f MiB/%.4g MiB", (double)v / (1 << 20),
+				       (double)cur->buffer_limit / (1 << 20));
+			else
+				append(buf, len, &n, "%.1f MiB", (double)v / (1 << 20));
+		}
+		if (g == 2) /* records in the rings over their slots */
+			append(buf, len, &n, " ring %.1f%%",
+			       cur->ring_slots ? 100.0 * (double)cur->ring_fill / (double)cur->ring_slots
+					       : 0.0);
+	}
 }
 
 /* Kafka topic names are [a-zA-Z0-9._-]; escaped anyway, the JSON way. */
@@ -319,39 +403,46 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 		     const struct k2mc_snapshot *cur, int final)
 {
 	double in, out_rate;
+	char name[K2MC_SUN_PATH_MAX + 16];
 
 	k2mc_snapshot_rates(prev, cur, &in, &out_rate);
-	fprintf(out,
-		"{\"ts_ms\":%lld,\"final\":%s,\"in_per_s\":%.1f,\"out_per_s\":%.1f,"
-		"\"consumed\":%llu,\"written\":%llu,\"deleted\":%llu,\"skipped\":%llu,"
-		"\"skipped_by\":{",
-		(long long)cur->wall_ms, final ? "true" : "false", in, out_rate,
-		(unsigned long long)cur->consumed, (unsigned long long)cur->t.written,
-		(unsigned long long)cur->t.deleted, (unsigned long long)cur->t.skipped);
+	fprintf(out, "{\"ts_ms\":%lld,\"final\":%s,\"in_per_s\":%.1f,\"out_per_s\":%.1f",
+		(long long)cur->wall_ms, final ? "true" : "false", in, out_rate);
+	/* the counter table, in its order */
+	for (size_t i = 0; i < k2mc_nstat_defs; i++)
+		fprintf(out, ",\"%s\":%llu", k2mc_stat_defs[i].key,
+			(unsigned long long)k2mc_stat_value(cur, i));
+	fputs(",\"skipped_by\":{", out);
 	for (int r = 1; r < K2MC_KEY_NREASONS; r++)
 		fprintf(out, "%s\"%s\":%llu", r > 1 ? "," : "",
 			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
 			(unsigned long long)cur->t.skipped_by[r]);
 	fprintf(out,
-		"},\"invalidated\":%llu,\"fence_held\":%s,\"fence_waits\":%llu,"
-		"\"alloc_failures\":%llu,\"value_bytes\":%llu,\"batches\":%llu,\"partitions\":%zu,"
-		"\"ring_fill_ratio\":%.4f,\"buffer_bytes\":%llu,\"buffer_limit_bytes\":%llu,"
-		"\"lag\":%lld,\"memcached_errors\":%llu,\"retries\":%llu,"
-		"\"latency_ms\":{\"p50\":%lld,\"p99\":%lld,\"p999\":%lld,\"count\":%llu},"
-		"\"servers\":[",
-		(unsigned long long)cur->t.invalidated, cur->fence_held ? "true" : "false",
-		(unsigned long long)cur->t.fence_waits, (unsigned long long)cur->t.alloc_failures,
-		(unsigned long long)cur->t.bytes, (unsigned long long)cur->t.batches, cur->assigned,
+		"},\"fence_held\":%s,\"ring_fill_ratio\":%.4f,\"buffer_limit_bytes\":%llu,"
+		"\"latency_ms\":{\"p50\":%lld,\"p99\":%lld,\"p999\":%lld,\"count\":%llu,\"le\":{",
+		cur->fence_held ? "true" : "false",
 		cur->ring_slots ? (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
-		(unsigned long long)cur->buffer_bytes, (unsigned long long)cur->buffer_limit,
-		(long long)cur->lag, (unsigned long long)cur->t.mc_errors,
-		(unsigned long long)cur->t.retries, (long long)cur->p50, (long long)cur->p99,
+		(unsigned long long)cur->buffer_limit, (long long)cur->p50, (long long)cur->p99,
 		(long long)cur->p999, (unsigned long long)cur->lat_count);
-	for (int i = 0; i < cur->nservers; i++)
-		fprintf(out, "%s{\"server\":\"%s:%d\",\"ok\":%s,\"state\":\"%s\"}", i ? "," : "",
-			cur->cfg->servers[i].host, cur->cfg->servers[i].port,
+	/* cumulative, as the Prometheus histogram's buckets */
+	for (int k = 0; k < K2MC_LAT_NBOUNDS; k++)
+		fprintf(out, "\"%d\":%llu,", k2mc_lat_bounds_ms[k],
+			(unsigned long long)cur->lat_le[k]);
+	fprintf(out, "\"+Inf\":%llu}},\"servers\":[", (unsigned long long)cur->lat_count);
+	for (int i = 0; i < cur->nservers; i++) {
+		k2mc_server_label(&cur->cfg->servers[i], name, sizeof(name));
+		fprintf(out, "%s{\"server\":", i ? "," : "");
+		json_str(out, name);
+		fprintf(out, ",\"ok\":%s,\"state\":\"%s\",\"errors\":{",
 			cur->server_ok[i] ? "true" : "false",
 			k2mc_server_state_name(cur->server_state[i]));
+		for (int e = 0; e < K2MC_MC_NERRS; e++)
+			fprintf(out, "%s\"%s\":%llu", e ? "," : "",
+				k2mc_mc_error_name((enum k2mc_mc_error)e),
+				(unsigned long long)(i < K2MC_MAX_SERVERS ? cur->t.mc_errors_by[i][e]
+									  : 0));
+		fputs("}}", out);
+	}
 	fputs("],\"parts\":[", out);
 	for (size_t i = 0; i < cur->nparts; i++) {
 		const struct k2mc_part_snap *p = &cur->parts[i];

@@ -775,6 +775,14 @@ static int reply_final(enum mc_reply r)
 	return r == MC_STORED || r == MC_DELETED || r == MC_NOT_FOUND || r == MC_TOO_LARGE;
 }
 
+/* What a failed mcconn_ensure counts as (k2mc_memcached_errors_total). */
+static enum k2mc_mc_error connect_error_kind(int rc)
+{
+	if (rc == -ECONNREFUSED || rc == -ENOENT)
+		return K2MC_MC_ERR_REFUSED;
+	return rc == -ETIMEDOUT ? K2MC_MC_ERR_TIMEOUT : K2MC_MC_ERR_CONNECTION;
+}
+
 /* Runs the exchange until every queued command on every server has its
  * reply and none of them asks for a retry. Returns 0, -1 if the batch was
  * given up (abort or abandoned partition), or -ENOMEM if its commands could
@@ -788,6 +796,8 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 	enum mc_exchange res[K2MC_MAX_SERVERS];
 	int64_t waiting_since = k2mc_now_ms();
 	int delay = BACKOFF_MIN_MS, want_reroute = 0, first = 1;
+	/* servers already counted as timed out in this batch (bit s) */
+	uint64_t stalled = 0;
 
 	for (;;) {
 		int nb = 0, failed = 0, pending = 0;
@@ -804,7 +814,10 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 			 * connection the server closed while idle, and remakes
 			 * it quietly: that is no outage */
 			if (first || !mcconn_connected(c)) {
-				if (mcconn_ensure(c, CONNECT_TIMEOUT_MS) != 0) {
+				int rc = mcconn_ensure(c, CONNECT_TIMEOUT_MS);
+
+				if (rc != 0) {
+					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
 					report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c),
 						      mcconn_error(c));
 					want_reroute |= server_failed(w, s);
@@ -845,15 +858,19 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 			int s = busy_idx[b];
 
 			if (res[b] == MC_X_FAILED) {
-				k2mc_count(&w->stats->mc_errors, 1);
+				k2mc_count_mc_error(w->stats, s, K2MC_MC_ERR_CONNECTION);
 				report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c), mcconn_error(c));
 				want_reroute |= server_failed(w, s);
 				failed++;
 			} else if (res[b] == MC_X_PENDING) {
 				pending++;
-				if (!fenced && k2mc_now_ms() - waiting_since >= STALL_REPORT_MS)
+				if (!fenced && k2mc_now_ms() - waiting_since >= STALL_REPORT_MS) {
+					if (!(stalled & (1ull << s)))
+						k2mc_count_mc_error(w->stats, s, K2MC_MC_ERR_TIMEOUT);
+					stalled |= 1ull << s;
 					report_server(ws, s, K2MC_SERVER_STALLED, mcconn_name(c),
 						      mcconn_last_reply_text(c));
+				}
 			} else {
 				int errors = 0, oom = 0;
 
@@ -868,7 +885,7 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 				if (errors > 0) {
 					/* the server is alive but did not apply
 					 * everything: all of it again, in order */
-					k2mc_count(&w->stats->mc_errors, 1);
+					k2mc_count_mc_error(w->stats, s, K2MC_MC_ERR_REPLY);
 					report_server(ws, s,
 						      oom == errors ? K2MC_SERVER_OOM : K2MC_SERVER_DOWN,
 						      mcconn_name(c), mcconn_last_reply_text(c));
