@@ -207,33 +207,45 @@ static void report_server(struct k2mc_writers *ws, int s, enum k2mc_server_state
 			  const char *name, const char *why)
 {
 	int old = atomic_exchange_explicit(&ws->server_state[s], st, memory_order_relaxed);
+	/* the log's server field: as /metrics labels it */
+	char srv[K2MC_SUN_PATH_MAX + 16];
 
 	if (old == (int)st)
 		return;
+	k2mc_server_label(&ws->cfg->servers[s], srv, sizeof(srv));
 	switch (st) {
 	case K2MC_SERVER_UP:
 		if (old != K2MC_SERVER_UNKNOWN)
-			k2mc_info("memcached %s: back, writing again", name);
+			k2mc_log_server(K2MC_LOG_INFO, srv, NULL, "memcached %s: back, writing again",
+					name);
 		break;
 	case K2MC_SERVER_DOWN:
 		if (ejecting(ws))
-			k2mc_warn("memcached %s: down (%s); --mc-eject: after %d failed attempts its "
-				  "keys go to the other servers, and it is tried again every %d s",
-				  name, why, EJECT_FAILURE_LIMIT, EJECT_RETRY_S);
+			k2mc_log_server(K2MC_LOG_WARN, srv, why,
+					"memcached %s: down (%s); --mc-eject: after %d failed "
+					"attempts its keys go to the other servers, and it is tried "
+					"again every %d s",
+					name, why, EJECT_FAILURE_LIMIT, EJECT_RETRY_S);
 		else
-			k2mc_warn("memcached %s: down (%s); its records wait and are retried", name,
-				  why);
+			k2mc_log_server(K2MC_LOG_WARN, srv, why,
+					"memcached %s: down (%s); its records wait and are retried",
+					name, why);
 		break;
 	case K2MC_SERVER_OOM:
-		k2mc_warn("memcached %s: out of memory (%s); retrying", name, why);
+		k2mc_log_server(K2MC_LOG_WARN, srv, why, "memcached %s: out of memory (%s); retrying",
+				name, why);
 		break;
 	case K2MC_SERVER_STALLED:
 		if (why[0] != '\0')
-			k2mc_warn("memcached %s: answers errors but never completes the batch (last: "
-				  "'%s'); waiting on the same connection", name, why);
+			k2mc_log_server(K2MC_LOG_WARN, srv, why,
+					"memcached %s: answers errors but never completes the batch "
+					"(last: '%s'); waiting on the same connection",
+					name, why);
 		else
-			k2mc_warn("memcached %s: no answer for %d ms; waiting on the same connection",
-				  name, STALL_REPORT_MS);
+			k2mc_log_server(K2MC_LOG_WARN, srv, "no answer",
+					"memcached %s: no answer for %d ms; waiting on the same "
+					"connection",
+					name, STALL_REPORT_MS);
 		break;
 	default:
 		break;
@@ -325,11 +337,15 @@ static void note_fallback(struct k2mc_writers *ws, enum k2mc_keymap_reason r, en
 	    atomic_exchange_explicit(&ws->fallback_logged[r], 1, memory_order_relaxed))
 		return;
 	if (f == FATE_DLQ)
-		k2mc_warn("--on-invalid hash: %s records cannot be hashed; they go to the dead "
-			  "letter topic %s", k2mc_keymap_reason_name(r), ws->cfg->dlq_topic);
+		k2mc_log_reason(K2MC_LOG_WARN, k2mc_keymap_reason_name(r),
+				"--on-invalid hash: %s records cannot be hashed; they go to the dead "
+				"letter topic %s",
+				k2mc_keymap_reason_name(r), ws->cfg->dlq_topic);
 	else
-		k2mc_warn("--on-invalid hash: %s records cannot be hashed; they are skipped (no "
-			  "--dlq-topic)", k2mc_keymap_reason_name(r));
+		k2mc_log_reason(K2MC_LOG_WARN, k2mc_keymap_reason_name(r),
+				"--on-invalid hash: %s records cannot be hashed; they are skipped "
+				"(no --dlq-topic)",
+				k2mc_keymap_reason_name(r));
 }
 
 /* Counts record i as skipped for reason r, and logs the first of each
@@ -347,11 +363,15 @@ static void count_skip(struct writer *w, size_t i, enum k2mc_keymap_reason r, in
 	if (atomic_exchange_explicit(&ws->skip_logged[r], 1, memory_order_relaxed) == 0) {
 		atomic_store_explicit(&ws->skip_next_report_ms[r], k2mc_now_ms() + SKIP_REPORT_MS,
 				      memory_order_relaxed);
-		k2mc_warn("%s [%d] @%lld: skipped, %s (key %zu bytes, value %zu bytes)%s; further "
-			  "records skipped for this reason are counted in the stats line",
-			  rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-			  k2mc_keymap_reason_name(r), m->key_len, m->len,
-			  invalidated ? "; its key was deleted, so that no older value stays" : "");
+		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+				k2mc_keymap_reason_name(r),
+				"%s [%d] @%lld: skipped, %s (key %zu bytes, value %zu bytes)%s; "
+				"further records skipped for this reason are counted in the stats "
+				"line",
+				rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
+				k2mc_keymap_reason_name(r), m->key_len, m->len,
+				invalidated ? "; its key was deleted, so that no older value stays"
+					    : "");
 		return;
 	}
 	atomic_fetch_add_explicit(&ws->skip_unreported[r], 1, memory_order_relaxed);
@@ -363,10 +383,13 @@ static void count_skip(struct writer *w, size_t i, enum k2mc_keymap_reason r, in
 		uint64_t n = atomic_exchange_explicit(&ws->skip_unreported[r], 0,
 						      memory_order_relaxed);
 
-		k2mc_warn("%llu more record(s) skipped as %s in the last %d s; the latest: %s [%d] "
-			  "@%lld", (unsigned long long)n, k2mc_keymap_reason_name(r),
-			  SKIP_REPORT_MS / 1000, rd_kafka_topic_name(m->rkt), m->partition,
-			  (long long)m->offset);
+		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+				k2mc_keymap_reason_name(r),
+				"%llu more record(s) skipped as %s in the last %d s; the latest: "
+				"%s [%d] @%lld",
+				(unsigned long long)n, k2mc_keymap_reason_name(r),
+				SKIP_REPORT_MS / 1000, rd_kafka_topic_name(m->rkt), m->partition,
+				(long long)m->offset);
 	}
 }
 
@@ -389,10 +412,12 @@ static void dead_letter(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 	if (k2mc_dlq_send(ws->dlq, w->item_part[i], w->items[i].tag, m, r, detail, &ws->abort) != 0)
 		return;
 	if (atomic_exchange_explicit(&ws->dlq_logged[r], 1, memory_order_relaxed) == 0)
-		k2mc_warn("%s [%d] @%lld: %s (%s); sent to the dead letter topic %s, and so are "
-			  "further records of this kind (counted in the summary)",
-			  rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-			  k2mc_keymap_reason_name(r), detail, ws->cfg->dlq_topic);
+		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+				k2mc_keymap_reason_name(r),
+				"%s [%d] @%lld: %s (%s); sent to the dead letter topic %s, and so "
+				"are further records of this kind (counted in the summary)",
+				rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
+				k2mc_keymap_reason_name(r), detail, ws->cfg->dlq_topic);
 }
 
 static void fail_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
@@ -570,10 +595,13 @@ static int classify(struct writer *w, size_t n)
 			w->item_hashed[i] = (uint8_t)r;
 			if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
 						     memory_order_relaxed) == 0)
-				k2mc_warn("%s [%d] @%lld: %s; stored under its hashed key (prefix + "
-					  "xxh128 hex), and so are further records of this kind",
-					  rd_kafka_topic_name(m->rkt), m->partition,
-					  (long long)m->offset, k2mc_keymap_reason_name(r));
+				k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt),
+						m->partition, m->offset, k2mc_keymap_reason_name(r),
+						"%s [%d] @%lld: %s; stored under its hashed key "
+						"(prefix + xxh128 hex), and so are further records of "
+						"this kind",
+						rd_kafka_topic_name(m->rkt), m->partition,
+						(long long)m->offset, k2mc_keymap_reason_name(r));
 			r = K2MC_KEY_OK;
 		}
 		if (r != K2MC_KEY_OK) {
