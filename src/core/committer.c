@@ -167,8 +167,9 @@ static void on_event(struct k2mc_committer *c, rd_kafka_event_t *ev)
 		atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
 		/* once per run of failures: every interval would flood the log */
 		if (!c->warned)
-			k2mc_warn("offset commit failed: %s; committing again every interval",
-				  rd_kafka_err2str(err));
+			k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+					"offset commit failed: %s; committing again every interval",
+					rd_kafka_err2str(err));
 		c->warned = 1;
 	} else if (c->warned) {
 		k2mc_info("offset commits go through again");
@@ -200,7 +201,8 @@ static void *committer_main(void *arg)
 			if (r != NULL)
 				link_req(c, r);
 			else if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-				k2mc_warn("offset commit not sent: %s", rd_kafka_err2str(err));
+				k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+						"offset commit not sent: %s", rd_kafka_err2str(err));
 			next_send = now + (k2mc_fence_held(c->fence) || c->fence == NULL
 						   ? c->period_ms
 						   : (c->period_ms < UNLEASED_PERIOD_MS ? c->period_ms

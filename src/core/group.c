@@ -209,15 +209,18 @@ static void commit_released(struct k2mc_group *g, struct k2mc_part **gone, size_
 		    k2mc_parts_hurried() || err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
 		    err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
 		    err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID || err == RD_KAFKA_RESP_ERR__FATAL) {
-			k2mc_warn("commit of %zu released partition(s) failed: %s; their offsets past "
-				  "the last acknowledged commit stay uncommitted and will be consumed "
-				  "again", ngone, err == RD_KAFKA_RESP_ERR__TIMED_OUT
-					? "no answer from Kafka before the deadline"
-					: rd_kafka_err2str(err));
+			k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+					"commit of %zu released partition(s) failed: %s; their offsets "
+					"past the last acknowledged commit stay uncommitted and will be "
+					"consumed again",
+					ngone, err == RD_KAFKA_RESP_ERR__TIMED_OUT
+						? "no answer from Kafka before the deadline"
+						: rd_kafka_err2str(err));
 			return;
 		}
-		k2mc_warn("commit of %zu released partition(s) failed (%s); trying again", ngone,
-			  rd_kafka_err2str(err));
+		k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+				"commit of %zu released partition(s) failed (%s); trying again", ngone,
+				rd_kafka_err2str(err));
 		nanosleep(&(struct timespec){ 0, COMMIT_RETRY_MS * 1000000L }, NULL);
 	}
 }
@@ -314,16 +317,21 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 			int64_t failed_at = k2mc_part_failed_at(gone[i]);
 
 			if (failed_at != INT64_MAX)
-				k2mc_warn("%s [%d]: stopped at offset %lld, which must not be "
-					  "committed; %llu record(s) from there on left uncommitted",
-					  k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
-					  (long long)failed_at, (unsigned long long)l);
+				k2mc_log_record(K2MC_LOG_WARN, k2mc_part_topic(gone[i]),
+						k2mc_part_id(gone[i]), failed_at, "refused record",
+						"%s [%d]: stopped at offset %lld, which must not be "
+						"committed; %llu record(s) from there on left "
+						"uncommitted",
+						k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
+						(long long)failed_at, (unsigned long long)l);
 			else
-				k2mc_warn("%s [%d]: %llu record(s) not acknowledged by Memcached "
-					  "before the deadline; left uncommitted, they will be "
-					  "consumed again",
-					  k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
-					  (unsigned long long)l);
+				k2mc_log_partition(K2MC_LOG_WARN, k2mc_part_topic(gone[i]),
+						   k2mc_part_id(gone[i]), "deadline",
+						   "%s [%d]: %llu record(s) not acknowledged by "
+						   "Memcached before the deadline; left uncommitted, "
+						   "they will be consumed again",
+						   k2mc_part_topic(gone[i]), k2mc_part_id(gone[i]),
+						   (unsigned long long)l);
 			k2mc_part_abandon(gone[i]);
 			left += l;
 		}
@@ -363,7 +371,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 					     : rd_kafka_err2str(err));
 	} else {
 		if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-			k2mc_warn("rebalance error: %s; releasing partitions", rd_kafka_err2str(err));
+			k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+					"rebalance error: %s; releasing partitions",
+					rd_kafka_err2str(err));
 		/* A revocation waits for the writers like a shutdown does; the
 		 * lease still holds while it drains (the coordinator waits for
 		 * our rejoin), and ends with it: the next assignment is a new
@@ -393,7 +403,16 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		set_fatal(g, "fatal Kafka error: %s", buf);
 		return;
 	}
-	k2mc_warn("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+	k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name((rd_kafka_resp_err_t)err), "kafka: %s: %s",
+			rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* librdkafka's own lines (broker connections, CONFWARN) through k2mc's
+ * logger: --log-format json leaves no plain-text line. Any librdkafka thread. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	k2mc_log_kafka("kafka", level, fac, buf);
 }
 
 static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
@@ -461,6 +480,7 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 	rd_kafka_conf_set_opaque(conf, g);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_error_cb(conf, error_cb);
+	rd_kafka_conf_set_log_cb(conf, log_cb);
 	g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
 	if (g->rk == NULL) {
 		snprintf(err, errlen, "cannot create Kafka consumer: %s", e);
@@ -591,20 +611,23 @@ void k2mc_group_poll(struct k2mc_group *g, int timeout_ms)
 			/* a pattern that matches no topic yet: librdkafka
 			 * subscribes to matching topics as they appear */
 			if (!g->pattern_warned)
-				k2mc_warn("%s: no topic matches yet; waiting for one", t);
+				k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(m->err),
+						"%s: no topic matches yet; waiting for one", t);
 			g->pattern_warned = 1;
 		} else if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 			   m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 			   m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
 			set_fatal(g, "%s: %s", t, rd_kafka_message_errstr(m));
 		} else {
-			k2mc_warn("kafka: %s", rd_kafka_message_errstr(m));
+			k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(m->err), "kafka: %s",
+					rd_kafka_message_errstr(m));
 		}
 	} else {
 		/* Cannot happen while partition queues are detached; if it did,
 		 * the record is dropped uncommitted and will be consumed again. */
-		k2mc_err("%s [%d] @%lld: record arrived on the consumer queue; not written",
-			 rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset);
+		k2mc_log_record(K2MC_LOG_ERR, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+				NULL, "%s [%d] @%lld: record arrived on the consumer queue; not written",
+				rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset);
 	}
 	rd_kafka_message_destroy(m);
 }

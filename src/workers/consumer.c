@@ -144,8 +144,10 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->uid = atomic_fetch_add_explicit(&next_uid, 1, memory_order_relaxed);
 	return p;
 fail:
-	k2mc_err("%s [%d]: cannot set up partition state (out of memory or unknown partition)",
-		 topic, partition);
+	k2mc_log_partition(K2MC_LOG_ERR, topic, partition, NULL,
+			   "%s [%d]: cannot set up partition state (out of memory or unknown "
+			   "partition)",
+			   topic, partition);
 	k2mc_part_free(p);
 	return NULL;
 }
@@ -364,8 +366,10 @@ static void *consumer_main(void *arg)
 		ssize_t i;
 
 		if (n < 0) {
-			k2mc_err("%s [%d]: consume failed: %s", p->topic, p->partition,
-				 rd_kafka_err2str(rd_kafka_last_error()));
+			k2mc_log_partition(K2MC_LOG_ERR, p->topic, p->partition,
+					   rd_kafka_err2name(rd_kafka_last_error()),
+					   "%s [%d]: consume failed: %s", p->topic, p->partition,
+					   rd_kafka_err2str(rd_kafka_last_error()));
 			n = 0;
 		}
 		for (i = 0; i < n; i++) {
@@ -384,9 +388,12 @@ static void *consumer_main(void *arg)
 				/* librdkafka retries fetch errors itself; log the
 				 * first and then every 1000th, never per record */
 				if (fetch_errors++ % 1000 == 0)
-					k2mc_warn("%s [%d]: fetch error: %s (%llu so far)", p->topic,
-						  p->partition, rd_kafka_message_errstr(m),
-						  (unsigned long long)fetch_errors);
+					k2mc_log_record(K2MC_LOG_WARN, p->topic, p->partition,
+							m->offset, rd_kafka_err2name(m->err),
+							"%s [%d]: fetch error: %s (%llu so far)",
+							p->topic, p->partition,
+							rd_kafka_message_errstr(m),
+							(unsigned long long)fetch_errors);
 				rd_kafka_message_destroy(m);
 				continue;
 			}
@@ -482,8 +489,9 @@ int k2mc_part_start(struct k2mc_part *p)
 	int rc = pthread_create(&p->thread, NULL, consumer_main, p);
 
 	if (rc != 0) {
-		k2mc_err("%s [%d]: cannot start consumer thread: %s", p->topic, p->partition,
-			 strerror(rc));
+		k2mc_log_partition(K2MC_LOG_ERR, p->topic, p->partition, NULL,
+				   "%s [%d]: cannot start consumer thread: %s", p->topic, p->partition,
+				   strerror(rc));
 		return -rc;
 	}
 	p->started = 1;

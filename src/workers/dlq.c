@@ -118,10 +118,8 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	(void)rk;
-	if (level <= 4 && strcmp(fac, "CONFWARN") != 0)
-		k2mc_warn("kafka (dead letters): %s: %s", fac, buf);
-	else
-		k2mc_dbg("kafka (dead letters): %s: %s", fac, buf);
+	k2mc_log_kafka("kafka (dead letters)", level <= 4 && strcmp(fac, "CONFWARN") != 0 ? level : 7,
+		       fac, buf);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -134,8 +132,9 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		set_fatal(d, "dead letter producer: fatal Kafka error: %s", buf);
 		return;
 	}
-	k2mc_dbg("kafka (dead letters): %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
-		 reason);
+	k2mc_log_reason(K2MC_LOG_DEBUG, rd_kafka_err2name((rd_kafka_resp_err_t)err),
+			"kafka (dead letters): %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+			reason);
 }
 
 static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
