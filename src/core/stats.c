@@ -14,6 +14,7 @@
 #include "core/budget.h"
 #include "core/config.h"
 #include "core/group.h"
+#include "core/log.h"
 #include "ring/ring.h"
 #include "workers/consumer.h"
 #include "workers/writer.h"
@@ -502,6 +503,18 @@ void k2mc_stats_table(FILE *out, const struct k2mc_snapshot *s)
 
 	if (s->nparts == 0)
 		return;
+	if (k2mc_log_get_format() == K2MC_LOG_JSON) {
+		/* a pipeline reading JSON lines gets a line per partition */
+		for (size_t i = 0; i < s->nparts; i++) {
+			const struct k2mc_part_snap *p = &s->parts[i];
+
+			k2mc_log_partition(K2MC_LOG_INFO, p->topic, p->partition, NULL,
+					   "per partition: %s [%d] consumed %llu committed %lld",
+					   p->topic, p->partition, (unsigned long long)p->consumed,
+					   (long long)p->committed);
+		}
+		return;
+	}
 	for (size_t i = 0; i < s->nparts; i++) {
 		int l = (int)strlen(s->parts[i].topic);
 

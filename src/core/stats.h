@@ -256,5 +256,7 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 void k2mc_stats_progress(char *buf, size_t len, const struct k2mc_snapshot *cur, double rate);
 /* The per-partition table printed after the summary line. */
 void k2mc_stats_table(FILE *out, const struct k2mc_snapshot *s);
+/* (--log-format json: one log line per partition instead, "per partition: TOPIC [P]
+ * consumed N committed M", with the topic and partition fields.) */
 
 #endif
