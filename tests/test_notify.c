@@ -27,8 +27,8 @@ struct listener {
  * which libsystemd accepts as systemd itself may hand it out */
 static void listen_notify(struct listener *l, int abstract)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 2 };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = 2};
 	socklen_t len;
 
 	l->dir[0] = '\0';
@@ -47,7 +47,7 @@ static void listen_notify(struct listener *l, int abstract)
 		len = sizeof(sa);
 	}
 	cr_assert(bind(l->fd, (struct sockaddr *)&sa, len) == 0, "bind %s: %s", l->path,
-		  strerror(errno));
+	          strerror(errno));
 	/* a message that never comes fails the test instead of hanging it */
 	setsockopt(l->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	cr_assert(setenv("NOTIFY_SOCKET", l->path, 1) == 0);
@@ -142,7 +142,7 @@ Test(notify, long_status_is_cut_not_overflowed)
 	cr_assert(strncmp(m, "STOPPING=1\nSTATUS=xxx", 21) == 0, "got '%.40s'", m);
 	cr_assert(strlen(m) < sizeof(big) && strlen(m) >= 512, "length %zu", strlen(m));
 	cr_assert_eq(strspn(m + strlen("STOPPING=1\nSTATUS="), "x"),
-		     strlen(m) - strlen("STOPPING=1\nSTATUS="));
+	             strlen(m) - strlen("STOPPING=1\nSTATUS="));
 	close_notify(&l);
 }
 

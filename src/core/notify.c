@@ -20,7 +20,7 @@ static int failure_logged;
 #define STATUS_MAX 512
 
 __attribute__((format(printf, 2, 0))) static int send_state(const char *state, const char *fmt,
-							    va_list ap)
+                                                            va_list ap)
 {
 	char msg[sizeof("STOPPING=1\nSTATUS=") + STATUS_MAX];
 	size_t n = 0;
@@ -48,8 +48,8 @@ __attribute__((format(printf, 2, 0))) static int send_state(const char *state, c
 	if (r < 0 && !failure_logged) {
 		failure_logged = 1;
 		k2mc_warn("cannot notify the service manager (NOTIFY_SOCKET=%s): %s; it will not "
-			  "see k2mc's state",
-			  getenv("NOTIFY_SOCKET"), strerror(-r));
+		          "see k2mc's state",
+		          getenv("NOTIFY_SOCKET"), strerror(-r));
 	}
 	return r < 0 ? r : r > 0;
 }
