@@ -289,38 +289,54 @@ static int connect_unix(struct transport *t, int64_t deadline)
 	return connect_wait(t, deadline);
 }
 
+/* Tries each address the name resolves to, in getaddrinfo's order, until
+ * one connects: "localhost" is often ::1 first while memcached listens on
+ * 127.0.0.1 only. Each address gets an equal share of the time left. */
 static int connect_tcp(struct transport *t, int64_t deadline)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *ai = NULL;
-	int one = 1, err, rc;
+	struct addrinfo *res = NULL;
+	int one = 1, rc = -EHOSTUNREACH, n = 0, i = 0;
 	/* A dead peer host (not a stopped process: its kernel still ACKs) breaks
 	 * the connection after this long with unacknowledged data. */
 	unsigned int user_timeout_ms = 30000;
 
-	rc = getaddrinfo(t->host, t->port, &hints, &ai);
+	rc = getaddrinfo(t->host, t->port, &hints, &res);
 	if (rc != 0) {
 		snprintf(t->errbuf, sizeof(t->errbuf), "resolve %s: %s", t->host, gai_strerror(rc));
 		return -EHOSTUNREACH;
 	}
-	t->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (t->fd < 0) {
+	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+		n++;
+	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next, i++) {
+		int64_t now = mono_ms(), share = (deadline - now) / (n - i);
+		int err;
+
+		t->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (t->fd < 0) {
+			rc = fail(t, errno, "socket");
+			continue;
+		}
+		setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(t->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		setsockopt(t->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+			   sizeof(user_timeout_ms));
+		if (connect(t->fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			rc = 0;
+			break;
+		}
 		err = errno;
-		freeaddrinfo(ai);
-		return fail(t, err, "socket");
+		/* EINTR: the connect goes on in the background, as EINPROGRESS */
+		if (err != EINPROGRESS && err != EINTR) {
+			rc = fail(t, err, "connect");
+			continue;
+		}
+		rc = connect_wait(t, ai->ai_next != NULL ? now + share : deadline);
+		if (rc == 0)
+			break;
 	}
-	setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(t->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	setsockopt(t->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
-	rc = connect(t->fd, ai->ai_addr, ai->ai_addrlen);
-	err = errno;
-	freeaddrinfo(ai);
-	if (rc == 0)
-		return 0;
-	/* EINTR: the connect goes on in the background, as EINPROGRESS */
-	if (err != EINPROGRESS && err != EINTR)
-		return fail(t, err, "connect");
-	return connect_wait(t, deadline);
+	freeaddrinfo(res);
+	return rc;
 }
 
 static int is_ip_literal(const char *s)
