@@ -300,17 +300,7 @@ $(BUDGET_UNIT:%=build/tests/tsan/test_%): build/tsan/$(DLQ_SRC:.c=.o)
 # makes with openssl) and the fake server's misbehaviours; test_deploy
 # (integration) runs k2mc end to end through nutcracker (twemproxy), over a
 # unix socket and over TLS. make fuzz also fuzzes the reply parser.
-ISSUE9_PKGS  := libssl-dev openssl nutcracker
-ISSUE9_STAMP := build/.deps-issue9
-$(ISSUE9_STAMP): Makefile
-	@mkdir -p build
-	@missing=""; for p in $(ISSUE9_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
-	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
-	@touch $@
-# every object waits for the deps stamp; OpenSSL's headers come with it
-$(DEPS_STAMP): $(ISSUE9_STAMP)
+# Its packages (libssl-dev, openssl, nutcracker) are in DEB_PKGS at the top.
 TRANSPORT_SRC := src/workers/transport.c
 K2MC_SRCS += $(TRANSPORT_SRC)
 LIBS      += -lssl -lcrypto
@@ -382,12 +372,6 @@ $(VERSION_STAMP): k2mc-version-check
 k2mc-version-check: ;
 version:
 	@echo '$(VERSION)'
-# Issue 9's stamp installs its own list (a subset of DEB_PKGS) with a plain
-# apt-get, which fails for a user; run after DEPS_APT, it finds nothing
-# missing. Issue 9's block may as well drop it.
-ifneq ($(ISSUE9_STAMP),)
-$(ISSUE9_STAMP): $(DEPS_APT)
-endif
 # the package list, for tests/package_check.sh (README must show it)
 .PHONY: deps-list
 deps-list:
