@@ -531,3 +531,36 @@ $(INTEROP_STAMP): Makefile
 .PHONY: interop
 interop: deps $(INTEROP_STAMP) build/k2mc build/k2mc-mock
 	K2MC_BIN=build/k2mc K2MC_MOCK=build/k2mc-mock /usr/bin/python3 tests/interop/run.py
+
+# ---- issue 13: metrics, the Grafana dashboard, JSON logs ---------------------
+# Appended block. test_log: unit suite for the logger (--log-format text and
+# json, escaping), plain, ASan+UBSan and TSan like the others. test_logs
+# (integration): k2mc's stderr in both formats from real runs. test_metrics
+# (already an integration suite) also parses /metrics with Prometheus' own
+# parser (python3-prometheus-client), checks the counter table in the stats
+# line, --stats-json and /metrics, and contrib/grafana/k2mc.json's queries
+# against a real scrape. The python checks run /usr/bin/python3 (Debian's,
+# where apt puts the parser). make dashboard-png: contrib/grafana/plot.sh
+# draws docs/dashboard.png from a real run's --stats-json with gnuplot.
+ISSUE13_PKGS  := python3-prometheus-client gnuplot-nox
+ISSUE13_STAMP := build/.deps-issue13
+# only what runs the checks needs them (the build does not): not in DEB_PKGS
+$(ISSUE13_STAMP): $(DEPS_APT) Makefile
+	@mkdir -p build
+	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(ISSUE13_PKGS)
+	@touch $@
+unit integration: $(ISSUE13_STAMP)
+ISSUE13_UNIT  := log
+ISSUE13_INTEG := logs
+UNIT_BINS     += $(ISSUE13_UNIT:%=build/tests/test_%)
+ASAN_BINS     += $(ISSUE13_UNIT:%=build/tests/asan/test_%)
+TSAN_BINS     += $(ISSUE13_UNIT:%=build/tests/tsan/test_%)
+unit: $(ISSUE13_UNIT:%=build/tests/test_%) $(ISSUE13_UNIT:%=build/tests/asan/test_%) \
+      $(ISSUE13_UNIT:%=build/tests/tsan/test_%)
+INTEG_TESTS   += $(ISSUE13_INTEG)
+INTEG_BINS    += $(ISSUE13_INTEG:%=build/tests/test_%)
+integration: $(ISSUE13_INTEG:%=build/tests/test_%)
+.PHONY: dashboard-png
+dashboard-png: all $(ISSUE13_STAMP)
+	contrib/grafana/plot.sh docs/dashboard.png
+

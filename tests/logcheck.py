@@ -2,7 +2,7 @@
 """Checks k2mc's stderr in both --log-format modes (tests/test_log.c, tests/test_logs.c).
 
     logcheck.py TEXT_LOG JSON_LOG [--normalize] [--set] [--ignore-prefix P]...
-                [--allow-plain P]... [--expect SUBSTRING=key,key,...]...
+                [--allow-plain P]... [--expect SUBSTRING=key,key,...]... [--replace OLD=NEW]...
 
 - no raw control byte (other than the line end) or DEL in either file, and both are UTF-8;
 - every text line is "HH:MM:SS.mmm k2mc LEVEL: msg";
@@ -10,7 +10,8 @@
   topic, partition (int), offset (int), server, reason;
 - the same events in both: the (level, msg) lists are equal (--set: as sets, for runs whose
   timing may repeat a line; --normalize: digits compared as 0, for numbers that differ
-  between two runs). Lines whose msg starts with an --ignore-prefix are left out of that
+  between two runs; --replace: OLD read as NEW in both, e.g. each run's group name). Lines
+  whose msg starts with an --ignore-prefix are left out of that
   comparison (they must still be well formed);
 - --allow-plain P: a line of either file starting with P is not a log line (main's summary);
 - --expect S=k1,k2: the JSON line whose msg contains S exists and has those keys.
@@ -34,6 +35,7 @@ def main(argv):
     ignore = [args[i + 1] for i, a in enumerate(args) if a == '--ignore-prefix']
     plain = [args[i + 1] for i, a in enumerate(args) if a == '--allow-plain']
     expect = [args[i + 1] for i, a in enumerate(args) if a == '--expect']
+    replace = [args[i + 1].split('=', 1) for i, a in enumerate(args) if a == '--replace']
     errors = []
 
     def raw_lines(path):
@@ -51,6 +53,8 @@ def main(argv):
         return [l for l in text.split('\n') if l != '' and not any(l.startswith(p) for p in plain)]
 
     def norm(msg):
+        for old, new in replace:
+            msg = msg.replace(old, new)
         return re.sub(r'\d+', '0', msg) if normalize else msg
 
     text_events, json_events, json_objs = [], [], []
