@@ -21,6 +21,7 @@
 #include "core/metrics.h"
 #include "core/notify.h"
 #include "core/stats.h"
+#include "workers/mapping.h"
 #include "workers/mcconn.h"
 #include "workers/placement.h"
 #include "workers/transport.h"
@@ -253,6 +254,13 @@ static FILE *open_json(const char *path)
  * reason in err. */
 static int check_offline(const struct k2mc_config *cfg, char *err, size_t errlen)
 {
+	struct k2mc_mapping *map;
+
+	/* --key / --value: a bad template is named with its position */
+	map = k2mc_mapping_new(cfg, err, errlen);
+	if (map == NULL)
+		return -EINVAL;
+	k2mc_mapping_free(map);
 	/* --distribution against the server list (weights, --mc-eject, names
 	 * the scheme resolves); logs which readers it matches */
 	if (k2mc_placement_check(cfg, err, errlen) != 0)
@@ -275,6 +283,7 @@ int main(int argc, char **argv)
 	struct k2mc_writers *ws = NULL;
 	struct k2mc_committer *committer = NULL;
 	struct k2mc_fence *fence = NULL;
+	struct k2mc_mapping *map = NULL;
 	struct report rep = { 0 };
 	char err[512];
 	int64_t stopped = 0;
@@ -329,6 +338,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* the templates, compiled for the consumers and writers (check_offline
+	 * found them good: only memory can fail here) */
+	map = k2mc_mapping_new(&cfg, err, sizeof(err));
+	if (map == NULL) {
+		k2mc_err("%s", err);
+		goto out;
+	}
+	k2mc_mapping_install(map);
 	g = k2mc_group_new(&cfg, err, sizeof(err), &usage);
 	if (g == NULL) {
 		fprintf(stderr, "k2mc: %s\n", err);
@@ -471,6 +488,8 @@ out:
 	k2mc_group_close(g, (stopped ? stopped + cfg.shutdown_timeout_ms : k2mc_now_ms()) +
 				    CLOSE_GRACE_MS);
 	k2mc_writers_free(ws);
+	k2mc_mapping_install(NULL);
+	k2mc_mapping_free(map);
 	/* after the group freed the partitions, which gave their bytes back */
 	k2mc_budget_free(budget);
 	k2mc_fence_free(fence);

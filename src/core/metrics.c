@@ -21,7 +21,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "workers/consumer.h" /* k2mc_now_ms */
-#include "workers/keymap.h"
+#include "workers/mapping.h"
 #include "workers/writer.h" /* enum k2mc_server_state */
 
 struct k2mc_metrics {
@@ -92,9 +92,9 @@ static void render_row(FILE *out, const struct k2mc_snapshot *s, size_t row)
 		}
 		break;
 	case K2MC_BY_REASON:
-		for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+		for (int r = 1; r < K2MC_MAP_NREASONS; r++)
 			fprintf(out, "%s{reason=\"%s\"} %llu\n", d->metric,
-				k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
+				k2mc_map_reason_name((enum k2mc_map_reason)r),
 				(unsigned long long)s->t.skipped_by[r]);
 		break;
 	case K2MC_BY_SERVER_KIND:

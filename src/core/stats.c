@@ -34,7 +34,7 @@ void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
 #define SUM_W(field, ...) t->field += k2mc_read(&ws[i].field);
 		K2MC_STATS_TABLE(SUM_W, K2MC_STATS_IGNORE)
 #undef SUM_W
-		for (int r = 1; r < K2MC_KEY_NREASONS; r++) {
+		for (int r = 1; r < K2MC_MAP_NREASONS; r++) {
 			uint64_t v = k2mc_read(&ws[i].skipped[r]);
 
 			t->skipped_by[r] += v;
@@ -230,7 +230,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	s->wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	k2mc_stats_sum(wst, cfg->writers, &s->t);
 	take_latency(s, wst, cfg->writers);
-	s->done = s->t.written + s->t.deleted + s->t.skipped;
+	s->done = s->t.written + s->t.deleted + s->t.skipped + s->t.ignored;
 	s->nwriters = cfg->writers;
 	s->nservers = cfg->nservers;
 	for (int i = 0; i < cfg->nservers; i++) {
@@ -414,9 +414,9 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 		fprintf(out, ",\"%s\":%llu", k2mc_stat_defs[i].key,
 			(unsigned long long)k2mc_stat_value(cur, i));
 	fputs(",\"skipped_by\":{", out);
-	for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+	for (int r = 1; r < K2MC_MAP_NREASONS; r++)
 		fprintf(out, "%s\"%s\":%llu", r > 1 ? "," : "",
-			k2mc_keymap_reason_name((enum k2mc_keymap_reason)r),
+			k2mc_map_reason_name((enum k2mc_map_reason)r),
 			(unsigned long long)cur->t.skipped_by[r]);
 	fprintf(out,
 		"},\"fence_held\":%s,\"ring_fill_ratio\":%.4f,\"buffer_limit_bytes\":%llu,"

@@ -13,7 +13,7 @@
 #include <stdio.h>
 
 #include "core/config.h"
-#include "workers/keymap.h"
+#include "workers/mapping.h"
 
 typedef _Atomic uint64_t k2mc_counter;
 
@@ -73,12 +73,19 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	W(written, "written", 1, "k2mc_records_written_total",                                      \
 	  "Records stored in Memcached (set acknowledged).")                                        \
 	W(deleted, "deleted", 1, "k2mc_records_deleted_total",                                      \
-	  "Tombstones applied in Memcached (delete acknowledged, or the key was absent).")          \
+	  "Deletes acknowledged (or the key was absent): tombstones, and records whose expiry had " \
+	  "passed (k2mc_records_expired_total).")                                                   \
 	V(skipped, 1, "k2mc_records_invalid_total", K2MC_COUNTER, K2MC_BY_REASON, s->t.skipped,      \
 	  "Records Memcached cannot take, per reason (handled by --on-invalid).")                   \
 	W(invalidated, "invalidated", 1, "k2mc_records_invalidated_total",                          \
 	  "Keys deleted because their newest record's value was refused by k2mc (too large): "      \
 	  "no older value stays. Also counted in k2mc_records_invalid_total.")                      \
+	W(expired, "expired", 1, "k2mc_records_expired_total",                                      \
+	  "Records whose expiry had passed (--ttl-from-timestamp, or a TTL that is a unix time "   \
+	  "past): not written, their key deleted instead. Also counted in "                        \
+	  "k2mc_records_deleted_total.")                                                            \
+	W(ignored, "ignored", 1, "k2mc_records_ignored_total",                                      \
+	  "Tombstones acknowledged without a write (--on-tombstone ignore).")                       \
 	V(partitions, 2, "k2mc_partitions_assigned", K2MC_GAUGE, K2MC_BY_NONE, s->assigned,          \
 	  "Partitions assigned to this instance.")                                                  \
 	V(buffer_bytes, 2, "k2mc_buffer_bytes", K2MC_GAUGE, K2MC_BY_NONE, s->buffer_bytes,           \
@@ -109,7 +116,7 @@ enum k2mc_stat_by {
 	K2MC_BY_NONE = 0,
 	K2MC_BY_PARTITION,     /* {topic,partition}: every partition of this run */
 	K2MC_BY_PARTITION_LAG, /* {topic,partition}: assigned partitions whose lag is known */
-	K2MC_BY_REASON,        /* {reason}: enum k2mc_keymap_reason */
+	K2MC_BY_REASON,        /* {reason}: enum k2mc_map_reason */
 	K2MC_BY_SERVER_KIND,   /* {server,kind}: -m servers x enum k2mc_mc_error */
 };
 enum k2mc_stat_type { K2MC_COUNTER = 0, K2MC_GAUGE };
@@ -137,7 +144,7 @@ const char *k2mc_stat_line_label(size_t i);
 /* One per writer thread, written by that writer. */
 struct k2mc_writer_stats {
 	/* records Memcached cannot take, per reason */
-	_Alignas(64) k2mc_counter skipped[K2MC_KEY_NREASONS];
+	_Alignas(64) k2mc_counter skipped[K2MC_MAP_NREASONS];
 	K2MC_STATS_TABLE(K2MC_STATS_W_FIELD, K2MC_STATS_IGNORE)
 	/* per -m server (cfg->servers order) and kind: k2mc_count_mc_error */
 	k2mc_counter mc_errors[K2MC_MAX_SERVERS][K2MC_MC_NERRS];
@@ -155,7 +162,7 @@ static inline void k2mc_count_mc_error(struct k2mc_writer_stats *ws, int s, enum
 struct k2mc_totals {
 	K2MC_STATS_TABLE(K2MC_STATS_T_FIELD, K2MC_STATS_IGNORE)
 	uint64_t skipped; /* over every reason */
-	uint64_t skipped_by[K2MC_KEY_NREASONS];
+	uint64_t skipped_by[K2MC_MAP_NREASONS];
 	uint64_t mc_errors; /* over every server and kind */
 	uint64_t mc_errors_by[K2MC_MAX_SERVERS][K2MC_MC_NERRS];
 };
@@ -197,7 +204,7 @@ struct k2mc_snapshot {
 	int64_t wall_ms;       /* CLOCK_REALTIME, ms */
 	struct k2mc_totals t;  /* writer counters summed */
 	uint64_t consumed;
-	uint64_t done;         /* acknowledged: written + deleted + skipped */
+	uint64_t done;         /* acknowledged: written + deleted + skipped + ignored */
 	size_t assigned;       /* partitions assigned now */
 	uint64_t ring_fill, ring_slots;
 	/* --max-buffer-bytes: the caller sets budget before the first take

@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/watermark.h"
+#include "workers/mapping.h"
 
 /* Most records one fetch takes; fewer when byte credit is short (see
  * fetch_size): records fetched and not yet handed out are outside every
@@ -22,6 +23,8 @@
 #define CONSUME_TIMEOUT_MS 200
 /* Upper bound on one park; parks normally end early by notification. */
 #define PARK_MS 50
+/* Wait before trying again to allocate a record's prepared key. */
+#define NOMEM_RETRY_MS 10
 
 struct k2mc_part {
 	char *topic;
@@ -46,6 +49,13 @@ struct k2mc_part {
 	struct k2mc_credit credit;
 	/* thread only: running average of k2mc_record_bytes, 0 = none yet */
 	uint64_t avg_bytes;
+	/* immutable after k2mc_part_new: the installed mapping when its key
+	 * template needs the consumer to produce each record's Memcached key
+	 * (it routes on that key, and hands it to the writer); NULL when
+	 * routing on the record key is enough (mapping.h) */
+	const struct k2mc_mapping *map;
+	/* thread only: said once that a prepared key found no memory */
+	int nomem_said;
 
 	/* main -> thread: stop fetching (release), read with acquire */
 	_Atomic int stop;
@@ -121,6 +131,9 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
 	p->budget = o->budget;
+	p->map = k2mc_mapping_installed();
+	if (p->map != NULL && k2mc_mapping_routes_by_record_key(p->map))
+		p->map = NULL;
 	p->rings = calloc((size_t)o->nwriters, sizeof(*p->rings));
 	/* The window covers every slot of every ring, so a full window
 	 * means full rings: one bound, not two. */
@@ -336,6 +349,33 @@ static int route(const struct k2mc_part *p, const rd_kafka_message_t *m, uint64_
 	return (int)(XXH3_64bits(m->key, m->key_len) % (uint64_t)p->nwriters);
 }
 
+/* The key template needs the record itself (a JSON field, a header, the
+ * value): the Memcached key is produced here, routed on (one Memcached key
+ * -> one writer, whatever Kafka keys its records carry), and travels with
+ * the record so that the writer does not produce it again. Waits while
+ * there is no memory for it; NULL when asked to stop meanwhile. */
+static struct k2mc_prepared *prepare(struct k2mc_part *p, rd_kafka_message_t *m, uint64_t *h)
+{
+	struct k2mc_prepared *pre;
+	struct k2mc_record rec;
+
+	k2mc_record_of(p->map, m, &rec);
+	while ((pre = k2mc_mapping_prepare(p->map, m, &rec, h)) == NULL) {
+		struct timespec ts = { 0, NOMEM_RETRY_MS * 1000000L };
+
+		if (!p->nomem_said) {
+			p->nomem_said = 1;
+			k2mc_log_record(K2MC_LOG_WARN, p->topic, p->partition, m->offset, NULL,
+					"%s [%d] @%lld: out of memory producing the record's key; "
+					"retrying", p->topic, p->partition, (long long)m->offset);
+		}
+		if (stopping(p))
+			return NULL;
+		nanosleep(&ts, NULL);
+	}
+	return pre;
+}
+
 /* Owner thread: advances the watermark; 1 when nothing handed out is still
  * waiting to be acknowledged (for a failed partition: nothing below the
  * failed record). */
@@ -374,6 +414,7 @@ static void *consumer_main(void *arg)
 		}
 		for (i = 0; i < n; i++) {
 			rd_kafka_message_t *m = msgs[i];
+			struct k2mc_prepared *pre;
 			struct ring_item it;
 			uint64_t need;
 			int64_t tag;
@@ -418,13 +459,28 @@ static void *consumer_main(void *arg)
 			}
 			it.ptr = m;
 			it.tag = (uint64_t)tag;
-			w = route(p, m, it.tag);
+			pre = NULL;
+			if (p->map == NULL) {
+				w = route(p, m, it.tag);
+			} else {
+				uint64_t h;
+
+				pre = prepare(p, m, &h);
+				if (pre == NULL) {
+					k2mc_watermark_untrack_last(p->wm);
+					k2mc_credit_unspend(&p->credit, need);
+					break;
+				}
+				it.ptr = k2mc_item_wrap(pre);
+				w = (int)((h == UINT64_MAX ? it.tag : h) % (uint64_t)p->nwriters);
+			}
 			if (push(p, w, &it) != 0) {
 				/* Tracked but never handed out: forget it, so the
 				 * drain does not wait for it and the watermark
 				 * stays at or below it. */
 				k2mc_watermark_untrack_last(p->wm);
 				k2mc_credit_unspend(&p->credit, need);
+				k2mc_prepared_free(pre);
 				break;
 			}
 			rung[w & 255] = 1;
@@ -529,8 +585,11 @@ void k2mc_part_free(struct k2mc_part *p)
 		/* Records nobody will write: their offsets were never passed
 		 * by the watermark, so they will be consumed again. */
 		while (ring_peek(p->rings[w], &it, 1) == 1) {
-			bytes += k2mc_record_bytes(it.ptr);
-			rd_kafka_message_destroy(it.ptr);
+			rd_kafka_message_t *m = k2mc_item_record(it.ptr);
+
+			bytes += k2mc_record_bytes(m);
+			rd_kafka_message_destroy(m);
+			k2mc_prepared_free(k2mc_item_prepared(it.ptr));
 			ring_release(p->rings[w], 1);
 		}
 		ring_free(p->rings[w]);

@@ -1,6 +1,7 @@
 /* One assigned partition and its consumer thread: fetch from the partition's
- * own librdkafka queue -> route each record by key hash -> the ring of the
- * writer that owns that key. Also owns the partition's watermark. Not the
+ * own librdkafka queue -> route each record by the hash of its Memcached key
+ * (the record key, or what the key template makes of the record) -> the ring
+ * of the writer that owns that key. Also owns the partition's watermark. Not the
  * group logic (group.c) and not the Memcached side (writer.c). */
 #ifndef K2MC_CONSUMER_H
 #define K2MC_CONSUMER_H
@@ -13,6 +14,29 @@
 #include "core/budget.h"
 #include "ring/park.h"
 #include "ring/ring.h"
+#include "workers/mapping.h"
+
+/* What a ring item's ptr is: the record (rd_kafka_message_t *), or, when the
+ * consumer produced the record's Memcached key (the key template needs the
+ * record: mapping.h), a struct k2mc_prepared * with the low bit set (both
+ * are malloc'd, so the bit is free). The writer frees both. */
+static inline void *k2mc_item_wrap(struct k2mc_prepared *pre)
+{
+	return (void *)((uintptr_t)pre | 1u);
+}
+
+static inline struct k2mc_prepared *k2mc_item_prepared(void *ptr)
+{
+	return ((uintptr_t)ptr & 1u) ? (struct k2mc_prepared *)((uintptr_t)ptr & ~(uintptr_t)1)
+				     : NULL;
+}
+
+static inline rd_kafka_message_t *k2mc_item_record(void *ptr)
+{
+	struct k2mc_prepared *pre = k2mc_item_prepared(ptr);
+
+	return pre != NULL ? pre->m : (rd_kafka_message_t *)ptr;
+}
 
 struct k2mc_part;
 

@@ -27,7 +27,7 @@ struct letter {
 	uint64_t uid, tag;
 	int64_t offset;
 	int32_t partition;
-	enum k2mc_keymap_reason reason;
+	enum k2mc_map_reason reason;
 	char topic[];
 };
 
@@ -41,7 +41,7 @@ struct k2mc_dlq {
 	_Atomic int stop;
 	int flush_ms;
 	/* thread only (delivery reports), read by anyone */
-	k2mc_counter delivered[K2MC_KEY_NREASONS];
+	k2mc_counter delivered[K2MC_MAP_NREASONS];
 	/* writers, read by anyone (rare: one per dead letter) */
 	_Atomic uint64_t sent;
 	/* thread: first failed delivery claims it (exchange), writes the
@@ -232,7 +232,7 @@ static int add_header(rd_kafka_headers_t *h, const char *name, const char *val)
 }
 
 int k2mc_dlq_send(struct k2mc_dlq *d, struct k2mc_part *p, uint64_t tag, rd_kafka_message_t *m,
-		  enum k2mc_keymap_reason r, const char *detail, _Atomic int *give_up)
+		  enum k2mc_map_reason r, const char *detail, _Atomic int *give_up)
 {
 	const char *topic = rd_kafka_topic_name(m->rkt);
 	size_t tlen = strlen(topic);
@@ -257,7 +257,7 @@ int k2mc_dlq_send(struct k2mc_dlq *d, struct k2mc_part *p, uint64_t tag, rd_kafk
 		    : rd_kafka_headers_new(5);
 	snprintf(part, sizeof(part), "%" PRId32, m->partition);
 	snprintf(off, sizeof(off), "%" PRId64, m->offset);
-	if (h == NULL || add_header(h, K2MC_DLQ_H_REASON, k2mc_keymap_reason_name(r)) ||
+	if (h == NULL || add_header(h, K2MC_DLQ_H_REASON, k2mc_map_reason_name(r)) ||
 	    add_header(h, K2MC_DLQ_H_TOPIC, topic) || add_header(h, K2MC_DLQ_H_PARTITION, part) ||
 	    add_header(h, K2MC_DLQ_H_OFFSET, off) || add_header(h, K2MC_DLQ_H_MESSAGE, detail)) {
 		if (h != NULL)
@@ -314,9 +314,9 @@ const char *k2mc_dlq_topic(const struct k2mc_dlq *d)
 	return d->cfg->dlq_topic;
 }
 
-uint64_t k2mc_dlq_delivered(struct k2mc_dlq *d, enum k2mc_keymap_reason r)
+uint64_t k2mc_dlq_delivered(struct k2mc_dlq *d, enum k2mc_map_reason r)
 {
-	return (unsigned)r < K2MC_KEY_NREASONS ? k2mc_read(&d->delivered[r]) : 0;
+	return (unsigned)r < K2MC_MAP_NREASONS ? k2mc_read(&d->delivered[r]) : 0;
 }
 
 uint64_t k2mc_dlq_sent(struct k2mc_dlq *d)

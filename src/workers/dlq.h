@@ -13,11 +13,11 @@
 
 #include "core/config.h"
 #include "workers/consumer.h"
-#include "workers/keymap.h"
+#include "workers/mapping.h"
 
 /* Headers added to every dead letter, after the record's own headers, in
  * the spirit of Kafka Connect's __connect.errors.*: values are text. */
-#define K2MC_DLQ_H_REASON "k2mc.error.reason"       /* missing_key, key_too_long, ... */
+#define K2MC_DLQ_H_REASON "k2mc.error.reason"       /* k2mc_map_reason_name: missing_key, ... */
 #define K2MC_DLQ_H_TOPIC "k2mc.error.topic"         /* source topic */
 #define K2MC_DLQ_H_PARTITION "k2mc.error.partition" /* source partition, decimal */
 #define K2MC_DLQ_H_OFFSET "k2mc.error.offset"       /* source offset, decimal */
@@ -40,7 +40,7 @@ int k2mc_dlq_start(struct k2mc_dlq *d);
  * full. 0; -ECANCELED if *give_up became non-zero while blocked; or another
  * -errno, which is fatal (k2mc_dlq_fatal) and fails p at the record. */
 int k2mc_dlq_send(struct k2mc_dlq *d, struct k2mc_part *p, uint64_t tag, rd_kafka_message_t *m,
-		  enum k2mc_keymap_reason r, const char *detail, _Atomic int *give_up);
+		  enum k2mc_map_reason r, const char *detail, _Atomic int *give_up);
 
 /* Any thread: a dead letter could not be delivered (the reason, naming its
  * source record), or NULL. The record's partition is failed at it
@@ -49,7 +49,7 @@ const char *k2mc_dlq_fatal(struct k2mc_dlq *d);
 const char *k2mc_dlq_topic(const struct k2mc_dlq *d);
 /* Any thread (relaxed): copies delivered per reason, and handed over in
  * total (delivered + in flight + failed). */
-uint64_t k2mc_dlq_delivered(struct k2mc_dlq *d, enum k2mc_keymap_reason r);
+uint64_t k2mc_dlq_delivered(struct k2mc_dlq *d, enum k2mc_map_reason r);
 uint64_t k2mc_dlq_sent(struct k2mc_dlq *d);
 
 /* Ends the thread: copies not delivered within flush_ms are purged, and

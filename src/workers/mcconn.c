@@ -910,6 +910,36 @@ int mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen)
 	return 0;
 }
 
+int mcconn_queue_invalidate(struct mc_conn *c, const char *key, size_t klen, uint32_t grace_s)
+{
+	char *p, *start;
+	size_t qpos;
+
+	if (!(c->ncmds == 0 ? c->meta : c->batch_meta))
+		return -EPROTONOSUPPORT;
+	if (room(c, klen + 64) != 0)
+		return -ENOMEM;
+	start = p = c->out + c->out_len;
+	if (c->ncmds == 0)
+		c->batch_meta = c->meta;
+	/* md <key> q O<index> I T<grace>: answered as a delete is (HD, or
+	 * "NF O<index>" for a missing key even quietly) */
+	memcpy(p, "md ", 3);
+	memcpy(p + 3, key, klen);
+	p += 3 + klen;
+	qpos = (size_t)(p - c->out) + 1;
+	memcpy(p, " q", 2);
+	p += 2;
+	p += put_flag(p, 'O', c->ncmds);
+	memcpy(p, " I", 2);
+	p += 2;
+	p += put_flag(p, 'T', grace_s);
+	memcpy(p, "\r\n", 2);
+	c->out_len += (size_t)(p + 2 - start);
+	add_cmd(c, 1, qpos);
+	return 0;
+}
+
 size_t mcconn_queued_bytes(const struct mc_conn *c)
 {
 	return c->out_len;

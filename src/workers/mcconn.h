@@ -127,6 +127,12 @@ uint64_t mcconn_idle_reconnects(const struct mc_conn *c);
 int mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
 		     size_t vlen, uint32_t flags, uint32_t exptime);
 int mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen);
+/* Meta only: "md <key> I T<grace_s>": the item is marked stale (readers that
+ * use meta stale-while-revalidate get it with X/W flags) and lives grace_s
+ * more seconds; a missing key answers like a delete's. -EPROTONOSUPPORT
+ * (nothing queued) when the batch is in the classic dialect, which has no
+ * invalidation: the caller decides (writer.c deletes instead). */
+int mcconn_queue_invalidate(struct mc_conn *c, const char *key, size_t klen, uint32_t grace_s);
 /* Bytes of serialized commands queued (for the batch byte bound). */
 size_t mcconn_queued_bytes(const struct mc_conn *c);
 size_t mcconn_queued(const struct mc_conn *c);

@@ -41,7 +41,7 @@
 #include "core/fence.h"
 #include "core/log.h"
 #include "workers/dlq.h"
-#include "workers/keymap.h"
+#include "workers/mapping.h"
 #include "workers/mcconn.h"
 #include "workers/placement.h"
 
@@ -85,7 +85,7 @@ enum fate { FATE_SKIP, FATE_HASH, FATE_DLQ, FATE_FAIL };
 
 /* Per writer, written by that writer only (k2mc_count), read by anyone. */
 struct invalid_counters {
-	_Alignas(64) k2mc_counter hashed[K2MC_KEY_NREASONS];
+	_Alignas(64) k2mc_counter hashed[K2MC_MAP_NREASONS];
 	k2mc_counter refused;
 };
 
@@ -126,6 +126,12 @@ struct writer {
 	int32_t *item_server;         /* server index, ITEM_ACK, ITEM_KEEP or ITEM_QUEUE */
 	uint32_t *item_cmd;           /* command index within its connection */
 	uint8_t *item_hashed;         /* the reason its key was hashed for, 0: not hashed */
+	uint8_t *item_reason;         /* what k2mc_mapping_map said (enum k2mc_map_reason) */
+	/* what each record maps to (key, value, flags, expiry, operation), once
+	 * per batch; the values it builds live in arena until the next batch */
+	struct k2mc_mapped *maps;
+	struct k2mc_prepared **item_pre; /* what the consumer computed, or NULL */
+	struct k2mc_arena *arena;
 	uint8_t *item_inval;          /* 1: its value is refused, its key deleted instead */
 	struct seg {
 		struct k2mc_part *p;
@@ -138,7 +144,10 @@ struct writer {
 struct k2mc_writers {
 	const struct k2mc_config *cfg;
 	k2mc_table_ref *table;
-	struct k2mc_keymap km;
+	/* the compiled templates (mapping.h): main's, or own_map when none was
+	 * installed; immutable */
+	const struct k2mc_mapping *map;
+	struct k2mc_mapping *own_map;
 	/* --max-value-bytes, 0 = none; immutable */
 	size_t max_value;
 	int n;
@@ -163,17 +172,20 @@ struct k2mc_writers {
 	 * logged once by whichever writer sees it first (atomic exchange) */
 	_Atomic int *server_state;
 	/* any writer: first skipped record per reason is logged (exchange) */
-	_Atomic int skip_logged[K2MC_KEY_NREASONS + 1];
+	_Atomic int skip_logged[K2MC_MAP_NREASONS + 1];
 	/* any writer: records skipped since the last summary line per reason
 	 * (fetch_add / exchange), and the earliest time of the next one (CAS
 	 * claims it); relaxed: only log lines depend on them */
-	_Atomic uint64_t skip_unreported[K2MC_KEY_NREASONS];
-	_Atomic int64_t skip_next_report_ms[K2MC_KEY_NREASONS];
+	_Atomic uint64_t skip_unreported[K2MC_MAP_NREASONS];
+	_Atomic int64_t skip_next_report_ms[K2MC_MAP_NREASONS];
 	/* any writer: first record per reason that --on-invalid hash could
 	 * not hash, and first hashed / dead-lettered per reason (exchange) */
-	_Atomic int fallback_logged[K2MC_KEY_NREASONS];
-	_Atomic int hash_logged[K2MC_KEY_NREASONS];
-	_Atomic int dlq_logged[K2MC_KEY_NREASONS];
+	_Atomic int fallback_logged[K2MC_MAP_NREASONS];
+	_Atomic int hash_logged[K2MC_MAP_NREASONS];
+	_Atomic int dlq_logged[K2MC_MAP_NREASONS];
+	/* any writer: --on-tombstone invalidate met a classic-only server
+	 * (exchange: said once) */
+	_Atomic int invalidate_text_logged;
 	/* first writer to hit a fatal record claims it (exchange 0 -> 1), then
 	 * writes fatal_msg and publishes it with release on fatal_ready; main
 	 * reads with acquire */
@@ -267,11 +279,11 @@ static size_t value_limit(const struct writer *w, int s)
 
 /* ---- records Memcached cannot take ----------------------------------------*/
 
-static enum fate fate_of(const struct k2mc_writers *ws, enum k2mc_keymap_reason r)
+static enum fate fate_of(const struct k2mc_writers *ws, enum k2mc_map_reason r)
 {
 	switch (ws->cfg->on_invalid) {
 	case K2MC_INVALID_HASH:
-		if (k2mc_keymap_hashable(r))
+		if (k2mc_map_hashable(r))
 			return FATE_HASH;
 		/* nothing to hash in a missing key or a large value */
 		return ws->dlq != NULL ? FATE_DLQ : FATE_SKIP;
@@ -287,7 +299,7 @@ static enum fate fate_of(const struct k2mc_writers *ws, enum k2mc_keymap_reason 
 
 /* fate_of, with what this run can actually do: no hashing once the key
  * was found unhashable, no dead letter without a producer. */
-static enum fate fallback_fate(const struct k2mc_writers *ws, enum k2mc_keymap_reason r)
+static enum fate fallback_fate(const struct k2mc_writers *ws, enum k2mc_map_reason r)
 {
 	enum fate f = fate_of(ws, r);
 
@@ -296,66 +308,57 @@ static enum fate fallback_fate(const struct k2mc_writers *ws, enum k2mc_keymap_r
 	return f;
 }
 
-static void describe(const struct writer *w, char *buf, size_t len, const rd_kafka_message_t *m,
-		     enum k2mc_keymap_reason r)
+/* What was wrong with record i, for reason r: one line for logs and the
+ * k2mc.error.message header. */
+static void describe(const struct writer *w, char *buf, size_t len, size_t i,
+		     enum k2mc_map_reason r)
 {
 	const struct k2mc_writers *ws = w->pool;
+	size_t vlen = w->maps[i].value_len;
+	struct k2mc_record rec;
 
-	switch (r) {
-	case K2MC_KEY_MISSING:
-		snprintf(buf, len, "%s key", m->key == NULL ? "null" : "empty");
-		break;
-	case K2MC_KEY_TOO_LONG:
-		snprintf(buf, len, "key of %zu bytes, %zu with the prefix, over memcached's %d",
-			 m->key_len, m->key_len + ws->km.prefix_len, K2MC_MC_KEY_MAX);
-		break;
-	case K2MC_KEY_BAD_BYTES:
-		snprintf(buf, len, "key with a space or control byte");
-		break;
-	case K2MC_VALUE_TOO_LARGE:
-		if (w->refused_server < 0)
-			snprintf(buf, len, "value of %zu bytes, refused by the server as too large",
-				 m->len);
-		else if (w->refused_limit == ws->max_value)
-			snprintf(buf, len, "value of %zu bytes, over --max-value-bytes %zu", m->len,
-				 ws->max_value);
-		else
-			snprintf(buf, len, "value of %zu bytes, over the item size limit of memcached "
-				 "%s (%zu bytes)", m->len, mcconn_name(w->conns[w->refused_server]),
-				 w->refused_limit);
-		break;
-	default:
-		snprintf(buf, len, "%s", k2mc_keymap_reason_name(r));
-		break;
+	if (r != K2MC_VALUE_TOO_LARGE) {
+		k2mc_record_of(ws->map, w->items[i].ptr, &rec);
+		k2mc_mapping_explain(ws->map, &rec, &w->maps[i], r, buf, len);
+	} else if (w->refused_server < 0) {
+		snprintf(buf, len, "value of %zu bytes, refused by the server as too large", vlen);
+	} else if (w->refused_limit == ws->max_value) {
+		snprintf(buf, len, "value of %zu bytes, over --max-value-bytes %zu", vlen,
+			 ws->max_value);
+	} else {
+		snprintf(buf, len, "value of %zu bytes, over the item size limit of memcached "
+			 "%s (%zu bytes)", vlen, mcconn_name(w->conns[w->refused_server]),
+			 w->refused_limit);
 	}
 }
 
 /* --on-invalid hash fell back for reason r: said once per reason. */
-static void note_fallback(struct k2mc_writers *ws, enum k2mc_keymap_reason r, enum fate f)
+static void note_fallback(struct k2mc_writers *ws, enum k2mc_map_reason r, enum fate f)
 {
 	if (ws->cfg->on_invalid != K2MC_INVALID_HASH ||
 	    atomic_exchange_explicit(&ws->fallback_logged[r], 1, memory_order_relaxed))
 		return;
 	if (f == FATE_DLQ)
-		k2mc_log_reason(K2MC_LOG_WARN, k2mc_keymap_reason_name(r),
+		k2mc_log_reason(K2MC_LOG_WARN, k2mc_map_reason_name(r),
 				"--on-invalid hash: %s records cannot be hashed; they go to the dead "
 				"letter topic %s",
-				k2mc_keymap_reason_name(r), ws->cfg->dlq_topic);
+				k2mc_map_reason_name(r), ws->cfg->dlq_topic);
 	else
-		k2mc_log_reason(K2MC_LOG_WARN, k2mc_keymap_reason_name(r),
+		k2mc_log_reason(K2MC_LOG_WARN, k2mc_map_reason_name(r),
 				"--on-invalid hash: %s records cannot be hashed; they are skipped "
 				"(no --dlq-topic)",
-				k2mc_keymap_reason_name(r));
+				k2mc_map_reason_name(r));
 }
 
 /* Counts record i as skipped for reason r, and logs the first of each
  * reason (then a count every SKIP_REPORT_MS). invalidated: its key was
  * deleted in its place. */
-static void count_skip(struct writer *w, size_t i, enum k2mc_keymap_reason r, int invalidated)
+static void count_skip(struct writer *w, size_t i, enum k2mc_map_reason r, int invalidated)
 {
 	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
 	int64_t now, next;
+	char detail[200];
 
 	k2mc_count(&w->stats->skipped[r], 1);
 	if (invalidated)
@@ -363,13 +366,14 @@ static void count_skip(struct writer *w, size_t i, enum k2mc_keymap_reason r, in
 	if (atomic_exchange_explicit(&ws->skip_logged[r], 1, memory_order_relaxed) == 0) {
 		atomic_store_explicit(&ws->skip_next_report_ms[r], k2mc_now_ms() + SKIP_REPORT_MS,
 				      memory_order_relaxed);
+		describe(w, detail, sizeof(detail), i, r);
 		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-				k2mc_keymap_reason_name(r),
-				"%s [%d] @%lld: skipped, %s (key %zu bytes, value %zu bytes)%s; "
+				k2mc_map_reason_name(r),
+				"%s [%d] @%lld: skipped, %s (%s; key %zu bytes, value %zu bytes)%s; "
 				"further records skipped for this reason are counted in the stats "
 				"line",
 				rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-				k2mc_keymap_reason_name(r), m->key_len, m->len,
+				k2mc_map_reason_name(r), detail, m->key_len, m->len,
 				invalidated ? "; its key was deleted, so that no older value stays"
 					    : "");
 		return;
@@ -384,28 +388,28 @@ static void count_skip(struct writer *w, size_t i, enum k2mc_keymap_reason r, in
 						      memory_order_relaxed);
 
 		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-				k2mc_keymap_reason_name(r),
+				k2mc_map_reason_name(r),
 				"%llu more record(s) skipped as %s in the last %d s; the latest: "
 				"%s [%d] @%lld",
-				(unsigned long long)n, k2mc_keymap_reason_name(r),
+				(unsigned long long)n, k2mc_map_reason_name(r),
 				SKIP_REPORT_MS / 1000, rd_kafka_topic_name(m->rkt), m->partition,
 				(long long)m->offset);
 	}
 }
 
-static void skip_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+static void skip_record(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
 	w->item_server[i] = ITEM_ACK;
 	count_skip(w, i, r, 0);
 }
 
-static void dead_letter(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+static void dead_letter(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
 	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
 	char detail[200];
 
-	describe(w, detail, sizeof(detail), m, r);
+	describe(w, detail, sizeof(detail), i, r);
 	/* acknowledged by the delivery report, never here; on failure the
 	 * record stays unacknowledged and k2mc_writers_fatal says why */
 	w->item_server[i] = ITEM_KEEP;
@@ -413,26 +417,26 @@ static void dead_letter(struct writer *w, size_t i, enum k2mc_keymap_reason r)
 		return;
 	if (atomic_exchange_explicit(&ws->dlq_logged[r], 1, memory_order_relaxed) == 0)
 		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-				k2mc_keymap_reason_name(r),
+				k2mc_map_reason_name(r),
 				"%s [%d] @%lld: %s (%s); sent to the dead letter topic %s, and so "
 				"are further records of this kind (counted in the summary)",
 				rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-				k2mc_keymap_reason_name(r), detail, ws->cfg->dlq_topic);
+				k2mc_map_reason_name(r), detail, ws->cfg->dlq_topic);
 }
 
-static void fail_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+static void fail_record(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
 	struct k2mc_writers *ws = w->pool;
 	rd_kafka_message_t *m = w->items[i].ptr;
 	char detail[200];
 
-	describe(w, detail, sizeof(detail), m, r);
+	describe(w, detail, sizeof(detail), i, r);
 	w->item_server[i] = ITEM_KEEP;
 	k2mc_part_fail(w->item_part[i], m->offset);
 	k2mc_count(&w->inv->refused, 1);
 	set_fatal(ws, "--on-invalid fail: %s [%d] @%lld: %s (%s); stopping, nothing at or past "
 		  "this offset is committed", rd_kafka_topic_name(m->rkt), m->partition,
-		  (long long)m->offset, k2mc_keymap_reason_name(r), detail);
+		  (long long)m->offset, k2mc_map_reason_name(r), detail);
 }
 
 /* Record i cannot be stored as it is, for reason r (found before sending,
@@ -440,7 +444,7 @@ static void fail_record(struct writer *w, size_t i, enum k2mc_keymap_reason r)
  * caller's business, before sending; here a hash policy falls back. A value
  * k2mc refuses under a skip is not handled here: its key is deleted
  * instead (queue_on). */
-static void refuse(struct writer *w, size_t i, enum k2mc_keymap_reason r)
+static void refuse(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
 	enum fate f = fallback_fate(w->pool, r);
 
@@ -480,7 +484,16 @@ static size_t gather(struct writer *w, struct k2mc_part_table *t)
 		got = ring_peek(k2mc_part_ring(p, w->id), w->items + n, max - n);
 		/* the first record always fits, however large */
 		while (keep < got && (n + keep == 0 || bytes <= K2MC_BATCH_MAX_BYTES)) {
-			const rd_kafka_message_t *m = w->items[n + keep].ptr;
+			struct ring_item *it = &w->items[n + keep];
+			const rd_kafka_message_t *m;
+
+			/* a record the consumer keyed travels with its key
+			 * (consumer.h); the batch keeps both, the ring is
+			 * untouched until release */
+			w->item_pre[n + keep] = k2mc_item_prepared(it->ptr);
+			if (w->item_pre[n + keep] != NULL)
+				it->ptr = w->item_pre[n + keep]->m;
+			m = it->ptr;
 
 			bytes += m->key_len + m->len;
 			w->item_part[n + keep] = p;
@@ -496,57 +509,68 @@ static size_t gather(struct writer *w, struct k2mc_part_table *t)
 	return n;
 }
 
-/* The Memcached key of record i (prefix + key, or the hashed form). */
-static size_t item_key(const struct writer *w, size_t i, char *key)
-{
-	const rd_kafka_message_t *m = w->items[i].ptr;
-
-	if (w->item_hashed[i])
-		return k2mc_keymap_hashed_key(&w->pool->km, m->key, m->key_len, key);
-	return k2mc_keymap_key(&w->pool->km, m->key, m->key_len, key);
-}
-
-/* Queues record i on server s. A value over the server's limit is refused
- * here, where the server is known; under a skip its key is deleted instead
- * (the same position in the key's order), so no older value outlives it.
- * 0 or -ENOMEM (nothing queued for it). */
-static int queue_on(struct writer *w, size_t i, int s, const char *key, size_t klen)
+/* Queues record i's command (its mapping, maps[i]) on server s. A value
+ * over the server's limit is refused here, where the server is known; under
+ * a skip its key is deleted instead (the same position in the key's order),
+ * so no older value outlives it. --on-tombstone invalidate on a server that
+ * speaks only the classic protocol (found once connected: a proxy, or
+ * memcached < 1.6.10) deletes instead, said once: the tombstone's key must
+ * not keep its value, and classic memcached has no stale items. 0 or
+ * -ENOMEM (nothing queued for it). */
+static int queue_on(struct writer *w, size_t i, int s)
 {
 	struct k2mc_writers *ws = w->pool;
-	rd_kafka_message_t *m = w->items[i].ptr;
+	const struct k2mc_mapped *mp = &w->maps[i];
 	struct mc_conn *c = w->conns[s];
+	int rc;
 
 	w->item_server[i] = s;
 	w->item_inval[i] = 0;
 	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
-	if (m->payload == NULL)
-		return mcconn_queue_delete(c, key, klen);
-	if (m->len > w->limit[s]) {
+	switch (mp->op) {
+	case K2MC_OP_DELETE:
+		return mcconn_queue_delete(c, mp->key, mp->key_len);
+	case K2MC_OP_INVALIDATE:
+		rc = mcconn_queue_invalidate(c, mp->key, mp->key_len, ws->cfg->invalidate_grace_s);
+		if (rc != -EPROTONOSUPPORT)
+			return rc;
+		if (atomic_exchange_explicit(&ws->invalidate_text_logged, 1,
+					     memory_order_relaxed) == 0)
+			k2mc_log_server(K2MC_LOG_ERR, mcconn_name(c), NULL,
+					"memcached %s speaks only the classic protocol, which has no "
+					"invalidation: --on-tombstone invalidate:%u needs meta (memcached "
+					">= 1.6.10, not through a proxy); tombstones delete their key there "
+					"instead (said once)",
+					mcconn_name(c), ws->cfg->invalidate_grace_s);
+		return mcconn_queue_delete(c, mp->key, mp->key_len);
+	default:
+		break;
+	}
+	if (mp->value_len > w->limit[s]) {
 		enum fate f = fallback_fate(ws, K2MC_VALUE_TOO_LARGE);
 
 		note_fallback(ws, K2MC_VALUE_TOO_LARGE, f);
 		if (f == FATE_SKIP) {
 			w->item_inval[i] = 1;
-			return mcconn_queue_delete(c, key, klen);
+			return mcconn_queue_delete(c, mp->key, mp->key_len);
 		}
 		w->refused_limit = w->limit[s];
 		w->refused_server = s;
 		refuse(w, i, K2MC_VALUE_TOO_LARGE);
 		return 0;
 	}
-	return mcconn_queue_set(c, key, klen, m->payload, m->len, 0, ws->cfg->ttl);
+	return mcconn_queue_set(c, mp->key, mp->key_len, mp->value, mp->value_len, mp->flags,
+				mp->exptime);
 }
 
 /* Queues record i on the connection of the server its key maps to now. */
 static int queue_one(struct writer *w, size_t i)
 {
-	char key[K2MC_MC_KEY_MAX];
-	size_t klen = item_key(w, i, key);
 	/* the server the readers' client looks on (placement.h; no hashing
 	 * with one server) */
-	int s = k2mc_placement_server(w->place, key, klen);
+	int s = k2mc_placement_server(w->place, w->maps[i].key, w->maps[i].key_len);
 
-	return queue_on(w, i, s, key, klen);
+	return queue_on(w, i, s);
 }
 
 static void refresh_limits(struct writer *w)
@@ -555,13 +579,13 @@ static void refresh_limits(struct writer *w)
 		w->limit[s] = value_limit(w, s);
 }
 
-/* Decides each record's fate once per batch (key rules, --on-invalid; the
- * effects of a refusal, counts and dead letters, happen here and only here)
- * and queues the rest. 0, or -ENOMEM: every record is classified, but the
- * commands are incomplete (queue_all builds them again). */
+/* Decides each record's fate once per batch (its mapping's reason,
+ * --on-invalid; the effects of a refusal, counts and dead letters, happen
+ * here and only here) and queues the rest. 0, or -ENOMEM: every record is
+ * classified, but the commands are incomplete (queue_all builds them
+ * again). */
 static int classify(struct writer *w, size_t n)
 {
-	const struct k2mc_keymap *km = &w->pool->km;
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
 	int rc = 0;
@@ -569,9 +593,7 @@ static int classify(struct writer *w, size_t n)
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
-		enum k2mc_keymap_op op;
-		enum k2mc_keymap_reason r;
-		char key[K2MC_MC_KEY_MAX];
+		enum k2mc_map_reason r;
 
 		/* the records of a part are consecutive: one load per part */
 		if (w->item_part[i] != last) {
@@ -586,28 +608,33 @@ static int classify(struct writer *w, size_t n)
 			w->item_server[i] = ITEM_KEEP;
 			continue;
 		}
-		/* km.max_value is SIZE_MAX: values are checked per server */
-		r = k2mc_keymap_check(km, m->key, m->key_len, m->payload, m->len, &op);
-		if (r != K2MC_KEY_OK && fate_of(w->pool, r) == FATE_HASH &&
-		    k2mc_keymap_hashed_key(km, m->key, m->key_len, key) > 0) {
+		/* values are checked per server, when queued */
+		r = (enum k2mc_map_reason)w->item_reason[i];
+		if (r != K2MC_MAP_OK && fate_of(w->pool, r) == FATE_HASH && w->maps[i].key_len > 0) {
 			/* the key is cured by hashing; the value is checked
 			 * against its server when it is queued */
 			w->item_hashed[i] = (uint8_t)r;
 			if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
 						     memory_order_relaxed) == 0)
 				k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt),
-						m->partition, m->offset, k2mc_keymap_reason_name(r),
+						m->partition, m->offset, k2mc_map_reason_name(r),
 						"%s [%d] @%lld: %s; stored under its hashed key "
 						"(prefix + xxh128 hex), and so are further records of "
 						"this kind",
 						rd_kafka_topic_name(m->rkt), m->partition,
-						(long long)m->offset, k2mc_keymap_reason_name(r));
-			r = K2MC_KEY_OK;
+						(long long)m->offset, k2mc_map_reason_name(r));
+			r = K2MC_MAP_OK;
 		}
-		if (r != K2MC_KEY_OK) {
+		if (r != K2MC_MAP_OK) {
 			refuse(w, i, r);
 			if (w->item_server[i] == ITEM_KEEP)
 				failed_at = k2mc_part_failed_at(last);
+			continue;
+		}
+		if (w->maps[i].op == K2MC_OP_NONE) {
+			/* --on-tombstone ignore: acknowledged unwritten */
+			w->item_server[i] = ITEM_ACK;
+			k2mc_count(&w->stats->ignored, 1);
 			continue;
 		}
 		if (rc == 0) {
@@ -666,14 +693,11 @@ static int requeue_server(struct writer *w, size_t n, int s)
 	mcconn_reset_batch(w->conns[s]);
 	w->limit[s] = value_limit(w, s);
 	for (size_t i = 0; i < n; i++) {
-		char key[K2MC_MC_KEY_MAX];
-		size_t klen;
 		int rc;
 
 		if (w->item_server[i] != s)
 			continue;
-		klen = item_key(w, i, key);
-		rc = queue_on(w, i, s, key, klen);
+		rc = queue_on(w, i, s);
 		if (rc != 0)
 			return rc;
 	}
@@ -993,7 +1017,7 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 			switch (mcconn_reply(c, w->item_cmd[i])) {
 			case MC_STORED:
 				k2mc_count(&w->stats->written, 1);
-				k2mc_count(&w->stats->bytes, m->len);
+				k2mc_count(&w->stats->bytes, w->maps[i].value_len);
 				if (w->item_hashed[i])
 					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
 				break;
@@ -1004,6 +1028,9 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 					break;
 				}
 				k2mc_count(&w->stats->deleted, 1);
+				/* its expiry had passed: deleted, not written */
+				if (w->maps[i].expired)
+					k2mc_count(&w->stats->expired, 1);
 				if (w->item_hashed[i])
 					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
 				break;
@@ -1030,6 +1057,7 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 		}
 		spent += k2mc_record_bytes(m);
 		rd_kafka_message_destroy(m);
+		k2mc_prepared_free(w->item_pre[i]);
 	}
 	/* every part of the process shares one budget */
 	if (n > 0)
@@ -1055,6 +1083,29 @@ static void out_of_memory(struct writer *w, size_t n)
 		  "acknowledged, retrying the same records", w->id, n);
 }
 
+/* Maps every record of the batch (mapping.h: one call each), before any
+ * decision about them: 0, or -ENOMEM when a built value found no memory
+ * (nothing was decided or counted yet, so the batch can map again). */
+static int map_all(struct writer *w, size_t n)
+{
+	const struct k2mc_mapping *map = w->pool->map;
+	/* one clock read per batch: the expiries of --ttl-from-timestamp */
+	int64_t now = wall_ms();
+
+	k2mc_arena_reset(w->arena);
+	for (size_t i = 0; i < n; i++) {
+		struct k2mc_record rec;
+		int r;
+
+		k2mc_record_of(map, w->items[i].ptr, &rec);
+		r = k2mc_mapping_map(map, &rec, w->item_pre[i], now, w->arena, &w->maps[i]);
+		if (r < 0)
+			return r;
+		w->item_reason[i] = (uint8_t)r;
+	}
+	return 0;
+}
+
 /* One batch, from the lease to every reply: 0 (complete() may run), or -1
  * when it was given up. */
 static int run_batch(struct writer *w, size_t n, size_t nsegs)
@@ -1067,6 +1118,12 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 	/* --mc-eject: servers whose retry time has come are placed to again */
 	if (ejecting(w->pool))
 		k2mc_placement_restore(w->place, time(NULL));
+	while (map_all(w, n) != 0) {
+		out_of_memory(w, n);
+		if (batch_abandoned(w, nsegs))
+			return -1;
+		backoff(&delay);
+	}
 	rc = classify(w, n);
 	for (;;) {
 		if (rc == 0)
@@ -1203,6 +1260,12 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->item_server = calloc(b, sizeof(*w->item_server));
 	w->item_cmd = calloc(b, sizeof(*w->item_cmd));
 	w->item_hashed = calloc(b, sizeof(*w->item_hashed));
+	w->item_reason = calloc(b, sizeof(*w->item_reason));
+	w->item_pre = calloc(b, sizeof(*w->item_pre));
+	w->maps = calloc(b, sizeof(*w->maps));
+	w->arena = k2mc_arena_new();
+	if (w->item_reason == NULL || w->item_pre == NULL || w->maps == NULL || w->arena == NULL)
+		return -ENOMEM;
 	w->item_inval = calloc(b, sizeof(*w->item_inval));
 	if (w->items == NULL || w->item_part == NULL || w->item_server == NULL ||
 	    w->item_cmd == NULL || w->item_hashed == NULL || w->item_inval == NULL)
@@ -1221,11 +1284,21 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 	ws->cfg = cfg;
 	ws->table = table;
 	ws->n = cfg->writers;
-	ws->km.prefix = cfg->key_prefix;
-	ws->km.prefix_len = cfg->key_prefix_len;
-	/* values are checked against the chosen server's limit (queue_on),
-	 * not by keymap */
-	ws->km.max_value = SIZE_MAX;
+	/* main compiled and installed the templates; a caller that did not
+	 * gets them compiled here, and installed for the consumers (which
+	 * exist only after the writers) */
+	ws->map = k2mc_mapping_installed();
+	if (ws->map == NULL) {
+		ws->own_map = k2mc_mapping_new(cfg, err, sizeof(err));
+		if (ws->own_map == NULL) {
+			k2mc_err("%s", err);
+			free(ws);
+			return NULL;
+		}
+		k2mc_mapping_install(ws->own_map);
+		ws->map = ws->own_map;
+	}
+	/* values are checked against the chosen server's limit (queue_on) */
 	ws->max_value = max_value;
 	ws->w = calloc((size_t)ws->n, sizeof(*ws->w));
 	ws->bells = aligned_alloc(64, sizeof(*ws->bells) * (size_t)ws->n);
@@ -1304,14 +1377,14 @@ void k2mc_writers_invalid(struct k2mc_writers *ws, struct k2mc_invalid_totals *t
 {
 	memset(t, 0, sizeof(*t));
 	for (int i = 0; i < ws->cfg->writers; i++) {
-		for (int r = 1; r < K2MC_KEY_NREASONS; r++)
+		for (int r = 1; r < K2MC_MAP_NREASONS; r++)
 			t->hashed[r] += k2mc_read(&ws->inv[i].hashed[r]);
 		t->refused += k2mc_read(&ws->inv[i].refused);
 	}
-	for (int r = 1; r < K2MC_KEY_NREASONS; r++) {
+	for (int r = 1; r < K2MC_MAP_NREASONS; r++) {
 		t->hashed_total += t->hashed[r];
 		if (ws->dlq != NULL) {
-			t->dead_lettered[r] = k2mc_dlq_delivered(ws->dlq, (enum k2mc_keymap_reason)r);
+			t->dead_lettered[r] = k2mc_dlq_delivered(ws->dlq, (enum k2mc_map_reason)r);
 			t->dead_lettered_total += t->dead_lettered[r];
 		}
 	}
@@ -1338,22 +1411,24 @@ void k2mc_writers_abort(struct k2mc_writers *ws)
 static void report_invalid(struct k2mc_writers *ws)
 {
 	struct k2mc_invalid_totals t;
+	char by[512] = "";
+	size_t o = 0;
 
 	k2mc_writers_invalid(ws, &t);
 	if (t.hashed_total == 0 && ws->dlq == NULL && t.refused == 0)
 		return;
+	/* every reason, in enum order: "missing_key N key_too_long N ..." */
+	for (int r = 1; r < K2MC_MAP_NREASONS && o < sizeof(by); r++)
+		o += (size_t)snprintf(by + o, sizeof(by) - o, "%s%s %llu", r > 1 ? " " : "",
+				      k2mc_map_reason_name((enum k2mc_map_reason)r),
+				      (unsigned long long)t.dead_lettered[r]);
 	k2mc_info("invalid records: hashed %llu (key_too_long %llu key_bad_bytes %llu); "
-		  "dead-lettered %llu to %s (missing_key %llu key_too_long %llu key_bad_bytes %llu "
-		  "value_too_large %llu), undelivered %llu; refused %llu",
+		  "dead-lettered %llu to %s (%s), undelivered %llu; refused %llu",
 		  (unsigned long long)t.hashed_total,
 		  (unsigned long long)t.hashed[K2MC_KEY_TOO_LONG],
 		  (unsigned long long)t.hashed[K2MC_KEY_BAD_BYTES],
 		  (unsigned long long)t.dead_lettered_total,
-		  ws->cfg->dlq_topic ? ws->cfg->dlq_topic : "-",
-		  (unsigned long long)t.dead_lettered[K2MC_KEY_MISSING],
-		  (unsigned long long)t.dead_lettered[K2MC_KEY_TOO_LONG],
-		  (unsigned long long)t.dead_lettered[K2MC_KEY_BAD_BYTES],
-		  (unsigned long long)t.dead_lettered[K2MC_VALUE_TOO_LARGE],
+		  ws->cfg->dlq_topic ? ws->cfg->dlq_topic : "-", by,
 		  (unsigned long long)t.dead_letters_undelivered, (unsigned long long)t.refused);
 }
 
@@ -1390,10 +1465,18 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		free(w->item_server);
 		free(w->item_cmd);
 		free(w->item_hashed);
+		free(w->item_reason);
+		free(w->item_pre);
+		free(w->maps);
+		k2mc_arena_free(w->arena);
 		free(w->item_inval);
 		free(w->segs);
 	}
 	k2mc_dlq_free(ws->dlq);
+	if (ws->own_map != NULL) {
+		k2mc_mapping_install(NULL);
+		k2mc_mapping_free(ws->own_map);
+	}
 	free(ws->w);
 	free(ws->bells);
 	free(ws->stats);

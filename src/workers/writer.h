@@ -3,7 +3,7 @@
  * after every reply of a batch is in does it acknowledge the offsets. It
  * applies --on-invalid to records Memcached cannot take (and owns the dead
  * letter producer, dlq.c) and --mc-eject to servers that are down. Not the
- * wire protocol (mcconn.c) and not the key rules (keymap.c). */
+ * wire protocol (mcconn.c) and not the mapping of records (mapping.c). */
 #ifndef K2MC_WRITER_H
 #define K2MC_WRITER_H
 
@@ -13,7 +13,7 @@
 #include "core/stats.h"
 #include "ring/park.h"
 #include "workers/consumer.h"
-#include "workers/keymap.h"
+#include "workers/mapping.h"
 
 struct k2mc_writers;
 struct k2mc_fence;
@@ -44,12 +44,12 @@ struct k2mc_writer_stats *k2mc_writers_stats(struct k2mc_writers *ws);
 const char *k2mc_writers_fatal(struct k2mc_writers *ws);
 
 /* What --on-invalid did besides skipping (skips are in the writer stats'
- * skipped[]), per reason (enum k2mc_keymap_reason; [0] unused). Any thread,
+ * skipped[]), per reason (enum k2mc_map_reason; [0] unused). Any thread,
  * relaxed: a few records stale at most. */
 struct k2mc_invalid_totals {
-	uint64_t hashed[K2MC_KEY_NREASONS];        /* written under the hashed key (hash) */
+	uint64_t hashed[K2MC_MAP_NREASONS];        /* written under the hashed key (hash) */
 	uint64_t hashed_total;
-	uint64_t dead_lettered[K2MC_KEY_NREASONS]; /* delivered to --dlq-topic: done */
+	uint64_t dead_lettered[K2MC_MAP_NREASONS]; /* delivered to --dlq-topic: done */
 	uint64_t dead_lettered_total;
 	uint64_t dead_letters_undelivered;         /* handed over, not (yet) delivered */
 	uint64_t refused;                          /* met by --on-invalid fail */
