@@ -1,12 +1,17 @@
 /* Integration suite for what operators see: the metrics endpoint scraped
  * while k2mc runs and checked against what was produced and what Kafka holds,
  * readiness, --stats-json, the -e progress line on a terminal and the summary
- * table, regex subscriptions, --dump-config through the real binary, and
- * Memcached states named as they are (out of memory, an idle close).
+ * table, regex subscriptions, --dump-config through the real binary,
+ * Memcached states named as they are (out of memory, an idle close), and
+ * with one of two servers down: the errors per server and kind, the counter
+ * table (stats.h) in the stats line, --stats-json and /metrics, the process
+ * metrics and build info through Prometheus' own parser, and the Grafana
+ * dashboard's queries against the scrape (tests/metrics_check.py).
  * Servers per test on loopback, as in test_pipeline.c; not a benchmark.
  * Binaries come from K2MC_BIN, K2MC_TSAN_BIN, K2MC_MOCK. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libmemcached/memcached.h>
@@ -21,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/stats.h"
 #include "harness.h"
 
 #define TEST_TIMEOUT_S 120
@@ -286,7 +292,7 @@ Test(metrics, scrape_matches_what_was_produced_and_committed)
 			     sample(text, "k2mc_records_deleted_total"),
 		     (double)W.produced, "written + deleted != produced:\n%s", text);
 	cr_expect_eq(sum_of(text, "k2mc_records_invalid_total", &n), 0);
-	cr_expect_eq(n, 4, "one series per reason");
+	cr_expect_eq(n, 8, "one series per reason (enum k2mc_map_reason)");
 	cr_expect_eq(sample(text, "k2mc_records_invalid_total{reason=\"key_too_long\"}"), 0);
 	cr_expect_eq(sample(text, "k2mc_written_bytes_total"),
 		     100.0 * sample(text, "k2mc_records_written_total"), "100-byte values");
@@ -852,4 +858,160 @@ Test(metrics, idle_close_is_not_an_outage)
 		  tail_of(k.err_path));
 	cr_expect(!h_file_contains(k.err_path, "back, writing again"), "%s", tail_of(k.err_path));
 	stop_k2mc_expect_0(&k, "k2mc after an idle close");
+}
+
+/* ---- one of two servers down: every view of the counters ------------------------ */
+
+/* The number after "\"key\":" in a JSON line, or -1. */
+static int64_t json_num(const char *line, const char *key)
+{
+	char pat[96];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(line, pat);
+	return p != NULL && isdigit((unsigned char)p[strlen(pat)]) ? strtoll(p + strlen(pat), NULL, 10)
+								    : -1;
+}
+
+/* The last complete line of path that contains needle (malloc'd), or NULL. */
+static char *last_line_with(const char *path, const char *needle)
+{
+	char *all = h_file_read(path, NULL), *found = NULL, *line;
+
+	if (all == NULL)
+		return NULL;
+	for (line = all; *line != '\0';) {
+		char *nl = strchr(line, '\n');
+
+		if (nl == NULL)
+			break;
+		*nl = '\0';
+		if (strstr(line, needle) != NULL)
+			found = line;
+		line = nl + 1;
+	}
+	found = found ? strdup(found) : NULL;
+	free(all);
+	return found;
+}
+
+/* A table row's number as /metrics says it: the sample, or the sum of the
+ * family's samples when it has labels. */
+static double metric_value(const char *text, size_t row)
+{
+	int n;
+
+	return k2mc_stat_defs[row].by == K2MC_BY_NONE ? sample(text, k2mc_stat_defs[row].metric)
+						      : sum_of(text, k2mc_stat_defs[row].metric, &n);
+}
+
+static int metrics_check(const char *args)
+{
+	char cmd[4 * H_PATH_MAX];
+
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 tests/metrics_check.py %s", args);
+	return system(cmd);
+}
+
+Test(metrics, one_server_down_errors_by_server_and_every_view)
+{
+	static const char *const topics[] = { "events:4", NULL };
+	static const char *const kinds[] = { "refused", "timeout", "connection", "error_reply" };
+	char port_s[16], json[H_PATH_MAX], scrape[H_PATH_MAX], servers[160], dead[64];
+	char series[256], args[3 * H_PATH_MAX];
+	int64_t end[PARTS], deadline;
+	struct h_proc k;
+	int port = h_free_port(), status, n, agree = 0;
+	char *text = NULL, *line = NULL, *jline = NULL;
+	FILE *f;
+
+	start_world(topics, "8000", "78");
+	kafka_end_offsets("events", PARTS, end);
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	/* nobody listens on the second: refused, and --mc-eject sends its keys
+	 * to the first after two failed attempts */
+	snprintf(dead, sizeof(dead), "127.0.0.1:%d", h_free_port());
+	snprintf(servers, sizeof(servers), "%s,%s", W.mc_addr, dead);
+	h_tmppath(json, sizeof(json), "stats.json");
+	{
+		const char *a[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "one-down", "-m",
+				    servers, "--mc-eject", "--writers", "2", "--stats-interval-ms", "300",
+				    "--metrics-addr", port_s, "--stats-json", json, NULL };
+
+		start_k2mc(&k, NULL, a);
+	}
+	free(scrape_until_caught_up(&k, port, "events", PARTS, end, 60000));
+
+	/* Caught up, nothing moves but the clock: the stats line, the last JSON
+	 * object and a scrape agree on every row of the counter table (each is
+	 * refreshed within a second; a few tries cover the offsets between). */
+	deadline = h_now_ms() + 15000;
+	while (!agree && h_now_ms() < deadline) {
+		usleep(1200 * 1000);
+		free(text);
+		free(line);
+		free(jline);
+		text = http_get(port, "/metrics", &status, NULL, 0);
+		line = last_line_with(k.err_path, " k2mc INFO: in ");
+		jline = last_line_with(json, "\"ts_ms\"");
+		cr_assert(text != NULL && line != NULL && jline != NULL, "a view is missing:\n%s",
+			  tail_of(k.err_path));
+		agree = 1;
+		for (size_t i = 0; i < k2mc_nstat_defs && agree; i++)
+			agree = metric_value(text, i) == (double)json_num(jline, k2mc_stat_defs[i].key);
+	}
+	for (size_t i = 0; i < k2mc_nstat_defs; i++) {
+		const struct k2mc_stat_def *d = &k2mc_stat_defs[i];
+		char word[96];
+		const char *p;
+
+		snprintf(series, sizeof(series), "# TYPE %s %s\n", d->metric,
+			 d->type == K2MC_COUNTER ? "counter" : "gauge");
+		cr_expect_not_null(strstr(text, series), "/metrics lacks %s", series);
+		cr_expect_geq(json_num(jline, d->key), 0, "--stats-json lacks \"%s\": %s", d->key,
+			      jline);
+		cr_expect_eq(metric_value(text, i), (double)json_num(jline, d->key),
+			     "%s: /metrics %g, --stats-json %" PRId64, d->metric, metric_value(text, i),
+			     json_num(jline, d->key));
+		snprintf(word, sizeof(word), " %s ", k2mc_stat_line_label(i));
+		p = strstr(line, word);
+		cr_expect(p != NULL && isdigit((unsigned char)p[strlen(word)]),
+			  "the stats line lacks \"%s<number>\": %s", word, line);
+	}
+	cr_expect_eq(json_num(jline, "consumed"), (int64_t)W.produced);
+
+	/* errors per server and kind: the dead one refused, the live one none */
+	for (int e = 0; e < 4; e++) {
+		snprintf(series, sizeof(series),
+			 "k2mc_memcached_errors_total{server=\"%s\",kind=\"%s\"}", W.mc_addr, kinds[e]);
+		cr_expect_eq(sample(text, series), 0, "%s", series);
+		snprintf(series, sizeof(series),
+			 "k2mc_memcached_errors_total{server=\"%s\",kind=\"%s\"}", dead, kinds[e]);
+		if (e == 0)
+			cr_expect_geq(sample(text, series), 2, "%s:\n%s", series, text);
+		else
+			cr_expect_eq(sample(text, series), 0, "%s", series);
+	}
+	cr_expect_eq(sum_of(text, "k2mc_memcached_errors_total", &n), json_num(jline, "memcached_errors"));
+	cr_expect_eq(n, 8, "two servers x four kinds");
+	cr_expect_not_null(strstr(jline, "\"server\":\"127.0.0.1:"), "%s", jline);
+	snprintf(series, sizeof(series), "k2mc_memcached_server_up{server=\"%s\"}", dead);
+	cr_expect_eq(sample(text, series), 0, "%s", series);
+
+	/* Prometheus' parser: process metrics, build info, no name collision,
+	 * every family in README's table; the dashboard's queries */
+	h_tmppath(scrape, sizeof(scrape), "scrape.txt");
+	f = fopen(scrape, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+	snprintf(args, sizeof(args), "parse %s --readme README.md", scrape);
+	cr_expect_eq(metrics_check(args), 0, "metrics_check %s failed (reasons above)", args);
+	snprintf(args, sizeof(args), "dashboard contrib/grafana/k2mc.json %s", scrape);
+	cr_expect_eq(metrics_check(args), 0, "metrics_check %s failed (reasons above)", args);
+	free(text);
+	free(line);
+	free(jline);
+	stop_k2mc_expect_0(&k, "k2mc with one server down");
 }
