@@ -68,7 +68,7 @@ static void part_labels(FILE *out, const char *name, const struct k2mc_part_snap
 static void render_row(FILE *out, const struct k2mc_snapshot *s, size_t row)
 {
 	const struct k2mc_stat_def *d = &k2mc_stat_defs[row];
-	char name[K2MC_SUN_PATH_MAX + 16];
+	char name[K2MC_SERVER_LABEL_MAX];
 
 	head(out, d->metric, d->type == K2MC_COUNTER ? "counter" : "gauge", d->help);
 	switch (d->by) {
@@ -206,7 +206,7 @@ static void build_info(FILE *out)
 
 void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 {
-	char name[K2MC_SUN_PATH_MAX + 16];
+	char name[K2MC_SERVER_LABEL_MAX];
 
 	/* the counter table first: the numbers the stats line and
 	 * --stats-json show too */
@@ -272,7 +272,7 @@ int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
 	for (int i = 0; i < s->nservers; i++) {
 		if (!s->server_ok[i]) {
 			/* out of memory: it answers, and stores nothing */
-			char name[K2MC_SUN_PATH_MAX + 16];
+			char name[K2MC_SERVER_LABEL_MAX];
 
 			k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
 			snprintf(why, len, "memcached %s %s", name,

@@ -404,7 +404,7 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 		     const struct k2mc_snapshot *cur, int final)
 {
 	double in, out_rate;
-	char name[K2MC_SUN_PATH_MAX + 16];
+	char name[K2MC_SERVER_LABEL_MAX];
 
 	k2mc_snapshot_rates(prev, cur, &in, &out_rate);
 	fprintf(out, "{\"ts_ms\":%lld,\"final\":%s,\"in_per_s\":%.1f,\"out_per_s\":%.1f",

@@ -220,7 +220,7 @@ static void report_server(struct k2mc_writers *ws, int s, enum k2mc_server_state
 {
 	int old = atomic_exchange_explicit(&ws->server_state[s], st, memory_order_relaxed);
 	/* the log's server field: as /metrics labels it */
-	char srv[K2MC_SUN_PATH_MAX + 16];
+	char srv[K2MC_SERVER_LABEL_MAX];
 
 	if (old == (int)st)
 		return;
