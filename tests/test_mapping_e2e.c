@@ -1,0 +1,735 @@
+/* Integration suite for what lands in Memcached (issue 10): k2mc -e against
+ * a real memcached and a k2mc-mock cluster, over records this test produces
+ * (JSON values, headers, timestamps in the past), read back through the
+ * meta protocol ("mg <key> v f t": value, client flags, remaining TTL).
+ * JSON-keyed records with per-record flags and TTL headers, routed by the
+ * Memcached key they produce (many Kafka keys per Memcached key, 4 writers);
+ * --ttl-from-timestamp over records whose expiry passed (their key deleted,
+ * counted as expired) and one that lives past 30 days; every new invalid
+ * reason (missing_field, not_json, bad_ttl, bad_flags) under skip, hash, dlq
+ * and fail; --on-tombstone ignore; invalidate (meta: the item stale, X/W).
+ * Not about the template syntax (test_mapping.c) nor speed. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "harness.h"
+
+#define TOPIC "src"
+#define DLQ "dead"
+#define TEST_TIMEOUT_S 120
+
+static struct {
+	struct h_memcached mc;
+	struct h_mock mock;
+	char mc_addr[64];
+	char json_path[H_PATH_MAX];
+} W;
+
+static void teardown(void)
+{
+	h_cleanup();
+}
+
+TestSuite(mapping_e2e, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+static const char *tail_of(const char *path)
+{
+	return h_tail_of(path, 20);
+}
+
+static int64_t wall_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* memcached, and a mock with TOPIC (1 partition: the records' order is the
+ * production order) and DLQ. */
+static void start_world(void)
+{
+	static const char *const args[] = { "--topic", TOPIC ":1", "--topic", DLQ ":1",
+					    "--stdin-control", NULL };
+	int rc;
+
+	memset(&W, 0, sizeof(W));
+	rc = h_memcached_start(&W.mc, 0, NULL);
+	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
+	rc = h_mock_start(&W.mock, args, 1, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+}
+
+/* ---- producing ---------------------------------------------------------------*/
+
+struct rec {
+	const char *key;  /* NULL: null key */
+	const char *val;  /* NULL: tombstone */
+	int64_t ts_ms;    /* 0: now */
+	const char *h[4]; /* name, value, name, value; NULL-ended */
+};
+
+static void produce(const struct rec *recs, int n)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char e[512];
+	rd_kafka_t *rk;
+
+	cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
+	/* idempotence: offsets are the records' indices even if a request is
+	 * retried */
+	cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
+	cr_assert_not_null(rk, "producer: %s", e);
+	for (int i = 0; i < n; i++) {
+		const struct rec *r = &recs[i];
+		rd_kafka_headers_t *h = NULL;
+		rd_kafka_resp_err_t err;
+
+		if (r->h[0] != NULL) {
+			h = rd_kafka_headers_new(2);
+			for (int k = 0; k < 4 && r->h[k] != NULL; k += 2)
+				rd_kafka_header_add(h, r->h[k], -1, r->h[k + 1], -1);
+		}
+		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+					RD_KAFKA_V_KEY(r->key, r->key ? strlen(r->key) : 0),
+					RD_KAFKA_V_VALUE((void *)r->val, r->val ? strlen(r->val) : 0),
+					RD_KAFKA_V_TIMESTAMP(r->ts_ms ? r->ts_ms : wall_ms()),
+					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+					RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce %d: %s", i,
+			     rd_kafka_err2str(err));
+	}
+	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR,
+		     "records not delivered in 15 s");
+	rd_kafka_destroy(rk);
+}
+
+/* ---- running k2mc --------------------------------------------------------------*/
+
+/* Runs k2mc -e over TOPIC with extra args (--stats-json to W.json_path);
+ * returns its exit code. */
+static int run_k2mc(struct h_proc *k, const char *group, const char *const extra[])
+{
+	const char *args[64] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", group, "-m", W.mc_addr,
+				 "-e", "--writers", "4", "--stats-interval-ms", "1000", "-X",
+				 "session.timeout.ms=6000", "--stats-json", W.json_path };
+	int a = 17, rc, status = 0;
+	char name[64];
+
+	snprintf(name, sizeof(name), "%s.json", group);
+	h_tmppath(W.json_path, sizeof(W.json_path), name);
+	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
+		args[a++] = extra[i];
+	args[a] = NULL;
+	rc = h_k2mc_start(k, NULL, args);
+	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	rc = h_wait(k->pid, 60000, &status);
+	if (rc == -ETIMEDOUT) {
+		h_signal(k->pid, SIGKILL);
+		h_wait(k->pid, 5000, NULL);
+		cr_assert_fail("k2mc still running after 60 s; stderr:\n%s", tail_of(k->err_path));
+	}
+	cr_assert(h_exit_code(status) >= 0, "k2mc did not exit normally; stderr:\n%s",
+		  tail_of(k->err_path));
+	return h_exit_code(status);
+}
+
+/* A number of the final --stats-json object: "name":N (first match after
+ * `within`, e.g. "\"skipped_by\"", or from the start when NULL); -1 if none. */
+static int64_t final_stat(const char *within, const char *name)
+{
+	char *b = h_file_read(W.json_path, NULL), *line = NULL, *p, pat[64];
+	int64_t v = -1;
+
+	if (b == NULL)
+		return -1;
+	for (p = b; (p = strstr(p, "\"final\":true")) != NULL; p++)
+		line = p;
+	if (line != NULL) {
+		while (line > b && line[-1] != '\n')
+			line--;
+		if (within != NULL)
+			line = strstr(line, within);
+		snprintf(pat, sizeof(pat), "\"%s\":", name);
+		p = line ? strstr(line, pat) : NULL;
+		if (p != NULL)
+			v = strtoll(p + strlen(pat), NULL, 10);
+	}
+	free(b);
+	return v;
+}
+
+/* ---- Memcached through the meta protocol ---------------------------------------*/
+
+struct item {
+	int found;
+	char value[4096];
+	size_t vlen;
+	uint32_t flags;
+	int64_t ttl; /* remaining seconds, -1: never expires */
+	int stale;   /* X: invalidated */
+	int win;     /* W: this client won the right to refill */
+};
+
+static int mc_connect(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)W.mc.port) };
+	struct timeval tv = { 5, 0 };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "memcached: %s",
+		     strerror(errno));
+	return fd;
+}
+
+/* Reads until the buffer holds a line ending (and, for VA, the data). */
+static size_t read_reply(int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	for (;;) {
+		char *nl = memchr(buf, '\n', n);
+		ssize_t r;
+
+		if (nl != NULL) {
+			size_t need = (size_t)(nl - buf) + 1;
+
+			if (strncmp(buf, "VA ", 3) == 0)
+				need += strtoull(buf + 3, NULL, 10) + 2;
+			if (n >= need)
+				return n;
+		}
+		cr_assert_lt(n, cap - 1, "reply too long");
+		r = read(fd, buf + n, cap - 1 - n);
+		cr_assert_gt(r, 0, "memcached closed or timed out");
+		n += (size_t)r;
+		buf[n] = '\0';
+	}
+}
+
+static struct item mg(const char *key)
+{
+	char cmd[512], buf[8192];
+	struct item it = { 0 };
+	int fd = mc_connect();
+	char *tok, *save, *nl;
+
+	snprintf(cmd, sizeof(cmd), "mg %s v f t\r\n", key);
+	cr_assert_eq(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+	read_reply(fd, buf, sizeof(buf));
+	close(fd);
+	if (strncmp(buf, "EN", 2) == 0)
+		return it;
+	cr_assert(strncmp(buf, "VA ", 3) == 0, "mg %s: '%s'", key, buf);
+	it.found = 1;
+	nl = strstr(buf, "\r\n");
+	*nl = '\0';
+	it.vlen = strtoull(buf + 3, NULL, 10);
+	cr_assert_lt(it.vlen, sizeof(it.value));
+	memcpy(it.value, nl + 2, it.vlen);
+	it.value[it.vlen] = '\0';
+	strtok_r(buf, " ", &save);
+	strtok_r(NULL, " ", &save);
+	while ((tok = strtok_r(NULL, " ", &save)) != NULL) {
+		if (tok[0] == 'f')
+			it.flags = (uint32_t)strtoul(tok + 1, NULL, 10);
+		else if (tok[0] == 't')
+			it.ttl = strtoll(tok + 1, NULL, 10);
+		else if (tok[0] == 'X')
+			it.stale = 1;
+		else if (tok[0] == 'W')
+			it.win = 1;
+	}
+	return it;
+}
+
+/* Stores key = value (classic set, no expiry): what an older run left. */
+static void mc_set(const char *key, const char *value)
+{
+	char cmd[1024], buf[256];
+	int fd = mc_connect();
+
+	snprintf(cmd, sizeof(cmd), "set %s 0 0 %zu\r\n%s\r\n", key, strlen(value), value);
+	cr_assert_eq(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+	read_reply(fd, buf, sizeof(buf));
+	close(fd);
+	cr_assert(strncmp(buf, "STORED", 6) == 0, "set %s: %s", key, buf);
+}
+
+static void expect_item(const char *key, const char *value, uint32_t flags, int64_t ttl_min,
+			int64_t ttl_max)
+{
+	struct item it = mg(key);
+
+	cr_assert(it.found, "%s: not in the cache", key);
+	cr_expect_str_eq(it.value, value, "%s", key);
+	cr_expect_eq(it.flags, flags, "%s: flags %u, expected %u", key, it.flags, flags);
+	cr_expect(it.ttl >= ttl_min && it.ttl <= ttl_max, "%s: TTL %lld, expected %lld..%lld", key,
+		  (long long)it.ttl, (long long)ttl_min, (long long)ttl_max);
+}
+
+static void expect_absent(const char *key)
+{
+	struct item it = mg(key);
+
+	cr_expect(!it.found, "%s: in the cache with '%s'", key, it.value);
+}
+
+/* ---- JSON keys, per-record flags and TTL -----------------------------------------*/
+
+#define IDS 40
+#define VERSIONS 12
+
+Test(mapping_e2e, json_keys_with_flags_and_ttl_headers)
+{
+	static const char *const extra[] = { "--key", "user:{json:/id}", "--value",
+					     "{json:/profile}", "--ttl", "600", "--ttl-header",
+					     "ttl", "--flags", "1", "--flags-header", "codec", NULL };
+	static struct rec recs[IDS * VERSIONS];
+	static char keys[IDS * VERSIONS][16], vals[IDS * VERSIONS][160], ttls[IDS][16],
+		codecs[IDS][16];
+	struct h_proc k;
+	int n = 0;
+
+	start_world();
+	/* every version of an id under another Kafka key (or none): only
+	 * routing by the Memcached key keeps them in order over 4 writers */
+	for (int v = 0; v < VERSIONS; v++) {
+		for (int id = 0; id < IDS; id++) {
+			struct rec *r = &recs[n];
+
+			snprintf(keys[n], sizeof(keys[n]), "k%d", n);
+			snprintf(vals[n], sizeof(vals[n]),
+				 "{\"id\": %d, \"profile\": {\"name\": \"user %d\", \"v\": %d, "
+				 "\"tags\": [\"a\", \"b\"]}, \"noise\": \"%0*d\"}",
+				 id, id, v, 40, n);
+			r->key = n % 5 == 0 ? NULL : keys[n];
+			r->val = vals[n];
+			if (v == VERSIONS - 1 && id % 2 == 0) {
+				/* the last version of even ids: their own TTL and
+				 * flags */
+				snprintf(ttls[id], sizeof(ttls[id]), "%d", 1000 + id);
+				snprintf(codecs[id], sizeof(codecs[id]), "%u", 4000000000u + id);
+				r->h[0] = "ttl";
+				r->h[1] = ttls[id];
+				r->h[2] = "codec";
+				r->h[3] = codecs[id];
+			}
+			n++;
+		}
+	}
+	produce(recs, n);
+	cr_assert_eq(run_k2mc(&k, "json", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	for (int id = 0; id < IDS; id++) {
+		char key[32], want[160];
+
+		snprintf(key, sizeof(key), "user:%d", id);
+		snprintf(want, sizeof(want),
+			 "{\"name\":\"user %d\",\"v\":%d,\"tags\":[\"a\",\"b\"]}", id, VERSIONS - 1);
+		if (id % 2 == 0)
+			expect_item(key, want, 4000000000u + (uint32_t)id, 1000 + id - 60, 1000 + id);
+		else
+			expect_item(key, want, 1, 600 - 60, 600);
+	}
+	cr_expect_eq(final_stat(NULL, "written"), IDS * VERSIONS);
+	cr_expect_eq(final_stat("\"skipped_by\"", "missing_field"), 0);
+}
+
+/* ---- --ttl-from-timestamp over the past -------------------------------------------*/
+
+Test(mapping_e2e, ttl_from_timestamp_over_past_records)
+{
+	static const char *const extra[] = { "--ttl", "3600", "--ttl-from-timestamp",
+					     "--ttl-header", "ttl", NULL };
+	int64_t now = wall_ms();
+	struct rec recs[] = {
+		/* written 10 minutes ago: 50 minutes left */
+		{ "fresh", "f1", now - 600 * 1000, { NULL } },
+		/* two hours old: expired; an older run left a value there */
+		{ "stale", "s1", now - 7200 * 1000, { NULL } },
+		/* fresh first, then its newest record expired: the key goes */
+		{ "flip", "p1", now - 60 * 1000, { NULL } },
+		{ "flip", "p2", now - 4000 * 1000, { NULL } },
+		/* expired first, then a fresh one: the fresh value stays */
+		{ "back", "b1", now - 5000 * 1000, { NULL } },
+		{ "back", "b2", now - 30 * 1000, { NULL } },
+		/* its own TTL of 90 days, one day old: past 30 days, so sent as
+		 * a unix time; mg shows what is left */
+		{ "long", "l1", now - 86400 * 1000LL, { "ttl", "7776000", NULL } },
+		/* its own TTL, already passed */
+		{ "short", "x1", now - 120 * 1000, { "ttl", "60", NULL } },
+	};
+	struct h_proc k;
+
+	start_world();
+	mc_set("stale", "from-an-older-run");
+	mc_set("short", "from-an-older-run");
+	produce(recs, (int)(sizeof(recs) / sizeof(recs[0])));
+	cr_assert_eq(run_k2mc(&k, "ts", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	expect_item("fresh", "f1", 0, 3000 - 60, 3000);
+	expect_absent("stale");
+	expect_absent("flip");
+	expect_item("back", "b2", 0, 3570 - 60, 3570);
+	expect_item("long", "l1", 0, 89 * 86400 - 60, 89 * 86400);
+	expect_absent("short");
+	cr_expect_eq(final_stat(NULL, "expired"), 4, "json: %s", h_tail_of(W.json_path, 1));
+	/* the expired records' deletes are deletes too */
+	cr_expect_eq(final_stat(NULL, "deleted"), 4);
+	cr_expect_eq(final_stat(NULL, "written"), 4);
+}
+
+/* ---- the new invalid reasons under each policy -------------------------------------*/
+
+static const char *const REASONS[] = { "missing_field", "not_json", "bad_ttl", "bad_flags" };
+#define NREC 12
+/* offsets 2, 5, 7, 9 are invalid (in REASONS order); 11 has a key with a
+ * space (key_bad_bytes, hashable) */
+static const struct rec INVALID[NREC] = {
+	{ "a", "{\"id\":\"g0\",\"p\":0}", 0, { NULL } },
+	{ "b", "{\"id\":\"g1\",\"p\":1}", 0, { NULL } },
+	{ "c", "{\"p\":2}", 0, { NULL } },
+	{ "d", "{\"id\":\"g3\",\"p\":3}", 0, { NULL } },
+	{ "e", "{\"id\":\"g4\",\"p\":4}", 0, { "ttl", "30", NULL } },
+	{ "f", "not json at all", 0, { NULL } },
+	{ "g", "{\"id\":\"g6\",\"p\":6}", 0, { NULL } },
+	{ "h", "{\"id\":\"g7\",\"p\":7}", 0, { "ttl", "soon", NULL } },
+	{ "i", "{\"id\":\"g8\",\"p\":8}", 0, { NULL } },
+	{ "j", "{\"id\":\"g9\",\"p\":9}", 0, { "codec", "-1", NULL } },
+	{ "k", "{\"id\":\"g10\",\"p\":10}", 0, { NULL } },
+	{ "l", "{\"id\":\"has space\",\"p\":11}", 0, { NULL } },
+};
+static const int BAD_AT[] = { 2, 5, 7, 9 };
+
+static void run_invalid(struct h_proc *k, const char *group, const char *policy, int dlq,
+			int want_rc)
+{
+	const char *extra[16] = { "--key", "{json:/id}", "--value", "{json:/p}", "--ttl-header",
+				  "ttl", "--flags-header", "codec", "--on-invalid", policy };
+	int a = 10;
+
+	/* fail: one writer, so that the first bad record is the one refused
+	 * (and named) first */
+	if (strcmp(policy, "fail") == 0) {
+		extra[a++] = "--writers";
+		extra[a++] = "1";
+	}
+	if (dlq) {
+		extra[a++] = "--dlq-topic";
+		extra[a++] = DLQ;
+	}
+	extra[a] = NULL;
+	start_world();
+	produce(INVALID, NREC);
+	cr_assert_eq(run_k2mc(k, group, extra), want_rc, "stderr:\n%s", tail_of(k->err_path));
+}
+
+static void expect_good_written(void)
+{
+	for (int i = 0; i < NREC - 1; i++) {
+		char key[16], want[16];
+		int bad = 0;
+
+		for (int b = 0; b < 4; b++)
+			bad |= BAD_AT[b] == i;
+		if (i == 2 || i == 5)
+			continue; /* no key at all */
+		snprintf(key, sizeof(key), "g%d", i);
+		snprintf(want, sizeof(want), "%d", i);
+		if (bad)
+			expect_absent(key);
+		else
+			expect_item(key, want, 0, i == 4 ? 20 : -1, i == 4 ? 30 : -1);
+	}
+}
+
+static void expect_skipped_by_reason(uint64_t each)
+{
+	for (int r = 0; r < 4; r++)
+		cr_expect_eq(final_stat("\"skipped_by\"", REASONS[r]), (int64_t)each, "%s: %s",
+			     REASONS[r], h_tail_of(W.json_path, 1));
+}
+
+struct letter {
+	char reason[32], message[200];
+	int64_t offset;
+};
+
+static void copy_header(const rd_kafka_headers_t *h, const char *name, char *out, size_t len)
+{
+	const void *v;
+	size_t n;
+
+	out[0] = '\0';
+	if (h != NULL && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		snprintf(out, len, "%.*s", (int)n, (const char *)v);
+}
+
+static int read_dead_letters(struct letter *out, int max)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	int64_t deadline = h_now_ms() + 15000;
+	char e[512], num[32];
+	rd_kafka_t *rk;
+	int n = 0;
+
+	rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e));
+	rd_kafka_conf_set(conf, "group.id", "mapping-dlq-reader", e, sizeof(e));
+	rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
+	rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e));
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+	cr_assert_not_null(rk, "%s", e);
+	rd_kafka_topic_partition_list_add(l, DLQ, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+	cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_topic_partition_list_destroy(l);
+	while (h_now_ms() < deadline) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+		rd_kafka_headers_t *h = NULL;
+
+		if (m == NULL)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			rd_kafka_message_destroy(m);
+			break;
+		}
+		cr_assert_eq(m->err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_message_errstr(m));
+		cr_assert_lt(n, max);
+		rd_kafka_message_headers(m, &h);
+		copy_header(h, "k2mc.error.reason", out[n].reason, sizeof(out[n].reason));
+		copy_header(h, "k2mc.error.message", out[n].message, sizeof(out[n].message));
+		copy_header(h, "k2mc.error.offset", num, sizeof(num));
+		out[n].offset = num[0] ? strtoll(num, NULL, 10) : -1;
+		n++;
+		rd_kafka_message_destroy(m);
+	}
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	return n;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+	const struct letter *x = a, *y = b;
+
+	return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* The dead letters, in offset order (writers deliver them in any order). */
+static void expect_dead_letters(int with_bad_bytes)
+{
+	static const char *const words[] = { "no JSON pointer '/id'", "is not JSON",
+					     "header 'ttl' is 'soon'", "header 'codec' is '-1'" };
+	struct letter dl[16];
+	int n = read_dead_letters(dl, 16);
+
+	qsort(dl, (size_t)n, sizeof(dl[0]), by_offset);
+	cr_assert_eq(n, 4 + with_bad_bytes, "%d dead letters", n);
+	for (int i = 0; i < 4; i++) {
+		cr_expect_eq(dl[i].offset, BAD_AT[i]);
+		cr_expect_str_eq(dl[i].reason, REASONS[i], "offset %d", BAD_AT[i]);
+		cr_expect(strstr(dl[i].message, words[i]) != NULL, "offset %d: message '%s'",
+			  BAD_AT[i], dl[i].message);
+	}
+	if (with_bad_bytes)
+		cr_expect_str_eq(dl[4].reason, "key_bad_bytes");
+}
+
+Test(mapping_e2e, new_reasons_under_skip)
+{
+	struct h_proc k;
+
+	run_invalid(&k, "inv-skip", "skip", 0, 0);
+	expect_good_written();
+	expect_skipped_by_reason(1);
+	cr_expect_eq(final_stat("\"skipped_by\"", "key_bad_bytes"), 1);
+	/* each reason logged once, with the record's coordinates */
+	cr_expect(h_file_contains(k.err_path, "@2: skipped, missing_field (no JSON pointer '/id'"),
+		  "stderr:\n%s", tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "@7: skipped, bad_ttl (header 'ttl' is 'soon'"),
+		  "stderr:\n%s", tail_of(k.err_path));
+}
+
+Test(mapping_e2e, new_reasons_under_dlq)
+{
+	struct h_proc k;
+
+	run_invalid(&k, "inv-dlq", "dlq", 1, 0);
+	expect_good_written();
+	expect_dead_letters(1);
+}
+
+Test(mapping_e2e, new_reasons_under_hash)
+{
+	struct h_proc k;
+	char hashed[64];
+	XXH128_hash_t h = XXH3_128bits("has space", 9);
+
+	/* hashing cures only the key with a space; the rest go to the dead
+	 * letter topic */
+	run_invalid(&k, "inv-hash", "hash", 1, 0);
+	expect_good_written();
+	expect_dead_letters(0);
+	snprintf(hashed, sizeof(hashed), "%016llx%016llx", (unsigned long long)h.high64,
+		 (unsigned long long)h.low64);
+	expect_item(hashed, "11", 0, -1, -1);
+}
+
+Test(mapping_e2e, new_reasons_under_hash_without_dlq)
+{
+	struct h_proc k;
+
+	run_invalid(&k, "inv-hash-skip", "hash", 0, 0);
+	expect_good_written();
+	expect_skipped_by_reason(1);
+	cr_expect_eq(final_stat("\"skipped_by\"", "key_bad_bytes"), 0, "hashed, not skipped");
+}
+
+static int64_t committed(const char *group)
+{
+	char err[256];
+	struct h_kafka *kk = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	int64_t off[1] = { -2 };
+
+	cr_assert_not_null(kk, "%s", err);
+	cr_assert_eq(h_kafka_committed(kk, TOPIC, 1, off, 5000), 0);
+	h_kafka_close(kk);
+	return off[0];
+}
+
+Test(mapping_e2e, new_reasons_under_fail)
+{
+	struct h_proc k;
+
+	run_invalid(&k, "inv-fail", "fail", 0, 1);
+	cr_expect(h_file_contains(k.err_path,
+				  "--on-invalid fail: " TOPIC " [0] @2: missing_field (no JSON "
+				  "pointer '/id')"),
+		  "stderr:\n%s", tail_of(k.err_path));
+	/* nothing at or past the record is committed */
+	cr_expect_leq(committed("inv-fail"), 2);
+	expect_item("g0", "0", 0, -1, -1);
+	expect_absent("g3");
+}
+
+/* Each reason alone under fail: the run stops exactly there. */
+Test(mapping_e2e, each_reason_stops_fail_at_its_offset)
+{
+	static const char *const templ[][2] = {
+		{ "{json:/id}", "{value}" },      /* missing_field: no /id */
+		{ "{key}", "{json:/p}" },         /* not_json */
+		{ "{key}", "{value}" },           /* bad_ttl */
+		{ "{key}", "{value}" },           /* bad_flags */
+	};
+	static const struct rec recs[4][3] = {
+		{ { "a", "{\"id\":\"x\"}", 0, { NULL } }, { "b", "{}", 0, { NULL } },
+		  { "c", "{\"id\":\"y\"}", 0, { NULL } } },
+		{ { "a", "{\"p\":1}", 0, { NULL } }, { "b", "{\"p\":", 0, { NULL } },
+		  { "c", "{\"p\":3}", 0, { NULL } } },
+		{ { "a", "1", 0, { "ttl", "10", NULL } }, { "b", "2", 0, { "ttl", "1e3", NULL } },
+		  { "c", "3", 0, { NULL } } },
+		{ { "a", "1", 0, { "codec", "7", NULL } }, { "b", "2", 0, { "codec", "", NULL } },
+		  { "c", "3", 0, { NULL } } },
+	};
+
+	for (int r = 0; r < 4; r++) {
+		const char *extra[] = { "--key", templ[r][0], "--value", templ[r][1], "--ttl-header",
+					"ttl", "--flags-header", "codec", "--on-invalid", "fail",
+					NULL };
+		struct h_proc k;
+		char group[32], want[96];
+
+		start_world();
+		produce(recs[r], 3);
+		snprintf(group, sizeof(group), "fail-%d", r);
+		cr_assert_eq(run_k2mc(&k, group, extra), 1, "%s: stderr:\n%s", REASONS[r],
+			     tail_of(k.err_path));
+		snprintf(want, sizeof(want), TOPIC " [0] @1: %s (", REASONS[r]);
+		cr_expect(h_file_contains(k.err_path, want), "%s: stderr:\n%s", REASONS[r],
+			  tail_of(k.err_path));
+		cr_expect_leq(committed(group), 1, "%s", REASONS[r]);
+		h_cleanup();
+	}
+}
+
+/* ---- tombstones --------------------------------------------------------------------*/
+
+Test(mapping_e2e, tombstones_ignored)
+{
+	static const char *const extra[] = { "--on-tombstone", "ignore", NULL };
+	static const struct rec recs[] = {
+		{ "kept", NULL, 0, { NULL } },
+		{ "new", "n1", 0, { NULL } },
+		{ "new", NULL, 0, { NULL } },
+		{ NULL, NULL, 0, { NULL } }, /* not even a key: ignored all the same */
+	};
+	struct h_proc k;
+
+	start_world();
+	mc_set("kept", "cached");
+	produce(recs, 4);
+	cr_assert_eq(run_k2mc(&k, "ignore", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	expect_item("kept", "cached", 0, -1, -1);
+	expect_item("new", "n1", 0, -1, -1);
+	cr_expect_eq(final_stat(NULL, "ignored"), 3);
+	cr_expect_eq(final_stat(NULL, "deleted"), 0);
+	cr_expect_eq(final_stat(NULL, "skipped"), 0);
+}
+
+Test(mapping_e2e, tombstones_delete_by_default)
+{
+	static const struct rec recs[] = { { "gone", NULL, 0, { NULL } } };
+	struct h_proc k;
+
+	start_world();
+	mc_set("gone", "cached");
+	produce(recs, 1);
+	cr_assert_eq(run_k2mc(&k, "delete", NULL), 0, "stderr:\n%s", tail_of(k.err_path));
+	expect_absent("gone");
+	cr_expect_eq(final_stat(NULL, "deleted"), 1);
+}
+
+Test(mapping_e2e, tombstones_invalidate_on_meta)
+{
+	static const char *const extra[] = { "--on-tombstone", "invalidate:30", "--mc-protocol",
+					     "meta", NULL };
+	static const struct rec recs[] = {
+		{ "page", NULL, 0, { NULL } },
+		{ "never-cached", NULL, 0, { NULL } },
+	};
+	struct h_proc k;
+	struct item it;
+
+	start_world();
+	mc_set("page", "old-html");
+	produce(recs, 2);
+	cr_assert_eq(run_k2mc(&k, "invalidate", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	/* still served, stale, for the grace period: the first reader wins
+	 * the refill (W), every reader sees it stale (X) */
+	it = mg("page");
+	cr_assert(it.found, "invalidated item gone");
+	cr_expect_str_eq(it.value, "old-html");
+	cr_expect(it.stale, "no X flag");
+	cr_expect(it.win, "no W flag");
+	cr_expect(it.ttl > 0 && it.ttl <= 30, "TTL %lld", (long long)it.ttl);
+	expect_absent("never-cached");
+	cr_expect_eq(final_stat(NULL, "deleted"), 2);
+}
