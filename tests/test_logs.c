@@ -15,7 +15,7 @@
 #include "harness.h"
 
 #define TOPIC "events"
-#define GOOD 200
+#define GOOD  200
 
 static struct {
 	struct h_memcached mc;
@@ -39,7 +39,7 @@ static void produce(void)
 	rd_kafka_t *rk;
 
 	cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
+	             RD_KAFKA_CONF_OK, "%s", e);
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
 	cr_assert_not_null(rk, "producer: %s", e);
 	for (int i = 0; i < GOOD + 2; i++) {
@@ -55,8 +55,8 @@ static void produce(void)
 			kl = (int)strlen(k);
 		}
 		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
-					RD_KAFKA_V_KEY(k, (size_t)kl), RD_KAFKA_V_VALUE("value", 5),
-					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+		                        RD_KAFKA_V_KEY(k, (size_t)kl), RD_KAFKA_V_VALUE("value", 5),
+		                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
 		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(err));
 	}
 	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -66,14 +66,14 @@ static void produce(void)
 /* memcached, a second server nobody listens on, a mock holding the records. */
 static void start_world(void)
 {
-	static const char *const args[] = { "--topic", TOPIC ":1", "--stdin-control", NULL };
+	static const char *const args[] = {"--topic", TOPIC ":1", "--stdin-control", NULL};
 	int rc;
 
 	memset(&W, 0, sizeof(W));
 	rc = h_memcached_start(&W.mc, 0, NULL);
 	cr_assert_eq(rc, 0, "memcached: %s", strerror(-rc));
 	snprintf(W.servers, sizeof(W.servers), "127.0.0.1:%d,127.0.0.1:%d", W.mc.port,
-		 h_free_port());
+	         h_free_port());
 	rc = h_mock_start(&W.mock, args, 1, 15000);
 	cr_assert_eq(rc, 0, "k2mc-mock: %s", strerror(-rc));
 	produce();
@@ -88,16 +88,30 @@ static void run_e(const char *format, const char *group, char *err, size_t len)
 	/* --mc-eject: the dead server's keys go to the live one after two
 	 * failed attempts, so -e ends; -X acks=all: librdkafka warns about a
 	 * producer property (CONFWARN), a line of its own */
-	const char *args[] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", group, "-m", W.servers,
-			       "--mc-eject", "-e", "--stats-interval-ms", "0", "-X", "acks=all",
-			       "--log-format", format, NULL };
+	const char *args[] = {"-b",
+	                      W.mock.bootstrap,
+	                      "-t",
+	                      TOPIC,
+	                      "-G",
+	                      group,
+	                      "-m",
+	                      W.servers,
+	                      "--mc-eject",
+	                      "-e",
+	                      "--stats-interval-ms",
+	                      "0",
+	                      "-X",
+	                      "acks=all",
+	                      "--log-format",
+	                      format,
+	                      NULL};
 
 	rc = h_k2mc_start(&k, NULL, args);
 	cr_assert_eq(rc, 0, "k2mc: %s", strerror(-rc));
 	rc = h_wait(k.pid, 60000, &status);
 	cr_assert_eq(rc, 0, "k2mc -e still running after 60 s:\n%s", tail_of(k.err_path));
 	cr_assert_eq(h_exit_code(status), 0, "k2mc ended with %s:\n%s",
-		     h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
+	             h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
 	snprintf(err, len, "%s", k.err_path);
 }
 
@@ -106,7 +120,7 @@ static int logcheck(const char *text, const char *json, const char *extra)
 	char cmd[2 * H_PATH_MAX + 1024];
 
 	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 tests/logcheck.py %s %s %s", text, json,
-		 extra);
+	         extra);
 	return system(cmd);
 }
 
@@ -124,19 +138,19 @@ Test(logs, same_events_in_text_and_json)
 	 * the summary in text mode and log lines in JSON mode; main's summary
 	 * line is plain text in both. */
 	cr_expect_eq(logcheck(text, json,
-			      "--normalize --set --replace logs-json=logs-text "
-			      "--ignore-prefix 'kafka: ' --ignore-prefix 'per partition: ' "
-			      "--allow-plain 'k2mc: summary: ' "
-			      "--allow-plain 'k2mc: per partition:' --allow-plain '  ' "
-			      "--expect 'skipped, missing_key=topic,partition,offset,reason' "
-			      "--expect 'skipped, key_bad_bytes=topic,partition,offset,reason' "
-			      "--expect ': down (=server,reason' --expect CONFWARN=reason "
-			      "--expect 'per partition: events [0]=topic,partition'"),
-		     0, "logcheck failed (reasons above); text:\n%s", tail_of(text));
+	                      "--normalize --set --replace logs-json=logs-text "
+	                      "--ignore-prefix 'kafka: ' --ignore-prefix 'per partition: ' "
+	                      "--allow-plain 'k2mc: summary: ' "
+	                      "--allow-plain 'k2mc: per partition:' --allow-plain '  ' "
+	                      "--expect 'skipped, missing_key=topic,partition,offset,reason' "
+	                      "--expect 'skipped, key_bad_bytes=topic,partition,offset,reason' "
+	                      "--expect ': down (=server,reason' --expect CONFWARN=reason "
+	                      "--expect 'per partition: events [0]=topic,partition'"),
+	             0, "logcheck failed (reasons above); text:\n%s", tail_of(text));
 	t = h_file_read(text, NULL);
 	cr_assert_not_null(t);
 	cr_expect_not_null(strstr(t, " k2mc WARN: kafka: CONFWARN: "),
-			   "librdkafka's CONFWARN not through k2mc's logger:\n%s", t);
+	                   "librdkafka's CONFWARN not through k2mc's logger:\n%s", t);
 	cr_expect_not_null(strstr(t, "@200: skipped, missing_key"), "%s", t);
 	free(t);
 }
@@ -147,8 +161,9 @@ static void run_pattern(const char *format, char *err, size_t len)
 {
 	struct h_proc k;
 	int status, rc;
-	const char *args[] = { "-b", W.mock.bootstrap, "-t", "^nomatch\x1b\x01.*", "-G",
-			       "logs-ctl", "-m", W.servers, "--log-format", format, NULL };
+	const char *args[] = {"-b",           W.mock.bootstrap, "-t", "^nomatch\x1b\x01.*",
+	                      "-G",           "logs-ctl",       "-m", W.servers,
+	                      "--log-format", format,           NULL};
 
 	rc = h_k2mc_start(&k, NULL, args);
 	cr_assert_eq(rc, 0, "k2mc: %s", strerror(-rc));
@@ -168,16 +183,17 @@ Test(logs, control_bytes_escaped_in_both)
 	start_world();
 	run_pattern("text", text, sizeof(text));
 	run_pattern("json", json, sizeof(json));
-	cr_expect_eq(logcheck(text, json,
-			      "--normalize --set --ignore-prefix 'kafka: ' "
-			      "--allow-plain 'k2mc: summary: ' --expect 'no topic matches yet=reason'"),
-		     0, "logcheck failed (reasons above)");
+	cr_expect_eq(
+	    logcheck(text, json,
+	             "--normalize --set --ignore-prefix 'kafka: ' "
+	             "--allow-plain 'k2mc: summary: ' --expect 'no topic matches yet=reason'"),
+	    0, "logcheck failed (reasons above)");
 	t = h_file_read(text, NULL);
 	j = h_file_read(json, NULL);
 	cr_assert(t != NULL && j != NULL);
 	cr_expect_not_null(strstr(t, "^nomatch\\x1b\\x01.*: no topic matches yet"), "%s", t);
 	cr_expect_not_null(strstr(j, "\"msg\":\"^nomatch\\\\x1b\\\\x01.*: no topic matches yet"),
-			   "%s", j);
+	                   "%s", j);
 	free(t);
 	free(j);
 }

@@ -16,7 +16,7 @@ static enum k2mc_log_format log_format = K2MC_LOG_TEXT;
 static _Atomic int status_shown;
 
 /* a message as formatted, and as escaped (at most 4 bytes per byte) */
-#define MSG_MAX 1024
+#define MSG_MAX        1024
 #define LINE_MAX_BYTES (8 * MSG_MAX)
 
 /* With stderr locked: the cursor back to the start of an empty line. */
@@ -90,10 +90,9 @@ static size_t utf8_len(const unsigned char *s)
 	if (c >= 0xf0 && c <= 0xf4) {
 		unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
 
-		return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 &&
-			       (s[3] & 0xc0) == 0x80
-		       ? 4
-		       : 0;
+		return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80
+		           ? 4
+		           : 0;
 	}
 	return 0;
 }
@@ -175,10 +174,10 @@ static void put_json_field(struct line *l, const char *key, const char *raw)
 }
 
 static void vlog(enum k2mc_log_level lvl, const struct k2mc_log_fields *f, const char *fmt,
-		 va_list ap)
+                 va_list ap)
 {
-	static const char *const text_names[] = { "ERROR", "WARN", "INFO", "DEBUG" };
-	static const char *const json_names[] = { "error", "warn", "info", "debug" };
+	static const char *const text_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+	static const char *const json_names[] = {"error", "warn", "info", "debug"};
 	char msg[MSG_MAX], esc[4 * MSG_MAX + 1], ts[48];
 	struct line l;
 	struct timespec now;
@@ -255,9 +254,9 @@ void k2mc_log(enum k2mc_log_level lvl, const char *fmt, ...)
 void k2mc_log_kafka(const char *what, int syslog_level, const char *fac, const char *buf)
 {
 	enum k2mc_log_level lvl = syslog_level <= 3   ? K2MC_LOG_ERR
-				  : syslog_level == 4 ? K2MC_LOG_WARN
-				  : syslog_level <= 6 ? K2MC_LOG_INFO
-						      : K2MC_LOG_DEBUG;
+	                          : syslog_level == 4 ? K2MC_LOG_WARN
+	                          : syslog_level <= 6 ? K2MC_LOG_INFO
+	                                              : K2MC_LOG_DEBUG;
 
 	k2mc_log_reason(lvl, fac, "%s: %s: %s", what, fac, buf);
 }

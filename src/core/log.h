@@ -28,30 +28,29 @@ struct k2mc_log_fields {
 	const char *topic;
 	int32_t partition;
 	int64_t offset;
-	const char *server; /* "host:port", "[v6]:port" or a unix socket's path */
+	const char *server; /* as /metrics labels it: "host:port", "[v6]:port", "unix:PATH" */
 	const char *reason; /* a short cause: an invalid reason's name, an error text */
 };
 
 /* f may be NULL (no fields). */
-__attribute__((format(printf, 3, 4))) void k2mc_logf(enum k2mc_log_level lvl,
-						     const struct k2mc_log_fields *f,
-						     const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) void
+k2mc_logf(enum k2mc_log_level lvl, const struct k2mc_log_fields *f, const char *fmt, ...);
 __attribute__((format(printf, 2, 3))) void k2mc_log(enum k2mc_log_level lvl, const char *fmt, ...);
 
 /* A line about one record, one partition, one Memcached server, or with a
  * cause only. reason may be NULL. */
-#define k2mc_log_record(lvl, topic, partition, offset, reason, ...)                               \
+#define k2mc_log_record(lvl, topic, partition, offset, reason, ...)                                \
 	k2mc_logf(lvl,                                                                             \
-		  &(const struct k2mc_log_fields){ (topic), (partition), (offset), NULL, (reason) }, \
-		  __VA_ARGS__)
-#define k2mc_log_partition(lvl, topic, partition, reason, ...)                                    \
-	k2mc_logf(lvl, &(const struct k2mc_log_fields){ (topic), (partition), -1, NULL, (reason) }, \
-		  __VA_ARGS__)
-#define k2mc_log_server(lvl, server, reason, ...)                                                 \
-	k2mc_logf(lvl, &(const struct k2mc_log_fields){ NULL, -1, -1, (server), (reason) },        \
-		  __VA_ARGS__)
-#define k2mc_log_reason(lvl, reason, ...)                                                         \
-	k2mc_logf(lvl, &(const struct k2mc_log_fields){ NULL, -1, -1, NULL, (reason) }, __VA_ARGS__)
+	          &(const struct k2mc_log_fields){(topic), (partition), (offset), NULL, (reason)}, \
+	          __VA_ARGS__)
+#define k2mc_log_partition(lvl, topic, partition, reason, ...)                                     \
+	k2mc_logf(lvl, &(const struct k2mc_log_fields){(topic), (partition), -1, NULL, (reason)},  \
+	          __VA_ARGS__)
+#define k2mc_log_server(lvl, server, reason, ...)                                                  \
+	k2mc_logf(lvl, &(const struct k2mc_log_fields){NULL, -1, -1, (server), (reason)},          \
+	          __VA_ARGS__)
+#define k2mc_log_reason(lvl, reason, ...)                                                          \
+	k2mc_logf(lvl, &(const struct k2mc_log_fields){NULL, -1, -1, NULL, (reason)}, __VA_ARGS__)
 
 /* Where librdkafka's own log lines go (rd_kafka_conf_set_log_cb): through
  * k2mc's logger, so that JSON mode has no plain-text line. `what` names the
@@ -74,9 +73,9 @@ void k2mc_log_status_keep(void);
  * Returns strlen(dst). Exposed for tests. */
 size_t k2mc_log_escape(char *dst, size_t len, const char *src);
 
-#define k2mc_err(...) k2mc_log(K2MC_LOG_ERR, __VA_ARGS__)
+#define k2mc_err(...)  k2mc_log(K2MC_LOG_ERR, __VA_ARGS__)
 #define k2mc_warn(...) k2mc_log(K2MC_LOG_WARN, __VA_ARGS__)
 #define k2mc_info(...) k2mc_log(K2MC_LOG_INFO, __VA_ARGS__)
-#define k2mc_dbg(...) k2mc_log(K2MC_LOG_DEBUG, __VA_ARGS__)
+#define k2mc_dbg(...)  k2mc_log(K2MC_LOG_DEBUG, __VA_ARGS__)
 
 #endif
