@@ -310,6 +310,7 @@ int main(int argc, char **argv)
 	}
 	k2mc_log_set_level(cfg.verbosity == 0 ? K2MC_LOG_WARN
 			   : cfg.verbosity == 1 ? K2MC_LOG_INFO : K2MC_LOG_DEBUG);
+	k2mc_log_set_format(cfg.log_format);
 	/* Everything that can be checked without connecting anywhere; also
 	 * what --check-config runs (the systemd unit's ExecStartPre). */
 	if (check_offline(&cfg, err, sizeof(err)) != 0) {
