@@ -114,7 +114,9 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 /* Which labels a V row's /metrics family has; W rows have none. */
 enum k2mc_stat_by {
 	K2MC_BY_NONE = 0,
-	K2MC_BY_PARTITION,     /* {topic,partition}: every partition of this run */
+	K2MC_BY_PARTITION,     /* {topic,partition}: every partition of this run, its
+				* consumed count (struct k2mc_part_snap; a new
+				* per-partition row needs its own case in metrics.c) */
 	K2MC_BY_PARTITION_LAG, /* {topic,partition}: assigned partitions whose lag is known */
 	K2MC_BY_REASON,        /* {reason}: enum k2mc_map_reason */
 	K2MC_BY_SERVER_KIND,   /* {server,kind}: -m servers x enum k2mc_mc_error */
