@@ -593,7 +593,9 @@ $(JSONBENCH_STAMP): $(DEPS_APT) Makefile
 	@mkdir -p build
 	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(JSONBENCH_PKGS)
 	@touch $@
-build/obj/bench/json_bench.o: $(JSONBENCH_STAMP)
-build/json-bench: build/obj/bench/json_bench.o build/obj/$(MAPPING_SRC:.c=.o)
+JSONBENCH_OBJS  := build/obj/bench/json_bench.o build/obj/bench/json_bench_libs.o \
+                   build/obj/bench/json_bench_jsonc.o
+$(JSONBENCH_OBJS): $(JSONBENCH_STAMP)
+build/json-bench: $(JSONBENCH_OBJS) build/obj/$(MAPPING_SRC:.c=.o)
 	$(CC) $^ -o $@ -ljansson -ljson-c -lrdkafka -lxxhash
 bench bench-quick: build/json-bench

@@ -89,6 +89,7 @@ struct opts {
 	bool exit_after_produce;
 	bool stdin_control;
 	bool quiet;
+	bool json_values; /* --json-values: gen_json_value instead of gen_value */
 };
 
 /* One production run: --produce at start-up, or a "produce N" command. */
@@ -200,6 +201,8 @@ static void usage(FILE *f)
 	      "  --keys K               key space, keys \"key-%08u\" (default 10000)\n"
 	      "  --value-size B         value bytes (default 100)\n"
 	      "  --tombstones PCT       percent of records produced with a NULL value (default 0)\n"
+	      "  --json-values          values as JSON documents of --value-size bytes\n"
+	      "                         ({\"id\":KEY,\"seq\":N,\"profile\":{...}}, bench/gen.h)\n"
 	      "  --rate R               about R records/s (default unlimited)\n"
 	      "  --seed S               PRNG seed (default 1)\n"
 	      "  --expect FILE          write the expected final state per key once acknowledged\n"
@@ -311,6 +314,7 @@ enum {
 	OPT_STDIN_CONTROL,
 	OPT_PACE_GROUP,
 	OPT_PACE_LEAD,
+	OPT_JSON_VALUES,
 };
 
 static int parse_args(struct opts *o, int argc, char **argv)
@@ -332,6 +336,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		{ "stdin-control", no_argument, NULL, OPT_STDIN_CONTROL },
 		{ "pace-group", required_argument, NULL, OPT_PACE_GROUP },
 		{ "pace-lead", required_argument, NULL, OPT_PACE_LEAD },
+		{ "json-values", no_argument, NULL, OPT_JSON_VALUES },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -410,6 +415,9 @@ static int parse_args(struct opts *o, int argc, char **argv)
 				      &o->pace_lead))
 				return -EINVAL;
 			lead_given = true;
+			break;
+		case OPT_JSON_VALUES:
+			o->json_values = true;
 			break;
 		case 'b':
 			o->bootstrap = optarg;
@@ -503,7 +511,8 @@ static int write_expect(struct app *a, bool announce)
 		if (l & 1) {
 			fprintf(f, "D %s\n", key);
 		} else {
-			gen_value(a->valbuf, a->o.value_size, key, (l >> 1) - 1);
+			(a->o.json_values ? gen_json_value : gen_value)(a->valbuf, a->o.value_size,
+									key, (l >> 1) - 1);
 			fprintf(f, "S %s %.*s\n", key, (int)a->o.value_size,
 				a->valbuf);
 		}
@@ -881,7 +890,8 @@ static int produce_one(struct app *a)
 			return -EAGAIN;
 	}
 	if (!a->pend.dead)
-		gen_value(a->valbuf, a->o.value_size, key, a->pend.seq);
+		(a->o.json_values ? gen_json_value : gen_value)(a->valbuf, a->o.value_size, key,
+								a->pend.seq);
 	/* partition left to the default partitioner: the same key always
 	 * lands on the same partition */
 	if (rd_kafka_produce(a->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,

@@ -1051,36 +1051,94 @@ static void put(struct sink *k, const void *b, size_t n)
 	XXH3_128bits_update(k->h, b, n);
 }
 
+/* The first '"' or '\\' at or after p, in a validated string body (so
+ * there is one before end): eight bytes at a time. */
+static const unsigned char *quote_or_escape(const unsigned char *p, const unsigned char *end)
+{
+	while (end - p >= 8) {
+		uint64_t x;
+
+		memcpy(&x, p, 8);
+		if ((((x ^ (ONES * '"')) - ONES) & ~(x ^ (ONES * '"')) & HIGHS) |
+		    (((x ^ (ONES * '\\')) - ONES) & ~(x ^ (ONES * '\\')) & HIGHS))
+			break;
+		p += 8;
+	}
+	while (p < end && *p != '"' && *p != '\\')
+		p++;
+	return p;
+}
+
 /* A span's bytes into k: as they are, with the escapes of a string
- * decoded, or without the whitespace outside strings. */
+ * decoded, or without the whitespace outside strings (strings are copied
+ * whole, runs at a time). */
 static void put_span(struct sink *k, const unsigned char *base, const struct k2mc_span *sp)
 {
-	const unsigned char *in = base + sp->off;
+	const unsigned char *in = base + sp->off, *p = in, *end = in + sp->len, *q;
 	char tmp[512];
-	size_t o = 0, n = sp->len;
-	int str = 0;
+	size_t o = 0;
 
 	if (sp->kind == SPAN_STR || sp->kind == SPAN_COMPACT) {
-		put(k, in, n);
+		put(k, in, sp->len);
 		return;
 	}
-	for (size_t i = 0; i < n;) {
-		if (sp->kind == SPAN_STR_ESC) {
-			o += unescape_unit(in, &i, tmp + o);
-		} else {
-			unsigned char c = in[i++];
+	if (sp->kind == SPAN_SPACED && k->h == NULL && k->len + sp->len <= k->cap) {
+		/* fits as it is, so it fits compacted: straight into the buffer */
+		char *o = k->buf + k->len, *o0 = o;
 
-			if (str) {
-				tmp[o++] = (char)c;
-				if (c == '\\')
-					tmp[o++] = (char)in[i++];
-				else if (c == '"')
-					str = 0;
-			} else if (!is_ws(c)) {
-				tmp[o++] = (char)c;
-				str = c == '"';
+		while (p < end) {
+			if (*p == '"') {
+				for (q = p + 1;;) {
+					q = quote_or_escape(q, end);
+					if (q == end || *q == '"')
+						break;
+					q += 2;
+				}
+				q += q < end;
+				memcpy(o, p, (size_t)(q - p));
+				o += q - p;
+				p = q;
+			} else if (is_ws(*p)) {
+				p++;
+			} else {
+				*o++ = (char)*p++;
 			}
 		}
+		k->len += (size_t)(o - o0);
+		k->total += (size_t)(o - o0);
+		return;
+	}
+	if (sp->kind == SPAN_SPACED) {
+		while (p < end) {
+			for (q = p; q < end && !is_ws(*q) && *q != '"'; q++)
+				;
+			put(k, p, (size_t)(q - p));
+			p = q;
+			if (p == end)
+				break;
+			if (*p != '"') {
+				while (p < end && is_ws(*p))
+					p++;
+				continue;
+			}
+			/* a string, quotes included */
+			for (q = p + 1;;) {
+				q = quote_or_escape(q, end);
+				if (q == end)
+					break; /* not reached: the span is valid JSON */
+				if (*q == '"') {
+					q++;
+					break;
+				}
+				q += 2;
+			}
+			put(k, p, (size_t)(q - p));
+			p = q;
+		}
+		return;
+	}
+	for (size_t i = 0; i < sp->len;) {
+		o += unescape_unit(in, &i, tmp + o);
 		if (o > sizeof(tmp) - 4) {
 			put(k, tmp, o);
 			o = 0;
