@@ -1084,7 +1084,7 @@ static void put_span(struct sink *k, const unsigned char *base, const struct k2m
 	}
 	if (sp->kind == SPAN_SPACED && k->h == NULL && k->len + sp->len <= k->cap) {
 		/* fits as it is, so it fits compacted: straight into the buffer */
-		char *o = k->buf + k->len, *o0 = o;
+		char *w = k->buf + k->len, *w0 = w;
 
 		while (p < end) {
 			if (*p == '"') {
@@ -1095,17 +1095,17 @@ static void put_span(struct sink *k, const unsigned char *base, const struct k2m
 					q += 2;
 				}
 				q += q < end;
-				memcpy(o, p, (size_t)(q - p));
-				o += q - p;
+				memcpy(w, p, (size_t)(q - p));
+				w += q - p;
 				p = q;
 			} else if (is_ws(*p)) {
 				p++;
 			} else {
-				*o++ = (char)*p++;
+				*w++ = (char)*p++;
 			}
 		}
-		k->len += (size_t)(o - o0);
-		k->total += (size_t)(o - o0);
+		k->len += (size_t)(w - w0);
+		k->total += (size_t)(w - w0);
 		return;
 	}
 	if (sp->kind == SPAN_SPACED) {
