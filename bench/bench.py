@@ -1128,6 +1128,55 @@ class Report:
         return "\n".join(out)
 
 
+# issue 10: what --key/--value templates and JSON cost (template_costs)
+SECTIONS.append("templates")
+QUICK_SECTIONS.append("templates")
+TEMPLATES_HEAD = ["engine", "templates", "value bytes", "CPU ns/record", "records/s"]
+TEMPLATES_E2E_HEAD = ["values", "value bytes", "k2mc settings", "CPU us/record", "records/s"]
+
+
+def template_costs(build, bench, quick):
+    """The templates section: build/json-bench (the mapping alone, k2mc's JSON
+    extractor against jansson and json-c) and bench/template_cost.py (k2mc end
+    to end per --key/--value on one prefilled topic, in turns). (tables, JSON
+    rows); no tables when a tool is missing."""
+    tool = os.path.join(ROOT, build, "json-bench")
+    tables, rows = [], {"mapping": [], "end_to_end": []}
+    if not os.access(tool, os.X_OK):
+        bench.skips.append(f"templates: {os.path.relpath(tool, ROOT)} is missing "
+                           "(make build/json-bench)")
+        return tables, rows
+    log("templates: the mapping's CPU per record per template and JSON engine")
+    try:
+        out = subprocess.run([tool, "--json", "--records", "200000" if quick else "1000000"],
+                             capture_output=True, text=True, timeout=600, check=True)
+        rows["mapping"] = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+        tables.append(("Templates: CPU per record of the mapping alone (json-bench)",
+                       TEMPLATES_HEAD,
+                       [[r["engine"], r["templates"], str(r["value_bytes"]),
+                         f"{r['cpu_ns_per_record']:.0f}", f_rps(r["records_per_s"])]
+                        for r in rows["mapping"]],
+                       "one thread; jansson and json-c do what the templates "
+                       "'user:{json:/id}' + '{json:/profile}' do, their outputs checked equal "
+                       "to k2mc's; 'keymap (before)': what the hot path did before templates"))
+        log("templates: k2mc end to end per --key/--value (template_cost.py)")
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "template_cost.py"), "--json"]
+        if quick:
+            cmd += ["--quick", "--runs", "1"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True)
+        rows["end_to_end"] = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+        tables.append(("Templates: k2mc end to end per --key/--value (template_cost.py)",
+                       TEMPLATES_E2E_HEAD,
+                       [[r["values"], str(r["value_bytes"]), r["case"],
+                         f"{r['cpu_us_per_record']:.2f}", f_rps(r["records_per_s"])]
+                        for r in rows["end_to_end"]],
+                       "one prefilled topic per value size, every setting read by a new group "
+                       "in turns (median of the runs); CPU is k2mc's own user+sys"))
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        bench.failures.append(f"templates: {e}")
+    return tables, rows
+
+
 PLACEMENT_HEAD = ["--distribution", "3 servers", "16 servers", "16, one ejected"]
 
 
@@ -1473,6 +1522,9 @@ def main(argv):
     placement = placement_costs(args.build, bench) if "placement" in args.sections else (None, [])
     if placement[0]:
         report.tables.append(placement[0])
+    templates = (template_costs(args.build, bench, args.mode == "quick")
+                 if "templates" in args.sections else ([], {}))
+    report.tables.extend(templates[0])
     os.makedirs(args.out, exist_ok=True)
     png, plot_msg = plot_writers(cases, args.out)
     feed_note = ("fed while it is read, at most --pace-lead records per partition ahead of the "
@@ -1499,6 +1551,7 @@ def main(argv):
                    for k, v in cases.items()},
         "ratios": report.ratios, "targets": report.targets, "transports": transports[1],
         "placement": placement[1],
+        "templates": templates[1],
     }
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)

@@ -350,7 +350,14 @@ Test(mapping_e2e, json_keys_with_flags_and_ttl_headers)
 		else
 			expect_item(key, want, 1, 600 - 60, 600);
 	}
-	cr_expect_eq(final_stat(NULL, "written"), IDS * VERSIONS);
+	{
+		/* records a later one of the same key replaced within a batch are
+		 * acknowledged unsent (writer.c's coalescing, where it is in) */
+		int64_t coalesced = final_stat(NULL, "coalesced");
+
+		cr_expect_eq(final_stat(NULL, "written") + (coalesced > 0 ? coalesced : 0),
+			     IDS * VERSIONS);
+	}
 	cr_expect_eq(final_stat("\"skipped_by\"", "missing_field"), 0);
 }
 
@@ -391,10 +398,21 @@ Test(mapping_e2e, ttl_from_timestamp_over_past_records)
 	expect_item("back", "b2", 0, 3570 - 60, 3570);
 	expect_item("long", "l1", 0, 89 * 86400 - 60, 89 * 86400);
 	expect_absent("short");
-	cr_expect_eq(final_stat(NULL, "expired"), 4, "json: %s", h_tail_of(W.json_path, 1));
-	/* the expired records' deletes are deletes too */
-	cr_expect_eq(final_stat(NULL, "deleted"), 4);
-	cr_expect_eq(final_stat(NULL, "written"), 4);
+	{
+		/* 4 expired: stale, flip's p2, back's b1, short; b1 (and flip's p1)
+		 * may instead be replaced within their batch by the key's later
+		 * write (writer.c's coalescing, where it is in): acknowledged
+		 * unsent */
+		int64_t expired = final_stat(NULL, "expired"), coalesced = final_stat(NULL, "coalesced");
+
+		coalesced = coalesced > 0 ? coalesced : 0;
+		cr_expect(expired >= 3 && expired <= 4, "expired %lld: %s", (long long)expired,
+			  h_tail_of(W.json_path, 1));
+		cr_expect_eq(expired + coalesced >= 4, 1);
+		/* the expired records' deletes are deletes too */
+		cr_expect_eq(final_stat(NULL, "deleted"), expired);
+		cr_expect_eq(final_stat(NULL, "written") + final_stat(NULL, "deleted") + coalesced, 8);
+	}
 }
 
 /* ---- the new invalid reasons under each policy -------------------------------------*/

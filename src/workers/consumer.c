@@ -442,7 +442,9 @@ static void *consumer_main(void *arg)
 				eof_offset = -1;
 				atomic_store_explicit(&p->done, 0, memory_order_release);
 			}
-			need = k2mc_record_bytes(m);
+			/* with the key it travels with, when the consumer
+			 * produces it (the writer gives both back) */
+			need = k2mc_record_bytes(m) + (p->map ? k2mc_prepared_bytes(p->map) : 0);
 			if (p->credit.left < need && p->budget != NULL) {
 				/* the refill may wait for writers to give bytes
 				 * back: what this batch handed out is theirs */
@@ -588,6 +590,8 @@ void k2mc_part_free(struct k2mc_part *p)
 			rd_kafka_message_t *m = k2mc_item_record(it.ptr);
 
 			bytes += k2mc_record_bytes(m);
+			if (k2mc_item_prepared(it.ptr) != NULL)
+				bytes += k2mc_prepared_bytes(p->map);
 			rd_kafka_message_destroy(m);
 			k2mc_prepared_free(k2mc_item_prepared(it.ptr));
 			ring_release(p->rings[w], 1);

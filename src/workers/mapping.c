@@ -1524,8 +1524,7 @@ struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 					   rd_kafka_message_t *m, const struct k2mc_record *r,
 					   uint64_t *route)
 {
-	struct k2mc_prepared *p =
-		malloc(sizeof(*p) + (size_t)map->npointers * sizeof(p->spans[0]));
+	struct k2mc_prepared *p = malloc(k2mc_prepared_bytes(map));
 	const struct k2mc_record rec = *r;
 	struct jstate js;
 	size_t klen = 0;
@@ -1564,6 +1563,11 @@ struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 void k2mc_prepared_free(struct k2mc_prepared *p)
 {
 	free(p);
+}
+
+size_t k2mc_prepared_bytes(const struct k2mc_mapping *map)
+{
+	return sizeof(struct k2mc_prepared) + (size_t)map->npointers * sizeof(struct k2mc_span);
 }
 
 /* Header bytes for a log line: printable ASCII as is, the rest \xHH, at

@@ -145,6 +145,9 @@ struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 					   rd_kafka_message_t *m, const struct k2mc_record *rec,
 					   uint64_t *route);
 void k2mc_prepared_free(struct k2mc_prepared *p);
+/* What one struct k2mc_prepared of this mapping takes: the consumer counts
+ * it in the byte budget with its record, and the writer gives it back. */
+size_t k2mc_prepared_bytes(const struct k2mc_mapping *map);
 
 /* Storage for built values: a writer keeps one and resets it per batch.
  * Values handed out stay where they are until the reset. */

@@ -1056,6 +1056,8 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 			k2mc_part_ack(w->item_part[i], w->items[i].tag);
 		}
 		spent += k2mc_record_bytes(m);
+		if (w->item_pre[i] != NULL)
+			spent += k2mc_prepared_bytes(w->pool->map);
 		rd_kafka_message_destroy(m);
 		k2mc_prepared_free(w->item_pre[i]);
 	}
