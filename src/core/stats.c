@@ -78,8 +78,14 @@ uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t i)
 
 const char *k2mc_stat_line_label(size_t i)
 {
-	/* "buffer 12.0 MiB/256 MiB": the limit rides along (stats_line) */
-	return strcmp(k2mc_stat_defs[i].key, "buffer_bytes") == 0 ? "buffer" : k2mc_stat_defs[i].key;
+	/* words the stats line had before the table, which log readers (and
+	 * tests) match: "buffer 12.0 MiB/256 MiB" (the limit rides along,
+	 * stats_line), "memcached errors 0 retries 0" */
+	if (strcmp(k2mc_stat_defs[i].key, "buffer_bytes") == 0)
+		return "buffer";
+	if (strcmp(k2mc_stat_defs[i].key, "memcached_errors") == 0)
+		return "memcached errors";
+	return k2mc_stat_defs[i].key;
 }
 
 void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)

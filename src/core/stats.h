@@ -124,7 +124,7 @@ enum k2mc_stat_by {
 enum k2mc_stat_type { K2MC_COUNTER = 0, K2MC_GAUGE };
 
 struct k2mc_stat_def {
-	const char *key;    /* in the stats line ("buffer" there for buffer_bytes) and JSON */
+	const char *key;    /* in JSON, and in the stats line but for k2mc_stat_line_label's */
 	const char *metric; /* the /metrics family */
 	enum k2mc_stat_type type;
 	enum k2mc_stat_by by;
