@@ -25,6 +25,7 @@
 #include "workers/mcconn.h"
 #include "workers/placement.h"
 #include "workers/transport.h"
+#include "workers/refill.h"
 #include "workers/writer.h"
 
 #define POLL_MS 100
@@ -135,7 +136,7 @@ static void report_init(struct report *r, const struct k2mc_config *cfg, struct 
 	/* the stats line stays for logs and pipes; a terminal watching -e
 	 * gets one line rewritten in place instead */
 	r->progress = cfg->exit_at_eof && cfg->stats_interval_ms > 0 && cfg->verbosity >= 1 &&
-		      cfg->log_format == K2MC_LOG_TEXT && isatty(STDERR_FILENO);
+		      isatty(STDERR_FILENO);
 }
 
 static void report_progress(struct report *r)
@@ -215,17 +216,10 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 	struct k2mc_totals t;
 	int64_t from = k2mc_group_first_assign_ms(g);
 	double secs = from ? (double)(end_ms - from) / 1000.0 : 0.0;
-	char *buf = NULL;
-	size_t blen = 0;
-	/* built whole, then written as one text line or one JSON log object */
-	FILE *out = open_memstream(&buf, &blen);
-
-	if (out == NULL)
-		out = stderr;
 
 	k2mc_group_stats(g, &gs);
 	k2mc_stats_sum(k2mc_writers_stats(ws), nwriters, &t);
-	fprintf(out,
+	fprintf(stderr,
 		"k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu "
 		"(missing_key %llu key_too_long %llu key_bad_bytes %llu value_too_large %llu) "
 		"unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
@@ -237,28 +231,16 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE], (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	/* only offsets Kafka acknowledged are printed as committed */
-	k2mc_group_print_committed(g, out);
+	k2mc_group_print_committed(g, stderr);
 	if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR)
-		fprintf(out, "; last commit failed (%s): offsets past those above are uncommitted",
+		fprintf(stderr, "; last commit failed (%s): offsets past those above are uncommitted",
 			cerr == RD_KAFKA_RESP_ERR__TIMED_OUT ? "no answer from Kafka in time"
 							     : rd_kafka_err2str(cerr));
-	fprintf(out, "; latency ms p50 %lld p99 %lld p999 %lld\n",
+	fprintf(stderr, "; latency ms p50 %lld p99 %lld p999 %lld\n",
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.50),
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.99),
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.999));
-	if (out == stderr)
-		return;
-	fclose(out);
-	if (buf != NULL && k2mc_log_get_format() == K2MC_LOG_JSON) {
-		if (blen > 0 && buf[blen - 1] == '\n')
-			buf[blen - 1] = '\0';
-		k2mc_info("%s", strncmp(buf, "k2mc: ", 6) == 0 ? buf + 6 : buf);
-	} else if (buf != NULL) {
-		fputs(buf, stderr);
-	}
-	free(buf);
 }
-
 
 static FILE *open_json(const char *path)
 {
@@ -301,6 +283,7 @@ int main(int argc, char **argv)
 	struct k2mc_group *g = NULL;
 	struct k2mc_writers *ws = NULL;
 	struct k2mc_committer *committer = NULL;
+	struct k2mc_refill *refill = NULL;
 	struct k2mc_fence *fence = NULL;
 	struct k2mc_mapping *map = NULL;
 	struct report rep = { 0 };
@@ -421,6 +404,18 @@ int main(int argc, char **argv)
 	if (committer == NULL)
 		goto out;
 	k2mc_group_set_committer(g, committer);
+	/* --refill: its own thread, Kafka handle and connections (refill.h) */
+	if (cfg.refill) {
+		refill = k2mc_refill_new(&cfg, k2mc_group_table(g), err, sizeof(err));
+		if (refill == NULL) {
+			k2mc_err("%s", err);
+			goto out;
+		}
+		if (k2mc_refill_start(refill) != 0) {
+			k2mc_err("cannot start the refill thread");
+			goto out;
+		}
+	}
 	switch (k2mc_group_subscribe(g)) {
 	case 0:
 		break;
@@ -481,6 +476,9 @@ int main(int argc, char **argv)
 		}
 		report_tick(&rep);
 	}
+	/* a refill in progress stops; its sentinels stay missing, so the
+	 * next run refills again */
+	k2mc_refill_stop(refill);
 	draining = 1;
 	k2mc_notify_stopping("draining, then committing");
 	if (got_signal)
@@ -499,6 +497,8 @@ int main(int argc, char **argv)
 	summary(g, ws, cfg.writers, left, stopped);
 	report_final(&rep);
 out:
+	/* before the partition table it reads is freed */
+	k2mc_refill_free(refill);
 	k2mc_metrics_stop(rep.metrics);
 	if (committer != NULL)
 		k2mc_committer_stop(committer);

@@ -44,6 +44,7 @@
 #include "workers/mapping.h"
 #include "workers/mcconn.h"
 #include "workers/placement.h"
+#include "workers/refill.h"
 
 #define EXCHANGE_SLICE_MS 1000
 /* A server that has not answered for this long is reported once. */
@@ -527,6 +528,9 @@ static int queue_on(struct writer *w, size_t i, int s)
 	w->item_server[i] = s;
 	w->item_inval[i] = 0;
 	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
+	/* --refill: a server under refill learns every key the live path
+	 * writes or deletes there, before any byte of it is sent (refill.c) */
+	k2mc_refill_note(s, mp->key, mp->key_len);
 	switch (mp->op) {
 	case K2MC_OP_DELETE:
 		return mcconn_queue_delete(c, mp->key, mp->key_len);

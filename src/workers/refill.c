@@ -1,0 +1,869 @@
+/* --refill; see refill.h. Detection, the two reading passes over each held
+ * partition, and the refill writes. Not the live path (writer.c) and not the
+ * group logic (group.c): it only reads the partition table.
+ *
+ * Memcached 1.6.18 has no "ms ... E<version>", so no server-side version can
+ * order a refill write against a live one. The invariant (a key's value
+ * never goes back to an older offset) rests instead on this:
+ *
+ * Loss of server s seen at time S. The refill thread clears s's filter (a
+ * Bloom filter of keys), publishes it and sets bit s of k2mc_refill_mask
+ * (seq_cst). From then on every writer, before queueing a live command on s
+ * (set, delete, invalidate), sets the key's bits (seq_cst fetch_or), so the
+ * bits are set before any byte of that command is sent. Only after that
+ * does the refill read, for each held partition, its end offset P (the high
+ * watermark): every record at or past P is produced after the mask was set,
+ * so every live write of it on s is noted.
+ * (1) Gate: the refill of a partition writes nothing until every live record
+ *     below P is acknowledged (the partition's watermark, or the group's
+ *     committed offset, >= P). Afterwards the live path writes only offsets
+ *     >= P.
+ * (2) Pass 1 reads [start, P) and keeps, per key placed on s, the offset of
+ *     its last record (by a 64-bit hash of the Memcached key). Pass 2 reads
+ *     the same range and writes only each key's last record, if it is a set:
+ *     so a refill never replaces its own newer write, and what it writes for
+ *     k is at least as new as any live write of k below P (live writes of a
+ *     key are in offset order). Two keys with one hash: only the later
+ *     record's key is written; the other stays absent (a miss).
+ * (3) A refill write of k: check k's bits (c1); if set, a live write of an
+ *     offset >= P is noted, skip. Else set k; once the reply is in, check
+ *     again (c2). Set now: a live write of k was noted between c1 and c2 and
+ *     may have landed before ours, so delete k (at worst the newer live
+ *     value is removed: a miss until k's next record, never an older value).
+ *     Clear at c2: by seq_cst, every live write of k noted later is sent
+ *     after c2, so after our set was applied; the newer value lands last.
+ * False positives of the filter only skip a write (a miss). The bits are
+ * never cleared while the refill of s runs; the mask bit is cleared after.
+ * The same plain set/delete works on classic-only servers and through
+ * proxies: no meta command is needed.
+ * Limits: a rebalance that moves a partition during its refill stops that
+ * partition's refill (its sentinel stays missing, so the new owner refills
+ * it); a new owner re-writes records from the committed offset, as the live
+ * path always does after a rebalance. Refill places keys as configured,
+ * without --mc-eject's state. */
+#include "workers/refill.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libmemcached/memcached.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <urcu.h>
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "core/stats.h"
+#include "workers/mapping.h"
+#include "workers/placement.h"
+
+/* how often sentinels and "stats" are checked */
+#define CHECK_MS 2000
+#define POLL_MS 100
+#define KAFKA_TIMEOUT_MS 5000
+/* 2^23 bits = 1 MiB per server under refill */
+#define BLOOM_BITS_LOG2 23
+#define BLOOM_WORDS ((1u << BLOOM_BITS_LOG2) / 64)
+
+_Atomic uint64_t k2mc_refill_mask;
+/* [s]: allocated by the refill thread before bit s of the mask is first set
+ * (the seq_cst store of the mask publishes it); freed only at free. */
+static _Atomic uint64_t *_Atomic bloom[K2MC_MAX_SERVERS];
+
+struct srv {
+	memcached_st *mc;   /* refill thread only */
+	int have_stats;
+	uint64_t pid;
+	int64_t boot;       /* time - uptime */
+	uint64_t uptime;
+	int tls;            /* no libmemcached TLS: refill skips the server */
+};
+
+struct k2mc_refill {
+	const struct k2mc_config *cfg;
+	k2mc_table_ref *table;
+	rd_kafka_t *rk;                 /* refill thread only: assign, never commit */
+	struct k2mc_placement *place;   /* refill thread only */
+	struct k2mc_arena *arena;
+	struct srv srv[K2MC_MAX_SERVERS];
+	pthread_t thread;
+	int started;
+	/* main -> thread (release / acquire) */
+	_Atomic int stop;
+	/* thread -> anyone, relaxed */
+	_Atomic uint64_t records;
+	_Atomic uint64_t losses;
+	_Atomic int active[K2MC_MAX_SERVERS];
+	/* pass 1's table: key hash -> last offset (0 hash stored as 1) */
+	uint64_t *hk;
+	int64_t *ho;
+	size_t hcap, hn;
+	/* parts (by uid) whose first look is done (first_look) */
+	uint64_t *seen;
+	size_t nseen, seen_cap;
+	/* --refill-rate pacing: writes since pace_t0 */
+	int64_t pace_t0;
+	uint64_t pace_n;
+};
+
+static void bloom_bits(const char *key, size_t klen, uint32_t *a, uint32_t *b)
+{
+	uint64_t h = XXH3_64bits(key, klen);
+
+	*a = (uint32_t)(h & ((1u << BLOOM_BITS_LOG2) - 1));
+	*b = (uint32_t)((h >> 32) & ((1u << BLOOM_BITS_LOG2) - 1));
+}
+
+void k2mc_refill_note_slow(int s, const char *key, size_t klen)
+{
+	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_acquire);
+	uint32_t a, b;
+
+	if (f == NULL)
+		return;
+	bloom_bits(key, klen, &a, &b);
+	/* seq_cst: ordered before this command's send (see the top) */
+	atomic_fetch_or_explicit(&f[a / 64], 1ull << (a % 64), memory_order_seq_cst);
+	atomic_fetch_or_explicit(&f[b / 64], 1ull << (b % 64), memory_order_seq_cst);
+}
+
+static int bloom_has(int s, const char *key, size_t klen)
+{
+	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_acquire);
+	uint32_t a, b;
+
+	bloom_bits(key, klen, &a, &b);
+	return (atomic_load_explicit(&f[a / 64], memory_order_seq_cst) >> (a % 64) & 1) &&
+	       (atomic_load_explicit(&f[b / 64], memory_order_seq_cst) >> (b % 64) & 1);
+}
+
+static int stopping(struct k2mc_refill *rf)
+{
+	return atomic_load_explicit(&rf->stop, memory_order_acquire);
+}
+
+static void nap_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* ---- the partitions held ---------------------------------------------------*/
+
+struct held {
+	char topic[256];
+	int32_t partition;
+	uint64_t uid;
+	int64_t self_committed; /* what this process committed of it, -1: nothing yet */
+};
+
+/* Copies the table's partitions (at most max). */
+static size_t held_now(struct k2mc_refill *rf, struct held *h, size_t max)
+{
+	struct k2mc_part_table *t = k2mc_table_read_lock(rf->table);
+	size_t n = 0;
+
+	for (size_t i = 0; t != NULL && i < t->n && n < max; i++, n++) {
+		snprintf(h[n].topic, sizeof(h[n].topic), "%s", k2mc_part_topic(t->parts[i]));
+		h[n].partition = k2mc_part_id(t->parts[i]);
+		h[n].uid = k2mc_part_uid(t->parts[i]);
+		h[n].self_committed = k2mc_part_committed(t->parts[i]);
+	}
+	k2mc_table_read_unlock(rf->table);
+	return n;
+}
+
+/* The partition's watermark while it is still the same part in the table,
+ * else -2 (revoked). */
+static int64_t held_watermark(struct k2mc_refill *rf, const struct held *h)
+{
+	struct k2mc_part_table *t = k2mc_table_read_lock(rf->table);
+	int64_t wm = -2;
+
+	for (size_t i = 0; t != NULL && i < t->n; i++) {
+		if (k2mc_part_uid(t->parts[i]) == h->uid) {
+			wm = k2mc_part_watermark(t->parts[i]);
+			break;
+		}
+	}
+	k2mc_table_read_unlock(rf->table);
+	return wm;
+}
+
+/* The group's committed offset, -1 if none, -2 if it cannot be read. */
+static int64_t group_committed(struct k2mc_refill *rf, const struct held *h)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	int64_t off = -2;
+
+	rd_kafka_topic_partition_list_add(l, h->topic, h->partition);
+	if (rd_kafka_committed(rf->rk, l, KAFKA_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+	    l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		off = l->elems[0].offset >= 0 ? l->elems[0].offset : -1;
+	rd_kafka_topic_partition_list_destroy(l);
+	return off;
+}
+
+/* ---- sentinels -------------------------------------------------------------*/
+
+/* k2mc:<group>:sentinel:<topic>:<partition>, or, when that is no valid
+ * memcached key (<= 250 bytes, no whitespace or control characters),
+ * k2mc:sentinel:<xxh3 of it, hex>. */
+static size_t sentinel_key(const struct k2mc_refill *rf, const struct held *h, char *buf,
+			   size_t len)
+{
+	int n = snprintf(buf, len, "k2mc:%s:sentinel:%s:%d", rf->cfg->group, h->topic,
+			 h->partition);
+	int ok = n > 0 && (size_t)n <= K2MC_MC_KEY_MAX && (size_t)n < len;
+
+	for (int i = 0; ok && i < n; i++)
+		ok = (unsigned char)buf[i] > 0x20 && (unsigned char)buf[i] != 0x7f;
+	if (!ok) {
+		uint64_t x = XXH3_64bits(buf, n > 0 ? strnlen(buf, len) : 0);
+
+		n = snprintf(buf, len, "k2mc:sentinel:%016" PRIx64, x);
+	}
+	return (size_t)n;
+}
+
+/* 1 present, 0 missing, -1 server unreachable. */
+static int sentinel_present(struct k2mc_refill *rf, int s, const struct held *h)
+{
+	char key[512];
+	size_t kl = sentinel_key(rf, h, key, sizeof(key)), vl = 0;
+	uint32_t fl = 0;
+	memcached_return_t rc;
+	char *v = memcached_get(rf->srv[s].mc, key, kl, &vl, &fl, &rc);
+
+	free(v);
+	if (rc == MEMCACHED_SUCCESS)
+		return 1;
+	return rc == MEMCACHED_NOTFOUND ? 0 : -1;
+}
+
+static int sentinel_set(struct k2mc_refill *rf, int s, const struct held *h)
+{
+	char key[512], val[64];
+	size_t kl = sentinel_key(rf, h, key, sizeof(key));
+	int vl = snprintf(val, sizeof(val), "k2mc sentinel %lld", (long long)time(NULL));
+
+	/* no TTL: it lives as long as the server's contents */
+	return memcached_set(rf->srv[s].mc, key, kl, val, (size_t)vl, 0, 0) == MEMCACHED_SUCCESS
+		       ? 0
+		       : -1;
+}
+
+/* A restart by "stats": another pid, a smaller uptime, or another boot
+ * time (time - uptime, 2 s of slack). 1 restarted, 0 not (or first look),
+ * -1 no stats (a proxy; then only sentinels apply). */
+static int restarted(struct k2mc_refill *rf, int s)
+{
+	struct srv *v = &rf->srv[s];
+	memcached_return_t rc;
+	memcached_stat_st *st = memcached_stat(v->mc, NULL, &rc);
+	int r = 0;
+	int64_t boot;
+
+	if (st == NULL || rc != MEMCACHED_SUCCESS || st->pid == 0) {
+		if (st != NULL)
+			memcached_stat_free(v->mc, st);
+		return -1;
+	}
+	boot = (int64_t)st->time - (int64_t)st->uptime;
+	if (v->have_stats && ((uint64_t)st->pid != v->pid || st->uptime < v->uptime ||
+			      llabs(boot - v->boot) > 2))
+		r = 1;
+	v->have_stats = 1;
+	v->pid = (uint64_t)st->pid;
+	v->uptime = st->uptime;
+	v->boot = boot;
+	memcached_stat_free(v->mc, st);
+	return r;
+}
+
+/* ---- reading a range ------------------------------------------------------*/
+
+static void map_reset(struct k2mc_refill *rf)
+{
+	if (rf->hk != NULL)
+		memset(rf->hk, 0, rf->hcap * sizeof(*rf->hk));
+	rf->hn = 0;
+}
+
+static int64_t *map_slot(struct k2mc_refill *rf, uint64_t h, int insert)
+{
+	size_t i;
+
+	h = h ? h : 1;
+	if (insert && (rf->hn + 1) * 2 > rf->hcap) {
+		size_t nc = rf->hcap ? rf->hcap * 2 : 1u << 16;
+		uint64_t *nk = calloc(nc, sizeof(*nk));
+		int64_t *no = calloc(nc, sizeof(*no));
+
+		if (nk == NULL || no == NULL) {
+			free(nk);
+			free(no);
+			return NULL;
+		}
+		for (size_t j = 0; j < rf->hcap; j++) {
+			if (rf->hk[j] == 0)
+				continue;
+			for (i = rf->hk[j] & (nc - 1); nk[i] != 0; i = (i + 1) & (nc - 1))
+				;
+			nk[i] = rf->hk[j];
+			no[i] = rf->ho[j];
+		}
+		free(rf->hk);
+		free(rf->ho);
+		rf->hk = nk;
+		rf->ho = no;
+		rf->hcap = nc;
+	}
+	if (rf->hcap == 0)
+		return NULL;
+	for (i = h & (rf->hcap - 1); rf->hk[i] != 0; i = (i + 1) & (rf->hcap - 1)) {
+		if (rf->hk[i] == h)
+			return &rf->ho[i];
+	}
+	if (!insert)
+		return NULL;
+	rf->hk[i] = h;
+	rf->hn++;
+	return &rf->ho[i];
+}
+
+struct pass {
+	int s;
+	int second;        /* 0: pass 1 (last offsets), 1: pass 2 (writes) */
+	uint64_t read, written, skipped_live, undone;
+	int failed;        /* the server failed: the refill is incomplete */
+};
+
+static void pace(struct k2mc_refill *rf)
+{
+	uint64_t rate = rf->cfg->refill_rate;
+	int64_t now, due;
+
+	if (rate == 0)
+		return;
+	now = k2mc_now_ms();
+	due = rf->pace_t0 + (int64_t)(rf->pace_n * 1000 / rate);
+	/* a new window after a pause (reading, the gate): no burst to catch up */
+	if (rf->pace_n == 0 || now - due > 1000) {
+		rf->pace_t0 = now;
+		rf->pace_n = 0;
+		due = now;
+	}
+	if (due > now)
+		nap_ms((int)(due - now));
+	rf->pace_n++;
+}
+
+/* One record of the range: pass 1 remembers its offset under its key's
+ * hash; pass 2 writes it if it is its key's last. */
+static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message_t *m)
+{
+	const struct k2mc_mapping *map = k2mc_mapping_installed();
+	struct k2mc_record rec;
+	struct k2mc_mapped mp;
+	int64_t *slot;
+	uint64_t h;
+	memcached_st *mc = rf->srv[ps->s].mc;
+
+	k2mc_arena_reset(rf->arena);
+	k2mc_record_of(map, m, &rec);
+	if (k2mc_mapping_map(map, &rec, NULL, k2mc_now_ms(), rf->arena, &mp) != K2MC_MAP_OK ||
+	    mp.key_len == 0)
+		return;
+	if (k2mc_placement_server(rf->place, mp.key, mp.key_len) != ps->s)
+		return;
+	ps->read++;
+	h = XXH3_64bits(mp.key, mp.key_len);
+	if (!ps->second) {
+		slot = map_slot(rf, h, 1);
+		if (slot != NULL)
+			*slot = m->offset;
+		return;
+	}
+	slot = map_slot(rf, h, 0);
+	if (slot == NULL || *slot != m->offset || mp.op != K2MC_OP_SET || ps->failed)
+		return;
+	pace(rf);
+	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c1 */
+		ps->skipped_live++;
+		return;
+	}
+	if (memcached_set(mc, mp.key, mp.key_len, mp.value, mp.value_len, mp.exptime, mp.flags) !=
+	    MEMCACHED_SUCCESS) {
+		ps->failed = 1;
+		return;
+	}
+	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c2 */
+		memcached_return_t rc = memcached_delete(mc, mp.key, mp.key_len, 0);
+
+		if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
+			ps->failed = 1;
+		ps->undone++;
+		return;
+	}
+	ps->written++;
+	atomic_fetch_add_explicit(&rf->records, 1, memory_order_relaxed);
+}
+
+/* Reads [start, end) of h (assign, never commit). 0, 1 revoked or stopping,
+ * -1 a Kafka error. */
+static int read_range(struct k2mc_refill *rf, const struct held *h, int64_t start, int64_t end,
+		      struct pass *ps)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	int64_t last_check = k2mc_now_ms();
+	int rc = 0;
+
+	rd_kafka_topic_partition_list_add(l, h->topic, h->partition)->offset = start;
+	if (rd_kafka_assign(rf->rk, l) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rd_kafka_topic_partition_list_destroy(l);
+		return -1;
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+	for (;;) {
+		rd_kafka_message_t *m;
+
+		if (stopping(rf) || ps->failed) {
+			rc = 1;
+			break;
+		}
+		if (k2mc_now_ms() - last_check >= 500) {
+			last_check = k2mc_now_ms();
+			if (held_watermark(rf, h) == -2) {
+				rc = 1;
+				break;
+			}
+		}
+		m = rd_kafka_consumer_poll(rf->rk, POLL_MS);
+		if (m == NULL)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			rd_kafka_message_destroy(m);
+			break;
+		}
+		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			k2mc_log_partition(K2MC_LOG_WARN, h->topic, h->partition, "kafka",
+					   "refill: reading %s [%d]: %s", h->topic, h->partition,
+					   rd_kafka_message_errstr(m));
+			rd_kafka_message_destroy(m);
+			rc = -1;
+			break;
+		}
+		if (m->offset >= end) {
+			rd_kafka_message_destroy(m);
+			break;
+		}
+		one_record(rf, ps, m);
+		if (m->offset + 1 >= end) {
+			rd_kafka_message_destroy(m);
+			break;
+		}
+		rd_kafka_message_destroy(m);
+	}
+	rd_kafka_assign(rf->rk, NULL);
+	return rc;
+}
+
+/* Refills partition h on server s: 0 done, 1 stopped (revoked, stopping,
+ * or the server failed), -1 a Kafka error. */
+static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
+			    struct pass *tot)
+{
+	int64_t lo = 0, hi = 0, start;
+	struct pass ps = { .s = s };
+	int rc;
+
+	/* P: read after the mask bit was set (the caller), see the top */
+	if (rd_kafka_query_watermark_offsets(rf->rk, h->topic, h->partition, &lo, &hi,
+					     KAFKA_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return -1;
+	start = lo;
+	if (!rf->cfg->refill_from_earliest) {
+		rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+		int64_t ts = (int64_t)time(NULL) * 1000 - rf->cfg->refill_from_ms;
+
+		rd_kafka_topic_partition_list_add(l, h->topic, h->partition)->offset = ts;
+		if (rd_kafka_offsets_for_times(rf->rk, l, KAFKA_TIMEOUT_MS) !=
+			    RD_KAFKA_RESP_ERR_NO_ERROR ||
+		    l->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			rd_kafka_topic_partition_list_destroy(l);
+			return -1;
+		}
+		start = l->elems[0].offset < 0 ? hi : l->elems[0].offset;
+		rd_kafka_topic_partition_list_destroy(l);
+	}
+	if (start >= hi)
+		return 0;
+	/* (1) the gate: every live record below P acknowledged */
+	for (int64_t next_commit_check = 0;;) {
+		int64_t wm = held_watermark(rf, h);
+
+		if (wm == -2 || stopping(rf))
+			return 1;
+		if (wm >= hi)
+			break;
+		if (k2mc_now_ms() >= next_commit_check) {
+			if (group_committed(rf, h) >= hi)
+				break;
+			next_commit_check = k2mc_now_ms() + 1000;
+		}
+		nap_ms(POLL_MS);
+	}
+	map_reset(rf);
+	rc = read_range(rf, h, start, hi, &ps);
+	if (rc != 0)
+		return rc;
+	ps.second = 1;
+	ps.read = 0;
+	rc = read_range(rf, h, start, hi, &ps);
+	tot->read += ps.read;
+	tot->written += ps.written;
+	tot->skipped_live += ps.skipped_live;
+	tot->undone += ps.undone;
+	if (ps.failed)
+		return 1;
+	return rc;
+}
+
+/* The loss of server s: refills every partition of h[0..n), then sets
+ * their sentinels. */
+static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t n,
+			  const char *cause)
+{
+	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_relaxed);
+	char srv[K2MC_SERVER_LABEL_MAX], from[64];
+	struct pass tot = { .s = s };
+	int64_t t0 = k2mc_now_ms();
+	size_t done = 0;
+	double secs;
+
+	k2mc_server_label(&rf->cfg->servers[s], srv, sizeof(srv));
+	if (f == NULL) {
+		f = calloc(BLOOM_WORDS, sizeof(*f));
+		if (f == NULL) {
+			k2mc_log_server(K2MC_LOG_ERR, srv, "out of memory",
+					"refill of memcached %s: out of memory; retried later", srv);
+			return;
+		}
+		atomic_store_explicit(&bloom[s], f, memory_order_release);
+	} else {
+		/* bit s is clear: no writer touches f now */
+		for (size_t i = 0; i < BLOOM_WORDS; i++)
+			atomic_store_explicit(&f[i], 0, memory_order_relaxed);
+	}
+	atomic_fetch_or_explicit(&k2mc_refill_mask, 1ull << s, memory_order_seq_cst);
+	atomic_store_explicit(&rf->active[s], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&rf->losses, 1, memory_order_relaxed);
+	if (rf->cfg->refill_from_earliest)
+		snprintf(from, sizeof(from), "the earliest offset");
+	else
+		snprintf(from, sizeof(from), "%lld s ago", (long long)(rf->cfg->refill_from_ms / 1000));
+	k2mc_log_server(K2MC_LOG_WARN, srv, cause,
+			"memcached %s lost its contents (%s): refilling %zu partition(s) from %s "
+			"up to the live position, only the keys placed on it%s",
+			srv, cause, n, from,
+			rf->cfg->refill_rate ? "" : ", at an unlimited rate");
+	for (size_t i = 0; i < n && !stopping(rf); i++) {
+		int rc = refill_partition(rf, s, &h[i], &tot);
+
+		if (rc == 0 && sentinel_set(rf, s, &h[i]) == 0)
+			done++;
+		else if (rc < 0)
+			k2mc_log_partition(K2MC_LOG_WARN, h[i].topic, h[i].partition, "kafka",
+					   "refill of memcached %s: %s [%d] could not be read; "
+					   "its sentinel stays missing, so it is tried again",
+					   srv, h[i].topic, h[i].partition);
+	}
+	atomic_fetch_and_explicit(&k2mc_refill_mask, ~(1ull << s), memory_order_seq_cst);
+	atomic_store_explicit(&rf->active[s], 0, memory_order_relaxed);
+	secs = (double)(k2mc_now_ms() - t0) / 1000.0;
+	k2mc_log_server(K2MC_LOG_INFO, srv, NULL,
+			"refill of memcached %s: %zu of %zu partition(s) done; %llu records "
+			"written (%llu read for it, %llu left to newer live writes, %llu undone "
+			"for a live write that raced), %.0f records/s over %.1f s",
+			srv, done, n, (unsigned long long)tot.written,
+			(unsigned long long)tot.read, (unsigned long long)tot.skipped_live,
+			(unsigned long long)tot.undone,
+			secs > 0 ? (double)tot.written / secs : 0.0, secs);
+}
+
+/* A partition seen for the first time by this process. A sentinel missing
+ * while the group has no committed offset is a first run, not a loss: the
+ * sentinel is set. The group's offset is read only while this process has
+ * committed nothing of it yet (read first), so a commit of ours cannot pass
+ * for an earlier run's; one landing in between only makes a needless
+ * refill, never a missed one. 0 done, -1 to be tried again. */
+static int first_look(struct k2mc_refill *rf, const struct held *h)
+{
+	int64_t c = -2;
+
+	for (int s = 0; s < rf->cfg->nservers; s++) {
+		int p;
+
+		if (rf->srv[s].tls)
+			continue;
+		p = sentinel_present(rf, s, h);
+		if (p < 0)
+			continue; /* unreachable: its regular checks decide */
+		if (p == 1 || h->self_committed >= 0)
+			continue;
+		if (c == -2)
+			c = group_committed(rf, h);
+		if (c == -2)
+			return -1;
+		if (c == -1)
+			sentinel_set(rf, s, h);
+	}
+	return 0;
+}
+
+static void first_looks(struct k2mc_refill *rf)
+{
+	static struct held h[1024];
+	size_t n = held_now(rf, h, sizeof(h) / sizeof(h[0]));
+
+	for (size_t i = 0; i < n; i++) {
+		size_t j;
+
+		for (j = 0; j < rf->nseen && rf->seen[j] != h[i].uid; j++)
+			;
+		if (j < rf->nseen)
+			continue;
+		if (rf->nseen == rf->seen_cap) {
+			size_t nc = rf->seen_cap ? rf->seen_cap * 2 : 64;
+			uint64_t *ns = realloc(rf->seen, nc * sizeof(*ns));
+
+			if (ns == NULL)
+				return;
+			rf->seen = ns;
+			rf->seen_cap = nc;
+		}
+		if (first_look(rf, &h[i]) == 0)
+			rf->seen[rf->nseen++] = h[i].uid;
+	}
+}
+
+static int was_seen(const struct k2mc_refill *rf, uint64_t uid)
+{
+	for (size_t j = 0; j < rf->nseen; j++) {
+		if (rf->seen[j] == uid)
+			return 1;
+	}
+	return 0;
+}
+
+/* One look at server s: a restart ("stats"), or sentinels missing while
+ * the group has committed offsets. */
+static void check_server(struct k2mc_refill *rf, int s)
+{
+	static struct held h[1024], lost[1024];
+	size_t n = held_now(rf, h, sizeof(h) / sizeof(h[0])), nl = 0;
+	int r = restarted(rf, s);
+
+	for (size_t i = 0; i < n; i++) {
+		int p;
+		int64_t c;
+
+		if (!was_seen(rf, h[i].uid))
+			continue;
+		p = sentinel_present(rf, s, &h[i]);
+		if (p < 0)
+			return; /* unreachable: looked at again on the next round */
+		if (p == 1 && r != 1)
+			continue;
+		c = group_committed(rf, &h[i]);
+		if (c == -2)
+			continue;
+		if (c == -1 && h[i].self_committed < 0) {
+			/* nothing was ever committed: nothing to refill */
+			sentinel_set(rf, s, &h[i]);
+			continue;
+		}
+		lost[nl++] = h[i];
+	}
+	if (nl > 0)
+		refill_server(rf, s, lost, nl,
+			      r == 1 ? "restarted: new pid or uptime in stats"
+				     : "sentinel missing: flushed or lost");
+}
+
+static void *refill_main(void *arg)
+{
+	struct k2mc_refill *rf = arg;
+
+	pthread_setname_np(pthread_self(), "k2mc-refill");
+	rcu_register_thread();
+	while (!stopping(rf)) {
+		first_looks(rf);
+		for (int s = 0; s < rf->cfg->nservers && !stopping(rf); s++) {
+			if (!rf->srv[s].tls)
+				check_server(rf, s);
+		}
+		/* new partitions are looked at within POLL_MS (first_look) */
+		for (int t = 0; t < CHECK_MS / POLL_MS && !stopping(rf); t++) {
+			first_looks(rf);
+			nap_ms(POLL_MS);
+		}
+	}
+	rcu_unregister_thread();
+	return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------*/
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
+		    size_t errlen)
+{
+	char e[512];
+
+	if (rd_kafka_conf_set(conf, name, val, e, sizeof(e)) == RD_KAFKA_CONF_OK)
+		return 0;
+	snprintf(err, errlen, "refill: %s=%s: %s", name, val, e);
+	return -1;
+}
+
+struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
+				    char *err, size_t errlen)
+{
+	struct k2mc_refill *rf = calloc(1, sizeof(*rf));
+	rd_kafka_conf_t *conf = NULL;
+	char e[512];
+
+	if (rf == NULL)
+		goto nomem;
+	rf->cfg = cfg;
+	rf->table = table;
+	rf->arena = k2mc_arena_new();
+	if (rf->arena == NULL)
+		goto nomem;
+	rf->place = k2mc_placement_new(cfg, err, errlen);
+	if (rf->place == NULL)
+		goto fail;
+	for (int s = 0; s < cfg->nservers; s++) {
+		const struct k2mc_server *sv = &cfg->servers[s];
+		memcached_st *mc = memcached_create(NULL);
+
+		if (mc == NULL)
+			goto nomem;
+		rf->srv[s].mc = mc;
+		rf->srv[s].tls = cfg->mc_tls;
+		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 1000);
+		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 2000);
+		if ((sv->is_unix ? memcached_server_add_unix_socket(mc, sv->host)
+				 : memcached_server_add(mc, sv->host, (in_port_t)sv->port)) !=
+		    MEMCACHED_SUCCESS) {
+			snprintf(err, errlen, "refill: cannot add memcached %s", sv->host);
+			goto fail;
+		}
+	}
+	if (cfg->mc_tls)
+		k2mc_warn("--refill: not over --mc-tls (its connections are plain): no server is "
+			  "checked or refilled");
+	conf = rd_kafka_conf_new();
+	if (conf == NULL)
+		goto nomem;
+	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
+	    conf_set(conf, "group.id", cfg->group, err, errlen) ||
+	    conf_set(conf, "client.id", "k2mc-refill", err, errlen) ||
+	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
+	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
+	    conf_set(conf, "enable.partition.eof", "true", err, errlen) ||
+	    /* a pass ends at the end offset: no need to wait for fuller fetches */
+	    conf_set(conf, "fetch.wait.max.ms", "20", err, errlen))
+		goto fail;
+	for (int i = 0; i < cfg->nxprops; i++) {
+		char name[256];
+		const char *eq = strchr(cfg->xprops[i], '=');
+		size_t nl = (size_t)(eq - cfg->xprops[i]);
+
+		if (nl >= sizeof(name))
+			continue;
+		memcpy(name, cfg->xprops[i], nl);
+		name[nl] = '\0';
+		/* group.c refused the bad ones already */
+		rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e));
+	}
+	rf->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+	if (rf->rk == NULL) {
+		snprintf(err, errlen, "refill: %s", e);
+		goto fail;
+	}
+	conf = NULL;
+	return rf;
+nomem:
+	snprintf(err, errlen, "refill: out of memory");
+fail:
+	if (conf != NULL)
+		rd_kafka_conf_destroy(conf);
+	k2mc_refill_free(rf);
+	return NULL;
+}
+
+int k2mc_refill_start(struct k2mc_refill *rf)
+{
+	int rc = pthread_create(&rf->thread, NULL, refill_main, rf);
+
+	if (rc != 0)
+		return -rc;
+	rf->started = 1;
+	return 0;
+}
+
+void k2mc_refill_stop(struct k2mc_refill *rf)
+{
+	if (rf == NULL || !rf->started)
+		return;
+	atomic_store_explicit(&rf->stop, 1, memory_order_release);
+	pthread_join(rf->thread, NULL);
+	rf->started = 0;
+	atomic_store_explicit(&k2mc_refill_mask, 0, memory_order_seq_cst);
+}
+
+void k2mc_refill_free(struct k2mc_refill *rf)
+{
+	if (rf == NULL)
+		return;
+	k2mc_refill_stop(rf);
+	if (rf->rk != NULL) {
+		rd_kafka_consumer_close(rf->rk);
+		rd_kafka_destroy(rf->rk);
+	}
+	for (int s = 0; s < K2MC_MAX_SERVERS; s++) {
+		if (rf->srv[s].mc != NULL)
+			memcached_free(rf->srv[s].mc);
+	}
+	k2mc_placement_free(rf->place);
+	k2mc_arena_free(rf->arena);
+	free(rf->hk);
+	free(rf->ho);
+	free(rf->seen);
+	free(rf);
+}
+
+uint64_t k2mc_refill_records(const struct k2mc_refill *rf)
+{
+	return rf ? atomic_load_explicit(&((struct k2mc_refill *)rf)->records, memory_order_relaxed)
+		  : 0;
+}
+
+uint64_t k2mc_refill_losses(const struct k2mc_refill *rf)
+{
+	return rf ? atomic_load_explicit(&((struct k2mc_refill *)rf)->losses, memory_order_relaxed)
+		  : 0;
+}
+
+int k2mc_refill_active(const struct k2mc_refill *rf, int s)
+{
+	return rf ? atomic_load_explicit(&((struct k2mc_refill *)rf)->active[s],
+					 memory_order_relaxed)
+		  : 0;
+}

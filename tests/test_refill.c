@@ -1,0 +1,395 @@
+/* Integration suite for --refill (issue 12): three memcached servers and the
+ * k2mc-mock cluster; one server loses its contents (kill -9 and a restart
+ * empty on the same port, or flush_all) while k2mc keeps running, and k2mc
+ * refills it: afterwards every key on every server equals its last record
+ * (tombstones applied) and the other servers got no write for unchanged
+ * keys; under live load no reader ever sees a key's value go back to an
+ * older record; --refill-rate holds; a kill -9 of k2mc mid-refill converges
+ * after a restart. Not about the live path's own faults (test_faults.c). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libmemcached/memcached.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define TOPIC "refill"
+#define PARTS 4
+#define NMC 3
+#define TEST_TIMEOUT_S 120
+#define MAX_KEYS 40000
+
+static const char *const BASE_ARGS[] = { "--stats-interval-ms", "1000",
+					 "--commit-interval-ms", "200",
+					 "-X", "session.timeout.ms=3000",
+					 "-X", "heartbeat.interval.ms=500",
+					 "-o", "beginning", "--refill", NULL };
+
+static struct {
+	struct h_memcached mc[NMC];
+	struct h_mock mock;
+	char expect[H_PATH_MAX];
+	char mc_list[128];
+	uint32_t keys;
+} W;
+
+static void teardown(void)
+{
+	h_cleanup();
+}
+
+TestSuite(refill, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+
+static void sleep_ms(int ms)
+{
+	usleep((useconds_t)ms * 1000);
+}
+
+static void start_world(uint32_t keys, const char *const mock_args[])
+{
+	char topic[64], k[32];
+	const char *args[32];
+	int a = 0, rc;
+
+	memset(&W, 0, sizeof(W));
+	W.keys = keys;
+	for (int i = 0; i < NMC; i++) {
+		rc = h_memcached_start(&W.mc[i], 0, NULL);
+		cr_assert_eq(rc, 0, "memcached %d did not start: %s", i, strerror(-rc));
+		snprintf(W.mc_list + strlen(W.mc_list), sizeof(W.mc_list) - strlen(W.mc_list),
+			 "%s127.0.0.1:%d", i ? "," : "", W.mc[i].port);
+	}
+	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
+	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, PARTS);
+	snprintf(k, sizeof(k), "%u", keys);
+	args[a++] = "--topic";
+	args[a++] = topic;
+	args[a++] = "--keys";
+	args[a++] = k;
+	args[a++] = "--tombstones";
+	args[a++] = "5";
+	args[a++] = "--expect";
+	args[a++] = W.expect;
+	for (int i = 0; mock_args[i] != NULL; i++)
+		args[a++] = mock_args[i];
+	args[a] = NULL;
+	rc = h_mock_start(&W.mock, args, 0, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), h_tail_of(W.mock.proc.err_path, 20));
+}
+
+static void start_k2mc(struct h_proc *k, const char *const extra[])
+{
+	const char *args[48];
+	int a = 0, rc;
+
+	args[a++] = "-b";
+	args[a++] = W.mock.bootstrap;
+	args[a++] = "-t";
+	args[a++] = TOPIC;
+	args[a++] = "-G";
+	args[a++] = "g-refill";
+	args[a++] = "-m";
+	args[a++] = W.mc_list;
+	for (int i = 0; BASE_ARGS[i] != NULL; i++)
+		args[a++] = BASE_ARGS[i];
+	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
+		args[a++] = extra[i];
+	args[a] = NULL;
+	rc = h_k2mc_start(k, NULL, args);
+	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+}
+
+static void wait_log(struct h_proc *k, const char *regex, size_t *off, int timeout_ms)
+{
+	int rc = h_wait_line(k->err_path, regex, off, k->pid, timeout_ms, NULL, 0);
+
+	cr_assert_eq(rc, 0, "no line /%s/ from k2mc within %d ms (%s); stderr:\n%s", regex,
+		     timeout_ms, strerror(-rc), h_tail_of(k->err_path, 30));
+}
+
+static memcached_st *one_server(int port)
+{
+	memcached_st *m = memcached_create(NULL);
+
+	memcached_server_add(m, "127.0.0.1", (in_port_t)port);
+	return m;
+}
+
+/* Every server, keys placed as k2mc places them (ketama, its default). */
+static memcached_st *ketama_handle(void)
+{
+	memcached_st *m = memcached_create(NULL);
+
+	memcached_behavior_set(m, MEMCACHED_BEHAVIOR_KETAMA, 1);
+	for (int i = 0; i < NMC; i++)
+		memcached_server_add(m, "127.0.0.1", (in_port_t)W.mc[i].port);
+	return m;
+}
+
+static uint64_t cmd_set(int port)
+{
+	memcached_st *m = one_server(port);
+	memcached_return_t rc;
+	memcached_stat_st *st = memcached_stat(m, NULL, &rc);
+	uint64_t n = UINT64_MAX;
+
+	if (st != NULL && rc == MEMCACHED_SUCCESS)
+		n = st[0].cmd_set;
+	if (st != NULL)
+		memcached_stat_free(m, st);
+	memcached_free(m);
+	return n;
+}
+
+/* The index of the server key is placed on (0..NMC-1). */
+static int server_of(memcached_st *m, const char *key)
+{
+	uint32_t idx = memcached_generate_hash(m, key, strlen(key));
+
+	return (int)idx;
+}
+
+/* Mismatches between the expect file and the cache (each key looked up
+ * where it is placed); the first few described in first. Polls until none
+ * or the deadline. */
+static size_t check_expect_once(char *first, size_t len)
+{
+	char *b = h_file_read(W.expect, NULL), *save = NULL;
+	memcached_st *m = ketama_handle();
+	size_t bad = 0, o = 0;
+
+	cr_assert_not_null(b, "no expect file");
+	first[0] = '\0';
+	for (char *line = strtok_r(b, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		char *key = line + 2, *val = NULL, *v;
+		size_t vl = 0;
+		uint32_t fl = 0;
+		memcached_return_t rc;
+
+		if (line[0] == 'S') {
+			val = strchr(key, ' ');
+			if (val == NULL)
+				continue;
+			*val++ = '\0';
+		}
+		v = memcached_get(m, key, strlen(key), &vl, &fl, &rc);
+		if ((val != NULL && (v == NULL || vl != strlen(val) || memcmp(v, val, vl) != 0)) ||
+		    (val == NULL && v != NULL)) {
+			if (bad++ < 5 && o < len)
+				o += (size_t)snprintf(first + o, len - o, "%s on server %d: %s\n", key,
+						      server_of(m, key),
+						      v == NULL ? "missing" : val == NULL ? "present"
+											  : "other value");
+		}
+		free(v);
+	}
+	memcached_free(m);
+	free(b);
+	return bad;
+}
+
+static void assert_expect(int timeout_ms, const char *what)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char first[1024];
+	size_t bad;
+
+	while ((bad = check_expect_once(first, sizeof(first))) != 0 && h_now_ms() < deadline)
+		sleep_ms(250);
+	cr_assert_eq(bad, 0, "%s: %zu keys differ from their last record; first:\n%s", what, bad,
+		     first);
+}
+
+/* Production finished and k2mc wrote all of it. */
+static void load_and_settle(void)
+{
+	uint64_t produced = 0;
+	int rc = h_mock_wait_produced(&W.mock, 60000, &produced);
+
+	cr_assert_eq(rc, 0, "production: %s", strerror(-rc));
+	assert_expect(30000, "before the loss");
+}
+
+/* kill -9 server s, restart it empty on the same port. */
+static void restart_server(int s)
+{
+	int port = W.mc[s].port, rc;
+
+	cr_assert_eq(h_signal(W.mc[s].proc.pid, SIGKILL), 0);
+	h_wait(W.mc[s].proc.pid, 5000, NULL);
+	rc = h_memcached_start(&W.mc[s], port, NULL);
+	cr_assert_eq(rc, 0, "memcached %d did not restart on %d: %s", s, port, strerror(-rc));
+}
+
+static void flush_server(int s)
+{
+	memcached_st *m = one_server(W.mc[s].port);
+
+	cr_assert_eq(memcached_flush(m, 0), MEMCACHED_SUCCESS, "flush_all");
+	memcached_free(m);
+}
+
+static void loss_and_refill(int restart)
+{
+	struct h_proc k;
+	uint64_t before[NMC];
+	size_t off = 0;
+
+	start_world(3000, (const char *const[]){ "--produce", "20000", NULL });
+	start_k2mc(&k, NULL);
+	load_and_settle();
+	/* the first run's sentinels are in place */
+	sleep_ms(2500);
+	for (int i = 0; i < NMC; i++)
+		before[i] = cmd_set(W.mc[i].port);
+	if (restart)
+		restart_server(2);
+	else
+		flush_server(2);
+	wait_log(&k, restart ? "lost its contents \\(restarted" : "lost its contents \\(sentinel",
+		 &off, 15000);
+	wait_log(&k, "refill of memcached .*: 4 of 4 partition\\(s\\) done", &off, 30000);
+	assert_expect(5000, "after the refill");
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(cmd_set(W.mc[i].port), before[i],
+			     "server %d, which lost nothing, got %" PRIu64 " writes", i,
+			     cmd_set(W.mc[i].port) - before[i]);
+	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
+		     h_tail_of(k.err_path, 20));
+}
+
+Test(refill, restart_refills_the_server)
+{
+	loss_and_refill(1);
+}
+
+Test(refill, flush_all_refills_the_server)
+{
+	loss_and_refill(0);
+}
+
+/* seq of a generated value "v:<key>:<seq>:..." (bench/gen.h) */
+static int64_t seq_of(const char *v, size_t vl)
+{
+	const char *p = memchr(v, ':', vl), *q;
+
+	if (p == NULL)
+		return -1;
+	q = memchr(p + 1, ':', vl - (size_t)(p + 1 - v));
+	if (q == NULL)
+		return -1;
+	return strtoll(q + 1, NULL, 10);
+}
+
+/* While the refill runs the live path keeps writing new values of keys on
+ * the refilled server; a reader polls them and must never see a key's seq
+ * go down. */
+Test(refill, never_older_under_load)
+{
+	static int64_t seen[MAX_KEYS];
+	static char key[MAX_KEYS][24];
+	int nk = 0;
+	struct h_proc k;
+	size_t off = 0;
+	memcached_st *km, *m2;
+	uint64_t polls = 0, backwards = 0, values = 0;
+	const uint32_t keys = 4000;
+	int64_t t_end;
+
+	start_world(keys, (const char *const[]){ "--produce", "60000", "--rate", "5000", NULL });
+	start_k2mc(&k, (const char *const[]){ "--refill-rate", "800", NULL });
+	km = ketama_handle();
+	for (uint32_t i = 0; i < keys; i++) {
+		snprintf(key[nk], sizeof(key[nk]), "key-%08u", i);
+		if (server_of(km, key[nk]) == 2)
+			nk++;
+	}
+	memset(seen, -1, sizeof(seen));
+	wait_log(&k, "first run|assigned|consuming|started", &off, 20000);
+	sleep_ms(5000);
+	flush_server(2);
+	m2 = one_server(W.mc[2].port);
+	t_end = h_now_ms() + 60000;
+	for (int done = 0; h_now_ms() < t_end && !done;) {
+		for (int i = 0; i < nk; i++) {
+			size_t vl = 0;
+			uint32_t fl = 0;
+			memcached_return_t rc;
+			char *v = memcached_get(m2, key[i], strlen(key[i]), &vl, &fl, &rc);
+			int64_t s;
+
+			if (v == NULL)
+				continue;
+			s = seq_of(v, vl);
+			free(v);
+			values++;
+			if (s < seen[i])
+				backwards++;
+			else
+				seen[i] = s;
+		}
+		polls++;
+		done = h_file_contains(k.err_path, "4 of 4 partition(s) done") &&
+		       h_file_contains(W.mock.proc.out_path, "produced=");
+	}
+	memcached_free(m2);
+	memcached_free(km);
+	cr_assert(h_file_contains(k.err_path, "lost its contents (sentinel"),
+		  "no loss seen; stderr:\n%s", h_tail_of(k.err_path, 30));
+	cr_assert(h_file_contains(k.err_path, "4 of 4 partition(s) done"),
+		  "refill not done; stderr:\n%s", h_tail_of(k.err_path, 30));
+	cr_assert_eq(backwards, 0, "%" PRIu64 " reads (of %" PRIu64 " values, %" PRIu64
+		     " polls over %d keys) saw an older value than one seen before", backwards,
+		     values, polls, nk);
+	cr_assert_gt(values, 0);
+	load_and_settle();
+	assert_expect(20000, "after the refill under load");
+	h_stop(k.pid, 10000);
+}
+
+/* --refill-rate over a measured window, then kill -9 of k2mc mid-refill:
+ * the sentinels are still missing, so the restarted k2mc refills again and
+ * the cache converges. */
+Test(refill, rate_holds_and_crash_mid_refill_converges)
+{
+	struct h_proc k, k2;
+	size_t off = 0;
+	uint64_t a, b;
+	int64_t t0, t1;
+	double rate;
+
+	start_world(30000, (const char *const[]){ "--produce", "40000", NULL });
+	start_k2mc(&k, (const char *const[]){ "--refill-rate", "1000", NULL });
+	load_and_settle();
+	sleep_ms(2500);
+	flush_server(2);
+	wait_log(&k, "lost its contents \\(sentinel", &off, 15000);
+	/* the two passes read first; the writes start at once after pass 1
+	 * of the first partition: skip a second, then measure 3 s */
+	sleep_ms(1500);
+	a = cmd_set(W.mc[2].port);
+	t0 = h_now_ms();
+	sleep_ms(3000);
+	b = cmd_set(W.mc[2].port);
+	t1 = h_now_ms();
+	rate = (double)(b - a) * 1000.0 / (double)(t1 - t0);
+	cr_log_info("refill rate %.0f records/s for --refill-rate 1000", rate);
+	cr_assert(rate >= 800 && rate <= 1200, "--refill-rate 1000 measured %.0f records/s", rate);
+	cr_assert(!h_file_contains(k.err_path, "partition(s) done"),
+		  "refill already over; cannot crash it midway");
+	h_signal(k.pid, SIGKILL);
+	h_wait(k.pid, 5000, NULL);
+	off = 0;
+	start_k2mc(&k2, NULL);
+	wait_log(&k2, "lost its contents \\(sentinel", &off, 30000);
+	/* the partitions refilled before the crash have their sentinels: only
+	 * the others are refilled again */
+	wait_log(&k2, "refill of memcached .*: ([1-4]) of \\1 partition\\(s\\) done", &off, 60000);
+	assert_expect(5000, "after a crash mid-refill and a restart");
+	h_stop(k2.pid, 10000);
+}
