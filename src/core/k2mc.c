@@ -136,7 +136,7 @@ static void report_init(struct report *r, const struct k2mc_config *cfg, struct 
 	/* the stats line stays for logs and pipes; a terminal watching -e
 	 * gets one line rewritten in place instead */
 	r->progress = cfg->exit_at_eof && cfg->stats_interval_ms > 0 && cfg->verbosity >= 1 &&
-		      isatty(STDERR_FILENO);
+		      cfg->log_format == K2MC_LOG_TEXT && isatty(STDERR_FILENO);
 }
 
 static void report_progress(struct report *r)
@@ -216,10 +216,17 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 	struct k2mc_totals t;
 	int64_t from = k2mc_group_first_assign_ms(g);
 	double secs = from ? (double)(end_ms - from) / 1000.0 : 0.0;
+	char *buf = NULL;
+	size_t blen = 0;
+	/* built whole, then written as one text line or one JSON log object */
+	FILE *out = open_memstream(&buf, &blen);
+
+	if (out == NULL)
+		out = stderr;
 
 	k2mc_group_stats(g, &gs);
 	k2mc_stats_sum(k2mc_writers_stats(ws), nwriters, &t);
-	fprintf(stderr,
+	fprintf(out,
 		"k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu "
 		"(missing_key %llu key_too_long %llu key_bad_bytes %llu value_too_large %llu) "
 		"unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
@@ -231,16 +238,28 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE], (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	/* only offsets Kafka acknowledged are printed as committed */
-	k2mc_group_print_committed(g, stderr);
+	k2mc_group_print_committed(g, out);
 	if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR)
-		fprintf(stderr, "; last commit failed (%s): offsets past those above are uncommitted",
+		fprintf(out, "; last commit failed (%s): offsets past those above are uncommitted",
 			cerr == RD_KAFKA_RESP_ERR__TIMED_OUT ? "no answer from Kafka in time"
 							     : rd_kafka_err2str(cerr));
-	fprintf(stderr, "; latency ms p50 %lld p99 %lld p999 %lld\n",
+	fprintf(out, "; latency ms p50 %lld p99 %lld p999 %lld\n",
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.50),
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.99),
 		(long long)k2mc_stats_latency(k2mc_writers_stats(ws), nwriters, 0.999));
+	if (out == stderr)
+		return;
+	fclose(out);
+	if (buf != NULL && k2mc_log_get_format() == K2MC_LOG_JSON) {
+		if (blen > 0 && buf[blen - 1] == '\n')
+			buf[blen - 1] = '\0';
+		k2mc_info("%s", strncmp(buf, "k2mc: ", 6) == 0 ? buf + 6 : buf);
+	} else if (buf != NULL) {
+		fputs(buf, stderr);
+	}
+	free(buf);
 }
+
 
 static FILE *open_json(const char *path)
 {
