@@ -53,9 +53,10 @@ MODES = {
     # records, runs, writers swept, latency load seconds, bytes budget for large values
     # quick: 1M rather than fewer, so that the ~240k records the mock produces ahead while
     # the group joins (8 partitions x --pace-lead) are not most of the run
-    "quick": dict(records=1_000_000, runs=1, writers=[2], latency_s=3.0, value_bytes=0),
+    "quick": dict(records=1_000_000, runs=1, writers=[2], latency_s=3.0, value_bytes=0,
+                  cost_cap=1_000_000),
     "full": dict(records=2_000_000, runs=3, writers=[1, 2, 4, 8], latency_s=10.0,
-                 value_bytes=500_000_000),
+                 value_bytes=500_000_000, cost_cap=10_000_000),
 }
 MOCK_FETCH_PROPS = ["fetch.wait.max.ms=10"]
 SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
@@ -64,6 +65,13 @@ QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency",
 # issue 9: TCP, unix socket and TLS side by side (transport_costs)
 SECTIONS.append("transports")
 QUICK_SECTIONS.append("transports")
+# issue 14: the cost section (prefilled topics, memcached-counter rates, CPU per
+# record) is the headline; allocators, librdkafka settings and CPU placement are
+# full-mode variants of it. Quick mode runs the cost section instead of the
+# issue-3 matrix, to stay under 2 minutes.
+SECTIONS[:0] = ["cost"]
+SECTIONS += ["allocators", "rdkafka", "cpus"]
+QUICK_SECTIONS = ["cost", "transports", "placement"]
 
 # The issue's targets (at 100-byte values, 8 partitions).
 TARGET_CEILING_FRACTION = 0.8
@@ -415,6 +423,8 @@ class Tools:
         self.mc_ceiling = b("mc-ceiling")
         self.kafka_ceiling = b("kafka-ceiling")
         self.python_baseline = os.path.join(ROOT, "bench", "python_baseline.py")
+        self.verify = b("k2mc-verify") if os.access(b("k2mc-verify"), os.X_OK) else None
+        self.k2mc_glibc = b("k2mc-glibc")
         self.mock_paces = False
         if os.access(self.mock, os.X_OK):
             help_text = subprocess.run([self.mock, "-h"], capture_output=True, text=True,
@@ -721,6 +731,8 @@ class Bench:
         consumed = num(r"consumed (\d+)")
         written = num(r"written (\d+)") or 0
         deleted = num(r"deleted (\d+)") or 0
+        # records a later record of the same key replaced in their batch (issue 14)
+        written += num(r"coalesced (\d+)") or 0
         unwritten = num(r"unwritten (\d+)")
         m = re.search(r"([\d.]+)s since assignment \(([\d.]+) records/s\)", s)
         if consumed is None or not m:
@@ -938,6 +950,7 @@ class Report:
         self.tables = []  # (title, head, rows, note)
         self.ratios = {}
         self.targets = []
+        self.cost_tables, self.cost_ratios, self.cost_targets = [], {}, []
 
     def ceilings(self, case):
         """The Kafka and Memcached ceilings measured on case's records, where they were."""
@@ -965,13 +978,14 @@ class Report:
         shown = head or next(iter(c.get("writers", [])), None)
         if shown:
             rows.append(self.row(shown, shown.label + (" [headline]" if head else "")))
-        self.tables.append(("Side by side (100 B values, 8 partitions)", THROUGHPUT_HEAD, rows,
-                            "records/s: the tools' own clock (k2mc: since its group assignment); "
-                            "records/s wall: spawn to exit, group join included. The Kafka "
-                            "ceiling includes the feed: k2mc-mock produces on the same CPUs "
-                            "while the consumer reads, as it does for every Kafka reader here. "
-                            "'vs ... ceiling': median records/s over the ceiling's, measured on "
-                            "the same records in this run."))
+        if rows:
+            self.tables.append(("Side by side (100 B values, 8 partitions)", THROUGHPUT_HEAD, rows,
+                                "records/s: the tools' own clock (k2mc: since its group assignment); "
+                                "records/s wall: spawn to exit, group join included. The Kafka "
+                                "ceiling includes the feed: k2mc-mock produces on the same CPUs "
+                                "while the consumer reads, as it does for every Kafka reader here. "
+                                "'vs ... ceiling': median records/s over the ceiling's, measured on "
+                                "the same records in this run."))
         for title, key in (("k2mc vs --writers (8 partitions, 100 B)", "writers"),
                            ("k2mc vs partitions (--writers 2, 100 B)", "partitions"),
                            ("k2mc vs value size (--writers 2, 8 partitions)", "values"),
@@ -1062,14 +1076,27 @@ class Report:
         return [f"[{t['status']}] {t['target']}" + (f": {t['detail']}" if t["detail"] else "")
                 for t in self.targets]
 
+    def cost_lines(self):
+        return ([f"[{t['status']}] {t['target']}" + (f": {t['detail']}" if t["detail"] else "")
+                 for t in self.cost_targets])
+
     def text(self):
         out = []
+        for title, head, rows, note in self.cost_tables:
+            out += ["", f"== {title}", table_text(head, rows)]
+            if note:
+                out.append(note)
+        if self.cost_ratios or self.cost_targets:
+            out += ["", "== Headline ratios (issue 14)"]
+            out += ["  " + s for s in cost_ratio_lines(self.cost_ratios)]
+            out += ["", "== Targets (issue 14)"] + ["  " + s for s in self.cost_lines()]
         for title, head, rows, note in self.tables:
             out += ["", f"== {title}", table_text(head, rows)]
             if note:
                 out.append(note)
-        out += ["", "== Headline ratios"] + ["  " + s for s in self.ratio_lines()]
-        out += ["", "== Targets (issue 3)"] + ["  " + s for s in self.target_lines()]
+        if any(self.c.get(k) for k in ("mc", "kc", "py", "writers")):
+            out += ["", "== Headline ratios (issue 3)"] + ["  " + s for s in self.ratio_lines()]
+            out += ["", "== Targets (issue 3)"] + ["  " + s for s in self.target_lines()]
         return "\n".join(out)
 
     def markdown(self, meta, env, plot_msg):
@@ -1104,8 +1131,27 @@ class Report:
                        "per partition ahead while the group joins (about 240k at 8 partitions), "
                        "so part of a short run reads a backlog: indicative, noisier than the "
                        "full mode.")
-        out += ["", "## Headline", ""] + [f"- {s}" for s in self.ratio_lines()] + [""]
-        out += ["## Targets", ""] + [f"- {s}" for s in self.target_lines()] + [""]
+        if self.cost_ratios or self.cost_targets:
+            out += ["", "## Headline (issue 14: cost per record, topic produced before the run)",
+                    ""] + [f"- {s}" for s in cost_ratio_lines(self.cost_ratios)] + [""]
+            out += ["## Targets (issue 14)", ""] + [f"- {s}" for s in self.cost_lines()] + [""]
+            out += ["Sustained records/s: memcached's own counters (cmd_set + delete_hits + "
+                    "delete_misses, polled every 5 ms) between 10% and 90% of the run's writes; "
+                    "CPU: user + sys of the measured process alone; peak RSS: VmHWM polled "
+                    "from /proc. The Memcached ceiling is mc-ceiling --blast (quiet meta sets "
+                    "formatted before the clock starts, 2 connections) on a fresh memcached "
+                    "-t 2; its CPU is the client's. Floor = Kafka ceiling + Memcached ceiling "
+                    "client CPU per record. Python's and the Kafka ceiling's rates: see the "
+                    "tables (the Kafka ceiling writes nothing: its own clock, in parentheses).",
+                    ""]
+            for title, head, rows, note in self.cost_tables:
+                out += [f"## {title}", "", table_md(head, rows), ""]
+                if note:
+                    out += [note, ""]
+        if any(self.c.get(k) for k in ("mc", "kc", "py", "writers")):
+            out += ["", "## Headline (issue 3)", ""] + [f"- {s}" for s in self.ratio_lines()]
+            out += ["", "## Targets (issue 3)", ""] + [f"- {s}" for s in self.target_lines()]
+            out += [""]
         for title, head, rows, note in self.tables:
             out += [f"## {title}", "", table_md(head, rows), ""]
             if note:
@@ -1356,6 +1402,546 @@ def plot_writers(cases, outdir):
 
 
 # ---------------------------------------------------------------------------
+# Issue 14: what a record costs. Every topic is produced before the consumer
+# starts (the mock's 5 MiB per partition bounds how many records fit), the
+# sustained rate is read off memcached's own counters (cmd_set + delete_hits
+# + delete_misses, polled while the run goes) between 10% and 90% of the
+# writes, so start-up and the group join are left out the same way for every
+# client, and CPU per record is the rusage (user + sys) of the measured
+# process alone. The Memcached ceiling is mc-ceiling --blast (pre-formatted
+# quiet meta sets over COST_CEILING_CONNS connections, client cost about
+# zero) on a fresh memcached with the same settings, measured the same way.
+
+COST_PARTITIONS = (8, 64)
+COST_CEILING_CONNS = 2
+COST_POLL_S = 0.005
+COST_LO, COST_HI = 0.10, 0.90
+# targets (issue 14)
+TARGET_COST_CEILING = 0.9
+TARGET_COST_PYTHON_RATE = 4.0
+TARGET_COST_PYTHON_CPU = 1 / 6
+STRETCH_COST_PYTHON_CPU = 1 / 7
+TARGET_COST_RSS_MIB = 150
+TARGET_HOTKEY_WRITES = 0.5
+HOTKEY = dict(keys=100, records=400_000, partitions=16)
+
+
+def prefill_records(partitions, value_size, cap):
+    """The most records that fit the mock's retention (90% of it) when produced before the run."""
+    per = int(0.9 * MOCK_RETENTION / (value_size + KEY_LEN + RECORD_OVERHEAD))
+    return min(cap, per * partitions // 10_000 * 10_000)
+
+
+class McCounter:
+    """Polls a memcached's `stats`: (monotonic time, cmd_set + delete_hits + delete_misses)."""
+
+    FIELDS = (b"cmd_set", b"delete_hits", b"delete_misses")
+
+    def __init__(self, port):
+        self.port = port
+        self.samples = []
+        self.stats = {}
+        self._stop = threading.Event()
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self._thread = threading.Thread(target=self._run, name="mc-counter", daemon=True)
+        self._thread.start()
+
+    def _ask(self):
+        self._sock.sendall(b"stats\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise OSError("memcached closed the stats connection")
+            buf += chunk
+        st = {}
+        for line in buf.split(b"\r\n"):
+            p = line.split()
+            if len(p) == 3 and p[0] == b"STAT":
+                st[p[1].decode()] = p[2].decode()
+        return st
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                st = self._ask()
+            except OSError:
+                return
+            self.samples.append((time.monotonic(),
+                                 sum(int(st.get(f.decode(), 0)) for f in self.FIELDS)))
+            self.stats = st
+            self._stop.wait(COST_POLL_S)
+
+    def finish(self):
+        """One last sample; the final count."""
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            st = self._ask()
+            self.samples.append((time.monotonic(),
+                                 sum(int(st.get(f.decode(), 0)) for f in self.FIELDS)))
+            self.stats = st
+        except OSError:
+            pass
+        self._sock.close()
+        return self.samples[-1][1] if self.samples else 0
+
+    def sustained(self, lo=COST_LO, hi=COST_HI):
+        """Writes per second between lo and hi of the final count, interpolated."""
+        if len(self.samples) < 2:
+            return None
+        total = self.samples[-1][1]
+
+        def at(frac):
+            want = frac * total
+            prev = self.samples[0]
+            for t, c in self.samples:
+                if c >= want:
+                    if c == prev[1]:
+                        return t
+                    return prev[0] + (t - prev[0]) * (want - prev[1]) / (c - prev[1])
+                prev = (t, c)
+            return None
+        t_lo, t_hi = at(lo), at(hi)
+        if t_lo is None or t_hi is None or t_hi <= t_lo:
+            return None
+        return (hi - lo) * total / (t_hi - t_lo)
+
+
+class HwmPoller:
+    """Peak RSS of a running child from /proc/PID/status VmHWM (ru_maxrss of a
+    child Python spawned can be the parent's size: see shared/NOTES.md)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hwm", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.kib = max(self.kib, int(line.split()[1]))
+            except (OSError, ValueError):
+                return
+            self._stop.wait(0.02)
+
+    def finish(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.kib
+
+
+class CostCase:
+    """One configuration of the cost section: tool in mc-ceiling, kafka-ceiling,
+    python, k2mc; for k2mc a variant (its own binary, LD_PRELOAD, arguments,
+    CPU placement)."""
+
+    def __init__(self, tool, name, *, partitions, records, keys=1_000_000, value_size=100,
+                 k2mc=None, preload=None, args=(), taskset=None, expect=False):
+        self.tool, self.name = tool, name
+        self.partitions, self.records, self.keys, self.value_size = (partitions, records, keys,
+                                                                     value_size)
+        self.k2mc, self.preload, self.args, self.taskset = k2mc, preload, list(args), taskset
+        self.expect = expect
+        self.runs = []
+        self.skipped = None
+        self.median = {}
+
+    @property
+    def slug(self):
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", f"cost-{self.name}-p{self.partitions}"
+                                               f"-k{self.keys}-n{self.records}")
+
+    def summarize(self):
+        ok = [r for r in self.runs if r.get("ok")]
+        self.median = {}
+        for k in ("sustained_rps", "own_rps", "cpu_s", "cpu_us_per_record", "hwm_kib",
+                  "writes_per_record", "memcached_cpu_us_per_write", "coalesced"):
+            vals = [r[k] for r in ok if r.get(k) is not None]
+            if vals:
+                self.median[k] = statistics.median(vals)
+                self.median[k + "_spread"] = ((max(vals) - min(vals)) / 2 /
+                                              statistics.median(vals)
+                                              if len(vals) > 1 and statistics.median(vals) else 0)
+        self.median["ok"] = len(ok)
+
+    def to_json(self):
+        return {"id": self.slug, "name": self.name, "tool": self.tool,
+                "params": {"partitions": self.partitions, "records": self.records,
+                           "keys": self.keys, "value_size": self.value_size,
+                           "k2mc": self.k2mc, "preload": self.preload, "args": self.args,
+                           "taskset": self.taskset},
+                "skipped": self.skipped, "runs": self.runs, "median": self.median}
+
+
+def run_cost(bench, c, idx):
+    """One run of a cost case; appends its result to c.runs."""
+    tools = bench.tools
+    res = {"run": idx, "ok": False}
+    logdir = bench.rundir(c, idx)
+    res["logdir"] = logdir
+    mc = mock = tool = counter = hwm = None
+    t_start = time.monotonic()
+    try:
+        if c.tool != "kafka-ceiling":
+            mc, port = start_memcached(logdir)
+        if c.tool == "mc-ceiling":
+            argv = [tools.mc_ceiling, "-m", f"127.0.0.1:{port}", "--records", c.records,
+                    "--keys", c.keys, "--value-size", c.value_size, "--blast",
+                    "--conns", COST_CEILING_CONNS]
+        else:
+            group = f"cost-{c.slug}-{idx}-{os.getpid()}-{int(time.time() * 1000)}"
+            margv = [tools.mock, "--topic", f"{TOPIC}:{c.partitions}", "--keys", c.keys,
+                     "--value-size", c.value_size, "--seed", 1, "-q", "--produce", c.records]
+            if c.expect:
+                res["expect_file"] = os.path.join(logdir, "expect.txt")
+                margv += ["--expect", res["expect_file"]]
+            mock = Child("k2mc-mock", margv, logdir, stdout_lines=True)
+            got = mock.wait_line(lambda s: s.startswith("bootstrap="), 30)
+            if not got:
+                raise BenchError(f"k2mc-mock printed no bootstrap= line: "
+                                 f"{excerpt(mock.stderr_text())}")
+            bootstrap = got[1].split("=", 1)[1].strip()
+            got = mock.wait_line(lambda s: s.startswith("produced=") or s.startswith("error"),
+                                 60 + c.records / 20000)
+            if not got or kv_tokens(got[1]).get("failed", "0") != "0":
+                raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
+            if c.expect:
+                mock.wait_line(lambda s: s.startswith("expect="), 60)
+            fx = [f"-X{p}" for p in MOCK_FETCH_PROPS]
+            if c.tool == "kafka-ceiling":
+                argv = [tools.kafka_ceiling, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                        "-c", c.records] + fx
+            elif c.tool == "python":
+                argv = [PYTHON, tools.python_baseline, "-b", bootstrap, "-t", TOPIC, "-G",
+                        group, "-m", f"127.0.0.1:{port}", "-c", c.records] + fx
+            else:
+                argv = [c.k2mc or tools.k2mc, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                        "-m", f"127.0.0.1:{port}", "-c", c.records, "-q"] + fx + c.args
+        if c.taskset:
+            argv = ["taskset", "-c", c.taskset["tool"]] + [str(a) for a in argv]
+            for srv in (mc, mock):
+                if srv:
+                    subprocess.run(["taskset", "-a", "-p", "-c", c.taskset["servers"],
+                                    str(srv.pid)], capture_output=True, check=False)
+        if mc:
+            counter = McCounter(port)
+        env_pre = os.environ.get("LD_PRELOAD")
+        if c.preload:
+            os.environ["LD_PRELOAD"] = c.preload
+        try:
+            tool = Child(c.tool, argv, logdir)
+        finally:
+            if c.preload:
+                if env_pre is None:
+                    del os.environ["LD_PRELOAD"]
+                else:
+                    os.environ["LD_PRELOAD"] = env_pre
+        res["argv"] = tool.argv
+        hwm = HwmPoller(tool.pid)
+        timeout = 60 + c.records / 20000
+        if not tool.wait(timeout):
+            tool.stop()
+            raise BenchError(f"{c.tool} did not finish {c.records} records in {timeout:.0f} s")
+        res["hwm_kib"] = hwm.finish() or None
+        hwm = None
+        st = tool.stats()
+        res.update({k: st[k] for k in ("exit", "wall_s", "cpu_user", "cpu_sys", "cpu_s",
+                                       "minflt", "nvcsw", "nivcsw")})
+        if tool.rc != 0:
+            raise BenchError(f"{c.tool} exited {tool.rc}: {excerpt(tool.stderr_text())}")
+        if counter:
+            writes = counter.finish()
+            res["writes"] = writes
+            res["writes_per_record"] = round(writes / c.records, 4)
+            w = counter.sustained()
+            # records/s: the write rate scaled by records per write (1 unless coalesced)
+            res["sustained_rps"] = round(w * c.records / writes, 1) if w and writes else None
+            res["mc_stats"] = {k: counter.stats.get(k) for k in (
+                "cmd_set", "delete_hits", "delete_misses", "curr_items", "evictions")}
+            counter = None
+        out = tool.stdout_text()
+        j = next((json_or_none(s) for s in reversed(out.splitlines()) if s.startswith("{")),
+                 None)
+        if j:
+            res["tool_json"] = j
+            res["own_rps"] = j.get("rps")
+            if c.tool == "mc-ceiling":
+                # mc-ceiling times (and measures CPU over) the writing alone; the
+                # records are formatted first
+                res["cpu_s"] = round(j["cpu_user"] + j["cpu_sys"], 4)
+        if c.tool == "k2mc":
+            s = next((x for x in tool.stderr_text().splitlines() if "k2mc: summary:" in x), "")
+            res["summary"] = s
+            m = re.search(r"consumed (\d+)", s)
+            if not m or int(m.group(1)) < c.records:
+                raise BenchError(f"k2mc consumed {m and m.group(1)} of {c.records}: {s}")
+            m = re.search(r"coalesced (\d+)", s)
+            res["coalesced"] = int(m.group(1)) if m else None
+            m = re.search(r"([\d.]+) records/s\)", s)
+            res["own_rps"] = float(m.group(1)) if m else None
+        res["cpu_us_per_record"] = round(res["cpu_s"] / c.records * 1e6, 4)
+        if c.expect and tools.verify:
+            v = subprocess.run([tools.verify, "-m", f"127.0.0.1:{port}", "--expect",
+                                res["expect_file"]], capture_output=True, text=True, timeout=300)
+            res["verify"] = (v.stdout + v.stderr).strip()[-300:]
+            res["exact"] = v.returncode == 0
+        res["ok"] = True
+    except BenchError as e:
+        res["error"] = str(e)
+        bench.failures.append(f"{c.name} ({c.partitions} part.) run {idx}: {e}")
+        log(f"FAILED {c.name} run {idx}: {e} (logs in {logdir})")
+    finally:
+        if hwm:
+            hwm.finish()
+        if counter:
+            counter.finish()
+        if tool:
+            tool.stop(5)
+        if mock:
+            mock.stop()
+            res["feeder_cpu_s"] = mock.stats()["cpu_s"] if mock.rusage else None
+        if mc:
+            mc.stop()
+            if mc.rusage and res.get("writes"):
+                res["memcached_cpu_us_per_write"] = round(
+                    mc.stats()["cpu_s"] / res["writes"] * 1e6, 4)
+    res["harness_s"] = round(time.monotonic() - t_start, 1)
+    c.runs.append(res)
+    if res["ok"]:
+        parts = [f"sustained {res['sustained_rps']:,.0f} rec/s" if res.get("sustained_rps")
+                 else None,
+                 f"own clock {res['own_rps']:,.0f} rec/s" if res.get("own_rps") else None,
+                 f"cpu {res['cpu_us_per_record']:.3f} µs/rec",
+                 f"hwm {res['hwm_kib'] / 1024:.0f} MiB" if res.get("hwm_kib") else None,
+                 f"writes/rec {res['writes_per_record']:.3f}" if res.get("writes") else None]
+        log(f"  {c.name} ({c.partitions} part.) run {idx}: "
+            f"{', '.join(p for p in parts if p)} [{res['harness_s']:.0f} s]")
+
+
+def run_cost_cases(bench, cases, runs):
+    """Runs every case `runs` times, in turns (case 1, 2, ..., 1, 2, ...), so that
+    a slow minute of the machine falls on all of them rather than on one."""
+    for c in cases:
+        why = bench.tools.missing("k2mc" if c.tool == "k2mc" else c.tool)
+        if c.tool == "k2mc" and c.k2mc and not os.access(c.k2mc, os.X_OK):
+            why = f"{os.path.relpath(c.k2mc, ROOT)} is missing"
+        if c.preload and not os.path.exists(c.preload):
+            why = f"{c.preload} is missing"
+        if why:
+            c.skipped = why
+            bench.skips.append(f"{c.name}: {why}")
+    for i in range(1, runs + 1):
+        for c in cases:
+            if not c.skipped:
+                run_cost(bench, c, i)
+    for c in cases:
+        c.summarize()
+
+
+COST_HEAD = ["configuration", "partitions", "records", "runs ok", "sustained records/s",
+             "CPU µs / record", "peak RSS MiB", "vs Memcached ceiling"]
+
+
+def cost_row(c, ceiling):
+    m = c.median
+    if c.skipped:
+        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 4
+    sp = lambda k: f" ±{m[k + '_spread'] * 100:.0f}%" if m.get(k + "_spread") else ""  # noqa
+    rate = m.get("sustained_rps")
+    rate_s = (f_rps(rate) + sp("sustained_rps") if rate else
+              (f"({f_rps(m.get('own_rps'))} own clock)" if m.get("own_rps") else "-"))
+    cr = ceiling.median.get("sustained_rps") if ceiling and not ceiling.skipped else None
+    return [c.name, c.partitions, fmt_count(c.records), f"{m.get('ok', 0)}/{len(c.runs)}",
+            rate_s, f_num(m.get("cpu_us_per_record"), 3) + sp("cpu_us_per_record"),
+            f_num(m["hwm_kib"] / 1024 if m.get("hwm_kib") else None),
+            f"{rate / cr:.2f}x" if rate and cr and c.tool != "mc-ceiling" else "-"]
+
+
+def cost_section(bench, mode, runs, n_cap):
+    """The issue-14 cost section: (tables, ratios, targets, JSON)."""
+    tools = bench.tools
+    tables, targets, ratios, allc = [], [], {}, []
+
+    def target(name, value, threshold, met, detail):
+        targets.append({"target": name, "value": value, "threshold": threshold,
+                        "status": "not measured" if met is None else "met" if met else "NOT met",
+                        "detail": detail})
+
+    per_p = {}
+    for p in COST_PARTITIONS:
+        n = prefill_records(p, 100, n_cap)
+        cs = {"mc": CostCase("mc-ceiling", "Memcached ceiling (blast, 2 conns)", partitions=p,
+                             records=n),
+              "kc": CostCase("kafka-ceiling", "Kafka ceiling", partitions=p, records=n),
+              "py": CostCase("python", "Python baseline", partitions=p, records=n),
+              "k2": CostCase("k2mc", "k2mc (defaults)", partitions=p, records=n)}
+        per_p[p] = cs
+        log(f"cost: {p} partitions, {fmt_count(n)} records produced before the run, "
+            f"x {runs} in turns")
+        run_cost_cases(bench, list(cs.values()), runs)
+        allc += cs.values()
+        tables.append((f"Cost per record: {p} partitions, 100 B values, 1M keys, topic produced "
+                       "before the run", COST_HEAD,
+                       [cost_row(x, cs["mc"]) for x in cs.values()], None))
+    get = lambda c, k: c.median.get(k) if c and not c.skipped else None  # noqa: E731
+    div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
+    for p, cs in per_p.items():
+        k_rate, m_rate = get(cs["k2"], "sustained_rps"), get(cs["mc"], "sustained_rps")
+        p_rate = get(cs["py"], "sustained_rps")
+        k_cpu, p_cpu = get(cs["k2"], "cpu_us_per_record"), get(cs["py"], "cpu_us_per_record")
+        kc_cpu, mc_cpu = get(cs["kc"], "cpu_us_per_record"), get(cs["mc"], "cpu_us_per_record")
+        floor = kc_cpu + mc_cpu if kc_cpu is not None and mc_cpu is not None else None
+        ratios[p] = {"k2mc_over_mc_ceiling": div(k_rate, m_rate),
+                     "k2mc_over_python_rate": div(k_rate, p_rate),
+                     "python_cpu_over_k2mc_cpu": div(p_cpu, k_cpu),
+                     "k2mc_cpu_over_floor": div(k_cpu, floor),
+                     "floor_us": floor, "k2mc_us": k_cpu, "python_us": p_cpu,
+                     "k2mc_rps": k_rate, "mc_ceiling_rps": m_rate, "python_rps": p_rate,
+                     "k2mc_hwm_mib": (get(cs["k2"], "hwm_kib") or 0) / 1024 or None}
+        r = ratios[p]
+        x = r["k2mc_over_mc_ceiling"]
+        target(f"{p} partitions: sustained rate >= {TARGET_COST_CEILING} x Memcached ceiling", x,
+               TARGET_COST_CEILING, None if x is None else x >= TARGET_COST_CEILING,
+               None if x is None else f"{f_rps(k_rate)} vs {f_rps(m_rate)} ({x:.2f}x)")
+        x = r["k2mc_over_python_rate"]
+        target(f"{p} partitions: sustained rate >= {TARGET_COST_PYTHON_RATE:g} x Python", x,
+               TARGET_COST_PYTHON_RATE, None if x is None else x >= TARGET_COST_PYTHON_RATE,
+               None if x is None else f"{f_rps(k_rate)} vs {f_rps(p_rate)} ({x:.2f}x)")
+        x = div(k_cpu, p_cpu)
+        target(f"{p} partitions: CPU per record <= 1/6 of Python's (stretch 1/7)", x,
+               TARGET_COST_PYTHON_CPU, None if x is None else x <= TARGET_COST_PYTHON_CPU,
+               None if x is None else f"{k_cpu:.3f} vs {p_cpu:.3f} µs (1/{1 / x:.1f}"
+               f"{'; 1/7 met' if x <= STRETCH_COST_PYTHON_CPU else '; 1/7 not met'})")
+        x = r["k2mc_cpu_over_floor"]
+        target(f"{p} partitions: CPU per record <= Kafka ceiling + Memcached ceiling client", x,
+               1.0, None if x is None else x <= 1.0,
+               None if x is None else f"{k_cpu:.3f} vs {kc_cpu:.3f} + {mc_cpu:.3f} = "
+               f"{floor:.3f} µs ({x:.2f}x)")
+    hw = ratios.get(64, {}).get("k2mc_hwm_mib")
+    target(f"64 partitions: peak RSS <= {TARGET_COST_RSS_MIB} MiB with default settings", hw,
+           TARGET_COST_RSS_MIB, None if hw is None else hw <= TARGET_COST_RSS_MIB,
+           None if hw is None else f"{hw:.0f} MiB (VmHWM)")
+    hot = CostCase("k2mc", "k2mc hot keys (defaults)", partitions=HOTKEY["partitions"],
+                   records=HOTKEY["records"], keys=HOTKEY["keys"], expect=True)
+    log(f"cost: hot keys ({HOTKEY['keys']} keys, {fmt_count(HOTKEY['records'])} records)")
+    run_cost_cases(bench, [hot], 1 if mode == "quick" else runs)
+    allc.append(hot)
+    wpr = get(hot, "writes_per_record")
+    exact = all(r.get("exact") for r in hot.runs if r.get("ok")) if hot.median.get("ok") else None
+    target(f"hot keys ({HOTKEY['keys']} keys, {fmt_count(HOTKEY['records'])} records): < "
+           f"{TARGET_HOTKEY_WRITES} memcached writes per record, final state exact", wpr,
+           TARGET_HOTKEY_WRITES, None if wpr is None else (wpr < TARGET_HOTKEY_WRITES and
+                                                            bool(exact)),
+           None if wpr is None else f"{wpr:.3f} writes per record (cmd_set + deletes), "
+           f"coalesced {get(hot, 'coalesced')}, final state "
+           f"{'exact' if exact else 'NOT exact' if exact is not None else 'not checked'}")
+    tables.append(("Hot keys: coalescing", ["configuration", "partitions", "records", "keys",
+                                            "writes per record", "records/s (k2mc's clock)",
+                                            "CPU µs / record", "final state"],
+                   [[hot.name, hot.partitions, fmt_count(hot.records), hot.keys,
+                     f_num(wpr, 3), f_rps(get(hot, "own_rps")),
+                     f_num(get(hot, "cpu_us_per_record"), 3),
+                     "exact" if exact else "-" if exact is None else "NOT exact"]], None))
+    return tables, ratios, targets, allc
+
+
+def cost_ratio_lines(ratios):
+    out = []
+    for p, r in ratios.items():
+        out.append(f"{p} partitions: k2mc / Memcached ceiling {f_ratio(r['k2mc_over_mc_ceiling'])}"
+                   f"; k2mc / Python rate {f_ratio(r['k2mc_over_python_rate'])}; Python CPU / "
+                   f"k2mc CPU {f_ratio(r['python_cpu_over_k2mc_cpu'])}; k2mc CPU / floor "
+                   f"(Kafka ceiling + Memcached ceiling client) "
+                   f"{f_ratio(r['k2mc_cpu_over_floor'])}")
+    return out
+
+
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+ALLOCATOR_LIBS = {"jemalloc": f"{LIBDIR}/libjemalloc.so.2", "mimalloc": f"{LIBDIR}/libmimalloc.so.2"}
+# librdkafka settings measured against k2mc's defaults (-X wins over them)
+RDKAFKA_VARIANTS = [
+    ("k2mc's previous prefetch (-X queued.max.messages.kbytes=1024)",
+     ["-Xqueued.max.messages.kbytes=1024"]),
+    ("-X queued.max.messages.kbytes=2048", ["-Xqueued.max.messages.kbytes=2048"]),
+    ("librdkafka's prefetch default (-X queued.max.messages.kbytes=65536 "
+     "-X queued.min.messages=100000)",
+     ["-Xqueued.max.messages.kbytes=65536", "-Xqueued.min.messages=100000"]),
+    ("-X check.crcs=true", ["-Xcheck.crcs=true"]),
+    ("--max-buffer-bytes 32m (prefetch derived: 512 KiB)", ["--max-buffer-bytes", "32m"]),
+    ("--max-buffer-bytes 32m --ring-size 512", ["--max-buffer-bytes", "32m", "--ring-size", "512"]),
+]
+
+
+def linked_allocator(k2mc):
+    """Which allocator a k2mc binary links (ldd), or 'glibc'."""
+    out = sh(["ldd", k2mc])
+    for name in ("mimalloc", "jemalloc", "tcmalloc"):
+        if f"lib{name}" in out:
+            return name
+    return "glibc"
+
+
+def cost_variants(bench, sections, runs, n_cap):
+    """Full-mode variants of the cost section at 64 partitions: allocators,
+    librdkafka settings, --writers with and without CPU placement. Tables."""
+    tools, out = bench.tools, []
+    n = prefill_records(64, 100, n_cap)
+
+    def table(title, cases, note):
+        run_cost_cases(bench, cases, runs)
+        base = cases[0]
+        rows = []
+        for c in cases:
+            r = cost_row(c, None)[:-1]
+            a, b = c.median.get("cpu_us_per_record"), base.median.get("cpu_us_per_record")
+            ra, rb = c.median.get("sustained_rps"), base.median.get("sustained_rps")
+            rows.append(r + [f"{a / b:.2f}x" if a and b else "-",
+                             f"{ra / rb:.2f}x" if ra and rb else "-"])
+        out.append((title, COST_HEAD[:-1] + ["CPU vs first row", "rate vs first row"], rows,
+                    note))
+        return cases
+
+    if "allocators" in sections:
+        log("allocators: k2mc with glibc (mallopt), jemalloc and mimalloc, in turns")
+        g = tools.k2mc_glibc
+        cs = [CostCase("k2mc", "glibc + k2mc's mallopt (build/k2mc-glibc)", partitions=64,
+                       records=n, k2mc=g)]
+        cs += [CostCase("k2mc", f"build/k2mc-glibc + LD_PRELOAD {name}", partitions=64,
+                        records=n, k2mc=g, preload=lib) for name, lib in ALLOCATOR_LIBS.items()]
+        cs.append(CostCase("k2mc", f"build/k2mc (links {linked_allocator(tools.k2mc)})",
+                           partitions=64, records=n))
+        table("Allocators (k2mc, 64 partitions, topic produced before the run)", cs,
+              "same records, same settings; only the allocator differs")
+    if "rdkafka" in sections:
+        log("rdkafka: librdkafka settings against k2mc's defaults, in turns")
+        for p in COST_PARTITIONS:
+            np_ = prefill_records(p, 100, n_cap)
+            cs = [CostCase("k2mc", "k2mc defaults", partitions=p, records=np_)]
+            cs += [CostCase("k2mc", name, partitions=p, records=np_, args=a)
+                   for name, a in RDKAFKA_VARIANTS]
+            table(f"librdkafka settings (k2mc, {p} partitions)", cs,
+                  "each row: k2mc's defaults with the -X shown; k2mc derives "
+                  "queued.max.messages.kbytes = --max-buffer-bytes / 64 (4096 at the default) "
+                  "and librdkafka caps fetch.max.bytes at it")
+    if "cpus" in sections and shutil.which("taskset") and os.cpu_count() >= 2:
+        log("cpus: --writers with memcached sharing the cores, and with taskset")
+        cs = [CostCase("k2mc", f"--writers {w}, shared cores", partitions=64, records=n,
+                       args=["--writers", w]) for w in (1, 2, 4)]
+        cs += [CostCase("k2mc", f"--writers {w}, k2mc on CPU 0, servers on CPU 1",
+                        partitions=64, records=n, args=["--writers", w],
+                        taskset={"tool": "0", "servers": "1"}) for w in (1, 2, 4)]
+        table("--writers and CPU placement (k2mc, 64 partitions)", cs,
+              "taskset: k2mc on CPU 0; memcached and the mock broker on CPU 1")
+    return out
+
+
+# ---------------------------------------------------------------------------
 # The matrix
 
 def parse_args(argv):
@@ -1474,6 +2060,14 @@ def main(argv):
         cases["rss"] = [case("k2mc", writers=2, records=r) for r in (1_000_000, 10_000_000)]
         plan += cases["rss"]
 
+    cost = ([], {}, [], [])
+    if "cost" in S:
+        cost = cost_section(bench, args.mode, runs, args.records or mode["cost_cap"])
+        cost[0].extend(cost_variants(bench, S, runs, args.records or mode["cost_cap"]))
+    elif S & {"allocators", "rdkafka", "cpus"}:
+        cost = ([], {}, [], [])
+        cost[0].extend(cost_variants(bench, S, runs, args.records or mode["cost_cap"]))
+
     seen = set()
     total = len({c.key for c in plan}) + ("latency" in S)
     step = 0
@@ -1515,6 +2109,7 @@ def main(argv):
     env["loadavg_at_end"] = os.getloadavg()
     report = Report(args.mode, cases, args.sections, registry)
     report.build()
+    report.cost_tables, report.cost_ratios, report.cost_targets = cost[0], cost[1], cost[2]
     transports = (transport_costs(args.build, bench) if "transports" in args.sections
                   else (None, []))
     if transports[0]:
@@ -1549,6 +2144,7 @@ def main(argv):
         "cases": [c.to_json() for c in registry.values()],
         "tables": {k: ([x.slug for x in v] if isinstance(v, list) else v.slug)
                    for k, v in cases.items()},
+        "cost": {"ratios": cost[1], "targets": cost[2], "cases": [c.to_json() for c in cost[3]]},
         "ratios": report.ratios, "targets": report.targets, "transports": transports[1],
         "placement": placement[1],
         "templates": templates[1],

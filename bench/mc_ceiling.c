@@ -27,7 +27,15 @@
  * a key's records may then reach memcached out of order across threads, so
  * the final state differs from k2mc's. That does not matter for a ceiling
  * (the same commands and bytes go over the wire), and it is what lets the
- * ceiling use any number of connections. */
+ * ceiling use any number of connections.
+ *
+ * --blast: the Memcached ceiling with the client's cost taken out (issue 14).
+ * The whole stream is formatted first, untimed, as quiet meta commands ("ms
+ * <key> <len> q" / "md <key> q"), one contiguous buffer per connection ended
+ * by "mn"; each connection's thread then writes its buffer as fast as the
+ * socket takes it, reading whatever comes back (quiet mode: nothing but the
+ * final "MN", and error lines), over TCP only. bench.py reads the rate off
+ * memcached's own counters; the line's seconds are first byte to last "MN". */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -40,8 +48,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gen.h"
 #include "workers/mcconn.h"
@@ -74,6 +87,7 @@ struct opts {
 	unsigned batch;
 	unsigned conns;
 	bool sweep;
+	bool blast;
 	uint64_t chunk_bytes;
 };
 
@@ -140,7 +154,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: mc-ceiling -m HOST:PORT|/PATH|unix:PATH --records N --keys K --value-size B\n"
 	      "                  [--tombstones PCT] [--seed S] [--batch B] [--conns C] [--sweep]\n"
-	      "                  [--chunk-mib M] [--tls [--tls-ca FILE] [--tls-server-name NAME]\n"
+	      "                  [--blast] [--chunk-mib M] [--tls [--tls-ca FILE] [--tls-server-name NAME]\n"
 	      "                  [--tls-insecure]]\n"
 	      "Writes k2mc-mock's record stream straight to memcached, pipelined and\n"
 	      "acknowledged, and prints one JSON line. Defaults: --keys 10000\n"
@@ -225,6 +239,7 @@ enum {
 	OPT_TLS_CA,
 	OPT_TLS_NAME,
 	OPT_TLS_INSECURE,
+	OPT_BLAST,
 };
 
 static int parse_args(struct opts *o, int argc, char **argv)
@@ -238,6 +253,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		{ "batch", required_argument, NULL, OPT_BATCH },
 		{ "conns", required_argument, NULL, OPT_CONNS },
 		{ "sweep", no_argument, NULL, OPT_SWEEP },
+		{ "blast", no_argument, NULL, OPT_BLAST },
 		{ "chunk-mib", required_argument, NULL, OPT_CHUNK_MIB },
 		{ "tls", no_argument, NULL, OPT_TLS },
 		{ "tls-ca", required_argument, NULL, OPT_TLS_CA },
@@ -306,6 +322,9 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			break;
 		case OPT_SWEEP:
 			o->sweep = true;
+			break;
+		case OPT_BLAST:
+			o->blast = true;
 			break;
 		case OPT_CHUNK_MIB:
 			if (parse_u64("--chunk-mib", optarg, 1, 1u << 20, &v))
@@ -595,6 +614,202 @@ static bool result_bad(const struct result *r)
 	return r->broken || r->failed;
 }
 
+/* ---- --blast ---------------------------------------------------------------- */
+
+struct blaster {
+	pthread_t thread;
+	int fd;
+	char *buf; /* the connection's whole stream, "mn\r\n" last */
+	size_t len;
+	pthread_barrier_t *go;
+	/* written by this thread, read by main after the join */
+	uint64_t errors; /* reply lines other than "MN" and "NF" */
+	int broken;      /* -errno: the connection failed */
+	double t_end;
+};
+
+static int blast_connect(const struct opts *o)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
+	char port[16];
+	int fd = -1;
+
+	snprintf(port, sizeof(port), "%d", o->port);
+	if (getaddrinfo(o->host, port, &hints, &ai) != 0)
+		return -EHOSTUNREACH;
+	for (a = ai; a != NULL; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd >= 0 ? fd : -ECONNREFUSED;
+}
+
+/* Counts reply lines in what arrived; 1 once "MN" was seen. */
+static int blast_scan(struct blaster *b, char *in, size_t *have)
+{
+	char *p = in, *nl;
+	int done = 0;
+
+	while ((nl = memchr(p, '\n', (size_t)(in + *have - p))) != NULL) {
+		if (nl - p >= 3 && memcmp(p, "MN\r", 3) == 0)
+			done = 1;
+		else if (!(nl - p >= 2 && memcmp(p, "NF", 2) == 0) && b->errors++ == 0)
+			err("--blast: %.*s", (int)(nl - p), p);
+		p = nl + 1;
+	}
+	*have = (size_t)(in + *have - p);
+	memmove(in, p, *have);
+	return done;
+}
+
+static void *blast_main(void *arg)
+{
+	struct blaster *b = arg;
+	char in[65536];
+	size_t off = 0, have = 0;
+	int done = 0;
+
+	pthread_barrier_wait(b->go);
+	while (!done) {
+		struct pollfd pf = { .fd = b->fd, .events = POLLIN | (off < b->len ? POLLOUT : 0) };
+
+		if (poll(&pf, 1, MCC_STALL_MS) <= 0) {
+			b->broken = -ETIMEDOUT;
+			break;
+		}
+		if (pf.revents & (POLLERR | POLLHUP)) {
+			b->broken = -EPIPE;
+			break;
+		}
+		if ((pf.revents & POLLOUT) && off < b->len) {
+			size_t n = b->len - off > (1u << 20) ? (1u << 20) : b->len - off;
+			ssize_t w = send(b->fd, b->buf + off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (w < 0 && errno != EAGAIN && errno != EINTR) {
+				b->broken = -errno;
+				break;
+			}
+			if (w > 0)
+				off += (size_t)w;
+		}
+		if (pf.revents & POLLIN) {
+			ssize_t r = recv(b->fd, in + have, sizeof(in) - have, MSG_DONTWAIT);
+
+			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+				b->broken = r == 0 ? -EPIPE : -errno;
+				break;
+			}
+			if (r > 0) {
+				have += (size_t)r;
+				done = blast_scan(b, in, &have) && off == b->len;
+				if (have == sizeof(in))
+					have = 0; /* a line this long is garbage: drop it */
+			}
+		}
+	}
+	b->t_end = now_s();
+	return NULL;
+}
+
+/* Formats records [lo, hi) of the stream into one buffer (untimed). */
+static char *blast_format(const struct opts *o, struct gen *g, uint64_t lo, uint64_t hi,
+			  size_t *len, uint64_t *bytes)
+{
+	size_t cap = (size_t)(hi - lo) * (GEN_KEY_LEN + o->value_size + 32) + 8, n = 0;
+	char *buf = malloc(cap), key[GEN_KEY_BUF];
+	struct gen_rec r;
+
+	if (buf == NULL)
+		return NULL;
+	for (uint64_t i = lo; i < hi; i++) {
+		gen_next(g, &r);
+		gen_key(key, sizeof(key), r.idx);
+		if (r.dead) {
+			n += (size_t)snprintf(buf + n, cap - n, "md %s q\r\n", key);
+			*bytes += GEN_KEY_LEN;
+			continue;
+		}
+		n += (size_t)snprintf(buf + n, cap - n, "ms %s %u q\r\n", key, o->value_size);
+		gen_value(buf + n, o->value_size, key, r.seq);
+		memcpy(buf + n + o->value_size, "\r\n", 2);
+		n += o->value_size + 2;
+		*bytes += GEN_KEY_LEN + o->value_size;
+	}
+	memcpy(buf + n, "mn\r\n", 4);
+	*len = n + 4;
+	return buf;
+}
+
+static int run_blast(const struct opts *o, struct result *res)
+{
+	struct blaster b[MCC_MAX_CONNS] = { 0 };
+	pthread_barrier_t go;
+	struct gen g;
+	unsigned conns = o->conns, started = 0;
+	double t0, u0, s0, u1, s1, t1 = 0;
+	int rc = -EIO;
+
+	if (o->is_unix || o->tls.enabled) {
+		err("--blast writes over TCP only");
+		return -EINVAL;
+	}
+	*res = (struct result){ .records = o->records };
+	gen_init(&g, o->seed, o->keys, o->value_size, o->tombstone_pct);
+	for (unsigned i = 0; i < conns; i++) {
+		b[i].fd = -1;
+		b[i].buf = blast_format(o, &g, o->records * i / conns, o->records * (i + 1) / conns,
+					&b[i].len, &res->bytes);
+		if (b[i].buf == NULL) {
+			err("out of memory formatting the stream");
+			goto out;
+		}
+		b[i].fd = blast_connect(o);
+		if (b[i].fd < 0) {
+			err("connect %s:%d: %s", o->host, o->port, strerror(-b[i].fd));
+			goto out;
+		}
+		b[i].go = &go;
+	}
+	pthread_barrier_init(&go, NULL, conns + 1);
+	for (; started < conns; started++) {
+		if (pthread_create(&b[started].thread, NULL, blast_main, &b[started]) != 0) {
+			err("pthread_create failed");
+			exit(1); /* the barrier can never complete */
+		}
+	}
+	cpu_now(&u0, &s0);
+	t0 = now_s();
+	pthread_barrier_wait(&go);
+	for (unsigned i = 0; i < conns; i++) {
+		pthread_join(b[i].thread, NULL);
+		if (b[i].t_end > t1)
+			t1 = b[i].t_end;
+		res->failed += b[i].errors;
+		if (b[i].broken) {
+			err("connection %u: %s", i, strerror(-b[i].broken));
+			res->broken = true;
+		}
+	}
+	cpu_now(&u1, &s1);
+	pthread_barrier_destroy(&go);
+	res->seconds = t1 - t0;
+	res->user = u1 - u0;
+	res->sys = s1 - s0;
+	rc = 0;
+out:
+	for (unsigned i = 0; i < conns; i++) {
+		if (b[i].fd >= 0)
+			close(b[i].fd);
+		free(b[i].buf);
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -610,6 +825,13 @@ int main(int argc, char **argv)
 	if (r) {
 		usage(r > 0 ? stdout : stderr);
 		return r > 0 ? 0 : 2;
+	}
+	if (o.blast) {
+		if (run_blast(&o, &res))
+			return 1;
+		print_result(stdout, "\"tool\":\"mc-ceiling\",\"mode\":\"blast\"", &o, &res, 0,
+			     o.conns);
+		return result_bad(&res) ? 1 : 0;
 	}
 	if (arena_init(&ar, &o))
 		goto out;

@@ -4,14 +4,24 @@
 # k2mc -e under the chosen tool. Counts are per record so runs compare.
 #   perf/profile.sh syscalls   strace -c -f: syscalls per record, by call
 #   perf/profile.sh perf       perf record -g (cpu-clock): where the time goes, by thread
+#                              (threads of one kind summed) and by symbol
 #   perf/profile.sh callgrind  valgrind: instructions and malloc/free calls per record
+# The topic is produced before k2mc starts (as in make bench's cost section):
+# RECORDS (default 2430000) over PARTITIONS (64) with KEYS (1000000) keys fit
+# the mock's 5 MiB per partition. K2MC=path picks the binary (build/k2mc,
+# or build/k2mc-glibc for glibc's malloc), PRELOAD=lib an LD_PRELOAD for it,
+# K2MC_ARGS extra arguments (e.g. "--ring-size 512 -Xcheck.crcs=true").
 # Not a benchmark: use make bench for rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tool=${1:-syscalls}
-RECORDS=${RECORDS:-400000}
-PARTITIONS=${PARTITIONS:-16}
+RECORDS=${RECORDS:-2430000}
+PARTITIONS=${PARTITIONS:-64}
+KEYS=${KEYS:-1000000}
 WRITERS=${WRITERS:-2}
+K2MC=${K2MC:-build/k2mc}
+PRELOAD=${PRELOAD:-}
+K2MC_ARGS=${K2MC_ARGS:-}
 [ "$tool" = callgrind ] && RECORDS=${CG_RECORDS:-50000}
 
 work=$(mktemp -d /tmp/k2mc-prof.XXXXXX)
@@ -25,12 +35,14 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 wait_for() { local d=$((SECONDS + $1)); shift; until "$@"; do [ $SECONDS -lt $d ] || return 1; sleep 0.1; done; }
 
 port=$(free_port)
-memcached -u nobody -l 127.0.0.1 -p "$port" -U 0 -m 2048 & pids+=($!)
+memcached -u nobody -l 127.0.0.1 -p "$port" -U 0 -m 4096 -t 2 & pids+=($!)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null
-build/k2mc-mock --topic "p:$PARTITIONS" --produce "$RECORDS" --keys 200000 -q >"$work/mock.out" 2>/dev/null & pids+=($!)
+build/k2mc-mock --topic "p:$PARTITIONS" --produce "$RECORDS" --keys "$KEYS" -q >"$work/mock.out" 2>/dev/null & pids+=($!)
 wait_for 120 grep -q '^produced=' "$work/mock.out"
 bs=$(sed -n 's/^bootstrap=//p' "$work/mock.out")
-k2mc=(build/k2mc -b "$bs" -t p -G prof -m "127.0.0.1:$port" --writers "$WRITERS" -e -q)
+# shellcheck disable=SC2206 # K2MC_ARGS is split on purpose
+k2mc=(env ${PRELOAD:+LD_PRELOAD=$PRELOAD} "$K2MC" -b "$bs" -t p -G prof -m "127.0.0.1:$port"
+	--writers "$WRITERS" -c "$RECORDS" -q -Xfetch.wait.max.ms=10 $K2MC_ARGS)
 
 case "$tool" in
 syscalls)
@@ -42,8 +54,11 @@ syscalls)
 		"$work/strace.txt" | sort -k2 -n -r | head -15
 	;;
 perf)
-	perf record -q -g -o "$work/perf.data" -- "${k2mc[@]}" 2>&1 | grep -o 'consumed [0-9]*'
-	perf report -i "$work/perf.data" --no-children --sort comm -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+	perf record -q -g -o "$work/perf.data" -- "${k2mc[@]}" 2>&1 | grep -o 'consumed [0-9]*' || true
+	# by thread, threads of one kind summed (k2mc-c/12 -> k2mc-c/*)
+	perf report -i "$work/perf.data" --no-children --sort comm -g none 2>/dev/null | grep -v '^#' |
+		awk 'NF >= 2 { sub(/%/, "", $1); n = $2; sub(/\/[0-9]+$/, "/*", n); c[n] += $1 }
+		     END { for (k in c) printf "%7.2f%%  %s\n", c[k], k }' | sort -rn | head -8
 	perf report -i "$work/perf.data" --no-children --sort comm,dso,sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
 	;;
 callgrind)
