@@ -23,8 +23,15 @@
 /* the start-up broker check asks in slices this long, so a signal is
  * answered within one */
 #define BROKER_CHECK_SLICE_MS 500
-/* see k2mc_group_new */
-#define K2MC_DEFAULT_QUEUED_KBYTES "1024"
+/* librdkafka's prefetch per partition queue, derived from --max-buffer-bytes
+ * (see prefetch_defaults): budget / 64, within these bounds */
+#define PREFETCH_SHARE 64
+#define PREFETCH_MIN_KBYTES 256
+#define PREFETCH_MAX_KBYTES 65536
+/* queued.min.messages = the prefetch bytes / this: it binds only for records
+ * smaller than this on average (librdkafka's op per message, ~300 bytes,
+ * is not in queued.max.messages.kbytes) */
+#define PREFETCH_MIN_RECORD 64
 
 struct k2mc_group {
 	const struct k2mc_config *cfg;
@@ -427,6 +434,45 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 	return 0;
 }
 
+/* librdkafka's prefetch, per partition queue (k2mc detaches each
+ * partition's queue, so the limits apply per partition), derived from the
+ * byte budget; -X sets either and wins (applied after these).
+ * - queued.max.messages.kbytes = budget / 64: 4 MiB at the 256 MiB default.
+ *   librdkafka's own default, 65536, times hundreds of partitions is
+ *   gigabytes held before the budget sees them. Too small stalls the fetch
+ *   in librdkafka 2.0.2: a partition whose queue is over the threshold
+ *   right after a response is not fetched again until the broker thread
+ *   wakes for something else (up to 1 s; no wake-up when the queue
+ *   drains). One response adds up to one producer batch (1 MB for a
+ *   librdkafka producer) per partition, so few partitions stall at 1024
+ *   (8 partitions, topic produced before the run: 241k records/s at 1024,
+ *   on and off at 2048, 1.09M at 4096; perf/FINDINGS.md). It also sets
+ *   fetch.max.bytes (librdkafka caps its default at this value), which
+ *   keeps responses and the fetch buffers records pin to this size.
+ *   Memory is the other side: each partition may hold that much and one
+ *   more response (with the ~300-byte op of each message on top). The
+ *   fixed 1024 this replaces halved the peak RSS of 64 partitions of 10 KB
+ *   records with memcached frozen (277 -> 156 MiB, tests/test_memory.c):
+ *   with many partitions, a smaller --max-buffer-bytes (or -X) lowers both.
+ * - queued.min.messages = those bytes / 64: the count that bounds tiny
+ *   records, whose per-message op the byte limit does not see. */
+static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,
+			     size_t errlen)
+{
+	uint64_t kb = cfg->max_buffer_bytes / PREFETCH_SHARE / 1024;
+	char v[32];
+
+	if (kb < PREFETCH_MIN_KBYTES)
+		kb = PREFETCH_MIN_KBYTES;
+	if (kb > PREFETCH_MAX_KBYTES)
+		kb = PREFETCH_MAX_KBYTES;
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)kb);
+	if (conf_set(conf, "queued.max.messages.kbytes", v, err, errlen))
+		return -EINVAL;
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
+	return conf_set(conf, "queued.min.messages", v, err, errlen) ? -EINVAL : 0;
+}
+
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
 				  int *usage)
 {
@@ -451,14 +497,7 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		     errlen) ||
 	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
 		goto fail;
-	/* librdkafka prefetches per partition queue up to this many KiB (k2mc
-	 * detaches each partition's queue, so the limit applies per partition):
-	 * its default, 65536, times hundreds of partitions is gigabytes held
-	 * before --max-buffer-bytes sees them. 1024 halved the peak RSS of 64
-	 * partitions of 10 KB records with memcached frozen (277 -> 156 MiB)
-	 * and cost no throughput on 64 partitions of 100 B records (256 did:
-	 * 815k -> 620k records/s). -X overrides it. */
-	if (conf_set(conf, "queued.max.messages.kbytes", K2MC_DEFAULT_QUEUED_KBYTES, err, errlen))
+	if (prefetch_defaults(conf, cfg, err, errlen))
 		goto fail;
 	for (int i = 0; i < cfg->nxprops; i++) {
 		char name[256];
