@@ -27,6 +27,9 @@ LEVELS = {'ERROR': 'error', 'WARN': 'warn', 'INFO': 'info', 'DEBUG': 'debug'}
 FIELDS = {'topic': str, 'partition': int, 'offset': int, 'server': str, 'reason': str}
 
 
+SUMMARY = 'k2mc: summary: '
+
+
 def main(argv):
     args = argv[1:]
     text_path, json_path = args[0], args[1]
@@ -50,7 +53,8 @@ def main(argv):
         except UnicodeDecodeError as e:
             errors.append('%s: not UTF-8: %s' % (path, e))
             text = data.decode('utf-8', 'replace')
-        return [l for l in text.split('\n') if l != '' and not any(l.startswith(p) for p in plain)]
+        return [l for l in text.split('\n') if l != '' and
+                (l.startswith(SUMMARY) or not any(l.startswith(p) for p in plain))]
 
     def norm(msg):
         for old, new in replace:
@@ -59,6 +63,10 @@ def main(argv):
 
     text_events, json_events, json_objs = [], [], []
     for line in raw_lines(text_path):
+        # main's summary: a plain line in text, a log object in JSON
+        if line.startswith(SUMMARY):
+            text_events.append(('info', line[len('k2mc: '):]))
+            continue
         m = TEXT_RE.match(line)
         if m is None:
             errors.append('%s: not a text log line: %r' % (text_path, line))
