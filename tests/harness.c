@@ -905,6 +905,10 @@ int h_summary_parse(const char *path, struct h_summary *s)
 	s->deleted = d;
 	s->skipped = sk;
 	s->unwritten = u;
+	s->coalesced = 0;
+	if ((p = (char *)after(line, " coalesced ")) != NULL && sscanf(p, "%llu", &u) == 1)
+		s->coalesced = u;
+	p = (char *)after(line, "committed:");
 	/* "topic[p]=offset" tokens up to the end of the line or a ';' that
 	 * starts whatever else the summary says after them */
 	for (tok = strtok_r(p, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {

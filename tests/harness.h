@@ -157,6 +157,7 @@ int h_k2mc_start(struct h_proc *k, const struct h_k2mc_opts *o, const char *cons
 /* The "k2mc: summary: ..." line of a finished run. */
 struct h_summary {
 	uint64_t consumed, written, deleted, skipped, unwritten;
+	uint64_t coalesced; /* superseded in their batch (0 when the line has none) */
 	int ncommitted;
 	struct {
 		char topic[128];

@@ -289,8 +289,9 @@ Test(metrics, scrape_matches_what_was_produced_and_committed)
 
 	/* counters against the producer */
 	cr_expect_eq(sample(text, "k2mc_records_written_total") +
-			     sample(text, "k2mc_records_deleted_total"),
-		     (double)W.produced, "written + deleted != produced:\n%s", text);
+			     sample(text, "k2mc_records_deleted_total") +
+			     sample(text, "k2mc_records_coalesced_total"),
+		     (double)W.produced, "written + deleted + coalesced != produced:\n%s", text);
 	cr_expect_eq(sum_of(text, "k2mc_records_invalid_total", &n), 0);
 	cr_expect_eq(n, 8, "one series per reason (enum k2mc_map_reason)");
 	cr_expect_eq(sample(text, "k2mc_records_invalid_total{reason=\"key_too_long\"}"), 0);

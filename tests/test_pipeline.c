@@ -178,10 +178,10 @@ static void finish_k2mc(struct h_proc *k, int timeout_ms, const char *what, stru
 
 static void assert_counts_add_up(const struct h_summary *s, const char *what)
 {
-	cr_assert_eq(s->written + s->deleted + s->skipped, s->consumed,
+	cr_assert_eq(s->written + s->deleted + s->skipped + s->coalesced, s->consumed,
 		     "%s: written %" PRIu64 " + deleted %" PRIu64 " + skipped %" PRIu64
-		     " != consumed %" PRIu64,
-		     what, s->written, s->deleted, s->skipped, s->consumed);
+		     " + coalesced %" PRIu64 " != consumed %" PRIu64,
+		     what, s->written, s->deleted, s->skipped, s->coalesced, s->consumed);
 	cr_assert_eq(s->skipped, 0, "%s: %" PRIu64 " records skipped; every generated key is valid",
 		     what, s->skipped);
 	cr_assert_eq(s->unwritten, 0, "%s: summary says unwritten %" PRIu64, what, s->unwritten);

@@ -229,13 +229,14 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 	fprintf(out,
 		"k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu "
 		"(missing_key %llu key_too_long %llu key_bad_bytes %llu value_too_large %llu) "
-		"unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
+		"coalesced %llu unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
 		(unsigned long long)gs.consumed, (unsigned long long)t.written,
 		(unsigned long long)t.deleted, (unsigned long long)t.skipped,
 		(unsigned long long)t.skipped_by[K2MC_KEY_MISSING],
 		(unsigned long long)t.skipped_by[K2MC_KEY_TOO_LONG],
 		(unsigned long long)t.skipped_by[K2MC_KEY_BAD_BYTES],
-		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE], (unsigned long long)left,
+		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE],
+		(unsigned long long)t.coalesced, (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	/* only offsets Kafka acknowledged are printed as committed */
 	k2mc_group_print_committed(g, out);
@@ -348,7 +349,13 @@ int main(int argc, char **argv)
 	/* librdkafka's fetch threads allocate every record and the writers free
 	 * them: with glibc's default trimming the arenas shrink and regrow all
 	 * the time (mprotect + page faults were 15% of the profile). Keep freed
-	 * memory for reuse instead; the rings bound how much there is. */
+	 * memory for reuse instead; the rings bound how much there is. These
+	 * are glibc's: the plain build links jemalloc (Makefile, K2MC_ALLOC),
+	 * which ignores them and whose own purging needs no tuning here (64
+	 * partitions: default decay 0.95 us per record, dirty_decay_ms:-1 0.91,
+	 * background_thread 0.89, within the runs' noise; perf/FINDINGS.md);
+	 * they still serve K2MC_ALLOC=glibc builds (glibc + mallopt 1.24 us in
+	 * the same runs). */
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 

@@ -236,7 +236,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	s->wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	k2mc_stats_sum(wst, cfg->writers, &s->t);
 	take_latency(s, wst, cfg->writers);
-	s->done = s->t.written + s->t.deleted + s->t.skipped + s->t.ignored;
+	s->done = s->t.written + s->t.deleted + s->t.skipped + s->t.ignored + s->t.coalesced;
 	s->nwriters = cfg->writers;
 	s->nservers = cfg->nservers;
 	for (int i = 0; i < cfg->nservers; i++) {

@@ -86,6 +86,9 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	  "k2mc_records_deleted_total.")                                                            \
 	W(ignored, "ignored", 1, "k2mc_records_ignored_total",                                      \
 	  "Tombstones acknowledged without a write (--on-tombstone ignore).")                       \
+	W(coalesced, "coalesced", 1, "k2mc_records_coalesced_total",                                \
+	  "Records not sent because a later record of the same batch wrote the same Memcached key " \
+	  "(the last write wins anyway): acknowledged with the write that replaced them.")          \
 	V(partitions, 2, "k2mc_partitions_assigned", K2MC_GAUGE, K2MC_BY_NONE, s->assigned,          \
 	  "Partitions assigned to this instance.")                                                  \
 	V(buffer_bytes, 2, "k2mc_buffer_bytes", K2MC_GAUGE, K2MC_BY_NONE, s->buffer_bytes,           \
@@ -206,7 +209,8 @@ struct k2mc_snapshot {
 	int64_t wall_ms;       /* CLOCK_REALTIME, ms */
 	struct k2mc_totals t;  /* writer counters summed */
 	uint64_t consumed;
-	uint64_t done;         /* acknowledged: written + deleted + skipped + ignored */
+	uint64_t done;         /* acknowledged: written + deleted + skipped + ignored +
+				* coalesced */
 	size_t assigned;       /* partitions assigned now */
 	uint64_t ring_fill, ring_slots;
 	/* --max-buffer-bytes: the caller sets budget before the first take

@@ -22,7 +22,16 @@
  *   --max-value-bytes) and the record is skipped, the key is deleted in its
  *   place, in order, and the record is acknowledged once the delete is
  *   answered. (When memcached itself answers "too large", it has already
- *   dropped the key's old item.) */
+ *   dropped the key's old item.)
+ * - Coalescing: within one batch only the last write of each Memcached key
+ *   is sent (a later set or delete replaces everything before it; an
+ *   --on-tombstone invalidate does not, since it keeps the value under it).
+ *   A record it replaces is acknowledged with the batch, which completes
+ *   only once every reply, the replacing write's too, is in. Only records
+ *   whose write is certain supersede: refusals (skip, dead letter, fail,
+ *   values over a server's limit) are decided first, so an invalid record
+ *   is still dead-lettered and never hides an older valid one; a batch that
+ *   is built again (reconnect, ejection, no memory) is built uncoalesced. */
 #include "workers/writer.h"
 
 #include <errno.h>
@@ -37,6 +46,7 @@
 #include <string.h>
 #include <time.h>
 #include <urcu.h>
+#include <xxhash.h>
 
 #include "core/fence.h"
 #include "core/log.h"
@@ -79,6 +89,9 @@
 #define ITEM_ACK   (-1)
 #define ITEM_KEEP  (-2)
 #define ITEM_QUEUE (-3)
+/* item_sup: the record is not superseded (otherwise: the index of the later
+ * record of the batch whose write replaces it) */
+#define NO_SUP UINT32_MAX
 
 /* What happens to a record Memcached cannot take, per cfg->on_invalid and
  * the reason. */
@@ -134,6 +147,16 @@ struct writer {
 	struct k2mc_prepared **item_pre; /* what the consumer computed, or NULL */
 	struct k2mc_arena *arena;
 	uint8_t *item_inval;          /* 1: its value is refused, its key deleted instead */
+	uint32_t *item_sup;           /* NO_SUP, or the record whose write replaces it */
+	/* coalescing: open addressing over the batch's keys; a slot is in use
+	 * when its gen is this batch's (no clearing between batches) */
+	struct coal_slot {
+		uint64_t hash;
+		uint32_t gen;
+		uint32_t idx; /* the key's nearest later record that is sent */
+	} *coal;
+	size_t coal_mask;
+	uint32_t coal_gen;
 	struct seg {
 		struct k2mc_part *p;
 		size_t n;
@@ -583,16 +606,89 @@ static void refresh_limits(struct writer *w)
 		w->limit[s] = value_limit(w, s);
 }
 
+/* Places record i on the server its key maps to now, and refuses it there
+ * when its value is over that server's limit and the policy does not
+ * delete the key instead (queue_on does that): decided before coalescing,
+ * so that only records that will be sent supersede others. */
+static void place(struct writer *w, size_t i)
+{
+	struct k2mc_writers *ws = w->pool;
+	const struct k2mc_mapped *mp = &w->maps[i];
+	/* the server the readers' client looks on (placement.h; no hashing
+	 * with one server) */
+	int s = k2mc_placement_server(w->place, mp->key, mp->key_len);
+
+	w->item_server[i] = s;
+	if (mp->op == K2MC_OP_SET && mp->value_len > w->limit[s]) {
+		enum fate f = fallback_fate(ws, K2MC_VALUE_TOO_LARGE);
+
+		if (f != FATE_SKIP) {
+			note_fallback(ws, K2MC_VALUE_TOO_LARGE, f);
+			w->refused_limit = w->limit[s];
+			w->refused_server = s;
+			refuse(w, i, K2MC_VALUE_TOO_LARGE);
+		}
+	}
+}
+
+/* Whether record j's write replaces whatever its key held: a set or a
+ * delete does; an invalidate keeps the value under it (marked stale), so
+ * the records before it must still be written. */
+static int replaces(const struct writer *w, size_t j)
+{
+	return w->maps[j].op == K2MC_OP_SET || w->maps[j].op == K2MC_OP_DELETE;
+}
+
+/* From the batch's end back: a placed record whose key a later placed
+ * record replaces is superseded by it (item_sup) and not sent. One hash
+ * and one probe per record, no allocation. */
+static void coalesce(struct writer *w, size_t n)
+{
+	if (++w->coal_gen == 0) {
+		/* wrapped: no slot may look used */
+		memset(w->coal, 0, (w->coal_mask + 1) * sizeof(*w->coal));
+		w->coal_gen = 1;
+	}
+	for (size_t k = n; k-- > 0;) {
+		const struct k2mc_mapped *mk = &w->maps[k];
+		uint64_t h;
+		size_t pos;
+
+		if (w->item_server[k] < 0)
+			continue;
+		h = XXH3_64bits(mk->key, mk->key_len);
+		for (pos = (size_t)h & w->coal_mask;; pos = (pos + 1) & w->coal_mask) {
+			struct coal_slot *sl = &w->coal[pos];
+			const struct k2mc_mapped *mj;
+
+			if (sl->gen != w->coal_gen) {
+				sl->gen = w->coal_gen;
+				sl->hash = h;
+				sl->idx = (uint32_t)k;
+				break;
+			}
+			mj = &w->maps[sl->idx];
+			if (sl->hash != h || mj->key_len != mk->key_len ||
+			    memcmp(mj->key, mk->key, mk->key_len) != 0)
+				continue;
+			if (replaces(w, sl->idx))
+				w->item_sup[k] = sl->idx;
+			else
+				sl->idx = (uint32_t)k;
+			break;
+		}
+	}
+}
+
 /* Decides each record's fate once per batch (its mapping's reason,
- * --on-invalid; the effects of a refusal, counts and dead letters, happen
- * here and only here) and queues the rest. 0, or -ENOMEM: every record is
- * classified, but the commands are incomplete (queue_all builds them
- * again). */
+ * --on-invalid, a value over its server's limit; the effects of a refusal,
+ * counts and dead letters, happen here and only here), coalesces what is
+ * left and queues it. 0, or -ENOMEM: every record is classified, but the
+ * commands are incomplete (queue_all builds them again). */
 static int classify(struct writer *w, size_t n)
 {
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
-	int rc = 0;
 
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
@@ -606,17 +702,17 @@ static int classify(struct writer *w, size_t n)
 		}
 		w->item_hashed[i] = 0;
 		w->item_inval[i] = 0;
+		w->item_sup[i] = NO_SUP;
 		if (m->offset >= failed_at) {
 			/* at or past a refused record: never written, never
 			 * acknowledged, consumed again after a restart */
 			w->item_server[i] = ITEM_KEEP;
 			continue;
 		}
-		/* values are checked per server, when queued */
 		r = (enum k2mc_map_reason)w->item_reason[i];
 		if (r != K2MC_MAP_OK && fate_of(w->pool, r) == FATE_HASH && w->maps[i].key_len > 0) {
 			/* the key is cured by hashing; the value is checked
-			 * against its server when it is queued */
+			 * against its server when it is placed */
 			w->item_hashed[i] = (uint8_t)r;
 			if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
 						     memory_order_relaxed) == 0)
@@ -641,15 +737,21 @@ static int classify(struct writer *w, size_t n)
 			k2mc_count(&w->stats->ignored, 1);
 			continue;
 		}
-		if (rc == 0) {
-			rc = queue_one(w, i);
-			if (w->item_server[i] == ITEM_KEEP)
-				failed_at = k2mc_part_failed_at(last);
-		} else {
-			w->item_server[i] = ITEM_QUEUE;
-		}
+		place(w, i);
+		if (w->item_server[i] == ITEM_KEEP)
+			failed_at = k2mc_part_failed_at(last);
 	}
-	return rc;
+	coalesce(w, n);
+	for (size_t i = 0; i < n; i++) {
+		int rc;
+
+		if (w->item_server[i] < 0 || w->item_sup[i] != NO_SUP)
+			continue;
+		rc = queue_on(w, i, w->item_server[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
 }
 
 /* The whole batch again, every record still to be written on the server
@@ -668,6 +770,8 @@ static int queue_all(struct writer *w, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		int rc;
 
+		/* built again uncoalesced: the servers may have moved */
+		w->item_sup[i] = NO_SUP;
 		if (w->item_server[i] < 0 && w->item_server[i] != ITEM_QUEUE)
 			continue;
 		if (w->item_part[i] != last) {
@@ -701,6 +805,8 @@ static int requeue_server(struct writer *w, size_t n, int s)
 
 		if (w->item_server[i] != s)
 			continue;
+		/* built again uncoalesced: the limit may have changed */
+		w->item_sup[i] = NO_SUP;
 		rc = queue_on(w, i, s);
 		if (rc != 0)
 			return rc;
@@ -1013,7 +1119,13 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 			last = w->item_part[i];
 			failed_at = k2mc_part_failed_at(last);
 		}
-		if (w->item_server[i] >= 0) {
+		if (w->item_server[i] >= 0 && w->item_sup[i] != NO_SUP) {
+			/* superseded: every reply of the batch is in, the
+			 * write that replaced it included */
+			k2mc_count(&w->stats->coalesced, 1);
+			if (w->item_hashed[i])
+				k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
+		} else if (w->item_server[i] >= 0) {
 			struct mc_conn *c = w->conns[w->item_server[i]];
 
 			/* exchange() resent every other reply until it was one
@@ -1273,6 +1385,14 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	if (w->item_reason == NULL || w->item_pre == NULL || w->maps == NULL || w->arena == NULL)
 		return -ENOMEM;
 	w->item_inval = calloc(b, sizeof(*w->item_inval));
+	w->item_sup = calloc(b, sizeof(*w->item_sup));
+	/* at most half full */
+	for (w->coal_mask = 1; w->coal_mask < 2 * b; w->coal_mask <<= 1)
+		;
+	w->coal = calloc(w->coal_mask, sizeof(*w->coal));
+	w->coal_mask--;
+	if (w->item_sup == NULL || w->coal == NULL)
+		return -ENOMEM;
 	if (w->items == NULL || w->item_part == NULL || w->item_server == NULL ||
 	    w->item_cmd == NULL || w->item_hashed == NULL || w->item_inval == NULL)
 		return -ENOMEM;
@@ -1476,6 +1596,8 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		free(w->maps);
 		k2mc_arena_free(w->arena);
 		free(w->item_inval);
+		free(w->item_sup);
+		free(w->coal);
 		free(w->segs);
 	}
 	k2mc_dlq_free(ws->dlq);
