@@ -437,6 +437,7 @@ int main(int argc, char **argv)
 			k2mc_err("%s", err);
 			goto out;
 		}
+		rep.snap.refill = refill;
 		if (k2mc_refill_start(refill) != 0) {
 			k2mc_err("cannot start the refill thread");
 			goto out;

@@ -224,6 +224,19 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 	     "1 while this member's group membership is proven (a lease from acknowledged commits) "
 	     "and writers may send; 0 while they hold records.");
 	fprintf(out, "k2mc_fence_held %d\n", s->fence_held);
+	head(out, "k2mc_refill_records_total", "counter",
+	     "Records written again to servers that lost their contents (--refill).");
+	fprintf(out, "k2mc_refill_records_total %llu\n", (unsigned long long)s->refill_records);
+	head(out, "k2mc_refill_losses_total", "counter",
+	     "Losses of a server's contents detected (restart, flush), per server and partition.");
+	fprintf(out, "k2mc_refill_losses_total %llu\n", (unsigned long long)s->refill_losses);
+	head(out, "k2mc_refill_active", "gauge", "1 while the server is being refilled (--refill).");
+	for (int i = 0; i < s->nservers; i++) {
+		k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
+		fputs("k2mc_refill_active{server=\"", out);
+		label(out, name);
+		fprintf(out, "\"} %d\n", i < 64 && (s->refill_active_mask >> i) & 1);
+	}
 	/* offsets only for partitions this instance holds: a released one is
 	 * another member's to report */
 	head(out, "k2mc_committed_offset", "gauge",
@@ -279,6 +292,18 @@ int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
 				 s->server_state[i] == K2MC_SERVER_OOM ? "out of memory"
 								       : "not answering");
 			return 0;
+		}
+	}
+	/* A server being refilled answers and takes the live path's writes;
+	 * only keys written before its loss are missing until the refill ends.
+	 * Ready, but said. */
+	for (int i = 0; i < s->nservers && i < 64; i++) {
+		if ((s->refill_active_mask >> i) & 1) {
+			char name[K2MC_SERVER_LABEL_MAX];
+
+			k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
+			snprintf(why, len, "ready: refilling memcached %s", name);
+			return 1;
 		}
 	}
 	snprintf(why, len, "ready");

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "core/budget.h"
+#include "workers/refill.h"
 #include "core/config.h"
 #include "core/group.h"
 #include "core/log.h"
@@ -244,6 +245,13 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 		s->server_state[i] = k2mc_writers_server_state(ws, i);
 	}
 	s->fence_held = k2mc_writers_fence_held(ws);
+	s->refill_records = s->refill != NULL ? k2mc_refill_records(s->refill) : 0;
+	s->refill_losses = s->refill != NULL ? k2mc_refill_losses(s->refill) : 0;
+	s->refill_active_mask = 0;
+	for (int i = 0; s->refill != NULL && i < cfg->nservers && i < 64; i++) {
+		if (k2mc_refill_active(s->refill, i))
+			s->refill_active_mask |= 1ull << i;
+	}
 
 	s->nparts = 0;
 	s->consumed = 0;
@@ -425,8 +433,10 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 			k2mc_map_reason_name((enum k2mc_map_reason)r),
 			(unsigned long long)cur->t.skipped_by[r]);
 	fprintf(out,
-		"},\"fence_held\":%s,\"ring_fill_ratio\":%.4f,\"buffer_limit_bytes\":%llu,"
+		"},\"refill_records\":%llu,\"refill_losses\":%llu,"
+		"\"fence_held\":%s,\"ring_fill_ratio\":%.4f,\"buffer_limit_bytes\":%llu,"
 		"\"latency_ms\":{\"p50\":%lld,\"p99\":%lld,\"p999\":%lld,\"count\":%llu,\"le\":{",
+		(unsigned long long)cur->refill_records, (unsigned long long)cur->refill_losses,
 		cur->fence_held ? "true" : "false",
 		cur->ring_slots ? (double)cur->ring_fill / (double)cur->ring_slots : 0.0,
 		(unsigned long long)cur->buffer_limit, (long long)cur->p50, (long long)cur->p99,

@@ -226,6 +226,11 @@ struct k2mc_snapshot {
 	int *server_ok;        /* [nservers], k2mc_writers_server_ok */
 	int *server_state;     /* [nservers], k2mc_writers_server_state (enum k2mc_server_state) */
 	int fence_held;        /* k2mc_writers_fence_held: 1 while writers may send */
+	/* --refill: the caller sets refill before the first take (NULL: off);
+	 * take reads its counts and which servers are being refilled */
+	struct k2mc_refill *refill;
+	uint64_t refill_records, refill_losses;
+	uint64_t refill_active_mask; /* bit s: server s (cfg->servers order) is refilled now */
 	uint64_t lat_le[K2MC_LAT_NBOUNDS]; /* cumulative: latencies <= bound */
 	uint64_t lat_count;
 	double lat_sum_s;      /* whole ms; the >= 10 s bucket counts as 10 s */

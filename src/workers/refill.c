@@ -26,12 +26,19 @@
  *     key are in offset order). Two keys with one hash: only the later
  *     record's key is written; the other stays absent (a miss).
  * (3) A refill write of k: check k's bits (c1); if set, a live write of an
- *     offset >= P is noted, skip. Else set k; once the reply is in, check
- *     again (c2). Set now: a live write of k was noted between c1 and c2 and
- *     may have landed before ours, so delete k (at worst the newer live
- *     value is removed: a miss until k's next record, never an older value).
+ *     offset >= P is noted, skip. Else *add* k (store only if absent): a
+ *     live set of k that reached the server first makes the add fail, so
+ *     an older refill value never replaces a newer live value, not even
+ *     for a moment; a live set that comes after our add replaces it
+ *     (forward). Once the reply is in, check again (c2). Set now: a live
+ *     write of k was noted between c1 and c2; if it was a delete that
+ *     landed before our add, our add resurrected an older value, so delete
+ *     k (at worst the newer live value is removed: a miss until k's next
+ *     record). That delete race is the one window where a reader can see
+ *     an older value (between our add and our delete, after a live delete
+ *     of the same key in the same instant); a live set cannot open it.
  *     Clear at c2: by seq_cst, every live write of k noted later is sent
- *     after c2, so after our set was applied; the newer value lands last.
+ *     after c2, so after our add was applied; the newer value lands last.
  * False positives of the filter only skip a write (a miss). The bits are
  * never cleared while the refill of s runs; the mask bit is cleared after.
  * The same plain set/delete works on classic-only servers and through
@@ -373,6 +380,7 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 	int64_t *slot;
 	uint64_t h;
 	memcached_st *mc = rf->srv[ps->s].mc;
+	memcached_return_t rc;
 
 	k2mc_arena_reset(rf->arena);
 	k2mc_record_of(map, m, &rec);
@@ -397,13 +405,20 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 		ps->skipped_live++;
 		return;
 	}
-	if (memcached_set(mc, mp.key, mp.key_len, mp.value, mp.value_len, mp.exptime, mp.flags) !=
-	    MEMCACHED_SUCCESS) {
+	/* add, not set: a live write that reached the server first makes it
+	 * fail (NOT_STORED), so an older refill value never replaces a newer
+	 * live one, not even for a moment */
+	rc = memcached_add(mc, mp.key, mp.key_len, mp.value, mp.value_len, mp.exptime, mp.flags);
+	if (rc == MEMCACHED_NOTSTORED) {
+		ps->skipped_live++;
+		return;
+	}
+	if (rc != MEMCACHED_SUCCESS) {
 		ps->failed = 1;
 		return;
 	}
 	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c2 */
-		memcached_return_t rc = memcached_delete(mc, mp.key, mp.key_len, 0);
+		rc = memcached_delete(mc, mp.key, mp.key_len, 0);
 
 		if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
 			ps->failed = 1;
