@@ -1745,13 +1745,13 @@ def run_cost_cases(bench, cases, runs):
 
 
 COST_HEAD = ["configuration", "partitions", "records", "runs ok", "sustained records/s",
-             "CPU µs / record", "peak RSS MiB", "vs Memcached ceiling"]
+             "CPU µs / record", "peak RSS MiB", "writes / record", "vs Memcached ceiling"]
 
 
 def cost_row(c, ceiling):
     m = c.median
     if c.skipped:
-        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 4
+        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 5
     sp = lambda k: f" ±{m[k + '_spread'] * 100:.0f}%" if m.get(k + "_spread") else ""  # noqa
     rate = m.get("sustained_rps")
     rate_s = (f_rps(rate) + sp("sustained_rps") if rate else
@@ -1760,6 +1760,7 @@ def cost_row(c, ceiling):
     return [c.name, c.partitions, fmt_count(c.records), f"{m.get('ok', 0)}/{len(c.runs)}",
             rate_s, f_num(m.get("cpu_us_per_record"), 3) + sp("cpu_us_per_record"),
             f_num(m["hwm_kib"] / 1024 if m.get("hwm_kib") else None),
+            f_num(m.get("writes_per_record"), 3),
             f"{rate / cr:.2f}x" if rate and cr and c.tool != "mc-ceiling" else "-"]
 
 
