@@ -338,3 +338,40 @@ Test(coalesce, refused_records_still_dead_lettered)
 	cr_expect_leq(s.coalesced, 2);
 	cr_expect_eq(h_summary_committed(&s, ONE_TOPIC, 0), 7);
 }
+
+/* Under --on-invalid skip a value over the limit deletes its key in its
+ * place; superseded by a later valid record of the key it is still counted
+ * as skipped (value_too_large), and the later value stands. */
+Test(coalesce, superseded_refused_value_still_counted_skipped)
+{
+	static const char *const margs[] = { "--topic", ONE_TOPIC ":1", "--stdin-control", NULL };
+	static const char *const kv[][2] = {
+		{ "k", "v1" },
+		{ "k", "refused-because-this-value-is-longer-than-the-limit" },
+		{ "k", "v3" },
+		{ "g", "refused-because-this-value-is-longer-than-the-limit" },
+	};
+	const char *extra[] = { "--max-value-bytes", "16", "--on-invalid", "skip", NULL };
+	struct h_proc k;
+	struct h_summary s;
+	char *v;
+	int rc;
+
+	memset(&W, 0, sizeof(W));
+	start_memcached();
+	rc = h_mock_start(&W.mock, margs, 1, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	produce(kv, 4);
+	run_k2mc(ONE_TOPIC, "coalesce-skip", extra, &k, &s);
+	v = mc_get("k");
+	cr_expect(v != NULL && strcmp(v, "v3") == 0, "k holds '%s', want v3", v ? v : "(none)");
+	free(v);
+	v = mc_get("g");
+	cr_expect_null(v, "g holds '%s': its refused value must delete it", v ? v : "");
+	free(v);
+	cr_expect_eq(s.skipped, 2, "skipped %" PRIu64 ", want both refused values", s.skipped);
+	cr_expect_eq(s.written + s.coalesced, 2, "written %" PRIu64 " + coalesced %" PRIu64,
+		     s.written, s.coalesced);
+	cr_expect_eq(s.written + s.deleted + s.skipped + s.coalesced, 4);
+	cr_expect_eq(h_summary_committed(&s, ONE_TOPIC, 0), 4);
+}

@@ -622,10 +622,14 @@ static void place(struct writer *w, size_t i)
 	if (mp->op == K2MC_OP_SET && mp->value_len > w->limit[s]) {
 		enum fate f = fallback_fate(ws, K2MC_VALUE_TOO_LARGE);
 
-		if (f != FATE_SKIP) {
+		w->refused_limit = w->limit[s];
+		w->refused_server = s;
+		if (f == FATE_SKIP) {
+			/* its key is deleted instead (queue_on); if a later
+			 * record supersedes it, it is still counted skipped */
+			w->item_inval[i] = 1;
+		} else {
 			note_fallback(ws, K2MC_VALUE_TOO_LARGE, f);
-			w->refused_limit = w->limit[s];
-			w->refused_server = s;
 			refuse(w, i, K2MC_VALUE_TOO_LARGE);
 		}
 	}
@@ -1121,8 +1125,13 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 		}
 		if (w->item_server[i] >= 0 && w->item_sup[i] != NO_SUP) {
 			/* superseded: every reply of the batch is in, the
-			 * write that replaced it included */
-			k2mc_count(&w->stats->coalesced, 1);
+			 * write that replaced it included. A value refused
+			 * under a skip is counted as skipped, as it would be
+			 * unsuperseded (its key was not deleted for it). */
+			if (w->item_inval[i])
+				count_skip(w, i, K2MC_VALUE_TOO_LARGE, 0);
+			else
+				k2mc_count(&w->stats->coalesced, 1);
 			if (w->item_hashed[i])
 				k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
 		} else if (w->item_server[i] >= 0) {
