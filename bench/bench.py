@@ -72,6 +72,9 @@ QUICK_SECTIONS.append("transports")
 SECTIONS[:0] = ["cost"]
 SECTIONS += ["allocators", "rdkafka", "cpus"]
 QUICK_SECTIONS = ["cost", "transports", "placement"]
+# issue 12: the refill's speed beside the live rate, in one run (refill_costs)
+SECTIONS.append("refill")
+QUICK_SECTIONS.append("refill")
 
 # The issue's targets (at 100-byte values, 8 partitions).
 TARGET_CEILING_FRACTION = 0.8
@@ -1351,6 +1354,145 @@ def transport_costs(build, bench):
              "memcached's from /proc; TLS 1.3 with an ECDSA P-256 certificate"), rows)
 
 
+REFILL_HEAD = ["phase", "records", "records/s", "how measured"]
+
+
+def refill_costs(build, bench, quick, k2mc=None):
+    """The refill section (issue 12): k2mc --refill loads a topic produced
+    before the run into 3 memcached servers (the live rate: cmd_set of all three,
+    between 10% and 90% of the writes); then one server is flushed and k2mc
+    refills it (records rewritten per second from refill_records, the number
+    /metrics shows as k2mc_refill_records_total, sampled every 100 ms through
+    --stats-json, between 10% and 90% of the final count; and k2mc's own figure
+    from its end-of-refill line). (table, JSON) or (None, {})."""
+    tools = bench.tools
+    k2mc = k2mc or tools.k2mc
+    if tools.missing("k2mc"):
+        bench.skips.append(f"refill: {tools.missing('k2mc')}")
+        return None, {}
+    parts = 8 if quick else 32
+    n = prefill_records(parts, 100, 2_000_000)
+    logdir = os.path.join(bench.logroot, f"refill-{os.getpid()}")
+    os.makedirs(logdir, exist_ok=True)
+    log(f"refill: {fmt_count(n)} records over {parts} partitions into 3 memcached servers, "
+        "then flush_all of one and its refill")
+    procs, counters, res = [], [], {}
+    try:
+        ports = []
+        for _ in range(3):
+            mc, port = start_memcached(logdir)
+            procs.append(mc)
+            ports.append(port)
+        mock = Child("k2mc-mock-refill", [tools.mock, "--topic", f"{TOPIC}:{parts}", "--keys", n,
+                                          "--value-size", 100, "--seed", 1, "-q", "--produce",
+                                          n], logdir, stdout_lines=True)
+        procs.append(mock)
+        got = mock.wait_line(lambda x: x.startswith("bootstrap="), 30)
+        if not got:
+            raise BenchError(f"k2mc-mock printed no bootstrap= line: {excerpt(mock.stderr_text())}")
+        bootstrap = got[1].split("=", 1)[1].strip()
+        got = mock.wait_line(lambda x: x.startswith("produced="), 60 + n / 20000)
+        if not got or kv_tokens(got[1]).get("failed", "0") != "0":
+            raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
+        counters = [McCounter(p) for p in ports]
+        js = os.path.join(logdir, "refill-stats.json")
+        argv = [k2mc, "-b", bootstrap, "-t", TOPIC, "-G", f"refill-{os.getpid()}", "-m",
+                ",".join(f"127.0.0.1:{p}" for p in ports), "-o", "beginning", "--refill",
+                "--stats-interval-ms", "100", "--stats-json", js, "-v"]
+        argv += [f"-X{p}" for p in MOCK_FETCH_PROPS]
+        k = Child("k2mc-refill", argv, logdir)
+        procs.append(k)
+
+        def last_json():
+            try:
+                with open(js) as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                return None
+            return next((json_or_none(x) for x in reversed(lines) if x.startswith("{")), None)
+
+        deadline = time.monotonic() + 60 + n / 20000
+        while True:  # loaded: every record acknowledged
+            j = last_json()
+            if j and j.get("consumed", 0) >= n and j.get("lag", 1) == 0 and j.get("partitions"):
+                break
+            if time.monotonic() > deadline or k.wait(0):
+                raise BenchError(f"k2mc did not load {n} records: {excerpt(k.stderr_text())}")
+            time.sleep(0.1)
+        writes = [c.finish() for c in counters]
+        live = sum(c.sustained() or 0 for c in counters)
+        counters = []
+        res["live_rps"] = round(live, 1)
+        res["live_writes"] = sum(writes)
+        # the sentinels are set on the first look at each partition, within
+        # 100 ms of its assignment: long done once the topic is loaded
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", ports[2]), timeout=5) as sk:
+            sk.sendall(b"flush_all\r\n")
+            if not sk.recv(64).startswith(b"OK"):
+                raise BenchError("flush_all was not answered OK")
+        t_flush = time.monotonic()
+        samples = []  # (monotonic, refill_records)
+        line = None
+        deadline = t_flush + 60 + n / 5000
+        while line is None:
+            j = last_json()
+            if j is not None:
+                samples.append((time.monotonic(), j.get("refill_records", 0)))
+            line = next((x for x in k.stderr_text().splitlines()
+                         if re.search(r"refill of memcached .*partition\(s\) done", x)), None)
+            if time.monotonic() > deadline or k.wait(0):
+                raise BenchError(f"no end of refill from k2mc: {excerpt(k.stderr_text())}")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        j = last_json()
+        samples.append((time.monotonic(), j.get("refill_records", 0) if j else 0))
+        total = samples[-1][1]
+        m = re.search(r"(\d+) records written .*?, ([\d.]+) records/s over ([\d.]+) s", line)
+        res.update({"refill_records": total, "refill_line": line.strip()[-300:],
+                    "refill_own_rps": float(m.group(2)) if m else None,
+                    "refill_own_s": float(m.group(3)) if m else None})
+
+        def at(frac):
+            want = frac * total
+            prev = samples[0]
+            for t, c in samples:
+                if c >= want:
+                    return t if c == prev[1] else prev[0] + (t - prev[0]) * (want - prev[1]) / (
+                        c - prev[1])
+                prev = (t, c)
+            return None
+        t_lo, t_hi = at(COST_LO), at(COST_HI)
+        res["refill_rps"] = (round((COST_HI - COST_LO) * total / (t_hi - t_lo), 1)
+                             if total and t_lo is not None and t_hi and t_hi > t_lo else None)
+        res.update({"records": n, "partitions": parts, "k2mc": k2mc})
+        k.stop()
+    except (BenchError, OSError, ValueError) as e:
+        bench.failures.append(f"refill: {e}")
+        log(f"FAILED refill: {e} (logs in {logdir})")
+        return None, res
+    finally:
+        for c in counters:
+            c.finish()
+        for c in reversed(procs):
+            c.stop()
+    log(f"refill: live {f_rps(res['live_rps'])}, refill {f_rps(res['refill_rps'])} "
+        f"({res['refill_records']:,} records rewritten; k2mc: {res['refill_own_rps']} records/s "
+        f"over {res['refill_own_s']} s)")
+    table = [["live (load of the topic)", f"{res['live_writes']:,}", f_rps(res["live_rps"]),
+              "memcached cmd_set of the 3 servers, 10%-90% of the writes"],
+             ["refill (after flush_all of one)", f"{res['refill_records']:,}",
+              f_rps(res["refill_rps"]),
+              "refill_records (k2mc_refill_records_total) every 100 ms, 10%-90%"],
+             ["refill, whole (k2mc's end line)", f"{res['refill_records']:,}",
+              f_rps(res["refill_own_rps"]), "loss seen to last partition done, both passes"]]
+    return (("Refill (issue 12): records rewritten per second beside the live rate, same run",
+             REFILL_HEAD, table,
+             f"{n:,} records of 100 bytes, as many keys, {parts} partitions produced before the "
+             "run, 3 memcached servers (ketama); --refill at --refill-rate 0; the refill reads each "
+             "partition twice and rewrites only the keys placed on the flushed server"), res)
+
+
 def plot_writers(cases, outdir):
     """writers.png: k2mc records/s vs --writers with the ceilings and Python as lines."""
     gp = shutil.which("gnuplot")
@@ -2121,6 +2263,10 @@ def main(argv):
     templates = (template_costs(args.build, bench, args.mode == "quick")
                  if "templates" in args.sections else ([], {}))
     report.tables.extend(templates[0])
+    refill = (refill_costs(args.build, bench, args.mode == "quick")
+              if "refill" in args.sections else (None, {}))
+    if refill[0]:
+        report.tables.append(refill[0])
     os.makedirs(args.out, exist_ok=True)
     png, plot_msg = plot_writers(cases, args.out)
     feed_note = ("fed while it is read, at most --pace-lead records per partition ahead of the "
@@ -2149,6 +2295,7 @@ def main(argv):
         "ratios": report.ratios, "targets": report.targets, "transports": transports[1],
         "placement": placement[1],
         "templates": templates[1],
+        "refill": refill[1],
     }
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)

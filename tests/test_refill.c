@@ -9,11 +9,15 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <arpa/inet.h>
 #include <libmemcached/memcached.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -273,6 +277,73 @@ Test(refill, flush_all_refills_the_server)
 	loss_and_refill(0);
 }
 
+/* GET /metrics from 127.0.0.1:port: the whole answer (malloc'd), or NULL. */
+static char *scrape(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 5, 0 };
+	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+	size_t len = 0, cap = 1 << 16;
+	char *buf = malloc(cap + 1);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ssize_t n;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || buf == NULL) {
+		free(buf);
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) {
+		close(fd);
+		free(buf);
+		return NULL;
+	}
+	while ((n = read(fd, buf + len, cap - len)) > 0) {
+		len += (size_t)n;
+		if (len == cap) {
+			char *nb = realloc(buf, cap * 2 + 1);
+
+			if (nb == NULL)
+				break;
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	close(fd);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* The k2mc_refill_lag_records rows of a scrape: how many, and their sum;
+ * *active: k2mc_refill_active of server s. -1 rows: no answer. */
+static int refill_lags(int port, int s, int64_t *sum, int *active)
+{
+	char *t = scrape(port), series[96];
+	int rows = 0;
+
+	*sum = 0;
+	*active = -1;
+	if (t == NULL)
+		return -1;
+	snprintf(series, sizeof(series), "k2mc_refill_active{server=\"127.0.0.1:%d\"} ", W.mc[s].port);
+	for (char *p = t; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+		if (strncmp(p, "k2mc_refill_lag_records{", 24) == 0) {
+			char *v = strchr(p, '}');
+
+			rows++;
+			*sum += v != NULL ? strtoll(v + 1, NULL, 10) : 0;
+		} else if (strncmp(p, series, strlen(series)) == 0) {
+			*active = atoi(p + strlen(series));
+		}
+	}
+	free(t);
+	return rows;
+}
+
 /* seq of a generated value "v:<key>:<seq>:..." (bench/gen.h) */
 static int64_t seq_of(const char *v, size_t vl)
 {
@@ -363,20 +434,45 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	int64_t t0, t1;
 	double rate;
 
+	char port_s[16], port2_s[16], json[H_PATH_MAX], state_re[128], *js;
+	int port = h_free_port(), port2, rows, active, rising = 0;
+	int64_t lag, lag_prev, lag_max = 0;
+
+	snprintf(port_s, sizeof(port_s), "%d", port);
 	start_world(30000, (const char *const[]){ "--produce", "40000", NULL });
-	start_k2mc(&k, (const char *const[]){ "--refill-rate", "1000", NULL });
+	start_k2mc(&k, (const char *const[]){ "--refill-rate", "1000", "--metrics-addr", port_s,
+					      NULL });
 	load_and_settle();
 	sleep_ms(2500);
 	flush_server(2);
 	wait_log(&k, "lost its contents \\(sentinel", &off, 15000);
 	/* the two passes read first; the writes start at once after pass 1
-	 * of the first partition: skip a second, then measure 3 s */
+	 * of the first partition: skip a second, then measure 3 s. /metrics
+	 * at both ends of the window (published every second): a lag row per
+	 * partition, their sum above 0 and falling, never rising between */
 	sleep_ms(1500);
 	a = cmd_set(W.mc[2].port);
 	t0 = h_now_ms();
-	sleep_ms(3000);
+	rows = refill_lags(port, 2, &lag_max, &active);
+	cr_assert(rows == PARTS && active == 1 && lag_max > 0,
+		  "while refilling: %d k2mc_refill_lag_records rows (want %d), sum %lld, active %d",
+		  rows, PARTS, (long long)lag_max, active);
+	for (lag_prev = lag_max; h_now_ms() < t0 + 3000; sleep_ms(250)) {
+		if (refill_lags(port, 2, &lag, &active) == PARTS) {
+			rising += lag > lag_prev;
+			lag_prev = lag;
+		}
+	}
 	b = cmd_set(W.mc[2].port);
 	t1 = h_now_ms();
+	cr_assert_lt(lag_prev, lag_max, "k2mc_refill_lag_records did not fall in 3 s (%lld)",
+		     (long long)lag_max);
+	cr_assert_eq(rising, 0, "k2mc_refill_lag_records rose %d times", rising);
+	snprintf(state_re, sizeof(state_re),
+		 "refill 127\\.0\\.0\\.1:%d (detecting|refilling) \\| rewritten [0-9]+ lag [1-9][0-9]* "
+		 "\\| [0-9]+/s", W.mc[2].port);
+	cr_assert(h_wait_line(k.err_path, state_re, &off, k.pid, 1000, NULL, 0) == 0,
+		  "no refill state line /%s/; stderr:\n%s", state_re, h_tail_of(k.err_path, 20));
 	rate = (double)(b - a) * 1000.0 / (double)(t1 - t0);
 	cr_log_info("refill rate %.0f records/s for --refill-rate 1000", rate);
 	cr_assert(rate >= 800 && rate <= 1200, "--refill-rate 1000 measured %.0f records/s", rate);
@@ -385,11 +481,34 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	h_signal(k.pid, SIGKILL);
 	h_wait(k.pid, 5000, NULL);
 	off = 0;
-	start_k2mc(&k2, NULL);
+	port2 = h_free_port();
+	snprintf(port2_s, sizeof(port2_s), "%d", port2);
+	h_tmppath(json, sizeof(json), "stats.json");
+	start_k2mc(&k2, (const char *const[]){ "--metrics-addr", port2_s, "--stats-json", json,
+					       NULL });
 	wait_log(&k2, "lost its contents \\(sentinel", &off, 30000);
 	/* the partitions refilled before the crash have their sentinels: only
 	 * the others are refilled again */
 	wait_log(&k2, "refill of memcached .*: ([1-4]) of \\1 partition\\(s\\) done", &off, 60000);
 	assert_expect(5000, "after a crash mid-refill and a restart");
+	/* at the end: the rows stay, at 0; the state line says done once */
+	snprintf(state_re, sizeof(state_re),
+		 "refill 127\\.0\\.0\\.1:%d done \\| rewritten [1-9][0-9]* lag 0 \\| [0-9]+/s",
+		 W.mc[2].port);
+	wait_log(&k2, state_re, &off, 5000);
+	for (int64_t dl = h_now_ms() + 5000; h_now_ms() < dl; sleep_ms(200)) {
+		rows = refill_lags(port2, 2, &lag, &active);
+		if (rows > 0 && lag == 0 && active == 0)
+			break;
+	}
+	cr_assert(rows >= 1 && rows <= PARTS && lag == 0 && active == 0,
+		  "after the refill: %d k2mc_refill_lag_records rows, sum %lld, active %d", rows,
+		  (long long)lag, active);
 	h_stop(k2.pid, 10000);
+	js = h_file_read(json, NULL);
+	cr_assert_not_null(js);
+	cr_assert(strstr(js, "\"refill_lag\":[{\"topic\":\"refill\"") != NULL &&
+		  strstr(js, "\"state\":\"done\",\"records\":") != NULL,
+		  "--stats-json has no refill_lag rows or no done state:\n%.2000s", js);
+	free(js);
 }

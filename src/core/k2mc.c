@@ -121,7 +121,29 @@ struct report {
 	double rate;                     /* smoothed records/s out, for the ETA */
 	int64_t next_stats, next_refresh;
 	int force_stats;                 /* SIGUSR1: a stats line now */
+	/* --refill: per server, the refills whose end has had its state line */
+	uint64_t refill_ends_shown[K2MC_MAX_SERVERS];
 };
+
+/* --refill: with each stats line, one state line per server being
+ * refilled, and one more when its refill has ended. */
+static void report_refill(struct report *r)
+{
+	char line[512], name[K2MC_SERVER_LABEL_MAX];
+
+	for (int i = 0; r->snap.refill_view != NULL && i < r->snap.nservers; i++) {
+		const struct k2mc_refill_view *v = &r->snap.refill_view[i];
+		int running = v->state == K2MC_REFILL_DETECTING || v->state == K2MC_REFILL_REFILLING;
+
+		if (!running && v->ends == r->refill_ends_shown[i])
+			continue;
+		r->refill_ends_shown[i] = v->ends;
+		if (k2mc_stats_refill_line(line, sizeof(line), &r->snap, i) != 0)
+			continue;
+		k2mc_server_label(&r->cfg->servers[i], name, sizeof(name));
+		k2mc_log_server(K2MC_LOG_INFO, name, NULL, "%s", line);
+	}
+}
 
 static void report_init(struct report *r, const struct k2mc_config *cfg, struct k2mc_group *g,
 			struct k2mc_writers *ws, int64_t now)
@@ -184,6 +206,7 @@ static void report_tick(struct report *r)
 			k2mc_stats_line(line, sizeof(line), &r->stats_mark, &r->snap);
 			k2mc_info("%s", line);
 			k2mc_notify_status("%s", line);
+			report_refill(r);
 		}
 		if (r->json != NULL)
 			k2mc_stats_json(r->json, &r->stats_mark, &r->snap, 0);

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "workers/consumer.h" /* k2mc_now_ms */
 #include "workers/mapping.h"
+#include "workers/refill.h" /* the refill lag rows */
 #include "workers/writer.h" /* enum k2mc_server_state */
 
 struct k2mc_metrics {
@@ -236,6 +237,15 @@ void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 		fputs("k2mc_refill_active{server=\"", out);
 		label(out, name);
 		fprintf(out, "\"} %d\n", i < 64 && (s->refill_active_mask >> i) & 1);
+	}
+	head(out, "k2mc_refill_lag_records", "gauge",
+	     "Records the refill still has to read for the partition, both passes, up to the end "
+	     "offset at the loss (--refill); 0 once its refill is over.");
+	for (size_t i = 0; i < s->nrefill_lag; i++) {
+		fputs("k2mc_refill_lag_records{topic=\"", out);
+		label(out, s->refill_lag[i].topic);
+		fprintf(out, "\",partition=\"%d\"} %lld\n", s->refill_lag[i].partition,
+			(long long)s->refill_lag[i].records);
 	}
 	/* offsets only for partitions this instance holds: a released one is
 	 * another member's to report */

@@ -252,6 +252,20 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 		if (k2mc_refill_active(s->refill, i))
 			s->refill_active_mask |= 1ull << i;
 	}
+	if (s->refill != NULL) {
+		size_t n;
+
+		if (s->refill_view == NULL) {
+			s->refill_view = calloc((size_t)cfg->nservers, sizeof(s->refill_view[0]));
+			s->refill_lag = calloc(K2MC_REFILL_MAX_LAG_ROWS, sizeof(s->refill_lag[0]));
+			if (s->refill_view == NULL || s->refill_lag == NULL)
+				return -ENOMEM;
+		}
+		for (int i = 0; i < cfg->nservers; i++)
+			k2mc_refill_view(s->refill, i, &s->refill_view[i]);
+		n = k2mc_refill_lags(s->refill, s->refill_lag, K2MC_REFILL_MAX_LAG_ROWS);
+		s->nrefill_lag = n < K2MC_REFILL_MAX_LAG_ROWS ? n : K2MC_REFILL_MAX_LAG_ROWS;
+	}
 
 	s->nparts = 0;
 	s->consumed = 0;
@@ -321,6 +335,8 @@ void k2mc_snapshot_free(struct k2mc_snapshot *s)
 	free(s->writer_fill);
 	free(s->server_ok);
 	free(s->server_state);
+	free(s->refill_view);
+	free(s->refill_lag);
 	free(s->parts);
 	memset(s, 0, sizeof(*s));
 }
@@ -359,6 +375,23 @@ static void append(char *buf, size_t len, size_t *n, const char *fmt, ...)
 }
 
 #define STATS_NGROUPS 4
+
+int k2mc_stats_refill_line(char *buf, size_t len, const struct k2mc_snapshot *cur, int i)
+{
+	const struct k2mc_refill_view *v;
+	char name[K2MC_SERVER_LABEL_MAX];
+
+	if (cur->refill_view == NULL || i < 0 || i >= cur->nservers)
+		return -1;
+	v = &cur->refill_view[i];
+	if (v->state == K2MC_REFILL_IDLE)
+		return -1;
+	k2mc_server_label(&cur->cfg->servers[i], name, sizeof(name));
+	snprintf(buf, len, "refill %s %s | rewritten %llu lag %lld | %.0f/s", name,
+		 k2mc_refill_state_name(v->state), (unsigned long long)v->records,
+		 (long long)v->lag, v->rate);
+	return 0;
+}
 
 void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,
 		     const struct k2mc_snapshot *cur)
@@ -459,6 +492,29 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 				(unsigned long long)(i < K2MC_MAX_SERVERS ? cur->t.mc_errors_by[i][e]
 									  : 0));
 		fputs("}}", out);
+	}
+	if (cur->refill_view != NULL) {
+		fputs("],\"refill_servers\":[", out);
+		for (int i = 0; i < cur->nservers; i++) {
+			const struct k2mc_refill_view *v = &cur->refill_view[i];
+
+			k2mc_server_label(&cur->cfg->servers[i], name, sizeof(name));
+			fprintf(out, "%s{\"server\":", i ? "," : "");
+			json_str(out, name);
+			fprintf(out,
+				",\"state\":\"%s\",\"records\":%llu,\"lag\":%lld,\"rate\":%.1f}",
+				k2mc_refill_state_name(v->state), (unsigned long long)v->records,
+				(long long)v->lag, v->rate);
+		}
+		fputs("],\"refill_lag\":[", out);
+		for (size_t i = 0; i < cur->nrefill_lag; i++) {
+			const struct k2mc_refill_lag *r = &cur->refill_lag[i];
+
+			fprintf(out, "%s{\"topic\":", i ? "," : "");
+			json_str(out, r->topic);
+			fprintf(out, ",\"partition\":%d,\"records\":%lld}", r->partition,
+				(long long)r->records);
+		}
 	}
 	fputs("],\"parts\":[", out);
 	for (size_t i = 0; i < cur->nparts; i++) {

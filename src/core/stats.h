@@ -231,6 +231,10 @@ struct k2mc_snapshot {
 	struct k2mc_refill *refill;
 	uint64_t refill_records, refill_losses;
 	uint64_t refill_active_mask; /* bit s: server s (cfg->servers order) is refilled now */
+	struct k2mc_refill_view *refill_view; /* [nservers] with refill, else NULL (refill.h) */
+	struct k2mc_refill_lag *refill_lag;   /* [nrefill_lag]: partitions of the refill
+					       * running or last run (refill.h) */
+	size_t nrefill_lag;
 	uint64_t lat_le[K2MC_LAT_NBOUNDS]; /* cumulative: latencies <= bound */
 	uint64_t lat_count;
 	double lat_sum_s;      /* whole ms; the >= 10 s bucket counts as 10 s */
@@ -262,6 +266,11 @@ void k2mc_snapshot_mark(const struct k2mc_snapshot *s, struct k2mc_mark *m);
 /* Records/s in (consumed) and out (acknowledged) since prev; 0 if no time passed. */
 void k2mc_snapshot_rates(const struct k2mc_mark *prev, const struct k2mc_snapshot *cur,
 			 double *in, double *out);
+
+/* --refill: server i's state line (without the log prefix) into buf:
+ * "refill HOST:PORT refilling | rewritten N lag N | R/s". 0, or -1 when
+ * there is nothing to say (no --refill, or no loss of it in this run). */
+int k2mc_stats_refill_line(char *buf, size_t len, const struct k2mc_snapshot *cur, int i);
 
 /* The stats line (without the log prefix) into buf. */
 void k2mc_stats_line(char *buf, size_t len, const struct k2mc_mark *prev,

@@ -25,24 +25,33 @@
  *     k is at least as new as any live write of k below P (live writes of a
  *     key are in offset order). Two keys with one hash: only the later
  *     record's key is written; the other stays absent (a miss).
- * (3) A refill write of k: check k's bits (c1); if set, a live write of an
- *     offset >= P is noted, skip. Else *add* k (store only if absent): a
- *     live set of k that reached the server first makes the add fail, so
- *     an older refill value never replaces a newer live value, not even
- *     for a moment; a live set that comes after our add replaces it
- *     (forward). Once the reply is in, check again (c2). Set now: a live
- *     write of k was noted between c1 and c2; if it was a delete that
- *     landed before our add, our add resurrected an older value, so delete
- *     k (at worst the newer live value is removed: a miss until k's next
- *     record). That delete race is the one window where a reader can see
- *     an older value (between our add and our delete, after a live delete
- *     of the same key in the same instant); a live set cannot open it.
- *     Clear at c2: by seq_cst, every live write of k noted later is sent
- *     after c2, so after our add was applied; the newer value lands last.
+ * (3) Pass 2 writes in batches (at most BATCH_KEYS keys): for each key k of
+ *     a batch, check k's bits (c1) when k is queued, before any byte of the
+ *     batch is sent; if set, a live write of an offset >= P is noted, skip.
+ *     Else queue "add k" (store only if absent). Then the whole batch is
+ *     sent and every reply read. A live set of k that reached the server
+ *     first makes the add fail (NOT_STORED), so an older refill value never
+ *     replaces a newer live value, not even for a moment; a live set that
+ *     comes after our add replaces it (forward). Once every reply of the
+ *     batch is in (or the connection broke: an add without a reply counts
+ *     as stored), check each stored k again (c2). Set now: a live write of
+ *     k was noted between c1 and c2; if it was a delete that landed before
+ *     our add, our add resurrected an older value, so the batch's deletes
+ *     are sent for every such k (at worst the newer live value is removed:
+ *     a miss until k's next record). That delete race is the one window
+ *     where a reader can see an older value: from our add to our delete
+ *     (about one batch's round trip, and the deletes' own), after a live
+ *     delete of the same key in the same instant; a live set cannot open
+ *     it. Clear at c2: by seq_cst, every live write of k noted later is
+ *     sent after c2, so after our add was applied (its reply is in); the
+ *     newer value lands last.
  * False positives of the filter only skip a write (a miss). The bits are
  * never cleared while the refill of s runs; the mask bit is cleared after.
- * The same plain set/delete works on classic-only servers and through
- * proxies: no meta command is needed.
+ * Only classic add/delete, written by this file over k2mc's transport
+ * (libmemcached's buffered requests hide replies), so it works on
+ * classic-only servers and through proxies: no meta command is needed.
+ * Detection (stats, sentinels) uses libmemcached, so TLS servers are not
+ * refilled (refused with a warning at start).
  * Limits: a rebalance that moves a partition during its refill stops that
  * partition's refill (its sentinel stays missing, so the new owner refills
  * it); a new owner re-writes records from the committed offset, as the live
@@ -66,6 +75,7 @@
 #include "core/stats.h"
 #include "workers/mapping.h"
 #include "workers/placement.h"
+#include "workers/transport.h"
 
 /* how often sentinels and "stats" are checked */
 #define CHECK_MS 2000
@@ -74,6 +84,14 @@
 /* 2^23 bits = 1 MiB per server under refill */
 #define BLOOM_BITS_LOG2 23
 #define BLOOM_WORDS ((1u << BLOOM_BITS_LOG2) / 64)
+/* partitions looked at per round (held_now) */
+#define MAX_HELD K2MC_REFILL_MAX_LAG_ROWS
+/* the lag rows are brought up to date every so many records */
+#define LAG_EVERY 256
+/* pass 2's writes go out in batches of at most this many keys and bytes */
+#define BATCH_KEYS 256
+#define BATCH_BYTES (1u << 20)
+#define IO_TIMEOUT_MS 5000
 
 _Atomic uint64_t k2mc_refill_mask;
 /* [s]: allocated by the refill thread before bit s of the mask is first set
@@ -81,7 +99,8 @@ _Atomic uint64_t k2mc_refill_mask;
 static _Atomic uint64_t *_Atomic bloom[K2MC_MAX_SERVERS];
 
 struct srv {
-	memcached_st *mc;   /* refill thread only */
+	memcached_st *mc;   /* refill thread only: detection (stats, sentinels) */
+	struct transport *wt; /* refill thread only: the batched refill writes */
 	int have_stats;
 	uint64_t pid;
 	int64_t boot;       /* time - uptime */
@@ -104,6 +123,19 @@ struct k2mc_refill {
 	_Atomic uint64_t records;
 	_Atomic uint64_t losses;
 	_Atomic int active[K2MC_MAX_SERVERS];
+	_Atomic uint64_t srv_records[K2MC_MAX_SERVERS]; /* this refill of the server */
+	/* what the state line and the lag metric show: written by the refill
+	 * thread under lock, read by any thread under lock (k2mc_refill_view,
+	 * k2mc_refill_lags) */
+	pthread_mutex_t lock;
+	struct {
+		enum k2mc_refill_state state;
+		int64_t t0_ms, t1_ms; /* its refill's start and end (k2mc_now_ms) */
+		uint64_t ends;
+	} sv[K2MC_MAX_SERVERS];
+	int lag_server;                 /* whose refill the rows are, -1: none yet */
+	struct k2mc_refill_lag *lag;    /* [MAX_HELD] */
+	size_t nlag;
 	/* pass 1's table: key hash -> last offset (0 hash stored as 1) */
 	uint64_t *hk;
 	int64_t *ho;
@@ -114,6 +146,16 @@ struct k2mc_refill {
 	/* --refill-rate pacing: writes since pace_t0 */
 	int64_t pace_t0;
 	uint64_t pace_n;
+	/* pass 2's batch (refill thread only): the serialized adds, and where
+	 * each one's key is in them */
+	char *wbuf, *dbuf;
+	size_t wlen, wcap, dlen, dcap;
+	struct {
+		size_t koff;
+		uint8_t klen;
+		uint8_t fate; /* enum fate */
+	} we[BATCH_KEYS];
+	size_t wn;
 };
 
 static void bloom_bits(const char *key, size_t klen, uint32_t *a, uint32_t *b)
@@ -346,9 +388,46 @@ static int64_t *map_slot(struct k2mc_refill *rf, uint64_t h, int insert)
 struct pass {
 	int s;
 	int second;        /* 0: pass 1 (last offsets), 1: pass 2 (writes) */
+	size_t row;        /* the partition's lag row */
+	int64_t start, end; /* the range [start, P) */
 	uint64_t read, written, skipped_live, undone;
 	int failed;        /* the server failed: the refill is incomplete */
 };
+
+/* ---- what the state line and the lag metric show --------------------------*/
+
+static void lag_set(struct k2mc_refill *rf, size_t row, int64_t records)
+{
+	pthread_mutex_lock(&rf->lock);
+	if (row < rf->nlag)
+		rf->lag[row].records = records;
+	pthread_mutex_unlock(&rf->lock);
+}
+
+/* Records left to read once offset `next` is the next one: the rest of
+ * this pass, and in pass 1 all of pass 2. */
+static int64_t lag_left(const struct pass *ps, int64_t next)
+{
+	int64_t left = ps->end > next ? ps->end - next : 0;
+
+	return ps->second ? left : left + (ps->end - ps->start);
+}
+
+static void state_set(struct k2mc_refill *rf, int s, enum k2mc_refill_state st)
+{
+	pthread_mutex_lock(&rf->lock);
+	rf->sv[s].state = st;
+	if (st == K2MC_REFILL_DETECTING) {
+		rf->sv[s].t0_ms = k2mc_now_ms();
+		atomic_store_explicit(&rf->srv_records[s], 0, memory_order_relaxed);
+	} else if (st == K2MC_REFILL_DONE) {
+		rf->sv[s].t1_ms = k2mc_now_ms();
+		rf->sv[s].ends++;
+		for (size_t i = 0; rf->lag_server == s && i < rf->nlag; i++)
+			rf->lag[i].records = 0;
+	}
+	pthread_mutex_unlock(&rf->lock);
+}
 
 static void pace(struct k2mc_refill *rf)
 {
@@ -370,6 +449,209 @@ static void pace(struct k2mc_refill *rf)
 	rf->pace_n++;
 }
 
+/* ---- pass 2's writes: batches of adds over k2mc's own transport -----------
+ * libmemcached's pipelining (BUFFER_REQUESTS) reads and drops the replies
+ * of buffered commands (mcconn.h), and each add's own reply decides what
+ * happens to its key, so the commands are written here: the classic text
+ * protocol, which every memcached and proxy speaks. */
+
+enum fate {
+	F_QUEUED = 0,   /* sent, no reply read */
+	F_STORED,       /* STORED */
+	F_NOT_STORED,   /* NOT_STORED: a live value was there first */
+	F_TOO_LARGE,    /* SERVER_ERROR object too large for cache: not stored */
+	F_FAILED,       /* any other reply: not stored, the refill is incomplete */
+};
+
+/* With --refill-rate, about 10 ms of writes a batch, so the rate holds
+ * over short windows too. */
+static size_t batch_keys(const struct k2mc_refill *rf)
+{
+	uint64_t r = rf->cfg->refill_rate / 100;
+
+	return rf->cfg->refill_rate == 0 || r >= BATCH_KEYS ? BATCH_KEYS : r ? (size_t)r : 1;
+}
+
+static int buf_reserve(char **b, size_t *cap, size_t len, size_t more)
+{
+	size_t nc = *cap ? *cap : 1u << 16;
+	char *nb;
+
+	if (len + more <= *cap)
+		return 0;
+	while (nc < len + more)
+		nc *= 2;
+	nb = realloc(*b, nc);
+	if (nb == NULL)
+		return -ENOMEM;
+	*b = nb;
+	*cap = nc;
+	return 0;
+}
+
+/* "add <key> <flags> <exptime> <bytes>\r\n<value>\r\n": store only if absent. */
+static int batch_add(struct k2mc_refill *rf, const struct k2mc_mapped *mp)
+{
+	size_t start = rf->wlen;
+	int n;
+
+	if (buf_reserve(&rf->wbuf, &rf->wcap, rf->wlen, mp->key_len + mp->value_len + 64) != 0)
+		return -ENOMEM;
+	n = snprintf(rf->wbuf + rf->wlen, rf->wcap - rf->wlen, "add %.*s %u %u %zu\r\n",
+		     (int)mp->key_len, mp->key, mp->flags, mp->exptime, mp->value_len);
+	rf->wlen += (size_t)n;
+	memcpy(rf->wbuf + rf->wlen, mp->value, mp->value_len);
+	rf->wlen += mp->value_len;
+	memcpy(rf->wbuf + rf->wlen, "\r\n", 2);
+	rf->wlen += 2;
+	rf->we[rf->wn].koff = start + 4;
+	rf->we[rf->wn].klen = (uint8_t)mp->key_len;
+	rf->we[rf->wn].fate = F_QUEUED;
+	rf->wn++;
+	return 0;
+}
+
+static int wt_connect(struct k2mc_refill *rf, int s)
+{
+	struct srv *v = &rf->srv[s];
+
+	if (transport_is_open(v->wt))
+		return 0;
+	return transport_connect(v->wt, k2mc_now_ms() + 2000);
+}
+
+/* Sends buf and reads one reply line per command into fates[i] (via
+ * classify); lines of replies already read are kept in order. 0 every
+ * reply read; -1 the connection failed (closed; the commands without a
+ * reply keep F_QUEUED) or a reply made the stream unreadable. */
+static int exchange(struct k2mc_refill *rf, int s, const char *buf, size_t len, size_t n,
+		    int (*classify)(const char *line, size_t ll), uint8_t *fates, size_t stride)
+{
+	struct transport *t = rf->srv[s].wt;
+	char rb[8192];
+	size_t have = 0, got = 0;
+	int64_t deadline = k2mc_now_ms() + IO_TIMEOUT_MS;
+
+	if (wt_connect(rf, s) != 0 || transport_send_all(t, buf, len, deadline) != 0)
+		goto broken;
+	while (got < n) {
+		ssize_t r;
+		char *eol;
+
+		while (got < n && (eol = memmem(rb, have, "\r\n", 2)) != NULL) {
+			size_t ll = (size_t)(eol - rb);
+			int f = classify(rb, ll);
+
+			fates[got * stride] = (uint8_t)f;
+			got++;
+			memmove(rb, eol + 2, have - ll - 2);
+			have -= ll + 2;
+			if (f == F_FAILED)
+				goto broken; /* the stream may not be in step any more */
+		}
+		if (got == n)
+			break;
+		if (have == sizeof(rb))
+			goto broken; /* no reply line is that long */
+		r = transport_recv_some(t, rb + have, sizeof(rb) - have, deadline);
+		if (r <= 0)
+			goto broken;
+		have += (size_t)r;
+	}
+	return 0;
+broken:
+	transport_close(t);
+	return -1;
+}
+
+static int classify_add(const char *l, size_t ll)
+{
+	if (ll == 6 && memcmp(l, "STORED", 6) == 0)
+		return F_STORED;
+	if (ll == 10 && memcmp(l, "NOT_STORED", 10) == 0)
+		return F_NOT_STORED;
+	if (ll >= 23 && memcmp(l, "SERVER_ERROR object too", 23) == 0)
+		return F_TOO_LARGE;
+	return F_FAILED;
+}
+
+static int classify_delete(const char *l, size_t ll)
+{
+	if ((ll == 7 && memcmp(l, "DELETED", 7) == 0) || (ll == 9 && memcmp(l, "NOT_FOUND", 9) == 0))
+		return F_STORED;
+	return F_FAILED;
+}
+
+/* Sends the batch's adds, reads every reply, then checks each key that
+ * may have been stored again (c2) and deletes those a live write was
+ * noted for meanwhile (see the top). */
+static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
+{
+	uint8_t dfate[BATCH_KEYS];
+	size_t nd = 0, nw = rf->wn;
+	int s = ps->s;
+
+	if (nw == 0)
+		return;
+	rf->wn = 0;
+	if (exchange(rf, s, rf->wbuf, rf->wlen, nw, classify_add, &rf->we[0].fate,
+		     sizeof(rf->we[0])) != 0)
+		ps->failed = 1;
+	rf->wlen = 0;
+	rf->dlen = 0;
+	/* c2: every reply is in, or the connection is gone (F_QUEUED: the add
+	 * may have been applied, so it is checked as if stored) */
+	for (size_t i = 0; i < nw; i++) {
+		const char *key = rf->wbuf + rf->we[i].koff;
+		size_t kl = rf->we[i].klen;
+
+		switch (rf->we[i].fate) {
+		case F_NOT_STORED:
+			ps->skipped_live++;
+			continue;
+		case F_TOO_LARGE:
+		case F_FAILED:
+			continue;
+		case F_STORED:
+		case F_QUEUED:
+			break;
+		}
+		if (!bloom_has(s, key, kl)) {
+			if (rf->we[i].fate == F_STORED) {
+				ps->written++;
+				atomic_fetch_add_explicit(&rf->records, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&rf->srv_records[s], 1,
+							  memory_order_relaxed);
+			}
+			continue;
+		}
+		if (buf_reserve(&rf->dbuf, &rf->dcap, rf->dlen, kl + 16) != 0) {
+			ps->failed = 1;
+			continue;
+		}
+		rf->dlen += (size_t)snprintf(rf->dbuf + rf->dlen, rf->dcap - rf->dlen,
+					     "delete %.*s\r\n", (int)kl, key);
+		dfate[nd++] = F_QUEUED;
+		ps->undone++;
+	}
+	/* a new connection if the adds' broke: the deletes matter most */
+	if (nd > 0 && exchange(rf, s, rf->dbuf, rf->dlen, nd, classify_delete, dfate, 1) != 0) {
+		char srv[K2MC_SERVER_LABEL_MAX];
+
+		k2mc_server_label(&rf->cfg->servers[s], srv, sizeof(srv));
+		k2mc_log_server(K2MC_LOG_WARN, srv, "refill delete failed",
+				"refill of memcached %s: %zu delete(s) for keys a live write raced "
+				"could not be sent (%s): such a key may keep an older value until "
+				"its next record",
+				srv, nd, transport_error(rf->srv[s].wt));
+		ps->failed = 1;
+	}
+	for (size_t i = 0; i < nd; i++) {
+		if (dfate[i] != F_STORED)
+			ps->failed = 1;
+	}
+}
+
 /* One record of the range: pass 1 remembers its offset under its key's
  * hash; pass 2 writes it if it is its key's last. */
 static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message_t *m)
@@ -379,8 +661,6 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 	struct k2mc_mapped mp;
 	int64_t *slot;
 	uint64_t h;
-	memcached_st *mc = rf->srv[ps->s].mc;
-	memcached_return_t rc;
 
 	k2mc_arena_reset(rf->arena);
 	k2mc_record_of(map, m, &rec);
@@ -401,32 +681,16 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 	if (slot == NULL || *slot != m->offset || mp.op != K2MC_OP_SET || ps->failed)
 		return;
 	pace(rf);
-	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c1 */
+	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c1, before any byte of the add */
 		ps->skipped_live++;
 		return;
 	}
-	/* add, not set: a live write that reached the server first makes it
-	 * fail (NOT_STORED), so an older refill value never replaces a newer
-	 * live one, not even for a moment */
-	rc = memcached_add(mc, mp.key, mp.key_len, mp.value, mp.value_len, mp.exptime, mp.flags);
-	if (rc == MEMCACHED_NOTSTORED) {
-		ps->skipped_live++;
-		return;
-	}
-	if (rc != MEMCACHED_SUCCESS) {
+	if (batch_add(rf, &mp) != 0) {
 		ps->failed = 1;
 		return;
 	}
-	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c2 */
-		rc = memcached_delete(mc, mp.key, mp.key_len, 0);
-
-		if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
-			ps->failed = 1;
-		ps->undone++;
-		return;
-	}
-	ps->written++;
-	atomic_fetch_add_explicit(&rf->records, 1, memory_order_relaxed);
+	if (rf->wn >= batch_keys(rf) || rf->wlen >= BATCH_BYTES)
+		batch_flush(rf, ps);
 }
 
 /* Reads [start, end) of h (assign, never commit). 0, 1 revoked or stopping,
@@ -478,6 +742,8 @@ static int read_range(struct k2mc_refill *rf, const struct held *h, int64_t star
 			break;
 		}
 		one_record(rf, ps, m);
+		if ((m->offset & (LAG_EVERY - 1)) == 0)
+			lag_set(rf, ps->row, lag_left(ps, m->offset + 1));
 		if (m->offset + 1 >= end) {
 			rd_kafka_message_destroy(m);
 			break;
@@ -485,23 +751,29 @@ static int read_range(struct k2mc_refill *rf, const struct held *h, int64_t star
 		rd_kafka_message_destroy(m);
 	}
 	rd_kafka_assign(rf->rk, NULL);
+	if (rc == 0 && ps->second)
+		batch_flush(rf, ps);
+	/* stopped or revoked: the unsent rest is dropped (nothing of it was sent) */
+	rf->wn = 0;
+	rf->wlen = 0;
+	if (rc == 0)
+		lag_set(rf, ps->row, lag_left(ps, end));
 	return rc;
 }
 
-/* Refills partition h on server s: 0 done, 1 stopped (revoked, stopping,
- * or the server failed), -1 a Kafka error. */
-static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
-			    struct pass *tot)
+/* The range of h to refill, [*start, *end): *end is P, the end offset
+ * now, so it must be read after the mask bit was set (see the top). 0, or
+ * -1 a Kafka error. */
+static int refill_range(struct k2mc_refill *rf, const struct held *h, int64_t *start,
+			int64_t *end)
 {
-	int64_t lo = 0, hi = 0, start;
-	struct pass ps = { .s = s };
-	int rc;
+	int64_t lo = 0, hi = 0;
 
-	/* P: read after the mask bit was set (the caller), see the top */
+	*start = *end = 0;
 	if (rd_kafka_query_watermark_offsets(rf->rk, h->topic, h->partition, &lo, &hi,
 					     KAFKA_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return -1;
-	start = lo;
+	*start = lo;
 	if (!rf->cfg->refill_from_earliest) {
 		rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
 		int64_t ts = (int64_t)time(NULL) * 1000 - rf->cfg->refill_from_ms;
@@ -513,9 +785,22 @@ static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
 			rd_kafka_topic_partition_list_destroy(l);
 			return -1;
 		}
-		start = l->elems[0].offset < 0 ? hi : l->elems[0].offset;
+		*start = l->elems[0].offset < 0 ? hi : l->elems[0].offset;
 		rd_kafka_topic_partition_list_destroy(l);
 	}
+	*end = hi > *start ? hi : *start;
+	return 0;
+}
+
+/* Refills [start, hi) of partition h (its lag row: row) on server s: 0
+ * done, 1 stopped (revoked, stopping, or the server failed), -1 a Kafka
+ * error. */
+static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h, size_t row,
+			    int64_t start, int64_t hi, struct pass *tot)
+{
+	struct pass ps = { .s = s, .row = row, .start = start, .end = hi };
+	int rc;
+
 	if (start >= hi)
 		return 0;
 	/* (1) the gate: every live record below P acknowledged */
@@ -539,6 +824,7 @@ static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
 		return rc;
 	ps.second = 1;
 	ps.read = 0;
+	state_set(rf, s, K2MC_REFILL_REFILLING);
 	rc = read_range(rf, h, start, hi, &ps);
 	tot->read += ps.read;
 	tot->written += ps.written;
@@ -555,6 +841,8 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 			  const char *cause)
 {
 	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_relaxed);
+	static int64_t start[MAX_HELD], end[MAX_HELD];
+	static int range_rc[MAX_HELD];
 	char srv[K2MC_SERVER_LABEL_MAX], from[64];
 	struct pass tot = { .s = s };
 	int64_t t0 = k2mc_now_ms();
@@ -578,6 +866,20 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 	atomic_fetch_or_explicit(&k2mc_refill_mask, 1ull << s, memory_order_seq_cst);
 	atomic_store_explicit(&rf->active[s], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&rf->losses, 1, memory_order_relaxed);
+	state_set(rf, s, K2MC_REFILL_DETECTING);
+	/* every partition's P now, after the mask bit (see the top): the lag
+	 * rows are known from the start */
+	for (size_t i = 0; i < n; i++)
+		range_rc[i] = refill_range(rf, &h[i], &start[i], &end[i]);
+	pthread_mutex_lock(&rf->lock);
+	rf->lag_server = s;
+	rf->nlag = n;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(rf->lag[i].topic, sizeof(rf->lag[i].topic), "%.255s", h[i].topic);
+		rf->lag[i].partition = h[i].partition;
+		rf->lag[i].records = range_rc[i] == 0 ? 2 * (end[i] - start[i]) : 0;
+	}
+	pthread_mutex_unlock(&rf->lock);
 	if (rf->cfg->refill_from_earliest)
 		snprintf(from, sizeof(from), "the earliest offset");
 	else
@@ -588,8 +890,10 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 			srv, cause, n, from,
 			rf->cfg->refill_rate ? "" : ", at an unlimited rate");
 	for (size_t i = 0; i < n && !stopping(rf); i++) {
-		int rc = refill_partition(rf, s, &h[i], &tot);
+		int rc = range_rc[i] != 0 ? range_rc[i]
+					  : refill_partition(rf, s, &h[i], i, start[i], end[i], &tot);
 
+		lag_set(rf, i, 0);
 		if (rc == 0 && sentinel_set(rf, s, &h[i]) == 0)
 			done++;
 		else if (rc < 0)
@@ -600,6 +904,7 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 	}
 	atomic_fetch_and_explicit(&k2mc_refill_mask, ~(1ull << s), memory_order_seq_cst);
 	atomic_store_explicit(&rf->active[s], 0, memory_order_relaxed);
+	state_set(rf, s, K2MC_REFILL_DONE);
 	secs = (double)(k2mc_now_ms() - t0) / 1000.0;
 	k2mc_log_server(K2MC_LOG_INFO, srv, NULL,
 			"refill of memcached %s: %zu of %zu partition(s) done; %llu records "
@@ -643,8 +948,8 @@ static int first_look(struct k2mc_refill *rf, const struct held *h)
 
 static void first_looks(struct k2mc_refill *rf)
 {
-	static struct held h[1024];
-	size_t n = held_now(rf, h, sizeof(h) / sizeof(h[0]));
+	static struct held h[MAX_HELD];
+	size_t n = held_now(rf, h, MAX_HELD);
 
 	for (size_t i = 0; i < n; i++) {
 		size_t j;
@@ -680,8 +985,8 @@ static int was_seen(const struct k2mc_refill *rf, uint64_t uid)
  * the group has committed offsets. */
 static void check_server(struct k2mc_refill *rf, int s)
 {
-	static struct held h[1024], lost[1024];
-	size_t n = held_now(rf, h, sizeof(h) / sizeof(h[0])), nl = 0;
+	static struct held h[MAX_HELD], lost[MAX_HELD];
+	size_t n = held_now(rf, h, MAX_HELD), nl = 0;
 	int r = restarted(rf, s);
 
 	for (size_t i = 0; i < n; i++) {
@@ -757,8 +1062,11 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 		goto nomem;
 	rf->cfg = cfg;
 	rf->table = table;
+	pthread_mutex_init(&rf->lock, NULL);
+	rf->lag_server = -1;
+	rf->lag = calloc(MAX_HELD, sizeof(*rf->lag));
 	rf->arena = k2mc_arena_new();
-	if (rf->arena == NULL)
+	if (rf->arena == NULL || rf->lag == NULL)
 		goto nomem;
 	rf->place = k2mc_placement_new(cfg, err, errlen);
 	if (rf->place == NULL)
@@ -771,6 +1079,15 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 			goto nomem;
 		rf->srv[s].mc = mc;
 		rf->srv[s].tls = cfg->mc_tls;
+		{
+			struct transport_addr a = { .host = sv->host, .port = sv->port,
+						    .is_unix = sv->is_unix };
+
+			/* plain, as the detection's libmemcached connection */
+			rf->srv[s].wt = transport_new(&a, NULL, err, errlen);
+			if (rf->srv[s].wt == NULL)
+				goto fail;
+		}
 		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 1000);
 		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 2000);
 		if ((sv->is_unix ? memcached_server_add_unix_socket(mc, sv->host)
@@ -855,12 +1172,17 @@ void k2mc_refill_free(struct k2mc_refill *rf)
 	for (int s = 0; s < K2MC_MAX_SERVERS; s++) {
 		if (rf->srv[s].mc != NULL)
 			memcached_free(rf->srv[s].mc);
+		transport_free(rf->srv[s].wt);
 	}
 	k2mc_placement_free(rf->place);
 	k2mc_arena_free(rf->arena);
 	free(rf->hk);
 	free(rf->ho);
 	free(rf->seen);
+	free(rf->lag);
+	free(rf->wbuf);
+	free(rf->dbuf);
+	pthread_mutex_destroy(&rf->lock);
 	free(rf);
 }
 
@@ -881,4 +1203,46 @@ int k2mc_refill_active(const struct k2mc_refill *rf, int s)
 	return rf ? atomic_load_explicit(&((struct k2mc_refill *)rf)->active[s],
 					 memory_order_relaxed)
 		  : 0;
+}
+
+const char *k2mc_refill_state_name(enum k2mc_refill_state st)
+{
+	static const char *const names[] = { "idle", "detecting", "refilling", "done" };
+
+	return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "unknown";
+}
+
+void k2mc_refill_view(const struct k2mc_refill *crf, int s, struct k2mc_refill_view *v)
+{
+	/* the lock is the view's only write */
+	struct k2mc_refill *rf = (struct k2mc_refill *)crf;
+	int64_t until;
+
+	memset(v, 0, sizeof(*v));
+	if (rf == NULL || s < 0 || s >= K2MC_MAX_SERVERS)
+		return;
+	pthread_mutex_lock(&rf->lock);
+	v->state = rf->sv[s].state;
+	v->ends = rf->sv[s].ends;
+	v->records = atomic_load_explicit(&rf->srv_records[s], memory_order_relaxed);
+	for (size_t i = 0; rf->lag_server == s && i < rf->nlag; i++)
+		v->lag += rf->lag[i].records;
+	until = v->state == K2MC_REFILL_DONE ? rf->sv[s].t1_ms : k2mc_now_ms();
+	if (v->state != K2MC_REFILL_IDLE && until > rf->sv[s].t0_ms)
+		v->rate = (double)v->records * 1000.0 / (double)(until - rf->sv[s].t0_ms);
+	pthread_mutex_unlock(&rf->lock);
+}
+
+size_t k2mc_refill_lags(const struct k2mc_refill *crf, struct k2mc_refill_lag *rows, size_t max)
+{
+	struct k2mc_refill *rf = (struct k2mc_refill *)crf;
+	size_t n;
+
+	if (rf == NULL)
+		return 0;
+	pthread_mutex_lock(&rf->lock);
+	n = rf->nlag;
+	memcpy(rows, rf->lag, (n < max ? n : max) * sizeof(*rows));
+	pthread_mutex_unlock(&rf->lock);
+	return n;
 }

@@ -49,4 +49,40 @@ uint64_t k2mc_refill_records(const struct k2mc_refill *rf);
 uint64_t k2mc_refill_losses(const struct k2mc_refill *rf);
 int k2mc_refill_active(const struct k2mc_refill *rf, int s);
 
+/* A server's refill, as the state line and --stats-json show it. */
+enum k2mc_refill_state {
+	K2MC_REFILL_IDLE = 0,   /* no loss seen in this run */
+	K2MC_REFILL_DETECTING,  /* loss seen: end offsets read, waiting for the live
+				 * path to acknowledge every record below them, first
+				 * reading pass */
+	K2MC_REFILL_REFILLING,  /* writing (a partition's second pass has begun) */
+	K2MC_REFILL_DONE,       /* the last refill of it ended (done or given up) */
+};
+/* "idle", "detecting", "refilling", "done" */
+const char *k2mc_refill_state_name(enum k2mc_refill_state st);
+
+struct k2mc_refill_view {
+	enum k2mc_refill_state state;
+	uint64_t records;  /* rewritten by its current (or last) refill */
+	int64_t lag;       /* records its refill still has to read, both passes; 0 when done */
+	double rate;       /* records rewritten per second since that refill began */
+	uint64_t ends;     /* refills of it that ended in this run */
+};
+/* Any thread: server s's refill, consistent (taken under the refill's lock). */
+void k2mc_refill_view(const struct k2mc_refill *rf, int s, struct k2mc_refill_view *v);
+
+/* Remaining lag of one partition of the current (or last) refill: the
+ * records it still has to read, first pass and second, between its read
+ * position and the end offset P of the loss; 0 once its refill is over. */
+struct k2mc_refill_lag {
+	char topic[256];
+	int32_t partition;
+	int64_t records;
+};
+/* The most rows there are (partitions looked at per refill). */
+#define K2MC_REFILL_MAX_LAG_ROWS 1024
+/* Any thread: copies up to max rows (the partitions of the refill running
+ * or last run; none before the first loss) and returns how many there are. */
+size_t k2mc_refill_lags(const struct k2mc_refill *rf, struct k2mc_refill_lag *rows, size_t max);
+
 #endif
