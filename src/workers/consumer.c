@@ -25,11 +25,25 @@
 #define PARK_MS 50
 /* Wait before trying again to allocate a record's prepared key. */
 #define NOMEM_RETRY_MS 10
+/* An empty partition queue for this long, with records on the broker past
+ * the ones fetched, is taken for librdkafka's prefetch stall (wake_fetch). */
+#define WAKE_AFTER_MS 5
+/* Bound on one wake_fetch request (a broker round trip): no longer than a
+ * fetch wait, so a stop is answered as promptly; after a failed one (the
+ * leader unreachable: librdkafka reconnects by itself) the next waits this
+ * long */
+#define WAKE_TIMEOUT_MS CONSUME_TIMEOUT_MS
+#define WAKE_BACKOFF_MS 1000
 
 struct k2mc_part {
 	char *topic;
 	int32_t partition;
+	rd_kafka_t *rk;
 	rd_kafka_queue_t *queue;
+	/* thread only: offset after the last record consumed, -1 = none yet */
+	int64_t next_offset;
+	/* thread only: no wake_fetch before this (k2mc_now_ms) */
+	int64_t wake_not_before;
 	int nwriters;
 	struct park *bells;
 	int exit_at_eof;
@@ -75,6 +89,8 @@ struct k2mc_part {
 	_Atomic int done;
 	/* thread -> anyone: records consumed (relaxed counter) */
 	_Atomic uint64_t consumed;
+	/* thread -> anyone: wake_fetch requests sent (relaxed counter) */
+	_Atomic uint64_t fetch_wakes;
 	/* thread -> main after join: records still unacknowledged */
 	uint64_t left;
 	/* see consumer.h */
@@ -127,6 +143,8 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 		return NULL;
 	p->topic = strdup(topic);
 	p->partition = partition;
+	p->rk = rk;
+	p->next_offset = -1;
 	p->nwriters = o->nwriters;
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
@@ -386,6 +404,37 @@ static int drained(struct k2mc_part *p)
 	return k2mc_watermark_inflight(p->wm) == 0 || wm >= k2mc_part_failed_at(p);
 }
 
+/* librdkafka 2.0.2 decides whether to fetch a partition only when its
+ * broker thread wakes (a response, a request to send, its 1 s timeout):
+ * a partition whose queue was over queued.max.messages.kbytes (or
+ * queued.min.messages) at that moment is not fetched again when this
+ * thread drains the queue, for up to 1 s when no other partition of the
+ * broker is being fetched (librdkafka 2.2 added fetch.queue.backoff.ms for
+ * it). That stall is what kept the prefetch large (perf/FINDINGS.md), and
+ * the prefetch is memory per partition outside --max-buffer-bytes. So when
+ * the queue stays empty while the broker holds records past the last one
+ * fetched (the high watermark librdkafka cached from the last response),
+ * this asks the partition's leader for its offsets: the request wakes that
+ * broker's thread, which decides again and fetches. One round trip, only
+ * from a thread with nothing to do; never while the partition is caught
+ * up. */
+static void wake_fetch(struct k2mc_part *p)
+{
+	int64_t lo, hi;
+
+	if (p->next_offset < 0 ||
+	    rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
+		    RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    hi <= p->next_offset || k2mc_now_ms() < p->wake_not_before)
+		return;
+	atomic_fetch_add_explicit(&p->fetch_wakes, 1, memory_order_relaxed);
+	/* the offsets are not needed (librdkafka's fetch errors, if any, reach
+	 * the consumer with the records) */
+	if (rd_kafka_query_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi,
+					     WAKE_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		p->wake_not_before = k2mc_now_ms() + WAKE_BACKOFF_MS;
+}
+
 static void *consumer_main(void *arg)
 {
 	struct k2mc_part *p = arg;
@@ -399,12 +448,16 @@ static void *consumer_main(void *arg)
 	k2mc_credit_open(&p->credit, p->budget);
 
 	while (!stopping(p)) {
-		ssize_t n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs,
-							 fetch_size(p));
+		size_t want = fetch_size(p);
+		ssize_t n = rd_kafka_consume_batch_queue(p->queue, WAKE_AFTER_MS, msgs, want);
 		uint8_t rung[256] = { 0 };
 		uint64_t got = 0, bytes = 0;
 		ssize_t i;
 
+		if (n == 0 && !stopping(p)) {
+			wake_fetch(p);
+			n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs, want);
+		}
 		if (n < 0) {
 			k2mc_log_partition(K2MC_LOG_ERR, p->topic, p->partition,
 					   rd_kafka_err2name(rd_kafka_last_error()),
@@ -442,6 +495,7 @@ static void *consumer_main(void *arg)
 				eof_offset = -1;
 				atomic_store_explicit(&p->done, 0, memory_order_release);
 			}
+			p->next_offset = m->offset + 1;
 			/* with the key it travels with, when the consumer
 			 * produces it (the writer gives both back) */
 			need = k2mc_record_bytes(m) + (p->map ? k2mc_prepared_bytes(p->map) : 0);
@@ -507,6 +561,10 @@ static void *consumer_main(void *arg)
 			 * that have records */
 			k2mc_credit_return(&p->credit);
 		}
+		/* took all the queue had: let the broker fetch the next
+		 * response while the writers work on this one */
+		if (n > 0 && (size_t)n < want && !stopping(p) && rd_kafka_queue_length(p->queue) == 0)
+			wake_fetch(p);
 		k2mc_watermark_advance(p->wm);
 		if (eof_offset >= 0 && p->exit_at_eof && k2mc_watermark_inflight(p->wm) == 0) {
 			k2mc_watermark_skip_to(p->wm, eof_offset);
