@@ -1087,6 +1087,29 @@ Test(config, refill_settings)
 		"100");
 }
 
+/* --refill-ready: what /readyz answers while a server is refilled. */
+Test(config, refill_ready_yes_or_no)
+{
+	static const char *const bad[] = { "", "maybe", "YES", "true", "0", "no " };
+	struct k2mc_config c;
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--refill"));
+	cr_expect_eq(c.refill_ready, 1, "ready by default");
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--refill", "--refill-ready", "no"));
+	cr_expect_eq(c.refill_ready, 0);
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "--refill", "--refill-ready", "no",
+			   "--refill-ready", "yes"));
+	cr_expect_eq(c.refill_ready, 1, "the last one given");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		REFUSED("--refill-ready", "expected yes", "or no", "-b", "k", "-t", "t", "--refill",
+			"--refill-ready", (char *)bad[i]);
+	REFUSED("--refill-ready: expected yes (/readyz 200 while a server is refilled) or no "
+		"(503), got 'maybe'",
+		NULL, NULL, "-b", "k", "-t", "t", "--refill", "--refill-ready", "maybe");
+	REFUSED("--refill-ready needs --refill", NULL, NULL, "-b", "k", "-t", "t",
+		"--refill-ready", "no");
+}
+
 /* getopt would take "--key" for --key-prefix until --key existed: k2mc
  * takes no abbreviations, so no new option can change an old command line. */
 Test(config, long_options_must_be_spelled_in_full, .init = cr_redirect_stdout)
@@ -1142,7 +1165,7 @@ Test(config, help_lists_the_new_options, .init = cr_redirect_stdout)
 		"--mc-tls-server-name", "--mc-tls-insecure",	  "--key ",	   "--value",
 		"--ttl-header",		"--ttl-from-timestamp", "--flags ",	   "--flags-header",
 		"--on-tombstone",	"--check-config",	  "--log-format",  "--refill ",
-		"--refill-from",	"--refill-rate",
+		"--refill-from",	"--refill-rate",	  "--refill-ready",
 	};
 	struct k2mc_config c;
 	char err[256], out[16384];

@@ -277,12 +277,14 @@ Test(refill, flush_all_refills_the_server)
 	loss_and_refill(0);
 }
 
-/* GET /metrics from 127.0.0.1:port: the whole answer (malloc'd), or NULL. */
-static char *scrape(int port)
+/* GET path from 127.0.0.1:port: the whole answer, status line and headers
+ * included (malloc'd), or NULL. */
+static char *http_get(int port, const char *path)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	struct timeval tv = { 5, 0 };
-	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+	char req[128];
+	int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
 	size_t len = 0, cap = 1 << 16;
 	char *buf = malloc(cap + 1);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -297,7 +299,7 @@ static char *scrape(int port)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) {
+	    write(fd, req, (size_t)rl) != (ssize_t)rl) {
 		close(fd);
 		free(buf);
 		return NULL;
@@ -322,7 +324,7 @@ static char *scrape(int port)
  * *active: k2mc_refill_active of server s. -1 rows: no answer. */
 static int refill_lags(int port, int s, int64_t *sum, int *active)
 {
-	char *t = scrape(port), series[96];
+	char *t = http_get(port, "/metrics"), series[96];
 	int rows = 0;
 
 	*sum = 0;
@@ -342,6 +344,23 @@ static int refill_lags(int port, int s, int64_t *sum, int *active)
 	}
 	free(t);
 	return rows;
+}
+
+/* GET /readyz: its status code (0: no answer), the body into body. */
+static int readyz(int port, char *body, size_t len)
+{
+	char *t = http_get(port, "/readyz"), *b;
+	int status = 0;
+
+	body[0] = '\0';
+	if (t == NULL)
+		return 0;
+	if (sscanf(t, "HTTP/1.%*d %d", &status) != 1)
+		status = 0;
+	b = strstr(t, "\r\n\r\n");
+	snprintf(body, len, "%s", b != NULL ? b + 4 : "");
+	free(t);
+	return status;
 }
 
 /* seq of a generated value "v:<key>:<seq>:..." (bench/gen.h) */
@@ -434,14 +453,14 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	int64_t t0, t1;
 	double rate;
 
-	char port_s[16], port2_s[16], json[H_PATH_MAX], state_re[128], *js;
-	int port = h_free_port(), port2, rows, active, rising = 0;
+	char port_s[16], port2_s[16], json[H_PATH_MAX], state_re[128], *js, want[96], body[256];
+	int port = h_free_port(), port2, rows, active, rising = 0, status;
 	int64_t lag, lag_prev, lag_max = 0;
 
 	snprintf(port_s, sizeof(port_s), "%d", port);
 	start_world(30000, (const char *const[]){ "--produce", "40000", NULL });
 	start_k2mc(&k, (const char *const[]){ "--refill-rate", "1000", "--metrics-addr", port_s,
-					      NULL });
+					      "--refill-ready", "no", NULL });
 	load_and_settle();
 	sleep_ms(2500);
 	flush_server(2);
@@ -457,6 +476,13 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	cr_assert(rows == PARTS && active == 1 && lag_max > 0,
 		  "while refilling: %d k2mc_refill_lag_records rows (want %d), sum %lld, active %d",
 		  rows, PARTS, (long long)lag_max, active);
+	/* --refill-ready no: not ready while the refill runs, with the reason */
+	snprintf(want, sizeof(want), "not ready: refilling memcached 127.0.0.1:%d\n",
+		 W.mc[2].port);
+	status = readyz(port, body, sizeof(body));
+	cr_assert(status == 503 && strcmp(body, want) == 0,
+		  "/readyz while refilling with --refill-ready no: %d '%s', want 503 '%s'", status,
+		  body, want);
 	for (lag_prev = lag_max; h_now_ms() < t0 + 3000; sleep_ms(250)) {
 		if (refill_lags(port, 2, &lag, &active) == PARTS) {
 			rising += lag > lag_prev;
@@ -485,7 +511,7 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	snprintf(port2_s, sizeof(port2_s), "%d", port2);
 	h_tmppath(json, sizeof(json), "stats.json");
 	start_k2mc(&k2, (const char *const[]){ "--metrics-addr", port2_s, "--stats-json", json,
-					       NULL });
+					       "--refill-ready", "no", NULL });
 	wait_log(&k2, "lost its contents \\(sentinel", &off, 30000);
 	/* the partitions refilled before the crash have their sentinels: only
 	 * the others are refilled again */
@@ -504,6 +530,14 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	cr_assert(rows >= 1 && rows <= PARTS && lag == 0 && active == 0,
 		  "after the refill: %d k2mc_refill_lag_records rows, sum %lld, active %d", rows,
 		  (long long)lag, active);
+	/* ready again once the refill is over (published every second) */
+	for (int64_t dl = h_now_ms() + 5000; h_now_ms() < dl; sleep_ms(200)) {
+		status = readyz(port2, body, sizeof(body));
+		if (status == 200)
+			break;
+	}
+	cr_assert(status == 200 && strcmp(body, "ready\n") == 0,
+		  "/readyz after the refill with --refill-ready no: %d '%s'", status, body);
 	h_stop(k2.pid, 10000);
 	js = h_file_read(json, NULL);
 	cr_assert_not_null(js);

@@ -64,6 +64,7 @@ enum {
 	OPT_REFILL,
 	OPT_REFILL_FROM,
 	OPT_REFILL_RATE,
+	OPT_REFILL_READY,
 };
 
 static const struct option long_opts[] = {
@@ -112,6 +113,7 @@ static const struct option long_opts[] = {
 	{ "refill", no_argument, NULL, OPT_REFILL },
 	{ "refill-from", required_argument, NULL, OPT_REFILL_FROM },
 	{ "refill-rate", required_argument, NULL, OPT_REFILL_RATE },
+	{ "refill-ready", required_argument, NULL, OPT_REFILL_READY },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -198,6 +200,8 @@ void k2mc_config_usage(FILE *out)
 		"  --refill-from earliest|DURATION  read from each partition's start (default), or\n"
 		"                            from DURATION before the loss (90s, 15m, 24h, 7d)\n"
 		"  --refill-rate N           refill records/s at most, 0 = unlimited (default)\n"
+		"  --refill-ready yes|no     /readyz while a server is refilled: 200 (yes, default:\n"
+		"                            it takes live writes) or 503 (no: keys are missing)\n"
 		"Pipeline:\n"
 		"  --writers N               writer threads, each with its own connections (default: CPUs)\n"
 		"  --ring-size N             slots per partition/writer ring, power of two (default 4096)\n"
@@ -527,7 +531,7 @@ struct parse_state {
 	long ttl_past;
 	enum level ttl_past_level;
 	int ttl_past_line;
-	int refill_from_set, refill_rate_set; /* refused without --refill */
+	int refill_from_set, refill_rate_set, refill_ready_set; /* refused without --refill */
 	/* -F: the keys holding secrets, ", "-separated, and the file's mode */
 	char file_secrets[200];
 	unsigned file_mode;
@@ -914,6 +918,17 @@ static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *
 			USAGE("--refill-rate: expected records/s, 0 (unlimited) to 1000000000, got '%s'",
 			      arg);
 		break;
+	case OPT_REFILL_READY:
+		st->refill_ready_set = 1;
+		if (strcmp(arg, "yes") == 0)
+			c->refill_ready = 1;
+		else if (strcmp(arg, "no") == 0)
+			c->refill_ready = 0;
+		else
+			USAGE("--refill-ready: expected yes (/readyz 200 while a server is refilled) "
+			      "or no (503), got '%s'",
+			      arg);
+		break;
 	default:
 		USAGE("internal error: option %d has no handler", opt);
 	}
@@ -1248,6 +1263,7 @@ static void set_defaults(struct k2mc_config *c)
 	c->key_template = "{key}";
 	c->value_template = "{value}";
 	c->refill_from_earliest = 1;
+	c->refill_ready = 1;
 }
 
 /* ---- checks across settings, made once every source is read ---------------- */
@@ -1410,6 +1426,8 @@ static enum k2mc_config_result check_mapping(const struct k2mc_config *c,
 		USAGE("--refill-from needs --refill: refill is off, so it would be ignored");
 	if (!c->refill && st->refill_rate_set)
 		USAGE("--refill-rate needs --refill: refill is off, so it would be ignored");
+	if (!c->refill && st->refill_ready_set)
+		USAGE("--refill-ready needs --refill: refill is off, so it would be ignored");
 	return K2MC_CONFIG_OK;
 }
 
@@ -1915,10 +1933,10 @@ void k2mc_config_dump(const struct k2mc_config *c, FILE *out)
 		fprintf(out, "on-tombstone=%s\n", k2mc_on_tombstone_name(c->on_tombstone));
 	fprintf(out, "refill=%s\n", c->refill ? "true" : "false");
 	if (c->refill)
-		fprintf(out, "refill-from=%s\nrefill-rate=%llu\n",
+		fprintf(out, "refill-from=%s\nrefill-rate=%llu\nrefill-ready=%s\n",
 			c->refill_from_earliest ? "earliest"
 						: duration_str(c->refill_from_ms, label, sizeof(label)),
-			(unsigned long long)c->refill_rate);
+			(unsigned long long)c->refill_rate, c->refill_ready ? "yes" : "no");
 	fprintf(out, "log-format=%s\n", k2mc_log_format_name(c->log_format));
 	if (c->metrics_port > 0)
 		fprintf(out, strchr(c->metrics_host, ':') ? "metrics-addr=[%s]:%d\n"

@@ -162,6 +162,8 @@ struct k2mc_config {
 	int64_t refill_from_ms;         /* --refill-from DURATION: that long before the loss;
 					 * 0 when refill_from_earliest */
 	uint64_t refill_rate;           /* --refill-rate: records/s, 0 = unlimited, at most 1e9 */
+	int refill_ready;               /* --refill-ready yes (default, 1) | no (0): /readyz
+					 * while a server is refilled */
 
 	/* Strings read from -F and the environment, which the pointers above
 	 * may point into: owned by c, freed by k2mc_config_free. */

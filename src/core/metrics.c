@@ -306,14 +306,17 @@ int k2mc_metrics_ready(const struct k2mc_snapshot *s, char *why, size_t len)
 	}
 	/* A server being refilled answers and takes the live path's writes;
 	 * only keys written before its loss are missing until the refill ends.
-	 * Ready, but said. */
+	 * Ready, but said (--refill-ready yes, the default), or not ready for
+	 * readers that must not see those misses (--refill-ready no). */
 	for (int i = 0; i < s->nservers && i < 64; i++) {
 		if ((s->refill_active_mask >> i) & 1) {
 			char name[K2MC_SERVER_LABEL_MAX];
 
 			k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
-			snprintf(why, len, "ready: refilling memcached %s", name);
-			return 1;
+			/* not ready: the answer adds "not ready: " */
+			snprintf(why, len, "%srefilling memcached %s",
+				 s->cfg->refill_ready ? "ready: " : "", name);
+			return s->cfg->refill_ready;
 		}
 	}
 	snprintf(why, len, "ready");
