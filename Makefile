@@ -610,6 +610,8 @@ K2MC_SRCS   += $(REFILL_SRC)
 INTEG_TESTS += refill
 INTEG_BINS  += build/tests/test_refill
 integration: build/tests/test_refill
+# its TLS case starts memcached -Z with certificates made by tests/servers.c
+build/tests/test_refill: build/obj/$(FAKE_MC:.c=.o) build/obj/$(SERVERS9:.c=.o)
 
 # ---- issue 14: the allocator ------------------------------------------------
 # Appended block. librdkafka's fetch thread allocates one op per message and

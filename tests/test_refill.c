@@ -5,7 +5,8 @@
  * (tombstones applied) and the other servers got no write for unchanged
  * keys; under live load no reader ever sees a key's value go back to an
  * older record; --refill-rate holds; a kill -9 of k2mc mid-refill converges
- * after a restart. Not about the live path's own faults (test_faults.c). */
+ * after a restart; a memcached served over TLS (--mc-tls) is flushed over
+ * TLS and refilled. Not about the live path's own faults (test_faults.c). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -20,7 +21,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "fake_mc.h"
 #include "harness.h"
+#include "servers.h"
+#include "workers/transport.h"
 
 #define TOPIC "refill"
 #define PARTS 4
@@ -54,20 +58,14 @@ static void sleep_ms(int ms)
 	usleep((useconds_t)ms * 1000);
 }
 
-static void start_world(uint32_t keys, const char *const mock_args[])
+/* The k2mc-mock cluster and its producer (W.expect: each key's last record). */
+static void start_mock(uint32_t keys, const char *const mock_args[])
 {
 	char topic[64], k[32];
 	const char *args[32];
 	int a = 0, rc;
 
-	memset(&W, 0, sizeof(W));
 	W.keys = keys;
-	for (int i = 0; i < NMC; i++) {
-		rc = h_memcached_start(&W.mc[i], 0, NULL);
-		cr_assert_eq(rc, 0, "memcached %d did not start: %s", i, strerror(-rc));
-		snprintf(W.mc_list + strlen(W.mc_list), sizeof(W.mc_list) - strlen(W.mc_list),
-			 "%s127.0.0.1:%d", i ? "," : "", W.mc[i].port);
-	}
 	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
 	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, PARTS);
 	snprintf(k, sizeof(k), "%u", keys);
@@ -84,6 +82,20 @@ static void start_world(uint32_t keys, const char *const mock_args[])
 	args[a] = NULL;
 	rc = h_mock_start(&W.mock, args, 0, 15000);
 	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), h_tail_of(W.mock.proc.err_path, 20));
+}
+
+static void start_world(uint32_t keys, const char *const mock_args[])
+{
+	int rc;
+
+	memset(&W, 0, sizeof(W));
+	for (int i = 0; i < NMC; i++) {
+		rc = h_memcached_start(&W.mc[i], 0, NULL);
+		cr_assert_eq(rc, 0, "memcached %d did not start: %s", i, strerror(-rc));
+		snprintf(W.mc_list + strlen(W.mc_list), sizeof(W.mc_list) - strlen(W.mc_list),
+			 "%s127.0.0.1:%d", i ? "," : "", W.mc[i].port);
+	}
+	start_mock(keys, mock_args);
 }
 
 static void start_k2mc(struct h_proc *k, const char *const extra[])
@@ -545,4 +557,98 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 		  strstr(js, "\"state\":\"done\",\"records\":") != NULL,
 		  "--stats-json has no refill_lag rows or no done state:\n%.2000s", js);
 	free(js);
+}
+
+/* ---- TLS ----------------------------------------------------------------------*/
+
+/* Mismatches of the expect file on one server (read through port), polled
+ * until none or the deadline. */
+static void assert_expect_on(int port, int timeout_ms, const char *what)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	struct h_verify v;
+	int rc;
+
+	for (;;) {
+		rc = h_verify_memcached(W.expect, "127.0.0.1", port, NULL, &v);
+		if ((rc == 0 && h_verify_mismatches(&v) == 0) || h_now_ms() >= deadline)
+			break;
+		sleep_ms(200);
+	}
+	cr_assert_eq(rc, 0, "%s: cannot verify: %s", what, v.first);
+	cr_assert_eq(h_verify_mismatches(&v), 0,
+		     "%s: %zu missing, %zu wrong, %zu present that should not be; first:\n%s", what,
+		     v.missing, v.wrong, v.present, v.first);
+}
+
+/* "flush_all" over TLS (k2mc's own transport, verified against ca): the
+ * server's reply line into reply. */
+static void tls_flush_all(int port, const char *ca, char *reply, size_t len)
+{
+	struct transport_addr a = { .host = "127.0.0.1", .port = port };
+	struct transport_tls tls = { .enabled = 1, .ca = ca };
+	char err[256];
+	struct transport *t = transport_new(&a, &tls, err, sizeof(err));
+	int64_t deadline = h_now_ms() + 5000;
+	size_t have = 0;
+
+	cr_assert_not_null(t, "transport_new: %s", err);
+	cr_assert_eq(transport_connect(t, deadline), 0, "TLS connect: %s", transport_error(t));
+	cr_assert(transport_is_tls(t));
+	cr_assert_eq(transport_send_all(t, "flush_all\r\n", 11, deadline), 0, "%s",
+		     transport_error(t));
+	while (have + 1 < len && memchr(reply, '\n', have) == NULL) {
+		ssize_t r = transport_recv_some(t, reply + have, len - 1 - have, deadline);
+
+		cr_assert_gt(r, 0, "no reply to flush_all over TLS: %s", transport_error(t));
+		have += (size_t)r;
+	}
+	reply[have] = '\0';
+	transport_free(t);
+}
+
+/* One memcached that serves TLS only to k2mc (-Z, a certificate made here;
+ * k2mc verifies it against the test CA). Its contents are flushed over TLS;
+ * k2mc sees the sentinels gone (checked over TLS) and refills it over TLS. */
+Test(refill, tls_server_flushed_is_refilled)
+{
+	struct srv_certs certs;
+	struct srv_tls_mc m;
+	struct h_proc k;
+	char reply[64], key[128], buf[128];
+	size_t off = 0;
+
+	signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write() */
+	memset(&W, 0, sizeof(W));
+	srv_make_certs(&certs);
+	srv_start_tls_memcached(&m, certs.srv_crt, certs.srv_key, NULL);
+	snprintf(W.mc_list, sizeof(W.mc_list), "127.0.0.1:%d", m.port);
+	start_mock(2000, (const char *const[]){ "--produce", "8000", NULL });
+	start_k2mc(&k, (const char *const[]){ "--mc-tls", "--mc-tls-ca", certs.ca, NULL });
+	cr_assert_eq(h_mock_wait_produced(&W.mock, 30000, NULL), 0, "production");
+	/* the plain listener of the same server shows what k2mc wrote */
+	assert_expect_on(m.plain_port, 20000, "before the loss");
+	/* the first run's sentinels, one per partition, set over TLS */
+	for (int p = 0; p < PARTS; p++) {
+		int64_t deadline = h_now_ms() + 10000;
+
+		snprintf(key, sizeof(key), "k2mc:g-refill:sentinel:%s:%d", TOPIC, p);
+		while (fake_mc_fetch(m.plain_port, key, buf, sizeof(buf)) < 0) {
+			cr_assert_lt(h_now_ms(), deadline, "no sentinel %s; stderr:\n%s", key,
+				     h_tail_of(k.err_path, 20));
+			sleep_ms(100);
+		}
+	}
+	tls_flush_all(m.port, certs.ca, reply, sizeof(reply));
+	cr_assert_str_eq(reply, "OK\r\n");
+	cr_assert_lt(fake_mc_fetch(m.plain_port, key, buf, sizeof(buf)), 0, "not flushed");
+	wait_log(&k, "lost its contents \\(sentinel", &off, 10000);
+	wait_log(&k, "refill of memcached .*: 4 of 4 partition\\(s\\) done; [1-9][0-9]* records "
+		     "written",
+		 &off, 20000);
+	assert_expect_on(m.plain_port, 5000, "after the refill over TLS");
+	cr_assert(!h_file_contains(k.err_path, "not over --mc-tls"), "stderr:\n%s",
+		  h_tail_of(k.err_path, 20));
+	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
+		     h_tail_of(k.err_path, 20));
 }

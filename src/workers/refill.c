@@ -50,8 +50,9 @@
  * Only classic add/delete, written by this file over k2mc's transport
  * (libmemcached's buffered requests hide replies), so it works on
  * classic-only servers and through proxies: no meta command is needed.
- * Detection (stats, sentinels) uses libmemcached, so TLS servers are not
- * refilled (refused with a warning at start).
+ * Detection ("stats", the sentinels' get and set) goes over the same
+ * connection, one request and its whole reply at a time, so plain TCP,
+ * unix sockets and --mc-tls all work the same way.
  * Limits: a rebalance that moves a partition during its refill stops that
  * partition's refill (its sentinel stays missing, so the new owner refills
  * it); a new owner re-writes records from the committed offset, as the live
@@ -61,7 +62,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libmemcached/memcached.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -74,6 +74,7 @@
 #include "core/log.h"
 #include "core/stats.h"
 #include "workers/mapping.h"
+#include "workers/mcconn.h" /* mcconn_tls_from_config: the live path's TLS settings */
 #include "workers/placement.h"
 #include "workers/transport.h"
 
@@ -92,6 +93,11 @@
 #define BATCH_KEYS 256
 #define BATCH_BYTES (1u << 20)
 #define IO_TIMEOUT_MS 5000
+/* detection's requests: a server that does not answer within this is
+ * unreachable for this round */
+#define CHECK_IO_MS 2000
+/* the largest detection reply: "stats" is about 3 KiB */
+#define REPLY_MAX (64u << 10)
 
 _Atomic uint64_t k2mc_refill_mask;
 /* [s]: allocated by the refill thread before bit s of the mask is first set
@@ -99,13 +105,13 @@ _Atomic uint64_t k2mc_refill_mask;
 static _Atomic uint64_t *_Atomic bloom[K2MC_MAX_SERVERS];
 
 struct srv {
-	memcached_st *mc;   /* refill thread only: detection (stats, sentinels) */
-	struct transport *wt; /* refill thread only: the batched refill writes */
+	/* refill thread only: detection (stats, sentinels) and the batched
+	 * refill writes, in turn; TLS with --mc-tls */
+	struct transport *wt;
 	int have_stats;
 	uint64_t pid;
 	int64_t boot;       /* time - uptime */
 	uint64_t uptime;
-	int tls;            /* no libmemcached TLS: refill skips the server */
 };
 
 struct k2mc_refill {
@@ -150,6 +156,7 @@ struct k2mc_refill {
 	 * each one's key is in them */
 	char *wbuf, *dbuf;
 	size_t wlen, wcap, dlen, dcap;
+	char *rbuf; /* [REPLY_MAX]: detection's replies (request) */
 	struct {
 		size_t koff;
 		uint8_t klen;
@@ -257,6 +264,119 @@ static int64_t group_committed(struct k2mc_refill *rf, const struct held *h)
 	return off;
 }
 
+/* ---- one request, its whole reply: detection over the transport ----------
+ * The connection is the one pass 2's batches use (the refill thread does one
+ * thing at a time), in the classic text protocol every server and proxy
+ * speaks; TLS with --mc-tls. */
+
+static int wt_connect(struct k2mc_refill *rf, int s)
+{
+	struct srv *v = &rf->srv[s];
+
+	/* an idle connection the server closed (a restart) or that holds
+	 * bytes nobody asked for is not reused */
+	if (transport_is_open(v->wt) && transport_idle_broken(v->wt))
+		transport_close(v->wt);
+	if (transport_is_open(v->wt))
+		return 0;
+	return transport_connect(v->wt, k2mc_now_ms() + 2000);
+}
+
+/* The end of the first line of b[0..n) (past its CRLF), 0 if incomplete. */
+static size_t line_end(const char *b, size_t n)
+{
+	const char *e = memmem(b, n, "\r\n", 2);
+
+	return e != NULL ? (size_t)(e - b) + 2 : 0;
+}
+
+static int line_is(const char *b, size_t ll, const char *word)
+{
+	size_t wl = strlen(word);
+
+	return ll == wl + 2 && memcmp(b, word, wl) == 0;
+}
+
+/* A reply's length once b[0..n) holds it whole, 0 while incomplete, -1 if
+ * it cannot be one. These three: "get" (VALUE <key> <flags> <bytes>, the
+ * data, END; or END; or one error line), "stats" (STAT lines to END, or one
+ * error line), and a one-line reply. */
+static long complete_get(const char *b, size_t n)
+{
+	size_t hl = line_end(b, n), bytes = 0, total;
+	char h[300];
+
+	if (hl == 0)
+		return n > sizeof(h) ? -1 : 0;
+	if (hl < 6 || memcmp(b, "VALUE ", 6) != 0)
+		return (long)hl;
+	if (hl > sizeof(h))
+		return -1;
+	memcpy(h, b, hl - 2);
+	h[hl - 2] = '\0';
+	if (sscanf(h, "VALUE %*s %*u %zu", &bytes) != 1 || bytes > REPLY_MAX)
+		return -1;
+	total = hl + bytes + 2 + 5;
+	if (n < total)
+		return 0;
+	return memcmp(b + hl + bytes, "\r\nEND\r\n", 7) == 0 ? (long)total : -1;
+}
+
+static long complete_stats(const char *b, size_t n)
+{
+	for (size_t at = 0, ll; (ll = line_end(b + at, n - at)) != 0; at += ll) {
+		if (line_is(b + at, ll, "END") || ll < 5 || memcmp(b + at, "STAT ", 5) != 0)
+			return (long)(at + ll);
+	}
+	return 0;
+}
+
+static long complete_line(const char *b, size_t n)
+{
+	size_t ll = line_end(b, n);
+
+	return ll != 0 ? (long)ll : n > 1024 ? -1 : 0;
+}
+
+/* Sends req and reads its reply (complete: see above) into rf->rbuf:
+ * 0 and its length, or -1 (unreachable, no reply in CHECK_IO_MS, or a reply
+ * out of step: the connection is closed). A request that fails before any
+ * byte of its reply is tried once more on a new connection. */
+static int request(struct k2mc_refill *rf, int s, const char *req, size_t len,
+		   long (*complete)(const char *b, size_t n), size_t *rlen)
+{
+	struct transport *t = rf->srv[s].wt;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int64_t deadline = k2mc_now_ms() + CHECK_IO_MS;
+		size_t have = 0;
+		long c = 0;
+
+		if (wt_connect(rf, s) != 0)
+			return -1;
+		if (transport_send_all(t, req, len, deadline) == 0) {
+			while ((c = complete(rf->rbuf, have)) == 0 && have < REPLY_MAX) {
+				ssize_t r = transport_recv_some(t, rf->rbuf + have, REPLY_MAX - have,
+								deadline);
+
+				if (r <= 0)
+					break;
+				have += (size_t)r;
+			}
+		}
+		if (c > 0 && (size_t)c == have) {
+			*rlen = have;
+			return 0;
+		}
+		transport_close(t);
+		/* a connection the server dropped while idle (a restart) fails
+		 * before any byte: once more. Any reply bytes: not retried */
+		if (have > 0)
+			return -1;
+	}
+	return -1;
+}
+
 /* ---- sentinels -------------------------------------------------------------*/
 
 /* k2mc:<group>:sentinel:<topic>:<partition>, or, when that is no valid
@@ -279,31 +399,58 @@ static size_t sentinel_key(const struct k2mc_refill *rf, const struct held *h, c
 	return (size_t)n;
 }
 
-/* 1 present, 0 missing, -1 server unreachable. */
+/* "get <key>": 1 present, 0 missing (END alone), -1 server unreachable or
+ * an error reply. */
 static int sentinel_present(struct k2mc_refill *rf, int s, const struct held *h)
 {
-	char key[512];
-	size_t kl = sentinel_key(rf, h, key, sizeof(key)), vl = 0;
-	uint32_t fl = 0;
-	memcached_return_t rc;
-	char *v = memcached_get(rf->srv[s].mc, key, kl, &vl, &fl, &rc);
+	char key[512], req[600];
+	size_t kl = sentinel_key(rf, h, key, sizeof(key)), rl;
+	int n = snprintf(req, sizeof(req), "get %.*s\r\n", (int)kl, key);
 
-	free(v);
-	if (rc == MEMCACHED_SUCCESS)
+	if (request(rf, s, req, (size_t)n, complete_get, &rl) != 0)
+		return -1;
+	if (rl >= 6 && memcmp(rf->rbuf, "VALUE ", 6) == 0)
 		return 1;
-	return rc == MEMCACHED_NOTFOUND ? 0 : -1;
+	return line_is(rf->rbuf, rl, "END") ? 0 : -1;
 }
 
 static int sentinel_set(struct k2mc_refill *rf, int s, const struct held *h)
 {
-	char key[512], val[64];
-	size_t kl = sentinel_key(rf, h, key, sizeof(key));
+	char key[512], val[64], req[700];
+	size_t kl = sentinel_key(rf, h, key, sizeof(key)), rl;
 	int vl = snprintf(val, sizeof(val), "k2mc sentinel %lld", (long long)time(NULL));
-
 	/* no TTL: it lives as long as the server's contents */
-	return memcached_set(rf->srv[s].mc, key, kl, val, (size_t)vl, 0, 0) == MEMCACHED_SUCCESS
-		       ? 0
-		       : -1;
+	int n = snprintf(req, sizeof(req), "set %.*s 0 0 %d\r\n%s\r\n", (int)kl, key, vl, val);
+
+	if (request(rf, s, req, (size_t)n, complete_line, &rl) != 0)
+		return -1;
+	return line_is(rf->rbuf, rl, "STORED") ? 0 : -1;
+}
+
+/* The value of "STAT <name> <u64>" in a stats reply, or -1 if absent. */
+static int stat_u64(const char *b, size_t n, const char *name, uint64_t *v)
+{
+	size_t nl = strlen(name);
+
+	for (size_t at = 0, ll; (ll = line_end(b + at, n - at)) != 0; at += ll) {
+		char num[24];
+		size_t vl;
+
+		if (ll < 5 + nl + 1 + 2 || memcmp(b + at, "STAT ", 5) != 0 ||
+		    memcmp(b + at + 5, name, nl) != 0 || b[at + 5 + nl] != ' ')
+			continue;
+		vl = ll - 2 - (5 + nl + 1);
+		if (vl == 0 || vl >= sizeof(num))
+			return -1;
+		memcpy(num, b + at + 5 + nl + 1, vl);
+		num[vl] = '\0';
+		for (size_t i = 0; i < vl; i++)
+			if (num[i] < '0' || num[i] > '9')
+				return -1;
+		*v = strtoull(num, NULL, 10);
+		return 0;
+	}
+	return -1;
 }
 
 /* A restart by "stats": another pid, a smaller uptime, or another boot
@@ -312,25 +459,23 @@ static int sentinel_set(struct k2mc_refill *rf, int s, const struct held *h)
 static int restarted(struct k2mc_refill *rf, int s)
 {
 	struct srv *v = &rf->srv[s];
-	memcached_return_t rc;
-	memcached_stat_st *st = memcached_stat(v->mc, NULL, &rc);
+	uint64_t pid = 0, uptime = 0, now = 0;
+	size_t rl;
 	int r = 0;
 	int64_t boot;
 
-	if (st == NULL || rc != MEMCACHED_SUCCESS || st->pid == 0) {
-		if (st != NULL)
-			memcached_stat_free(v->mc, st);
+	if (request(rf, s, "stats\r\n", 7, complete_stats, &rl) != 0 || rl < 5 ||
+	    !line_is(rf->rbuf + rl - 5, 5, "END") || stat_u64(rf->rbuf, rl, "pid", &pid) != 0 ||
+	    stat_u64(rf->rbuf, rl, "uptime", &uptime) != 0 ||
+	    stat_u64(rf->rbuf, rl, "time", &now) != 0 || pid == 0)
 		return -1;
-	}
-	boot = (int64_t)st->time - (int64_t)st->uptime;
-	if (v->have_stats && ((uint64_t)st->pid != v->pid || st->uptime < v->uptime ||
-			      llabs(boot - v->boot) > 2))
+	boot = (int64_t)now - (int64_t)uptime;
+	if (v->have_stats && (pid != v->pid || uptime < v->uptime || llabs(boot - v->boot) > 2))
 		r = 1;
 	v->have_stats = 1;
-	v->pid = (uint64_t)st->pid;
-	v->uptime = st->uptime;
+	v->pid = pid;
+	v->uptime = uptime;
 	v->boot = boot;
-	memcached_stat_free(v->mc, st);
 	return r;
 }
 
@@ -509,15 +654,6 @@ static int batch_add(struct k2mc_refill *rf, const struct k2mc_mapped *mp)
 	rf->we[rf->wn].fate = F_QUEUED;
 	rf->wn++;
 	return 0;
-}
-
-static int wt_connect(struct k2mc_refill *rf, int s)
-{
-	struct srv *v = &rf->srv[s];
-
-	if (transport_is_open(v->wt))
-		return 0;
-	return transport_connect(v->wt, k2mc_now_ms() + 2000);
 }
 
 /* Sends buf and reads one reply line per command into fates[i] (via
@@ -927,11 +1063,8 @@ static int first_look(struct k2mc_refill *rf, const struct held *h)
 	int64_t c = -2;
 
 	for (int s = 0; s < rf->cfg->nservers; s++) {
-		int p;
+		int p = sentinel_present(rf, s, h);
 
-		if (rf->srv[s].tls)
-			continue;
-		p = sentinel_present(rf, s, h);
 		if (p < 0)
 			continue; /* unreachable: its regular checks decide */
 		if (p == 1 || h->self_committed >= 0)
@@ -1024,10 +1157,8 @@ static void *refill_main(void *arg)
 	rcu_register_thread();
 	while (!stopping(rf)) {
 		first_looks(rf);
-		for (int s = 0; s < rf->cfg->nservers && !stopping(rf); s++) {
-			if (!rf->srv[s].tls)
-				check_server(rf, s);
-		}
+		for (int s = 0; s < rf->cfg->nservers && !stopping(rf); s++)
+			check_server(rf, s);
 		/* new partitions are looked at within POLL_MS (first_look) */
 		for (int t = 0; t < CHECK_MS / POLL_MS && !stopping(rf); t++) {
 			first_looks(rf);
@@ -1056,6 +1187,7 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 {
 	struct k2mc_refill *rf = calloc(1, sizeof(*rf));
 	rd_kafka_conf_t *conf = NULL;
+	struct transport_tls tls;
 	char e[512];
 
 	if (rf == NULL)
@@ -1066,40 +1198,24 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 	rf->lag_server = -1;
 	rf->lag = calloc(MAX_HELD, sizeof(*rf->lag));
 	rf->arena = k2mc_arena_new();
-	if (rf->arena == NULL || rf->lag == NULL)
+	rf->rbuf = malloc(REPLY_MAX);
+	if (rf->arena == NULL || rf->lag == NULL || rf->rbuf == NULL)
 		goto nomem;
 	rf->place = k2mc_placement_new(cfg, err, errlen);
 	if (rf->place == NULL)
 		goto fail;
+	/* the live path's TLS settings (their strings are cfg's); the
+	 * transport builds its OpenSSL context here, so a bad file fails now */
+	mcconn_tls_from_config(cfg, &tls);
 	for (int s = 0; s < cfg->nservers; s++) {
 		const struct k2mc_server *sv = &cfg->servers[s];
-		memcached_st *mc = memcached_create(NULL);
+		struct transport_addr a = { .host = sv->host, .port = sv->port,
+					    .is_unix = sv->is_unix };
 
-		if (mc == NULL)
-			goto nomem;
-		rf->srv[s].mc = mc;
-		rf->srv[s].tls = cfg->mc_tls;
-		{
-			struct transport_addr a = { .host = sv->host, .port = sv->port,
-						    .is_unix = sv->is_unix };
-
-			/* plain, as the detection's libmemcached connection */
-			rf->srv[s].wt = transport_new(&a, NULL, err, errlen);
-			if (rf->srv[s].wt == NULL)
-				goto fail;
-		}
-		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 1000);
-		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 2000);
-		if ((sv->is_unix ? memcached_server_add_unix_socket(mc, sv->host)
-				 : memcached_server_add(mc, sv->host, (in_port_t)sv->port)) !=
-		    MEMCACHED_SUCCESS) {
-			snprintf(err, errlen, "refill: cannot add memcached %s", sv->host);
+		rf->srv[s].wt = transport_new(&a, &tls, err, errlen);
+		if (rf->srv[s].wt == NULL)
 			goto fail;
-		}
 	}
-	if (cfg->mc_tls)
-		k2mc_warn("--refill: not over --mc-tls (its connections are plain): no server is "
-			  "checked or refilled");
 	conf = rd_kafka_conf_new();
 	if (conf == NULL)
 		goto nomem;
@@ -1169,11 +1285,8 @@ void k2mc_refill_free(struct k2mc_refill *rf)
 		rd_kafka_consumer_close(rf->rk);
 		rd_kafka_destroy(rf->rk);
 	}
-	for (int s = 0; s < K2MC_MAX_SERVERS; s++) {
-		if (rf->srv[s].mc != NULL)
-			memcached_free(rf->srv[s].mc);
+	for (int s = 0; s < K2MC_MAX_SERVERS; s++)
 		transport_free(rf->srv[s].wt);
-	}
 	k2mc_placement_free(rf->place);
 	k2mc_arena_free(rf->arena);
 	free(rf->hk);
@@ -1182,6 +1295,7 @@ void k2mc_refill_free(struct k2mc_refill *rf)
 	free(rf->lag);
 	free(rf->wbuf);
 	free(rf->dbuf);
+	free(rf->rbuf);
 	pthread_mutex_destroy(&rf->lock);
 	free(rf);
 }
