@@ -2009,15 +2009,18 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 ALLOCATOR_LIBS = {"jemalloc": f"{LIBDIR}/libjemalloc.so.2", "mimalloc": f"{LIBDIR}/libmimalloc.so.2"}
 # librdkafka settings measured against k2mc's defaults (-X wins over them)
 RDKAFKA_VARIANTS = [
-    ("k2mc's previous prefetch (-X queued.max.messages.kbytes=1024)",
-     ["-Xqueued.max.messages.kbytes=1024"]),
-    ("-X queued.max.messages.kbytes=2048", ["-Xqueued.max.messages.kbytes=2048"]),
+    ("the defaults before 62c653e (--max-buffer-bytes 256m, prefetch budget / 64: "
+     "-X queued.max.messages.kbytes=4096 -X queued.min.messages=65536)",
+     ["--max-buffer-bytes", "256m", "-Xqueued.max.messages.kbytes=4096",
+      "-Xqueued.min.messages=65536"]),
+    ("-X queued.max.messages.kbytes=1024 (a prefetch per partition; stalled before the "
+     "fetch wake)", ["-Xqueued.max.messages.kbytes=1024", "-Xqueued.min.messages=16384"]),
     ("librdkafka's prefetch default (-X queued.max.messages.kbytes=65536 "
      "-X queued.min.messages=100000)",
      ["-Xqueued.max.messages.kbytes=65536", "-Xqueued.min.messages=100000"]),
+    ("--max-buffer-bytes 256m", ["--max-buffer-bytes", "256m"]),
+    ("-X fetch.max.bytes=8388608 (8 MiB responses)", ["-Xfetch.max.bytes=8388608"]),
     ("-X check.crcs=true", ["-Xcheck.crcs=true"]),
-    ("--max-buffer-bytes 32m (prefetch derived: 512 KiB)", ["--max-buffer-bytes", "32m"]),
-    ("--max-buffer-bytes 32m --ring-size 512", ["--max-buffer-bytes", "32m", "--ring-size", "512"]),
 ]
 
 
@@ -2069,9 +2072,11 @@ def cost_variants(bench, sections, runs, n_cap):
             cs += [CostCase("k2mc", name, partitions=p, records=np_, args=a)
                    for name, a in RDKAFKA_VARIANTS]
             table(f"librdkafka settings (k2mc, {p} partitions)", cs,
-                  "each row: k2mc's defaults with the -X shown; k2mc derives "
-                  "queued.max.messages.kbytes = --max-buffer-bytes / 64 (4096 at the default) "
-                  "and librdkafka caps fetch.max.bytes at it")
+                  "each row: k2mc's defaults with the flags shown; k2mc's defaults are "
+                  "--max-buffer-bytes 32m, queued.max.messages.kbytes=1 and "
+                  "queued.min.messages=1 (a partition is fetched when its queue is empty, "
+                  "and its consumer wakes the broker thread when it empties it), and "
+                  "librdkafka then caps fetch.max.bytes at 1,000,000")
     if "cpus" in sections and shutil.which("taskset") and os.cpu_count() >= 2:
         log("cpus: --writers with memcached sharing the cores, and with taskset")
         cs = [CostCase("k2mc", f"--writers {w}, shared cores", partitions=64, records=n,
