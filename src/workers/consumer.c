@@ -26,8 +26,10 @@
 /* Wait before trying again to allocate a record's prepared key. */
 #define NOMEM_RETRY_MS 10
 /* An empty partition queue for this long, with records on the broker past
- * the ones fetched, is taken for librdkafka's prefetch stall (wake_fetch). */
-#define WAKE_AFTER_MS 5
+ * the ones fetched, is taken for librdkafka's prefetch stall (wake_fetch):
+ * the fallback for when the wake-up after a drain was not sent or did not
+ * take. Not shorter: each expiry is a sleep and a wake-up for nothing. */
+#define WAKE_AFTER_MS 20
 /* Bound on one wake_fetch request (a broker round trip): no longer than a
  * fetch wait, so a stop is answered as promptly; after a failed one (the
  * leader unreachable: librdkafka reconnects by itself) the next waits this
@@ -414,25 +416,39 @@ static int drained(struct k2mc_part *p)
  * the prefetch is memory per partition outside --max-buffer-bytes. So when
  * the queue stays empty while the broker holds records past the last one
  * fetched (the high watermark librdkafka cached from the last response),
- * this asks the partition's leader for its offsets: the request wakes that
- * broker's thread, which decides again and fetches. One round trip, only
+ * this asks the partition's leader for its end offset: the request wakes
+ * that broker's thread, which decides again and fetches. One round trip, only
  * from a thread with nothing to do; never while the partition is caught
  * up. */
-static void wake_fetch(struct k2mc_part *p)
+static int wake_fetch(struct k2mc_part *p)
 {
+	rd_kafka_topic_partition_list_t *parts;
+	rd_kafka_resp_err_t err;
 	int64_t lo, hi;
 
 	if (p->next_offset < 0 ||
 	    rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
 		    RD_KAFKA_RESP_ERR_NO_ERROR ||
 	    hi <= p->next_offset || k2mc_now_ms() < p->wake_not_before)
-		return;
+		return 0;
+	parts = rd_kafka_topic_partition_list_new(1);
+	if (parts == NULL)
+		return 0;
+	/* timestamp -1: the end offset */
+	rd_kafka_topic_partition_list_add(parts, p->topic, p->partition)->offset = -1;
 	atomic_fetch_add_explicit(&p->fetch_wakes, 1, memory_order_relaxed);
-	/* the offsets are not needed (librdkafka's fetch errors, if any, reach
-	 * the consumer with the records) */
-	if (rd_kafka_query_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi,
-					     WAKE_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	/* Not rd_kafka_query_watermark_offsets: in librdkafka 2.0.2 it waits
+	 * for the reply past its timeout (up to socket.timeout.ms) when the
+	 * leader is connected but silent, and this thread must answer a stop
+	 * or a lost assignment promptly. offsets_for_times keeps its
+	 * timeout; a late reply is dropped. The offsets are not needed. */
+	err = rd_kafka_offsets_for_times(p->rk, parts, WAKE_TIMEOUT_MS);
+	rd_kafka_topic_partition_list_destroy(parts);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		p->wake_not_before = k2mc_now_ms() + WAKE_BACKOFF_MS;
+		return 0;
+	}
+	return 1;
 }
 
 static void *consumer_main(void *arg)
@@ -441,6 +457,8 @@ static void *consumer_main(void *arg)
 	rd_kafka_message_t *msgs[CONSUME_BATCH];
 	int64_t eof_offset = -1;
 	uint64_t fetch_errors = 0;
+	/* the last batch emptied the queue and wake_fetch sent its request */
+	int woke = 0;
 	char name[16];
 
 	snprintf(name, sizeof(name), "k2mc-c/%d", p->partition);
@@ -449,12 +467,14 @@ static void *consumer_main(void *arg)
 
 	while (!stopping(p)) {
 		size_t want = fetch_size(p);
-		ssize_t n = rd_kafka_consume_batch_queue(p->queue, WAKE_AFTER_MS, msgs, want);
+		/* just woken after a drain: its fetch is on the way */
+		ssize_t n = rd_kafka_consume_batch_queue(
+			p->queue, woke ? CONSUME_TIMEOUT_MS : WAKE_AFTER_MS, msgs, want);
 		uint8_t rung[256] = { 0 };
 		uint64_t got = 0, bytes = 0;
 		ssize_t i;
 
-		if (n == 0 && !stopping(p)) {
+		if (n == 0 && !woke && !stopping(p)) {
 			wake_fetch(p);
 			n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs, want);
 		}
@@ -563,8 +583,8 @@ static void *consumer_main(void *arg)
 		}
 		/* took all the queue had: let the broker fetch the next
 		 * response while the writers work on this one */
-		if (n > 0 && (size_t)n < want && !stopping(p) && rd_kafka_queue_length(p->queue) == 0)
-			wake_fetch(p);
+		woke = n > 0 && (size_t)n < want && !stopping(p) &&
+		       rd_kafka_queue_length(p->queue) == 0 && wake_fetch(p);
 		k2mc_watermark_advance(p->wm);
 		if (eof_offset >= 0 && p->exit_at_eof && k2mc_watermark_inflight(p->wm) == 0) {
 			k2mc_watermark_skip_to(p->wm, eof_offset);
