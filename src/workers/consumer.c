@@ -91,8 +91,6 @@ struct k2mc_part {
 	_Atomic int done;
 	/* thread -> anyone: records consumed (relaxed counter) */
 	_Atomic uint64_t consumed;
-	/* thread -> anyone: wake_fetch requests sent (relaxed counter) */
-	_Atomic uint64_t fetch_wakes;
 	/* thread -> main after join: records still unacknowledged */
 	uint64_t left;
 	/* see consumer.h */
@@ -436,7 +434,6 @@ static int wake_fetch(struct k2mc_part *p)
 		return 0;
 	/* timestamp -1: the end offset */
 	rd_kafka_topic_partition_list_add(parts, p->topic, p->partition)->offset = -1;
-	atomic_fetch_add_explicit(&p->fetch_wakes, 1, memory_order_relaxed);
 	/* Not rd_kafka_query_watermark_offsets: in librdkafka 2.0.2 it waits
 	 * for the reply past its timeout (up to socket.timeout.ms) when the
 	 * leader is connected but silent, and this thread must answer a stop
