@@ -23,10 +23,15 @@
 /* the start-up broker check asks in slices this long, so a signal is
  * answered within one */
 #define BROKER_CHECK_SLICE_MS 500
-/* librdkafka's prefetch per partition queue: fetch only an empty queue
- * (see prefetch_defaults) */
-#define PREFETCH_KBYTES "1"
-#define PREFETCH_MESSAGES "1"
+/* librdkafka's prefetch per partition queue, derived from --max-buffer-bytes
+ * (see prefetch_defaults): budget / 64, within these bounds */
+#define PREFETCH_SHARE 64
+#define PREFETCH_MIN_KBYTES 256
+#define PREFETCH_MAX_KBYTES 65536
+/* queued.min.messages = the prefetch bytes / this: it binds only for records
+ * smaller than this on average (librdkafka's op per message, ~300 bytes,
+ * is not in queued.max.messages.kbytes) */
+#define PREFETCH_MIN_RECORD 64
 
 struct k2mc_group {
 	const struct k2mc_config *cfg;
@@ -430,34 +435,42 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 }
 
 /* librdkafka's prefetch, per partition queue (k2mc detaches each
- * partition's queue, so the limits apply per partition); -X sets either
- * and wins (applied after these).
- * - queued.max.messages.kbytes = 1 and queued.min.messages = 1: a
- *   partition is fetched only while its queue is empty. Its consumer
- *   thread empties it into the rings, where --max-buffer-bytes counts
- *   every record, so the budget is the prefetch, and librdkafka holds at
- *   most one fetch response per partition on top of it: one producer
- *   batch or more per partition (up to fetch.message.max.bytes, 1 MiB by
- *   default, or one larger batch), decoded into one ~300-byte op per
- *   message. Any per-partition prefetch in bytes is memory that grows
- *   with the partition count outside the budget: librdkafka's default
- *   (65536 KiB) is gigabytes at hundreds of partitions, and the previous
- *   budget / 64 put 64 partitions at 580-730 MiB with a 256 MiB budget
- *   (perf/FINDINGS.md).
- * - That prefetch stalls librdkafka 2.0.2 on its own: a partition found
- *   with a non-empty queue is not fetched again until its broker thread
- *   wakes for something else, up to 1 s later. The consumer thread wakes
- *   it (consumer.c, wake_fetch) when it has emptied the queue and the
- *   broker holds more.
- * - fetch.max.bytes is left to librdkafka, which caps it at
- *   max(queued.max.messages.kbytes, message.max.bytes): 1,000,000 bytes
- *   per response. */
-static int prefetch_defaults(rd_kafka_conf_t *conf, char *err, size_t errlen)
+ * partition's queue, so the limits apply per partition), derived from the
+ * byte budget; -X sets either and wins (applied after these).
+ * - queued.max.messages.kbytes = budget / 64: 4 MiB at the 256 MiB default.
+ *   librdkafka's own default, 65536, times hundreds of partitions is
+ *   gigabytes held before the budget sees them. Too small stalls the fetch
+ *   in librdkafka 2.0.2: a partition whose queue is over the threshold
+ *   right after a response is not fetched again until the broker thread
+ *   wakes for something else (up to 1 s; no wake-up when the queue
+ *   drains). One response adds up to one producer batch (1 MB for a
+ *   librdkafka producer) per partition, so few partitions stall at 1024
+ *   (8 partitions, topic produced before the run: 241k records/s at 1024,
+ *   on and off at 2048, 1.09M at 4096; perf/FINDINGS.md). It also sets
+ *   fetch.max.bytes (librdkafka caps its default at this value), which
+ *   keeps responses and the fetch buffers records pin to this size.
+ *   Memory is the other side: each partition may hold that much and one
+ *   more response (with the ~300-byte op of each message on top). The
+ *   fixed 1024 this replaces halved the peak RSS of 64 partitions of 10 KB
+ *   records with memcached frozen (277 -> 156 MiB, tests/test_memory.c):
+ *   with many partitions, a smaller --max-buffer-bytes (or -X) lowers both.
+ * - queued.min.messages = those bytes / 64: the count that bounds tiny
+ *   records, whose per-message op the byte limit does not see. */
+static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,
+			     size_t errlen)
 {
-	if (conf_set(conf, "queued.max.messages.kbytes", PREFETCH_KBYTES, err, errlen))
+	uint64_t kb = cfg->max_buffer_bytes / PREFETCH_SHARE / 1024;
+	char v[32];
+
+	if (kb < PREFETCH_MIN_KBYTES)
+		kb = PREFETCH_MIN_KBYTES;
+	if (kb > PREFETCH_MAX_KBYTES)
+		kb = PREFETCH_MAX_KBYTES;
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)kb);
+	if (conf_set(conf, "queued.max.messages.kbytes", v, err, errlen))
 		return -EINVAL;
-	return conf_set(conf, "queued.min.messages", PREFETCH_MESSAGES, err, errlen) ? -EINVAL
-										       : 0;
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
+	return conf_set(conf, "queued.min.messages", v, err, errlen) ? -EINVAL : 0;
 }
 
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
@@ -484,7 +497,7 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		     errlen) ||
 	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
 		goto fail;
-	if (prefetch_defaults(conf, err, errlen))
+	if (prefetch_defaults(conf, cfg, err, errlen))
 		goto fail;
 	for (int i = 0; i < cfg->nxprops; i++) {
 		char name[256];
