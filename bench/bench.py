@@ -2010,16 +2010,19 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 ALLOCATOR_LIBS = {"jemalloc": f"{LIBDIR}/libjemalloc.so.2", "mimalloc": f"{LIBDIR}/libmimalloc.so.2"}
 # librdkafka settings measured against k2mc's defaults (-X wins over them)
 RDKAFKA_VARIANTS = [
-    ("the defaults before 62c653e (--max-buffer-bytes 256m, prefetch budget / 64: "
+    ("the defaults before this change (--max-buffer-bytes 256m, prefetch budget / 64: "
      "-X queued.max.messages.kbytes=4096 -X queued.min.messages=65536)",
      ["--max-buffer-bytes", "256m", "-Xqueued.max.messages.kbytes=4096",
       "-Xqueued.min.messages=65536"]),
-    ("-X queued.max.messages.kbytes=1024 (a prefetch per partition; stalled before the "
-     "fetch wake)", ["-Xqueued.max.messages.kbytes=1024", "-Xqueued.min.messages=16384"]),
+    ("--max-buffer-bytes 256m (prefetch 512 KiB per partition)", ["--max-buffer-bytes", "256m"]),
+    ("-X queued.max.messages.kbytes=256 (a larger prefetch per partition)",
+     ["-Xqueued.max.messages.kbytes=256", "-Xqueued.min.messages=4096"]),
+    ("-X queued.max.messages.kbytes=1 -X queued.min.messages=1 (one response per "
+     "partition; a caught-up partition can wait up to 1 s)",
+     ["-Xqueued.max.messages.kbytes=1", "-Xqueued.min.messages=1"]),
     ("librdkafka's prefetch default (-X queued.max.messages.kbytes=65536 "
      "-X queued.min.messages=100000)",
      ["-Xqueued.max.messages.kbytes=65536", "-Xqueued.min.messages=100000"]),
-    ("--max-buffer-bytes 256m", ["--max-buffer-bytes", "256m"]),
     ("-X fetch.max.bytes=8388608 (8 MiB responses)", ["-Xfetch.max.bytes=8388608"]),
     ("-X check.crcs=true", ["-Xcheck.crcs=true"]),
 ]
@@ -2074,9 +2077,9 @@ def cost_variants(bench, sections, runs, n_cap):
                    for name, a in RDKAFKA_VARIANTS]
             table(f"librdkafka settings (k2mc, {p} partitions)", cs,
                   "each row: k2mc's defaults with the flags shown; k2mc's defaults are "
-                  "--max-buffer-bytes 32m, queued.max.messages.kbytes=1 and "
-                  "queued.min.messages=1 (a partition is fetched when its queue is empty, "
-                  "and its consumer wakes the broker thread when it empties it), and "
+                  "--max-buffer-bytes 32m, queued.max.messages.kbytes=64 and "
+                  "queued.min.messages=1024 (budget / 512), with the consumer's wake-up of "
+                  "the broker thread when it empties a queue that may have been over them; "
                   "librdkafka then caps fetch.max.bytes at 1,000,000")
     if "cpus" in sections and shutil.which("taskset") and os.cpu_count() >= 2:
         log("cpus: --writers with memcached sharing the cores, and with taskset")

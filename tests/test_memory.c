@@ -36,18 +36,19 @@
 #define KEY_LEN 12 /* "key-%08u" */
 #define BUDGET (32ull << 20)
 /* librdkafka prefetches per partition queue (k2mc reads one queue per
- * partition): with --max-buffer-bytes 32m, k2mc's derived prefetch is
- * 512 KiB per partition (src/core/group.c), and each partition holds that
- * and about one fetch response of up to max.partition.fetch.bytes (1 MiB)
- * outside the budget; with 10 KB records the ops are small beside it, and
- * 1 MiB per partition covers both here (measured 107-114 MiB). */
+ * partition): with --max-buffer-bytes 32m (the default), k2mc's derived
+ * prefetch is 64 KiB per partition (src/core/group.c), and each partition
+ * holds that and about one fetch response of up to max.partition.fetch.bytes
+ * (1 MiB) outside the budget; with 10 KB records the ops are small beside
+ * it, and 1 MiB per partition covers both here (measured 95 MiB; 107-114 MiB
+ * with a 512 KiB prefetch). */
 #define FETCH_BYTES (1ull << 20)
 /* k2mc with 64 partitions' threads and librdkafka's, before any record:
  * about 10 MiB; the rest is headroom for allocator slack */
 #define BASE_BYTES (40ull << 20)
 /* The bound the test asserts: the budget, one response per partition, the
  * base. The tree before the byte budget held every record: about 280 MiB;
- * with the prefetch of budget / 64 per partition, 64 x 512 KiB more. */
+ * with a prefetch of budget / 64 per partition, 64 x 512 KiB more. */
 #define RSS_BOUND (BUDGET + PARTS * FETCH_BYTES + BASE_BYTES)
 
 struct world {

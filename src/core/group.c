@@ -24,9 +24,9 @@
  * answered within one */
 #define BROKER_CHECK_SLICE_MS 500
 /* librdkafka's prefetch per partition queue, derived from --max-buffer-bytes
- * (see prefetch_defaults): budget / 64, within these bounds */
-#define PREFETCH_SHARE 64
-#define PREFETCH_MIN_KBYTES 256
+ * (see prefetch_defaults): budget / 512, within these bounds */
+#define PREFETCH_SHARE 512
+#define PREFETCH_MIN_KBYTES 64
 #define PREFETCH_MAX_KBYTES 65536
 /* queued.min.messages = the prefetch bytes / this: it binds only for records
  * smaller than this on average (librdkafka's op per message, ~300 bytes,
@@ -437,23 +437,20 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 /* librdkafka's prefetch, per partition queue (k2mc detaches each
  * partition's queue, so the limits apply per partition), derived from the
  * byte budget; -X sets either and wins (applied after these).
- * - queued.max.messages.kbytes = budget / 64: 4 MiB at the 256 MiB default.
+ * - queued.max.messages.kbytes = budget / 512: 64 KiB at the 32 MiB default.
  *   librdkafka's own default, 65536, times hundreds of partitions is
- *   gigabytes held before the budget sees them. Too small stalls the fetch
- *   in librdkafka 2.0.2: a partition whose queue is over the threshold
- *   right after a response is not fetched again until the broker thread
- *   wakes for something else (up to 1 s; no wake-up when the queue
- *   drains). One response adds up to one producer batch (1 MB for a
- *   librdkafka producer) per partition, so few partitions stall at 1024
- *   (8 partitions, topic produced before the run: 241k records/s at 1024,
- *   on and off at 2048, 1.09M at 4096; perf/FINDINGS.md). It also sets
- *   fetch.max.bytes (librdkafka caps its default at this value), which
- *   keeps responses and the fetch buffers records pin to this size.
- *   Memory is the other side: each partition may hold that much and one
- *   more response (with the ~300-byte op of each message on top). The
- *   fixed 1024 this replaces halved the peak RSS of 64 partitions of 10 KB
- *   records with memcached frozen (277 -> 156 MiB, tests/test_memory.c):
- *   with many partitions, a smaller --max-buffer-bytes (or -X) lowers both.
+ *   gigabytes held before the budget sees them, and each queued message
+ *   also holds a ~350-byte op and pins its fetch buffer. It also caps
+ *   fetch.max.bytes (librdkafka does so when it is not set), so one fetch
+ *   response is at most about message.max.bytes (1 MB) for all partitions.
+ *   A small value used to stall the fetch in librdkafka 2.0.2: a partition
+ *   whose queue is over the threshold when the broker thread looks is not
+ *   fetched again until that thread wakes for something else (up to 1 s);
+ *   the consumer thread now sends that wake-up itself when it empties a
+ *   queue that may have been over (wake_fetch in src/workers/consumer.c).
+ *   Measured (perf/FINDINGS.md, 64 partitions of 100 B records, topic
+ *   produced before the run): peak RSS 551 MiB with budget / 64 of a
+ *   256 MiB budget, 114-140 MiB with 64 KiB of a 32 MiB one.
  * - queued.min.messages = those bytes / 64: the count that bounds tiny
  *   records, whose per-message op the byte limit does not see. */
 static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,

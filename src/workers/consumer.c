@@ -46,6 +46,16 @@ struct k2mc_part {
 	int64_t next_offset;
 	/* thread only: no wake_fetch before this (k2mc_now_ms) */
 	int64_t wake_not_before;
+	/* immutable after k2mc_part_new: librdkafka's queued.max.messages.kbytes
+	 * (in bytes) and queued.min.messages, the thresholds over which its
+	 * broker thread stops fetching this partition (wake_fetch) */
+	uint64_t prefetch_bytes;
+	uint64_t prefetch_msgs;
+	/* thread only: value bytes and messages taken from the queue since it
+	 * was last seen empty, or since the last wake_fetch request (the most
+	 * the queue can have held in that time) */
+	uint64_t run_bytes;
+	uint64_t run_msgs;
 	int nwriters;
 	struct park *bells;
 	int exit_at_eof;
@@ -134,6 +144,20 @@ static uint32_t next_pow2(uint64_t v)
 	return p > (1u << 30) ? (1u << 30) : (uint32_t)p;
 }
 
+/* A numeric librdkafka property of rk's configuration, or dflt. */
+static uint64_t conf_u64(rd_kafka_t *rk, const char *name, uint64_t dflt)
+{
+	char v[64];
+	size_t n = sizeof(v);
+	char *end;
+	unsigned long long x;
+
+	if (rd_kafka_conf_get(rd_kafka_conf(rk), name, v, &n) != RD_KAFKA_CONF_OK)
+		return dflt;
+	x = strtoull(v, &end, 10);
+	return end == v ? dflt : (uint64_t)x;
+}
+
 struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t partition,
 				const struct k2mc_part_opts *o)
 {
@@ -145,6 +169,8 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->partition = partition;
 	p->rk = rk;
 	p->next_offset = -1;
+	p->prefetch_bytes = conf_u64(rk, "queued.max.messages.kbytes", 65536) * 1024;
+	p->prefetch_msgs = conf_u64(rk, "queued.min.messages", 100000);
 	p->nwriters = o->nwriters;
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
@@ -412,26 +438,38 @@ static int drained(struct k2mc_part *p)
  * broker is being fetched (librdkafka 2.2 added fetch.queue.backoff.ms for
  * it). That stall is what kept the prefetch large (perf/FINDINGS.md), and
  * the prefetch is memory per partition outside --max-buffer-bytes. So when
- * the queue stays empty while the broker holds records past the last one
- * fetched (the high watermark librdkafka cached from the last response),
- * this asks the partition's leader for its end offset: the request wakes
- * that broker's thread, which decides again and fetches. One round trip, only
- * from a thread with nothing to do; never while the partition is caught
- * up. */
+ * this thread has emptied the queue and the partition may be in that state,
+ * it asks the partition's leader for its end offset: the request wakes that
+ * broker's thread, which decides again and fetches. The partition may be
+ * in that state when
+ * - the broker holds records past the last one fetched (the high watermark
+ *   librdkafka cached from the last response): catching up, every response
+ *   fills the queue; or
+ * - what was taken since the queue was last seen empty reached a threshold:
+ *   the queue may have held that much when the broker thread looked, even
+ *   with the partition caught up (one large response at the end of a burst);
+ *   without this, the records produced next would wait up to 1 s.
+ * One round trip, only from a thread with nothing to do. Returns 1 when the
+ * request was sent, 0 when the partition cannot be stalled, -1 when it may
+ * be but no request was sent (backed off after a failure). */
 static int wake_fetch(struct k2mc_part *p)
 {
 	rd_kafka_topic_partition_list_t *parts;
 	rd_kafka_resp_err_t err;
 	int64_t lo, hi;
 
-	if (p->next_offset < 0 ||
-	    rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
-		    RD_KAFKA_RESP_ERR_NO_ERROR ||
-	    hi <= p->next_offset || k2mc_now_ms() < p->wake_not_before)
+	if (p->next_offset < 0)
 		return 0;
+	if (p->run_bytes < p->prefetch_bytes && p->run_msgs < p->prefetch_msgs &&
+	    (rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
+		     RD_KAFKA_RESP_ERR_NO_ERROR ||
+	     hi <= p->next_offset))
+		return 0;
+	if (k2mc_now_ms() < p->wake_not_before)
+		return -1;
 	parts = rd_kafka_topic_partition_list_new(1);
 	if (parts == NULL)
-		return 0;
+		return -1;
 	/* timestamp -1: the end offset */
 	rd_kafka_topic_partition_list_add(parts, p->topic, p->partition)->offset = -1;
 	/* Not rd_kafka_query_watermark_offsets: in librdkafka 2.0.2 it waits
@@ -443,8 +481,9 @@ static int wake_fetch(struct k2mc_part *p)
 	rd_kafka_topic_partition_list_destroy(parts);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		p->wake_not_before = k2mc_now_ms() + WAKE_BACKOFF_MS;
-		return 0;
+		return -1;
 	}
+	p->run_bytes = p->run_msgs = 0;
 	return 1;
 }
 
@@ -472,7 +511,7 @@ static void *consumer_main(void *arg)
 		ssize_t i;
 
 		if (n == 0 && !woke && !stopping(p)) {
-			wake_fetch(p);
+			(void)wake_fetch(p);
 			n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs, want);
 		}
 		if (n < 0) {
@@ -482,6 +521,8 @@ static void *consumer_main(void *arg)
 					   rd_kafka_err2str(rd_kafka_last_error()));
 			n = 0;
 		}
+		if (n > 0)
+			p->run_msgs += (uint64_t)n;
 		for (i = 0; i < n; i++) {
 			rd_kafka_message_t *m = msgs[i];
 			struct k2mc_prepared *pre;
@@ -508,6 +549,7 @@ static void *consumer_main(void *arg)
 				rd_kafka_message_destroy(m);
 				continue;
 			}
+			p->run_bytes += m->len;
 			if (eof_offset >= 0) {
 				eof_offset = -1;
 				atomic_store_explicit(&p->done, 0, memory_order_release);
@@ -580,8 +622,17 @@ static void *consumer_main(void *arg)
 		}
 		/* took all the queue had: let the broker fetch the next
 		 * response while the writers work on this one */
-		woke = n > 0 && (size_t)n < want && !stopping(p) &&
-		       rd_kafka_queue_length(p->queue) == 0 && wake_fetch(p);
+		woke = 0;
+		if (n > 0 && (size_t)n < want && !stopping(p) &&
+		    rd_kafka_queue_length(p->queue) == 0) {
+			int r = wake_fetch(p);
+
+			woke = r > 0;
+			/* seen empty, and never over a threshold since it was
+			 * last: a new run starts */
+			if (r == 0)
+				p->run_bytes = p->run_msgs = 0;
+		}
 		k2mc_watermark_advance(p->wm);
 		if (eof_offset >= 0 && p->exit_at_eof && k2mc_watermark_inflight(p->wm) == 0) {
 			k2mc_watermark_skip_to(p->wm, eof_offset);
