@@ -2014,7 +2014,8 @@ RDKAFKA_VARIANTS = [
      "-X queued.max.messages.kbytes=4096 -X queued.min.messages=65536)",
      ["--max-buffer-bytes", "256m", "-Xqueued.max.messages.kbytes=4096",
       "-Xqueued.min.messages=65536"]),
-    ("--max-buffer-bytes 256m (prefetch 512 KiB per partition)", ["--max-buffer-bytes", "256m"]),
+    ("--max-buffer-bytes 32m (prefetch 128 KiB per partition)", ["--max-buffer-bytes", "32m"]),
+    ("--max-buffer-bytes 256m (prefetch 1 MiB per partition)", ["--max-buffer-bytes", "256m"]),
     ("-X queued.max.messages.kbytes=256 (a larger prefetch per partition)",
      ["-Xqueued.max.messages.kbytes=256", "-Xqueued.min.messages=4096"]),
     ("-X queued.max.messages.kbytes=1 -X queued.min.messages=1 (one response per "
@@ -2077,8 +2078,8 @@ def cost_variants(bench, sections, runs, n_cap):
                    for name, a in RDKAFKA_VARIANTS]
             table(f"librdkafka settings (k2mc, {p} partitions)", cs,
                   "each row: k2mc's defaults with the flags shown; k2mc's defaults are "
-                  "--max-buffer-bytes 32m, queued.max.messages.kbytes=64 and "
-                  "queued.min.messages=1024 (budget / 512), with the consumer's wake-up of "
+                  "--max-buffer-bytes 16m, queued.max.messages.kbytes=64 and "
+                  "queued.min.messages=1024 (budget / 256), with the consumer's wake-up of "
                   "the broker thread when it empties a queue that may have been over them; "
                   "librdkafka then caps fetch.max.bytes at 1,000,000")
     if "cpus" in sections and shutil.which("taskset") and os.cpu_count() >= 2:

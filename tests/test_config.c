@@ -86,7 +86,7 @@ Test(config, defaults)
 	cr_expect_eq(c.key_prefix_len, 0);
 	cr_expect_eq(c.stats_interval_ms, 5000);
 	cr_expect_eq(c.shutdown_timeout_ms, 30000);
-	cr_expect_eq(c.max_buffer_bytes, 32u << 20);
+	cr_expect_eq(c.max_buffer_bytes, 16u << 20);
 	cr_expect_eq(c.verbosity, 1);
 }
 

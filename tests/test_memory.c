@@ -36,12 +36,12 @@
 #define KEY_LEN 12 /* "key-%08u" */
 #define BUDGET (32ull << 20)
 /* librdkafka prefetches per partition queue (k2mc reads one queue per
- * partition): with --max-buffer-bytes 32m (the default), k2mc's derived
- * prefetch is 64 KiB per partition (src/core/group.c), and each partition
+ * partition): with --max-buffer-bytes 32m, k2mc's derived
+ * prefetch is 128 KiB per partition (src/core/group.c), and each partition
  * holds that and about one fetch response of up to max.partition.fetch.bytes
  * (1 MiB) outside the budget; with 10 KB records the ops are small beside
- * it, and 1 MiB per partition covers both here (measured 95 MiB; 107-114 MiB
- * with a 512 KiB prefetch). */
+ * it, and 1 MiB per partition covers both here (measured 95 MiB with a 64 KiB
+ * prefetch, 107-114 MiB with 512 KiB). */
 #define FETCH_BYTES (1ull << 20)
 /* k2mc with 64 partitions' threads and librdkafka's, before any record:
  * about 10 MiB; the rest is headroom for allocator slack */

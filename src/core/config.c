@@ -206,7 +206,7 @@ void k2mc_config_usage(FILE *out)
 		"  --writers N               writer threads, each with its own connections (default: CPUs)\n"
 		"  --ring-size N             slots per partition/writer ring, power of two (default 4096)\n"
 		"  --max-buffer-bytes N      record bytes held in rings and batches at most; consumers\n"
-		"                            wait when it is reached; k, m, g suffixes (default 32m)\n"
+		"                            wait when it is reached; k, m, g suffixes (default 16m)\n"
 		"  --batch N                 records per pipelined, acknowledged exchange (default 512)\n"
 		"  --commit-interval-ms N    offset commit interval (default 1000)\n"
 		"  --shutdown-timeout-ms N   how long shutdown waits for writes (default 30000)\n"

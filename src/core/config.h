@@ -18,7 +18,7 @@
 /* memcached reads an exptime over 30 days as an absolute unix time */
 #define K2MC_TTL_RELATIVE_MAX 2592000
 /* --max-buffer-bytes: default and floor */
-#define K2MC_MAX_BUFFER_DEFAULT (32ull << 20)
+#define K2MC_MAX_BUFFER_DEFAULT (16ull << 20)
 #define K2MC_MAX_BUFFER_MIN (1ull << 20)
 /* Fencing (fence.h): the lease a commit acknowledgement buys is
  * session.timeout.ms - heartbeat.interval.ms - this margin, which covers the

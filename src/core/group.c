@@ -24,8 +24,8 @@
  * answered within one */
 #define BROKER_CHECK_SLICE_MS 500
 /* librdkafka's prefetch per partition queue, derived from --max-buffer-bytes
- * (see prefetch_defaults): budget / 512, within these bounds */
-#define PREFETCH_SHARE 512
+ * (see prefetch_defaults): budget / 256, within these bounds */
+#define PREFETCH_SHARE 256
 #define PREFETCH_MIN_KBYTES 64
 #define PREFETCH_MAX_KBYTES 65536
 /* queued.min.messages = the prefetch bytes / this: it binds only for records
@@ -437,7 +437,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 /* librdkafka's prefetch, per partition queue (k2mc detaches each
  * partition's queue, so the limits apply per partition), derived from the
  * byte budget; -X sets either and wins (applied after these).
- * - queued.max.messages.kbytes = budget / 512: 64 KiB at the 32 MiB default.
+ * - queued.max.messages.kbytes = budget / 256: 64 KiB at the 16 MiB default.
  *   librdkafka's own default, 65536, times hundreds of partitions is
  *   gigabytes held before the budget sees them, and each queued message
  *   also holds a ~350-byte op and pins its fetch buffer. It also caps
@@ -449,8 +449,10 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
  *   the consumer thread now sends that wake-up itself when it empties a
  *   queue that may have been over (wake_fetch in src/workers/consumer.c).
  *   Measured (perf/FINDINGS.md, 64 partitions of 100 B records, topic
- *   produced before the run): peak RSS 551 MiB with budget / 64 of a
- *   256 MiB budget, 114-140 MiB with 64 KiB of a 32 MiB one.
+ *   produced before the run): peak RSS 551-628 MiB with budget / 64 of a
+ *   256 MiB budget, 118-148 MiB with 64 KiB and a 32 MiB budget, 97-107
+ *   MiB with 64 KiB and 16 MiB (records in flight pin their fetch buffers,
+ *   so the budget weighs more than it counts).
  * - queued.min.messages = those bytes / 64: the count that bounds tiny
  *   records, whose per-message op the byte limit does not see. */
 static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,
