@@ -493,6 +493,8 @@ static void *consumer_main(void *arg)
 	rd_kafka_message_t *msgs[CONSUME_BATCH];
 	int64_t eof_offset = -1;
 	uint64_t fetch_errors = 0;
+	/* records librdkafka handed out again, below one already handed out */
+	uint64_t redelivered = 0;
 	/* the last batch emptied the queue and wake_fetch sent its request */
 	int woke = 0;
 	char name[16];
@@ -550,6 +552,29 @@ static void *consumer_main(void *arg)
 				continue;
 			}
 			p->run_bytes += m->len;
+			if (m->offset < p->next_offset) {
+				/* librdkafka 2.0.2 can deliver a range again within
+				 * one assignment (a fetch response of the old leader
+				 * and one of the new racing after a leader change,
+				 * seen under injected NOT_LEADER errors and a broker
+				 * down). This thread has handed those records out
+				 * already: handing them out again would write older
+				 * values over newer ones and track offsets behind the
+				 * window. A consumer's position only moves forward
+				 * (as a Java consumer's does without a seek); a new
+				 * assignment starts from the committed offsets with a
+				 * new partition state. Logged first and every 1000th. */
+				if (redelivered++ % 1000 == 0)
+					k2mc_log_record(K2MC_LOG_WARN, p->topic, p->partition,
+							m->offset, "REDELIVERED",
+							"%s [%d]: offset %lld delivered again below "
+							"%lld, already handed out: skipped (%llu so far)",
+							p->topic, p->partition, (long long)m->offset,
+							(long long)p->next_offset,
+							(unsigned long long)redelivered);
+				rd_kafka_message_destroy(m);
+				continue;
+			}
 			if (eof_offset >= 0) {
 				eof_offset = -1;
 				atomic_store_explicit(&p->done, 0, memory_order_release);
