@@ -275,6 +275,21 @@ static void wait_committed_at_end(const char *group, struct h_proc *const procs[
 		  nprocs > 0 ? tail_of(procs[0]->err_path) : "");
 }
 
+/* How many times needle occurs in the file at path. */
+static int count_in_file(const char *path, const char *needle)
+{
+	size_t len, nl = strlen(needle);
+	char *b = h_file_read(path, &len), *at;
+	int n = 0;
+
+	if (b == NULL)
+		return 0;
+	for (at = b; (at = memmem(at, len - (size_t)(at - b), needle, nl)) != NULL; at += nl)
+		n++;
+	free(b);
+	return n;
+}
+
 static void assert_committed_at_end(const char *group, const char *what)
 {
 	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
@@ -813,8 +828,18 @@ Test(faults, kafka_broker_down_errors_and_latency)
 
 	wait_committed_at_end("kafka-faults", procs, 1, 60000);
 	stop_k2mc(&k, 15000, "SIGTERM after the Kafka faults", &s);
-	cr_assert_eq(s.consumed, W.produced, "consumed %" PRIu64 ", produced %" PRIu64, s.consumed,
-		     W.produced);
+	/* Within one assignment each record is consumed once (consumer.c
+	 * skips what librdkafka delivers twice). If the group rebalanced while
+	 * its coordinator was down or slow, the new assignment reads again from
+	 * the committed offsets: at least once, then. */
+	if (count_in_file(k.err_path, "INFO: assigned ") > 1)
+		cr_assert_geq(s.consumed, W.produced,
+			      "consumed %" PRIu64 ", produced %" PRIu64 " (reassigned)", s.consumed,
+			      W.produced);
+	else
+		cr_assert_eq(s.consumed, W.produced,
+			     "consumed %" PRIu64 ", produced %" PRIu64 " in one assignment",
+			     s.consumed, W.produced);
 	cr_assert_eq(s.unwritten, 0);
 	assert_cache_equals_expect(&W.mc[0], "after the Kafka faults");
 	assert_committed_at_end("kafka-faults", "after the Kafka faults");
