@@ -2010,7 +2010,7 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 ALLOCATOR_LIBS = {"jemalloc": f"{LIBDIR}/libjemalloc.so.2", "mimalloc": f"{LIBDIR}/libmimalloc.so.2"}
 # librdkafka settings measured against k2mc's defaults (-X wins over them)
 RDKAFKA_VARIANTS = [
-    ("the defaults before this change (--max-buffer-bytes 256m, prefetch budget / 64: "
+    ("the defaults before 72da1ff (--max-buffer-bytes 256m, prefetch budget / 64: "
      "-X queued.max.messages.kbytes=4096 -X queued.min.messages=65536)",
      ["--max-buffer-bytes", "256m", "-Xqueued.max.messages.kbytes=4096",
       "-Xqueued.min.messages=65536"]),

@@ -40,8 +40,8 @@
  * prefetch is 128 KiB per partition (src/core/group.c), and each partition
  * holds that and about one fetch response of up to max.partition.fetch.bytes
  * (1 MiB) outside the budget; with 10 KB records the ops are small beside
- * it, and 1 MiB per partition covers both here (measured 95 MiB with a 64 KiB
- * prefetch, 107-114 MiB with 512 KiB). */
+ * it, and 1 MiB per partition covers both here (measured 86-102 MiB; 107-114
+ * MiB with a 512 KiB prefetch). */
 #define FETCH_BYTES (1ull << 20)
 /* k2mc with 64 partitions' threads and librdkafka's, before any record:
  * about 10 MiB; the rest is headroom for allocator slack */

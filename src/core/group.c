@@ -440,7 +440,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
  * - queued.max.messages.kbytes = budget / 256: 64 KiB at the 16 MiB default.
  *   librdkafka's own default, 65536, times hundreds of partitions is
  *   gigabytes held before the budget sees them, and each queued message
- *   also holds a ~350-byte op and pins its fetch buffer. It also caps
+ *   also holds a ~300-byte op and pins its fetch buffer. It also caps
  *   fetch.max.bytes (librdkafka does so when it is not set), so one fetch
  *   response is at most about message.max.bytes (1 MB) for all partitions.
  *   A small value used to stall the fetch in librdkafka 2.0.2: a partition

@@ -523,8 +523,7 @@ static void *consumer_main(void *arg)
 					   rd_kafka_err2str(rd_kafka_last_error()));
 			n = 0;
 		}
-		if (n > 0)
-			p->run_msgs += (uint64_t)n;
+		p->run_msgs += (uint64_t)n;
 		for (i = 0; i < n; i++) {
 			rd_kafka_message_t *m = msgs[i];
 			struct k2mc_prepared *pre;
