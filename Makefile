@@ -6,8 +6,32 @@ CC       ?= cc
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wstrict-prototypes \
                -Wmissing-prototypes -Wformat=2 -Werror -Isrc -pthread
 CFLAGS   ?= -O2
-LIBS     := -lrdkafka -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpthread
+# librdkafka: by default the version pinned in contrib/librdkafka.pin, built
+# from Debian's own source package into build/rdkafka by
+# contrib/librdkafka.sh and linked statically (as kcat ships it); its
+# tarball is cached in build/rdkafka-src. The libraries it needs are
+# bookworm's (their -dev packages join DEB_PKGS below). `make RDKAFKA=system`
+# builds against the system's librdkafka-dev instead (2.0.2 on bookworm:
+# no SASL/SCRAM on Kafka 4, no KIP-848; k2mc warns at start).
+RDKAFKA ?= vendored
+ifeq ($(RDKAFKA),system)
+RDK_LIBS  := -lrdkafka
+RDK_PKGS  := librdkafka-dev
+RDK_STAMP :=
+else ifeq ($(RDKAFKA),vendored)
+RDK_DIR   := build/rdkafka
+RDK_STAMP := $(RDK_DIR)/.built
+RDK_LIBS  := $(RDK_DIR)/lib/librdkafka.a -lsasl2 -lzstd -llz4 -lcurl -lssl -lcrypto -lz -lm -ldl -lrt
+RDK_PKGS  := libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev libcurl4-openssl-dev pkg-config
+# -isystem: its header draws warnings (a const return type) that -Werror
+# would make ours
+CFLAGS_BASE += -isystem $(RDK_DIR)/include
+else
+$(error RDKAFKA=$(RDKAFKA): expected vendored (the default) or system)
+endif
+LIBS     := $(RDK_LIBS) -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpthread
 TLIBS    := $(LIBS) -lcriterion
+
 
 # The Debian packages k2mc needs: the one list, shown in README ("The two
 # commands"). The libraries k2mc links, with their headers; for `make test`
@@ -15,7 +39,7 @@ TLIBS    := $(LIBS) -lcriterion
 # and nutcracker (the proxy test). build-essential, git and python3 (demo,
 # bench) are taken as given. PKG_TOOLS: only for `make deb` and
 # `make package-test` (debhelper, lintian, and systemd for systemd-analyze).
-DEB_PKGS  := librdkafka-dev libmemcached-dev liburcu-dev libxxhash-dev libmicrohttpd-dev \
+DEB_PKGS  := $(RDK_PKGS) libmemcached-dev liburcu-dev libxxhash-dev libmicrohttpd-dev \
              libssl-dev libsystemd-dev libcriterion-dev memcached openssl nutcracker
 PKG_TOOLS := debhelper dpkg-dev lintian systemd
 DEPS_STAMP := build/.deps
@@ -43,8 +67,13 @@ $(DEPS_APT): Makefile
 	@mkdir -p build
 	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(DEB_PKGS)
 	@touch $@
-$(DEPS_STAMP): $(DEPS_APT) Makefile
+$(DEPS_STAMP): $(DEPS_APT) $(RDK_STAMP) Makefile
 	@touch $@
+ifneq ($(RDK_STAMP),)
+$(RDK_STAMP): contrib/librdkafka.pin contrib/librdkafka.sh $(DEPS_APT)
+	contrib/librdkafka.sh $(RDK_DIR) build/rdkafka-src
+	@touch $@
+endif
 
 # Three variants of every object: plain, ASan+UBSan, TSan.
 build/obj/%.o: %.c $(DEPS_STAMP)
@@ -67,6 +96,7 @@ TOBJS  = $(K2MC_SRCS:%.c=build/tsan/%.o)
 
 build/k2mc: $$(OBJS) build/obj/$(MAIN_SRC:.c=.o)
 	$(CC) $(CFLAGS_BASE) $(CFLAGS) $^ -o $@ $(LIBS)
+	@echo "build/k2mc: linked with librdkafka $$($@ -V | sed -n 's/.*librdkafka \([^ ,;)]*\).*/\1/p' | head -1)"
 build/asan/k2mc: $$(AOBJS) build/asan/$(MAIN_SRC:.c=.o)
 	$(CC) -fsanitize=address,undefined $^ -o $@ $(LIBS)
 build/tsan/k2mc: $$(TOBJS) build/tsan/$(MAIN_SRC:.c=.o)
@@ -210,7 +240,7 @@ $(FUZZ_STAMP): $(DEPS_STAMP)
 	@touch $@
 build/fuzz/fuzz_config: fuzz/fuzz_config.c src/core/config.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wl,--wrap=fopen fuzz/fuzz_config.c src/core/config.c -o $@ -lrdkafka
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wl,--wrap=fopen fuzz/fuzz_config.c src/core/config.c -o $@ $(RDK_LIBS)
 fuzz: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus/$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS) s"; \
@@ -586,7 +616,7 @@ FUZZ_BINS   += build/fuzz/fuzz_mapping
 fuzz: build/fuzz/fuzz_mapping
 build/fuzz/fuzz_mapping: fuzz/fuzz_mapping.c $(MAPPING_SRC) $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_mapping.c $(MAPPING_SRC) -o $@ -lrdkafka -lxxhash
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_mapping.c $(MAPPING_SRC) -o $@ $(RDK_LIBS) -lxxhash
 JSONBENCH_PKGS  := libjansson-dev libjson-c-dev
 JSONBENCH_STAMP := build/.deps-jsonbench
 $(JSONBENCH_STAMP): $(DEPS_APT) Makefile
@@ -597,7 +627,7 @@ JSONBENCH_OBJS  := build/obj/bench/json_bench.o build/obj/bench/json_bench_libs.
                    build/obj/bench/json_bench_jsonc.o
 $(JSONBENCH_OBJS): $(JSONBENCH_STAMP)
 build/json-bench: $(JSONBENCH_OBJS) build/obj/$(MAPPING_SRC:.c=.o)
-	$(CC) $^ -o $@ -ljansson -ljson-c -lrdkafka -lxxhash
+	$(CC) $^ -o $@ -ljansson -ljson-c $(RDK_LIBS) -lxxhash
 bench bench-quick: build/json-bench
 
 # ---- issue 12: refill a memcached server that lost its contents ----
