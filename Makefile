@@ -20,6 +20,7 @@ RDK_PKGS  := librdkafka-dev
 RDK_STAMP :=
 else ifeq ($(RDKAFKA),vendored)
 RDK_DIR   := build/rdkafka
+RDK_PIN   ?= contrib/librdkafka.pin
 RDK_STAMP := $(RDK_DIR)/.built
 RDK_LIBS  := $(RDK_DIR)/lib/librdkafka.a -lsasl2 -lzstd -llz4 -lcurl -lssl -lcrypto -lz -lm -ldl -lrt
 RDK_PKGS  := libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev libcurl4-openssl-dev pkg-config
@@ -70,8 +71,8 @@ $(DEPS_APT): Makefile
 $(DEPS_STAMP): $(DEPS_APT) $(RDK_STAMP) Makefile
 	@touch $@
 ifneq ($(RDK_STAMP),)
-$(RDK_STAMP): contrib/librdkafka.pin contrib/librdkafka.sh $(DEPS_APT)
-	contrib/librdkafka.sh $(RDK_DIR) build/rdkafka-src
+$(RDK_STAMP): $(RDK_PIN) contrib/librdkafka.sh $(DEPS_APT)
+	contrib/librdkafka.sh $(RDK_DIR) build/rdkafka-src $(RDK_PIN)
 	@touch $@
 endif
 
@@ -400,9 +401,11 @@ k2mc-version-check: ;
 version:
 	@echo '$(VERSION)'
 # the package list, for tests/package_check.sh (README must show it)
-.PHONY: deps-list
+.PHONY: deps-list rdkafka-mode
 deps-list:
 	@echo $(DEB_PKGS)
+rdkafka-mode:
+	@echo $(RDKAFKA)
 
 # sd_notify (src/core/notify.c, libsystemd): READY=1 after the first
 # assignment, STATUS= with the stats line, STOPPING=1 when the drain starts.
@@ -479,7 +482,7 @@ DEB_FILE := build/k2mc_$(VERSION)_$(DEB_ARCH).deb
 DEB_SRC  := build/deb/k2mc-$(VERSION)
 pkg-deps: deps
 	@contrib/apt-deps.sh $(PKG_TOOLS)
-deb: pkg-deps
+deb: pkg-deps $(RDK_STAMP)
 	@rm -rf build/deb build/k2mc_*.deb build/k2mc-dbgsym_*.deb && mkdir -p $(DEB_SRC)
 	@if [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
 	  git ls-files -co --exclude-standard | while IFS= read -r f; do [ ! -e "$$f" ] || \
@@ -487,6 +490,10 @@ deb: pkg-deps
 	else find . -path ./build -prune -o -path ./.git -prune -o ! -type d -print; fi | \
 	  tar -cf - -T - | tar -xf - -C $(DEB_SRC)
 	@echo '$(VERSION)' > $(DEB_SRC)/VERSION
+	@# the librdkafka tarball, checked against its pin again there: the
+	@# package build needs no network
+	@if [ -n "$(RDK_STAMP)" ]; then mkdir -p $(DEB_SRC)/build/rdkafka-src && \
+	  cp build/rdkafka-src/librdkafka_*.orig.tar.gz $(DEB_SRC)/build/rdkafka-src/; fi
 	@sed -i '1s/([^)]*)/($(VERSION))/' $(DEB_SRC)/debian/changelog
 	@echo "dpkg-buildpackage -us -uc -b in $(DEB_SRC) (log: build/deb/build.log)"
 	@cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b > ../build.log 2>&1 || \

@@ -71,9 +71,17 @@ for so in $(objdump -p "$root/usr/bin/k2mc" | awk '$1 == "NEEDED" { print $2 }')
 	done
 	[ -n "$found" ] || fail "k2mc links $so ($pkgs) but Depends does not name it"
 done
-for p in librdkafka1 libmemcached11 liburcu8; do
+for p in libmemcached11 liburcu8 libsasl2-2 libzstd1 liblz4-1 libcurl4; do
 	grep -qE "(^|, )$p( |,|$)" <<<"$depends" || fail "Depends lacks $p"
 done
+# librdkafka is linked in (the version contrib/librdkafka.pin names): the
+# package must not depend on Debian's, which is older
+if [ "$(make -s rdkafka-mode)" = vendored ]; then
+	grep -qE "(^|, )librdkafka1( |,|$)" <<<"$depends" &&
+		fail "Depends names librdkafka1, but k2mc links its own librdkafka"
+	grep -q "librdkafka $(cat build/rdkafka/VERSION)" <<<"$("$root/usr/bin/k2mc" -V)" ||
+		fail "the packaged k2mc does not run librdkafka $(cat build/rdkafka/VERSION)"
+fi
 if grep -qE -- '-dev( |,|$)|libcriterion|(^|, )memcached( |,|$)' <<<"$depends"; then
 	fail "Depends names a build or test package"
 fi

@@ -4,6 +4,7 @@
  * each other or k2mc's guarantees, here so the rest of the program can trust
  * the struct. Not a place that opens connections. */
 #include "core/config.h"
+#include "core/rdkversion.h"
 
 #include <errno.h>
 #include <ctype.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1554,7 +1556,15 @@ static enum k2mc_config_result check_xprops(const struct k2mc_config *c,
 			"%s: -e needs librdkafka's end-of-partition events to see that a partition "
 			"is done; without them k2mc would wait forever",
 			xprop_where(c, st, i, where, sizeof(where)));
-	} else if (rd_kafka_version() < 0x020300ff &&
+	} else if (rd_kafka_version() < K2MC_RDKAFKA_KIP848 &&
+		   strcasecmp(rdk_get(conf, "group.protocol", val, sizeof(val)), "consumer") == 0) {
+		i = last_xprop(c, accepted, "group.protocol");
+		set_err(err, errlen,
+			"%s: librdkafka %s has no generally available KIP-848 consumer group "
+			"protocol (it came in 2.12.0); use group.protocol=classic, or build k2mc "
+			"with the librdkafka it pins (make RDKAFKA=vendored)",
+			xprop_where(c, st, i, where, sizeof(where)), rd_kafka_version_str());
+	} else if (rd_kafka_version() < K2MC_RDKAFKA_COOP_FIX &&
 		   strcasestr(rdk_get(conf, "partition.assignment.strategy", val, sizeof(val)),
 			      "cooperative-sticky") != NULL) {
 		i = last_xprop(c, accepted, "partition.assignment.strategy");
@@ -1663,10 +1673,38 @@ uint64_t k2mc_config_ring_bytes_per_partition(const struct k2mc_config *c)
 	return slots * 16 + window * 9;
 }
 
+/* 1 when the group speaks KIP-848 (group.protocol=consumer). */
+static int kip848(rd_kafka_conf_t *conf)
+{
+	char v[32];
+
+	return conf != NULL && strcasecmp(rdk_get(conf, "group.protocol", v, sizeof(v)),
+					  "consumer") == 0;
+}
+
+/* The lease's premises under KIP-848 (group.protocol=consumer): the session
+ * timeout and the heartbeat interval are the broker's
+ * (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms),
+ * not the client's, and librdkafka refuses both properties. The client is
+ * told the interval, never the session, so the lease takes the worst case
+ * the broker's default bounds allow a group: the least session
+ * (group.consumer.min.session.timeout.ms, 45 s) and the longest interval
+ * (group.consumer.max.heartbeat.interval.ms, 15 s). What holds as with the
+ * classic protocol: librdkafka heartbeats every interval, and an accepted
+ * commit proves membership when it arrived (the coordinator checks its
+ * member epoch). What changes: a commit is never a heartbeat (the classic
+ * lease never relied on it), and there is no join phase; a revoked
+ * partition must be released within the rebalance timeout
+ * (max.poll.interval.ms), which the drain's own bound
+ * (--shutdown-timeout-ms) stays below. A cluster whose bounds were lowered
+ * below these defaults voids the lease: README, fencing. */
+#define KIP848_MIN_SESSION_MS 45000
+#define KIP848_MAX_HEARTBEAT_MS 15000
+
 int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c)
 {
 	rd_kafka_conf_t *conf = rdk_view(c, NULL);
-	int64_t v = rdk_int(conf, "session.timeout.ms", 45000);
+	int64_t v = kip848(conf) ? KIP848_MIN_SESSION_MS : rdk_int(conf, "session.timeout.ms", 45000);
 
 	if (conf != NULL)
 		rd_kafka_conf_destroy(conf);
@@ -1676,7 +1714,8 @@ int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c)
 int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c)
 {
 	rd_kafka_conf_t *conf = rdk_view(c, NULL);
-	int64_t v = rdk_int(conf, "heartbeat.interval.ms", 3000);
+	int64_t v = kip848(conf) ? KIP848_MAX_HEARTBEAT_MS
+				 : rdk_int(conf, "heartbeat.interval.ms", 3000);
 
 	if (conf != NULL)
 		rd_kafka_conf_destroy(conf);

@@ -6,11 +6,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <urcu.h>
 
 #include "core/log.h"
+#include "core/rdkversion.h"
 
 /* The last commit of released partitions may take this long after the
  * drain's deadline: a shutdown with Kafka unreachable ends within
@@ -32,6 +34,13 @@
  * smaller than this on average (librdkafka's op per message, ~300 bytes,
  * is not in queued.max.messages.kbytes) */
 #define PREFETCH_MIN_RECORD 64
+/* librdkafka's wait before it looks again at a partition over its prefetch
+ * threshold (see prefetch_defaults) */
+#define FETCH_QUEUE_BACKOFF_MS 10
+/* the longest a broker holds a fetch with nothing to return (ditto) */
+#define FETCH_WAIT_MAX_MS 100
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 struct k2mc_group {
 	const struct k2mc_config *cfg;
@@ -436,25 +445,32 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 
 /* librdkafka's prefetch, per partition queue (k2mc detaches each
  * partition's queue, so the limits apply per partition), derived from the
- * byte budget; -X sets either and wins (applied after these).
+ * byte budget; -X sets any of them and wins (applied after these).
  * - queued.max.messages.kbytes = budget / 256: 64 KiB at the 16 MiB default.
  *   librdkafka's own default, 65536, times hundreds of partitions is
  *   gigabytes held before the budget sees them, and each queued message
- *   also holds a ~300-byte op and pins its fetch buffer. It also caps
- *   fetch.max.bytes (librdkafka does so when it is not set), so one fetch
- *   response is at most about message.max.bytes (1 MB) for all partitions.
- *   A small value used to stall the fetch in librdkafka 2.0.2: a partition
- *   whose queue is over the threshold when the broker thread looks is not
- *   fetched again until that thread wakes for something else (up to 1 s);
- *   the consumer thread now sends that wake-up itself when it empties a
- *   queue that may have been over (wake_fetch in src/workers/consumer.c).
- *   Measured (perf/FINDINGS.md, 64 partitions of 100 B records, topic
- *   produced before the run): peak RSS 551-628 MiB with budget / 64 of a
- *   256 MiB budget, 118-148 MiB with 64 KiB and a 32 MiB budget, 97-107
- *   MiB with 64 KiB and 16 MiB (records in flight pin their fetch buffers,
- *   so the budget weighs more than it counts).
+ *   also holds a ~300-byte op and pins its fetch buffer. Measured
+ *   (perf/FINDINGS.md, 64 partitions of 100 B records, topic produced
+ *   before the run): peak RSS 551-628 MiB with budget / 64 of a 256 MiB
+ *   budget, 97-107 MiB with 64 KiB and 16 MiB.
  * - queued.min.messages = those bytes / 64: the count that bounds tiny
- *   records, whose per-message op the byte limit does not see. */
+ *   records, whose per-message op the byte limit does not see.
+ * - fetch.queue.backoff.ms = 10 (librdkafka 2.2 and later). librdkafka
+ *   decides whether to fetch a partition when a response has just been
+ *   queued; over a threshold it waits this long before it looks again,
+ *   whatever happens meanwhile (1 s by default: every partition waited
+ *   that long between two responses, since one producer batch is larger
+ *   than 64 KiB). The consumer thread drains a 64 KiB queue in well under a
+ *   millisecond once its writers have room; looking 100 times a second at
+ *   a partition held back costs nothing measurable. Before 2.2 the option
+ *   does not exist and consumer.c's wake_fetch answers the stall instead.
+ * - fetch.wait.max.ms = 100 (librdkafka's and Java's default: 500). A broker
+ *   connection has one Fetch in flight; when it names only caught-up
+ *   partitions the broker holds it this long, and a partition that was
+ *   held back meanwhile waits for it, which is most of the end of a
+ *   backlog (perf/FINDINGS.md: 16 partitions, 500k records, mock: 1.4-1.6
+ *   s with 100 ms against 3.4-3.9 s with 500). An idle consumer sends 10
+ *   fetches a second per broker instead of 2. */
 static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,
 			     size_t errlen)
 {
@@ -469,7 +485,32 @@ static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cf
 	if (conf_set(conf, "queued.max.messages.kbytes", v, err, errlen))
 		return -EINVAL;
 	snprintf(v, sizeof(v), "%llu", (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
-	return conf_set(conf, "queued.min.messages", v, err, errlen) ? -EINVAL : 0;
+	if (conf_set(conf, "queued.min.messages", v, err, errlen))
+		return -EINVAL;
+	if (conf_set(conf, "fetch.wait.max.ms", STR(FETCH_WAIT_MAX_MS), err, errlen))
+		return -EINVAL;
+	if (rd_kafka_version() >= K2MC_RDKAFKA_FETCH_BACKOFF &&
+	    conf_set(conf, "fetch.queue.backoff.ms", STR(FETCH_QUEUE_BACKOFF_MS), err, errlen))
+		return -EINVAL;
+	return 0;
+}
+
+/* SASL/SCRAM through a librdkafka that Kafka 4 refuses (make RDKAFKA=system
+ * on bookworm): said once at start, with the fix, since the broker's answer
+ * ("invalid credentials") points at the password instead. */
+static void warn_old_scram(rd_kafka_conf_t *conf)
+{
+	char mech[64];
+	size_t len = sizeof(mech);
+
+	if (rd_kafka_version() >= K2MC_RDKAFKA_SCRAM_FIX ||
+	    rd_kafka_conf_get(conf, "sasl.mechanisms", mech, &len) != RD_KAFKA_CONF_OK ||
+	    strncasecmp(mech, "SCRAM", 5) != 0)
+		return;
+	k2mc_warn("sasl.mechanisms=%s with librdkafka %s: Kafka 4 refuses its SCRAM login as "
+		  "invalid credentials (the nonce is sent twice; fixed in librdkafka 2.6.1). Build "
+		  "k2mc with the librdkafka it pins (make RDKAFKA=vendored) for Kafka 4",
+		  mech, rd_kafka_version_str());
 }
 
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
@@ -515,6 +556,7 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 			goto fail;
 		}
 	}
+	warn_old_scram(conf);
 	rd_kafka_conf_set_opaque(conf, g);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_error_cb(conf, error_cb);

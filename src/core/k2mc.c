@@ -476,8 +476,10 @@ int main(int argc, char **argv)
 	default:
 		goto out;
 	}
-	k2mc_info("started: brokers %s, group %s, %d topic(s), %d memcached server(s), %d writers",
-		  cfg.brokers, cfg.group, cfg.ntopics, cfg.nservers, cfg.writers);
+	k2mc_info("started: brokers %s, group %s, %d topic(s), %d memcached server(s), %d writers; "
+		  "k2mc %s, librdkafka %s",
+		  cfg.brokers, cfg.group, cfg.ntopics, cfg.nservers, cfg.writers, K2MC_VERSION,
+		  rd_kafka_version_str());
 	k2mc_notify_status("waiting for the first assignment from group %s", cfg.group);
 
 	rc = 0;

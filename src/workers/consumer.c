@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "core/log.h"
+#include "core/rdkversion.h"
 #include "core/watermark.h"
 #include "workers/mapping.h"
 
@@ -46,6 +47,9 @@ struct k2mc_part {
 	int64_t next_offset;
 	/* thread only: no wake_fetch before this (k2mc_now_ms) */
 	int64_t wake_not_before;
+	/* immutable after k2mc_part_new: the linked librdkafka has the stall
+	 * that wake_fetch works around (before 2.2) */
+	int stall_wake;
 	/* immutable after k2mc_part_new: librdkafka's queued.max.messages.kbytes
 	 * (in bytes) and queued.min.messages, the thresholds over which its
 	 * broker thread stops fetching this partition (wake_fetch) */
@@ -171,6 +175,7 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->next_offset = -1;
 	p->prefetch_bytes = conf_u64(rk, "queued.max.messages.kbytes", 65536) * 1024;
 	p->prefetch_msgs = conf_u64(rk, "queued.min.messages", 100000);
+	p->stall_wake = rd_kafka_version() < K2MC_RDKAFKA_FETCH_BACKOFF;
 	p->nwriters = o->nwriters;
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
@@ -430,13 +435,17 @@ static int drained(struct k2mc_part *p)
 	return k2mc_watermark_inflight(p->wm) == 0 || wm >= k2mc_part_failed_at(p);
 }
 
-/* librdkafka 2.0.2 decides whether to fetch a partition only when its
+/* librdkafka before 2.2 (Debian bookworm's 2.0.2, make RDKAFKA=system)
+ * decides whether to fetch a partition only when its
  * broker thread wakes (a response, a request to send, its 1 s timeout):
  * a partition whose queue was over queued.max.messages.kbytes (or
  * queued.min.messages) at that moment is not fetched again when this
  * thread drains the queue, for up to 1 s when no other partition of the
  * broker is being fetched (librdkafka 2.2 added fetch.queue.backoff.ms for
- * it). That stall is what kept the prefetch large (perf/FINDINGS.md), and
+ * it). From 2.2 on, a partition over a threshold is not fetched until
+ * that backoff has passed, whatever wakes the broker thread, so this
+ * request would be a round trip for nothing: there k2mc sets that backoff
+ * short (group.c, prefetch_defaults) and wake_fetch does nothing. That stall is what kept the prefetch large (perf/FINDINGS.md), and
  * the prefetch is memory per partition outside --max-buffer-bytes. So when
  * this thread has emptied the queue and the partition may be in that state,
  * it asks the partition's leader for its end offset: the request wakes that
@@ -458,7 +467,7 @@ static int wake_fetch(struct k2mc_part *p)
 	rd_kafka_resp_err_t err;
 	int64_t lo, hi;
 
-	if (p->next_offset < 0)
+	if (!p->stall_wake || p->next_offset < 0)
 		return 0;
 	if (p->run_bytes < p->prefetch_bytes && p->run_msgs < p->prefetch_msgs &&
 	    (rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
@@ -507,12 +516,13 @@ static void *consumer_main(void *arg)
 		size_t want = fetch_size(p);
 		/* just woken after a drain: its fetch is on the way */
 		ssize_t n = rd_kafka_consume_batch_queue(
-			p->queue, woke ? CONSUME_TIMEOUT_MS : WAKE_AFTER_MS, msgs, want);
+			p->queue, woke || !p->stall_wake ? CONSUME_TIMEOUT_MS : WAKE_AFTER_MS, msgs,
+			want);
 		uint8_t rung[256] = { 0 };
 		uint64_t got = 0, bytes = 0;
 		ssize_t i;
 
-		if (n == 0 && !woke && !stopping(p)) {
+		if (n == 0 && !woke && p->stall_wake && !stopping(p)) {
 			(void)wake_fetch(p);
 			n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs, want);
 		}
