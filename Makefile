@@ -685,3 +685,11 @@ COALESCE_INTEG := coalesce
 INTEG_TESTS    += $(COALESCE_INTEG)
 INTEG_BINS     += $(COALESCE_INTEG:%=build/tests/test_%)
 integration: $(COALESCE_INTEG:%=build/tests/test_%)
+
+# ---- issue 20: librdkafka from Debian's source packages ----------------------
+# make rdkafka-fallback-test (.ci/run): a fresh clone of HEAD built with a pin
+# Debian does not serve must say so, name what Debian serves, and link the
+# fallback of contrib/librdkafka.pin (tests/rdkafka_fallback.sh).
+.PHONY: rdkafka-fallback-test
+rdkafka-fallback-test:
+	tests/rdkafka_fallback.sh

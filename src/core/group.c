@@ -415,8 +415,15 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	char buf[512];
 
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		/* e.g. FENCED_INSTANCE_ID: another process with this
+		 * group.instance.id owns these partitions now and may be writing
+		 * them. librdkafka will not consume or commit again, so the lease
+		 * could only run out; stop every write now instead (release_lost
+		 * revokes the fence and abandons what the rings hold), and main
+		 * exits non-zero with the reason. Main thread (consumer poll). */
 		rd_kafka_fatal_error(rk, buf, sizeof(buf));
 		set_fatal(g, "fatal Kafka error: %s", buf);
+		release_lost(g, NULL, "fatal Kafka error");
 		return;
 	}
 	k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name((rd_kafka_resp_err_t)err), "kafka: %s: %s",
