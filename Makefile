@@ -683,3 +683,18 @@ build/kafka/%/.stamp: tests/kafka/pom.xml $(KAFKA_DEPS_STAMP)
 	  -Dkafka.version=$* -Dkafka.line=$(firstword $(subst ., ,$*))
 	@touch $@
 kafka: $(KAFKA_VERSIONS:%=build/kafka/%/.stamp)
+# The suite: tests/test_kafka_real.c with the harness and tests/kafka_real.c
+# (the broker through its launcher, topics through the admin API, the
+# K2MC_KAFKA backend switch). Not in INTEG_TESTS: `make test` runs without
+# Java. Criterion runs one test at a time: a broker is a JVM on two cores.
+KAFKA_REAL_SRC := tests/kafka_real.c
+build/tests/test_kafka_real: tests/test_kafka_real.c $(HARNESS) $(KAFKA_REAL_SRC) tests/kafka_real.h \
+                             tests/harness.h $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -Itests $(filter %.c,$^) -o $@ $(TLIBS)
+test-kafka: kafka build/k2mc build/k2mc-mock build/tests/test_kafka_real
+	@set -e; for v in $(KAFKA_VERSIONS); do echo "== test_kafka_real on Kafka $$v"; \
+	  t0=$$(date +%s); \
+	  K2MC_KAFKA=real K2MC_KAFKA_VERSION=$$v K2MC_BIN=build/k2mc K2MC_MOCK=build/k2mc-mock \
+	    build/tests/test_kafka_real --jobs 1 --verbose=1; \
+	  echo "== Kafka $$v: $$(( $$(date +%s) - t0 )) s"; done
