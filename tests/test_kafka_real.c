@@ -110,7 +110,10 @@ static int load_args(struct load *l, const char **args, int max)
 	args[a++] = l->seed;
 	args[a++] = "--expect";
 	args[a++] = l->expect;
-	args[a++] = "--exit-after-produce";
+	/* the mock cluster lives in k2mc-mock: it must stay; a producer into
+	 * a real broker is done once it has produced */
+	if (h_kafka_backend() == H_KAFKA_REAL)
+		args[a++] = "--exit-after-produce";
 	args[a++] = "-q";
 	if (l->rate != NULL) {
 		args[a++] = "--rate";
