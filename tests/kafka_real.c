@@ -179,11 +179,15 @@ static int command(struct h_kafka_real *kr, const char *cmd, const char *verb, c
 int h_kafka_real_kill_broker(struct h_kafka_real *kr, int i)
 {
 	char cmd[32];
+	int rc;
 
 	if (i < 0 || i >= kr->nbrokers)
 		return -EINVAL;
 	snprintf(cmd, sizeof(cmd), "kill %d", i + 1);
-	return command(kr, cmd, "kill", NULL, 0, 40000);
+	rc = command(kr, cmd, "kill", NULL, 0, 40000);
+	if (rc == 0)
+		kr->pid[i] = 0; /* reaped: the number may belong to anyone now */
+	return rc;
 }
 
 int h_kafka_real_restart_broker(struct h_kafka_real *kr, int i, int timeout_ms,

@@ -466,7 +466,8 @@ Test(kafka_real, compressed_topics_gzip_snappy_lz4_zstd)
  * aborted. k2mc reads read_committed (librdkafka's default): the aborted
  * records must never be consumed, and the commit markers (one offset per
  * transaction and partition, never delivered) must not stop the commits or
- * -e short of the end offset. */
+ * -e short of the end offset. The 60th transaction is aborted, so every
+ * partition ends with aborted records and their abort marker. */
 Test(kafka_real, transactions_aborted_never_written_commits_reach_end)
 {
 	static const char *const txn[] = { "--txn-abort-every", "3", "--txn-size", "500", NULL };
