@@ -849,9 +849,12 @@ static const rd_kafka_metadata_topic_t *md_topic(const rd_kafka_metadata_t *md, 
 	return NULL;
 }
 
-/* Every --topic topic listed with at least its partitions, each with a
- * leader? 1 yes, 0 not yet, -EIO when the metadata request failed. */
-static int topics_ready(struct app *a, bool *listed)
+/* Every --topic topic listed, each of its partitions with a leader, and a
+ * topic this run created (created[i]; NULL: none) with its --topic
+ * partitions? A topic that was there keeps its own count. 1 yes, 0 not yet,
+ * -EIO when the metadata request failed; listed[i] (may be NULL): the
+ * metadata names topic i. */
+static int topics_ready(struct app *a, bool *listed, const bool *created)
 {
 	const rd_kafka_metadata_t *md = NULL;
 	rd_kafka_resp_err_t e = rd_kafka_metadata(a->prod, 1, NULL, &md, 5000);
@@ -866,7 +869,8 @@ static int topics_ready(struct app *a, bool *listed)
 
 		if (listed)
 			listed[i] = t != NULL && t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-		if (t == NULL || t->err || t->partition_cnt < a->o.topics[i].parts) {
+		if (t == NULL || t->err || t->partition_cnt < 1 ||
+		    (created && created[i] && t->partition_cnt != a->o.topics[i].parts)) {
 			ready = 0;
 			continue;
 		}
@@ -885,7 +889,7 @@ static int topics_ready(struct app *a, bool *listed)
 static int topics_ensure(struct app *a)
 {
 	rd_kafka_NewTopic_t *nt[MOCK_MAX_TOPICS];
-	bool listed[MOCK_MAX_TOPICS];
+	bool listed[MOCK_MAX_TOPICS], created[MOCK_MAX_TOPICS] = { false };
 	rd_kafka_AdminOptions_t *ao = NULL;
 	rd_kafka_queue_t *q = NULL;
 	rd_kafka_event_t *ev = NULL;
@@ -894,7 +898,7 @@ static int topics_ensure(struct app *a)
 	char errstr[512];
 	int nnew = 0, rc = -EIO, r;
 
-	r = topics_ready(a, listed);
+	r = topics_ready(a, listed, NULL);
 	if (r != 0)
 		return r > 0 ? 0 : r;
 	for (int i = 0; i < a->o.ntopics; i++) {
@@ -902,6 +906,7 @@ static int topics_ensure(struct app *a)
 
 		if (listed[i])
 			continue;
+		created[i] = true;
 		nt[nnew] = rd_kafka_NewTopic_new(t->name, t->parts, a->o.replication, errstr,
 						 sizeof(errstr));
 		if (nt[nnew] == NULL) {
@@ -956,7 +961,7 @@ static int topics_ensure(struct app *a)
 		}
 	}
 	/* the controller has the topics; wait until the brokers lead them */
-	while ((r = topics_ready(a, NULL)) == 0) {
+	while ((r = topics_ready(a, NULL, created)) == 0) {
 		if (now_s() >= deadline) {
 			err("topics have no leader for every partition after %d ms",
 			    MOCK_CREATE_TIMEOUT_MS);
