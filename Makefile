@@ -693,3 +693,53 @@ integration: $(COALESCE_INTEG:%=build/tests/test_%)
 .PHONY: rdkafka-fallback-test
 rdkafka-fallback-test:
 	tests/rdkafka_fallback.sh
+
+# ---- real Kafka broker (issue 21) ----
+# Appended block. `make kafka`: the Apache Kafka broker's jars (the
+# kafka_2.13 artifact and its runtime dependencies, named by
+# tests/kafka/pom.xml) from Maven Central into build/kafka/VERSION, for
+# KAFKA_VERSION (the 4.x line) and KAFKA_OLD_VERSION (3.9.x). Maven resolves
+# a relative -DoutputDirectory against the pom's folder, hence CURDIR; later
+# runs read ~/.m2. java (Debian's openjdk-17-jre-headless) and mvn (maven)
+# are installed through contrib/apt-deps.sh only where missing; kcat is the
+# launcher's readiness probe. Nothing is downloaded any other way.
+# tests/kafka/kafka-broker starts a KRaft broker from those jars (see its
+# head). `make test-kafka`: k2mc against the real broker
+# (tests/test_kafka_real.c, K2MC_KAFKA=real), on each version in turn.
+# `make test` needs none of this.
+KAFKA_VERSION     ?= 4.1.1
+KAFKA_OLD_VERSION ?= 3.9.1
+KAFKA_VERSIONS    := $(KAFKA_VERSION) $(KAFKA_OLD_VERSION)
+KAFKA_DEPS_STAMP  := build/.deps-kafka
+.PHONY: kafka test-kafka
+$(KAFKA_DEPS_STAMP): $(DEPS_APT) Makefile
+	@mkdir -p build
+	@if [ "$(K2MC_DEPS)" != none ]; then \
+	  command -v java >/dev/null || contrib/apt-deps.sh openjdk-17-jre-headless || exit 1; \
+	  command -v mvn >/dev/null || contrib/apt-deps.sh maven || exit 1; \
+	  contrib/apt-deps.sh kcat openssl || exit 1; fi
+	@touch $@
+# kafka.line (the major version) picks the logging jars in the pom
+build/kafka/%/.stamp: tests/kafka/pom.xml $(KAFKA_DEPS_STAMP)
+	@rm -rf build/kafka/$* && mkdir -p build/kafka/$*
+	@echo "mvn: org.apache.kafka:kafka_2.13:$* -> build/kafka/$*"
+	nice mvn -q -B -Dstyle.color=never -f tests/kafka/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=$(CURDIR)/build/kafka/$* -DincludeScope=runtime \
+	  -Dkafka.version=$* -Dkafka.line=$(firstword $(subst ., ,$*))
+	@touch $@
+kafka: $(KAFKA_VERSIONS:%=build/kafka/%/.stamp)
+# The suite: tests/test_kafka_real.c with the harness and tests/kafka_real.c
+# (the broker through its launcher, topics through the admin API, the
+# K2MC_KAFKA backend switch). Not in INTEG_TESTS: `make test` runs without
+# Java. Criterion runs one test at a time: a broker is a JVM on two cores.
+KAFKA_REAL_SRC := tests/kafka_real.c
+build/tests/test_kafka_real: tests/test_kafka_real.c $(HARNESS) $(KAFKA_REAL_SRC) tests/kafka_real.h \
+                             tests/harness.h $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -Itests $(filter %.c,$^) -o $@ $(TLIBS)
+test-kafka: kafka build/k2mc build/k2mc-mock build/tests/test_kafka_real
+	@set -e; for v in $(KAFKA_VERSIONS); do echo "== test_kafka_real on Kafka $$v"; \
+	  t0=$$(date +%s); \
+	  K2MC_KAFKA=real K2MC_KAFKA_VERSION=$$v K2MC_BIN=build/k2mc K2MC_MOCK=build/k2mc-mock \
+	    build/tests/test_kafka_real --jobs 1 --verbose=1; \
+	  echo "== Kafka $$v: $$(( $$(date +%s) - t0 )) s"; done

@@ -47,6 +47,16 @@
  * --pace-group G --pace-lead N: production (--produce and "produce" commands)
  * waits while a partition's log end is N or more records past G's committed
  * offset there, so that a consumer reading G loses nothing to retention.
+ *
+ * With -b (an existing cluster, e.g. a real Kafka broker): the --topic topics
+ * that its metadata does not list are created with the admin API
+ * (--replication, --topic-config) before the bootstrap line, and their
+ * partitions have leaders by then. -X PROP=VALUE sets producer properties
+ * (compression.codec, transactional.id, ...) over the defaults.
+ * --txn-abort-every N (with -b): a transactional producer, one transaction
+ * per --txn-size records, every Nth aborted (0: none), so --expect holds the
+ * committed records only; the produced= line adds
+ * "txns=T aborted_txns=A aborted_records=R".
  */
 
 #define MOCK_MAX_TOPICS 64
@@ -65,10 +75,21 @@
 /* how often the pace thread asks for the group's committed offsets */
 #define MOCK_PACE_POLL_MS 20
 #define MOCK_PACE_TIMEOUT_MS 2000
+#define MOCK_MAX_PROPS 64
+#define MOCK_TXN_SIZE_DEFAULT 1000u
+/* a transaction API call, and the wait for created topics */
+#define MOCK_TXN_TIMEOUT_MS 60000
+#define MOCK_CREATE_TIMEOUT_MS 60000
 
 struct topic_spec {
 	const char *name;
 	int parts;
+};
+
+/* "NAME=VALUE" split at the first '=' (argv is modified in place) */
+struct prop {
+	const char *name;
+	const char *value;
 };
 
 struct opts {
@@ -90,6 +111,14 @@ struct opts {
 	bool stdin_control;
 	bool quiet;
 	bool json_values; /* --json-values: gen_json_value instead of gen_value */
+	struct prop xprops[MOCK_MAX_PROPS]; /* -X: producer properties */
+	int nxprops;
+	struct prop tconfigs[MOCK_MAX_PROPS]; /* --topic-config: topics -b creates */
+	int ntconfigs;
+	int replication; /* -1: the broker's default.replication.factor */
+	bool txn; /* --txn-abort-every given, or -X transactional.id */
+	uint64_t txn_abort_every; /* 0: commit every transaction */
+	uint64_t txn_size;
 };
 
 /* One production run: --produce at start-up, or a "produce N" command. */
@@ -150,6 +179,16 @@ struct app {
 	int evfd[2];
 	struct job job;
 	struct pacer pace;
+	/* --txn-abort-every: the open transaction's undo log (key index and
+	 * its last[] entry before the record), so that an abort puts last[]
+	 * back; and the counts for the produced= line */
+	struct {
+		bool open;
+		uint64_t in_txn; /* records produced in the open transaction */
+		uint32_t *undo_idx;
+		uint64_t *undo_last;
+		uint64_t txns, aborted_txns, aborted_records;
+	} txn;
 	/* record counts of "produce" commands not started yet, FIFO */
 	uint64_t queued[MOCK_QUEUED_MAX];
 	unsigned nqueued;
@@ -211,7 +250,18 @@ static void usage(FILE *f)
 	      "  --stdin-control        read commands from stdin; EOF exits:\n"
 	      "                         broker-down ID | broker-up ID | rtt ID MS |\n"
 	      "                         errors APIKEY ERRCODE COUNT | produce N | quit\n"
-	      "  -b BOOTSTRAP           produce to an existing cluster instead of a mock\n"
+	      "  -b BOOTSTRAP           produce to an existing cluster instead of a mock;\n"
+	      "                         --topic topics it lacks are created (admin API)\n"
+	      "  --replication N        replication factor of topics -b creates\n"
+	      "                         (default -1: the broker's default)\n"
+	      "  --topic-config K=V     repeatable: a config of topics -b creates\n"
+	      "                         (cleanup.policy=compact, segment.ms=100, ...)\n"
+	      "  -X PROP=VALUE          repeatable: a producer property (compression.codec,\n"
+	      "                         transactional.id, ...), over the defaults\n"
+	      "  --txn-abort-every N    with -b: transactional production, one transaction\n"
+	      "                         per --txn-size records, every Nth aborted (0: none);\n"
+	      "                         --expect holds committed records only\n"
+	      "  --txn-size N           records per transaction (default 1000)\n"
 	      "  --pace-group GROUP     keep each partition at most --pace-lead records past\n"
 	      "                         GROUP's committed offset while producing\n"
 	      "  --pace-lead N          (default 30000)\n"
@@ -315,7 +365,31 @@ enum {
 	OPT_PACE_GROUP,
 	OPT_PACE_LEAD,
 	OPT_JSON_VALUES,
+	OPT_TOPIC_CONFIG,
+	OPT_REPLICATION,
+	OPT_TXN_ABORT_EVERY,
+	OPT_TXN_SIZE,
 };
+
+/* "NAME=VALUE" into list; argv's string is split in place. */
+static int parse_prop(const char *opt, char *arg, struct prop *list, int *n)
+{
+	char *eq = strchr(arg, '=');
+
+	if (eq == NULL || eq == arg) {
+		err("%s: expected NAME=VALUE, got \"%s\"", opt, arg);
+		return -EINVAL;
+	}
+	if (*n == MOCK_MAX_PROPS) {
+		err("%s: at most %d", opt, MOCK_MAX_PROPS);
+		return -EINVAL;
+	}
+	*eq = '\0';
+	list[*n].name = arg;
+	list[*n].value = eq + 1;
+	(*n)++;
+	return 0;
+}
 
 static int parse_args(struct opts *o, int argc, char **argv)
 {
@@ -337,11 +411,15 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		{ "pace-group", required_argument, NULL, OPT_PACE_GROUP },
 		{ "pace-lead", required_argument, NULL, OPT_PACE_LEAD },
 		{ "json-values", no_argument, NULL, OPT_JSON_VALUES },
+		{ "topic-config", required_argument, NULL, OPT_TOPIC_CONFIG },
+		{ "replication", required_argument, NULL, OPT_REPLICATION },
+		{ "txn-abort-every", required_argument, NULL, OPT_TXN_ABORT_EVERY },
+		{ "txn-size", required_argument, NULL, OPT_TXN_SIZE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
-	bool lead_given = false;
+	bool lead_given = false, txn_size_given = false;
 	int c;
 
 	*o = (struct opts){
@@ -350,8 +428,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		.value_size = 100,
 		.seed = 1,
 		.pace_lead = MOCK_PACE_LEAD_DEFAULT,
+		.replication = -1,
+		.txn_size = MOCK_TXN_SIZE_DEFAULT,
 	};
-	while ((c = getopt_long(argc, argv, "b:qh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:qhX:", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_BROKERS:
 			if (parse_u64("--brokers", optarg, 1, 64, &v))
@@ -419,6 +499,32 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		case OPT_JSON_VALUES:
 			o->json_values = true;
 			break;
+		case OPT_TOPIC_CONFIG:
+			if (parse_prop("--topic-config", optarg, o->tconfigs, &o->ntconfigs))
+				return -EINVAL;
+			break;
+		case OPT_REPLICATION:
+			if (parse_u64("--replication", optarg, 1, 32767, &v))
+				return -EINVAL;
+			o->replication = (int)v;
+			break;
+		case OPT_TXN_ABORT_EVERY:
+			if (parse_u64("--txn-abort-every", optarg, 0, UINT32_MAX,
+				      &o->txn_abort_every))
+				return -EINVAL;
+			o->txn = true;
+			break;
+		case OPT_TXN_SIZE:
+			if (parse_u64("--txn-size", optarg, 1, 10000000, &o->txn_size))
+				return -EINVAL;
+			txn_size_given = true;
+			break;
+		case 'X':
+			if (parse_prop("-X", optarg, o->xprops, &o->nxprops))
+				return -EINVAL;
+			if (strcmp(o->xprops[o->nxprops - 1].name, "transactional.id") == 0)
+				o->txn = true;
+			break;
 		case 'b':
 			o->bootstrap = optarg;
 			break;
@@ -437,6 +543,26 @@ static int parse_args(struct opts *o, int argc, char **argv)
 	}
 	if (lead_given && !o->pace_group) {
 		err("--pace-lead needs --pace-group");
+		return -EINVAL;
+	}
+	if (o->txn && !o->bootstrap) {
+		/* the mock cluster of librdkafka 2.0.2 keeps no aborted
+		 * transactions: a read_committed consumer would see them */
+		err("--txn-abort-every and -X transactional.id need -b (a real cluster)");
+		return -EINVAL;
+	}
+	if (o->txn && (o->pace_group || o->rate > 0 || o->stdin_control)) {
+		err("transactional production runs alone: no --pace-group, --rate or "
+		    "--stdin-control");
+		return -EINVAL;
+	}
+	if (txn_size_given && !o->txn) {
+		err("--txn-size needs --txn-abort-every");
+		return -EINVAL;
+	}
+	if ((o->ntconfigs > 0 || o->replication != -1) && !o->bootstrap) {
+		err("--topic-config and --replication are for topics -b creates; the mock "
+		    "cluster's topics take neither");
 		return -EINVAL;
 	}
 	if (o->exit_after_produce && o->stdin_control) {
@@ -641,10 +767,19 @@ static int cluster_start(struct app *a)
 	return 0;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int producer_start(struct app *a)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char errstr[512];
+	rd_kafka_error_t *te;
+	char errstr[512], txn_id[64];
 
 	/* Idempotence keeps per-partition order across retries (the mock
 	 * implements InitProducerId and sequence checks), so the order we
@@ -657,6 +792,25 @@ static int producer_start(struct app *a)
 	    (a->o.quiet && set_conf(conf, "log_level", "3"))) {
 		rd_kafka_conf_destroy(conf);
 		return -EINVAL;
+	}
+	/* -X after the defaults: the user's word wins */
+	for (int i = 0; i < a->o.nxprops; i++) {
+		if (set_conf(conf, a->o.xprops[i].name, a->o.xprops[i].value)) {
+			rd_kafka_conf_destroy(conf);
+			return -EINVAL;
+		}
+	}
+	if (a->o.txn) {
+		size_t n = sizeof(txn_id);
+
+		if (rd_kafka_conf_get(conf, "transactional.id", txn_id, &n) != RD_KAFKA_CONF_OK ||
+		    txn_id[0] == '\0') {
+			snprintf(txn_id, sizeof(txn_id), "k2mc-mock-%ld", (long)getpid());
+			if (set_conf(conf, "transactional.id", txn_id)) {
+				rd_kafka_conf_destroy(conf);
+				return -EINVAL;
+			}
+		}
 	}
 	rd_kafka_conf_set_opaque(conf, a);
 	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
@@ -674,7 +828,158 @@ static int producer_start(struct app *a)
 		    rd_kafka_err2str(rd_kafka_last_error()));
 		return -EIO;
 	}
+	if (a->o.txn) {
+		/* fences an older producer with the same transactional.id */
+		te = rd_kafka_init_transactions(a->prod, MOCK_TXN_TIMEOUT_MS);
+		if (te) {
+			err("init_transactions: %s", rd_kafka_error_string(te));
+			rd_kafka_error_destroy(te);
+			return -EIO;
+		}
+	}
 	return 0;
+}
+
+/* The entry of topic in md, or NULL. */
+static const rd_kafka_metadata_topic_t *md_topic(const rd_kafka_metadata_t *md, const char *topic)
+{
+	for (int i = 0; i < md->topic_cnt; i++)
+		if (strcmp(md->topics[i].topic, topic) == 0)
+			return &md->topics[i];
+	return NULL;
+}
+
+/* Every --topic topic listed, each of its partitions with a leader, and a
+ * topic this run created (created[i]; NULL: none) with its --topic
+ * partitions? A topic that was there keeps its own count. 1 yes, 0 not yet,
+ * -EIO when the metadata request failed; listed[i] (may be NULL): the
+ * metadata names topic i. */
+static int topics_ready(struct app *a, bool *listed, const bool *created)
+{
+	const rd_kafka_metadata_t *md = NULL;
+	rd_kafka_resp_err_t e = rd_kafka_metadata(a->prod, 1, NULL, &md, 5000);
+	int ready = 1;
+
+	if (e) {
+		err("metadata: %s", rd_kafka_err2str(e));
+		return -EIO;
+	}
+	for (int i = 0; i < a->o.ntopics; i++) {
+		const rd_kafka_metadata_topic_t *t = md_topic(md, a->o.topics[i].name);
+
+		if (listed)
+			listed[i] = t != NULL && t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+		if (t == NULL || t->err || t->partition_cnt < 1 ||
+		    (created && created[i] && t->partition_cnt != a->o.topics[i].parts)) {
+			ready = 0;
+			continue;
+		}
+		for (int p = 0; p < t->partition_cnt; p++)
+			if (t->partitions[p].err || t->partitions[p].leader < 0)
+				ready = 0;
+	}
+	rd_kafka_metadata_destroy(md);
+	return ready;
+}
+
+/* -b: creates the --topic topics the cluster does not list (CreateTopics,
+ * --replication, --topic-config), then waits until every partition of every
+ * --topic topic has a leader, so a consumer started after the bootstrap
+ * line finds them. A topic that exists is left as it is. */
+static int topics_ensure(struct app *a)
+{
+	rd_kafka_NewTopic_t *nt[MOCK_MAX_TOPICS];
+	bool listed[MOCK_MAX_TOPICS], created[MOCK_MAX_TOPICS] = { false };
+	rd_kafka_AdminOptions_t *ao = NULL;
+	rd_kafka_queue_t *q = NULL;
+	rd_kafka_event_t *ev = NULL;
+	struct timespec nap = { 0, 100 * 1000000L };
+	double deadline = now_s() + MOCK_CREATE_TIMEOUT_MS / 1000.0;
+	char errstr[512];
+	int nnew = 0, rc = -EIO, r;
+
+	r = topics_ready(a, listed, NULL);
+	if (r != 0)
+		return r > 0 ? 0 : r;
+	for (int i = 0; i < a->o.ntopics; i++) {
+		const struct topic_spec *t = &a->o.topics[i];
+
+		if (listed[i])
+			continue;
+		created[i] = true;
+		nt[nnew] = rd_kafka_NewTopic_new(t->name, t->parts, a->o.replication, errstr,
+						 sizeof(errstr));
+		if (nt[nnew] == NULL) {
+			err("topic %s: %s", t->name, errstr);
+			goto out;
+		}
+		nnew++;
+		for (int c = 0; c < a->o.ntconfigs; c++) {
+			rd_kafka_resp_err_t e = rd_kafka_NewTopic_set_config(
+				nt[nnew - 1], a->o.tconfigs[c].name, a->o.tconfigs[c].value);
+
+			if (e) {
+				err("topic %s: config %s: %s", t->name, a->o.tconfigs[c].name,
+				    rd_kafka_err2str(e));
+				goto out;
+			}
+		}
+	}
+	if (nnew > 0) {
+		const rd_kafka_CreateTopics_result_t *res;
+		const rd_kafka_topic_result_t **tr;
+		size_t cnt = 0;
+
+		ao = rd_kafka_AdminOptions_new(a->prod, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+		q = rd_kafka_queue_new(a->prod);
+		if (ao == NULL || q == NULL ||
+		    rd_kafka_AdminOptions_set_operation_timeout(ao, 30000, errstr, sizeof(errstr)) ||
+		    rd_kafka_AdminOptions_set_request_timeout(ao, 30000, errstr, sizeof(errstr))) {
+			err("admin options: %s", ao && q ? errstr : "out of memory");
+			goto out;
+		}
+		rd_kafka_CreateTopics(a->prod, nt, (size_t)nnew, ao, q);
+		ev = rd_kafka_queue_poll(q, MOCK_CREATE_TIMEOUT_MS);
+		res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+		if (res == NULL || rd_kafka_event_error(ev)) {
+			err("CreateTopics: %s",
+			    ev ? rd_kafka_event_error_string(ev) : "no answer in time");
+			goto out;
+		}
+		tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+		for (size_t i = 0; i < cnt; i++) {
+			rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+
+			/* someone else made it meanwhile: it exists, as asked */
+			if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+				err("creating topic %s: %s: %s", rd_kafka_topic_result_name(tr[i]),
+				    rd_kafka_err2name(e), rd_kafka_topic_result_error_string(tr[i]));
+				goto out;
+			}
+			if (!a->o.quiet && !e)
+				err("created topic %s", rd_kafka_topic_result_name(tr[i]));
+		}
+	}
+	/* the controller has the topics; wait until the brokers lead them */
+	while ((r = topics_ready(a, NULL, created)) == 0) {
+		if (now_s() >= deadline) {
+			err("topics have no leader for every partition after %d ms",
+			    MOCK_CREATE_TIMEOUT_MS);
+			goto out;
+		}
+		nanosleep(&nap, NULL);
+	}
+	rc = r > 0 ? 0 : r;
+out:
+	if (ev)
+		rd_kafka_event_destroy(ev);
+	if (q)
+		rd_kafka_queue_destroy(q);
+	if (ao)
+		rd_kafka_AdminOptions_destroy(ao);
+	for (int i = 0; i < nnew; i++)
+		rd_kafka_NewTopic_destroy(nt[i]);
+	return rc;
 }
 
 static struct timespec ms_to_ts(long ms)
@@ -857,14 +1162,6 @@ static long long realtime_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Hands the next generated record to librdkafka. A record that meets a full
  * queue (or pacing) stays pending and is retried as is, so the PRNG stream
  * and the sequence do not depend on timing. Returns 0, -ENOBUFS (queue full),
@@ -913,9 +1210,86 @@ static int produce_one(struct app *a)
 		a->pace.sent[part]++;
 		a->pace.blocked = false;
 	}
-	if (a->last)
+	if (a->last) {
+		if (a->txn.open) {
+			a->txn.undo_idx[a->txn.in_txn] = a->pend.idx;
+			a->txn.undo_last[a->txn.in_txn] = a->last[a->pend.idx];
+		}
 		a->last[a->pend.idx] = ((a->pend.seq + 1) << 1) |
 				       (a->pend.dead ? 1u : 0u);
+	}
+	if (a->txn.open)
+		a->txn.in_txn++;
+	return 0;
+}
+
+static int txn_failed(struct app *a, const char *call, rd_kafka_error_t *e)
+{
+	err("%s: %s%s", call, rd_kafka_error_string(e),
+	    rd_kafka_error_is_fatal(e) ? " (fatal)" : "");
+	rd_kafka_error_destroy(e);
+	/* the log no longer matches what --expect tracked */
+	a->tainted = true;
+	return -EIO;
+}
+
+/* --txn-abort-every: one transaction of up to --txn-size records: begin,
+ * produce, then commit, or (every Nth) flush and abort, and put last[] back
+ * as it was before the transaction. Synchronous: signals and events are
+ * looked at between transactions. Any error ends production (the expected
+ * state would be unknown). */
+static int txn_step(struct app *a, int *timeout_ms)
+{
+	struct job *j = &a->job;
+	uint64_t n = j->target - j->sent;
+	rd_kafka_resp_err_t fe;
+	rd_kafka_error_t *e;
+	int r;
+
+	*timeout_ms = -1;
+	if (n == 0)
+		return 0; /* the loop waits for the last delivery reports */
+	if (n > a->o.txn_size)
+		n = a->o.txn_size;
+	e = rd_kafka_begin_transaction(a->prod);
+	if (e)
+		return txn_failed(a, "begin_transaction", e);
+	a->txn.open = true;
+	a->txn.in_txn = 0;
+	while (a->txn.in_txn < n) {
+		r = produce_one(a);
+		if (r == -ENOBUFS) {
+			rd_kafka_poll(a->prod, 10); /* delivery reports make room */
+			continue;
+		}
+		if (r)
+			return r;
+	}
+	a->txn.txns++;
+	if (a->o.txn_abort_every > 0 && a->txn.txns % a->o.txn_abort_every == 0) {
+		/* abort_transaction with records still unsent fails with
+		 * INVALID_TXN_STATE (librdkafka issue 4849): flush first */
+		fe = rd_kafka_flush(a->prod, MOCK_TXN_TIMEOUT_MS);
+		if (fe) {
+			err("flush before abort_transaction: %s", rd_kafka_err2str(fe));
+			a->tainted = true;
+			return -EIO;
+		}
+		e = rd_kafka_abort_transaction(a->prod, MOCK_TXN_TIMEOUT_MS);
+		if (e)
+			return txn_failed(a, "abort_transaction", e);
+		/* newest first, so each key gets the value it had before */
+		for (uint64_t i = a->last ? a->txn.in_txn : 0; i > 0; i--)
+			a->last[a->txn.undo_idx[i - 1]] = a->txn.undo_last[i - 1];
+		a->txn.aborted_txns++;
+		a->txn.aborted_records += a->txn.in_txn;
+	} else {
+		e = rd_kafka_commit_transaction(a->prod, MOCK_TXN_TIMEOUT_MS);
+		if (e)
+			return txn_failed(a, "commit_transaction", e);
+	}
+	a->txn.open = false;
+	*timeout_ms = 0;
 	return 0;
 }
 
@@ -949,6 +1323,8 @@ static int job_step(struct app *a, int *timeout_ms)
 	struct job *j = &a->job;
 	int r;
 
+	if (a->o.txn)
+		return txn_step(a, timeout_ms);
 	*timeout_ms = -1;
 	for (unsigned burst = 0; j->sent < j->target; burst++) {
 		if (burst == MOCK_BURST) {
@@ -1003,7 +1379,12 @@ static int job_finish(struct app *a)
 
 	j->active = false;
 	if (j->initial) {
-		if (j->target > 0 && a->pace.rk)
+		if (j->target > 0 && a->o.txn)
+			out("produced=%" PRIu64 " acked=%" PRIu64 " failed=%" PRIu64
+			    " txns=%" PRIu64 " aborted_txns=%" PRIu64 " aborted_records=%" PRIu64,
+			    j->sent, acked, failed, a->txn.txns, a->txn.aborted_txns,
+			    a->txn.aborted_records);
+		else if (j->target > 0 && a->pace.rk)
 			out("produced=%" PRIu64 " acked=%" PRIu64
 			    " failed=%" PRIu64 " paced_waits=%" PRIu64,
 			    j->sent, acked, failed, a->pace.waits);
@@ -1367,6 +1748,8 @@ static void app_destroy(struct app *a)
 		rd_kafka_destroy(a->mock_rk);
 	free(a->bootstraps);
 	free(a->last);
+	free(a->txn.undo_idx);
+	free(a->txn.undo_last);
 	free(a->valbuf);
 	if (a->sfd >= 0)
 		close(a->sfd);
@@ -1425,11 +1808,22 @@ int main(int argc, char **argv)
 			err("out of memory for %" PRIu32 " keys", a.o.keys);
 			goto out;
 		}
+		if (a.o.txn) {
+			a.txn.undo_idx = calloc(a.o.txn_size, sizeof(*a.txn.undo_idx));
+			a.txn.undo_last = calloc(a.o.txn_size, sizeof(*a.txn.undo_last));
+			if (!a.txn.undo_idx || !a.txn.undo_last) {
+				err("out of memory for --txn-size %" PRIu64, a.o.txn_size);
+				goto out;
+			}
+		}
 	}
 
 	if (a.o.bootstrap) {
 		a.bootstraps = strdup(a.o.bootstrap);
 		if (!a.bootstraps)
+			goto out;
+		/* the topics exist, and have leaders, before the bootstrap line */
+		if (producer_start(&a) || topics_ensure(&a))
 			goto out;
 	} else if (cluster_start(&a)) {
 		goto out;
