@@ -46,7 +46,7 @@ PKG_TOOLS := debhelper dpkg-dev lintian systemd
 DEPS_STAMP := build/.deps
 
 K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
-             src/core/group.c src/core/log.c src/core/metrics.c src/core/fence.c \
+             src/core/group.c src/core/log.c src/core/metrics.c src/core/fence.c src/core/takeover.c \
              src/workers/consumer.c src/workers/writer.c src/workers/mcconn.c \
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c
@@ -119,7 +119,7 @@ build/kafka-ceiling: build/obj/bench/kafka_ceiling.o
 # Tests: one Criterion suite per module (tests/test_<module>.c) linked against
 # the module objects; integration suites start real servers through
 # tests/harness.c. Unit suites run plain, under ASan+UBSan and under TSan.
-UNIT_TESTS  := ring watermark config cfgfile mcconn
+UNIT_TESTS  := ring watermark config cfgfile mcconn takeover
 INTEG_TESTS := pipeline metrics
 HARNESS     := tests/harness.c
 UNIT_BINS   := $(UNIT_TESTS:%=build/tests/test_%)

@@ -12,6 +12,7 @@
 #include <urcu.h>
 
 #include "core/log.h"
+#include "core/takeover.h"
 
 /* While no lease is held, try this often: writers are waiting. */
 #define UNLEASED_PERIOD_MS 100
@@ -77,8 +78,16 @@ static struct commit_req *send_commit(rd_kafka_t *rk, rd_kafka_queue_t *q,
 		/* -1: nothing consumed yet, so nothing to commit or write */
 		if (wm < 0)
 			continue;
-		rd_kafka_topic_partition_list_add(l, k2mc_part_topic(parts[i]),
-						  k2mc_part_id(parts[i]))->offset = wm;
+		rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(
+			l, k2mc_part_topic(parts[i]), k2mc_part_id(parts[i]));
+		char md[K2MC_TAKEOVER_MD_MAX];
+
+		e->offset = wm;
+		/* the next owner reads it (takeover.h); the list frees it */
+		k2mc_takeover_metadata(md, sizeof(md), k2mc_part_released(parts[i]),
+				       fence != NULL ? k2mc_fence_lease_ms(fence) : 0);
+		e->metadata = strdup(md);
+		e->metadata_size = e->metadata != NULL ? strlen(md) : 0;
 		r->uid[r->n++] = k2mc_part_uid(parts[i]);
 	}
 	if (l->cnt == 0)

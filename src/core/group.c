@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/rdkversion.h"
+#include "core/takeover.h"
 
 /* The last commit of released partitions may take this long after the
  * drain's deadline: a shutdown with Kafka unreachable ends within
@@ -39,6 +40,8 @@
 #define FETCH_QUEUE_BACKOFF_MS 10
 /* the longest a broker holds a fetch with nothing to return (ditto) */
 #define FETCH_WAIT_MAX_MS 100
+/* the committed offsets and their metadata, at assignment (takeover) */
+#define TAKEOVER_FETCH_MS 10000
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -57,6 +60,8 @@ struct k2mc_group {
 	/* main thread only: the last synchronous commit's outcome */
 	rd_kafka_resp_err_t last_commit_err;
 	uint64_t lost_assignments;
+	/* main thread: partitions whose takeover waited (takeover_holds) */
+	uint64_t takeover_waits;
 	char fatal[512];
 	int have_fatal;
 	int64_t first_assign_ms;
@@ -153,6 +158,61 @@ static void warn_ring_memory(struct k2mc_group *g, size_t nparts)
 		  (double)(per * nparts) / (1 << 30), (double)phys / (1 << 30));
 }
 
+/* The takeover rule (takeover.h): for each newly assigned partition, the
+ * k2mc_now_ms time before which its consumer hands out nothing, from the
+ * metadata of its committed offset. Main thread, in the rebalance callback,
+ * before the assignment: one OffsetFetch round trip (librdkafka makes the
+ * same one to find where to start). hold NULL (out of memory) or an
+ * unanswered fetch: every partition waits our own lease, the safe guess. */
+static void takeover_holds(struct k2mc_group *g, const rd_kafka_topic_partition_list_t *tps,
+			   int64_t *hold)
+{
+	int64_t now = k2mc_now_ms(), own, longest = 0;
+	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t err;
+	int nheld = 0;
+	enum k2mc_takeover_why why = K2MC_TAKEOVER_NEW;
+
+	if (g->fence == NULL || hold == NULL || tps->cnt == 0)
+		return;
+	own = k2mc_fence_lease_ms(g->fence);
+	l = rd_kafka_topic_partition_list_copy(tps);
+	err = l != NULL ? rd_kafka_committed(g->rk, l, TAKEOVER_FETCH_MS) : RD_KAFKA_RESP_ERR__FAIL;
+	for (int i = 0; i < tps->cnt; i++) {
+		const rd_kafka_topic_partition_t *c = err == RD_KAFKA_RESP_ERR_NO_ERROR ? &l->elems[i]
+										     : NULL;
+		enum k2mc_takeover_why w;
+		int64_t ms;
+
+		if (c == NULL || c->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			w = K2MC_TAKEOVER_UNKNOWN;
+			ms = own;
+		} else {
+			ms = k2mc_takeover_hold_ms(c->offset, c->metadata, c->metadata_size, own, &w);
+		}
+		if (ms <= 0)
+			continue;
+		hold[i] = now + ms;
+		nheld++;
+		if (ms > longest) {
+			longest = ms;
+			why = w;
+		}
+	}
+	if (l != NULL)
+		rd_kafka_topic_partition_list_destroy(l);
+	if (nheld == 0)
+		return;
+	g->takeover_waits += (uint64_t)nheld;
+	k2mc_log_reason(K2MC_LOG_WARN, "takeover",
+			"takeover: %d of %d assigned partition(s) are not written for up to %lld ms: "
+			"their previous owner did not release them (crashed, replaced, removed or "
+			"left) and may still hold its write lease (%s%s%s)",
+			nheld, tps->cnt, (long long)longest, k2mc_takeover_why_name(why),
+			err != RD_KAFKA_RESP_ERR_NO_ERROR ? "; committed offsets unreadable: " : "",
+			err != RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_err2str(err) : "");
+}
+
 static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps, int incremental)
 {
 	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
@@ -164,18 +224,23 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 	rd_kafka_error_t *e = NULL;
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 	size_t n = have;
+	int64_t *hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
 
 	if (all == NULL) {
+		free(hold);
 		set_fatal(g, "out of memory on assignment");
 		return;
 	}
 	if (have)
 		memcpy(all, cur->parts, have * sizeof(*all));
+	takeover_holds(g, tps, hold);
 	/* Partition queues are taken and detached before the assignment
 	 * starts fetching, so no record ever reaches the consumer queue. */
 	for (int i = 0; i < tps->cnt; i++) {
-		struct k2mc_part *p = k2mc_part_new(g->rk, tps->elems[i].topic,
-						    tps->elems[i].partition, &o);
+		struct k2mc_part *p;
+
+		o.hold_until_ms = hold != NULL ? hold[i] : 0;
+		p = k2mc_part_new(g->rk, tps->elems[i].topic, tps->elems[i].partition, &o);
 
 		if (p == NULL) {
 			set_fatal(g, "cannot take partition queue of %s [%d]", tps->elems[i].topic,
@@ -204,6 +269,7 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 		g->first_assign_ms = k2mc_now_ms();
 	k2mc_info("assigned %d partition(s), %zu in total", tps->cnt, n);
 	warn_ring_memory(g, n);
+	free(hold);
 	free(all);
 }
 
@@ -329,6 +395,10 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 	for (size_t i = 0; i < ngone; i++) {
 		uint64_t l = k2mc_part_join(gone[i]);
 
+		/* drained, nothing in flight: its last commit says released, and
+		 * its next owner writes at once (takeover.h) */
+		if (l == 0 && k2mc_part_failed_at(gone[i]) == INT64_MAX)
+			k2mc_part_set_released(gone[i]);
 		if (l > 0) {
 			int64_t failed_at = k2mc_part_failed_at(gone[i]);
 
@@ -797,6 +867,11 @@ void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms)
 	free(g->released);
 	free(own_table(g));
 	free(g);
+}
+
+uint64_t k2mc_group_takeover_waits(const struct k2mc_group *g)
+{
+	return g->takeover_waits;
 }
 
 void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)

@@ -72,6 +72,9 @@ struct k2mc_group_stats {
 	int64_t lag;         /* high watermark - watermark, over partitions */
 };
 void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s);
+/* Main thread: partitions assigned so far whose first writes waited for the
+ * previous owner's lease (takeover.h). */
+uint64_t k2mc_group_takeover_waits(const struct k2mc_group *g);
 /* "topic[p]=offset ..." of every partition committed at release. */
 void k2mc_group_print_committed(struct k2mc_group *g, FILE *out);
 

@@ -273,6 +273,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	s->lag = 0;
 	s->todo = 0;
 	s->assigned = t ? t->n : 0;
+	s->takeover_waits = k2mc_group_takeover_waits(g);
 	s->ring_slots = (uint64_t)s->assigned * (uint64_t)cfg->writers * cfg->ring_size;
 	s->buffer_bytes = s->budget != NULL ? k2mc_budget_used(s->budget) : 0;
 	s->buffer_limit = s->budget != NULL ? k2mc_budget_limit(s->budget) : 0;

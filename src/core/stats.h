@@ -109,6 +109,10 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	W(bytes, "value_bytes", 3, "k2mc_written_bytes_total", "Value bytes stored in Memcached.")  \
 	W(fence_waits, "fence_waits", 4, "k2mc_fence_waits_total",                                  \
 	  "Batches that waited for proof of group membership before writing.")                      \
+	V(takeover_waits, 4, "k2mc_takeover_waits_total", K2MC_COUNTER, K2MC_BY_NONE,               \
+	  s->takeover_waits,                                                                        \
+	  "Assigned partitions not written at first because their previous owner did not release " \
+	  "them cleanly and may still hold its write lease (the takeover wait).")                  \
 	W(alloc_failures, "alloc_failures", 4, "k2mc_writer_alloc_failures_total",                  \
 	  "Batches whose commands could not be allocated: rebuilt and retried, nothing "            \
 	  "acknowledged.")
@@ -212,6 +216,7 @@ struct k2mc_snapshot {
 	uint64_t done;         /* acknowledged: written + deleted + skipped + ignored +
 				* coalesced */
 	size_t assigned;       /* partitions assigned now */
+	uint64_t takeover_waits; /* k2mc_group_takeover_waits */
 	uint64_t ring_fill, ring_slots;
 	/* --max-buffer-bytes: the caller sets budget before the first take
 	 * (NULL: no budget, both counts 0); take reads its bytes in use

@@ -47,6 +47,10 @@ struct k2mc_part {
 	int64_t next_offset;
 	/* thread only: no wake_fetch before this (k2mc_now_ms) */
 	int64_t wake_not_before;
+	/* immutable after k2mc_part_new: see k2mc_part_opts */
+	int64_t hold_until_ms;
+	/* main thread only, after the join (k2mc_part_set_released) */
+	int released;
 	/* immutable after k2mc_part_new: the linked librdkafka has the stall
 	 * that wake_fetch works around (before 2.2) */
 	int stall_wake;
@@ -176,6 +180,7 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->prefetch_bytes = conf_u64(rk, "queued.max.messages.kbytes", 65536) * 1024;
 	p->prefetch_msgs = conf_u64(rk, "queued.min.messages", 100000);
 	p->stall_wake = rd_kafka_version() < K2MC_RDKAFKA_FETCH_BACKOFF;
+	p->hold_until_ms = o->hold_until_ms;
 	p->nwriters = o->nwriters;
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
@@ -309,6 +314,16 @@ int64_t k2mc_part_committed(const struct k2mc_part *p)
 void k2mc_part_set_committed(struct k2mc_part *p, int64_t off)
 {
 	atomic_store_explicit(&p->committed, off, memory_order_relaxed);
+}
+
+void k2mc_part_set_released(struct k2mc_part *p)
+{
+	p->released = 1;
+}
+
+int k2mc_part_released(const struct k2mc_part *p)
+{
+	return p->released;
 }
 
 static int stop_requested(struct k2mc_part *p)
@@ -511,6 +526,13 @@ static void *consumer_main(void *arg)
 	snprintf(name, sizeof(name), "k2mc-c/%d", p->partition);
 	pthread_setname_np(pthread_self(), name);
 	k2mc_credit_open(&p->credit, p->budget);
+	/* a takeover: nothing is handed out while the previous owner may
+	 * still write (its lease); a stop or a lost assignment ends the wait */
+	while (!stopping(p) && k2mc_now_ms() < p->hold_until_ms) {
+		int64_t left = p->hold_until_ms - k2mc_now_ms();
+
+		nanosleep(&(struct timespec){ 0, (left < PARK_MS ? left : PARK_MS) * 1000000L }, NULL);
+	}
 
 	while (!stopping(p)) {
 		size_t want = fetch_size(p);

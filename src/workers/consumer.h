@@ -104,6 +104,10 @@ struct k2mc_part_opts {
 	 * thread takes credit for each record before handing it out, and
 	 * blocks while there is none, as on a full ring. NULL: no bound. */
 	struct k2mc_budget *budget;
+	/* k2mc_now_ms time before which the thread hands out no record (0:
+	 * none): the previous owner may still hold a write lease (group.c,
+	 * takeover). librdkafka fetches and queues meanwhile. */
+	int64_t hold_until_ms;
 };
 
 struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t partition,
@@ -162,6 +166,11 @@ uint64_t k2mc_part_ring_fill(struct k2mc_part *p);       /* records in its rings
  * separates the two); read by the thread that writes it. */
 int64_t k2mc_part_committed(const struct k2mc_part *p);
 void k2mc_part_set_committed(struct k2mc_part *p, int64_t off);
+/* Main thread, after the part's thread is joined with nothing left
+ * unacknowledged: its last commit says so (group.c, takeover), so the next
+ * owner need not wait. Read by the thread that commits it. */
+void k2mc_part_set_released(struct k2mc_part *p);
+int k2mc_part_released(const struct k2mc_part *p);
 
 int64_t k2mc_now_ms(void);
 
