@@ -648,3 +648,10 @@ COALESCE_INTEG := coalesce
 INTEG_TESTS    += $(COALESCE_INTEG)
 INTEG_BINS     += $(COALESCE_INTEG:%=build/tests/test_%)
 integration: $(COALESCE_INTEG:%=build/tests/test_%)
+
+# ---- issue 23: one decision for the live path and refill ----
+# src/workers/policy.c: --on-invalid applied to a mapped record (write,
+# delete the key in its place, skip, dead-letter, stop), shared by writer.c
+# and refill.c so that refill stores only what the live path would.
+POLICY_SRC := src/workers/policy.c
+K2MC_SRCS  += $(POLICY_SRC)

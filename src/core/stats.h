@@ -78,8 +78,9 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	V(skipped, 1, "k2mc_records_invalid_total", K2MC_COUNTER, K2MC_BY_REASON, s->t.skipped,      \
 	  "Records Memcached cannot take, per reason (handled by --on-invalid).")                   \
 	W(invalidated, "invalidated", 1, "k2mc_records_invalidated_total",                          \
-	  "Keys deleted because their newest record's value was refused by k2mc (too large): "      \
-	  "no older value stays. Also counted in k2mc_records_invalid_total.")                      \
+	  "Keys deleted because their newest record was skipped (a value too large, a bad TTL or "  \
+	  "flags header, a missing field, not JSON): no older value stays. Also counted in "        \
+	  "k2mc_records_invalid_total.")                                                            \
 	W(expired, "expired", 1, "k2mc_records_expired_total",                                      \
 	  "Records whose expiry had passed (--ttl-from-timestamp, or a TTL that is a unix time "   \
 	  "past): not written, their key deleted instead. Also counted in "                        \
