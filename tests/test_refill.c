@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fake_mc.h"
 #include "harness.h"
@@ -798,6 +799,44 @@ Test(refill, refill_does_not_store_what_the_live_path_refused)
 	for (int i = 0; i < NBIG; i++)
 		wait_key(key[i], NULL, 0, "after the refill");
 	snprintf(want, sizeof(want), "; %d records written", NSMALL);
+	cr_expect(strstr(line, want) != NULL, "refill: '%s', expected '%s'", line, want);
+	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
+		     h_tail_of(k.err_path, 20));
+}
+
+/* --on-invalid hash: 20 keys with a space, stored under their digest, and
+ * 20 good ones. After a flush_all the refill rewrites both kinds. */
+Test(refill, refill_rewrites_keys_stored_under_their_hash)
+{
+	static char key[2 * NSMALL][32], vals[2 * NSMALL][16], hk[NSMALL][40];
+	static char *val[2 * NSMALL];
+	struct h_proc k;
+	char line[512], want[64];
+
+	start_plain_world();
+	for (int i = 0; i < 2 * NSMALL; i++) {
+		snprintf(key[i], sizeof(key[i]), i < NSMALL ? "bad key %d" : "good%d", i);
+		snprintf(vals[i], sizeof(vals[i]), "value-%d", i);
+		val[i] = vals[i];
+	}
+	for (int i = 0; i < NSMALL; i++) {
+		XXH128_hash_t h = XXH3_128bits(key[i], strlen(key[i]));
+
+		snprintf(hk[i], sizeof(hk[i]), "%016llx%016llx", (unsigned long long)h.high64,
+			 (unsigned long long)h.low64);
+	}
+	produce_kv(key, val, 2 * NSMALL);
+	start_k2mc(&k, (const char *const[]){ "--on-invalid", "hash", NULL });
+	for (int i = 0; i < NSMALL; i++) {
+		wait_key(hk[i], vals[i], 20000, "live, hashed");
+		wait_key(key[NSMALL + i], vals[NSMALL + i], 20000, "live");
+	}
+	flush_and_refill(&k, line, sizeof(line));
+	for (int i = 0; i < NSMALL; i++) {
+		wait_key(hk[i], vals[i], 0, "after the refill, hashed");
+		wait_key(key[NSMALL + i], vals[NSMALL + i], 0, "after the refill");
+	}
+	snprintf(want, sizeof(want), "; %d records written", 2 * NSMALL);
 	cr_expect(strstr(line, want) != NULL, "refill: '%s', expected '%s'", line, want);
 	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
 		     h_tail_of(k.err_path, 20));
