@@ -621,6 +621,48 @@ Test(mapping_e2e, new_reasons_under_hash_without_dlq)
 	cr_expect_eq(final_stat("\"skipped_by\"", "key_bad_bytes"), 0, "hashed, not skipped");
 }
 
+/* Issue 23, item 6: the summary's skip breakdown names every reason of the
+ * table, and its numbers add up to the skipped total. */
+Test(mapping_e2e, summary_lists_every_skip_reason)
+{
+	static const char *const all[] = { "missing_key", "key_too_long", "key_bad_bytes",
+					   "value_too_large", "missing_field", "not_json",
+					   "bad_ttl", "bad_flags" };
+	char *b, *line = NULL, *p, *open, *close;
+	unsigned long long skipped = 0, sum = 0;
+	struct h_proc k;
+
+	run_invalid(&k, "inv-summary", "skip", 0, 0);
+	b = h_file_read(k.err_path, NULL);
+	cr_assert_not_null(b);
+	for (p = b; (p = strstr(p, "k2mc: summary: ")) != NULL; p++)
+		line = p;
+	cr_assert_not_null(line, "no summary; stderr:\n%s", tail_of(k.err_path));
+	*strchrnul(line, '\n') = '\0';
+	p = strstr(line, " skipped ");
+	cr_assert_not_null(p, "%s", line);
+	skipped = strtoull(p + 9, &open, 10);
+	cr_assert(strncmp(open, " (", 2) == 0, "no breakdown after 'skipped': %s", line);
+	close = strchr(open, ')');
+	cr_assert_not_null(close, "%s", line);
+	*close = '\0';
+	open[1] = ' '; /* every name of the breakdown now follows a space */
+	for (size_t r = 0; r < sizeof(all) / sizeof(all[0]); r++) {
+		char pat[32];
+		const char *at;
+
+		snprintf(pat, sizeof(pat), " %s ", all[r]);
+		at = strstr(open, pat);
+		cr_expect_not_null(at, "the breakdown has no %s: (%s)", all[r], open + 2);
+		if (at != NULL)
+			sum += strtoull(at + strlen(pat), NULL, 10);
+	}
+	cr_expect_eq(skipped, 5, "skipped %llu", skipped);
+	cr_expect_eq(sum, skipped, "the breakdown (%s) adds up to %llu, not %llu", open + 2, sum,
+		     skipped);
+	free(b);
+}
+
 static int64_t committed(const char *group)
 {
 	char err[256];
