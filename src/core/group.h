@@ -72,6 +72,9 @@ struct k2mc_group_stats {
 	int64_t lag;         /* high watermark - watermark, over partitions */
 };
 void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s);
+/* Main thread: revocation drains ended at once because a commit showed the
+ * group no longer counts this member (committer.c), in this run. */
+uint64_t k2mc_group_drains_evicted(const struct k2mc_group *g);
 /* "topic[p]=offset ..." of every partition committed at release. */
 void k2mc_group_print_committed(struct k2mc_group *g, FILE *out);
 

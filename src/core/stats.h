@@ -112,7 +112,12 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	  "Batches that waited for proof of group membership before writing.")                      \
 	W(alloc_failures, "alloc_failures", 4, "k2mc_writer_alloc_failures_total",                  \
 	  "Batches whose commands could not be allocated: rebuilt and retried, nothing "            \
-	  "acknowledged.")
+	  "acknowledged.")                                                                          \
+	V(drains_evicted, 4, "k2mc_drains_evicted_total", K2MC_COUNTER, K2MC_BY_NONE,                \
+	  s->drains_evicted,                                                                        \
+	  "Revocation drains ended at once because a commit showed that the group no longer "       \
+	  "counts this member (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID): their records were left, "   \
+	  "uncommitted, to the partitions' new owner.")
 // clang-format on
 
 /* Which labels a V row's /metrics family has; W rows have none. */
@@ -227,6 +232,7 @@ struct k2mc_snapshot {
 	int *server_ok;        /* [nservers], k2mc_writers_server_ok */
 	int *server_state;     /* [nservers], k2mc_writers_server_state (enum k2mc_server_state) */
 	int fence_held;        /* k2mc_writers_fence_held: 1 while writers may send */
+	uint64_t drains_evicted; /* k2mc_group_drains_evicted */
 	/* --refill: the caller sets refill before the first take (NULL: off);
 	 * take reads its counts and which servers are being refilled */
 	struct k2mc_refill *refill;
