@@ -82,6 +82,15 @@
  * connection and answers the reconnect. */
 #define EJECT_FAILURE_LIMIT 2
 #define EJECT_RETRY_S MEMCACHED_SERVER_FAILURE_RETRY_TIMEOUT
+/* A server at its connection limit (memcached -c) refused a connection:
+ * until this long after the last such refusal, connection slots count as
+ * short, and a writer keeps a connection open only while its share of the
+ * batch on it is not complete. Holding idle connections while waiting for another server's slot
+ * is how every writer ended up waiting for the others (each held one
+ * server's slots and wanted the other's): a stall with nothing lost and no
+ * end. Said at most once per SLOTS_REPORT_MS while it lasts. */
+#define SLOTS_SHORT_MS 5000
+#define SLOTS_REPORT_MS 10000
 /* How long the dead letter producer may flush at stop; the drain before it
  * already waited for every delivery it could. */
 #define DLQ_STOP_FLUSH_MS 1000
@@ -213,6 +222,12 @@ struct k2mc_writers {
 	/* any writer: --on-tombstone invalidate met a classic-only server
 	 * (exchange: said once) */
 	_Atomic int invalidate_text_logged;
+	/* any writer: until when connection slots are short (k2mc_now_ms; a
+	 * full server's refusal pushes it), and the earliest time of the next
+	 * line saying so (CAS claims it); relaxed: a writer that sees it late
+	 * gives its connections back one batch later */
+	_Atomic int64_t slots_short_until;
+	_Atomic int64_t slots_next_report_ms;
 	/* first writer to hit a fatal record claims it (exchange 0 -> 1), then
 	 * writes fatal_msg and publishes it with release on fatal_ready; main
 	 * reads with acquire */
@@ -926,9 +941,59 @@ static int reply_final(enum mc_reply r)
 /* What a failed mcconn_ensure counts as (k2mc_memcached_errors_total). */
 static enum k2mc_mc_error connect_error_kind(int rc)
 {
-	if (rc == -ECONNREFUSED || rc == -ENOENT)
+	if (rc == -ECONNREFUSED || rc == -ENOENT || rc == -EUSERS)
 		return K2MC_MC_ERR_REFUSED;
 	return rc == -ETIMEDOUT ? K2MC_MC_ERR_TIMEOUT : K2MC_MC_ERR_CONNECTION;
+}
+
+/* ---- connection slots -------------------------------------------------------*/
+
+static int slots_short(const struct k2mc_writers *ws)
+{
+	return k2mc_now_ms() <
+	       atomic_load_explicit(&((struct k2mc_writers *)ws)->slots_short_until,
+				    memory_order_relaxed);
+}
+
+/* Server s refused writer w's connection at its connection limit: slots
+ * are short from now on, and the line that says so and what to change comes
+ * again every SLOTS_REPORT_MS while they are. Not a server down: it is
+ * alive, so it is neither reported down nor ejected. */
+static void slots_refused(struct writer *w, int s)
+{
+	struct k2mc_writers *ws = w->pool;
+	int64_t now = k2mc_now_ms(),
+		next = atomic_load_explicit(&ws->slots_next_report_ms, memory_order_relaxed);
+	char srv[K2MC_SERVER_LABEL_MAX];
+
+	atomic_store_explicit(&ws->slots_short_until, now + SLOTS_SHORT_MS, memory_order_relaxed);
+	if (now < next || !atomic_compare_exchange_strong_explicit(
+				  &ws->slots_next_report_ms, &next, now + SLOTS_REPORT_MS,
+				  memory_order_relaxed, memory_order_relaxed))
+		return;
+	k2mc_server_label(&ws->cfg->servers[s], srv, sizeof(srv));
+	k2mc_log_server(K2MC_LOG_WARN, srv, "too many connections",
+			"memcached %s refuses connections at its limit (%s): k2mc opens up to "
+			"--writers %d connections to each of its %d server(s)%s, more than it "
+			"accepts; until they fit, a writer closes a connection as soon as it "
+			"owes no reply on it (a reconnect per batch: slower). Raise the server's "
+			"connection limit (memcached -c) or lower --writers (said every %d s "
+			"while it lasts)",
+			mcconn_name(w->conns[s]), mcconn_error(w->conns[s]), ws->cfg->writers,
+			ws->cfg->nservers, ws->cfg->refill ? ", plus one for --refill" : "",
+			SLOTS_REPORT_MS / 1000);
+}
+
+/* While slots are short: gives back every connection of w whose share of
+ * the batch is complete (all of them between batches), so that no writer
+ * sits on a slot another one waits for. A writer then holds a slot only
+ * while it has commands on it, which the server answers: no wait cycle. */
+static void slots_give_back(struct writer *w)
+{
+	if (!slots_short(w->pool))
+		return;
+	for (int s = 0; s < w->pool->cfg->nservers; s++)
+		mcconn_release(w->conns[s]);
 }
 
 /* Runs the exchange until every queued command on every server has its
@@ -964,6 +1029,12 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 			if (first || !mcconn_connected(c)) {
 				int rc = mcconn_ensure(c, CONNECT_TIMEOUT_MS);
 
+				if (rc == -EUSERS) {
+					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
+					slots_refused(w, s);
+					failed++;
+					continue;
+				}
 				if (rc != 0) {
 					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
 					report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c),
@@ -1045,6 +1116,8 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 				}
 			}
 		}
+		/* a share that is complete needs its connection no more */
+		slots_give_back(w);
 		/* Replies are matched to commands by position: the batch may be
 		 * rebuilt only when no connection still owes any. */
 		if (want_reroute && pending == 0) {
@@ -1295,6 +1368,8 @@ static void *writer_main(void *arg)
 		n = atomic_load_explicit(&ws->abort, memory_order_acquire) ? 0 : gather(w, t);
 		if (n == 0) {
 			k2mc_table_read_unlock(ws->table);
+			/* idle: its slots are for writers that have records */
+			slots_give_back(w);
 			if (atomic_load_explicit(&ws->stop, memory_order_acquire))
 				break;
 			if (!parked) {
@@ -1316,6 +1391,7 @@ static void *writer_main(void *arg)
 			complete(w, n, nsegs);
 		for (int s = 0; s < ws->cfg->nservers; s++)
 			mcconn_reset_batch(w->conns[s]);
+		slots_give_back(w);
 		k2mc_table_read_unlock(ws->table);
 		if (rc != 0) {
 			/* given up: wait for the main thread to drop the
