@@ -743,3 +743,9 @@ test-kafka: kafka build/k2mc build/k2mc-mock build/tests/test_kafka_real
 	  K2MC_KAFKA=real K2MC_KAFKA_VERSION=$$v K2MC_BIN=build/k2mc K2MC_MOCK=build/k2mc-mock \
 	    build/tests/test_kafka_real --jobs 1 --verbose=1; \
 	  echo "== Kafka $$v: $$(( $$(date +%s) - t0 )) s"; done
+# ---- issue 23: one decision for the live path and refill ----
+# src/workers/policy.c: --on-invalid applied to a mapped record (write,
+# delete the key in its place, skip, dead-letter, stop), shared by writer.c
+# and refill.c so that refill stores only what the live path would.
+POLICY_SRC := src/workers/policy.c
+K2MC_SRCS  += $(POLICY_SRC)

@@ -86,11 +86,12 @@ static int count_lines(const char *path, const char *needle)
 }
 
 /* ---- the world ---------------------------------------------------------------
- * nmc memcached servers and a mock with TOPIC of `parts` partitions. The mock
- * gets `mock_args` after the topic, keys and expect file; with control = 1 it
- * reads commands on stdin. */
-static void start_world(int nmc, int parts, uint32_t keys, const char *const mock_args[],
-			int control)
+ * nmc memcached servers (mc_args added to their command line) and a mock
+ * with TOPIC of `parts` partitions. The mock gets `mock_args` after the
+ * topic, keys and expect file; with control = 1 it reads commands on
+ * stdin. */
+static void start_world_mc(int nmc, const char *const mc_args[], int parts, uint32_t keys,
+			   const char *const mock_args[], int control)
 {
 	char topic[64], k[32];
 	const char *args[40];
@@ -101,7 +102,7 @@ static void start_world(int nmc, int parts, uint32_t keys, const char *const moc
 	W.keys = keys;
 	W.nmc = nmc;
 	for (int i = 0; i < nmc; i++) {
-		rc = h_memcached_start(&W.mc[i], 0, NULL);
+		rc = h_memcached_start(&W.mc[i], 0, mc_args);
 		cr_assert_eq(rc, 0, "memcached %d did not start: %s", i, strerror(-rc));
 		snprintf(W.mc_list + strlen(W.mc_list), sizeof(W.mc_list) - strlen(W.mc_list),
 			 "%s127.0.0.1:%d", i ? "," : "", W.mc[i].port);
@@ -124,6 +125,13 @@ static void start_world(int nmc, int parts, uint32_t keys, const char *const moc
 	args[a] = NULL;
 	rc = h_mock_start(&W.mock, args, control, 15000);
 	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+}
+
+/* start_world_mc with memcached's default arguments. */
+static void start_world(int nmc, int parts, uint32_t keys, const char *const mock_args[],
+			int control)
+{
+	start_world_mc(nmc, NULL, parts, keys, mock_args, control);
 }
 
 static void wait_produced(uint64_t want, int timeout_ms)
@@ -766,6 +774,36 @@ Test(faults, one_of_two_memcached_down_waits_for_it)
 	cr_assert_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	assert_cluster_equals_expect("after the server came back");
 	assert_committed_at_end("one-down", "after the server came back");
+}
+
+/* Issue 23, item 8: two memcached -c 20 -t 1 accept about 7 client
+ * connections each, and 16 writers want one to each server. Writers that
+ * kept every connection they got while waiting for the other server's held
+ * each other's slots: a permanent stall, silent after the first few "down"
+ * lines. Now the job must finish, exactly, and k2mc must say what is short
+ * and what to change, without a down/back line per refused connect. */
+Test(faults, fewer_connection_slots_than_writers_still_progress)
+{
+	static const char *const mock_args[] = { "--produce", "30000", NULL };
+	static const char *const mc_args[] = { "-c", "20", "-t", "1", NULL };
+	static const char *const extra[] = { "--writers", "16", NULL };
+	struct h_proc k;
+	int64_t t0;
+	int rc;
+
+	start_world_mc(2, mc_args, 8, 5000, mock_args, 0);
+	wait_produced(30000, 30000);
+	t0 = h_now_ms();
+	start_k2mc(&k, "slots", NULL, 1, extra);
+	rc = wait_exit(&k, 60000, "k2mc -e --writers 16, servers with fewer connection slots");
+	cr_assert_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
+	cr_log_info("done in %.1f s", secs_since(t0));
+	assert_cluster_equals_expect("--writers 16 over two servers with about 7 slots each");
+	assert_committed_at_end("slots", "--writers 16 over two servers with about 7 slots each");
+	cr_expect(h_file_contains(k.err_path, "Raise the server's connection limit (memcached -c) "
+					      "or lower --writers"),
+		  "stderr:\n%s", tail_of(k.err_path));
+	cr_expect_leq(count_lines(k.err_path, ": down ("), 2, "stderr:\n%s", tail_of(k.err_path));
 }
 
 /* --mc-eject: the down server leaves the ketama continuum and its keys go

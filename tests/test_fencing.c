@@ -705,3 +705,73 @@ Test(fencing, member_cut_off_from_kafka_writes_nothing_after_losing_the_group)
 	assert_cache_equals_expect("after A was cut off from Kafka", &a);
 	assert_committed_at_end("cut", "after A was cut off from Kafka");
 }
+
+/* ---- 3. evicted while draining (issue 23, item 7) ------------------------------------
+ * A holds records it cannot write (its memcached is frozen with SIGSTOP)
+ * when B joins: A's revocation drains, and waits. A's lease runs out (its
+ * commits are refused while the group rebalances), and since A cannot
+ * rejoin from inside the drain, the group goes on without it (B is assigned
+ * everything once max.poll.interval.ms, 10 s, has passed). Then memcached
+ * is resumed. A's writers may not send (no lease), so without more the drain
+ * waits out the whole --shutdown-timeout-ms (30 s here), holding partitions
+ * the group has given to B. A commit refused with "unknown member" tells A
+ * it was evicted: the drain must end at once, abandoned as a lost
+ * assignment (nothing more written or committed), and be counted. */
+Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
+{
+	static const char *const a_extra[] = { "-X", "max.poll.interval.ms=10000",
+					       "--shutdown-timeout-ms", "30000", NULL };
+	char st[96], json[H_PATH_MAX];
+	const char *extra[16];
+	struct h_proc a, b;
+	struct h_summary sb;
+	size_t off = 0;
+	int64_t resumed;
+	int rc, n = 0, status;
+
+	start_world(4, 2000, NULL, 1);
+	mock_produce(20000, 30000);
+	for (int i = 0; a_extra[i] != NULL; i++)
+		extra[n++] = a_extra[i];
+	h_tmppath(json, sizeof(json), "a.json");
+	extra[n++] = "--stats-json";
+	extra[n++] = json;
+	extra[n] = NULL;
+	start_k2mc(&a, NULL, "evicted", W.mc_addr, 0, extra);
+	wait_log(&a, RE_ASSIGNED, &off, 20000, 0, "A");
+	wait_first_commit(&a, "evicted", 20000);
+
+	rc = h_pause(W.mc.proc.pid, 5000);
+	cr_assert_eq(rc, 0, "SIGSTOP of memcached: %s", strerror(-rc));
+	mock_produce(20000, 30000);
+	wait_log(&a, RE_RINGS_HOLD, &off, 10000, 0, "A holds records");
+
+	start_k2mc(&b, NULL, "evicted", W.mc_addr, 1, NULL);
+	/* B is assigned only once the group has given up on A */
+	{
+		size_t boff = 0;
+
+		wait_log(&b, RE_ASSIGNED, &boff, 40000, 0, "B");
+	}
+	cr_assert_eq(h_resume(W.mc.proc.pid), 0, "SIGCONT of memcached");
+	resumed = h_now_ms();
+	rc = h_wait_line(a.err_path, RE_GAVE_UP, &off, a.pid, 8000, NULL, 0);
+	cr_assert_eq(rc, 0, "A still drains the partitions B owns %.1f s after memcached came "
+		     "back (%s); stderr:\n%s", (double)(h_now_ms() - resumed) / 1000.0,
+		     strerror(-rc), tail_of(a.err_path));
+	cr_log_info("A gave up %.1f s after memcached came back",
+		    (double)(h_now_ms() - resumed) / 1000.0);
+	cr_expect(h_file_contains(a.err_path, "no longer counts this member"), "stderr:\n%s",
+		  tail_of(a.err_path));
+
+	rc = wait_exit(&b, 45000, "B (-e)");
+	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
+	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
+	assert_committed_at_end("evicted", "after B took over");
+	status = h_stop(a.pid, 20000);
+	cr_log_info("A stopped: %s", h_status_str(status, st, sizeof(st)));
+	assert_cache_equals_expect("after the evicted A stopped", &a);
+	assert_committed_at_end("evicted", "after the evicted A stopped");
+	cr_expect(h_file_contains(json, "\"drains_evicted\":1"), "A's final stats: %s",
+		  h_tail_of(json, 1));
+}

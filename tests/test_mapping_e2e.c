@@ -621,6 +621,48 @@ Test(mapping_e2e, new_reasons_under_hash_without_dlq)
 	cr_expect_eq(final_stat("\"skipped_by\"", "key_bad_bytes"), 0, "hashed, not skipped");
 }
 
+/* Issue 23, item 6: the summary's skip breakdown names every reason of the
+ * table, and its numbers add up to the skipped total. */
+Test(mapping_e2e, summary_lists_every_skip_reason)
+{
+	static const char *const all[] = { "missing_key", "key_too_long", "key_bad_bytes",
+					   "value_too_large", "missing_field", "not_json",
+					   "bad_ttl", "bad_flags" };
+	char *b, *line = NULL, *p, *open, *close;
+	unsigned long long skipped = 0, sum = 0;
+	struct h_proc k;
+
+	run_invalid(&k, "inv-summary", "skip", 0, 0);
+	b = h_file_read(k.err_path, NULL);
+	cr_assert_not_null(b);
+	for (p = b; (p = strstr(p, "k2mc: summary: ")) != NULL; p++)
+		line = p;
+	cr_assert_not_null(line, "no summary; stderr:\n%s", tail_of(k.err_path));
+	*strchrnul(line, '\n') = '\0';
+	p = strstr(line, " skipped ");
+	cr_assert_not_null(p, "%s", line);
+	skipped = strtoull(p + 9, &open, 10);
+	cr_assert(strncmp(open, " (", 2) == 0, "no breakdown after 'skipped': %s", line);
+	close = strchr(open, ')');
+	cr_assert_not_null(close, "%s", line);
+	*close = '\0';
+	open[1] = ' '; /* every name of the breakdown now follows a space */
+	for (size_t r = 0; r < sizeof(all) / sizeof(all[0]); r++) {
+		char pat[32];
+		const char *at;
+
+		snprintf(pat, sizeof(pat), " %s ", all[r]);
+		at = strstr(open, pat);
+		cr_expect_not_null(at, "the breakdown has no %s: (%s)", all[r], open + 2);
+		if (at != NULL)
+			sum += strtoull(at + strlen(pat), NULL, 10);
+	}
+	cr_expect_eq(skipped, 5, "skipped %llu", skipped);
+	cr_expect_eq(sum, skipped, "the breakdown (%s) adds up to %llu, not %llu", open + 2, sum,
+		     skipped);
+	free(b);
+}
+
 static int64_t committed(const char *group)
 {
 	char err[256];
@@ -631,6 +673,102 @@ static int64_t committed(const char *group)
 	cr_assert_eq(h_kafka_committed(kk, TOPIC, 1, off, 5000), 0);
 	h_kafka_close(kk);
 	return off[0];
+}
+
+/* ---- a skipped newest record leaves no old value (issue 23, item 1) ------------------*/
+
+/* One reason whose key is valid: the key "a" gets a good record, then "keep"
+ * one, then "a" a newest record skipped for that reason. */
+struct pin_case {
+	const char *reason;
+	const char *opts[5];  /* the mapping options, NULL-ended */
+	struct rec recs[3];
+};
+
+static const struct pin_case PIN[] = {
+	{ "bad_ttl", { "--ttl-header", "x-ttl", NULL },
+	  { { "a", "v1", 0, { "x-ttl", "600", NULL } }, { "keep", "k1", 0, { NULL } },
+	    { "a", "v2-newest", 0, { "x-ttl", "abc", NULL } } } },
+	/* an overflowing TTL: over memcached's 32-bit exptime */
+	{ "bad_ttl", { "--ttl-header", "x-ttl", NULL },
+	  { { "a", "v1", 0, { "x-ttl", "600", NULL } }, { "keep", "k1", 0, { NULL } },
+	    { "a", "v2-newest", 0, { "x-ttl", "99999999999", NULL } } } },
+	{ "bad_flags", { "--flags-header", "x-flags", NULL },
+	  { { "a", "v1", 0, { "x-flags", "7", NULL } }, { "keep", "k1", 0, { NULL } },
+	    { "a", "v2-newest", 0, { "x-flags", "-1", NULL } } } },
+	{ "missing_field", { "--value", "{json:/profile}", NULL },
+	  { { "a", "{\"profile\":\"v1\"}", 0, { NULL } },
+	    { "keep", "{\"profile\":\"k1\"}", 0, { NULL } },
+	    { "a", "{\"deleted\":true}", 0, { NULL } } } },
+	{ "not_json", { "--value", "{json:/profile}", NULL },
+	  { { "a", "{\"profile\":\"v1\"}", 0, { NULL } },
+	    { "keep", "{\"profile\":\"k1\"}", 0, { NULL } },
+	    { "a", "{\"profile\":\"v2-newe", 0, { NULL } } } },
+};
+
+/* Case c under --on-invalid skip and hash (no dead letter topic: hash falls
+ * back to skip for these reasons): "a" must not keep v1 nor what an older
+ * run left there, the skip is counted under its reason and as invalidated,
+ * and every offset is committed. */
+static void expect_skip_deletes_old_value(int c)
+{
+	static const char *const policies[] = { "skip", "hash" };
+	const struct pin_case *pc = &PIN[c];
+
+	start_world();
+	produce(pc->recs, 3);
+	for (int p = 0; p < 2; p++) {
+		const char *extra[16] = { "--on-invalid", policies[p] };
+		struct h_proc k;
+		char group[48];
+		struct item it;
+		int a = 2;
+
+		for (int o = 0; pc->opts[o] != NULL; o++)
+			extra[a++] = pc->opts[o];
+		extra[a] = NULL;
+		snprintf(group, sizeof(group), "pin-%d-%s", c, policies[p]);
+		/* what an earlier run (or another writer) left there */
+		mc_set("a", "stale");
+		cr_assert_eq(run_k2mc(&k, group, extra), 0, "%s: stderr:\n%s", group,
+			     tail_of(k.err_path));
+		it = mg("a");
+		cr_expect(!it.found, "%s (%s): the skipped newest record left '%s' in the cache",
+			  group, pc->reason, it.value);
+		expect_item("keep", "k1", 0, -1, -1);
+		cr_expect_eq(final_stat("\"skipped_by\"", pc->reason), 1, "%s: %s", group,
+			     h_tail_of(W.json_path, 1));
+		cr_expect_eq(final_stat(NULL, "invalidated"), 1, "%s: %s", group,
+			     h_tail_of(W.json_path, 1));
+		cr_expect(h_file_contains(k.err_path, "its key was deleted"), "%s: stderr:\n%s",
+			  group, tail_of(k.err_path));
+		cr_expect_eq(committed(group), 3, "%s", group);
+	}
+}
+
+Test(mapping_e2e, skipped_bad_ttl_deletes_the_old_value)
+{
+	expect_skip_deletes_old_value(0);
+}
+
+Test(mapping_e2e, skipped_overflowing_ttl_deletes_the_old_value)
+{
+	expect_skip_deletes_old_value(1);
+}
+
+Test(mapping_e2e, skipped_bad_flags_deletes_the_old_value)
+{
+	expect_skip_deletes_old_value(2);
+}
+
+Test(mapping_e2e, skipped_missing_field_deletes_the_old_value)
+{
+	expect_skip_deletes_old_value(3);
+}
+
+Test(mapping_e2e, skipped_not_json_deletes_the_old_value)
+{
+	expect_skip_deletes_old_value(4);
 }
 
 Test(mapping_e2e, new_reasons_under_fail)

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <arpa/inet.h>
 #include <libmemcached/memcached.h>
+#include <librdkafka/rdkafka.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fake_mc.h"
 #include "harness.h"
@@ -649,6 +651,193 @@ Test(refill, tls_server_flushed_is_refilled)
 	assert_expect_on(m.plain_port, 5000, "after the refill over TLS");
 	cr_assert(!h_file_contains(k.err_path, "not over --mc-tls"), "stderr:\n%s",
 		  h_tail_of(k.err_path, 20));
+	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
+		     h_tail_of(k.err_path, 20));
+}
+
+/* ---- refill makes the live path's decision (issue 23) ---------------------------*/
+
+/* One memcached (W.mc[0]) and a mock with TOPIC in one partition, holding
+ * no generated records: the test produces its own. */
+static void start_plain_world(void)
+{
+	static const char *const args[] = { "--topic", TOPIC ":1", NULL };
+	int rc;
+
+	memset(&W, 0, sizeof(W));
+	rc = h_memcached_start(&W.mc[0], 0, NULL);
+	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
+	snprintf(W.mc_list, sizeof(W.mc_list), "127.0.0.1:%d", W.mc[0].port);
+	rc = h_mock_start(&W.mock, args, 0, 15000);
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), h_tail_of(W.mock.proc.err_path, 20));
+}
+
+/* Produces key[i] = val[i] for i < n to TOPIC partition 0, in order. */
+static void produce_kv(char (*key)[32], char *const *val, int n)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char e[512];
+	rd_kafka_t *rk;
+
+	cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
+	cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
+	cr_assert_not_null(rk, "producer: %s", e);
+	for (int i = 0; i < n; i++) {
+		rd_kafka_resp_err_t err =
+			rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+					  RD_KAFKA_V_KEY(key[i], strlen(key[i])),
+					  RD_KAFKA_V_VALUE(val[i], strlen(val[i])),
+					  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+
+		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce %d: %s", i,
+			     rd_kafka_err2str(err));
+	}
+	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR,
+		     "records not delivered in 15 s");
+	rd_kafka_destroy(rk);
+}
+
+/* key's value on W.mc[0] (malloc'd), or NULL. */
+static char *get0(const char *key, size_t *vlen)
+{
+	memcached_st *m = one_server(W.mc[0].port);
+	memcached_return_t rc;
+	uint32_t fl;
+	char *v = memcached_get(m, key, strlen(key), vlen, &fl, &rc);
+
+	memcached_free(m);
+	return v;
+}
+
+/* Waits until key holds want (NULL: is absent) on W.mc[0]. */
+static void wait_key(const char *key, const char *want, int timeout_ms, const char *what)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	size_t vl = 0;
+	char *v;
+
+	for (;;) {
+		v = get0(key, &vl);
+		if (want == NULL ? v == NULL
+				 : v != NULL && vl == strlen(want) && memcmp(v, want, vl) == 0)
+			break;
+		if (h_now_ms() >= deadline)
+			cr_assert_fail("%s: %s holds %s%.*s%s, expected %s%s%s", what, key,
+				       v ? "'" : "", v ? (int)(vl < 40 ? vl : 40) : 4, v ? v : "none",
+				       v ? "'" : "", want ? "'" : "", want ? want : "none",
+				       want ? "'" : "");
+		free(v);
+		sleep_ms(100);
+	}
+	free(v);
+}
+
+/* Waits for the first look to set the partition's sentinel, then flushes
+ * W.mc[0] and waits for the refill of its one partition to end; returns
+ * the line saying so. */
+static void flush_and_refill(struct h_proc *k, char *line, size_t len)
+{
+	int64_t deadline = h_now_ms() + 15000;
+	size_t off = 0, vl;
+	char *v;
+	int rc;
+
+	while ((v = get0("k2mc:g-refill:sentinel:" TOPIC ":0", &vl)) == NULL) {
+		cr_assert_lt(h_now_ms(), deadline, "no sentinel; stderr:\n%s",
+			     h_tail_of(k->err_path, 20));
+		sleep_ms(100);
+	}
+	free(v);
+	flush_server(0);
+	wait_log(k, "lost its contents \\(sentinel", &off, 15000);
+	rc = h_wait_line(k->err_path, "refill of memcached .*: 1 of 1 partition\\(s\\) done", &off,
+			 k->pid, 30000, line, len);
+	cr_assert_eq(rc, 0, "no end of the refill (%s); stderr:\n%s", strerror(-rc),
+		     h_tail_of(k->err_path, 30));
+	cr_log_info("%s", line);
+}
+
+#define NBIG 50
+#define NSMALL 20
+
+/* --max-value-bytes 100: each "big" key gets a 10-byte value, then a
+ * 500-byte one, which the live path skips, deleting the key. After a
+ * flush_all the refill must leave them deleted (not add the 500-byte
+ * values), and rewrite the small keys. */
+Test(refill, refill_does_not_store_what_the_live_path_refused)
+{
+	static char key[2 * NBIG + NSMALL][32], small[NBIG + NSMALL][16], big[501];
+	static char *val[2 * NBIG + NSMALL];
+	struct h_proc k;
+	char line[512], want[64];
+	int n = 0;
+
+	start_plain_world();
+	memset(big, 'B', 500);
+	for (int i = 0; i < NBIG + NSMALL; i++) {
+		snprintf(key[n], sizeof(key[n]), i < NBIG ? "big%d" : "small%d", i);
+		snprintf(small[i], sizeof(small[i]), "ten-b-%04d", i);
+		val[n++] = small[i];
+	}
+	for (int i = 0; i < NBIG; i++) {
+		snprintf(key[n], sizeof(key[n]), "big%d", i);
+		val[n++] = big;
+	}
+	produce_kv(key, val, n);
+	start_k2mc(&k, (const char *const[]){ "--max-value-bytes", "100", NULL });
+	/* the live path: the big keys deleted, the small ones written */
+	for (int i = 0; i < NBIG; i++)
+		wait_key(key[i], NULL, 20000, "live");
+	for (int i = NBIG; i < NBIG + NSMALL; i++)
+		wait_key(key[i], small[i], 20000, "live");
+	flush_and_refill(&k, line, sizeof(line));
+	for (int i = NBIG; i < NBIG + NSMALL; i++)
+		wait_key(key[i], small[i], 0, "after the refill");
+	for (int i = 0; i < NBIG; i++)
+		wait_key(key[i], NULL, 0, "after the refill");
+	snprintf(want, sizeof(want), "; %d records written", NSMALL);
+	cr_expect(strstr(line, want) != NULL, "refill: '%s', expected '%s'", line, want);
+	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
+		     h_tail_of(k.err_path, 20));
+}
+
+/* --on-invalid hash: 20 keys with a space, stored under their digest, and
+ * 20 good ones. After a flush_all the refill rewrites both kinds. */
+Test(refill, refill_rewrites_keys_stored_under_their_hash)
+{
+	static char key[2 * NSMALL][32], vals[2 * NSMALL][16], hk[NSMALL][40];
+	static char *val[2 * NSMALL];
+	struct h_proc k;
+	char line[512], want[64];
+
+	start_plain_world();
+	for (int i = 0; i < 2 * NSMALL; i++) {
+		snprintf(key[i], sizeof(key[i]), i < NSMALL ? "bad key %d" : "good%d", i);
+		snprintf(vals[i], sizeof(vals[i]), "value-%d", i);
+		val[i] = vals[i];
+	}
+	for (int i = 0; i < NSMALL; i++) {
+		XXH128_hash_t h = XXH3_128bits(key[i], strlen(key[i]));
+
+		snprintf(hk[i], sizeof(hk[i]), "%016llx%016llx", (unsigned long long)h.high64,
+			 (unsigned long long)h.low64);
+	}
+	produce_kv(key, val, 2 * NSMALL);
+	start_k2mc(&k, (const char *const[]){ "--on-invalid", "hash", NULL });
+	for (int i = 0; i < NSMALL; i++) {
+		wait_key(hk[i], vals[i], 20000, "live, hashed");
+		wait_key(key[NSMALL + i], vals[NSMALL + i], 20000, "live");
+	}
+	flush_and_refill(&k, line, sizeof(line));
+	for (int i = 0; i < NSMALL; i++) {
+		wait_key(hk[i], vals[i], 0, "after the refill, hashed");
+		wait_key(key[NSMALL + i], vals[NSMALL + i], 0, "after the refill");
+	}
+	snprintf(want, sizeof(want), "; %d records written", 2 * NSMALL);
+	cr_expect(strstr(line, want) != NULL, "refill: '%s', expected '%s'", line, want);
 	cr_assert_eq(h_stop(k.pid, 10000), 0, "k2mc did not stop cleanly: %s",
 		     h_tail_of(k.err_path, 20));
 }

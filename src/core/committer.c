@@ -20,6 +20,16 @@
  * besides rd_kafka_queue_yield. */
 #define POLL_SLICE_MS 100
 
+/* Commit errors by which the coordinator says it does not know this member
+ * at all: it was evicted (session or poll interval ran out) or fenced by a
+ * newer instance of its group.instance.id. Its partitions belong to others
+ * now. ILLEGAL_GENERATION and REBALANCE_IN_PROGRESS are not here: they are
+ * also what a member that is still in the group meets during a rebalance. */
+static const rd_kafka_resp_err_t evicted_errs[] = {
+	RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
+	RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+};
+
 /* One commit in flight: what its result proves (fence.h) and whose offsets
  * it carries. Linked into the committer's list so that a stop can free the
  * ones whose answer never came. */
@@ -41,6 +51,11 @@ struct k2mc_committer {
 	/* committer thread only */
 	struct commit_req outstanding;
 	int warned;
+	/* an eviction was acted on: evicted_gen is the generation its revoke
+	 * started, whose commits are refused the same way and prove nothing
+	 * new */
+	int evicted;
+	uint64_t evicted_gen;
 	/* main -> committer: stop (release/acquire) */
 	_Atomic int stop;
 	/* committer -> main, relaxed: reporting only */
@@ -146,6 +161,50 @@ static rd_kafka_resp_err_t apply_result(rd_kafka_event_t *ev, const struct commi
 	return err;
 }
 
+static int is_eviction(rd_kafka_resp_err_t err)
+{
+	for (size_t i = 0; i < sizeof(evicted_errs) / sizeof(evicted_errs[0]); i++) {
+		if (evicted_errs[i] == err)
+			return 1;
+	}
+	return 0;
+}
+
+/* A commit sent for the current fence generation was refused because the
+ * coordinator does not know this member (err): nothing more may be written
+ * (the lease is revoked), and every partition that is draining now is
+ * abandoned, so that the drain, which the main thread waits for inside the
+ * rebalance callback, ends at once instead of at --shutdown-timeout-ms;
+ * group.c then releases those partitions as lost, without committing.
+ * Partitions not draining are left to librdkafka, which reports the
+ * assignment lost once the main thread polls again. Once per eviction: the
+ * commits of the generation its revoke starts are refused alike. */
+static void on_evicted(struct k2mc_committer *c, const struct commit_req *r,
+		       rd_kafka_resp_err_t err)
+{
+	struct k2mc_part_table *t;
+	size_t n = 0;
+
+	if (r->gen != k2mc_fence_generation(c->fence) || (c->evicted && r->gen == c->evicted_gen))
+		return;
+	c->evicted = 1;
+	c->evicted_gen = k2mc_fence_revoke(c->fence);
+	t = k2mc_table_read_lock(c->table);
+	for (size_t i = 0; t != NULL && i < t->n; i++) {
+		if (k2mc_part_stop_requested(t->parts[i]) && !k2mc_part_abandoned(t->parts[i])) {
+			k2mc_part_abandon(t->parts[i]);
+			n++;
+		}
+	}
+	k2mc_table_read_unlock(c->table);
+	k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+			"offset commit refused (%s): the group no longer counts this member; "
+			"writing nothing more%s",
+			rd_kafka_err2str(err),
+			n > 0 ? ", and the draining partitions are abandoned to their new owner"
+			      : "");
+}
+
 static void link_req(struct k2mc_committer *c, struct commit_req *r)
 {
 	r->next = c->outstanding.next;
@@ -172,6 +231,8 @@ static void on_event(struct k2mc_committer *c, rd_kafka_event_t *ev)
 	err = apply_result(ev, r, t ? t->parts : NULL, t ? t->n : 0, c->fence);
 	k2mc_table_read_unlock(c->table);
 	atomic_store_explicit(&c->last_err, err, memory_order_relaxed);
+	if (is_eviction(err))
+		on_evicted(c, r, err);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
 		atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
 		/* once per run of failures: every interval would flood the log */

@@ -42,9 +42,10 @@ int64_t k2mc_fence_now_ms(void);
  * one is ignored: it proves nothing about the new assignment. */
 void k2mc_fence_renew(struct k2mc_fence *f, uint64_t gen, int64_t sent_at_ms);
 
-/* Main thread: the assignment changed or was lost. Ends the lease at once
- * and starts a new generation; writers send nothing until a commit made
- * after this call is acknowledged. */
+/* Main thread: the assignment changed or was lost; or the committer: a
+ * commit was refused because the coordinator does not know this member.
+ * Ends the lease at once and starts a new generation; writers send nothing
+ * until a commit made after this call is acknowledged. */
 uint64_t k2mc_fence_revoke(struct k2mc_fence *f);
 uint64_t k2mc_fence_generation(const struct k2mc_fence *f);
 

@@ -62,6 +62,8 @@ struct k2mc_group {
 	uint64_t lost_assignments;
 	/* main thread: partitions whose takeover waited (takeover_holds) */
 	uint64_t takeover_waits;
+	/* main thread only: drains ended because the group evicted this member */
+	uint64_t drains_evicted;
 	char fatal[512];
 	int have_fatal;
 	int64_t first_assign_ms;
@@ -364,7 +366,9 @@ static void release_lost(struct k2mc_group *g, rd_kafka_topic_partition_list_t *
 }
 
 /* Stops the given parts (all if tps == NULL), drains them until deadline,
- * unpublishes them, commits and frees them. */
+ * unpublishes them, commits and frees them. A drain the committer abandoned
+ * (a commit showed the group no longer counts this member: committer.c) is
+ * a lost assignment instead: nothing more is written or committed. */
 static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps,
 			int64_t deadline, void (*on_timeout)(void *), void *arg)
 {
@@ -372,7 +376,8 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 	size_t have = cur ? cur->n : 0, nkeep = 0, ngone = 0;
 	struct k2mc_part **keep = calloc(have + 1, sizeof(*keep));
 	struct k2mc_part **gone = calloc(have + 1, sizeof(*gone));
-	uint64_t left = 0;
+	uint64_t left = 0, evicted_left = 0;
+	int evicted = 0;
 
 	if (keep == NULL || gone == NULL) {
 		free(keep);
@@ -395,6 +400,13 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 	for (size_t i = 0; i < ngone; i++) {
 		uint64_t l = k2mc_part_join(gone[i]);
 
+		/* only the committer abandons a part while it drains */
+		if (k2mc_part_abandoned(gone[i])) {
+			evicted = 1;
+			evicted_left += l;
+			left += l;
+			continue;
+		}
 		/* drained, nothing in flight: its last commit says released, and
 		 * its next owner writes at once (takeover.h) */
 		if (l == 0 && k2mc_part_failed_at(gone[i]) == INT64_MAX)
@@ -426,9 +438,24 @@ static uint64_t release(struct k2mc_group *g, rd_kafka_topic_partition_list_t *t
 		on_timeout(arg);
 	/* After this grace period no writer or committer holds a gone part. */
 	publish(g, keep, nkeep);
-	if (ngone > 0)
+	if (evicted) {
+		/* the coordinator refuses our commits: none is sent, and the new
+		 * owners start from the last one it accepted */
+		for (size_t i = 0; i < ngone; i++)
+			k2mc_part_abandon(gone[i]);
+		g->lost_assignments++;
+		g->drains_evicted++;
+		k2mc_warn("assignment lost (the group no longer counts this member: %s on a commit "
+			  "during the drain): %zu partition(s) released without writing the %llu "
+			  "record(s) they held and without committing; their new owner writes them",
+			  g->committer != NULL
+				  ? rd_kafka_err2name(k2mc_committer_last_error(g->committer))
+				  : "evicted",
+			  ngone, (unsigned long long)evicted_left);
+	} else if (ngone > 0) {
 		commit_released(g, gone, ngone,
 				(deadline > k2mc_now_ms() ? deadline : k2mc_now_ms()) + COMMIT_GRACE_MS);
+	}
 	for (size_t i = 0; i < ngone; i++) {
 		note_released(g, gone[i]);
 		g->consumed_released += k2mc_part_consumed(gone[i]);
@@ -872,6 +899,11 @@ void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms)
 uint64_t k2mc_group_takeover_waits(const struct k2mc_group *g)
 {
 	return g->takeover_waits;
+}
+
+uint64_t k2mc_group_drains_evicted(const struct k2mc_group *g)
+{
+	return g->drains_evicted;
 }
 
 void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)

@@ -75,6 +75,9 @@ void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s);
 /* Main thread: partitions assigned so far whose first writes waited for the
  * previous owner's lease (takeover.h). */
 uint64_t k2mc_group_takeover_waits(const struct k2mc_group *g);
+/* Main thread: revocation drains ended at once because a commit showed the
+ * group no longer counts this member (committer.c), in this run. */
+uint64_t k2mc_group_drains_evicted(const struct k2mc_group *g);
 /* "topic[p]=offset ..." of every partition committed at release. */
 void k2mc_group_print_committed(struct k2mc_group *g, FILE *out);
 

@@ -249,16 +249,17 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 
 	k2mc_group_stats(g, &gs);
 	k2mc_stats_sum(k2mc_writers_stats(ws), nwriters, &t);
-	fprintf(out,
-		"k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu "
-		"(missing_key %llu key_too_long %llu key_bad_bytes %llu value_too_large %llu) "
-		"coalesced %llu unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
+	fprintf(out, "k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu (",
 		(unsigned long long)gs.consumed, (unsigned long long)t.written,
-		(unsigned long long)t.deleted, (unsigned long long)t.skipped,
-		(unsigned long long)t.skipped_by[K2MC_KEY_MISSING],
-		(unsigned long long)t.skipped_by[K2MC_KEY_TOO_LONG],
-		(unsigned long long)t.skipped_by[K2MC_KEY_BAD_BYTES],
-		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE],
+		(unsigned long long)t.deleted, (unsigned long long)t.skipped);
+	/* every reason of the table (mapping.h), so the breakdown adds up to
+	 * the total */
+	for (int r = 1; r < K2MC_MAP_NREASONS; r++)
+		fprintf(out, "%s%s %llu", r > 1 ? " " : "",
+			k2mc_map_reason_name((enum k2mc_map_reason)r),
+			(unsigned long long)t.skipped_by[r]);
+	fprintf(out, ") coalesced %llu unwritten %llu; %.2fs since assignment (%.0f records/s); "
+		"committed: ",
 		(unsigned long long)t.coalesced, (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	/* only offsets Kafka acknowledged are printed as committed */

@@ -245,6 +245,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 		s->server_state[i] = k2mc_writers_server_state(ws, i);
 	}
 	s->fence_held = k2mc_writers_fence_held(ws);
+	s->drains_evicted = k2mc_group_drains_evicted(g);
 	s->refill_records = s->refill != NULL ? k2mc_refill_records(s->refill) : 0;
 	s->refill_losses = s->refill != NULL ? k2mc_refill_losses(s->refill) : 0;
 	s->refill_active_mask = 0;

@@ -78,8 +78,9 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	V(skipped, 1, "k2mc_records_invalid_total", K2MC_COUNTER, K2MC_BY_REASON, s->t.skipped,      \
 	  "Records Memcached cannot take, per reason (handled by --on-invalid).")                   \
 	W(invalidated, "invalidated", 1, "k2mc_records_invalidated_total",                          \
-	  "Keys deleted because their newest record's value was refused by k2mc (too large): "      \
-	  "no older value stays. Also counted in k2mc_records_invalid_total.")                      \
+	  "Keys deleted because their newest record was skipped (a value too large, a bad TTL or "  \
+	  "flags header, a missing field, not JSON): no older value stays. Also counted in "        \
+	  "k2mc_records_invalid_total.")                                                            \
 	W(expired, "expired", 1, "k2mc_records_expired_total",                                      \
 	  "Records whose expiry had passed (--ttl-from-timestamp, or a TTL that is a unix time "   \
 	  "past): not written, their key deleted instead. Also counted in "                        \
@@ -115,7 +116,12 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	  "them cleanly and may still hold its write lease (the takeover wait).")                  \
 	W(alloc_failures, "alloc_failures", 4, "k2mc_writer_alloc_failures_total",                  \
 	  "Batches whose commands could not be allocated: rebuilt and retried, nothing "            \
-	  "acknowledged.")
+	  "acknowledged.")                                                                          \
+	V(drains_evicted, 4, "k2mc_drains_evicted_total", K2MC_COUNTER, K2MC_BY_NONE,                \
+	  s->drains_evicted,                                                                        \
+	  "Revocation drains ended at once because a commit showed that the group no longer "       \
+	  "counts this member (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID): their records were left, "   \
+	  "uncommitted, to the partitions' new owner.")
 // clang-format on
 
 /* Which labels a V row's /metrics family has; W rows have none. */
@@ -231,6 +237,7 @@ struct k2mc_snapshot {
 	int *server_ok;        /* [nservers], k2mc_writers_server_ok */
 	int *server_state;     /* [nservers], k2mc_writers_server_state (enum k2mc_server_state) */
 	int fence_held;        /* k2mc_writers_fence_held: 1 while writers may send */
+	uint64_t drains_evicted; /* k2mc_group_drains_evicted */
 	/* --refill: the caller sets refill before the first take (NULL: off);
 	 * take reads its counts and which servers are being refilled */
 	struct k2mc_refill *refill;

@@ -252,6 +252,13 @@ void k2mc_part_wake(struct k2mc_part *p)
 void k2mc_part_abandon(struct k2mc_part *p)
 {
 	atomic_store_explicit(&p->abandoned, 1, memory_order_release);
+	/* a drain parked on it ends now, not one park later */
+	park_notify(&p->space);
+}
+
+int k2mc_part_stop_requested(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->stop, memory_order_acquire);
 }
 
 int k2mc_part_abandoned(const struct k2mc_part *p)
@@ -705,11 +712,16 @@ static void *consumer_main(void *arg)
 	 * only: nothing at or past it will ever be acknowledged. It can get
 	 * here before main asks it to stop; it keeps advancing the watermark
 	 * (so acknowledgements below the failed record still count) until
-	 * then, and p->deadline_ms is only valid once the stop is seen. */
+	 * then, and p->deadline_ms is only valid once the stop is seen. An
+	 * abandoned partition's records are dropped by the writers, so its
+	 * drain waits for nothing (the committer abandons a draining
+	 * partition once a commit shows the group no longer counts this
+	 * member). */
 	for (;;) {
 		if (drained(p) && stop_requested(p))
 			break;
-		if (stop_requested(p) && (k2mc_now_ms() >= p->deadline_ms || k2mc_parts_hurried()))
+		if (stop_requested(p) && (k2mc_now_ms() >= p->deadline_ms || k2mc_parts_hurried() ||
+					  k2mc_part_abandoned(p)))
 			break;
 		for (int w = 0; w < p->nwriters; w++)
 			park_notify(&p->bells[w]);

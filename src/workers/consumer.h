@@ -135,10 +135,16 @@ struct ring *k2mc_part_ring(struct k2mc_part *p, int writer);
 struct k2mc_budget *k2mc_part_budget(const struct k2mc_part *p);
 void k2mc_part_ack(struct k2mc_part *p, uint64_t tag);
 void k2mc_part_wake(struct k2mc_part *p);
-/* Set by the main thread when it gives up on a partition's pending records
- * (shutdown timeout): writers drop batches that hold its records. */
+/* Set when k2mc gives up on a partition's pending records: by the main
+ * thread (shutdown timeout, a lost assignment), or by the committer when a
+ * commit shows the group no longer counts this member while the partition
+ * drains. Writers drop batches that hold its records, and its drain ends at
+ * once. */
 void k2mc_part_abandon(struct k2mc_part *p);
 int k2mc_part_abandoned(const struct k2mc_part *p);
+/* Any thread (acquire): 1 once k2mc_part_request_stop was called, i.e.
+ * while the partition drains and after. */
+int k2mc_part_stop_requested(const struct k2mc_part *p);
 
 /* --on-invalid fail (or a dead letter that cannot be delivered): the record
  * at `offset` must never be acknowledged, nor anything after it. Any thread;

@@ -17,26 +17,42 @@
 
 /* ---- reasons ----------------------------------------------------------------*/
 
-static const char *const reason_names[K2MC_MAP_NREASONS] = {
-	[K2MC_MAP_OK] = "ok",
-	[K2MC_KEY_MISSING] = "missing_key",
-	[K2MC_KEY_TOO_LONG] = "key_too_long",
-	[K2MC_KEY_BAD_BYTES] = "key_bad_bytes",
-	[K2MC_VALUE_TOO_LARGE] = "value_too_large",
-	[K2MC_MAP_MISSING_FIELD] = "missing_field",
-	[K2MC_MAP_NOT_JSON] = "not_json",
-	[K2MC_MAP_BAD_TTL] = "bad_ttl",
-	[K2MC_MAP_BAD_FLAGS] = "bad_flags",
+/* One row per reason; every question about a reason reads this table.
+ * hashable: about the produced key's shape, which --on-invalid hash cures.
+ * invalidates: the key is valid, so a record skipped for this reason is the
+ * key's newest state, one Memcached cannot hold: under a skip the key is
+ * deleted in its place (policy.h), so no older value outlives it. The key
+ * reasons do not: a key that is absent or malformed names nothing the
+ * cache holds (under hash, a bad key's records live under its digest). */
+static const struct {
+	const char *name;
+	uint8_t hashable;
+	uint8_t invalidates;
+} reasons[K2MC_MAP_NREASONS] = {
+	[K2MC_MAP_OK] = { "ok", 0, 0 },
+	[K2MC_KEY_MISSING] = { "missing_key", 0, 0 },
+	[K2MC_KEY_TOO_LONG] = { "key_too_long", 1, 0 },
+	[K2MC_KEY_BAD_BYTES] = { "key_bad_bytes", 1, 0 },
+	[K2MC_VALUE_TOO_LARGE] = { "value_too_large", 0, 1 },
+	[K2MC_MAP_MISSING_FIELD] = { "missing_field", 0, 1 },
+	[K2MC_MAP_NOT_JSON] = { "not_json", 0, 1 },
+	[K2MC_MAP_BAD_TTL] = { "bad_ttl", 0, 1 },
+	[K2MC_MAP_BAD_FLAGS] = { "bad_flags", 0, 1 },
 };
 
 const char *k2mc_map_reason_name(enum k2mc_map_reason r)
 {
-	return (unsigned)r < K2MC_MAP_NREASONS ? reason_names[r] : "unknown";
+	return (unsigned)r < K2MC_MAP_NREASONS ? reasons[r].name : "unknown";
 }
 
 int k2mc_map_hashable(enum k2mc_map_reason r)
 {
-	return r == K2MC_KEY_TOO_LONG || r == K2MC_KEY_BAD_BYTES;
+	return (unsigned)r < K2MC_MAP_NREASONS && reasons[r].hashable;
+}
+
+int k2mc_map_invalidates(enum k2mc_map_reason r)
+{
+	return (unsigned)r < K2MC_MAP_NREASONS && reasons[r].invalidates;
 }
 
 /* ---- compiled form ------------------------------------------------------------*/

@@ -2,7 +2,7 @@
  * templates are compiled once at start; each record then maps to (key,
  * value, flags, expiry, operation), or to the reason Memcached cannot take
  * it (the --on-invalid reasons). Pure functions of the compiled mapping and
- * the record, no I/O: safe from any thread. Not the policies (writer.c) and
+ * the record, no I/O: safe from any thread. Not the policies (policy.c) and
  * not the wire protocol (mcconn.c).
  *
  * Templates: {key} {value} (the record's bytes), {topic}, {partition},
@@ -43,6 +43,10 @@ const char *k2mc_map_reason_name(enum k2mc_map_reason r);
 /* 1 if r is about the produced key's shape (too long, forbidden bytes), which
  * --on-invalid hash cures; the other reasons it cannot. */
 int k2mc_map_hashable(enum k2mc_map_reason r);
+/* 1 if a record refused for r still names a valid key whose newest state it
+ * is (value_too_large, missing_field, not_json, bad_ttl, bad_flags): skipping
+ * it must delete that key's older value (policy.h). */
+int k2mc_map_invalidates(enum k2mc_map_reason r);
 
 enum k2mc_map_op {
 	K2MC_OP_SET = 0,

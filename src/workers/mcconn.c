@@ -562,7 +562,7 @@ static int probe_version(struct mc_conn *c, int64_t deadline, int timeout_ms)
 		escape(text, sizeof(text), line, len);
 		snprintf(c->errbuf, sizeof(c->errbuf), "connect: server refused: '%s'", text);
 		conn_close(c);
-		return -ECONNREFUSED;
+		return -EUSERS;
 	}
 	/* "ERROR", "CLIENT_ERROR ...", a stranger's line: classic */
 	c->meta = 0;
@@ -979,6 +979,20 @@ void mcconn_reset_batch(struct mc_conn *c)
 	c->last_answered = 0;
 	c->complete = 1;
 	c->last_reply[0] = '\0';
+}
+
+int mcconn_release(struct mc_conn *c)
+{
+	/* replies still owed, or commands still to send: the exchange's (a
+	 * close there is a failure, and a share not sent needs the slot now) */
+	if (!transport_is_open(c->tp) || !c->complete)
+		return 0;
+	/* not conn_close: the batch's state stays (a complete share stays
+	 * complete, its replies readable) */
+	transport_close(c->tp);
+	c->in_len = 0;
+	c->hs_skip = 0;
+	return 1;
 }
 
 int mcconn_done(const struct mc_conn *c)

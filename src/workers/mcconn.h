@@ -101,9 +101,16 @@ const char *mcconn_error(const struct mc_conn *c);
  * connection the server closed while idle (memcached -o idle_timeout) is
  * noticed here (poll with no wait, while no byte of the batch is sent) and
  * remade quietly: that is not a failure. So call it before every exchange
- * round, connected or not, and check mcconn_batch_stale after it. */
+ * round, connected or not, and check mcconn_batch_stale after it.
+ * -EUSERS: the server is at its connection limit (memcached -c answers
+ * "ERROR Too many open connections" and closes): alive, but full. */
 int mcconn_ensure(struct mc_conn *c, int timeout_ms);
 int mcconn_connected(const struct mc_conn *c);
+/* Closes the connection if its batch is complete (every reply read, or
+ * nothing queued), keeping the batch and its replies as they are: its slot
+ * on the server is free for another client, and the next mcconn_ensure
+ * connects again. 1 if it closed it. */
+int mcconn_release(struct mc_conn *c);
 /* 1 if this connection speaks the meta dialect (memcached >= 1.6.10). */
 int mcconn_meta(const struct mc_conn *c);
 /* The largest item the server takes, as of the last connect: its

@@ -19,7 +19,11 @@
  *     committed offset, >= P). Afterwards the live path writes only offsets
  *     >= P.
  * (2) Pass 1 reads [start, P) and keeps, per key placed on s, the offset of
- *     its last record (by a 64-bit hash of the Memcached key). Pass 2 reads
+ *     its last record (by a 64-bit hash of the Memcached key). A key's
+ *     records are those the live path wrote or deleted it for: each record
+ *     gets the live path's decision (policy.h: the mapping, --on-invalid,
+ *     the server's value limit; hashed keys included), so refill never
+ *     stores a record the live path refused. Pass 2 reads
  *     the same range and writes only each key's last record, if it is a set:
  *     so a refill never replaces its own newer write, and what it writes for
  *     k is at least as new as any live write of k below P (live writes of a
@@ -76,6 +80,7 @@
 #include "workers/mapping.h"
 #include "workers/mcconn.h" /* mcconn_tls_from_config: the live path's TLS settings */
 #include "workers/placement.h"
+#include "workers/policy.h"
 #include "workers/transport.h"
 
 /* how often sentinels and "stats" are checked */
@@ -109,6 +114,9 @@ struct srv {
 	 * refill writes, in turn; TLS with --mc-tls */
 	struct transport *wt;
 	int have_stats;
+	/* the largest value it takes during its refill (k2mc_policy_value_limit
+	 * of its item_size_max, read when the refill begins) */
+	size_t limit;
 	uint64_t pid;
 	int64_t boot;       /* time - uptime */
 	uint64_t uptime;
@@ -116,6 +124,9 @@ struct srv {
 
 struct k2mc_refill {
 	const struct k2mc_config *cfg;
+	/* the live path's decision (policy.h), from the same configuration;
+	 * immutable */
+	struct k2mc_policy policy;
 	k2mc_table_ref *table;
 	rd_kafka_t *rk;                 /* refill thread only: assign, never commit */
 	struct k2mc_placement *place;   /* refill thread only */
@@ -479,6 +490,20 @@ static int restarted(struct k2mc_refill *rf, int s)
 	return r;
 }
 
+/* The value limit of server s as the live path computes it after a
+ * connect: "stats settings" item_size_max (unknown, 0, from a server or
+ * proxy that does not say), capped by --max-value-bytes. */
+static void read_limit(struct k2mc_refill *rf, int s)
+{
+	uint64_t item = 0;
+	size_t rl;
+
+	if (request(rf, s, "stats settings\r\n", 16, complete_stats, &rl) != 0 || rl < 5 ||
+	    !line_is(rf->rbuf + rl - 5, 5, "END") || stat_u64(rf->rbuf, rl, "item_size_max", &item) != 0)
+		item = 0;
+	rf->srv[s].limit = k2mc_policy_value_limit(&rf->policy, (size_t)item);
+}
+
 /* ---- reading a range ------------------------------------------------------*/
 
 static void map_reset(struct k2mc_refill *rf)
@@ -789,22 +814,36 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 }
 
 /* One record of the range: pass 1 remembers its offset under its key's
- * hash; pass 2 writes it if it is its key's last. */
+ * hash; pass 2 writes it if it is its key's last. A key's records are the
+ * ones the live path wrote or deleted it for, decided as the live path
+ * decides (policy.h): so a record the live path skipped, dead-lettered or
+ * refused (a value over the limit, a bad TTL header) is never written, and
+ * one it deleted the key for ends the key's history as a delete does. */
 static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message_t *m)
 {
 	const struct k2mc_mapping *map = k2mc_mapping_installed();
 	struct k2mc_record rec;
 	struct k2mc_mapped mp;
+	struct k2mc_decision d;
 	int64_t *slot;
 	uint64_t h;
+	int r;
 
 	k2mc_arena_reset(rf->arena);
 	k2mc_record_of(map, m, &rec);
-	if (k2mc_mapping_map(map, &rec, NULL, k2mc_now_ms(), rf->arena, &mp) != K2MC_MAP_OK ||
-	    mp.key_len == 0)
+	r = k2mc_mapping_map(map, &rec, NULL, k2mc_now_ms(), rf->arena, &mp);
+	if (r < 0) {
+		ps->failed = 1; /* no memory for a built value: incomplete */
+		return;
+	}
+	/* no key: the live path touched none for it */
+	if (mp.key_len == 0)
 		return;
 	if (k2mc_placement_server(rf->place, mp.key, mp.key_len) != ps->s)
 		return;
+	d = k2mc_policy_decide(&rf->policy, r, &mp, rf->srv[ps->s].limit);
+	if (d.fate != K2MC_FATE_WRITE && d.fate != K2MC_FATE_INVALIDATE)
+		return; /* the live path left the key as it was */
 	ps->read++;
 	h = XXH3_64bits(mp.key, mp.key_len);
 	if (!ps->second) {
@@ -814,7 +853,8 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 		return;
 	}
 	slot = map_slot(rf, h, 0);
-	if (slot == NULL || *slot != m->offset || mp.op != K2MC_OP_SET || ps->failed)
+	if (slot == NULL || *slot != m->offset || d.fate != K2MC_FATE_WRITE ||
+	    mp.op != K2MC_OP_SET || ps->failed)
 		return;
 	pace(rf);
 	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c1, before any byte of the add */
@@ -1003,6 +1043,9 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 	atomic_store_explicit(&rf->active[s], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&rf->losses, 1, memory_order_relaxed);
 	state_set(rf, s, K2MC_REFILL_DETECTING);
+	/* the limit the live path reads on its reconnect to the server that
+	 * lost its contents: values over it were never stored there */
+	read_limit(rf, s);
 	/* every partition's P now, after the mask bit (see the top): the lag
 	 * rows are known from the start */
 	for (size_t i = 0; i < n; i++)
@@ -1193,6 +1236,7 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 	if (rf == NULL)
 		goto nomem;
 	rf->cfg = cfg;
+	k2mc_policy_init(&rf->policy, cfg);
 	rf->table = table;
 	pthread_mutex_init(&rf->lock, NULL);
 	rf->lag_server = -1;

@@ -18,10 +18,12 @@
  *   (paused, or cut off from Kafka) never writes over the partitions' new
  *   owner.
  * - No stale value: when the newest record of a valid key cannot be stored
- *   because k2mc refuses its value (over the server's item size limit or
- *   --max-value-bytes) and the record is skipped, the key is deleted in its
- *   place, in order, and the record is acknowledged once the delete is
- *   answered. (When memcached itself answers "too large", it has already
+ *   (its value over the server's item size limit or --max-value-bytes, or a
+ *   bad TTL or flags header, a missing field, a value that is not JSON: the
+ *   reasons mapping.c's table marks) and the record is skipped, the key is
+ *   deleted in its place, in order, and the record is acknowledged once the
+ *   delete is answered (policy.h decides; refill.c applies the same
+ *   decision). (When memcached itself answers "too large", it has already
  *   dropped the key's old item.)
  * - Coalescing: within one batch only the last write of each Memcached key
  *   is sent (a later set or delete replaces everything before it; an
@@ -30,8 +32,10 @@
  *   only once every reply, the replacing write's too, is in. Only records
  *   whose write is certain supersede: refusals (skip, dead letter, fail,
  *   values over a server's limit) are decided first, so an invalid record
- *   is still dead-lettered and never hides an older valid one; a batch that
- *   is built again (reconnect, ejection, no memory) is built uncoalesced. */
+ *   is still dead-lettered and never hides an older valid one (a key
+ *   deleted for its skipped newest record is a write, and supersedes); a
+ *   batch that is built again (reconnect, ejection, no memory) is built
+ *   uncoalesced. */
 #include "workers/writer.h"
 
 #include <errno.h>
@@ -54,6 +58,7 @@
 #include "workers/mapping.h"
 #include "workers/mcconn.h"
 #include "workers/placement.h"
+#include "workers/policy.h"
 #include "workers/refill.h"
 
 #define EXCHANGE_SLICE_MS 1000
@@ -77,6 +82,15 @@
  * connection and answers the reconnect. */
 #define EJECT_FAILURE_LIMIT 2
 #define EJECT_RETRY_S MEMCACHED_SERVER_FAILURE_RETRY_TIMEOUT
+/* A server at its connection limit (memcached -c) refused a connection:
+ * until this long after the last such refusal, connection slots count as
+ * short, and a writer keeps a connection open only while its share of the
+ * batch on it is not complete. Holding idle connections while waiting for another server's slot
+ * is how every writer ended up waiting for the others (each held one
+ * server's slots and wanted the other's): a stall with nothing lost and no
+ * end. Said at most once per SLOTS_REPORT_MS while it lasts. */
+#define SLOTS_SHORT_MS 5000
+#define SLOTS_REPORT_MS 10000
 /* How long the dead letter producer may flush at stop; the drain before it
  * already waited for every delivery it could. */
 #define DLQ_STOP_FLUSH_MS 1000
@@ -92,10 +106,6 @@
 /* item_sup: the record is not superseded (otherwise: the index of the later
  * record of the batch whose write replaces it) */
 #define NO_SUP UINT32_MAX
-
-/* What happens to a record Memcached cannot take, per cfg->on_invalid and
- * the reason. */
-enum fate { FATE_SKIP, FATE_HASH, FATE_DLQ, FATE_FAIL };
 
 /* Per writer, written by that writer only (k2mc_count), read by anyone. */
 struct invalid_counters {
@@ -146,7 +156,8 @@ struct writer {
 	struct k2mc_mapped *maps;
 	struct k2mc_prepared **item_pre; /* what the consumer computed, or NULL */
 	struct k2mc_arena *arena;
-	uint8_t *item_inval;          /* 1: its value is refused, its key deleted instead */
+	uint8_t *item_inval;          /* the reason it is skipped with its key deleted in
+				       * its place (K2MC_FATE_INVALIDATE), 0: none */
 	uint32_t *item_sup;           /* NO_SUP, or the record whose write replaces it */
 	/* coalescing: open addressing over the batch's keys; a slot is in use
 	 * when its gen is this batch's (no clearing between batches) */
@@ -172,8 +183,9 @@ struct k2mc_writers {
 	 * installed; immutable */
 	const struct k2mc_mapping *map;
 	struct k2mc_mapping *own_map;
-	/* --max-value-bytes, 0 = none; immutable */
-	size_t max_value;
+	/* --on-invalid, --max-value-bytes: what the shared decision (policy.h)
+	 * needs; immutable */
+	struct k2mc_policy policy;
 	int n;
 	struct writer *w;
 	struct park *bells;
@@ -210,6 +222,12 @@ struct k2mc_writers {
 	/* any writer: --on-tombstone invalidate met a classic-only server
 	 * (exchange: said once) */
 	_Atomic int invalidate_text_logged;
+	/* any writer: until when connection slots are short (k2mc_now_ms; a
+	 * full server's refusal pushes it), and the earliest time of the next
+	 * line saying so (CAS claims it); relaxed: a writer that sees it late
+	 * gives its connections back one batch later */
+	_Atomic int64_t slots_short_until;
+	_Atomic int64_t slots_next_report_ms;
 	/* first writer to hit a fatal record claims it (exchange 0 -> 1), then
 	 * writes fatal_msg and publishes it with release on fatal_ready; main
 	 * reads with acquire */
@@ -294,42 +312,17 @@ static void report_server(struct k2mc_writers *ws, int s, enum k2mc_server_state
  * memcached answers "too large" itself, and drops the key's old item. */
 static size_t value_limit(const struct writer *w, int s)
 {
-	size_t lim = mcconn_item_limit(w->conns[s]), cap = w->pool->max_value;
-
-	if (lim == 0)
-		return cap > 0 ? cap : SIZE_MAX;
-	return cap > 0 && cap < lim ? cap : lim;
+	return k2mc_policy_value_limit(&w->pool->policy, mcconn_item_limit(w->conns[s]));
 }
 
 /* ---- records Memcached cannot take ----------------------------------------*/
 
-static enum fate fate_of(const struct k2mc_writers *ws, enum k2mc_map_reason r)
+/* The shared decision (policy.h) for record i placed on server s, or with
+ * no key (s < 0: no server, no limit). */
+static struct k2mc_decision decide(const struct writer *w, size_t i, int s)
 {
-	switch (ws->cfg->on_invalid) {
-	case K2MC_INVALID_HASH:
-		if (k2mc_map_hashable(r))
-			return FATE_HASH;
-		/* nothing to hash in a missing key or a large value */
-		return ws->dlq != NULL ? FATE_DLQ : FATE_SKIP;
-	case K2MC_INVALID_DLQ:
-		return FATE_DLQ;
-	case K2MC_INVALID_FAIL:
-		return FATE_FAIL;
-	case K2MC_INVALID_SKIP:
-	default:
-		return FATE_SKIP;
-	}
-}
-
-/* fate_of, with what this run can actually do: no hashing once the key
- * was found unhashable, no dead letter without a producer. */
-static enum fate fallback_fate(const struct k2mc_writers *ws, enum k2mc_map_reason r)
-{
-	enum fate f = fate_of(ws, r);
-
-	if (f == FATE_HASH || (f == FATE_DLQ && ws->dlq == NULL))
-		f = ws->dlq != NULL ? FATE_DLQ : FATE_SKIP;
-	return f;
+	return k2mc_policy_decide(&w->pool->policy, w->item_reason[i], &w->maps[i],
+				  s >= 0 ? w->limit[s] : SIZE_MAX);
 }
 
 /* What was wrong with record i, for reason r: one line for logs and the
@@ -346,9 +339,9 @@ static void describe(const struct writer *w, char *buf, size_t len, size_t i,
 		k2mc_mapping_explain(ws->map, &rec, &w->maps[i], r, buf, len);
 	} else if (w->refused_server < 0) {
 		snprintf(buf, len, "value of %zu bytes, refused by the server as too large", vlen);
-	} else if (w->refused_limit == ws->max_value) {
+	} else if (w->refused_limit == ws->policy.max_value) {
 		snprintf(buf, len, "value of %zu bytes, over --max-value-bytes %zu", vlen,
-			 ws->max_value);
+			 ws->policy.max_value);
 	} else {
 		snprintf(buf, len, "value of %zu bytes, over the item size limit of memcached "
 			 "%s (%zu bytes)", vlen, mcconn_name(w->conns[w->refused_server]),
@@ -357,12 +350,12 @@ static void describe(const struct writer *w, char *buf, size_t len, size_t i,
 }
 
 /* --on-invalid hash fell back for reason r: said once per reason. */
-static void note_fallback(struct k2mc_writers *ws, enum k2mc_map_reason r, enum fate f)
+static void note_fallback(struct k2mc_writers *ws, enum k2mc_map_reason r, enum k2mc_fate f)
 {
 	if (ws->cfg->on_invalid != K2MC_INVALID_HASH ||
 	    atomic_exchange_explicit(&ws->fallback_logged[r], 1, memory_order_relaxed))
 		return;
-	if (f == FATE_DLQ)
+	if (f == K2MC_FATE_DLQ)
 		k2mc_log_reason(K2MC_LOG_WARN, k2mc_map_reason_name(r),
 				"--on-invalid hash: %s records cannot be hashed; they go to the dead "
 				"letter topic %s",
@@ -464,20 +457,20 @@ static void fail_record(struct writer *w, size_t i, enum k2mc_map_reason r)
 }
 
 /* Record i cannot be stored as it is, for reason r (found before sending,
- * or in the server's reply): skip, dead-letter or refuse it. Hashing is the
- * caller's business, before sending; here a hash policy falls back. A value
- * k2mc refuses under a skip is not handled here: its key is deleted
- * instead (queue_on). */
+ * or in the server's reply), and no key is deleted for it: skip,
+ * dead-letter or refuse it (k2mc_policy_refusal). A record whose key is
+ * deleted in its place (K2MC_FATE_INVALIDATE) is not handled here but
+ * queued (queue_on) and counted once the delete is answered. */
 static void refuse(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
-	enum fate f = fallback_fate(w->pool, r);
+	enum k2mc_fate f = k2mc_policy_refusal(&w->pool->policy);
 
 	note_fallback(w->pool, r, f);
 	switch (f) {
-	case FATE_DLQ:
+	case K2MC_FATE_DLQ:
 		dead_letter(w, i, r);
 		break;
-	case FATE_FAIL:
+	case K2MC_FATE_FAIL:
 		fail_record(w, i, r);
 		break;
 	default:
@@ -543,27 +536,48 @@ static size_t gather(struct writer *w, struct k2mc_part_table *t)
 	return n;
 }
 
-/* Queues record i's command (its mapping, maps[i]) on server s. A value
- * over the server's limit is refused here, where the server is known; under
- * a skip its key is deleted instead (the same position in the key's order),
- * so no older value outlives it. --on-tombstone invalidate on a server that
- * speaks only the classic protocol (found once connected: a proxy, or
- * memcached < 1.6.10) deletes instead, said once: the tombstone's key must
- * not keep its value, and classic memcached has no stale items. 0 or
- * -ENOMEM (nothing queued for it). */
+/* Queues record i's command (its mapping, maps[i]) on server s, deciding
+ * its fate there again (policy.h): the batch may be built again after a
+ * reconnect read another item size limit. A value over the server's limit
+ * is refused here, where the server is known. A record skipped as its key's
+ * newest state (K2MC_FATE_INVALIDATE) has its key deleted instead, at the
+ * same position in the key's order, so no older value outlives it.
+ * --on-tombstone invalidate on a server that speaks only the classic
+ * protocol (found once connected: a proxy, or memcached < 1.6.10) deletes
+ * instead, said once: the tombstone's key must not keep its value, and
+ * classic memcached has no stale items. 0 or -ENOMEM (nothing queued for
+ * it). */
 static int queue_on(struct writer *w, size_t i, int s)
 {
 	struct k2mc_writers *ws = w->pool;
 	const struct k2mc_mapped *mp = &w->maps[i];
 	struct mc_conn *c = w->conns[s];
+	struct k2mc_decision d = decide(w, i, s);
 	int rc;
 
 	w->item_server[i] = s;
 	w->item_inval[i] = 0;
 	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
+	if (d.fate != K2MC_FATE_WRITE && d.fate != K2MC_FATE_INVALIDATE) {
+		/* only a value over a limit that changed since classify can
+		 * end here: the other refusals never reach a server */
+		w->refused_limit = w->limit[s];
+		w->refused_server = s;
+		refuse(w, i, d.reason);
+		return 0;
+	}
 	/* --refill: a server under refill learns every key the live path
 	 * writes or deletes there, before any byte of it is sent (refill.c) */
 	k2mc_refill_note(s, mp->key, mp->key_len);
+	if (d.fate == K2MC_FATE_INVALIDATE) {
+		note_fallback(ws, d.reason, K2MC_FATE_SKIP);
+		w->item_inval[i] = (uint8_t)d.reason;
+		if (d.reason == K2MC_VALUE_TOO_LARGE) {
+			w->refused_limit = w->limit[s];
+			w->refused_server = s;
+		}
+		return mcconn_queue_delete(c, mp->key, mp->key_len);
+	}
 	switch (mp->op) {
 	case K2MC_OP_DELETE:
 		return mcconn_queue_delete(c, mp->key, mp->key_len);
@@ -581,23 +595,9 @@ static int queue_on(struct writer *w, size_t i, int s)
 					mcconn_name(c), ws->cfg->invalidate_grace_s);
 		return mcconn_queue_delete(c, mp->key, mp->key_len);
 	default:
-		break;
+		return mcconn_queue_set(c, mp->key, mp->key_len, mp->value, mp->value_len, mp->flags,
+					mp->exptime);
 	}
-	if (mp->value_len > w->limit[s]) {
-		enum fate f = fallback_fate(ws, K2MC_VALUE_TOO_LARGE);
-
-		note_fallback(ws, K2MC_VALUE_TOO_LARGE, f);
-		if (f == FATE_SKIP) {
-			w->item_inval[i] = 1;
-			return mcconn_queue_delete(c, mp->key, mp->key_len);
-		}
-		w->refused_limit = w->limit[s];
-		w->refused_server = s;
-		refuse(w, i, K2MC_VALUE_TOO_LARGE);
-		return 0;
-	}
-	return mcconn_queue_set(c, mp->key, mp->key_len, mp->value, mp->value_len, mp->flags,
-				mp->exptime);
 }
 
 /* Queues record i on the connection of the server its key maps to now. */
@@ -616,41 +616,14 @@ static void refresh_limits(struct writer *w)
 		w->limit[s] = value_limit(w, s);
 }
 
-/* Places record i on the server its key maps to now, and refuses it there
- * when its value is over that server's limit and the policy does not
- * delete the key instead (queue_on does that): decided before coalescing,
- * so that only records that will be sent supersede others. */
-static void place(struct writer *w, size_t i)
-{
-	struct k2mc_writers *ws = w->pool;
-	const struct k2mc_mapped *mp = &w->maps[i];
-	/* the server the readers' client looks on (placement.h; no hashing
-	 * with one server) */
-	int s = k2mc_placement_server(w->place, mp->key, mp->key_len);
-
-	w->item_server[i] = s;
-	if (mp->op == K2MC_OP_SET && mp->value_len > w->limit[s]) {
-		enum fate f = fallback_fate(ws, K2MC_VALUE_TOO_LARGE);
-
-		w->refused_limit = w->limit[s];
-		w->refused_server = s;
-		if (f == FATE_SKIP) {
-			/* its key is deleted instead (queue_on); if a later
-			 * record supersedes it, it is still counted skipped */
-			w->item_inval[i] = 1;
-		} else {
-			note_fallback(ws, K2MC_VALUE_TOO_LARGE, f);
-			refuse(w, i, K2MC_VALUE_TOO_LARGE);
-		}
-	}
-}
-
 /* Whether record j's write replaces whatever its key held: a set or a
- * delete does; an invalidate keeps the value under it (marked stale), so
- * the records before it must still be written. */
+ * delete does, and so does the delete of a key whose newest record is
+ * skipped; an invalidate keeps the value under it (marked stale), so the
+ * records before it must still be written. */
 static int replaces(const struct writer *w, size_t j)
 {
-	return w->maps[j].op == K2MC_OP_SET || w->maps[j].op == K2MC_OP_DELETE;
+	return w->item_inval[j] != 0 || w->maps[j].op == K2MC_OP_SET ||
+	       w->maps[j].op == K2MC_OP_DELETE;
 }
 
 /* From the batch's end back: a placed record whose key a later placed
@@ -694,20 +667,23 @@ static void coalesce(struct writer *w, size_t n)
 	}
 }
 
-/* Decides each record's fate once per batch (its mapping's reason,
- * --on-invalid, a value over its server's limit; the effects of a refusal,
- * counts and dead letters, happen here and only here), coalesces what is
- * left and queues it. 0, or -ENOMEM: every record is classified, but the
- * commands are incomplete (queue_all builds them again). */
+/* Decides each record's fate once per batch (policy.h: its mapping's
+ * reason, --on-invalid, a value over its server's limit; the effects of a
+ * refusal, counts and dead letters, happen here and only here), coalesces
+ * what is left and queues it. 0, or -ENOMEM: every record is classified,
+ * but the commands are incomplete (queue_all builds them again). */
 static int classify(struct writer *w, size_t n)
 {
+	struct k2mc_writers *ws = w->pool;
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
 
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
 		rd_kafka_message_t *m = w->items[i].ptr;
-		enum k2mc_map_reason r;
+		const struct k2mc_mapped *mp = &w->maps[i];
+		struct k2mc_decision d;
+		int s;
 
 		/* the records of a part are consecutive: one load per part */
 		if (w->item_part[i] != last) {
@@ -723,37 +699,48 @@ static int classify(struct writer *w, size_t n)
 			w->item_server[i] = ITEM_KEEP;
 			continue;
 		}
-		r = (enum k2mc_map_reason)w->item_reason[i];
-		if (r != K2MC_MAP_OK && fate_of(w->pool, r) == FATE_HASH && w->maps[i].key_len > 0) {
-			/* the key is cured by hashing; the value is checked
-			 * against its server when it is placed */
-			w->item_hashed[i] = (uint8_t)r;
-			if (atomic_exchange_explicit(&w->pool->hash_logged[r], 1,
+		/* the server the readers' client looks on (placement.h; no
+		 * hashing with one server), hashed keys included */
+		s = mp->key_len > 0 ? k2mc_placement_server(w->place, mp->key, mp->key_len) : -1;
+		d = decide(w, i, s);
+		if (d.reason == K2MC_VALUE_TOO_LARGE) {
+			/* for messages (describe) */
+			w->refused_limit = w->limit[s];
+			w->refused_server = s;
+		}
+		switch (d.fate) {
+		case K2MC_FATE_WRITE:
+			w->item_server[i] = s;
+			if (d.hashed == K2MC_MAP_OK)
+				break;
+			w->item_hashed[i] = (uint8_t)d.hashed;
+			if (atomic_exchange_explicit(&ws->hash_logged[d.hashed], 1,
 						     memory_order_relaxed) == 0)
 				k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt),
-						m->partition, m->offset, k2mc_map_reason_name(r),
+						m->partition, m->offset, k2mc_map_reason_name(d.hashed),
 						"%s [%d] @%lld: %s; stored under its hashed key "
 						"(prefix + xxh128 hex), and so are further records of "
 						"this kind",
 						rd_kafka_topic_name(m->rkt), m->partition,
-						(long long)m->offset, k2mc_map_reason_name(r));
-			r = K2MC_MAP_OK;
-		}
-		if (r != K2MC_MAP_OK) {
-			refuse(w, i, r);
-			if (w->item_server[i] == ITEM_KEEP)
-				failed_at = k2mc_part_failed_at(last);
-			continue;
-		}
-		if (w->maps[i].op == K2MC_OP_NONE) {
+						(long long)m->offset, k2mc_map_reason_name(d.hashed));
+			break;
+		case K2MC_FATE_INVALIDATE:
+			/* its key is deleted instead (queue_on); if a later
+			 * record supersedes it, it is still counted skipped */
+			w->item_server[i] = s;
+			w->item_inval[i] = (uint8_t)d.reason;
+			break;
+		case K2MC_FATE_IGNORE:
 			/* --on-tombstone ignore: acknowledged unwritten */
 			w->item_server[i] = ITEM_ACK;
 			k2mc_count(&w->stats->ignored, 1);
-			continue;
+			break;
+		default:
+			refuse(w, i, d.reason);
+			if (w->item_server[i] == ITEM_KEEP)
+				failed_at = k2mc_part_failed_at(last);
+			break;
 		}
-		place(w, i);
-		if (w->item_server[i] == ITEM_KEEP)
-			failed_at = k2mc_part_failed_at(last);
 	}
 	coalesce(w, n);
 	for (size_t i = 0; i < n; i++) {
@@ -954,9 +941,59 @@ static int reply_final(enum mc_reply r)
 /* What a failed mcconn_ensure counts as (k2mc_memcached_errors_total). */
 static enum k2mc_mc_error connect_error_kind(int rc)
 {
-	if (rc == -ECONNREFUSED || rc == -ENOENT)
+	if (rc == -ECONNREFUSED || rc == -ENOENT || rc == -EUSERS)
 		return K2MC_MC_ERR_REFUSED;
 	return rc == -ETIMEDOUT ? K2MC_MC_ERR_TIMEOUT : K2MC_MC_ERR_CONNECTION;
+}
+
+/* ---- connection slots -------------------------------------------------------*/
+
+static int slots_short(const struct k2mc_writers *ws)
+{
+	return k2mc_now_ms() <
+	       atomic_load_explicit(&((struct k2mc_writers *)ws)->slots_short_until,
+				    memory_order_relaxed);
+}
+
+/* Server s refused writer w's connection at its connection limit: slots
+ * are short from now on, and the line that says so and what to change comes
+ * again every SLOTS_REPORT_MS while they are. Not a server down: it is
+ * alive, so it is neither reported down nor ejected. */
+static void slots_refused(struct writer *w, int s)
+{
+	struct k2mc_writers *ws = w->pool;
+	int64_t now = k2mc_now_ms(),
+		next = atomic_load_explicit(&ws->slots_next_report_ms, memory_order_relaxed);
+	char srv[K2MC_SERVER_LABEL_MAX];
+
+	atomic_store_explicit(&ws->slots_short_until, now + SLOTS_SHORT_MS, memory_order_relaxed);
+	if (now < next || !atomic_compare_exchange_strong_explicit(
+				  &ws->slots_next_report_ms, &next, now + SLOTS_REPORT_MS,
+				  memory_order_relaxed, memory_order_relaxed))
+		return;
+	k2mc_server_label(&ws->cfg->servers[s], srv, sizeof(srv));
+	k2mc_log_server(K2MC_LOG_WARN, srv, "too many connections",
+			"memcached %s refuses connections at its limit (%s): k2mc opens up to "
+			"--writers %d connections to each of its %d server(s)%s, more than it "
+			"accepts; until they fit, a writer closes a connection as soon as it "
+			"owes no reply on it (a reconnect per batch: slower). Raise the server's "
+			"connection limit (memcached -c) or lower --writers (said every %d s "
+			"while it lasts)",
+			mcconn_name(w->conns[s]), mcconn_error(w->conns[s]), ws->cfg->writers,
+			ws->cfg->nservers, ws->cfg->refill ? ", plus one for --refill" : "",
+			SLOTS_REPORT_MS / 1000);
+}
+
+/* While slots are short: gives back every connection of w whose share of
+ * the batch is complete (all of them between batches), so that no writer
+ * sits on a slot another one waits for. A writer then holds a slot only
+ * while it has commands on it, which the server answers: no wait cycle. */
+static void slots_give_back(struct writer *w)
+{
+	if (!slots_short(w->pool))
+		return;
+	for (int s = 0; s < w->pool->cfg->nservers; s++)
+		mcconn_release(w->conns[s]);
 }
 
 /* Runs the exchange until every queued command on every server has its
@@ -992,6 +1029,12 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 			if (first || !mcconn_connected(c)) {
 				int rc = mcconn_ensure(c, CONNECT_TIMEOUT_MS);
 
+				if (rc == -EUSERS) {
+					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
+					slots_refused(w, s);
+					failed++;
+					continue;
+				}
 				if (rc != 0) {
 					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
 					report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c),
@@ -1073,6 +1116,8 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 				}
 			}
 		}
+		/* a share that is complete needs its connection no more */
+		slots_give_back(w);
 		/* Replies are matched to commands by position: the batch may be
 		 * rebuilt only when no connection still owes any. */
 		if (want_reroute && pending == 0) {
@@ -1135,15 +1180,17 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 		}
 		if (w->item_server[i] >= 0 && w->item_sup[i] != NO_SUP) {
 			/* superseded: every reply of the batch is in, the
-			 * write that replaced it included. A value refused
-			 * under a skip is counted as skipped, as it would be
-			 * unsuperseded (its key was not deleted for it). */
-			if (w->item_inval[i])
-				count_skip(w, i, K2MC_VALUE_TOO_LARGE, 0);
-			else
+			 * write that replaced it included. A record skipped
+			 * as its key's newest state is counted as skipped, as
+			 * it would be unsuperseded (its key was not deleted
+			 * for it). */
+			if (w->item_inval[i]) {
+				count_skip(w, i, w->item_inval[i], 0);
+			} else {
 				k2mc_count(&w->stats->coalesced, 1);
-			if (w->item_hashed[i])
-				k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
+				if (w->item_hashed[i])
+					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
+			}
 		} else if (w->item_server[i] >= 0) {
 			struct mc_conn *c = w->conns[w->item_server[i]];
 
@@ -1159,7 +1206,7 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 			case MC_DELETED:
 			case MC_NOT_FOUND:
 				if (w->item_inval[i]) {
-					count_skip(w, i, K2MC_VALUE_TOO_LARGE, 1);
+					count_skip(w, i, w->item_inval[i], 1);
 					break;
 				}
 				k2mc_count(&w->stats->deleted, 1);
@@ -1321,6 +1368,8 @@ static void *writer_main(void *arg)
 		n = atomic_load_explicit(&ws->abort, memory_order_acquire) ? 0 : gather(w, t);
 		if (n == 0) {
 			k2mc_table_read_unlock(ws->table);
+			/* idle: its slots are for writers that have records */
+			slots_give_back(w);
 			if (atomic_load_explicit(&ws->stop, memory_order_acquire))
 				break;
 			if (!parked) {
@@ -1342,6 +1391,7 @@ static void *writer_main(void *arg)
 			complete(w, n, nsegs);
 		for (int s = 0; s < ws->cfg->nservers; s++)
 			mcconn_reset_batch(w->conns[s]);
+		slots_give_back(w);
 		k2mc_table_read_unlock(ws->table);
 		if (rc != 0) {
 			/* given up: wait for the main thread to drop the
@@ -1444,7 +1494,8 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 		ws->map = ws->own_map;
 	}
 	/* values are checked against the chosen server's limit (queue_on) */
-	ws->max_value = max_value;
+	k2mc_policy_init(&ws->policy, cfg);
+	ws->policy.max_value = max_value;
 	ws->w = calloc((size_t)ws->n, sizeof(*ws->w));
 	ws->bells = aligned_alloc(64, sizeof(*ws->bells) * (size_t)ws->n);
 	ws->stats = aligned_alloc(64, sizeof(*ws->stats) * (size_t)ws->n);
