@@ -685,3 +685,14 @@ COALESCE_INTEG := coalesce
 INTEG_TESTS    += $(COALESCE_INTEG)
 INTEG_BINS     += $(COALESCE_INTEG:%=build/tests/test_%)
 integration: $(COALESCE_INTEG:%=build/tests/test_%)
+
+# ---- issue 21: records lost to retention -------------------------------------
+# Appended block. test_retention (integration): k2mc stopped while the mock's
+# retention (5 MiB a partition) deletes records past its commit; the restart
+# counts and logs the loss, writes every survivor whatever -o says, and -o end
+# still starts a group with no committed offset at the end; eager and
+# cooperative assignment.
+RETENTION_INTEG := retention
+INTEG_TESTS     += $(RETENTION_INTEG)
+INTEG_BINS      += $(RETENTION_INTEG:%=build/tests/test_%)
+integration: $(RETENTION_INTEG:%=build/tests/test_%)

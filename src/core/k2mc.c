@@ -252,14 +252,15 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 	fprintf(out,
 		"k2mc: summary: consumed %llu written %llu deleted %llu skipped %llu "
 		"(missing_key %llu key_too_long %llu key_bad_bytes %llu value_too_large %llu) "
-		"coalesced %llu unwritten %llu; %.2fs since assignment (%.0f records/s); committed: ",
+		"coalesced %llu lost_to_retention %llu unwritten %llu; %.2fs since assignment "
+		"(%.0f records/s); committed: ",
 		(unsigned long long)gs.consumed, (unsigned long long)t.written,
 		(unsigned long long)t.deleted, (unsigned long long)t.skipped,
 		(unsigned long long)t.skipped_by[K2MC_KEY_MISSING],
 		(unsigned long long)t.skipped_by[K2MC_KEY_TOO_LONG],
 		(unsigned long long)t.skipped_by[K2MC_KEY_BAD_BYTES],
 		(unsigned long long)t.skipped_by[K2MC_VALUE_TOO_LARGE],
-		(unsigned long long)t.coalesced, (unsigned long long)left,
+		(unsigned long long)t.coalesced, (unsigned long long)gs.lost, (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	/* only offsets Kafka acknowledged are printed as committed */
 	k2mc_group_print_committed(g, out);
