@@ -749,3 +749,14 @@ test-kafka: kafka build/k2mc build/k2mc-mock build/tests/test_kafka_real
 # and refill.c so that refill stores only what the live path would.
 POLICY_SRC := src/workers/policy.c
 K2MC_SRCS  += $(POLICY_SRC)
+
+# ---- issue 21: records lost to retention -------------------------------------
+# Appended block. test_retention (integration): k2mc stopped while the mock's
+# retention (5 MiB a partition) deletes records past its commit; the restart
+# counts and logs the loss, writes every survivor whatever -o says, and -o end
+# still starts a group with no committed offset at the end; eager and
+# cooperative assignment.
+RETENTION_INTEG := retention
+INTEG_TESTS     += $(RETENTION_INTEG)
+INTEG_BINS      += $(RETENTION_INTEG:%=build/tests/test_%)
+integration: $(RETENTION_INTEG:%=build/tests/test_%)

@@ -908,6 +908,8 @@ int h_summary_parse(const char *path, struct h_summary *s)
 	s->coalesced = 0;
 	if ((p = (char *)after(line, " coalesced ")) != NULL && sscanf(p, "%llu", &u) == 1)
 		s->coalesced = u;
+	if ((p = (char *)after(line, " lost_to_retention ")) != NULL && sscanf(p, "%llu", &u) == 1)
+		s->lost = u;
 	p = (char *)after(line, "committed:");
 	/* "topic[p]=offset" tokens up to the end of the line or a ';' that
 	 * starts whatever else the summary says after them */
@@ -1252,8 +1254,8 @@ int h_kafka_partitions(struct h_kafka *k, const char *topic, int timeout_ms)
 	return n;
 }
 
-int h_kafka_end_offsets(struct h_kafka *k, const char *topic, int n, int64_t *end,
-			int timeout_ms)
+int h_kafka_watermarks(struct h_kafka *k, const char *topic, int n, int64_t *start,
+		       int64_t *end, int timeout_ms)
 {
 	for (int p = 0; p < n; p++) {
 		int64_t lo, hi;
@@ -1262,9 +1264,18 @@ int h_kafka_end_offsets(struct h_kafka *k, const char *topic, int n, int64_t *en
 
 		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
 			return e == RD_KAFKA_RESP_ERR__TIMED_OUT ? -ETIMEDOUT : -EIO;
-		end[p] = hi;
+		if (start != NULL)
+			start[p] = lo;
+		if (end != NULL)
+			end[p] = hi;
 	}
 	return 0;
+}
+
+int h_kafka_end_offsets(struct h_kafka *k, const char *topic, int n, int64_t *end,
+			int timeout_ms)
+{
+	return h_kafka_watermarks(k, topic, n, NULL, end, timeout_ms);
 }
 
 int h_kafka_committed(struct h_kafka *k, const char *topic, int n, int64_t *off,

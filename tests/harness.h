@@ -158,6 +158,8 @@ int h_k2mc_start(struct h_proc *k, const struct h_k2mc_opts *o, const char *cons
 struct h_summary {
 	uint64_t consumed, written, deleted, skipped, unwritten;
 	uint64_t coalesced; /* superseded in their batch (0 when the line has none) */
+	uint64_t lost;      /* lost_to_retention: deleted by retention before they
+			     * were read (0 when the line has none) */
 	int ncommitted;
 	struct {
 		char topic[128];
@@ -207,6 +209,10 @@ int h_kafka_partitions(struct h_kafka *k, const char *topic, int timeout_ms);
 /* High watermarks (end offsets) of partitions 0..n-1. 0 or -errno. */
 int h_kafka_end_offsets(struct h_kafka *k, const char *topic, int n, int64_t *end,
 			int timeout_ms);
+/* Log start offsets (what retention left) and end offsets of partitions
+ * 0..n-1, asked of the leader; either array may be NULL. 0 or -errno. */
+int h_kafka_watermarks(struct h_kafka *k, const char *topic, int n, int64_t *start,
+		       int64_t *end, int timeout_ms);
 /* The group's committed offsets of partitions 0..n-1 (rd_kafka_committed);
  * -1 for a partition with no commit. 0 or -errno. */
 int h_kafka_committed(struct h_kafka *k, const char *topic, int n, int64_t *off,

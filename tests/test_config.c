@@ -503,6 +503,28 @@ Test(config, group_id_property_is_refused_for_G)
 	REFUSED("group.id", "-G", NULL, "-b", "k", "-t", "t", "-X", "group.id=k2mc");
 }
 
+/* After a committed offset left the log k2mc resumes at the oldest record,
+ * which is librdkafka's auto.offset.reset=earliest (group.c); -o is where a
+ * partition without a committed offset starts. */
+Test(config, auto_offset_reset_other_than_earliest_is_refused)
+{
+	static const char *const refused[] = { "auto.offset.reset=latest",
+						"auto.offset.reset=end", "auto.offset.reset=largest",
+						"auto.offset.reset=error" };
+	struct k2mc_config c;
+
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		REFUSED((char *)refused[i], "oldest surviving record", "-o beginning|end", "-b", "k",
+			"-t", "t", "-X", (char *)refused[i]);
+	/* the last one given is what librdkafka gets */
+	REFUSED("-X auto.offset.reset=latest", NULL, NULL, "-b", "k", "-t", "t", "-X",
+		"auto.offset.reset=earliest", "-X", "auto.offset.reset=latest");
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-X", "auto.offset.reset=earliest"));
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-o", "end", "-X", "auto.offset.reset=smallest"));
+	expect_ok(&c, ARGV("-b", "k", "-t", "t", "-X", "auto.offset.reset=latest", "-X",
+			   "auto.offset.reset=beginning"));
+}
+
 /* -e waits for librdkafka's end-of-partition events. */
 Test(config, exit_at_eof_needs_partition_eof_events)
 {

@@ -147,9 +147,11 @@ void k2mc_config_usage(FILE *out)
 		"                            regex matching topics (librdkafka) (required)\n"
 		"  -G, --group GROUP         consumer group id (default k2mc)\n"
 		"  -X PROP=VALUE             any librdkafka property (security.protocol, sasl.*, ...);\n"
-		"                            not group.id (use -G), nor auto commit or offset store\n"
-		"  -o, --offset beginning|end  where a group with no committed offset starts\n"
-		"                            (default beginning)\n"
+		"                            not group.id (use -G), nor auto commit or offset store,\n"
+		"                            nor auto.offset.reset other than earliest (use -o)\n"
+		"  -o, --offset beginning|end  where a partition with no committed offset starts\n"
+		"                            (default beginning); one whose committed offset retention\n"
+		"                            deleted resumes at its oldest record, whatever -o says\n"
 		"  -e, --exit                exit 0 when every assigned partition is written and\n"
 		"                            committed up to its end offset (progress line on a terminal)\n"
 		"  -c, --count N             stop (drain, commit, exit 0) after consuming N records\n"
@@ -1548,6 +1550,16 @@ static enum k2mc_config_result check_xprops(const struct k2mc_config *c,
 		set_err(err, errlen,
 			"%s: k2mc stores and commits only acknowledged watermarks; librdkafka's "
 			"automatic offset store would let a commit pass records not yet written",
+			xprop_where(c, st, i, where, sizeof(where)));
+	} else if (last_xprop(c, accepted, "auto.offset.reset") >= 0 &&
+		   strcmp(rdk_get(conf, "auto.offset.reset", val, sizeof(val)), "smallest") != 0 &&
+		   strcmp(val, "earliest") != 0 && strcmp(val, "beginning") != 0) {
+		/* librdkafka reads back earliest as its first name, smallest */
+		i = last_xprop(c, accepted, "auto.offset.reset");
+		set_err(err, errlen,
+			"%s: after a committed offset left the log (retention), k2mc resumes at the "
+			"oldest surviving record, which needs librdkafka's auto.offset.reset=earliest; "
+			"where a partition with no committed offset starts is -o beginning|end",
 			xprop_where(c, st, i, where, sizeof(where)));
 	} else if (c->exit_at_eof &&
 		   strcmp(rdk_get(conf, "enable.partition.eof", val, sizeof(val)), "false") == 0) {

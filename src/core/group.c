@@ -26,6 +26,10 @@
 /* the start-up broker check asks in slices this long, so a signal is
  * answered within one */
 #define BROKER_CHECK_SLICE_MS 500
+/* on_assign reads the committed offsets of the partitions it is given in
+ * slices this long (a signal is answered within one), for this long at most */
+#define COMMITTED_SLICE_MS 1000
+#define COMMITTED_QUERY_MS 10000
 /* librdkafka's prefetch per partition queue, derived from --max-buffer-bytes
  * (see prefetch_defaults): budget / 256, within these bounds */
 #define PREFETCH_SHARE 256
@@ -106,6 +110,7 @@ static void note_released(struct k2mc_group *g, struct k2mc_part *p)
 		g->released[i].partition = k2mc_part_id(p);
 		g->released[i].committed = -1;
 		g->released[i].consumed = 0;
+		g->released[i].lost = 0;
 		if (g->released[i].topic == NULL)
 			return;
 		g->nreleased++;
@@ -113,6 +118,7 @@ static void note_released(struct k2mc_group *g, struct k2mc_part *p)
 	if (off >= 0)
 		g->released[i].committed = off;
 	g->released[i].consumed += k2mc_part_consumed(p);
+	g->released[i].lost += k2mc_part_lost(p);
 }
 
 /* Replaces the published table; the old one is freed after a grace period,
@@ -160,29 +166,63 @@ static void warn_ring_memory(struct k2mc_group *g, size_t nparts)
 		  (double)(per * nparts) / (1 << 30), (double)phys / (1 << 30));
 }
 
+/* The group's committed offsets of the partitions about to be assigned: a
+ * copy of tps whose offsets are the committed ones (RD_KAFKA_OFFSET_INVALID:
+ * none; elems[].err per partition), or NULL, said once, when they cannot be
+ * read. Asked in slices, so that a signal is answered within one. Read here,
+ * before the assignment, where librdkafka reads them again after it: nobody
+ * else commits a partition of ours in between (its previous owner committed
+ * before it released it). */
+static rd_kafka_topic_partition_list_t *read_committed(struct k2mc_group *g,
+							const rd_kafka_topic_partition_list_t *tps)
+{
+	/* (librdkafka's allocations abort rather than fail) */
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(tps);
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+	int64_t until = k2mc_now_ms() + COMMITTED_QUERY_MS;
+
+	while (k2mc_now_ms() < until && !(g->interrupted && g->interrupted())) {
+		err = rd_kafka_committed(g->rk, l, COMMITTED_SLICE_MS);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT)
+			break;
+	}
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return l;
+	k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name(err),
+			"cannot read the committed offsets of %d assigned partition(s): %s; "
+			"librdkafka reads them itself, but records lost to retention before "
+			"them are not counted%s",
+			tps->cnt, rd_kafka_err2str(err),
+			g->cfg->offset_beginning ? ""
+						 : ", and one without a committed offset starts at "
+						   "the beginning (-o end needs to know it has none)");
+	rd_kafka_topic_partition_list_destroy(l);
+	return NULL;
+}
+
 /* The takeover rule (takeover.h): for each newly assigned partition, the
  * k2mc_now_ms time before which its consumer hands out nothing, from the
- * metadata of its committed offset. Main thread, in the rebalance callback,
- * before the assignment: one OffsetFetch round trip (librdkafka makes the
- * same one to find where to start). hold NULL (out of memory) or an
- * unanswered fetch: every partition waits our own lease, the safe guess. */
+ * metadata of its committed offset (committed: read_committed's list, NULL
+ * when it could not be read: then every partition waits our own lease, the
+ * safe guess). Main thread, in the rebalance callback, before the
+ * assignment; now is when the assignment arrived. */
 static void takeover_holds(struct k2mc_group *g, const rd_kafka_topic_partition_list_t *tps,
+			   const rd_kafka_topic_partition_list_t *committed, int64_t now,
 			   int64_t *hold)
 {
-	int64_t now = k2mc_now_ms(), own, longest = 0;
-	rd_kafka_topic_partition_list_t *l;
-	rd_kafka_resp_err_t err;
+	int64_t own, longest = 0;
 	int nheld = 0;
 	enum k2mc_takeover_why why = K2MC_TAKEOVER_NEW;
 
 	if (g->fence == NULL || hold == NULL || tps->cnt == 0)
 		return;
 	own = k2mc_fence_lease_ms(g->fence);
-	l = rd_kafka_topic_partition_list_copy(tps);
-	err = l != NULL ? rd_kafka_committed(g->rk, l, TAKEOVER_FETCH_MS) : RD_KAFKA_RESP_ERR__FAIL;
 	for (int i = 0; i < tps->cnt; i++) {
-		const rd_kafka_topic_partition_t *c = err == RD_KAFKA_RESP_ERR_NO_ERROR ? &l->elems[i]
-										     : NULL;
+		const rd_kafka_topic_partition_t *c =
+			committed == NULL ? NULL
+					  : rd_kafka_topic_partition_list_find(
+						    committed, tps->elems[i].topic,
+						    tps->elems[i].partition);
 		enum k2mc_takeover_why w;
 		int64_t ms;
 
@@ -201,18 +241,16 @@ static void takeover_holds(struct k2mc_group *g, const rd_kafka_topic_partition_
 			why = w;
 		}
 	}
-	if (l != NULL)
-		rd_kafka_topic_partition_list_destroy(l);
 	if (nheld == 0)
 		return;
 	g->takeover_waits += (uint64_t)nheld;
 	k2mc_log_reason(K2MC_LOG_WARN, "takeover",
 			"takeover: %d of %d assigned partition(s) are not written for up to %lld ms: "
 			"their previous owner did not release them (crashed, replaced, removed or "
-			"left) and may still hold its write lease (%s%s%s)",
-			nheld, tps->cnt, (long long)longest, k2mc_takeover_why_name(why),
-			err != RD_KAFKA_RESP_ERR_NO_ERROR ? "; committed offsets unreadable: " : "",
-			err != RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_err2str(err) : "");
+			"left) and may still hold its write lease (%s)",
+			nheld, tps->cnt, (long long)longest,
+			committed == NULL ? "committed offsets unreadable: our own lease"
+					  : k2mc_takeover_why_name(why));
 }
 
 static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps, int incremental)
@@ -223,25 +261,49 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 	struct k2mc_part_table *cur = own_table(g);
 	size_t have = cur ? cur->n : 0;
 	struct k2mc_part **all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
+	/* before the OffsetFetch: the takeover wait counts from here */
+	int64_t t_assign = k2mc_now_ms();
+	rd_kafka_topic_partition_list_t *committed = read_committed(g, tps);
 	rd_kafka_error_t *e = NULL;
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 	size_t n = have;
 	int64_t *hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
+	int at_end = 0;
 
 	if (all == NULL) {
 		free(hold);
 		set_fatal(g, "out of memory on assignment");
+		if (committed != NULL)
+			rd_kafka_topic_partition_list_destroy(committed);
 		return;
 	}
 	if (have)
 		memcpy(all, cur->parts, have * sizeof(*all));
-	takeover_holds(g, tps, hold);
+	takeover_holds(g, tps, committed, t_assign, hold);
 	/* Partition queues are taken and detached before the assignment
 	 * starts fetching, so no record ever reaches the consumer queue. */
 	for (int i = 0; i < tps->cnt; i++) {
+		rd_kafka_topic_partition_t *c =
+			committed == NULL ? NULL
+					  : rd_kafka_topic_partition_list_find(
+						    committed, tps->elems[i].topic,
+						    tps->elems[i].partition);
 		struct k2mc_part *p;
 
 		o.hold_until_ms = hold != NULL ? hold[i] : 0;
+
+		/* -o applies to a partition with no committed offset only:
+		 * librdkafka's auto.offset.reset is earliest (k2mc_group_new),
+		 * so -o end is the start offset given here */
+		o.committed = c != NULL && c->err == RD_KAFKA_RESP_ERR_NO_ERROR && c->offset >= 0
+				      ? c->offset
+				      : -1;
+		if (c != NULL && c->err == RD_KAFKA_RESP_ERR_NO_ERROR && c->offset < 0 &&
+		    !g->cfg->offset_beginning &&
+		    tps->elems[i].offset == RD_KAFKA_OFFSET_INVALID) {
+			tps->elems[i].offset = RD_KAFKA_OFFSET_END;
+			at_end++;
+		}
 		p = k2mc_part_new(g->rk, tps->elems[i].topic, tps->elems[i].partition, &o);
 
 		if (p == NULL) {
@@ -269,9 +331,16 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 		set_fatal(g, "out of memory on assignment");
 	if (g->first_assign_ms == 0)
 		g->first_assign_ms = k2mc_now_ms();
-	k2mc_info("assigned %d partition(s), %zu in total", tps->cnt, n);
+	if (at_end > 0)
+		k2mc_info("assigned %d partition(s), %zu in total; %d without a committed offset "
+			  "start at the end (-o end)",
+			  tps->cnt, n, at_end);
+	else
+		k2mc_info("assigned %d partition(s), %zu in total", tps->cnt, n);
 	warn_ring_memory(g, n);
 	free(hold);
+	if (committed != NULL)
+		rd_kafka_topic_partition_list_destroy(committed);
 	free(all);
 }
 
@@ -631,14 +700,26 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 	}
 	g->cfg = cfg;
 	/* Offsets are ours to commit: only watermarks, never librdkafka's
-	 * idea of "consumed". */
+	 * idea of "consumed".
+	 * auto.offset.reset=earliest whatever -o says: librdkafka applies it to
+	 * a partition with no committed offset and also to one whose offset
+	 * has left the log (retention deleted it while k2mc was stopped or
+	 * behind: OFFSET_OUT_OF_RANGE). That one must resume at its oldest
+	 * surviving record, since a cache that skips survivors keeps values
+	 * older than the log's; -o end is applied by on_assign instead, to
+	 * partitions with no committed offset only. librdkafka reports such a
+	 * reset as a log line only. auto.offset.reset=error would report it as
+	 * ERR__AUTO_OFFSET_RESET on the partition's queue, but leaves the
+	 * partition unfetched (rd_kafka_seek refuses it: __STATE) until it is
+	 * assigned again, which in an eager group means every partition; so
+	 * the consumer thread counts the loss from the offsets and the log
+	 * start (consumer.c, note_gap). */
 	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
 	    conf_set(conf, "group.id", cfg->group, err, errlen) ||
 	    conf_set(conf, "client.id", "k2mc", err, errlen) ||
 	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
 	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
-	    conf_set(conf, "auto.offset.reset", cfg->offset_beginning ? "earliest" : "latest", err,
-		     errlen) ||
+	    conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
 	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
 		goto fail;
 	if (prefetch_defaults(conf, cfg, err, errlen))
@@ -910,6 +991,8 @@ void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->consumed = g->consumed_released;
+	for (size_t i = 0; i < g->nreleased; i++)
+		s->lost += g->released[i].lost;
 	struct k2mc_part_table *t = own_table(g);
 
 	if (t == NULL)
@@ -920,6 +1003,7 @@ void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s)
 		int64_t lo, hi, wm = k2mc_part_watermark(p);
 
 		s->consumed += k2mc_part_consumed(p);
+		s->lost += k2mc_part_lost(p);
 		s->ring_fill += k2mc_part_ring_fill(p);
 		if (wm >= 0 && rd_kafka_get_watermark_offsets(g->rk, k2mc_part_topic(p), k2mc_part_id(p),
 							      &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&

@@ -70,6 +70,7 @@ struct k2mc_group_stats {
 	uint64_t consumed;   /* since start, including released partitions */
 	uint64_t ring_fill;
 	int64_t lag;         /* high watermark - watermark, over partitions */
+	uint64_t lost;       /* lost to retention since start, released partitions too */
 };
 void k2mc_group_stats(struct k2mc_group *g, struct k2mc_group_stats *s);
 /* Main thread: partitions assigned so far whose first writes waited for the
@@ -87,6 +88,7 @@ struct k2mc_released_part {
 	int32_t partition;
 	int64_t committed;   /* offset committed at its last release, -1 = none */
 	uint64_t consumed;   /* records consumed over all its assignments */
+	uint64_t lost;       /* records lost to retention over all its assignments */
 };
 /* Valid until the next k2mc_group_poll or release. */
 const struct k2mc_released_part *k2mc_group_released(const struct k2mc_group *g, size_t *n);

@@ -258,9 +258,9 @@ static void summary(struct k2mc_group *g, struct k2mc_writers *ws, int nwriters,
 		fprintf(out, "%s%s %llu", r > 1 ? " " : "",
 			k2mc_map_reason_name((enum k2mc_map_reason)r),
 			(unsigned long long)t.skipped_by[r]);
-	fprintf(out, ") coalesced %llu unwritten %llu; %.2fs since assignment (%.0f records/s); "
-		"committed: ",
-		(unsigned long long)t.coalesced, (unsigned long long)left,
+	fprintf(out, ") coalesced %llu lost_to_retention %llu unwritten %llu; %.2fs since "
+		"assignment (%.0f records/s); committed: ",
+		(unsigned long long)t.coalesced, (unsigned long long)gs.lost, (unsigned long long)left,
 		secs, secs > 0 ? (double)gs.consumed / secs : 0.0);
 	/* only offsets Kafka acknowledged are printed as committed */
 	k2mc_group_print_committed(g, out);

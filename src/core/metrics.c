@@ -82,6 +82,13 @@ static void render_row(FILE *out, const struct k2mc_snapshot *s, size_t row)
 			fprintf(out, " %llu\n", (unsigned long long)s->parts[i].consumed);
 		}
 		break;
+	case K2MC_BY_PARTITION_LOST:
+		/* zeros too: the series exists before the first loss */
+		for (size_t i = 0; i < s->nparts; i++) {
+			part_labels(out, d->metric, &s->parts[i]);
+			fprintf(out, " %llu\n", (unsigned long long)s->parts[i].lost);
+		}
+		break;
 	case K2MC_BY_PARTITION_LAG:
 		/* only partitions this instance holds: a released one is
 		 * another member's to report */

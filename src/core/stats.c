@@ -191,6 +191,7 @@ static void take_part(struct k2mc_part_snap *ps, struct k2mc_part *p, rd_kafka_t
 	ps->partition = k2mc_part_id(p);
 	ps->assigned = 1;
 	ps->consumed = k2mc_part_consumed(p);
+	ps->lost = k2mc_part_lost(p);
 	ps->committed = k2mc_part_committed(p);
 	ps->watermark = k2mc_part_watermark(p);
 	ps->ring_fill = k2mc_part_ring_fill(p);
@@ -270,6 +271,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 
 	s->nparts = 0;
 	s->consumed = 0;
+	s->lost = 0;
 	s->ring_fill = 0;
 	s->lag = 0;
 	s->todo = 0;
@@ -313,6 +315,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 				ps = &s->parts[i];
 		if (ps != NULL) {
 			ps->consumed += rel[r].consumed;
+			ps->lost += rel[r].lost;
 			if (ps->committed < 0)
 				ps->committed = rel[r].committed;
 			continue;
@@ -323,11 +326,14 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 		ps->topic = rel[r].topic;
 		ps->partition = rel[r].partition;
 		ps->consumed = rel[r].consumed;
+		ps->lost = rel[r].lost;
 		ps->committed = rel[r].committed;
 		ps->watermark = ps->end = ps->lag = ps->todo = -1;
 	}
-	for (size_t i = 0; i < s->nparts; i++)
+	for (size_t i = 0; i < s->nparts; i++) {
 		s->consumed += s->parts[i].consumed;
+		s->lost += s->parts[i].lost;
+	}
 	return 0;
 }
 
@@ -525,10 +531,12 @@ void k2mc_stats_json(FILE *out, const struct k2mc_mark *prev,
 		fprintf(out, "%s{\"topic\":", i ? "," : "");
 		json_str(out, p->topic);
 		fprintf(out,
-			",\"partition\":%d,\"assigned\":%s,\"consumed\":%llu,\"committed\":%lld,"
+			",\"partition\":%d,\"assigned\":%s,\"consumed\":%llu,"
+			"\"lost_to_retention\":%llu,\"committed\":%lld,"
 			"\"watermark\":%lld,\"end\":%lld,\"lag\":%lld,\"ring_fill\":%llu}",
 			p->partition, p->assigned ? "true" : "false",
-			(unsigned long long)p->consumed, (long long)p->committed,
+			(unsigned long long)p->consumed, (unsigned long long)p->lost,
+			(long long)p->committed,
 			(long long)p->watermark, (long long)p->end, (long long)p->lag,
 			(unsigned long long)p->ring_fill);
 	}

@@ -90,6 +90,11 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	W(coalesced, "coalesced", 1, "k2mc_records_coalesced_total",                                \
 	  "Records not sent because a later record of the same batch wrote the same Memcached key " \
 	  "(the last write wins anyway): acknowledged with the write that replaced them.")          \
+	V(lost_to_retention, 1, "k2mc_records_lost_to_retention_total", K2MC_COUNTER,                \
+	  K2MC_BY_PARTITION_LOST, s->lost,                                                          \
+	  "Records deleted from the log (retention) before k2mc read them, per partition: the "     \
+	  "committed offset, or the next one to read, had left the log, and k2mc resumed at the "   \
+	  "oldest surviving record. Never written to Memcached.")                                   \
 	V(partitions, 2, "k2mc_partitions_assigned", K2MC_GAUGE, K2MC_BY_NONE, s->assigned,          \
 	  "Partitions assigned to this instance.")                                                  \
 	V(buffer_bytes, 2, "k2mc_buffer_bytes", K2MC_GAUGE, K2MC_BY_NONE, s->buffer_bytes,           \
@@ -131,6 +136,8 @@ enum k2mc_stat_by {
 				* consumed count (struct k2mc_part_snap; a new
 				* per-partition row needs its own case in metrics.c) */
 	K2MC_BY_PARTITION_LAG, /* {topic,partition}: assigned partitions whose lag is known */
+	K2MC_BY_PARTITION_LOST, /* {topic,partition}: every partition of this run, its
+				 * records lost to retention */
 	K2MC_BY_REASON,        /* {reason}: enum k2mc_map_reason */
 	K2MC_BY_SERVER_KIND,   /* {server,kind}: -m servers x enum k2mc_mc_error */
 };
@@ -204,6 +211,7 @@ struct k2mc_part_snap {
 	int32_t partition;
 	int assigned;        /* 1: ours now; 0: released earlier in this run */
 	uint64_t consumed;   /* over every assignment in this run */
+	uint64_t lost;       /* lost to retention, over every assignment in this run */
 	int64_t committed;   /* offset last handed to a commit, -1 = none */
 	int64_t watermark;   /* every record below it acknowledged; -1 = unknown */
 	int64_t end;         /* high watermark (log end) as librdkafka last saw it, -1 = unknown */
@@ -219,6 +227,7 @@ struct k2mc_snapshot {
 	int64_t wall_ms;       /* CLOCK_REALTIME, ms */
 	struct k2mc_totals t;  /* writer counters summed */
 	uint64_t consumed;
+	uint64_t lost;         /* lost to retention, over every partition */
 	uint64_t done;         /* acknowledged: written + deleted + skipped + ignored +
 				* coalesced */
 	size_t assigned;       /* partitions assigned now */

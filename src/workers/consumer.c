@@ -45,6 +45,13 @@ struct k2mc_part {
 	rd_kafka_queue_t *queue;
 	/* thread only: offset after the last record consumed, -1 = none yet */
 	int64_t next_offset;
+	/* immutable after k2mc_part_new: the group's committed offset at
+	 * assignment, -1 = none or unknown */
+	int64_t assigned_at;
+	/* thread only: the offset the next record has if no record is missing
+	 * (assigned_at, then the one after the last record or the end offset
+	 * at the last end of partition), -1 = unknown; see note_gap */
+	int64_t expect;
 	/* thread only: no wake_fetch before this (k2mc_now_ms) */
 	int64_t wake_not_before;
 	/* immutable after k2mc_part_new: see k2mc_part_opts */
@@ -109,6 +116,8 @@ struct k2mc_part {
 	_Atomic int done;
 	/* thread -> anyone: records consumed (relaxed counter) */
 	_Atomic uint64_t consumed;
+	/* thread -> anyone: records lost to retention (relaxed counter) */
+	_Atomic uint64_t lost;
 	/* thread -> main after join: records still unacknowledged */
 	uint64_t left;
 	/* see consumer.h */
@@ -177,6 +186,8 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->partition = partition;
 	p->rk = rk;
 	p->next_offset = -1;
+	p->assigned_at = o->committed >= 0 ? o->committed : -1;
+	p->expect = p->assigned_at;
 	p->prefetch_bytes = conf_u64(rk, "queued.max.messages.kbytes", 65536) * 1024;
 	p->prefetch_msgs = conf_u64(rk, "queued.min.messages", 100000);
 	p->stall_wake = rd_kafka_version() < K2MC_RDKAFKA_FETCH_BACKOFF;
@@ -302,6 +313,11 @@ int k2mc_part_done(const struct k2mc_part *p)
 uint64_t k2mc_part_consumed(const struct k2mc_part *p)
 {
 	return atomic_load_explicit(&((struct k2mc_part *)p)->consumed, memory_order_relaxed);
+}
+
+uint64_t k2mc_part_lost(const struct k2mc_part *p)
+{
+	return atomic_load_explicit(&((struct k2mc_part *)p)->lost, memory_order_relaxed);
 }
 
 uint64_t k2mc_part_ring_fill(struct k2mc_part *p)
@@ -518,6 +534,47 @@ static int wake_fetch(struct k2mc_part *p)
 	return 1;
 }
 
+/* The offsets jumped from p->expect to `at` (the next record's offset, or
+ * the end offset at an end of partition). If the log now starts past
+ * p->expect, the records in between were deleted (retention, or
+ * DeleteRecords) before this thread read them: librdkafka got
+ * OFFSET_OUT_OF_RANGE fetching p->expect and, by auto.offset.reset=earliest
+ * (group.c), went on at the log start. They are counted and said once per
+ * such reset. Any other gap is one the log itself has (compaction,
+ * transaction markers): the log start is at or below p->expect, nothing is
+ * counted. The log start is librdkafka's, from the latest fetch response
+ * (each carries it; no request is made), read once per batch: *lo is
+ * INT64_MIN until then, -1 if librdkafka has none (then nothing is counted).
+ * What it cannot tell apart: a gap the log has anyway, met while retention
+ * passes records already fetched (this thread within librdkafka's prefetch
+ * of the log start), is counted too, at most the gap's width. (Why not
+ * librdkafka's own report of the reset: group.c, where auto.offset.reset is
+ * set.) */
+static void note_gap(struct k2mc_part *p, int64_t at, int64_t *lo)
+{
+	/* nothing read yet in this assignment: it was to start there */
+	int from_commit = p->next_offset < 0 && p->expect == p->assigned_at;
+	int64_t hi, upto, n;
+
+	if (*lo == INT64_MIN &&
+	    rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, lo, &hi) !=
+		    RD_KAFKA_RESP_ERR_NO_ERROR)
+		*lo = -1;
+	if (*lo <= p->expect)
+		return;
+	/* a record delivered below a log start that moved on since is still
+	 * there: only what lies before the first of them is gone */
+	upto = *lo < at ? *lo : at;
+	n = upto - p->expect;
+	atomic_fetch_add_explicit(&p->lost, (uint64_t)n, memory_order_relaxed);
+	k2mc_log_record(K2MC_LOG_WARN, p->topic, p->partition, p->expect, "RETENTION",
+			"%s [%d]: %lld record(s) lost to retention: %s offset %lld is no longer in "
+			"the log, which starts at %lld; resumed at %lld",
+			p->topic, p->partition, (long long)n,
+			from_commit ? "committed" : "next", (long long)p->expect,
+			(long long)*lo, (long long)at);
+}
+
 static void *consumer_main(void *arg)
 {
 	struct k2mc_part *p = arg;
@@ -549,6 +606,8 @@ static void *consumer_main(void *arg)
 			want);
 		uint8_t rung[256] = { 0 };
 		uint64_t got = 0, bytes = 0;
+		/* the log start, for note_gap: read at most once per batch */
+		int64_t lo = INT64_MIN;
 		ssize_t i;
 
 		if (n == 0 && !woke && p->stall_wake && !stopping(p)) {
@@ -573,6 +632,12 @@ static void *consumer_main(void *arg)
 
 			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
 				eof_offset = m->offset;
+				/* (-e) retention may have left no record past the
+				 * lost ones to show the gap */
+				if (p->expect >= 0 && m->offset > p->expect)
+					note_gap(p, m->offset, &lo);
+				if (m->offset > p->expect)
+					p->expect = m->offset;
 				rd_kafka_message_destroy(m);
 				continue;
 			}
@@ -617,6 +682,20 @@ static void *consumer_main(void *arg)
 				eof_offset = -1;
 				atomic_store_explicit(&p->done, 0, memory_order_release);
 			}
+			if (p->expect >= 0 && m->offset > p->expect)
+				note_gap(p, m->offset, &lo);
+			else if (p->next_offset < 0 && m->offset < p->expect)
+				/* fetching the committed offset got
+				 * OFFSET_OUT_OF_RANGE above the log end, and
+				 * librdkafka went on at the log start */
+				k2mc_log_record(K2MC_LOG_WARN, p->topic, p->partition, p->expect,
+						"OFFSET_OUT_OF_RANGE",
+						"%s [%d]: committed offset %lld is past the end of the "
+						"log (recreated or truncated); resumed at its oldest "
+						"record, %lld",
+						p->topic, p->partition, (long long)p->expect,
+						(long long)m->offset);
+			p->expect = m->offset + 1;
 			p->next_offset = m->offset + 1;
 			/* with the key it travels with, when the consumer
 			 * produces it (the writer gives both back) */

@@ -108,6 +108,10 @@ struct k2mc_part_opts {
 	 * none): the previous owner may still hold a write lease (group.c,
 	 * takeover). librdkafka fetches and queues meanwhile. */
 	int64_t hold_until_ms;
+	/* the group's committed offset when the partition was assigned, -1 if
+	 * none or unknown: where this assignment reads from unless retention
+	 * has deleted it (then the records in between are counted as lost) */
+	int64_t committed;
 };
 
 struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t partition,
@@ -166,6 +170,10 @@ int64_t k2mc_part_watermark(const struct k2mc_part *p);  /* -1 = nothing yet */
 int k2mc_part_done(const struct k2mc_part *p);           /* -e: at end, all acknowledged */
 uint64_t k2mc_part_consumed(const struct k2mc_part *p);
 uint64_t k2mc_part_ring_fill(struct k2mc_part *p);       /* records in its rings */
+/* Records deleted by retention before this assignment read them: the
+ * offset it was to read next (the committed one at first) had left the log
+ * and librdkafka resumed at the log start. */
+uint64_t k2mc_part_lost(const struct k2mc_part *p);
 
 /* Offset last handed to rd_kafka_commit: written by the committer while p is
  * in the table, by the main thread after p left it (an RCU grace period
