@@ -102,3 +102,26 @@ Test(fence, renewal_racing_a_revoke_never_survives_it)
 	pthread_join(t, NULL);
 	k2mc_fence_free(r.f);
 }
+
+/* A rebalance began: renewals during the join phase extend the session, not
+ * the membership, so none may carry the lease past the cap; a revoke lifts
+ * it for the next generation. */
+Test(fence, cap_bounds_renewals_until_revoke)
+{
+	struct k2mc_fence *f = k2mc_fence_new(10000);
+	uint64_t g = k2mc_fence_generation(f);
+	int64_t now = k2mc_fence_now_ms();
+
+	k2mc_fence_renew(f, g, now);
+	cr_assert_eq(k2mc_fence_deadline(f), now + 10000);
+	k2mc_fence_cap(f, now + 3000);
+	cr_expect_eq(k2mc_fence_deadline(f), now + 3000, "a running lease is shortened");
+	k2mc_fence_renew(f, g, now + 1000);
+	cr_expect_eq(k2mc_fence_deadline(f), now + 3000, "a renewal does not pass the cap");
+	k2mc_fence_cap(f, now + 5000);
+	cr_expect_eq(k2mc_fence_deadline(f), now + 3000, "a later cap does not lift an earlier");
+	g = k2mc_fence_revoke(f);
+	k2mc_fence_renew(f, g, now + 1000);
+	cr_expect_eq(k2mc_fence_deadline(f), now + 11000, "the revoke lifted the cap");
+	k2mc_fence_free(f);
+}

@@ -1734,6 +1734,24 @@ int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c)
 	return v;
 }
 
+int64_t k2mc_config_max_poll_interval_ms(const struct k2mc_config *c)
+{
+	rd_kafka_conf_t *conf = rdk_view(c, NULL);
+	int64_t v = rdk_int(conf, "max.poll.interval.ms", 300000);
+
+	if (conf != NULL)
+		rd_kafka_conf_destroy(conf);
+	return v;
+}
+
+int64_t k2mc_config_join_lease_ms(const struct k2mc_config *c)
+{
+	int64_t v = k2mc_config_max_poll_interval_ms(c) - k2mc_config_heartbeat_interval_ms(c) -
+		    K2MC_FENCE_MARGIN_MS(k2mc_config_session_timeout_ms(c));
+
+	return v > 0 ? v : 1;
+}
+
 int64_t k2mc_config_lease_ms(const struct k2mc_config *c)
 {
 	int64_t s = k2mc_config_session_timeout_ms(c);

@@ -250,6 +250,13 @@ enum k2mc_config_result k2mc_config_check_ring_memory(const struct k2mc_config *
  * object: for start-up, not for a hot path. */
 int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c);
 int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c);
+/* max.poll.interval.ms: the classic protocol's rebalance timeout. */
+int64_t k2mc_config_max_poll_interval_ms(const struct k2mc_config *c);
+/* How long after a revocation began this member may still write: the
+ * rebalance timeout, less the heartbeat interval (the join phase may have
+ * begun one interval before the heartbeat that told us) and the lease's
+ * margin. At least 1. */
+int64_t k2mc_config_join_lease_ms(const struct k2mc_config *c);
 /* The fencing lease: session - heartbeat - K2MC_FENCE_MARGIN_MS(session).
  * k2mc_config_parse refuses a configuration where it is under 1000 ms or not
  * more than 2 x commit_interval_ms, so after a successful parse it is > 0. */

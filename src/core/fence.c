@@ -15,6 +15,9 @@ struct k2mc_fence {
 	 * about once per commit and rebalance; writers never take it. */
 	pthread_mutex_t lock;
 	uint64_t gen;     /* under lock; read by k2mc_fence_generation (lock) */
+	/* under lock: no renewal extends the lease past this (k2mc_fence_cap);
+	 * INT64_MAX = none; a revoke lifts it */
+	int64_t cap;
 	/* written under lock (release), read by writers without it (acquire):
 	 * the fence-clock ms until which sending is allowed, 0 = no lease.
 	 * The pair orders the commit result the renewal is based on before
@@ -39,6 +42,7 @@ struct k2mc_fence *k2mc_fence_new(int64_t lease_ms)
 	f->lease_ms = lease_ms > 0 ? lease_ms : 1;
 	pthread_mutex_init(&f->lock, NULL);
 	f->gen = 1;
+	f->cap = INT64_MAX;
 	atomic_init(&f->until, 0);
 	return f;
 }
@@ -59,6 +63,8 @@ void k2mc_fence_renew(struct k2mc_fence *f, uint64_t gen, int64_t sent_at_ms)
 		return;
 	want = sent_at_ms + f->lease_ms;
 	pthread_mutex_lock(&f->lock);
+	if (want > f->cap)
+		want = f->cap;
 	/* only forward: a late answer to an older commit proves less */
 	if (f->gen == gen && want > atomic_load_explicit(&f->until, memory_order_relaxed))
 		atomic_store_explicit(&f->until, want, memory_order_release);
@@ -73,9 +79,22 @@ uint64_t k2mc_fence_revoke(struct k2mc_fence *f)
 		return 0;
 	pthread_mutex_lock(&f->lock);
 	g = ++f->gen;
+	f->cap = INT64_MAX;
 	atomic_store_explicit(&f->until, 0, memory_order_release);
 	pthread_mutex_unlock(&f->lock);
 	return g;
+}
+
+void k2mc_fence_cap(struct k2mc_fence *f, int64_t at_ms)
+{
+	if (f == NULL)
+		return;
+	pthread_mutex_lock(&f->lock);
+	if (at_ms < f->cap)
+		f->cap = at_ms;
+	if (atomic_load_explicit(&f->until, memory_order_relaxed) > f->cap)
+		atomic_store_explicit(&f->until, f->cap, memory_order_release);
+	pthread_mutex_unlock(&f->lock);
 }
 
 uint64_t k2mc_fence_generation(const struct k2mc_fence *f)

@@ -47,6 +47,13 @@ void k2mc_fence_renew(struct k2mc_fence *f, uint64_t gen, int64_t sent_at_ms);
  * Ends the lease at once and starts a new generation; writers send nothing
  * until a commit made after this call is acknowledged. */
 uint64_t k2mc_fence_revoke(struct k2mc_fence *f);
+/* Main thread: a rebalance began. A commit the coordinator accepts during the
+ * join phase extends the member's session, not its membership: the phase
+ * ends, and members that have not rejoined are removed, at most
+ * max.poll.interval.ms (the rebalance timeout) after it began. So until the
+ * next revoke no renewal extends the lease past at_ms (fence clock), and a
+ * lease already past it is shortened to it. */
+void k2mc_fence_cap(struct k2mc_fence *f, int64_t at_ms);
 uint64_t k2mc_fence_generation(const struct k2mc_fence *f);
 
 /* Writers, before and while sending (acquire): the fence-clock time until

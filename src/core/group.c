@@ -64,6 +64,8 @@ struct k2mc_group {
 	/* main thread only: the last synchronous commit's outcome */
 	rd_kafka_resp_err_t last_commit_err;
 	uint64_t lost_assignments;
+	/* immutable: k2mc_config_join_lease_ms */
+	int64_t join_lease_ms;
 	/* main thread: partitions whose takeover waited (takeover_holds) */
 	uint64_t takeover_waits;
 	/* main thread only: drains ended because the group evicted this member */
@@ -558,9 +560,20 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 					rd_kafka_err2str(err));
 		/* A revocation waits for the writers like a shutdown does; the
 		 * lease still holds while it drains (the coordinator waits for
-		 * our rejoin), and ends with it: the next assignment is a new
-		 * generation that needs its own proof. */
-		release(g, tps, k2mc_now_ms() + g->cfg->shutdown_timeout_ms, NULL, NULL);
+		 * our rejoin), but not past the end of the join phase, when a
+		 * member that has not rejoined is removed whatever its session
+		 * says (k2mc_fence_cap): the drain ends there too, and what is
+		 * left is abandoned and counted as unwritten. The lease ends with
+		 * the drain: the next assignment is a new generation that needs
+		 * its own proof. */
+		int64_t drain = g->cfg->shutdown_timeout_ms;
+
+		if (g->fence != NULL) {
+			k2mc_fence_cap(g->fence, k2mc_fence_now_ms() + g->join_lease_ms);
+			if (g->join_lease_ms < drain)
+				drain = g->join_lease_ms;
+		}
+		release(g, tps, k2mc_now_ms() + drain, NULL, NULL);
 		k2mc_fence_revoke(g->fence);
 	}
 	if (incremental) {
@@ -699,6 +712,7 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		goto fail;
 	}
 	g->cfg = cfg;
+	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
 	/* Offsets are ours to commit: only watermarks, never librdkafka's
 	 * idea of "consumed".
 	 * auto.offset.reset=earliest whatever -o says: librdkafka applies it to

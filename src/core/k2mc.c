@@ -413,6 +413,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	k2mc_group_set_fence(g, fence);
+	if (cfg.shutdown_timeout_ms > k2mc_config_join_lease_ms(&cfg))
+		k2mc_warn("--shutdown-timeout-ms %lld is longer than a rebalance lets a member write "
+			  "(%lld ms: max.poll.interval.ms - heartbeat.interval.ms - margin): a "
+			  "revocation's drain is cut there and what it holds is left to the next "
+			  "owner; lower --shutdown-timeout-ms or raise -X max.poll.interval.ms",
+			  (long long)cfg.shutdown_timeout_ms,
+			  (long long)k2mc_config_join_lease_ms(&cfg));
 	k2mc_group_set_interrupt(g, interrupted);
 	k2mc_dbg("fencing: writers send only within %lld ms of an acknowledged commit",
 		 (long long)k2mc_config_lease_ms(&cfg));
