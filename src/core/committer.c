@@ -90,7 +90,14 @@ static struct commit_req *send_commit(rd_kafka_t *rk, rd_kafka_queue_t *q,
 	for (size_t i = 0; i < n; i++) {
 		int64_t wm = k2mc_part_watermark(parts[i]);
 
-		/* -1: nothing consumed yet, so nothing to commit or write */
+		/* -1: nothing consumed in this assignment yet. The offset it
+		 * started from (its previous owner's commit) is committed again:
+		 * that moves nothing, but proves membership (the lease: refill,
+		 * and the writers of other partitions, need one while this
+		 * partition is idle or in its takeover wait) and records this
+		 * member's metadata. No commit at all: nothing to commit. */
+		if (wm < 0)
+			wm = k2mc_part_assigned_at(parts[i]);
 		if (wm < 0)
 			continue;
 		rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(

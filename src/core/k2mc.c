@@ -463,7 +463,7 @@ int main(int argc, char **argv)
 	k2mc_group_set_committer(g, committer);
 	/* --refill: its own thread, Kafka handle and connections (refill.h) */
 	if (cfg.refill) {
-		refill = k2mc_refill_new(&cfg, k2mc_group_table(g), err, sizeof(err));
+		refill = k2mc_refill_new(&cfg, k2mc_group_table(g), fence, err, sizeof(err));
 		if (refill == NULL) {
 			k2mc_err("%s", err);
 			goto out;

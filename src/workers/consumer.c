@@ -339,6 +339,16 @@ void k2mc_part_set_committed(struct k2mc_part *p, int64_t off)
 	atomic_store_explicit(&p->committed, off, memory_order_relaxed);
 }
 
+int64_t k2mc_part_assigned_at(const struct k2mc_part *p)
+{
+	return p->assigned_at;
+}
+
+int k2mc_part_holding(const struct k2mc_part *p)
+{
+	return k2mc_now_ms() < p->hold_until_ms;
+}
+
 void k2mc_part_set_released(struct k2mc_part *p)
 {
 	p->released = 1;

@@ -180,6 +180,12 @@ uint64_t k2mc_part_lost(const struct k2mc_part *p);
  * separates the two); read by the thread that writes it. */
 int64_t k2mc_part_committed(const struct k2mc_part *p);
 void k2mc_part_set_committed(struct k2mc_part *p, int64_t off);
+/* Immutable: the group's committed offset when the part was assigned, -1
+ * if none or unknown. */
+int64_t k2mc_part_assigned_at(const struct k2mc_part *p);
+/* Any thread: 1 while the takeover wait (k2mc_part_opts.hold_until_ms)
+ * still runs. */
+int k2mc_part_holding(const struct k2mc_part *p);
 /* Main thread, after the part's thread is joined with nothing left
  * unacknowledged: its last commit says so (group.c, takeover), so the next
  * owner need not wait. Read by the thread that commits it. */

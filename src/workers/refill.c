@@ -128,6 +128,8 @@ struct k2mc_refill {
 	 * immutable */
 	struct k2mc_policy policy;
 	k2mc_table_ref *table;
+	/* immutable: the membership lease the writers check (NULL: none) */
+	struct k2mc_fence *fence;
 	rd_kafka_t *rk;                 /* refill thread only: assign, never commit */
 	struct k2mc_placement *place;   /* refill thread only */
 	struct k2mc_arena *arena;
@@ -557,6 +559,8 @@ static int64_t *map_slot(struct k2mc_refill *rf, uint64_t h, int insert)
 
 struct pass {
 	int s;
+	const struct held *h; /* the partition read */
+	uint64_t gen;      /* the fence generation when the pass began */
 	int second;        /* 0: pass 1 (last offsets), 1: pass 2 (writes) */
 	size_t row;        /* the partition's lag row */
 	int64_t start, end; /* the range [start, P) */
@@ -743,6 +747,42 @@ static int classify_delete(const char *l, size_t ll)
 	return F_FAILED;
 }
 
+/* The checks a live write passes before it is sent (writer.c), waited
+ * for as the writers wait: this process holds the membership lease, and
+ * the partition is still ours, in the same assignment as when the pass
+ * began (a revocation bumps the fence generation even when the partition
+ * comes back), past its takeover wait (takeover.h: its previous owner may
+ * still write). Checked right before the send, as the writers do, so the
+ * lease's margin covers the bytes on the wire. 1: send; 0: the partition
+ * or the assignment is gone, or k2mc stops. */
+static int wait_owner(struct k2mc_refill *rf, const struct pass *ps)
+{
+	for (;;) {
+		int own = 0;
+		struct k2mc_part_table *t;
+
+		if (stopping(rf))
+			return 0;
+		if (rf->fence == NULL)
+			return 1;
+		if (k2mc_fence_generation(rf->fence) != ps->gen)
+			return 0;
+		t = k2mc_table_read_lock(rf->table);
+		for (size_t i = 0; t != NULL && i < t->n; i++) {
+			if (k2mc_part_uid(t->parts[i]) == ps->h->uid) {
+				own = k2mc_part_holding(t->parts[i]) ? 1 : 2;
+				break;
+			}
+		}
+		k2mc_table_read_unlock(rf->table);
+		if (own == 0)
+			return 0;
+		if (own == 2 && k2mc_fence_held(rf->fence))
+			return 1;
+		nap_ms(POLL_MS);
+	}
+}
+
 /* Sends the batch's adds, reads every reply, then checks each key that
  * may have been stored again (c2) and deletes those a live write was
  * noted for meanwhile (see the top). */
@@ -755,6 +795,19 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 	if (nw == 0)
 		return;
 	rf->wn = 0;
+	if (!wait_owner(rf, ps)) {
+		/* not sent: the refill is incomplete, its sentinel stays missing
+		 * and the partition's owner refills it again */
+		if (!ps->failed)
+			k2mc_log_reason(K2MC_LOG_WARN, "revoked",
+					"refill of %s [%d]: the partition was revoked or reassigned "
+					"(or k2mc stops); refill stopped without writing its batch",
+					ps->h->topic, ps->h->partition);
+		ps->failed = 1;
+		rf->wlen = 0;
+		rf->dlen = 0;
+		return;
+	}
 	if (exchange(rf, s, rf->wbuf, rf->wlen, nw, classify_add, &rf->we[0].fate,
 		     sizeof(rf->we[0])) != 0)
 		ps->failed = 1;
@@ -974,7 +1027,8 @@ static int refill_range(struct k2mc_refill *rf, const struct held *h, int64_t *s
 static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h, size_t row,
 			    int64_t start, int64_t hi, struct pass *tot)
 {
-	struct pass ps = { .s = s, .row = row, .start = start, .end = hi };
+	struct pass ps = { .s = s, .h = h, .row = row, .start = start, .end = hi,
+			   .gen = k2mc_fence_generation(rf->fence) };
 	int rc;
 
 	if (start >= hi)
@@ -1226,7 +1280,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 }
 
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				    char *err, size_t errlen)
+				    struct k2mc_fence *fence, char *err, size_t errlen)
 {
 	struct k2mc_refill *rf = calloc(1, sizeof(*rf));
 	rd_kafka_conf_t *conf = NULL;
@@ -1238,6 +1292,7 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 	rf->cfg = cfg;
 	k2mc_policy_init(&rf->policy, cfg);
 	rf->table = table;
+	rf->fence = fence;
 	pthread_mutex_init(&rf->lock, NULL);
 	rf->lag_server = -1;
 	rf->lag = calloc(MAX_HELD, sizeof(*rf->lag));

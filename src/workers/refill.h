@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/fence.h"
 #include "workers/consumer.h"
 
 struct k2mc_refill;
@@ -35,8 +36,11 @@ static inline void k2mc_refill_note(int s, const char *key, size_t klen)
 
 /* cfg and table (the group's, consumer.h) must outlive it. NULL with the
  * reason in err. */
+/* fence: the membership lease; refill sends a batch only while it holds
+ * and the batch's partition is still ours in the same generation, as the
+ * writers do (NULL: no check). */
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				    char *err, size_t errlen);
+				    struct k2mc_fence *fence, char *err, size_t errlen);
 int k2mc_refill_start(struct k2mc_refill *rf);
 /* Ends the thread (a refill in progress stops where it is; its sentinels
  * stay missing, so the next run refills again). Before the table is freed. */
