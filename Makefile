@@ -190,10 +190,7 @@ demo: deps all
 # fail on a number. bench-quick is the short version (under 2 minutes).
 BENCH_PKGS := python3-confluent-kafka python3-pymemcache gnuplot-nox
 bench-deps: deps
-	@missing=""; for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
-	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(BENCH_PKGS)
 bench: bench-deps all $(BENCH_TOOLS)
 	/usr/bin/python3 bench/bench.py --mode full
 bench-quick: bench-deps all $(BENCH_TOOLS)
@@ -244,8 +241,7 @@ FUZZ_BINS    := build/fuzz/fuzz_config
 FUZZ_STAMP   := build/.fuzz-deps
 .PHONY: fuzz
 $(FUZZ_STAMP): $(DEPS_STAMP)
-	@command -v $(FUZZ_CC) >/dev/null || { echo "installing: clang"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null; }
+	@command -v $(FUZZ_CC) >/dev/null || contrib/apt-deps.sh clang
 	@touch $@
 build/fuzz/fuzz_config: fuzz/fuzz_config.c src/core/config.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
@@ -393,6 +389,7 @@ VERSION := $(shell v=$$(cat VERSION 2>/dev/null || echo 0.0.0); \
     d=$$(git describe --tags --match 'v[0-9]*' HEAD 2>/dev/null | \
          sed 's/^v//; s/-\([0-9]*\)-g/+\1.g/'); \
     [ -n "$$d" ] || d="$$v+g$$(git rev-parse --short HEAD)"; \
+    git update-index -q --refresh >/dev/null 2>&1; \
     git diff-index --quiet HEAD -- 2>/dev/null || d="$$d.dirty"; v=$$d; \
   fi; echo "$$v")
 CFLAGS_BASE += -DK2MC_VERSION='"$(VERSION)"'
@@ -565,10 +562,7 @@ INTEROP_PKGS  := python3-pylibmc php-cli php-memcached python3-pymemcache ruby r
 INTEROP_STAMP := build/.deps-interop
 $(INTEROP_STAMP): Makefile
 	@mkdir -p build
-	@missing=""; for p in $(INTEROP_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
-	  grep -q 'install ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(INTEROP_PKGS)
 	@touch $@
 .PHONY: interop
 interop: deps $(INTEROP_STAMP) build/k2mc build/k2mc-mock

@@ -212,15 +212,20 @@ static int tcp_connects(int port)
  * server), a generated YAML in the temp dir. */
 static void start_nutcracker(struct nutcracker *n, int port_a, int port_b)
 {
-	char yml[H_PATH_MAX], conf[1024], stats[16];
-	/* its stats port too: the default 22222 may be someone else's */
-	const char *argv[] = { "nutcracker", "-c", yml, "-s", stats, NULL };
+	char yml[H_PATH_MAX], log[H_PATH_MAX], conf[1024], stats[16];
+	/* Debian installs it in /usr/sbin, which a user's PATH lacks; its stats
+	 * port too (the default 22222 may be someone else's), and its log in
+	 * the temp dir (the default, /var/log/nutcracker, is root's) */
+	const char *argv[] = { access("/usr/sbin/nutcracker", X_OK) == 0 ? "/usr/sbin/nutcracker"
+									  : "nutcracker",
+			       "-c", yml, "-s", stats, "-o", log, NULL };
 	int64_t deadline = h_now_ms() + 10000;
 	FILE *f;
 
 	n->port = h_free_port();
 	snprintf(stats, sizeof(stats), "%d", h_free_port());
 	h_tmppath(yml, sizeof(yml), "nutcracker.yml");
+	h_tmppath(log, sizeof(log), "nutcracker.log");
 	snprintf(conf, sizeof(conf),
 		 "k2mc:\n  listen: 127.0.0.1:%d\n  hash: fnv1a_64\n  distribution: ketama\n"
 		 "  redis: false\n  auto_eject_hosts: false\n  server_retry_timeout: 500\n"
