@@ -87,6 +87,8 @@ static int parse_ready(struct h_kafka_real *kr)
 		kr->format_ms = strtoll(v, NULL, 10);
 	/* absent without --sasl-ssl: left empty */
 	line_value(b, "sasl_bootstrap", kr->sasl_bootstrap, sizeof(kr->sasl_bootstrap));
+	line_value(b, "sasl_plaintext_bootstrap", kr->sasl_plain_bootstrap,
+		   sizeof(kr->sasl_plain_bootstrap));
 	line_value(b, "sasl_user", kr->sasl_user, sizeof(kr->sasl_user));
 	line_value(b, "sasl_password", kr->sasl_password, sizeof(kr->sasl_password));
 	line_value(b, "ca", kr->ca, sizeof(kr->ca));
@@ -101,7 +103,7 @@ int h_kafka_real_start(struct h_kafka_real *kr, const struct h_kafka_real_opts *
 	static const struct h_kafka_real_opts dflt = { 0 };
 	static unsigned seq;
 	struct h_spawn_opts so = { .stdin_pipe = 1 };
-	const char *argv[16];
+	const char *argv[48];
 	char dirname[32], tmo[16], nb[16];
 	int64_t t0 = h_now_ms();
 	int n = 0, rc, timeout_ms;
@@ -129,6 +131,10 @@ int h_kafka_real_start(struct h_kafka_real *kr, const struct h_kafka_real_opts *
 	}
 	if (o->sasl_ssl)
 		argv[n++] = "--sasl-ssl";
+	for (int i = 0; o->config != NULL && o->config[i] != NULL && n < 46; i += 1) {
+		argv[n++] = "--config";
+		argv[n++] = o->config[i];
+	}
 	argv[n] = NULL;
 	rc = h_spawn(&kr->proc, "kafka", argv, &so);
 	if (rc != 0)
@@ -255,7 +261,8 @@ double h_kafka_real_cpu_s(const struct h_kafka_real *kr, int i)
 
 /* ---- admin and counting ----------------------------------------------------------*/
 
-static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, char *err, size_t errlen)
+static rd_kafka_t *client_at(rd_kafka_type_t type, const char *bootstrap, const char *log_level,
+			     char *err, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char e[512];
@@ -263,7 +270,7 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, char *err
 
 	if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, e, sizeof(e)) ||
 	    rd_kafka_conf_set(conf, "client.id", "k2mc-test-admin", e, sizeof(e)) ||
-	    rd_kafka_conf_set(conf, "log_level", "3", e, sizeof(e)) ||
+	    rd_kafka_conf_set(conf, "log_level", log_level, e, sizeof(e)) ||
 	    (type == RD_KAFKA_CONSUMER &&
 	     (rd_kafka_conf_set(conf, "group.id", "k2mc-test-count", e, sizeof(e)) ||
 	      rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e)) ||
@@ -279,6 +286,11 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, char *err
 		rd_kafka_conf_destroy(conf);
 	}
 	return rk;
+}
+
+static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, char *err, size_t errlen)
+{
+	return client_at(type, bootstrap, "3", err, errlen);
 }
 
 /* 1 when topic has `partitions` partitions, each with a leader; 0 not yet. */
@@ -395,6 +407,122 @@ out:
 		rd_kafka_AdminOptions_destroy(ao);
 	if (nt != NULL)
 		rd_kafka_NewTopic_destroy(nt);
+	rd_kafka_destroy(rk);
+	return rc;
+}
+
+int h_kafka_leaders(const char *bootstrap, const char *topic, int n, int32_t *leader,
+		    int timeout_ms, char *err, size_t errlen)
+{
+	/* asked while a broker is down: its connection errors are expected */
+	rd_kafka_t *rk = client_at(RD_KAFKA_PRODUCER, bootstrap, "2", err, errlen);
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_t *rkt;
+	rd_kafka_resp_err_t e;
+	int rc = -ENOENT;
+
+	if (rk == NULL)
+		return -EINVAL;
+	for (int p = 0; p < n; p++)
+		leader[p] = -1;
+	rkt = rd_kafka_topic_new(rk, topic, NULL);
+	e = rkt != NULL ? rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) : RD_KAFKA_RESP_ERR__FAIL;
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		fmt(err, errlen, "metadata of %s: %s", topic, rd_kafka_err2str(e));
+		rc = -EIO;
+		goto out;
+	}
+	for (int t = 0; t < md->topic_cnt; t++) {
+		const rd_kafka_metadata_topic_t *mt = &md->topics[t];
+
+		if (strcmp(mt->topic, topic) != 0)
+			continue;
+		for (int i = 0; i < mt->partition_cnt; i++)
+			if (mt->partitions[i].id >= 0 && mt->partitions[i].id < n)
+				leader[mt->partitions[i].id] = mt->partitions[i].leader;
+		rc = 0;
+	}
+	if (rc != 0)
+		fmt(err, errlen, "%s: not in the metadata", topic);
+out:
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	if (rkt != NULL)
+		rd_kafka_topic_destroy(rkt);
+	rd_kafka_destroy(rk);
+	return rc;
+}
+
+int h_kafka_create_partitions(const char *bootstrap, const char *topic, int total,
+			      int timeout_ms, char *err, size_t errlen)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, bootstrap, err, errlen);
+	rd_kafka_NewPartitions_t *np = NULL;
+	rd_kafka_AdminOptions_t *ao = NULL;
+	rd_kafka_queue_t *q = NULL;
+	rd_kafka_event_t *ev = NULL;
+	const rd_kafka_CreatePartitions_result_t *res;
+	const rd_kafka_topic_result_t **tr;
+	size_t cnt = 0;
+	char e[512];
+	int rc = -EIO;
+
+	if (rk == NULL)
+		return -EINVAL;
+	np = rd_kafka_NewPartitions_new(topic, (size_t)total, e, sizeof(e));
+	if (np == NULL) {
+		fmt(err, errlen, "NewPartitions %s: %s", topic, e);
+		rc = -EINVAL;
+		goto out;
+	}
+	ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS);
+	q = rd_kafka_queue_new(rk);
+	if (ao == NULL || q == NULL ||
+	    rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, e, sizeof(e)) ||
+	    rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, e, sizeof(e))) {
+		fmt(err, errlen, "admin options: %s", ao && q ? e : "out of memory");
+		goto out;
+	}
+	rd_kafka_CreatePartitions(rk, &np, 1, ao, q);
+	ev = rd_kafka_queue_poll(q, timeout_ms + 5000);
+	res = ev != NULL ? rd_kafka_event_CreatePartitions_result(ev) : NULL;
+	if (res == NULL || rd_kafka_event_error(ev)) {
+		fmt(err, errlen, "CreatePartitions: %s",
+		    ev != NULL ? rd_kafka_event_error_string(ev) : "no answer in time");
+		rc = -ETIMEDOUT;
+		goto out;
+	}
+	tr = rd_kafka_CreatePartitions_result_topics(res, &cnt);
+	if (cnt != 1 || rd_kafka_topic_result_error(tr[0])) {
+		rd_kafka_resp_err_t te = cnt == 1 ? rd_kafka_topic_result_error(tr[0])
+						  : RD_KAFKA_RESP_ERR__FAIL;
+
+		fmt(err, errlen, "partitions of %s: %s: %s", topic, rd_kafka_err2name(te),
+		    cnt == 1 && rd_kafka_topic_result_error_string(tr[0])
+			    ? rd_kafka_topic_result_error_string(tr[0])
+			    : "");
+		goto out;
+	}
+	while (!topic_led(rk, topic, total)) {
+		if (h_now_ms() >= deadline) {
+			fmt(err, errlen, "%s: not %d partitions with leaders after %d ms", topic, total,
+			    timeout_ms);
+			rc = -ETIMEDOUT;
+			goto out;
+		}
+		sleep_ms(100);
+	}
+	rc = 0;
+out:
+	if (ev != NULL)
+		rd_kafka_event_destroy(ev);
+	if (q != NULL)
+		rd_kafka_queue_destroy(q);
+	if (ao != NULL)
+		rd_kafka_AdminOptions_destroy(ao);
+	if (np != NULL)
+		rd_kafka_NewPartitions_destroy(np);
 	rd_kafka_destroy(rk);
 	return rc;
 }

@@ -19,8 +19,12 @@ struct h_kafka_real_opts {
 	const char *version; /* NULL: $K2MC_KAFKA_VERSION, else the launcher's (4.1.1) */
 	int brokers;         /* 1 (0 means 1) or 3: three JVMs, a three-voter quorum,
 				replication factor 3, min.insync.replicas 2 */
-	int sasl_ssl;        /* also a SASL_SSL listener, SCRAM-SHA-512/256 over TLS */
+	int sasl_ssl;        /* also SASL_SSL and SASL_PLAINTEXT listeners: SCRAM-SHA-512
+				and -256 users, over TLS and in the clear */
 	int timeout_ms;      /* readiness deadline; 0: 120000 */
+	/* broker properties for every node ("name=value", NULL-terminated, or
+	   NULL): the launcher's --config, over its own lines */
+	const char *const *config;
 };
 
 /* A running cluster. The launcher is a registered child of this process
@@ -42,7 +46,8 @@ struct h_kafka_real {
 	int64_t start_ms;  /* the JVMs' launch to every node's metadata answer */
 	int64_t total_ms;  /* h_kafka_real_start, all included */
 	/* with sasl_ssl, else empty */
-	char sasl_bootstrap[256];
+	char sasl_bootstrap[256];       /* SASL_SSL listeners */
+	char sasl_plain_bootstrap[256]; /* SASL_PLAINTEXT listeners */
 	char sasl_user[64];
 	char sasl_password[128];
 	char ca[H_PATH_MAX]; /* the CA certificate (PEM) the brokers' certificate chains to */
@@ -77,6 +82,17 @@ double h_kafka_real_cpu_s(const struct h_kafka_real *kr, int i);
 int h_kafka_create_topic(const char *bootstrap, const char *topic, int partitions,
 			 int replication, const char *const config[], int timeout_ms, char *err,
 			 size_t errlen);
+
+/* The node id (1-based, as the launcher numbers them) leading each of
+ * partitions 0..n-1 of topic, from a metadata request; -1 for a partition
+ * without a leader. 0 or -errno, reason in err. */
+int h_kafka_leaders(const char *bootstrap, const char *topic, int n, int32_t *leader,
+		    int timeout_ms, char *err, size_t errlen);
+
+/* Grows topic to `total` partitions (rd_kafka_CreatePartitions) and waits
+ * until every one has a leader. 0 or -errno, reason in err. */
+int h_kafka_create_partitions(const char *bootstrap, const char *topic, int total,
+			      int timeout_ms, char *err, size_t errlen);
 
 /* Reads partitions 0..n-1 of topic from their log start to their end
  * (read_committed) and counts the records a consumer gets: records[p],

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -72,6 +73,7 @@ struct k2mc_group {
 	uint64_t drains_evicted;
 	char fatal[512];
 	int have_fatal;
+	int fatal_released; /* on_fatal ran: every partition abandoned */
 	int64_t first_assign_ms;
 	/* main thread only */
 	int pattern_warned;
@@ -588,32 +590,104 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 }
 
+/* A property of the consumer's configuration for a message, or "(unset)". */
+static const char *conf_val(rd_kafka_t *rk, const char *name, char *buf, size_t len)
+{
+	size_t n = len;
+
+	if (rd_kafka_conf_get(rd_kafka_conf(rk), name, buf, &n) != RD_KAFKA_CONF_OK || buf[0] == '\0')
+		snprintf(buf, len, "(unset)");
+	return buf;
+}
+
+/* A fatal librdkafka error, e.g. FENCED_INSTANCE_ID: another process with
+ * this group.instance.id owns these partitions now and may be writing them.
+ * librdkafka will not commit again, so the lease could only run out; stop
+ * every write now instead (release_lost revokes the fence and abandons what
+ * the rings hold), and main exits non-zero with the reason. Main thread
+ * (consumer poll). Once. */
+static void on_fatal(struct k2mc_group *g)
+{
+	char buf[512];
+
+	if (g->fatal_released)
+		return;
+	g->fatal_released = 1;
+	rd_kafka_fatal_error(g->rk, buf, sizeof(buf));
+	set_fatal(g, "fatal Kafka error: %s", buf);
+	release_lost(g, NULL, "fatal Kafka error");
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
 	struct k2mc_group *g = opaque;
-	char buf[512];
 
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
-		/* e.g. FENCED_INSTANCE_ID: another process with this
-		 * group.instance.id owns these partitions now and may be writing
-		 * them. librdkafka will not consume or commit again, so the lease
-		 * could only run out; stop every write now instead (release_lost
-		 * revokes the fence and abandons what the rings hold), and main
-		 * exits non-zero with the reason. Main thread (consumer poll). */
-		rd_kafka_fatal_error(rk, buf, sizeof(buf));
-		set_fatal(g, "fatal Kafka error: %s", buf);
-		release_lost(g, NULL, "fatal Kafka error");
+		/* librdkafka raises a consumer's fatal errors on the consumer
+		 * queue (k2mc_group_poll), not here; a later version may not */
+		on_fatal(g);
+		return;
+	}
+	if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
+		/* A broker refused the SASL login (wrong password or user, a
+		 * mechanism it does not enable for this listener). librdkafka
+		 * retries it forever and no retry can succeed, so k2mc would only
+		 * sit in the start-up broker check, or consume nothing, until it
+		 * gave up 30 s later saying "no broker reachable". Fatal at once,
+		 * at start or later: reason names the broker
+		 * ("sasl_ssl://host:port/id: SASL authentication error: ..."),
+		 * and the mechanism and user are said here. Main thread. */
+		char proto[64], mech[64], user[128];
+
+		set_fatal(g,
+			  "Kafka authentication failed (security.protocol=%s, sasl.mechanisms=%s, "
+			  "sasl.username=%s): %s; check sasl.username, sasl.password and that the "
+			  "broker's listener enables this mechanism for the user",
+			  conf_val(rk, "security.protocol", proto, sizeof(proto)),
+			  conf_val(rk, "sasl.mechanisms", mech, sizeof(mech)),
+			  conf_val(rk, "sasl.username", user, sizeof(user)), reason);
 		return;
 	}
 	k2mc_log_reason(K2MC_LOG_WARN, rd_kafka_err2name((rd_kafka_resp_err_t)err), "kafka: %s: %s",
 			rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* group.protocol=consumer (KIP-848) against a broker without the
+ * ConsumerGroupHeartbeat API (Kafka 3.x, unless its early-access preview is
+ * on; measured on 3.9.1: group.coordinator.rebalance.protocols=
+ * classic,consumer alone does not offer it): librdkafka 2.14
+ * checks the broker's ApiVersions before each heartbeat, marks the
+ * coordinator dead and looks it up again, forever, and says so only in a
+ * cgrp debug line (rdkafka_request.c, rd_kafka_ConsumerGroupHeartbeatRequest:
+ * rd_kafka_cgrp_coord_dead with this reason). No error event, no fatal
+ * error: k2mc would wait for an assignment for ever. So under that protocol
+ * k2mc turns on the cgrp debug context when -X debug is not set (and drops
+ * the debug lines the user did not ask for), and log_cb watches for the
+ * reason. Process-wide, not in struct k2mc_group: log_cb runs on librdkafka's
+ * threads, which may outlive the group when close gives up on them. */
+#define KIP848_REFUSED_MARK "ConsumerGroupHeartbeatRequest not supported by broker"
+/* log_cb: written once (claimed by the exchange), then published with the
+ * release store on kip848_refused; the main thread reads it after an
+ * acquire load of kip848_refused */
+static _Atomic int kip848_claimed, kip848_refused;
+static char kip848_line[256];
+/* set before rd_kafka_new, read by log_cb: drop level-7 lines (they come
+ * only from the cgrp context k2mc turned on itself) */
+static int drop_debug;
+
 /* librdkafka's own lines (broker connections, CONFWARN) through k2mc's
  * logger: --log-format json leaves no plain-text line. Any librdkafka thread. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	(void)rk;
+	if (strstr(buf, KIP848_REFUSED_MARK) != NULL &&
+	    atomic_exchange_explicit(&kip848_claimed, 1, memory_order_relaxed) == 0) {
+		snprintf(kip848_line, sizeof(kip848_line), "%s", buf);
+		/* pairs with the acquire load in k2mc_group_poll */
+		atomic_store_explicit(&kip848_refused, 1, memory_order_release);
+	}
+	if (level >= 7 && drop_debug)
+		return;
 	k2mc_log_kafka("kafka", level, fac, buf);
 }
 
@@ -627,6 +701,23 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* See KIP848_REFUSED_MARK. Under group.protocol=consumer with no -X debug:
+ * debug=cgrp, its lines dropped by log_cb. */
+static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
+{
+	char v[256];
+	size_t n = sizeof(v);
+
+	if (rd_kafka_conf_get(conf, "group.protocol", v, &n) != RD_KAFKA_CONF_OK ||
+	    strcasecmp(v, "consumer") != 0)
+		return 0;
+	n = sizeof(v);
+	if (rd_kafka_conf_get(conf, "debug", v, &n) == RD_KAFKA_CONF_OK && v[0] != '\0')
+		return 0; /* the user's debug contexts: watched only if they hold cgrp */
+	drop_debug = 1;
+	return conf_set(conf, "debug", "cgrp", err, errlen);
 }
 
 /* librdkafka's prefetch, per partition queue (k2mc detaches each
@@ -756,6 +847,8 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		}
 	}
 	warn_old_scram(conf);
+	if (kip848_watch(conf, err, errlen))
+		goto fail;
 	rd_kafka_conf_set_opaque(conf, g);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -844,6 +937,14 @@ static int check_brokers(struct k2mc_group *g)
 			break;
 		if (g->interrupted != NULL && g->interrupted())
 			return -EINTR;
+		/* error_cb runs only when the consumer queue is served: an
+		 * authentication failure ends the wait here (nothing is
+		 * subscribed yet, so no record can arrive) */
+		k2mc_group_poll(g, 0);
+		if (g->have_fatal) {
+			k2mc_err("%s", g->fatal);
+			return -EACCES;
+		}
 	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		k2mc_err("no Kafka broker reachable at %s within %ld ms (%s); set -X "
@@ -881,12 +982,31 @@ void k2mc_group_poll(struct k2mc_group *g, int timeout_ms)
 {
 	rd_kafka_message_t *m = rd_kafka_consumer_poll(g->rk, timeout_ms);
 
+	/* pairs with the release store in log_cb */
+	if (atomic_load_explicit(&kip848_refused, memory_order_acquire))
+		set_fatal(g,
+			  "group.protocol=consumer (KIP-848): the group coordinator found through "
+			  "%s does not offer the ConsumerGroupHeartbeat API (librdkafka: \"%s\"); "
+			  "Kafka 4.0 and later offer it, Kafka 3.x only as an early-access preview "
+			  "(group.coordinator.rebalance.protocols=classic,consumer and the "
+			  "group.version=1 feature). Use -X group.protocol=classic with this cluster",
+			  g->cfg->brokers, kip848_line);
 	if (m == NULL)
 		return;
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		const char *t = m->rkt ? rd_kafka_topic_name(m->rkt) : "subscription";
 
-		if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && t[0] == '^') {
+		if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+			/* librdkafka 2.x hands a high-level consumer's fatal error
+			 * to the application as a consumer error, here, and not to
+			 * error_cb (rdkafka.c, rd_kafka_set_fatal_error0). Measured
+			 * on Kafka 4.1.1: a static member resumed after its
+			 * replacement logged "Static consumer fenced" and went on
+			 * writing 51,103 records until SIGTERM 30 s later, exit 0. */
+			k2mc_log_reason(K2MC_LOG_ERR, rd_kafka_err2name(m->err), "kafka: %s",
+					rd_kafka_message_errstr(m));
+			on_fatal(g);
+		} else if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && t[0] == '^') {
 			/* a pattern that matches no topic yet: librdkafka
 			 * subscribes to matching topics as they appear */
 			if (!g->pattern_warned)

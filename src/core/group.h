@@ -42,8 +42,9 @@ void k2mc_group_set_interrupt(struct k2mc_group *g, int (*interrupted)(void));
 rd_kafka_resp_err_t k2mc_group_last_commit_error(const struct k2mc_group *g);
 /* Checks first that a broker answers a metadata request within -X
  * socket.connection.setup.timeout.ms (default 30 s): -EHOSTUNREACH, logged
- * with the brokers named, if none does (-EINTR if interrupted meanwhile);
- * then subscribes (0 or -EINVAL). */
+ * with the brokers named, if none does (-EINTR if interrupted meanwhile;
+ * -EACCES, logged, as soon as a broker refuses the SASL login); then
+ * subscribes (0 or -EINVAL). */
 int k2mc_group_subscribe(struct k2mc_group *g);
 
 /* Serves rebalances, errors and commit results for up to timeout_ms. */
@@ -51,7 +52,8 @@ void k2mc_group_poll(struct k2mc_group *g, int timeout_ms);
 /* CLOCK_MONOTONIC ms of the first assignment, 0 before it: rates in the
  * summary are measured from here, not from the group join. */
 int64_t k2mc_group_first_assign_ms(const struct k2mc_group *g);
-/* A fatal librdkafka error happened: the reason, or NULL. */
+/* A fatal librdkafka error (or a refused SASL login) happened: the reason,
+ * or NULL. */
 const char *k2mc_group_fatal(struct k2mc_group *g);
 /* -e: every assigned partition reached its end and is acknowledged. */
 int k2mc_group_all_done(struct k2mc_group *g);
