@@ -794,3 +794,89 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 	cr_expect(h_file_contains(json, "\"drains_evicted\":1"), "A's final stats: %s",
 		  h_tail_of(json, 1));
 }
+
+/* ---- takeover (issue 22): when the new owner may write ----------------------*/
+
+/* "N.NNs since assignment" of k's summary, or -1. */
+static double since_assignment_s(const struct h_proc *k)
+{
+	char *text = h_file_read(k->err_path, NULL);
+	const char *p = text ? strstr(text, "s since assignment") : NULL;
+	double v = -1;
+
+	if (p != NULL) {
+		while (p > text && (p[-1] == '.' || (p[-1] >= '0' && p[-1] <= '9')))
+			p--;
+		v = strtod(p, NULL);
+	}
+	free(text);
+	return v;
+}
+
+/* The owner is killed -9 after its commits were accepted: its last commit
+ * says "lease_ms=4400" (session 6000 - heartbeat 1000 - margin 600), and
+ * the new owner writes nothing for that long from its assignment, says so
+ * once, and then writes every key right. */
+Test(fencing, takeover_after_kill9_waits_the_old_lease, .timeout = 120)
+{
+	struct h_proc a, b;
+	size_t off = 0, boff = 0;
+	char line[512];
+	double secs;
+
+	start_world(4, 2000, NULL, 1);
+	mock_produce(20000, 30000);
+	start_k2mc(&a, NULL, "takeover", W.mc_addr, 0, NULL);
+	wait_log(&a, RE_ASSIGNED, &off, 20000, 0, "A");
+	wait_first_commit(&a, "takeover", 20000);
+	cr_assert_eq(h_signal(a.pid, SIGKILL), 0);
+	h_wait(a.pid, 5000, NULL);
+	mock_produce(20000, 30000);
+
+	start_k2mc(&b, NULL, "takeover", W.mc_addr, 1, NULL);
+	cr_assert_eq(h_wait_line(b.err_path,
+				 K2MC_LINE "takeover: 4 of 4 assigned partition\\(s\\) are not written "
+					   "for up to 4400 ms: .*previous owner's lease",
+				 &boff, b.pid, 40000, line, sizeof(line)),
+		     0, "B stated no takeover wait; stderr:\n%s", tail_of(b.err_path));
+	cr_log_info("B: %s", line);
+	cr_assert_eq(wait_exit(&b, 60000, "B (-e)"), 0, "B: stderr:\n%s", tail_of(b.err_path));
+	/* everything it did came after the wait, and not much later */
+	secs = since_assignment_s(&b);
+	cr_assert(secs >= 4.4 && secs < 4.4 + 15, "B finished %.2f s after its assignment", secs);
+	cr_expect(h_file_contains(b.err_path, "takeover_waits 4"), "stderr:\n%s",
+		  tail_of(b.err_path));
+	assert_cache_equals_expect("after the takeover", &a);
+	assert_committed_at_end("takeover", "after the takeover");
+}
+
+/* A clean hand-off costs no wait: the partitions were drained and their last
+ * commit says "released", both when the owner exits (-e, SIGTERM) and when a
+ * rebalance moves them to a member that joins. */
+Test(fencing, clean_handoffs_do_not_wait, .timeout = 120)
+{
+	struct h_proc a, b, c;
+	size_t off = 0, boff = 0;
+
+	start_world(4, 2000, NULL, 1);
+	mock_produce(20000, 30000);
+	/* A ends with -e: every partition released */
+	start_k2mc(&a, NULL, "clean", W.mc_addr, 1, NULL);
+	cr_assert_eq(wait_exit(&a, 60000, "A (-e)"), 0);
+	mock_produce(20000, 30000);
+	/* B takes them all at once; C joins and a rebalance moves some over */
+	start_k2mc(&b, NULL, "clean", W.mc_addr, 0, NULL);
+	wait_log(&b, RE_ASSIGNED, &boff, 20000, 0, "B");
+	wait_first_commit(&b, "clean", 20000);
+	start_k2mc(&c, NULL, "clean", W.mc_addr, 0, NULL);
+	wait_log(&c, RE_ASSIGNED, &off, 30000, 0, "C");
+	mock_produce(20000, 30000);
+	wait_committed_at_end("clean", 30000, "after the rebalance");
+	assert_cache_equals_expect("after the rebalance", NULL);
+	cr_assert(!h_file_contains(b.err_path, "takeover:"), "B waited after a clean exit:\n%s",
+		  tail_of(b.err_path));
+	cr_assert(!h_file_contains(c.err_path, "takeover:"),
+		  "C waited after a clean rebalance:\n%s", tail_of(c.err_path));
+	cr_assert_eq(h_exit_code(h_stop(b.pid, 20000)), 0);
+	cr_assert_eq(h_exit_code(h_stop(c.pid, 20000)), 0);
+}
