@@ -183,18 +183,30 @@ doc-check: build/k2mc
 
 test: deps unit integration doc-check
 
-demo: deps all
-	bench/demo.sh
+# KAFKA=real: `make demo`, `make bench` and `make bench-quick` on a real
+# Apache Kafka broker (tests/kafka/kafka-broker, from the jars of `make kafka`,
+# KAFKA_VERSION below) instead of librdkafka's mock cluster, the default.
+# The bench's results then go to bench/results/real-quick or real-full.
+KAFKA ?= mock
+ifeq ($(KAFKA),real)
+KAFKA_PREREQ := kafka
+else ifneq ($(KAFKA),mock)
+$(error KAFKA=$(KAFKA): expected mock (the default) or real)
+endif
+
+demo: deps all $(KAFKA_PREREQ)
+	K2MC_KAFKA=$(KAFKA) K2MC_KAFKA_VERSION=$(KAFKA_VERSION) bench/demo.sh
 
 # Benchmarks print ratios against ceilings measured in the same run and never
-# fail on a number. bench-quick is the short version (under 2 minutes).
+# fail on a number. bench-quick is the short version (under 2 minutes; about
+# 3 with KAFKA=real).
 BENCH_PKGS := python3-confluent-kafka python3-pymemcache gnuplot-nox
 bench-deps: deps
 	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(BENCH_PKGS)
-bench: bench-deps all $(BENCH_TOOLS)
-	/usr/bin/python3 bench/bench.py --mode full
-bench-quick: bench-deps all $(BENCH_TOOLS)
-	/usr/bin/python3 bench/bench.py --mode quick
+bench: bench-deps all $(BENCH_TOOLS) $(KAFKA_PREREQ)
+	/usr/bin/python3 bench/bench.py --mode full --kafka $(KAFKA) --kafka-version $(KAFKA_VERSION)
+bench-quick: bench-deps all $(BENCH_TOOLS) $(KAFKA_PREREQ)
+	/usr/bin/python3 bench/bench.py --mode quick --kafka $(KAFKA) --kafka-version $(KAFKA_VERSION)
 
 # Style and static checks; not part of `make test` (a formatting difference
 # is not a failure), reported for review.

@@ -6,8 +6,12 @@ run, on the same generated records.
 Every server runs in its own process on loopback, started here and stopped
 here by PID: k2mc-mock (librdkafka's mock cluster, fed while the consumer
 reads, paced by the consumer's group) and memcached (a fresh one per run).
+With --kafka real (`make bench KAFKA=real`), one Apache Kafka broker serves
+the whole run instead (class Kafka), and the broker's own CPU per record
+served is recorded beside the reader's.
 CPU and peak RSS come from os.wait4() of the measured process alone.
-Writes bench/results/latest.{json,md} and writers.png.
+Writes bench/results/latest.{json,md} and writers.png (with --kafka real,
+bench/results/real-MODE/).
 
 Not a pass/fail test: the exit status is 1 only when a tool crashes or a run
 comes up short (fewer records than asked, a non-zero exit), never because of
@@ -58,7 +62,22 @@ MODES = {
     "full": dict(records=2_000_000, runs=3, writers=[1, 2, 4, 8], latency_s=10.0,
                  value_bytes=500_000_000, cost_cap=10_000_000),
 }
+# Applied to every Kafka reader on the mock only (Kafka.fetch_props). The mock
+# holds each fetch for the whole fetch.wait.max.ms (500 ms by default) even when
+# records are there. A real broker answers as soon as fetch.min.bytes (1 byte)
+# is there and holds a fetch only while a partition has nothing new; there 10 ms
+# would only turn each caught-up reader's idle wait into about 100 empty fetch
+# round trips a second per broker connection, a load no deployment puts on its
+# broker, counted in the broker's CPU per record served (which this bench
+# reports on a real broker) and in the reader's. Readers of a real broker keep
+# librdkafka's default, what users run.
 MOCK_FETCH_PROPS = ["fetch.wait.max.ms=10"]
+KAFKA_LAUNCHER = os.path.join(ROOT, "tests", "kafka", "kafka-broker")
+KAFKA_DEFAULT_VERSION = "4.1.1"
+# records produced and read once before any measurement on a real broker: the
+# group coordinator's topic is created, and the JVM's produce and fetch paths
+# compiled, before the first measured reader rather than during it
+KAFKA_WARMUP_RECORDS = 200_000
 SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
             "keys", "rss", "latency", "placement"]
 QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency", "placement"]
@@ -343,6 +362,176 @@ def pace_lead(value_size):
     return min(PACE_LEAD_MAX, PACE_BUDGET // (value_size + KEY_LEN + RECORD_OVERHEAD))
 
 
+def proc_cpu_s(pid):
+    """utime + stime of a running process, in seconds: fields 14 and 15 of
+    /proc/PID/stat (counted after the ')' that ends the command name, which
+    may itself hold spaces)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Kafka:
+    """The Kafka backend of a bench run (--kafka).
+
+    mock: every run starts its own k2mc-mock, librdkafka's mock cluster in a
+    process of its own, fed before or while the consumer reads (Bench.feed_for).
+
+    real: one Apache Kafka broker (tests/kafka/kafka-broker, single-node KRaft,
+    from the jars of `make kafka`) serves the whole bench run. Its 5 MiB-free
+    retention lets every topic be produced before the run, once, by k2mc-mock -b
+    (prefilled()), and read by every reader of the same records with a fresh
+    group each: the same records in the same page cache for all of them.
+    Readers keep librdkafka's fetch defaults (see MOCK_FETCH_PROPS). The broker
+    JVM's own CPU is read from /proc (cpu_s()) around each reader's run.
+    Stopped by stopping its launcher (by PID), which stops the JVM and removes
+    its log directory."""
+
+    def __init__(self, kind, version, logroot, mock_bin):
+        self.kind = kind
+        self.real = kind == "real"
+        self.version = version
+        self.logroot = logroot
+        self.mock_bin = mock_bin
+        self.launcher = None
+        self.pid = None
+        self.bootstrap = None
+        self.info = {"backend": kind}
+        self.topics = {}  # (partitions, keys, value_size, records, expect, json) -> topic info
+        self.seq = 0
+
+    @property
+    def fetch_props(self):
+        return [] if self.real else list(MOCK_FETCH_PROPS)
+
+    @property
+    def label(self):
+        return f"Apache Kafka {self.version}" if self.real else "librdkafka's mock cluster"
+
+    def missing(self):
+        """Why a real broker cannot start here, or None."""
+        jars = os.path.join(ROOT, "build", "kafka", self.version)
+        if not os.path.isdir(jars) or not any(f.endswith(".jar") for f in os.listdir(jars)):
+            return f"no jars in {os.path.relpath(jars, ROOT)}: run make kafka"
+        for tool in ("java", "kcat"):
+            if not shutil.which(tool):
+                return f"{tool} is not installed: run make kafka"
+        if not os.access(self.mock_bin, os.X_OK):
+            return f"{os.path.relpath(self.mock_bin, ROOT)} is missing (it produces the topics)"
+        return None
+
+    def start(self):
+        if not self.real:
+            return
+        why = self.missing()
+        if why:
+            raise BenchError(f"--kafka real: {why}")
+        logdir = os.path.join(self.logroot, "kafka")
+        os.makedirs(logdir, exist_ok=True)
+        t0 = time.monotonic()
+        self.launcher = Child("kafka-broker", [PYTHON, KAFKA_LAUNCHER, "--version", self.version],
+                              logdir, stdout_lines=True)
+        got = self.launcher.wait_line(lambda s: s == "ready", 180)
+        if not got:
+            self.launcher.stop(30)
+            raise BenchError(f"the Kafka broker was not ready within 180 s (launcher exit "
+                             f"{self.launcher.rc}): {excerpt(self.launcher.stderr_text())}")
+        tok = {}
+        for _, line in self.launcher.lines:
+            tok.update(kv_tokens(line))
+        self.pid = int(tok["pid"])
+        self.bootstrap = tok["bootstrap"]
+        self.info.update({"version": tok.get("version", self.version), "broker_pid": self.pid,
+                          "bootstrap": self.bootstrap,
+                          "format_ms": int(tok.get("format_ms", 0)) or None,
+                          "start_ms": int(tok.get("start_ms", 0)) or None,
+                          "launcher_to_ready_s": round(got[0] - t0, 2),
+                          "java": (subprocess.run(["java", "-version"], capture_output=True,
+                                                  text=True).stderr.splitlines() or [""])[0]})
+        log(f"kafka: {self.label} broker pid {self.pid} at {self.bootstrap}, ready "
+            f"{self.info['start_ms']} ms after its launch ({self.info['launcher_to_ready_s']} s "
+            "with the storage format)")
+        t0 = time.monotonic()
+        self.warm_up(logdir)
+        self.info["warmup_s"] = round(time.monotonic() - t0, 2)
+
+    def warm_up(self, logdir):
+        t = self.prefilled(logdir, 8, 100_000, 100, KAFKA_WARMUP_RECORDS)
+        kc = os.path.join(os.path.dirname(self.mock_bin), "kafka-ceiling")
+        if not os.access(kc, os.X_OK):
+            return
+        tool = Child("warmup-read", [kc, "-b", self.bootstrap, "-t", t["topic"], "-G",
+                                     f"warmup-{os.getpid()}", "-c", KAFKA_WARMUP_RECORDS],
+                     logdir)
+        if not tool.wait(60) or tool.rc != 0:
+            tool.stop()
+            raise BenchError(f"the warm-up read of the Kafka broker failed (exit {tool.rc}): "
+                             f"{excerpt(tool.stderr_text())}")
+
+    def stop(self):
+        if self.launcher:
+            self.launcher.stop(30)
+            self.info["launcher_exit"] = self.launcher.rc
+
+    def cpu_s(self):
+        """The broker JVM's CPU seconds so far (None on the mock)."""
+        return proc_cpu_s(self.pid) if self.real else None
+
+    def prefilled(self, logdir, partitions, keys, value_size, records, *, expect=False,
+                  json_values=False):
+        """A topic on the real broker holding `records` generated records
+        (seed 1, like the mock's), produced once by k2mc-mock -b and shared by
+        every caller asking for the same records: {"topic", "expect" (FILE or
+        None), "produced" (k2mc-mock's counts), "produce_s",
+        "broker_cpu_us_per_record_produced"}."""
+        key = (partitions, keys, value_size, records, expect, json_values)
+        if key in self.topics:
+            return self.topics[key]
+        self.seq += 1
+        topic = f"bench{self.seq}-p{partitions}-v{value_size}-k{keys}-n{records}" + (
+            "-json" if json_values else "")
+        exp = os.path.join(self.logroot, f"{topic}.expect") if expect else None
+        argv = [self.mock_bin, "-b", self.bootstrap, "--topic", f"{topic}:{partitions}",
+                "--keys", keys, "--value-size", value_size, "--seed", 1, "-q",
+                "--produce", records, "--exit-after-produce"]
+        if exp:
+            argv += ["--expect", exp]
+        if json_values:
+            argv.append("--json-values")
+        c0 = self.cpu_s()
+        t0 = time.monotonic()
+        prod = Child(f"produce-{topic}", argv, logdir, stdout_lines=True)
+        timeout = 120 + records / 20000
+        if not prod.wait(timeout):
+            prod.stop()
+            raise BenchError(f"k2mc-mock -b did not produce {records} records in {timeout:.0f} s")
+        got = prod.wait_line(lambda s: s.startswith("produced="), 1)
+        tok = kv_tokens(got[1]) if got else {}
+        if prod.rc != 0 or not got or tok.get("failed", "0") != "0" or \
+                int(tok.get("acked", 0)) < records:
+            raise BenchError(f"k2mc-mock -b did not produce topic {topic} (exit {prod.rc}): "
+                             f"{got and got[1]} {excerpt(prod.stderr_text())}")
+        info = {"topic": topic, "expect": exp,
+                "produced": {k: int(v) for k, v in tok.items() if v.isdigit()},
+                "produce_s": round(time.monotonic() - t0, 2),
+                "broker_cpu_us_per_record_produced": round((self.cpu_s() - c0) / records * 1e6,
+                                                           4)}
+        self.topics[key] = info
+        log(f"  kafka: topic {topic} produced ({fmt_count(records)} records in "
+            f"{info['produce_s']:.1f} s, broker {info['broker_cpu_us_per_record_produced']:.2f}"
+            " CPU-µs per record produced)")
+        return info
+
+    def fresh_topic(self, partitions):
+        self.seq += 1
+        return f"bench{self.seq}-p{partitions}-live"
+
+    def to_json(self):
+        return dict(self.info, topics=[dict(v, params=dict(zip(
+            ("partitions", "keys", "value_size", "records", "expect", "json_values"), k)))
+            for k, v in self.topics.items()])
+
+
 # ---------------------------------------------------------------------------
 # Cases: one measured configuration each, shared between the tables that show it
 
@@ -398,7 +587,7 @@ class Case:
         self.median = {}
         for k in ("rps", "mbps", "rps_wall", "seconds", "wall_s", "cpu_s", "cpu_per_m",
                   "maxrss_kib", "lat_p50", "lat_p99", "lat_p999", "offered_rps",
-                  "memcached_cpu_per_m", "feeder_cpu_s"):
+                  "memcached_cpu_per_m", "feeder_cpu_s", "broker_cpu_per_m"):
             vals = [r[k] for r in ok if r.get(k) is not None]
             if vals:
                 self.median[k] = statistics.median(vals)
@@ -455,10 +644,11 @@ class Tools:
 # One run of each kind
 
 class Bench:
-    def __init__(self, args, tools, logroot):
+    def __init__(self, args, tools, logroot, kafka):
         self.args = args
         self.tools = tools
         self.logroot = logroot
+        self.kafka = kafka
         self.failures = []
         self.skips = []
         self.seq = 0
@@ -470,6 +660,8 @@ class Bench:
         return d
 
     def feed_for(self, case):
+        if self.kafka.real:
+            return "prefill"  # no 5 MiB retention (parse_args refuses --feed paced)
         per_part = case.records / case.partitions * (case.value_size + KEY_LEN + RECORD_OVERHEAD)
         fits = per_part <= 0.9 * MOCK_RETENTION
         feed = self.args.feed
@@ -483,8 +675,21 @@ class Bench:
         return feed
 
     def start_mock(self, logdir, case, group, *, produce=True, stdin_control=False, rate=None):
-        argv = [self.tools.mock, "--topic", f"{TOPIC}:{case.partitions}", "--keys", case.keys,
-                "--value-size", case.value_size, "--seed", 1, "-q"]
+        """The records case reads: (k2mc-mock Child or None, bootstrap, feed, topic). On
+        the mock, a k2mc-mock holding the cluster; on a real broker, a topic
+        produced before the run (no process), or with produce=False a fresh
+        empty topic and a k2mc-mock -b producing on command."""
+        topic = TOPIC
+        argv = [self.tools.mock, "--keys", case.keys, "--value-size", case.value_size,
+                "--seed", 1, "-q"]
+        if self.kafka.real:
+            if produce:
+                t = self.kafka.prefilled(logdir, case.partitions, case.keys, case.value_size,
+                                         case.records)
+                return None, self.kafka.bootstrap, "prefill", t["topic"]
+            topic = self.kafka.fresh_topic(case.partitions)
+            argv += ["-b", self.kafka.bootstrap]
+        argv += ["--topic", f"{topic}:{case.partitions}"]
         feed = None
         if produce:
             feed = self.feed_for(case)
@@ -508,22 +713,23 @@ class Bench:
             if not got or kv_tokens(got[1]).get("failed", "0") != "0":
                 mock.stop()
                 raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
-        return mock, bootstrap, feed
+        return mock, bootstrap, feed, topic
 
-    def consumer_argv(self, case, bootstrap, group, port):
+    def consumer_argv(self, case, bootstrap, group, port, topic):
         n = case.records
         # The mock broker holds every fetch for the full fetch.wait.max.ms
         # (default 500 ms) even when data arrives; a real broker answers as
         # soon as fetch.min.bytes is there. The same setting for every
-        # Kafka reader keeps the comparison fair and latency meaningful.
-        fx = [f"-X{p}" for p in MOCK_FETCH_PROPS]
+        # Kafka reader keeps the comparison fair and latency meaningful
+        # (on the mock only: see MOCK_FETCH_PROPS).
+        fx = [f"-X{p}" for p in self.kafka.fetch_props]
         if case.tool == "kafka-ceiling":
-            return [self.tools.kafka_ceiling, "-b", bootstrap, "-t", TOPIC, "-G", group,
+            return [self.tools.kafka_ceiling, "-b", bootstrap, "-t", topic, "-G", group,
                     "-c", n] + fx
         if case.tool == "python":
-            return [PYTHON, self.tools.python_baseline, "-b", bootstrap, "-t", TOPIC, "-G", group,
+            return [PYTHON, self.tools.python_baseline, "-b", bootstrap, "-t", topic, "-G", group,
                     "-m", f"127.0.0.1:{port}", "-c", n] + fx
-        argv = [self.tools.k2mc, "-b", bootstrap, "-t", TOPIC, "-G", group,
+        argv = [self.tools.k2mc, "-b", bootstrap, "-t", topic, "-G", group,
                 "-m", f"127.0.0.1:{port}", "-c", n, "--writers", case.writers,
                 "--commit-interval-ms", K2MC_COMMIT_MS] + fx
         if case.rate is None:
@@ -619,24 +825,39 @@ class Bench:
         try:
             if case.tool != "kafka-ceiling":
                 mc, port = start_memcached(logdir)
-            mock, bootstrap, feed = self.start_mock(logdir, case, group)
+            mock, bootstrap, feed, topic = self.start_mock(logdir, case, group)
             res["feed"] = feed
+            res["topic"] = topic
             if feed == "paced":
                 res["pace_lead"] = pace_lead(case.value_size)
             res["started_unix_ms"] = int(time.time() * 1000)
-            tool = Child(case.tool, self.consumer_argv(case, bootstrap, group, port), logdir)
+            # the broker's CPU while it serves this reader alone: a prefilled
+            # topic (a paced mock also produces meanwhile)
+            broker = self.broker_cpu(mock) if feed == "prefill" else None
+            b0 = broker() if broker else None
+            tool = Child(case.tool, self.consumer_argv(case, bootstrap, group, port, topic),
+                         logdir)
             res["argv"] = tool.argv
             timeout = 30 + case.records / 10000
             if not tool.wait(timeout):
                 tool.stop()
                 raise BenchError(f"{case.tool} did not finish {case.records} records in "
                                  f"{timeout:.0f} s")
+            if broker:
+                res["broker_cpu_s"] = round(broker() - b0, 3)
             res.update(tool.stats())
             if case.tool == "k2mc":
                 self.take_k2mc(case, tool, res)
             else:
                 self.take_json(case, tool, res, seconds_key="seconds")
-            self.check_mock(mock, res, case.records)
+            if mock:
+                self.check_mock(mock, res, case.records)
+            else:  # checked when it was produced; the cache answers
+                res["produced"] = self.kafka.prefilled(logdir, case.partitions, case.keys,
+                                                       case.value_size,
+                                                       case.records)["produced"]
+            if res.get("broker_cpu_s") is not None and res.get("records"):
+                res["broker_cpu_per_m"] = round(res["broker_cpu_s"] / res["records"] * 1e6, 4)
         finally:
             if tool:
                 tool.stop(5)  # only when interrupted: a finished tool is reaped already
@@ -656,9 +877,9 @@ class Bench:
             mc, port = start_memcached(logdir)
             # an empty topic and a producer that waits for a command: the records
             # are produced once k2mc is assigned, so none waits for the group join
-            mock, bootstrap, _ = self.start_mock(logdir, case, group, produce=False,
-                                                 stdin_control=True, rate=case.rate)
-            tool = Child("k2mc", self.consumer_argv(case, bootstrap, group, port), logdir)
+            mock, bootstrap, _, topic = self.start_mock(logdir, case, group, produce=False,
+                                                        stdin_control=True, rate=case.rate)
+            tool = Child("k2mc", self.consumer_argv(case, bootstrap, group, port, topic), logdir)
             res["argv"] = tool.argv
             deadline = time.monotonic() + 60
             while not re.search(r"assigned \d+ partition", tool.stderr_text()):
@@ -765,6 +986,13 @@ class Bench:
         res["rps_wall"] = round(records / res["wall_s"], 1) if res.get("wall_s") else None
         res["cpu_per_m"] = round(res["cpu_s"] / records * 1e6, 4) if records else None
 
+    def broker_cpu(self, mock):
+        """A function returning the CPU seconds of the process that serves
+        the records: the real broker's JVM, or the mock's k2mc-mock."""
+        if self.kafka.real:
+            return self.kafka.cpu_s
+        return lambda: proc_cpu_s(mock.pid)
+
     @staticmethod
     def check_mock(mock, res, records):
         if mock.wait(0):
@@ -831,6 +1059,10 @@ def f_num(v, nd=1):
     return "-" if v is None else f"{v:,.{nd}f}"
 
 
+def f_us(v):
+    return "-" if v is None else f"{v:.3f} µs"
+
+
 def f_ratio(v):
     return "-" if v is None else f"{v:.2f}x"
 
@@ -847,20 +1079,20 @@ def vs(c, ceiling):
 def case_row(c, name=None, ceilings=(None, None)):
     m = c.median
     if c.skipped:
-        return [name or c.label, fmt_count(c.records), "skipped"] + ["-"] * 7
+        return [name or c.label, fmt_count(c.records), "skipped"] + ["-"] * 8
     okn, n = len(c.ok_runs()), len(c.runs)
     spread = ""
     if okn > 1 and m.get("rps"):
         spread = f" ±{(m['rps_max'] - m['rps_min']) / 2 / m['rps'] * 100:.0f}%"
     return [name or c.label, fmt_count(c.records), f"{okn}/{n}",
             f_rps(m.get("rps")) + spread, f_num(m.get("mbps")), f_rps(m.get("rps_wall")),
-            f_num(m.get("cpu_per_m"), 2),
+            f_num(m.get("cpu_per_m"), 2), f_num(m.get("broker_cpu_per_m"), 2),
             f_num(m["maxrss_kib"] / 1024 if "maxrss_kib" in m else None),
             vs(c, ceilings[0]), vs(c, ceilings[1])]
 
 
 THROUGHPUT_HEAD = ["configuration", "records", "runs ok", "records/s (median)", "MB/s",
-                   "records/s wall", "CPU s / M records", "peak RSS MiB",
+                   "records/s wall", "CPU s / M records", "broker CPU s / M", "peak RSS MiB",
                    "vs Kafka ceiling", "vs Memcached ceiling"]
 LATENCY_HEAD = ["configuration", "records", "runs ok", "offered records/s", "p50 ms", "p99 ms",
                 "p999 ms", "CPU s / M records", "peak RSS MiB"]
@@ -945,8 +1177,9 @@ VARIANT_NOTES = {
 
 
 class Report:
-    def __init__(self, mode, cases, sections, registry):
+    def __init__(self, mode, cases, sections, registry, real=False):
         self.mode = mode
+        self.real = real
         self.c = cases
         self.registry = registry
         self.sections = sections
@@ -984,9 +1217,12 @@ class Report:
         if rows:
             self.tables.append(("Side by side (100 B values, 8 partitions)", THROUGHPUT_HEAD, rows,
                                 "records/s: the tools' own clock (k2mc: since its group assignment); "
-                                "records/s wall: spawn to exit, group join included. The Kafka "
-                                "ceiling includes the feed: k2mc-mock produces on the same CPUs "
-                                "while the consumer reads, as it does for every Kafka reader here. "
+                                "records/s wall: spawn to exit, group join included. " +
+                                ("Every topic is produced before its readers start; broker CPU: "
+                                 "the broker JVM's while it serves the reader. " if self.real else
+                                 "The Kafka ceiling includes the feed: k2mc-mock produces on the "
+                                 "same CPUs while the consumer reads, as it does for every Kafka "
+                                 "reader here. ") +
                                 "'vs ... ceiling': median records/s over the ceiling's, measured on "
                                 "the same records in this run."))
         for title, key in (("k2mc vs --writers (8 partitions, 100 B)", "writers"),
@@ -1104,23 +1340,54 @@ class Report:
 
     def markdown(self, meta, env, plot_msg):
         g = env.get("git", {})
-        out = [f"# k2mc benchmark ({self.mode} mode)", "",
+        kf = meta.get("kafka", {})
+        real = kf.get("backend") == "real"
+        out = [f"# k2mc benchmark ({self.mode} mode" +
+               (f", Apache Kafka {kf.get('version')})" if real else ")"), "",
                f"{meta['finished']} · git {g.get('describe', '?')} · {env.get('nproc')} CPUs "
                f"({env.get('cpu_model') or '?'}) · kernel {env.get('kernel')} · "
-               f"{meta['duration_s']:.0f} s", "",
-               f"Every consumer reads a fresh k2mc-mock topic ({meta['feed_note']}) with a fresh "
-               f"group and writes to a fresh memcached; median of {meta['runs']} run(s). "
-               "CPU = user + sys of the measured process alone (os.wait4), peak RSS = ru_maxrss. "
-               "MB/s counts key + value bytes (MB = 10^6).", ""]
-        out += ["How measured:", "",
-                f"- every Kafka reader (ceiling, Python, k2mc) gets "
-                f"{' '.join('-X ' + p for p in MOCK_FETCH_PROPS)}: the mock broker holds each "
-                "fetch for the whole wait even when data is there (a real broker does not).",
+               f"{meta['duration_s']:.0f} s", ""]
+        if real:
+            out += [f"Kafka: one Apache Kafka {kf.get('version')} broker for the whole run "
+                    "(tests/kafka/kafka-broker: single-node KRaft, broker and controller in one "
+                    f"JVM, {kf.get('java') or 'java'}), on the same 2 cores as everything "
+                    f"else; ready {kf.get('start_ms')} ms after its launch (storage format "
+                    f"{kf.get('format_ms')} ms before that), then warmed up by "
+                    f"{fmt_count(KAFKA_WARMUP_RECORDS)} records produced and read once "
+                    f"({kf.get('warmup_s')} s). Every consumer reads a topic of it "
+                    f"({meta['feed_note']}) with a fresh group and writes to a fresh memcached; "
+                    f"median of {meta['runs']} run(s).", ""]
+        else:
+            out += [f"Every consumer reads a fresh k2mc-mock topic ({meta['feed_note']}) with a "
+                    f"fresh group and writes to a fresh memcached; median of {meta['runs']} "
+                    "run(s).", ""]
+        out += ["CPU = user + sys of the measured process alone (os.wait4), peak RSS = "
+                "ru_maxrss. MB/s counts key + value bytes (MB = 10^6).", ""]
+        fetch = (f"- every Kafka reader (ceiling, Python, k2mc) gets "
+                 f"{' '.join('-X ' + p for p in MOCK_FETCH_PROPS)}: the mock broker holds each "
+                 "fetch for the whole wait even when data is there (a real broker does not).")
+        if real:
+            fetch = ("- every Kafka reader keeps librdkafka's fetch defaults (no -X "
+                     "fetch.wait.max.ms=10, which the mock runs get): a real broker answers a "
+                     "fetch as soon as records are there, and 10 ms would only add empty fetch "
+                     "round trips to an idle reader, on the broker's CPU.")
+        out += ["How measured:", "", fetch,
+                "- broker CPU per record: utime + stime of the process that serves the topic "
+                "(the broker JVM on a real broker, k2mc-mock on the mock) from /proc/PID/stat "
+                "fields 14 and 15, from the reader's spawn to its exit (the group's join, "
+                "commits and leave included), over the records it read; only where the topic "
+                "was produced before the reader started.",
                 "- records/s: each tool's own clock; k2mc's is its summary line's records/s "
                 "since the group assignment, the ceilings and Python report theirs in JSON. "
-                "'records/s wall' is spawn to exit (the mock's group join, about 3 s, included).",
-                f"- feed: k2mc-mock --pace-group <the run's group> --pace-lead "
-                f"{', '.join(f'{v} ({fmt_bytes(b)})' for b, v in meta['pace_lead'].items())}; "
+                "'records/s wall' is spawn to exit (the group join included" +
+                (")." if real else ": about 3 s on the mock)."),
+                (f"- feed: k2mc-mock --pace-group <the run's group> --pace-lead "
+                 f"{', '.join(f'{v} ({fmt_bytes(b)})' for b, v in meta['pace_lead'].items())}; "
+                 if not real else
+                 "- feed: each topic produced once, before its first reader, by k2mc-mock -b "
+                 "(the mock runs' generator and seed), with the record counts of the mock runs "
+                 "(sized for its 5 MiB per partition) so that the two backends' tables compare "
+                 "row by row; ") +
                 f"k2mc: --commit-interval-ms {K2MC_COMMIT_MS} -q "
                 f"{' '.join(meta['k2mc_args'])}".rstrip(),
                 "- Memcached ceiling: mc-ceiling --sweep on up to "
@@ -1129,7 +1396,7 @@ class Report:
                 "- latency: k2mc joins an empty topic; once it logs its assignment k2mc-mock "
                 "produces at the offered rate (--rate); p50/p99/p999 from k2mc's summary, "
                 "Kafka record timestamp to Memcached acknowledgement."]
-        if self.mode == "quick":
+        if self.mode == "quick" and not real:
             out.append("- quick mode: one run each; the mock produces up to --pace-lead records "
                        "per partition ahead while the group joins (about 240k at 8 partitions), "
                        "so part of a short run reads a backlog: indicative, noisier than the "
@@ -1212,6 +1479,8 @@ def template_costs(build, bench, quick):
         cmd = [sys.executable, os.path.join(ROOT, "bench", "template_cost.py"), "--json"]
         if quick:
             cmd += ["--quick", "--runs", "1"]
+        if bench.kafka.real:
+            cmd += ["--bootstrap", bench.kafka.bootstrap]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True)
         rows["end_to_end"] = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
         tables.append(("Templates: k2mc end to end per --key/--value (template_cost.py)",
@@ -1257,13 +1526,6 @@ def placement_costs(build, bench):
 TRANSPORTS_HEAD = ["transport", "sets/s", "client CPU per set", "memcached CPU per set"]
 TRANSPORT_RECORDS = 500_000
 TRANSPORT_ROUNDS = 3
-
-
-def _proc_cpu_s(pid):
-    """utime + stime of a process, in seconds (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def transport_costs(build, bench):
@@ -1314,7 +1576,7 @@ def transport_costs(build, bench):
                         "100000", "--value-size", "100", "--batch", "1000"]
                 deadline = time.monotonic() + 10
                 while True:  # until the server listens
-                    c0 = _proc_cpu_s(p.pid)
+                    c0 = proc_cpu_s(p.pid)
                     out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
                     if out.returncode == 0 or time.monotonic() > deadline:
                         break
@@ -1322,7 +1584,7 @@ def transport_costs(build, bench):
                 if out.returncode != 0:
                     raise BenchError(f"mc-ceiling over {name}: {out.stderr.strip()}")
                 j = json.loads(out.stdout.strip().splitlines()[-1])
-                j["server_cpu_s"] = _proc_cpu_s(p.pid) - c0
+                j["server_cpu_s"] = proc_cpu_s(p.pid) - c0
                 runs[name].append(j)
         for name, rs in runs.items():
             med = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
@@ -1384,23 +1646,29 @@ def refill_costs(build, bench, quick, k2mc=None):
             mc, port = start_memcached(logdir)
             procs.append(mc)
             ports.append(port)
-        mock = Child("k2mc-mock-refill", [tools.mock, "--topic", f"{TOPIC}:{parts}", "--keys", n,
-                                          "--value-size", 100, "--seed", 1, "-q", "--produce",
-                                          n], logdir, stdout_lines=True)
-        procs.append(mock)
-        got = mock.wait_line(lambda x: x.startswith("bootstrap="), 30)
-        if not got:
-            raise BenchError(f"k2mc-mock printed no bootstrap= line: {excerpt(mock.stderr_text())}")
-        bootstrap = got[1].split("=", 1)[1].strip()
-        got = mock.wait_line(lambda x: x.startswith("produced="), 60 + n / 20000)
-        if not got or kv_tokens(got[1]).get("failed", "0") != "0":
-            raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
+        topic = TOPIC
+        if bench.kafka.real:
+            bootstrap = bench.kafka.bootstrap
+            topic = bench.kafka.prefilled(logdir, parts, n, 100, n)["topic"]
+        else:
+            mock = Child("k2mc-mock-refill", [tools.mock, "--topic", f"{TOPIC}:{parts}", "--keys",
+                                              n, "--value-size", 100, "--seed", 1, "-q",
+                                              "--produce", n], logdir, stdout_lines=True)
+            procs.append(mock)
+            got = mock.wait_line(lambda x: x.startswith("bootstrap="), 30)
+            if not got:
+                raise BenchError("k2mc-mock printed no bootstrap= line: "
+                                 f"{excerpt(mock.stderr_text())}")
+            bootstrap = got[1].split("=", 1)[1].strip()
+            got = mock.wait_line(lambda x: x.startswith("produced="), 60 + n / 20000)
+            if not got or kv_tokens(got[1]).get("failed", "0") != "0":
+                raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
         counters = [McCounter(p) for p in ports]
         js = os.path.join(logdir, "refill-stats.json")
-        argv = [k2mc, "-b", bootstrap, "-t", TOPIC, "-G", f"refill-{os.getpid()}", "-m",
+        argv = [k2mc, "-b", bootstrap, "-t", topic, "-G", f"refill-{os.getpid()}", "-m",
                 ",".join(f"127.0.0.1:{p}" for p in ports), "-o", "beginning", "--refill",
                 "--stats-interval-ms", "100", "--stats-json", js, "-v"]
-        argv += [f"-X{p}" for p in MOCK_FETCH_PROPS]
+        argv += [f"-X{p}" for p in bench.kafka.fetch_props]
         k = Child("k2mc-refill", argv, logdir)
         procs.append(k)
 
@@ -1704,7 +1972,8 @@ class CostCase:
         ok = [r for r in self.runs if r.get("ok")]
         self.median = {}
         for k in ("sustained_rps", "own_rps", "cpu_s", "cpu_us_per_record", "hwm_kib",
-                  "writes_per_record", "memcached_cpu_us_per_write", "coalesced"):
+                  "writes_per_record", "memcached_cpu_us_per_write", "coalesced",
+                  "broker_cpu_us_per_record"):
             vals = [r[k] for r in ok if r.get(k) is not None]
             if vals:
                 self.median[k] = statistics.median(vals)
@@ -1728,17 +1997,29 @@ def run_cost(bench, c, idx):
     res = {"run": idx, "ok": False}
     logdir = bench.rundir(c, idx)
     res["logdir"] = logdir
-    mc = mock = tool = counter = hwm = None
+    mc = mock = tool = counter = hwm = broker = None
+    kafka = bench.kafka
+    pinned = False
     t_start = time.monotonic()
     try:
         if c.tool != "kafka-ceiling":
             mc, port = start_memcached(logdir)
+        group = f"cost-{c.slug}-{idx}-{os.getpid()}-{int(time.time() * 1000)}"
+        topic = TOPIC
         if c.tool == "mc-ceiling":
             argv = [tools.mc_ceiling, "-m", f"127.0.0.1:{port}", "--records", c.records,
                     "--keys", c.keys, "--value-size", c.value_size, "--blast",
                     "--conns", COST_CEILING_CONNS]
+        elif kafka.real:
+            # produced once for every case and run that reads the same records
+            t = kafka.prefilled(logdir, c.partitions, c.keys, c.value_size, c.records,
+                                expect=c.expect)
+            bootstrap, topic = kafka.bootstrap, t["topic"]
+            res["topic"] = topic
+            if c.expect:
+                res["expect_file"] = t["expect"]
+            broker = kafka.cpu_s
         else:
-            group = f"cost-{c.slug}-{idx}-{os.getpid()}-{int(time.time() * 1000)}"
             margv = [tools.mock, "--topic", f"{TOPIC}:{c.partitions}", "--keys", c.keys,
                      "--value-size", c.value_size, "--seed", 1, "-q", "--produce", c.records]
             if c.expect:
@@ -1756,24 +2037,31 @@ def run_cost(bench, c, idx):
                 raise BenchError(f"k2mc-mock did not produce the topic: {got and got[1]}")
             if c.expect:
                 mock.wait_line(lambda s: s.startswith("expect="), 60)
-            fx = [f"-X{p}" for p in MOCK_FETCH_PROPS]
+            # the topic is produced: from here on the mock's CPU is serving
+            broker = bench.broker_cpu(mock)
+        if c.tool != "mc-ceiling":
+            fx = [f"-X{p}" for p in kafka.fetch_props]
             if c.tool == "kafka-ceiling":
-                argv = [tools.kafka_ceiling, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                argv = [tools.kafka_ceiling, "-b", bootstrap, "-t", topic, "-G", group,
                         "-c", c.records] + fx
             elif c.tool == "python":
-                argv = [PYTHON, tools.python_baseline, "-b", bootstrap, "-t", TOPIC, "-G",
+                argv = [PYTHON, tools.python_baseline, "-b", bootstrap, "-t", topic, "-G",
                         group, "-m", f"127.0.0.1:{port}", "-c", c.records] + fx
             else:
-                argv = [c.k2mc or tools.k2mc, "-b", bootstrap, "-t", TOPIC, "-G", group,
+                argv = [c.k2mc or tools.k2mc, "-b", bootstrap, "-t", topic, "-G", group,
                         "-m", f"127.0.0.1:{port}", "-c", c.records, "-q"] + fx + c.args
         if c.taskset:
             argv = ["taskset", "-c", c.taskset["tool"]] + [str(a) for a in argv]
-            for srv in (mc, mock):
-                if srv:
-                    subprocess.run(["taskset", "-a", "-p", "-c", c.taskset["servers"],
-                                    str(srv.pid)], capture_output=True, check=False)
+            pids = [srv.pid for srv in (mc, mock) if srv]
+            if kafka.real and c.tool != "mc-ceiling":
+                pids.append(kafka.pid)  # every thread of the JVM; restored below
+                pinned = True
+            for pid in pids:
+                subprocess.run(["taskset", "-a", "-p", "-c", c.taskset["servers"],
+                                str(pid)], capture_output=True, check=False)
         if mc:
             counter = McCounter(port)
+        b0 = broker() if broker else None
         env_pre = os.environ.get("LD_PRELOAD")
         if c.preload:
             os.environ["LD_PRELOAD"] = c.preload
@@ -1791,6 +2079,11 @@ def run_cost(bench, c, idx):
         if not tool.wait(timeout):
             tool.stop()
             raise BenchError(f"{c.tool} did not finish {c.records} records in {timeout:.0f} s")
+        if broker:
+            # from the reader's spawn to its exit: serving, the group's join,
+            # commits and leave; divided by the records it was asked for
+            res["broker_cpu_s"] = round(broker() - b0, 3)
+            res["broker_cpu_us_per_record"] = round(res["broker_cpu_s"] / c.records * 1e6, 4)
         res["hwm_kib"] = hwm.finish() or None
         hwm = None
         st = tool.stats()
@@ -1846,6 +2139,10 @@ def run_cost(bench, c, idx):
             counter.finish()
         if tool:
             tool.stop(5)
+        if pinned:
+            subprocess.run(["taskset", "-a", "-p", "-c", ",".join(
+                map(str, sorted(os.sched_getaffinity(0)))), str(kafka.pid)],
+                capture_output=True, check=False)
         if mock:
             mock.stop()
             res["feeder_cpu_s"] = mock.stats()["cpu_s"] if mock.rusage else None
@@ -1861,6 +2158,8 @@ def run_cost(bench, c, idx):
                  else None,
                  f"own clock {res['own_rps']:,.0f} rec/s" if res.get("own_rps") else None,
                  f"cpu {res['cpu_us_per_record']:.3f} µs/rec",
+                 f"broker {res['broker_cpu_us_per_record']:.3f} µs/rec"
+                 if res.get("broker_cpu_us_per_record") is not None else None,
                  f"hwm {res['hwm_kib'] / 1024:.0f} MiB" if res.get("hwm_kib") else None,
                  f"writes/rec {res['writes_per_record']:.3f}" if res.get("writes") else None]
         log(f"  {c.name} ({c.partitions} part.) run {idx}: "
@@ -1888,13 +2187,14 @@ def run_cost_cases(bench, cases, runs):
 
 
 COST_HEAD = ["configuration", "partitions", "records", "runs ok", "sustained records/s",
-             "CPU µs / record", "peak RSS MiB", "writes / record", "vs Memcached ceiling"]
+             "CPU µs / record", "broker CPU µs / record", "peak RSS MiB", "writes / record",
+             "vs Memcached ceiling"]
 
 
 def cost_row(c, ceiling):
     m = c.median
     if c.skipped:
-        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 5
+        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 6
     sp = lambda k: f" ±{m[k + '_spread'] * 100:.0f}%" if m.get(k + "_spread") else ""  # noqa
     rate = m.get("sustained_rps")
     rate_s = (f_rps(rate) + sp("sustained_rps") if rate else
@@ -1902,6 +2202,7 @@ def cost_row(c, ceiling):
     cr = ceiling.median.get("sustained_rps") if ceiling and not ceiling.skipped else None
     return [c.name, c.partitions, fmt_count(c.records), f"{m.get('ok', 0)}/{len(c.runs)}",
             rate_s, f_num(m.get("cpu_us_per_record"), 3) + sp("cpu_us_per_record"),
+            f_num(m.get("broker_cpu_us_per_record"), 3) + sp("broker_cpu_us_per_record"),
             f_num(m["hwm_kib"] / 1024 if m.get("hwm_kib") else None),
             f_num(m.get("writes_per_record"), 3),
             f"{rate / cr:.2f}x" if rate and cr and c.tool != "mc-ceiling" else "-"]
@@ -1940,6 +2241,7 @@ def cost_section(bench, mode, runs, n_cap):
         p_rate = get(cs["py"], "sustained_rps")
         k_cpu, p_cpu = get(cs["k2"], "cpu_us_per_record"), get(cs["py"], "cpu_us_per_record")
         kc_cpu, mc_cpu = get(cs["kc"], "cpu_us_per_record"), get(cs["mc"], "cpu_us_per_record")
+        brk = {k: get(cs[k], "broker_cpu_us_per_record") for k in ("kc", "py", "k2")}
         floor = kc_cpu + mc_cpu if kc_cpu is not None and mc_cpu is not None else None
         ratios[p] = {"k2mc_over_mc_ceiling": div(k_rate, m_rate),
                      "k2mc_over_python_rate": div(k_rate, p_rate),
@@ -1947,7 +2249,9 @@ def cost_section(bench, mode, runs, n_cap):
                      "k2mc_cpu_over_floor": div(k_cpu, floor),
                      "floor_us": floor, "k2mc_us": k_cpu, "python_us": p_cpu,
                      "k2mc_rps": k_rate, "mc_ceiling_rps": m_rate, "python_rps": p_rate,
-                     "k2mc_hwm_mib": (get(cs["k2"], "hwm_kib") or 0) / 1024 or None}
+                     "k2mc_hwm_mib": (get(cs["k2"], "hwm_kib") or 0) / 1024 or None,
+                     "broker_us_k2mc": brk["k2"], "broker_us_kafka_ceiling": brk["kc"],
+                     "broker_us_python": brk["py"]}
         r = ratios[p]
         x = r["k2mc_over_mc_ceiling"]
         target(f"{p} partitions: sustained rate >= {TARGET_COST_CEILING} x Memcached ceiling", x,
@@ -1987,10 +2291,12 @@ def cost_section(bench, mode, runs, n_cap):
            f"{'exact' if exact else 'NOT exact' if exact is not None else 'not checked'}")
     tables.append(("Hot keys: coalescing", ["configuration", "partitions", "records", "keys",
                                             "writes per record", "records/s (k2mc's clock)",
-                                            "CPU µs / record", "final state"],
+                                            "CPU µs / record", "broker CPU µs / record",
+                                            "final state"],
                    [[hot.name, hot.partitions, fmt_count(hot.records), hot.keys,
                      f_num(wpr, 3), f_rps(get(hot, "own_rps")),
                      f_num(get(hot, "cpu_us_per_record"), 3),
+                     f_num(get(hot, "broker_cpu_us_per_record"), 3),
                      "exact" if exact else "-" if exact is None else "NOT exact"]], None))
     return tables, ratios, targets, allc
 
@@ -1998,11 +2304,15 @@ def cost_section(bench, mode, runs, n_cap):
 def cost_ratio_lines(ratios):
     out = []
     for p, r in ratios.items():
-        out.append(f"{p} partitions: k2mc / Memcached ceiling {f_ratio(r['k2mc_over_mc_ceiling'])}"
+        out.append(f"{p} partitions: k2mc {f_us(r.get('k2mc_us'))} CPU per record; "
+                   f"k2mc / Memcached ceiling {f_ratio(r['k2mc_over_mc_ceiling'])}"
                    f"; k2mc / Python rate {f_ratio(r['k2mc_over_python_rate'])}; Python CPU / "
                    f"k2mc CPU {f_ratio(r['python_cpu_over_k2mc_cpu'])}; k2mc CPU / floor "
                    f"(Kafka ceiling + Memcached ceiling client) "
-                   f"{f_ratio(r['k2mc_cpu_over_floor'])}")
+                   f"{f_ratio(r['k2mc_cpu_over_floor'])}; broker CPU per record served to "
+                   f"k2mc {f_us(r.get('broker_us_k2mc'))} (Kafka ceiling "
+                   f"{f_us(r.get('broker_us_kafka_ceiling'))}, Python "
+                   f"{f_us(r.get('broker_us_python'))})")
     return out
 
 
@@ -2124,11 +2434,28 @@ def parse_args(argv):
     ap.add_argument("--no-sweep", action="store_true",
                     help="run mc-ceiling with its default batch/conns instead of --sweep first")
     ap.add_argument("--build", default="build", help="directory with the tools (default build)")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"),
-                    help="results directory (default bench/results)")
+    ap.add_argument("--kafka", choices=["mock", "real"], default="mock",
+                    help="mock: librdkafka's mock cluster, a k2mc-mock process per run "
+                         "(default); real: one Apache Kafka broker for the whole run "
+                         "(tests/kafka/kafka-broker; `make kafka` fetches it), every topic "
+                         "produced before its readers, the broker's CPU per record served "
+                         "recorded")
+    ap.add_argument("--kafka-version",
+                    default=os.environ.get("K2MC_KAFKA_VERSION") or KAFKA_DEFAULT_VERSION,
+                    help="the broker's version with --kafka real, from build/kafka/VERSION "
+                         f"(default $K2MC_KAFKA_VERSION or {KAFKA_DEFAULT_VERSION})")
+    ap.add_argument("--out", help="results directory (default bench/results; with --kafka "
+                                  "real, bench/results/real-MODE)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep every process's stdout/stderr (kept anyway when a run fails)")
     args = ap.parse_args(argv)
+    if args.kafka == "real" and args.feed == "paced":
+        ap.error("--feed paced is for the mock's retention; a real broker's topics are "
+                 "produced before the run")
+    if args.out is None:
+        args.out = os.path.join(ROOT, "bench", "results")
+        if args.kafka == "real":
+            args.out = os.path.join(args.out, f"real-{args.mode}")
     if args.runs is not None and args.runs < 1:
         ap.error("--runs must be >= 1")
     if args.records is not None and args.records < 1000:
@@ -2154,11 +2481,18 @@ def main(argv):
     logroot = tempfile.mkdtemp(prefix="k2mc-bench.")
     env = environment(tools)
     log(f"k2mc bench, {args.mode} mode: {fmt_count(n)} records, {runs} run(s) per configuration, "
-        f"sections {','.join(args.sections)}; logs in {logroot}")
-    if not tools.mock_paces:
+        f"sections {','.join(args.sections)}; Kafka: {args.kafka}; logs in {logroot}")
+    kafka = Kafka(args.kafka, args.kafka_version, logroot, tools.mock)
+    try:
+        kafka.start()
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        log(f"logs kept in {logroot}")
+        return 1
+    if not tools.mock_paces and not kafka.real:
         log("note: k2mc-mock has no --pace-group: topics are written before the consumer starts "
             "where they fit the mock's 5 MiB per partition, skipped where they do not")
-    bench = Bench(args, tools, logroot)
+    bench = Bench(args, tools, logroot, kafka)
     registry = {}
 
     def case(tool, **kw):
@@ -2257,7 +2591,7 @@ def main(argv):
                 f"[{time.monotonic() - t_start:.0f} s]")
             bench.run_case(lc, runs)
 
-    report = Report(args.mode, cases, args.sections, registry)
+    report = Report(args.mode, cases, args.sections, registry, kafka.real)
     report.build()
     report.cost_tables, report.cost_ratios, report.cost_targets = cost[0], cost[1], cost[2]
     transports = (transport_costs(args.build, bench) if "transports" in args.sections
@@ -2274,6 +2608,7 @@ def main(argv):
               if "refill" in args.sections else (None, {}))
     if refill[0]:
         report.tables.append(refill[0])
+    kafka.stop()
     # every section counted, the ones measured after the report's cases too
     finished = time.time()
     duration = time.monotonic() - t_start
@@ -2283,13 +2618,17 @@ def main(argv):
     feed_note = ("fed while it is read, at most --pace-lead records per partition ahead of the "
                  "group's commits" if tools.mock_paces and args.feed != "prefill" else
                  "written before the consumer starts")
+    if kafka.real:
+        feed_note = ("produced before the run by k2mc-mock -b, once for every reader of the "
+                     "same records")
     meta = {"mode": args.mode, "records": n, "runs": runs, "sections": args.sections,
             "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "finished": datetime.datetime.fromtimestamp(finished).isoformat(timespec="seconds"),
             "duration_s": round(duration, 1), "feed": args.feed, "feed_note": feed_note,
             "skipped": bench.skips, "failures": bench.failures, "plot": png,
             "pace_lead": {b: pace_lead(b) for b in (100, 1024, 10240)},
-            "k2mc_args": args.k2mc_arg,
+            "k2mc_args": args.k2mc_arg, "kafka": kafka.to_json(),
+            "fetch_props": kafka.fetch_props,
             "argv": sys.argv}
     result = {
         "schema": 1, "meta": meta, "environment": env,
@@ -2298,6 +2637,11 @@ def main(argv):
                    "rps": "tool's own clock: k2mc since its group assignment (summary line), "
                           "others their JSON 'rps'; rps_wall: spawn to exit",
                    "cpu": "ru_utime + ru_stime of the measured process (os.wait4)",
+                   "broker_cpu": "utime + stime of the process serving the records (the real "
+                                 "broker's JVM, or the mock's k2mc-mock) from /proc/PID/stat "
+                                 "fields 14 and 15, from the reader's spawn to its exit, over "
+                                 "the records it read; only where the topic was produced "
+                                 "before the reader started",
                    "median": "per metric over the runs that succeeded"},
         "cases": [c.to_json() for c in registry.values()],
         "tables": {k: ([x.slug for x in v] if isinstance(v, list) else v.slug)

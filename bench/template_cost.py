@@ -5,9 +5,11 @@ another k2mc build with the default templates: today's hot path against the
 one before templates), in turns, median of --runs. CPU per record is k2mc's
 own user+sys time (wait4 on the child) over the records it wrote; the rate
 is the summary line's (records/s since assignment). The mock cluster runs in
-its own process. Prints a table, or with --json one object per row.
+its own process; with --bootstrap, the topics go to that existing cluster
+instead (a real broker: bench.py --kafka real), produced by k2mc-mock -b.
+Prints a table, or with --json one object per row.
 
-Usage: bench/template_cost.py [--before BIN] [--runs N] [--json]
+Usage: bench/template_cost.py [--before BIN] [--runs N] [--json] [--bootstrap B]
 Not part of `make test`; never fails on a number."""
 import argparse
 import json
@@ -43,9 +45,10 @@ def wait_port(port, timeout=10.0):
 
 
 class World:
-    """memcached and a k2mc-mock holding one prefilled topic."""
+    """memcached and a k2mc-mock holding one prefilled topic (or, given
+    bootstrap, a topic produced to that cluster by k2mc-mock -b)."""
 
-    def __init__(self, tmp, parts, records, value_size, json_values):
+    def __init__(self, tmp, parts, records, value_size, json_values, bootstrap=None):
         self.tmp = tmp
         self.port = free_port()
         args = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "2048",
@@ -54,9 +57,16 @@ class World:
             args += ["-u", "nobody"]
         self.mc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
-        margs = [os.path.join(ROOT, "build/k2mc-mock"), "--topic", "events:%d" % parts,
-                 "--produce", str(records), "--keys", str(records), "--value-size",
-                 str(value_size), "--stdin-control", "-q"]
+        self.topic = "events"
+        margs = [os.path.join(ROOT, "build/k2mc-mock")]
+        if bootstrap:
+            # a topic of its own on a cluster that outlives this run
+            self.topic = "tmpl-%d-%d-v%d%s" % (os.getpid(), int(time.time() * 1000), value_size,
+                                               "-json" if json_values else "")
+            margs += ["-b", bootstrap]
+        margs += ["--topic", "%s:%d" % (self.topic, parts), "--produce", str(records), "--keys",
+                  str(records), "--value-size", str(value_size), "-q",
+                  "--exit-after-produce" if bootstrap else "--stdin-control"]
         if json_values:
             margs.append("--json-values")
         self.mock = subprocess.Popen(margs, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -88,7 +98,7 @@ class World:
 
 
 def run_k2mc(world, binary, group, extra):
-    args = [binary, "-b", world.bootstrap, "-t", "events", "-G", group, "-m",
+    args = [binary, "-b", world.bootstrap, "-t", world.topic, "-G", group, "-m",
             "127.0.0.1:%d" % world.port, "-e", "-o", "beginning", "--stats-interval-ms", "0",
             "-q"] + extra
     err = os.path.join(world.tmp, group + ".err")
@@ -113,6 +123,8 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true",
                     help="fewer records, 100-byte values only (make bench-quick stays under 2 min)")
+    ap.add_argument("--bootstrap", help="an existing Kafka cluster for the topics (default: "
+                                        "a mock cluster per topic)")
     a = ap.parse_args()
     after = os.path.join(ROOT, "build/k2mc")
     # (value bytes, partitions, records): within the mock's 5 MiB per partition
@@ -133,7 +145,7 @@ def main():
                 cases.append(("--key 'user:{json:/id}' --value '{json:/profile}'", after,
                               ["--key", "user:{json:/id}", "--value", "{json:/profile}"]))
             tmp = tempfile.mkdtemp(prefix="k2mc-tmpl-")
-            world = World(tmp, parts, records, size, json_values)
+            world = World(tmp, parts, records, size, json_values, a.bootstrap)
             try:
                 res = {c[0]: [] for c in cases}
                 for r in range(a.runs):
