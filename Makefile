@@ -768,3 +768,8 @@ RETENTION_INTEG := retention
 INTEG_TESTS     += $(RETENTION_INTEG)
 INTEG_BINS      += $(RETENTION_INTEG:%=build/tests/test_%)
 integration: $(RETENTION_INTEG:%=build/tests/test_%)
+
+# ---- issue 23, item 5: --check-config against the start ---------------------
+# test_config runs build/k2mc (K2MC_BIN overrides) with and without
+# --check-config and expects the same stop: the unit suites need it built.
+unit: build/k2mc

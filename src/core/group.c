@@ -617,18 +617,6 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 	k2mc_log_kafka("kafka", level, fac, buf);
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
-		    size_t errlen)
-{
-	char e[256];
-
-	if (rd_kafka_conf_set(conf, name, val, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
-		snprintf(err, errlen, "-X %s=%s: %s", name, val, e);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 /* librdkafka's prefetch, per partition queue (k2mc detaches each
  * partition's queue, so the limits apply per partition), derived from the
  * byte budget; -X sets any of them and wins (applied after these).
@@ -657,28 +645,71 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, ch
  *   backlog (perf/FINDINGS.md: 16 partitions, 500k records, mock: 1.4-1.6
  *   s with 100 ms against 3.4-3.9 s with 500). An idle consumer sends 10
  *   fetches a second per broker instead of 2. */
-static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,
-			     size_t errlen)
+struct prefetch {
+	char kbytes[24], messages[24];
+};
+
+static void prefetch_defaults(const struct k2mc_config *cfg, struct prefetch *pf)
 {
 	uint64_t kb = cfg->max_buffer_bytes / PREFETCH_SHARE / 1024;
-	char v[32];
 
 	if (kb < PREFETCH_MIN_KBYTES)
 		kb = PREFETCH_MIN_KBYTES;
 	if (kb > PREFETCH_MAX_KBYTES)
 		kb = PREFETCH_MAX_KBYTES;
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)kb);
-	if (conf_set(conf, "queued.max.messages.kbytes", v, err, errlen))
-		return -EINVAL;
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
-	if (conf_set(conf, "queued.min.messages", v, err, errlen))
-		return -EINVAL;
-	if (conf_set(conf, "fetch.wait.max.ms", STR(FETCH_WAIT_MAX_MS), err, errlen))
-		return -EINVAL;
-	if (rd_kafka_version() >= K2MC_RDKAFKA_FETCH_BACKOFF &&
-	    conf_set(conf, "fetch.queue.backoff.ms", STR(FETCH_QUEUE_BACKOFF_MS), err, errlen))
-		return -EINVAL;
-	return 0;
+	snprintf(pf->kbytes, sizeof(pf->kbytes), "%llu", (unsigned long long)kb);
+	snprintf(pf->messages, sizeof(pf->messages), "%llu",
+		 (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
+}
+
+/* Offsets are ours to commit: only watermarks, never librdkafka's idea of
+ * "consumed".
+ * auto.offset.reset=earliest whatever -o says: librdkafka applies it to a
+ * partition with no committed offset and also to one whose offset has left
+ * the log (retention deleted it while k2mc was stopped or behind:
+ * OFFSET_OUT_OF_RANGE). That one must resume at its oldest surviving record,
+ * since a cache that skips survivors keeps values older than the log's; -o
+ * end is applied by on_assign instead, to partitions with no committed offset
+ * only. librdkafka reports such a reset as a log line only.
+ * auto.offset.reset=error would report it as ERR__AUTO_OFFSET_RESET on the
+ * partition's queue, but leaves the partition unfetched (rd_kafka_seek
+ * refuses it: __STATE) until it is assigned again, which in an eager group
+ * means every partition; so the consumer thread counts the loss from the
+ * offsets and the log start (consumer.c, note_gap). Then the prefetch
+ * defaults above, then every -X (config.c's builder). */
+rd_kafka_conf_t *k2mc_group_conf(const struct k2mc_config *cfg, char *err, size_t errlen)
+{
+	struct prefetch pf;
+	const char *own[32];
+	int n = 0;
+
+	prefetch_defaults(cfg, &pf);
+	own[n++] = "bootstrap.servers";
+	own[n++] = cfg->brokers;
+	own[n++] = "group.id";
+	own[n++] = cfg->group;
+	own[n++] = "client.id";
+	own[n++] = "k2mc";
+	own[n++] = "enable.auto.commit";
+	own[n++] = "false";
+	own[n++] = "enable.auto.offset.store";
+	own[n++] = "false";
+	own[n++] = "auto.offset.reset";
+	own[n++] = "earliest";
+	own[n++] = "enable.partition.eof";
+	own[n++] = cfg->exit_at_eof ? "true" : "false";
+	own[n++] = "queued.max.messages.kbytes";
+	own[n++] = pf.kbytes;
+	own[n++] = "queued.min.messages";
+	own[n++] = pf.messages;
+	own[n++] = "fetch.wait.max.ms";
+	own[n++] = STR(FETCH_WAIT_MAX_MS);
+	if (rd_kafka_version() >= K2MC_RDKAFKA_FETCH_BACKOFF) {
+		own[n++] = "fetch.queue.backoff.ms";
+		own[n++] = STR(FETCH_QUEUE_BACKOFF_MS);
+	}
+	own[n] = NULL;
+	return k2mc_config_rdkafka(cfg, "consumer", own, err, errlen);
 }
 
 /* SASL/SCRAM through a librdkafka that Kafka 4 refuses (make RDKAFKA=system
@@ -699,61 +730,87 @@ static void warn_old_scram(rd_kafka_conf_t *conf)
 		  mech, rd_kafka_version_str());
 }
 
+/* The check's handle says nothing: its warnings (no bootstrap.servers) are
+ * about the check itself. */
+static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	(void)level;
+	(void)fac;
+	(void)buf;
+}
+
+/* SASL set-ups that act when the handle is made: GSSAPI runs kinit,
+ * OAUTHBEARER with sasl.oauthbearer.method=oidc fetches a token. */
+static int sasl_acts_at_start(rd_kafka_conf_t *conf)
+{
+	char proto[32], mech[32], method[32];
+	size_t n;
+
+	n = sizeof(proto);
+	if (rd_kafka_conf_get(conf, "security.protocol", proto, &n) != RD_KAFKA_CONF_OK ||
+	    strncasecmp(proto, "sasl", 4) != 0)
+		return 0;
+	n = sizeof(mech);
+	if (rd_kafka_conf_get(conf, "sasl.mechanisms", mech, &n) != RD_KAFKA_CONF_OK)
+		return 0;
+	if (strcasecmp(mech, "GSSAPI") == 0)
+		return 1;
+	n = sizeof(method);
+	return strcasecmp(mech, "OAUTHBEARER") == 0 &&
+	       rd_kafka_conf_get(conf, "sasl.oauthbearer.method", method, &n) == RD_KAFKA_CONF_OK &&
+	       strcasecmp(method, "oidc") == 0;
+}
+
+int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, int *partial)
+{
+	rd_kafka_conf_t *conf = k2mc_group_conf(cfg, err, errlen);
+	rd_kafka_t *rk;
+	char e[512];
+
+	*partial = 0;
+	if (conf == NULL)
+		return -EINVAL;
+	if (sasl_acts_at_start(conf)) {
+		*partial = 1;
+		rd_kafka_conf_destroy(conf);
+		return 0;
+	}
+	/* no broker to connect to; everything else as the run has it */
+	if (rd_kafka_conf_set(conf, "bootstrap.servers", "", e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "consumer: bootstrap.servers: %s", e);
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+	if (rk == NULL) {
+		snprintf(err, errlen, "cannot create Kafka consumer: %s", e);
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	return 0;
+}
+
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
 				  int *usage)
 {
 	struct k2mc_group *g = calloc(1, sizeof(*g));
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_t *conf = NULL;
 	char e[512];
 
 	*usage = 0;
-	if (g == NULL || conf == NULL) {
+	if (g == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	g->cfg = cfg;
 	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
-	/* Offsets are ours to commit: only watermarks, never librdkafka's
-	 * idea of "consumed".
-	 * auto.offset.reset=earliest whatever -o says: librdkafka applies it to
-	 * a partition with no committed offset and also to one whose offset
-	 * has left the log (retention deleted it while k2mc was stopped or
-	 * behind: OFFSET_OUT_OF_RANGE). That one must resume at its oldest
-	 * surviving record, since a cache that skips survivors keeps values
-	 * older than the log's; -o end is applied by on_assign instead, to
-	 * partitions with no committed offset only. librdkafka reports such a
-	 * reset as a log line only. auto.offset.reset=error would report it as
-	 * ERR__AUTO_OFFSET_RESET on the partition's queue, but leaves the
-	 * partition unfetched (rd_kafka_seek refuses it: __STATE) until it is
-	 * assigned again, which in an eager group means every partition; so
-	 * the consumer thread counts the loss from the offsets and the log
-	 * start (consumer.c, note_gap). */
-	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
-	    conf_set(conf, "group.id", cfg->group, err, errlen) ||
-	    conf_set(conf, "client.id", "k2mc", err, errlen) ||
-	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
-	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
-	    conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
-	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
+	conf = k2mc_group_conf(cfg, err, errlen);
+	if (conf == NULL) {
+		*usage = 1;
 		goto fail;
-	if (prefetch_defaults(conf, cfg, err, errlen))
-		goto fail;
-	for (int i = 0; i < cfg->nxprops; i++) {
-		char name[256];
-		const char *eq = strchr(cfg->xprops[i], '=');
-		size_t nl = (size_t)(eq - cfg->xprops[i]);
-
-		if (nl >= sizeof(name)) {
-			snprintf(err, errlen, "-X %s: property name too long", cfg->xprops[i]);
-			*usage = 1;
-			goto fail;
-		}
-		memcpy(name, cfg->xprops[i], nl);
-		name[nl] = '\0';
-		if (conf_set(conf, name, eq + 1, err, errlen) != 0) {
-			*usage = 1;
-			goto fail;
-		}
 	}
 	warn_old_scram(conf);
 	rd_kafka_conf_set_opaque(conf, g);
@@ -762,7 +819,10 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 	rd_kafka_conf_set_log_cb(conf, log_cb);
 	g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
 	if (g->rk == NULL) {
+		/* librdkafka refused the configuration as a whole (a file it
+		 * reads, a combination of properties): as --check-config would */
 		snprintf(err, errlen, "cannot create Kafka consumer: %s", e);
+		*usage = 1;
 		goto fail;
 	}
 	conf = NULL;

@@ -34,6 +34,10 @@ static inline void k2mc_refill_note(int s, const char *key, size_t klen)
 		k2mc_refill_note_slow(s, key, klen);
 }
 
+/* Refill's librdkafka consumer configuration (the group's id, its own
+ * client.id, end-of-partition events, then every -X property), without
+ * callbacks. NULL with the reason in err. */
+rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size_t errlen);
 /* cfg and table (the group's, consumer.h) must outlive it. NULL with the
  * reason in err. */
 /* fence: the membership lease; refill sends a batch only while it holds

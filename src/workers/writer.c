@@ -1506,8 +1506,7 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 		goto fail;
 	memset(ws->stats, 0, sizeof(*ws->stats) * (size_t)ws->n);
 	memset(ws->inv, 0, sizeof(*ws->inv) * (size_t)ws->n);
-	if (cfg->dlq_topic != NULL &&
-	    (cfg->on_invalid == K2MC_INVALID_DLQ || cfg->on_invalid == K2MC_INVALID_HASH)) {
+	if (k2mc_dlq_wanted(cfg)) {
 		ws->dlq = k2mc_dlq_new(cfg, table, err, sizeof(err));
 		if (ws->dlq == NULL) {
 			k2mc_err("%s", err);
