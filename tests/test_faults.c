@@ -7,6 +7,7 @@
  * Each test checks the final cache against the producer's expect file and
  * the committed offsets against the log, and is bounded in time.
  * Not about records Memcached cannot take (test_policies.c). */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1055,6 +1057,70 @@ Test(faults, shutdown_with_kafka_down_is_bounded)
 	cr_assert_lt(h_now_ms() - t0, 3000 + 1500, "shutdown took %.1fs with "
 		     "--shutdown-timeout-ms 3000:\n%s", secs_since(t0), tail_of(k.err_path));
 	cr_log_info("shutdown with Kafka down: %.1fs", secs_since(t0));
+}
+
+/* ---- a silent server at shutdown (issue 23, item 9) ---------------------------------
+ * A memcached address that accepts connections and never answers: a
+ * listening socket nobody accepts on (the kernel completes each handshake
+ * into its backlog, and what k2mc sends stays unread). The whole stop, from
+ * SIGTERM to exit, must keep README's bound, --shutdown-timeout-ms plus about
+ * a second, with and without --refill (9.4 s and 5.4 s for 3000 before). */
+static int silent_server(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(fd, 128), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static double stop_against_silence(const char *group, int refill)
+{
+	static const char *const plain[] = { "--shutdown-timeout-ms", "3000", NULL };
+	static const char *const with_refill[] = { "--shutdown-timeout-ms", "3000", "--refill",
+						   NULL };
+	char list[64];
+	struct h_proc k;
+	int port, fd = silent_server(&port), rc;
+	int64_t t0;
+	double took;
+
+	snprintf(list, sizeof(list), "127.0.0.1:%d", port);
+	start_k2mc(&k, group, list, 0, refill ? with_refill : plain);
+	wait_log(&k, "assigned [0-9]+ partition", 20000);
+	/* the writers (and refill) are in their exchanges with the server */
+	wait_log(&k, "not answering|no answer|down \\(", 15000);
+	sleep_ms(1500);
+	t0 = h_now_ms();
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	rc = wait_exit(&k, 20000, "SIGTERM with a silent memcached");
+	took = secs_since(t0);
+	close(fd);
+	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
+	cr_log_info("SIGTERM to exit, silent memcached%s: %.2fs (--shutdown-timeout-ms 3000)",
+		    refill ? ", --refill" : "", took);
+	return took;
+}
+
+Test(faults, shutdown_with_a_silent_server_is_bounded)
+{
+	static const char *const mock_args[] = { "--produce", "4000", NULL };
+	double plain, refill;
+
+	start_world(0, 2, 500, mock_args, 0);
+	wait_produced(4000, 30000);
+	plain = stop_against_silence("silent-plain", 0);
+	refill = stop_against_silence("silent-refill", 1);
+	cr_expect_leq(plain, 3.0 + 1.2, "without --refill: %.2fs for --shutdown-timeout-ms 3000",
+		      plain);
+	cr_expect_leq(refill, 3.0 + 1.2, "with --refill: %.2fs for --shutdown-timeout-ms 3000",
+		      refill);
 }
 
 /* A second SIGTERM during a drain stalled on a frozen memcached stops at

@@ -583,8 +583,10 @@ int main(int argc, char **argv)
 		report_tick(&rep);
 	}
 	/* a refill in progress stops; its sentinels stay missing, so the
-	 * next run refills again */
-	k2mc_refill_stop(refill);
+	 * next run refills again. Asked now, joined after the drain: its
+	 * exchanges with a silent server (2-5 s) must not come before the
+	 * drain's deadline (issue 23, item 9) */
+	k2mc_refill_request_stop(refill);
 	draining = 1;
 	k2mc_notify_stopping("draining, then committing");
 	if (got_signal)
@@ -598,6 +600,7 @@ int main(int argc, char **argv)
 	committer = NULL;
 	stopped = k2mc_now_ms();
 	left = k2mc_group_release_all(g, stopped + cfg.shutdown_timeout_ms, abort_writers, ws);
+	k2mc_refill_stop(refill);
 	if (rep.progress)
 		k2mc_log_status(NULL);
 	summary(g, ws, cfg.writers, left, stopped);

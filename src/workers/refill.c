@@ -136,7 +136,8 @@ struct k2mc_refill {
 	struct srv srv[K2MC_MAX_SERVERS];
 	pthread_t thread;
 	int started;
-	/* main -> thread (release / acquire) */
+	/* main -> thread (release / acquire); also the cancel flag of the
+	 * servers' transports, which read it with acquire while they wait */
 	_Atomic int stop;
 	/* thread -> anyone, relaxed */
 	_Atomic uint64_t records;
@@ -1317,6 +1318,9 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 		rf->srv[s].wt = transport_new(&a, &tls, err, errlen);
 		if (rf->srv[s].wt == NULL)
 			goto fail;
+		/* the stop takes the thread out of an exchange with a server
+		 * that does not answer (2-5 s otherwise) */
+		transport_set_cancel(rf->srv[s].wt, &rf->stop);
 	}
 	conf = k2mc_refill_conf(cfg, err, errlen);
 	if (conf == NULL)
@@ -1345,6 +1349,12 @@ int k2mc_refill_start(struct k2mc_refill *rf)
 		return -rc;
 	rf->started = 1;
 	return 0;
+}
+
+void k2mc_refill_request_stop(struct k2mc_refill *rf)
+{
+	if (rf != NULL)
+		atomic_store_explicit(&rf->stop, 1, memory_order_release);
 }
 
 void k2mc_refill_stop(struct k2mc_refill *rf)

@@ -46,6 +46,11 @@ rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
 				    struct k2mc_fence *fence, char *err, size_t errlen);
 int k2mc_refill_start(struct k2mc_refill *rf);
+/* Asks the thread to end, without waiting: it leaves any exchange with a
+ * server within 100 ms (transport_set_cancel) and a Kafka call within its
+ * own timeout. The shutdown asks first and joins (k2mc_refill_stop) after
+ * the drain, so that the refill's wait never adds to the drain's. */
+void k2mc_refill_request_stop(struct k2mc_refill *rf);
 /* Ends the thread (a refill in progress stops where it is; its sentinels
  * stay missing, so the next run refills again). Before the table is freed. */
 void k2mc_refill_stop(struct k2mc_refill *rf);
