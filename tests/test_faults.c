@@ -1123,6 +1123,76 @@ Test(faults, shutdown_with_a_silent_server_is_bounded)
 		      refill);
 }
 
+/* ---- one thread per partition: the thread limit (issue 23, item 10) ------------------
+ * k2mc run as a user of its own (uid 54321: no other process counts against
+ * its RLIMIT_NPROC, which root would not be held to) with RLIMIT_NPROC 48:
+ * util-linux's prlimit sets it, setpriv drops root, then k2mc. An assignment
+ * of 64 partitions (one consumer thread each) must be refused at once,
+ * naming the limit, instead of failing part way at the 30-somethingth
+ * thread; one of 4 partitions under the same limit runs. */
+#define NPROC_UID "54321"
+
+static void start_k2mc_nproc(struct h_proc *k, const char *nproc, const char *topic,
+			     const char *group, int eof)
+{
+	const char *argv[40];
+	char lim[32];
+	int a = 0, rc;
+
+	snprintf(lim, sizeof(lim), "--nproc=%s:%s", nproc, nproc);
+	argv[a++] = "prlimit";
+	argv[a++] = lim;
+	argv[a++] = "setpriv";
+	argv[a++] = "--reuid=" NPROC_UID;
+	argv[a++] = "--regid=" NPROC_UID;
+	argv[a++] = "--clear-groups";
+	argv[a++] = h_bin("K2MC_BIN", "build/k2mc");
+	argv[a++] = "-b";
+	argv[a++] = W.mock.bootstrap;
+	argv[a++] = "-t";
+	argv[a++] = topic;
+	argv[a++] = "-G";
+	argv[a++] = group;
+	argv[a++] = "-m";
+	argv[a++] = W.mc_list;
+	if (eof)
+		argv[a++] = "-e";
+	for (int i = 0; BASE_ARGS[i] != NULL; i++)
+		argv[a++] = BASE_ARGS[i];
+	argv[a] = NULL;
+	rc = h_spawn(k, "k2mc", argv, NULL);
+	cr_assert_eq(rc, 0, "cannot start prlimit/setpriv/k2mc: %s", strerror(-rc));
+}
+
+Test(faults, assignment_beyond_the_thread_limit_is_refused_at_once)
+{
+	static const char *const mock_args[] = { "--produce", "640", "--topic", "few:4", NULL };
+	struct h_proc k;
+	int rc;
+
+	if (access("/usr/bin/prlimit", X_OK) != 0 || access("/usr/bin/setpriv", X_OK) != 0 ||
+	    geteuid() != 0)
+		cr_skip_test("needs root, prlimit and setpriv (util-linux)");
+	start_world(1, 64, 500, mock_args, 0);
+	wait_produced(640, 30000);
+	start_k2mc_nproc(&k, "48", TOPIC, "nproc-64", 0);
+	rc = wait_exit(&k, 30000, "64 partitions under RLIMIT_NPROC 48");
+	cr_expect_eq(rc, 1, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "RLIMIT_NPROC"),
+		  "the refusal does not name the limit:\n%s", tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "64 partition"), "%s", tail_of(k.err_path));
+	cr_expect(!h_file_contains(k.err_path, "cannot start consumer thread"),
+		  "it failed part way instead of refusing at once:\n%s", tail_of(k.err_path));
+	cr_expect(!h_file_contains(k.err_path, "assigned 64 partition"), "%s",
+		  tail_of(k.err_path));
+
+	/* within the limit: runs, to the end of its (empty) partitions */
+	start_k2mc_nproc(&k, "48", "few", "nproc-4", 1);
+	rc = wait_exit(&k, 30000, "4 partitions under RLIMIT_NPROC 48");
+	cr_expect_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "assigned 4 partition"), "%s", tail_of(k.err_path));
+}
+
 /* A second SIGTERM during a drain stalled on a frozen memcached stops at
  * once, committing only what is acknowledged; a restart converges. */
 Test(faults, second_signal_stops_a_stalled_drain)

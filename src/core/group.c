@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/rdkversion.h"
 #include "core/takeover.h"
+#include "core/threads.h"
 
 /* The last commit of released partitions may take this long after the
  * drain's deadline: a shutdown with Kafka unreachable ends within
@@ -255,6 +256,31 @@ static void takeover_holds(struct k2mc_group *g, const rd_kafka_topic_partition_
 					  : k2mc_takeover_why_name(why));
 }
 
+/* One consumer thread per partition (consumer.c): an assignment that would
+ * pass a limit on the process's threads is refused whole, with the limit
+ * named, before any thread or partition queue is made, rather than failing
+ * at the thread that does not fit. THREAD_MARGIN leaves room for what else
+ * may start meanwhile (librdkafka's thread for a broker not yet seen, the
+ * DLQ's and refill's handles). 1 if refused (fatal set). */
+#define THREAD_MARGIN 16
+
+static int threads_refused(struct k2mc_group *g, int nnew)
+{
+	char why[1100];
+	int64_t room;
+
+	if (nnew <= 0 || k2mc_threads_room(&room, why, sizeof(why)) != 0 ||
+	    (int64_t)nnew + THREAD_MARGIN <= room)
+		return 0;
+	set_fatal(g,
+		  "assignment of %d partition(s) refused: k2mc runs one consumer thread per "
+		  "partition, and %d more threads (and %d for librdkafka and k2mc's own) do not "
+		  "fit in %s, %lld more allowed. Raise that limit, or run more members of group "
+		  "%s so that each gets fewer partitions (README: Tuning)",
+		  nnew, nnew, THREAD_MARGIN, why, (long long)room, g->cfg->group);
+	return 1;
+}
+
 static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps, int incremental)
 {
 	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
@@ -262,16 +288,23 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 				    .budget = g->budget };
 	struct k2mc_part_table *cur = own_table(g);
 	size_t have = cur ? cur->n : 0;
-	struct k2mc_part **all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
+	struct k2mc_part **all;
 	/* before the OffsetFetch: the takeover wait counts from here */
 	int64_t t_assign = k2mc_now_ms();
-	rd_kafka_topic_partition_list_t *committed = read_committed(g, tps);
+	rd_kafka_topic_partition_list_t *committed;
 	rd_kafka_error_t *e = NULL;
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 	size_t n = have;
-	int64_t *hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
+	int64_t *hold;
 	int at_end = 0;
 
+	/* nothing is assigned: main sees the fatal error, stops and leaves
+	 * the group, whose other members take the partitions */
+	if (threads_refused(g, tps->cnt))
+		return;
+	all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
+	committed = read_committed(g, tps);
+	hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
 	if (all == NULL) {
 		free(hold);
 		set_fatal(g, "out of memory on assignment");
