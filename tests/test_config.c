@@ -1362,6 +1362,14 @@ Test(config, every_client_configuration_has_the_x_properties)
 	EXPECT_PROP(conf, "client.id", "k2mc-dlq");
 	EXPECT_PROP(conf, "client.rack", "r1");
 	rd_kafka_conf_destroy(conf);
+#if defined(__SANITIZE_THREAD__)
+	/* k2mc_group_check makes a librdkafka handle, whose C11 threads TSan
+	 * cannot see without the integration suites' preloaded shim
+	 * (tests/tsan_c11_shim.c): the plain and ASan runs check it */
+	(void)partial;
+	k2mc_config_free(&c);
+	return;
+#endif
 	cr_expect_eq(k2mc_group_check(&c, err, sizeof(err), &partial), 0, "%s", err);
 	cr_expect_eq(partial, 0);
 	k2mc_config_free(&c);
