@@ -787,3 +787,17 @@ RETENTION_INTEG := retention
 INTEG_TESTS     += $(RETENTION_INTEG)
 INTEG_BINS      += $(RETENTION_INTEG:%=build/tests/test_%)
 integration: $(RETENTION_INTEG:%=build/tests/test_%)
+
+# ---- issue 23, item 5: --check-config against the start ---------------------
+# test_config runs build/k2mc (K2MC_BIN overrides) with and without
+# --check-config and expects the same stop: the unit suites need it built.
+unit: build/k2mc
+
+# ---- issue 23, item 10: the thread limit ---------------------------------------
+# src/core/threads.c (how many more threads the kernel's limits allow: the
+# user's RLIMIT_NPROC, kernel.threads-max, the cgroup's pids.max) joins
+# K2MC_SRCS, which the link rules carry into k2mc and every suite; group.c
+# refuses an assignment whose consumer threads would not fit, before making
+# any. test_faults runs k2mc under prlimit --nproc and setpriv (util-linux).
+THREADS_SRC := src/core/threads.c
+K2MC_SRCS   += $(THREADS_SRC)

@@ -7,7 +7,9 @@
  * Each test checks the final cache against the producer's expect file and
  * the committed offsets against the log, and is bounded in time.
  * Not about records Memcached cannot take (test_policies.c). */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libmemcached/memcached.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1055,6 +1058,179 @@ Test(faults, shutdown_with_kafka_down_is_bounded)
 	cr_assert_lt(h_now_ms() - t0, 3000 + 1500, "shutdown took %.1fs with "
 		     "--shutdown-timeout-ms 3000:\n%s", secs_since(t0), tail_of(k.err_path));
 	cr_log_info("shutdown with Kafka down: %.1fs", secs_since(t0));
+}
+
+/* ---- a silent server at shutdown (issue 23, item 9) ---------------------------------
+ * A memcached address that accepts connections and never answers: a
+ * listening socket nobody accepts on (the kernel completes each handshake
+ * into its backlog, and what k2mc sends stays unread). The whole stop, from
+ * SIGTERM to exit, must keep README's bound, --shutdown-timeout-ms plus about
+ * a second, with and without --refill (9.4 s and 5.4 s for 3000 before). */
+static int silent_server(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(fd, 128), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static double stop_against_silence(const char *group, int refill)
+{
+	static const char *const plain[] = { "--shutdown-timeout-ms", "3000", NULL };
+	static const char *const with_refill[] = { "--shutdown-timeout-ms", "3000", "--refill",
+						   NULL };
+	char list[64];
+	struct h_proc k;
+	int port, fd = silent_server(&port), rc;
+	int64_t t0;
+	double took;
+
+	snprintf(list, sizeof(list), "127.0.0.1:%d", port);
+	start_k2mc(&k, group, list, 0, refill ? with_refill : plain);
+	wait_log(&k, "assigned [0-9]+ partition", 20000);
+	/* the writers (and refill) are in their exchanges with the server */
+	wait_log(&k, "not answering|no answer|down \\(", 15000);
+	sleep_ms(1500);
+	t0 = h_now_ms();
+	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
+	rc = wait_exit(&k, 20000, "SIGTERM with a silent memcached");
+	took = secs_since(t0);
+	close(fd);
+	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
+	cr_log_info("SIGTERM to exit, silent memcached%s: %.2fs (--shutdown-timeout-ms 3000)",
+		    refill ? ", --refill" : "", took);
+	return took;
+}
+
+Test(faults, shutdown_with_a_silent_server_is_bounded)
+{
+	static const char *const mock_args[] = { "--produce", "4000", NULL };
+	double plain, refill;
+
+	start_world(0, 2, 500, mock_args, 0);
+	wait_produced(4000, 30000);
+	plain = stop_against_silence("silent-plain", 0);
+	refill = stop_against_silence("silent-refill", 1);
+	cr_expect_leq(plain, 3.0 + 1.2, "without --refill: %.2fs for --shutdown-timeout-ms 3000",
+		      plain);
+	cr_expect_leq(refill, 3.0 + 1.2, "with --refill: %.2fs for --shutdown-timeout-ms 3000",
+		      refill);
+}
+
+/* ---- one thread per partition: the thread limit (issue 23, item 10) ------------------
+ * k2mc run as a user of its own (uid 54321: no other process counts against
+ * its RLIMIT_NPROC, which root would not be held to) with RLIMIT_NPROC 48:
+ * util-linux's prlimit sets it, setpriv drops root, then k2mc. An assignment
+ * of 64 partitions (one consumer thread each) must be refused at once,
+ * naming the limit, instead of failing part way at the 30-somethingth
+ * thread; one of 4 partitions under the same limit runs. */
+#define NPROC_UID "54321"
+
+/* Threads of every process whose real uid is ours (what RLIMIT_NPROC
+ * counts for a user that is not root). */
+static long user_threads(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	long n = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d)) != NULL) {
+		char path[300], line[256];
+		unsigned ruid = ~0u;
+		long th = 0;
+		FILE *f;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/status", e->d_name);
+		f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		while (fgets(line, sizeof(line), f) != NULL) {
+			sscanf(line, "Uid: %u", &ruid);
+			sscanf(line, "Threads: %ld", &th);
+		}
+		fclose(f);
+		if (ruid == getuid())
+			n += th;
+	}
+	closedir(d);
+	return n;
+}
+
+/* room: the threads k2mc may add under its RLIMIT_NPROC. As root (the
+ * limit does not bind root) k2mc runs as a uid of its own through setpriv;
+ * as a user, the limit is set over what the user runs already. */
+static void start_k2mc_nproc(struct h_proc *k, long room, const char *topic, const char *group,
+			     int eof)
+{
+	const char *argv[40];
+	char lim[64];
+	int a = 0, rc;
+	long nproc = geteuid() == 0 ? room : user_threads() + room;
+
+	snprintf(lim, sizeof(lim), "--nproc=%ld:%ld", nproc, nproc);
+	argv[a++] = "prlimit";
+	argv[a++] = lim;
+	if (geteuid() == 0) {
+		argv[a++] = "setpriv";
+		argv[a++] = "--reuid=" NPROC_UID;
+		argv[a++] = "--regid=" NPROC_UID;
+		argv[a++] = "--clear-groups";
+	}
+	argv[a++] = h_bin("K2MC_BIN", "build/k2mc");
+	argv[a++] = "-b";
+	argv[a++] = W.mock.bootstrap;
+	argv[a++] = "-t";
+	argv[a++] = topic;
+	argv[a++] = "-G";
+	argv[a++] = group;
+	argv[a++] = "-m";
+	argv[a++] = W.mc_list;
+	if (eof)
+		argv[a++] = "-e";
+	for (int i = 0; BASE_ARGS[i] != NULL; i++)
+		argv[a++] = BASE_ARGS[i];
+	argv[a] = NULL;
+	rc = h_spawn(k, "k2mc", argv, NULL);
+	cr_assert_eq(rc, 0, "cannot start prlimit/setpriv/k2mc: %s", strerror(-rc));
+}
+
+Test(faults, assignment_beyond_the_thread_limit_is_refused_at_once)
+{
+	static const char *const mock_args[] = { "--produce", "640", "--topic", "few:4", NULL };
+	struct h_proc k;
+	int rc;
+
+	/* util-linux, essential in Debian */
+	cr_assert(access("/usr/bin/prlimit", X_OK) == 0 && access("/usr/bin/setpriv", X_OK) == 0,
+		  "prlimit and setpriv (util-linux) are needed");
+	start_world(1, 64, 500, mock_args, 0);
+	wait_produced(640, 30000);
+	start_k2mc_nproc(&k, 48, TOPIC, "nproc-64", 0);
+	rc = wait_exit(&k, 30000, "64 partitions under RLIMIT_NPROC 48");
+	cr_expect_eq(rc, 1, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "RLIMIT_NPROC"),
+		  "the refusal does not name the limit:\n%s", tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "64 partition"), "%s", tail_of(k.err_path));
+	cr_expect(!h_file_contains(k.err_path, "cannot start consumer thread"),
+		  "it failed part way instead of refusing at once:\n%s", tail_of(k.err_path));
+	cr_expect(!h_file_contains(k.err_path, "assigned 64 partition"), "%s",
+		  tail_of(k.err_path));
+
+	/* within the limit: runs, to the end of its (empty) partitions */
+	start_k2mc_nproc(&k, 48, "few", "nproc-4", 1);
+	rc = wait_exit(&k, 30000, "4 partitions under RLIMIT_NPROC 48");
+	cr_expect_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "assigned 4 partition"), "%s", tail_of(k.err_path));
 }
 
 /* A second SIGTERM during a drain stalled on a frozen memcached stops at

@@ -630,7 +630,8 @@ Test(metrics, dump_config_merges_sources_and_masks_secrets)
 	cr_expect_null(strstr(out, "pass-"), "a password is printed:\n%s", out);
 	cr_expect_not_null(strstr(out, "\nsasl.password=********\n"), "%s", out);
 	cr_expect_not_null(strstr(out, "\nssl.key.password=********\n"), "%s", out);
-	cr_expect_not_null(strstr(out, "\nsasl.username=loader\n"), "%s", out);
+	/* librdkafka marks the user name sensitive too (issue 23, item 5) */
+	cr_expect_not_null(strstr(out, "\nsasl.username=********\n"), "%s", out);
 	cr_expect_not_null(strstr(out, "\nbrokers=file:9092\n"), "%s", out);
 	cr_expect_not_null(strstr(out, "\ntopic=cli-topic\n"), "%s", out);
 	cr_expect_null(strstr(out, "file-topic"), "%s", out);
@@ -1018,4 +1019,177 @@ Test(metrics, one_server_down_errors_by_server_and_every_view)
 	free(line);
 	free(jline);
 	stop_k2mc_expect_0(&k, "k2mc with one server down");
+}
+
+/* ---- slow clients (issue 23, item 4) ----------------------------------------------- */
+
+/* A connection to 127.0.0.1:port from the loopback address src that has sent
+ * a request line and no end of headers; -1 if it cannot connect. */
+static int slow_open(int port, const char *src)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr_in me = { .sin_family = AF_INET };
+	static const char line[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	inet_pton(AF_INET, src, &me.sin_addr);
+	if (bind(fd, (struct sockaddr *)&me, sizeof(me)) != 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    send(fd, line, sizeof(line) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(line) - 1)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One more header line; 0, or -1 once the server has closed the connection
+ * (EOF or an error on the socket). */
+static int slow_tick(int fd, int n)
+{
+	char hdr[64], junk[256];
+	ssize_t r = recv(fd, junk, sizeof(junk), MSG_DONTWAIT);
+
+	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+		return -1;
+	snprintf(hdr, sizeof(hdr), "X-Slow-%d: x\r\n", n);
+	return send(fd, hdr, strlen(hdr), MSG_NOSIGNAL) == (ssize_t)strlen(hdr) ? 0 : -1;
+}
+
+/* The status of a GET whose one header has hdr_bytes bytes of value, or -1
+ * if the server closed without an answer. */
+static int big_header_status(int port, size_t hdr_bytes)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 5, 0 };
+	char *req = malloc(hdr_bytes + 128), buf[512];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), status = -1;
+	size_t len;
+	ssize_t n;
+
+	cr_assert(fd >= 0 && req != NULL);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	len = (size_t)sprintf(req, "GET /healthz HTTP/1.0\r\nX-Big: ");
+	memset(req + len, 'a', hdr_bytes);
+	len += hdr_bytes;
+	len += (size_t)sprintf(req + len, "\r\n\r\n");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		/* the server may answer and close before it has read it all */
+		(void)send(fd, req, len, MSG_NOSIGNAL);
+		n = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = '\0';
+			if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+				status = -1;
+		}
+	}
+	close(fd);
+	free(req);
+	return status;
+}
+
+/* Slowloris: clients that send one header line every 3 s and never end their
+ * request. 40 of them from the prober's own address (more than the 32
+ * connections the endpoint used to allow), then 80 more from another
+ * address (more than one address may hold): /healthz answers within a
+ * second all along. A client that keeps sending is cut at the request
+ * deadline (5 s) all the same; headers are bounded (16 KiB of connection
+ * memory: 431); the refused connections' log lines are rate-limited. */
+#define SLOW_A 40
+#define SLOW_B 80
+Test(metrics, slow_clients_do_not_take_healthz_down)
+{
+	static const char *const topics[] = { "events:1", NULL };
+	int fds[SLOW_A + SLOW_B], port = h_free_port(), status, probes = 0, slow_probes = 0;
+	int ticks = 0, drip = -1, nlog = 0;
+	int64_t t0, next_tick, drip_since = 0, drip_cut_ms = -1, worst_ms = 0;
+	char port_s[16], worst[160] = "", *log, *p;
+	struct h_proc k;
+
+	start_world(topics, "100", "73");
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	{
+		const char *args[] = { "-b", W.mock.bootstrap, "-t", "events", "-G", "slow",
+				       "-m", W.mc_addr, "--metrics-addr", port_s, NULL };
+
+		start_k2mc(&k, NULL, args);
+	}
+	wait_answer(&k, port, "/healthz", 200, "ok", 10000);
+	cr_expect_eq(big_header_status(port, 20 * 1024), 431,
+		     "a 20 KiB header must be refused (431)");
+	cr_expect_eq(big_header_status(port, 1024), 200, "a 1 KiB header is fine");
+
+	for (int i = 0; i < SLOW_A + SLOW_B; i++)
+		fds[i] = i < SLOW_A ? slow_open(port, "127.0.0.1") : -1;
+	t0 = h_now_ms();
+	next_tick = t0 + 3000;
+	while (h_now_ms() - t0 < 18000) {
+		int64_t now = h_now_ms(), q0;
+		char *body;
+
+		if (now >= next_tick) {
+			/* a slow client whose connection was closed comes back */
+			ticks++;
+			for (int i = 0; i < SLOW_A + SLOW_B; i++) {
+				const char *src = i < SLOW_A ? "127.0.0.1" : "127.0.0.2";
+
+				if (i >= SLOW_A && now - t0 < 6000)
+					continue; /* the second wave starts at 6 s */
+				if (fds[i] >= 0 && slow_tick(fds[i], ticks) != 0) {
+					close(fds[i]);
+					fds[i] = -1;
+				}
+				if (fds[i] < 0)
+					fds[i] = slow_open(port, src);
+			}
+			next_tick += 3000;
+		}
+		/* one client that sends a line every 0.5 s: cut at the deadline */
+		if (drip < 0 && drip_cut_ms < 0) {
+			drip = slow_open(port, "127.0.0.3");
+			drip_since = h_now_ms();
+		} else if (drip >= 0 && slow_tick(drip, (int)(now / 500)) != 0) {
+			drip_cut_ms = h_now_ms() - drip_since;
+			close(drip);
+			drip = -1;
+		}
+		q0 = h_now_ms();
+		body = http_get(port, "/healthz", &status, NULL, 0);
+		probes++;
+		if (status != 200 || h_now_ms() - q0 > 1000) {
+			slow_probes++;
+			if (h_now_ms() - q0 >= worst_ms) {
+				worst_ms = h_now_ms() - q0;
+				snprintf(worst, sizeof(worst), "at %lld ms: status %d after %lld ms",
+					 (long long)(q0 - t0), status, (long long)worst_ms);
+			}
+		}
+		free(body);
+		usleep(500 * 1000);
+	}
+	cr_expect_eq(slow_probes, 0, "%d of %d /healthz probes failed or took over 1 s; worst %s",
+		     slow_probes, probes, worst);
+	/* sooner than 4.5 s: it was refused, not served and cut */
+	cr_expect(drip_cut_ms >= 4500 && drip_cut_ms <= 7000,
+		  "a client sending a header line every 0.5 s must be served, then cut at the "
+		  "5 s request deadline; cut after %lld ms (-1: never, in 18 s)",
+		  (long long)drip_cut_ms);
+	for (int i = 0; i < SLOW_A + SLOW_B; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (drip >= 0)
+		close(drip);
+	wait_answer(&k, port, "/healthz", 200, "ok", 2000);
+	log = h_file_read(k.err_path, NULL);
+	cr_assert_not_null(log);
+	for (p = log; (p = strstr(p, "metrics endpoint:")) != NULL; p++)
+		nlog++;
+	cr_expect(nlog <= 4, "%d log lines from the metrics endpoint in 18 s (rate-limited: "
+		  "at most one per 10 s, and the summary at the stop):\n%s", nlog,
+		  tail_of(k.err_path));
+	free(log);
+	stop_k2mc_expect_0(&k, "k2mc under slow clients");
 }

@@ -227,7 +227,8 @@ void k2mc_config_usage(FILE *out)
 		"                            The command line overrides the file. Keep a file with\n"
 		"                            secrets chmod 600 (k2mc warns otherwise)\n"
 		"  --dump-config             print the effective configuration, secrets masked, exit 0\n"
-		"  --check-config            check everything (TLS files, templates), then exit 0 or 2\n"
+		"  --check-config            check everything (TLS files, templates, librdkafka's\n"
+		"                            configurations), then exit 0 or 2 as the start would,\n"
 		"                            without connecting anywhere\n"
 		"  Environment, below the file: K2MC_BROKERS, K2MC_TOPICS (comma-separated),\n"
 		"  K2MC_GROUP, K2MC_MEMCACHED, K2MC_WRITERS\n"
@@ -1435,18 +1436,101 @@ static enum k2mc_config_result check_mapping(const struct k2mc_config *c,
 	return K2MC_CONFIG_OK;
 }
 
+/* "NAME=VALUE" of an -X property, its value masked when the name says it
+ * holds a secret (k2mc_config_is_secret): for messages. */
+static const char *xprop_shown(const char *xprop, char *buf, size_t len)
+{
+	const char *eq = strchr(xprop, '=');
+	int nl = eq ? (int)(eq - xprop) : (int)strlen(xprop);
+
+	if (eq == NULL || eq[1] == '\0') {
+		snprintf(buf, len, "%.200s", xprop);
+	} else {
+		char name[256];
+
+		snprintf(name, sizeof(name), "%.*s", nl, xprop);
+		snprintf(buf, len, "%.200s=%.200s", name,
+			 k2mc_config_is_secret(name) ? "********" : eq + 1);
+	}
+	return buf;
+}
+
+/* librdkafka's reason for refusing NAME=VALUE, with the value masked if it
+ * is a secret (librdkafka quotes values it cannot parse). */
+static void refusal_reason(const char *name, const char *value, const char *reason, char *buf,
+			   size_t len)
+{
+	const char *hit;
+	size_t vl = strlen(value);
+
+	if (!k2mc_config_is_secret(name) || vl == 0 || (hit = strstr(reason, value)) == NULL) {
+		snprintf(buf, len, "%s", reason);
+		return;
+	}
+	snprintf(buf, len, "%.*s********", (int)(hit - reason), reason);
+	refusal_reason(name, value, hit + vl, buf + strlen(buf), len - strlen(buf));
+}
+
+rd_kafka_conf_t *k2mc_config_rdkafka(const struct k2mc_config *c, const char *client,
+				     const char *const own[], char *err, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char e[512], why[512], shown[512];
+
+	if (conf == NULL) {
+		snprintf(err, errlen, "%s: out of memory", client);
+		return NULL;
+	}
+	for (int i = 0; own != NULL && own[i] != NULL && own[i + 1] != NULL; i += 2) {
+		if (rd_kafka_conf_set(conf, own[i], own[i + 1], e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+			refusal_reason(own[i], own[i + 1], e, why, sizeof(why));
+			snprintf(err, errlen, "%s: %s=%s: %s", client, own[i],
+				 k2mc_config_is_secret(own[i]) ? "********" : own[i + 1], why);
+			goto fail;
+		}
+	}
+	for (int i = 0; i < c->nxprops; i++) {
+		const char *eq = strchr(c->xprops[i], '=');
+		size_t nl = eq ? (size_t)(eq - c->xprops[i]) : 0;
+		char name[256];
+
+		if (eq == NULL || nl >= sizeof(name)) {
+			snprintf(err, errlen, "%s: -X %s: expected NAME=VALUE, NAME under 256 bytes",
+				 client, xprop_shown(c->xprops[i], shown, sizeof(shown)));
+			goto fail;
+		}
+		memcpy(name, c->xprops[i], nl);
+		name[nl] = '\0';
+		if (rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+			refusal_reason(name, eq + 1, e, why, sizeof(why));
+			snprintf(err, errlen, "%s: -X %s: %s", client,
+				 xprop_shown(c->xprops[i], shown, sizeof(shown)), why);
+			goto fail;
+		}
+	}
+	return conf;
+fail:
+	rd_kafka_conf_destroy(conf);
+	return NULL;
+}
+
 /* librdkafka's reading of the -X properties: a configuration object built as
  * group.c builds the consumer's (k2mc's own settings first, then every -X in
  * order) and read back with rd_kafka_conf_get, so a value means here what it
  * will mean there ("t", "1", "0x1000", a later -X replacing an earlier one).
- * A property librdkafka refuses is skipped (group.c reports it, with
- * librdkafka's reason); accepted[i], when given, says which were taken.
- * plugin.library.paths is skipped too: setting it loads the libraries. */
-static rd_kafka_conf_t *rdk_view(const struct k2mc_config *c, unsigned char *accepted)
+ * A property librdkafka refuses is skipped; accepted[i], when given, says
+ * which were taken, and *refused (when given) is the first refused one, its
+ * reason in why (check_xprops refuses the configuration with it).
+ * plugin.library.paths is skipped, not refused: setting it loads the
+ * libraries, which the run does once (group.c) and --check-config with it. */
+static rd_kafka_conf_t *rdk_view(const struct k2mc_config *c, unsigned char *accepted,
+				 int *refused, char *why, size_t whylen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char e[512];
 
+	if (refused != NULL)
+		*refused = -1;
 	if (conf == NULL)
 		return NULL;
 	rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e));
@@ -1462,8 +1546,17 @@ static rd_kafka_conf_t *rdk_view(const struct k2mc_config *c, unsigned char *acc
 		if (nl < sizeof(name)) {
 			memcpy(name, c->xprops[i], nl);
 			name[nl] = '\0';
-			ok = strcmp(name, "plugin.library.paths") != 0 &&
-			     rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) == RD_KAFKA_CONF_OK;
+			if (strcmp(name, "plugin.library.paths") == 0)
+				continue;
+			ok = rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) == RD_KAFKA_CONF_OK;
+			if (!ok && refused != NULL && *refused < 0) {
+				*refused = i;
+				refusal_reason(name, eq + 1, e, why, whylen);
+			}
+		} else if (refused != NULL && *refused < 0) {
+			*refused = i;
+			snprintf(why, whylen, "property name of %zu bytes (librdkafka's are shorter)",
+				 nl);
 		}
 		if (accepted != NULL)
 			accepted[i] = (unsigned char)ok;
@@ -1507,12 +1600,15 @@ static int last_xprop(const struct k2mc_config *c, const unsigned char *accepted
 static const char *xprop_where(const struct k2mc_config *c, const struct parse_state *st, int i,
 			       char *buf, size_t len)
 {
+	char shown[512];
+
 	if (i < 0)
 		snprintf(buf, len, "-X");
 	else if (st->xlevel[i] == LVL_FILE)
-		snprintf(buf, len, "-F %s:%d: %.200s", c->config_file, st->xline[i], c->xprops[i]);
+		snprintf(buf, len, "-F %s:%d: %s", c->config_file, st->xline[i],
+			 xprop_shown(c->xprops[i], shown, sizeof(shown)));
 	else
-		snprintf(buf, len, "-X %.200s", c->xprops[i]);
+		snprintf(buf, len, "-X %s", xprop_shown(c->xprops[i], shown, sizeof(shown)));
 	return buf;
 }
 
@@ -1525,8 +1621,8 @@ static enum k2mc_config_result check_xprops(const struct k2mc_config *c,
 	unsigned char accepted[K2MC_MAX_XPROPS];
 	enum k2mc_config_result r = K2MC_CONFIG_USAGE;
 	rd_kafka_conf_t *conf;
-	char where[512], val[1024];
-	int i;
+	char where[512], val[1024], why[512];
+	int i, refused;
 
 	i = last_xprop(c, NULL, "group.id");
 	if (i >= 0)
@@ -1535,10 +1631,16 @@ static enum k2mc_config_result check_xprops(const struct k2mc_config *c,
 		      xprop_where(c, st, i, where, sizeof(where)));
 	if (c->nxprops == 0)
 		return K2MC_CONFIG_OK;
-	conf = rdk_view(c, accepted);
+	conf = rdk_view(c, accepted, &refused, why, sizeof(why));
 	if (conf == NULL)
 		USAGE("-X: out of memory");
-	if (strcmp(rdk_get(conf, "enable.auto.commit", val, sizeof(val)), "true") == 0) {
+	if (refused >= 0) {
+		/* what the start would stop at when it builds the consumer's
+		 * configuration (group.c), and --check-config with it: refused
+		 * here, with the place it came from */
+		set_err(err, errlen, "%s: %s", xprop_where(c, st, refused, where, sizeof(where)),
+			why);
+	} else if (strcmp(rdk_get(conf, "enable.auto.commit", val, sizeof(val)), "true") == 0) {
 		i = last_xprop(c, accepted, "enable.auto.commit");
 		set_err(err, errlen,
 			"%s: k2mc commits only offsets below records Memcached acknowledged; "
@@ -1715,7 +1817,7 @@ static int kip848(rd_kafka_conf_t *conf)
 
 int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c)
 {
-	rd_kafka_conf_t *conf = rdk_view(c, NULL);
+	rd_kafka_conf_t *conf = rdk_view(c, NULL, NULL, NULL, 0);
 	int64_t v = kip848(conf) ? KIP848_MIN_SESSION_MS : rdk_int(conf, "session.timeout.ms", 45000);
 
 	if (conf != NULL)
@@ -1725,7 +1827,7 @@ int64_t k2mc_config_session_timeout_ms(const struct k2mc_config *c)
 
 int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c)
 {
-	rd_kafka_conf_t *conf = rdk_view(c, NULL);
+	rd_kafka_conf_t *conf = rdk_view(c, NULL, NULL, NULL, 0);
 	int64_t v = kip848(conf) ? KIP848_MAX_HEARTBEAT_MS
 				 : rdk_int(conf, "heartbeat.interval.ms", 3000);
 
@@ -1736,7 +1838,7 @@ int64_t k2mc_config_heartbeat_interval_ms(const struct k2mc_config *c)
 
 int64_t k2mc_config_max_poll_interval_ms(const struct k2mc_config *c)
 {
-	rd_kafka_conf_t *conf = rdk_view(c, NULL);
+	rd_kafka_conf_t *conf = rdk_view(c, NULL, NULL, NULL, 0);
 	int64_t v = rdk_int(conf, "max.poll.interval.ms", 300000);
 
 	if (conf != NULL)
@@ -1855,16 +1957,42 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 
 int k2mc_config_is_secret(const char *name)
 {
-	static const char *const words[] = { "password", "secret" };
-	/* private key material and what may embed credentials */
-	static const char *const names[] = { "ssl.key.pem", "ssl_key", "sasl.oauthbearer.config",
-					     "ssl.keystore.location" };
+	/* the properties librdkafka itself marks sensitive (_RK_SENSITIVE in
+	 * rdkafka_conf.c, 2.14.2; no API tells them): it redacts them in its
+	 * own debug dumps */
+	static const char *const rdk_sensitive[] = {
+		"ssl.key.location",
+		"ssl.key.password",
+		"ssl.key.pem",
+		"ssl_key",
+		"ssl.ca.pem",
+		"ssl.keystore.password",
+		"sasl.username",
+		"sasl.password",
+		"sasl.oauthbearer.config",
+		"sasl.oauthbearer.client.secret",
+		"sasl.oauthbearer.assertion.private.key.file",
+		"sasl.oauthbearer.assertion.private.key.passphrase",
+		"sasl.oauthbearer.assertion.private.key.pem",
+	};
+	/* any property whose name says it holds one */
+	static const char *const words[] = { "password", "passphrase", "secret" };
+	/* under sasl. and ssl. also: JAAS configurations (Java's login
+	 * modules carry the password inline), private keys and key stores,
+	 * PEM material */
+	static const char *const security_words[] = { "jaas", "key", "pem", "credential" };
+	size_t i;
 
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+	for (i = 0; i < sizeof(rdk_sensitive) / sizeof(rdk_sensitive[0]); i++)
+		if (strcasecmp(name, rdk_sensitive[i]) == 0)
+			return 1;
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (strcasestr(name, words[i]) != NULL)
 			return 1;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcasecmp(name, names[i]) == 0)
+	if (strncasecmp(name, "sasl.", 5) != 0 && strncasecmp(name, "ssl.", 4) != 0)
+		return 0;
+	for (i = 0; i < sizeof(security_words) / sizeof(security_words[0]); i++)
+		if (strcasestr(name, security_words[i]) != NULL)
 			return 1;
 	return 0;
 }

@@ -6,6 +6,7 @@
 #ifndef K2MC_CONFIG_H
 #define K2MC_CONFIG_H
 
+#include <librdkafka/rdkafka.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -204,11 +205,26 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 void k2mc_config_free(struct k2mc_config *c);
 
 /* Prints the effective configuration as -F lines (so the output can be fed
- * back with -F), secrets masked: any -X property whose name says password,
- * secret or private key material, and mc-tls-key-password. */
+ * back with -F), secrets masked: every -X property k2mc_config_is_secret
+ * names, and mc-tls-key-password. */
 void k2mc_config_dump(const struct k2mc_config *c, FILE *out);
-/* 1 if the librdkafka property `name` holds a secret. */
+/* 1 if the librdkafka property `name` holds a secret: every property
+ * librdkafka marks sensitive, any name containing password, passphrase or
+ * secret, and under sasl. or ssl. any JAAS configuration, key, key store,
+ * PEM or credential. --dump-config and every message that quotes an -X
+ * property mask their values. */
 int k2mc_config_is_secret(const char *name);
+
+/* The one builder of k2mc's librdkafka configurations (the consumer in
+ * group.c, the dead letter producer in dlq.c, refill's consumer in
+ * refill.c): the client's own settings (own: name, value, name, value, ...,
+ * NULL), then every -X property in order, so that a later one wins and -X
+ * overrides k2mc's defaults. NULL on the first setting librdkafka refuses,
+ * with "CLIENT: -X NAME=VALUE: librdkafka's reason" in err (secret values
+ * masked). k2mc_config_parse has refused such -X properties already, naming
+ * their -F line: what fails here is what it cannot see. No callbacks set. */
+rd_kafka_conf_t *k2mc_config_rdkafka(const struct k2mc_config *c, const char *client,
+				     const char *const own[], char *err, size_t errlen);
 
 /* Parses a -m list into c->servers; 0 or -EINVAL (err set). Entries, comma
  * separated, mixed freely: HOST:PORT[:WEIGHT], [IPV6]:PORT[:WEIGHT], /PATH

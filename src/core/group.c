@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/rdkversion.h"
 #include "core/takeover.h"
+#include "core/threads.h"
 
 /* The last commit of released partitions may take this long after the
  * drain's deadline: a shutdown with Kafka unreachable ends within
@@ -257,6 +258,31 @@ static void takeover_holds(struct k2mc_group *g, const rd_kafka_topic_partition_
 					  : k2mc_takeover_why_name(why));
 }
 
+/* One consumer thread per partition (consumer.c): an assignment that would
+ * pass a limit on the process's threads is refused whole, with the limit
+ * named, before any thread or partition queue is made, rather than failing
+ * at the thread that does not fit. THREAD_MARGIN leaves room for what else
+ * may start meanwhile (librdkafka's thread for a broker not yet seen, the
+ * DLQ's and refill's handles). 1 if refused (fatal set). */
+#define THREAD_MARGIN 16
+
+static int threads_refused(struct k2mc_group *g, int nnew)
+{
+	char why[1100];
+	int64_t room;
+
+	if (nnew <= 0 || k2mc_threads_room(&room, why, sizeof(why)) != 0 ||
+	    (int64_t)nnew + THREAD_MARGIN <= room)
+		return 0;
+	set_fatal(g,
+		  "assignment of %d partition(s) refused: k2mc runs one consumer thread per "
+		  "partition, and %d more threads (and %d for librdkafka and k2mc's own) do not "
+		  "fit in %s, %lld more allowed. Raise that limit, or run more members of group "
+		  "%s so that each gets fewer partitions (README: Tuning)",
+		  nnew, nnew, THREAD_MARGIN, why, (long long)room, g->cfg->group);
+	return 1;
+}
+
 static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps, int incremental)
 {
 	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
@@ -264,16 +290,23 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 				    .budget = g->budget };
 	struct k2mc_part_table *cur = own_table(g);
 	size_t have = cur ? cur->n : 0;
-	struct k2mc_part **all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
+	struct k2mc_part **all;
 	/* before the OffsetFetch: the takeover wait counts from here */
 	int64_t t_assign = k2mc_now_ms();
-	rd_kafka_topic_partition_list_t *committed = read_committed(g, tps);
+	rd_kafka_topic_partition_list_t *committed;
 	rd_kafka_error_t *e = NULL;
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 	size_t n = have;
-	int64_t *hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
+	int64_t *hold;
 	int at_end = 0;
 
+	/* nothing is assigned: main sees the fatal error, stops and leaves
+	 * the group, whose other members take the partitions */
+	if (threads_refused(g, tps->cnt))
+		return;
+	all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
+	committed = read_committed(g, tps);
+	hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
 	if (all == NULL) {
 		free(hold);
 		set_fatal(g, "out of memory on assignment");
@@ -748,28 +781,71 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  *   backlog (perf/FINDINGS.md: 16 partitions, 500k records, mock: 1.4-1.6
  *   s with 100 ms against 3.4-3.9 s with 500). An idle consumer sends 10
  *   fetches a second per broker instead of 2. */
-static int prefetch_defaults(rd_kafka_conf_t *conf, const struct k2mc_config *cfg, char *err,
-			     size_t errlen)
+struct prefetch {
+	char kbytes[24], messages[24];
+};
+
+static void prefetch_defaults(const struct k2mc_config *cfg, struct prefetch *pf)
 {
 	uint64_t kb = cfg->max_buffer_bytes / PREFETCH_SHARE / 1024;
-	char v[32];
 
 	if (kb < PREFETCH_MIN_KBYTES)
 		kb = PREFETCH_MIN_KBYTES;
 	if (kb > PREFETCH_MAX_KBYTES)
 		kb = PREFETCH_MAX_KBYTES;
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)kb);
-	if (conf_set(conf, "queued.max.messages.kbytes", v, err, errlen))
-		return -EINVAL;
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
-	if (conf_set(conf, "queued.min.messages", v, err, errlen))
-		return -EINVAL;
-	if (conf_set(conf, "fetch.wait.max.ms", STR(FETCH_WAIT_MAX_MS), err, errlen))
-		return -EINVAL;
-	if (rd_kafka_version() >= K2MC_RDKAFKA_FETCH_BACKOFF &&
-	    conf_set(conf, "fetch.queue.backoff.ms", STR(FETCH_QUEUE_BACKOFF_MS), err, errlen))
-		return -EINVAL;
-	return 0;
+	snprintf(pf->kbytes, sizeof(pf->kbytes), "%llu", (unsigned long long)kb);
+	snprintf(pf->messages, sizeof(pf->messages), "%llu",
+		 (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
+}
+
+/* Offsets are ours to commit: only watermarks, never librdkafka's idea of
+ * "consumed".
+ * auto.offset.reset=earliest whatever -o says: librdkafka applies it to a
+ * partition with no committed offset and also to one whose offset has left
+ * the log (retention deleted it while k2mc was stopped or behind:
+ * OFFSET_OUT_OF_RANGE). That one must resume at its oldest surviving record,
+ * since a cache that skips survivors keeps values older than the log's; -o
+ * end is applied by on_assign instead, to partitions with no committed offset
+ * only. librdkafka reports such a reset as a log line only.
+ * auto.offset.reset=error would report it as ERR__AUTO_OFFSET_RESET on the
+ * partition's queue, but leaves the partition unfetched (rd_kafka_seek
+ * refuses it: __STATE) until it is assigned again, which in an eager group
+ * means every partition; so the consumer thread counts the loss from the
+ * offsets and the log start (consumer.c, note_gap). Then the prefetch
+ * defaults above, then every -X (config.c's builder). */
+rd_kafka_conf_t *k2mc_group_conf(const struct k2mc_config *cfg, char *err, size_t errlen)
+{
+	struct prefetch pf;
+	const char *own[32];
+	int n = 0;
+
+	prefetch_defaults(cfg, &pf);
+	own[n++] = "bootstrap.servers";
+	own[n++] = cfg->brokers;
+	own[n++] = "group.id";
+	own[n++] = cfg->group;
+	own[n++] = "client.id";
+	own[n++] = "k2mc";
+	own[n++] = "enable.auto.commit";
+	own[n++] = "false";
+	own[n++] = "enable.auto.offset.store";
+	own[n++] = "false";
+	own[n++] = "auto.offset.reset";
+	own[n++] = "earliest";
+	own[n++] = "enable.partition.eof";
+	own[n++] = cfg->exit_at_eof ? "true" : "false";
+	own[n++] = "queued.max.messages.kbytes";
+	own[n++] = pf.kbytes;
+	own[n++] = "queued.min.messages";
+	own[n++] = pf.messages;
+	own[n++] = "fetch.wait.max.ms";
+	own[n++] = STR(FETCH_WAIT_MAX_MS);
+	if (rd_kafka_version() >= K2MC_RDKAFKA_FETCH_BACKOFF) {
+		own[n++] = "fetch.queue.backoff.ms";
+		own[n++] = STR(FETCH_QUEUE_BACKOFF_MS);
+	}
+	own[n] = NULL;
+	return k2mc_config_rdkafka(cfg, "consumer", own, err, errlen);
 }
 
 /* SASL/SCRAM through a librdkafka that Kafka 4 refuses (make RDKAFKA=system
@@ -790,61 +866,87 @@ static void warn_old_scram(rd_kafka_conf_t *conf)
 		  mech, rd_kafka_version_str());
 }
 
+/* The check's handle says nothing: its warnings (no bootstrap.servers) are
+ * about the check itself. */
+static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	(void)level;
+	(void)fac;
+	(void)buf;
+}
+
+/* SASL set-ups that act when the handle is made: GSSAPI runs kinit,
+ * OAUTHBEARER with sasl.oauthbearer.method=oidc fetches a token. */
+static int sasl_acts_at_start(rd_kafka_conf_t *conf)
+{
+	char proto[32], mech[32], method[32];
+	size_t n;
+
+	n = sizeof(proto);
+	if (rd_kafka_conf_get(conf, "security.protocol", proto, &n) != RD_KAFKA_CONF_OK ||
+	    strncasecmp(proto, "sasl", 4) != 0)
+		return 0;
+	n = sizeof(mech);
+	if (rd_kafka_conf_get(conf, "sasl.mechanisms", mech, &n) != RD_KAFKA_CONF_OK)
+		return 0;
+	if (strcasecmp(mech, "GSSAPI") == 0)
+		return 1;
+	n = sizeof(method);
+	return strcasecmp(mech, "OAUTHBEARER") == 0 &&
+	       rd_kafka_conf_get(conf, "sasl.oauthbearer.method", method, &n) == RD_KAFKA_CONF_OK &&
+	       strcasecmp(method, "oidc") == 0;
+}
+
+int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, int *partial)
+{
+	rd_kafka_conf_t *conf = k2mc_group_conf(cfg, err, errlen);
+	rd_kafka_t *rk;
+	char e[512];
+
+	*partial = 0;
+	if (conf == NULL)
+		return -EINVAL;
+	if (sasl_acts_at_start(conf)) {
+		*partial = 1;
+		rd_kafka_conf_destroy(conf);
+		return 0;
+	}
+	/* no broker to connect to; everything else as the run has it */
+	if (rd_kafka_conf_set(conf, "bootstrap.servers", "", e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "consumer: bootstrap.servers: %s", e);
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+	if (rk == NULL) {
+		snprintf(err, errlen, "cannot create Kafka consumer: %s", e);
+		rd_kafka_conf_destroy(conf);
+		return -EINVAL;
+	}
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	return 0;
+}
+
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
 				  int *usage)
 {
 	struct k2mc_group *g = calloc(1, sizeof(*g));
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_t *conf = NULL;
 	char e[512];
 
 	*usage = 0;
-	if (g == NULL || conf == NULL) {
+	if (g == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	g->cfg = cfg;
 	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
-	/* Offsets are ours to commit: only watermarks, never librdkafka's
-	 * idea of "consumed".
-	 * auto.offset.reset=earliest whatever -o says: librdkafka applies it to
-	 * a partition with no committed offset and also to one whose offset
-	 * has left the log (retention deleted it while k2mc was stopped or
-	 * behind: OFFSET_OUT_OF_RANGE). That one must resume at its oldest
-	 * surviving record, since a cache that skips survivors keeps values
-	 * older than the log's; -o end is applied by on_assign instead, to
-	 * partitions with no committed offset only. librdkafka reports such a
-	 * reset as a log line only. auto.offset.reset=error would report it as
-	 * ERR__AUTO_OFFSET_RESET on the partition's queue, but leaves the
-	 * partition unfetched (rd_kafka_seek refuses it: __STATE) until it is
-	 * assigned again, which in an eager group means every partition; so
-	 * the consumer thread counts the loss from the offsets and the log
-	 * start (consumer.c, note_gap). */
-	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
-	    conf_set(conf, "group.id", cfg->group, err, errlen) ||
-	    conf_set(conf, "client.id", "k2mc", err, errlen) ||
-	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
-	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
-	    conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
-	    conf_set(conf, "enable.partition.eof", cfg->exit_at_eof ? "true" : "false", err, errlen))
+	conf = k2mc_group_conf(cfg, err, errlen);
+	if (conf == NULL) {
+		*usage = 1;
 		goto fail;
-	if (prefetch_defaults(conf, cfg, err, errlen))
-		goto fail;
-	for (int i = 0; i < cfg->nxprops; i++) {
-		char name[256];
-		const char *eq = strchr(cfg->xprops[i], '=');
-		size_t nl = (size_t)(eq - cfg->xprops[i]);
-
-		if (nl >= sizeof(name)) {
-			snprintf(err, errlen, "-X %s: property name too long", cfg->xprops[i]);
-			*usage = 1;
-			goto fail;
-		}
-		memcpy(name, cfg->xprops[i], nl);
-		name[nl] = '\0';
-		if (conf_set(conf, name, eq + 1, err, errlen) != 0) {
-			*usage = 1;
-			goto fail;
-		}
 	}
 	warn_old_scram(conf);
 	if (kip848_watch(conf, err, errlen))
@@ -855,7 +957,10 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 	rd_kafka_conf_set_log_cb(conf, log_cb);
 	g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
 	if (g->rk == NULL) {
+		/* librdkafka refused the configuration as a whole (a file it
+		 * reads, a combination of properties): as --check-config would */
 		snprintf(err, errlen, "cannot create Kafka consumer: %s", e);
+		*usage = 1;
 		goto fail;
 	}
 	conf = NULL;

@@ -16,9 +16,21 @@
 
 struct k2mc_group;
 
+/* The consumer's librdkafka configuration (k2mc's settings, the prefetch
+ * derived from --max-buffer-bytes, then every -X), without callbacks. NULL
+ * with the reason in err. */
+rd_kafka_conf_t *k2mc_group_conf(const struct k2mc_config *cfg, char *err, size_t errlen);
+/* --check-config: builds the consumer's configuration and has librdkafka
+ * check it as a whole, as creating the consumer does (files it reads,
+ * combinations of properties), through a handle that knows no broker, so
+ * nothing is connected to. Not done for SASL GSSAPI or OAUTHBEARER OIDC,
+ * whose set-up runs kinit or fetches a token (*partial set). 0, or -EINVAL
+ * with the reason in err: what k2mc_group_new would stop at (exit 2). */
+int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, int *partial);
 /* Builds the consumer from cfg (and its -X properties). On failure returns
- * NULL with a one-line reason in err; *usage is set when the reason is a bad
- * property (exit 2) rather than a runtime failure (exit 1). */
+ * NULL with a one-line reason in err; *usage is set when the reason is the
+ * configuration, refused by librdkafka (exit 2), rather than a runtime
+ * failure (exit 1). */
 struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
 				  int *usage);
 k2mc_table_ref *k2mc_group_table(struct k2mc_group *g);

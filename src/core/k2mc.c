@@ -21,6 +21,7 @@
 #include "core/metrics.h"
 #include "core/notify.h"
 #include "core/stats.h"
+#include "workers/dlq.h"
 #include "workers/mapping.h"
 #include "workers/mcconn.h"
 #include "workers/placement.h"
@@ -294,10 +295,52 @@ static FILE *open_json(const char *path)
 	return fopen(path, "a");
 }
 
+/* Every librdkafka configuration the run builds, built the same way (the
+ * modules' own builders): the consumer's, the dead letter producer's with
+ * --dlq-topic, refill's with --refill; under --check-config the consumer's
+ * is also checked whole by librdkafka (k2mc_group_check). What fails here is
+ * what the start would stop at, with the same message and exit status (2).
+ * The run builds them once more when it makes its clients: conf objects
+ * cost microseconds. */
+static int check_kafka(const struct k2mc_config *cfg, char *what, size_t whatlen, char *err,
+		       size_t errlen)
+{
+	rd_kafka_conf_t *conf;
+	int partial = 0;
+
+	if (cfg->check_config) {
+		if (k2mc_group_check(cfg, err, errlen, &partial) != 0)
+			return -EINVAL;
+	} else {
+		conf = k2mc_group_conf(cfg, err, errlen);
+		if (conf == NULL)
+			return -EINVAL;
+		rd_kafka_conf_destroy(conf);
+	}
+	snprintf(what, whatlen, "%s", partial ? "consumer (its SASL set-up not run)" : "consumer");
+	if (k2mc_dlq_wanted(cfg)) {
+		conf = k2mc_dlq_conf(cfg, err, errlen);
+		if (conf == NULL)
+			return -EINVAL;
+		rd_kafka_conf_destroy(conf);
+		snprintf(what + strlen(what), whatlen - strlen(what), ", dead letter producer");
+	}
+	if (cfg->refill) {
+		conf = k2mc_refill_conf(cfg, err, errlen);
+		if (conf == NULL)
+			return -EINVAL;
+		rd_kafka_conf_destroy(conf);
+		snprintf(what + strlen(what), whatlen - strlen(what), ", refill");
+	}
+	return 0;
+}
+
 /* Checks that need more than parsing but no network: key placement, TLS files (readable,
- * key matching its certificate, password right). 0, or -EINVAL with the
- * reason in err. */
-static int check_offline(const struct k2mc_config *cfg, char *err, size_t errlen)
+ * key matching its certificate, password right), librdkafka's configurations
+ * (check_kafka; what says which were built). 0, or -EINVAL with the reason in
+ * err. */
+static int check_offline(const struct k2mc_config *cfg, char *what, size_t whatlen, char *err,
+			 size_t errlen)
 {
 	struct k2mc_mapping *map;
 
@@ -317,7 +360,7 @@ static int check_offline(const struct k2mc_config *cfg, char *err, size_t errlen
 		if (transport_tls_check(&tls, err, errlen) != 0)
 			return -EINVAL;
 	}
-	return 0;
+	return check_kafka(cfg, what, whatlen, err, errlen);
 }
 
 int main(int argc, char **argv)
@@ -331,7 +374,7 @@ int main(int argc, char **argv)
 	struct k2mc_fence *fence = NULL;
 	struct k2mc_mapping *map = NULL;
 	struct report rep = { 0 };
-	char err[512];
+	char err[512], built[128];
 	int64_t stopped = 0;
 	uint64_t left = 0;
 	int usage = 0, rc = 1;
@@ -359,13 +402,16 @@ int main(int argc, char **argv)
 	k2mc_log_set_format(cfg.log_format);
 	/* Everything that can be checked without connecting anywhere; also
 	 * what --check-config runs (the systemd unit's ExecStartPre). */
-	if (check_offline(&cfg, err, sizeof(err)) != 0) {
+	if (check_offline(&cfg, built, sizeof(built), err, sizeof(err)) != 0) {
 		fprintf(stderr, "k2mc: %s\n", err);
 		k2mc_config_free(&cfg);
 		return 2;
 	}
 	if (cfg.check_config) {
-		fprintf(stderr, "k2mc: configuration OK (nothing was connected to)\n");
+		fprintf(stderr,
+			"k2mc: configuration OK (librdkafka configurations built: %s; nothing was "
+			"connected to)\n",
+			built);
 		k2mc_config_free(&cfg);
 		return 0;
 	}
@@ -537,8 +583,10 @@ int main(int argc, char **argv)
 		report_tick(&rep);
 	}
 	/* a refill in progress stops; its sentinels stay missing, so the
-	 * next run refills again */
-	k2mc_refill_stop(refill);
+	 * next run refills again. Asked now, joined after the drain: its
+	 * exchanges with a silent server (2-5 s) must not come before the
+	 * drain's deadline (issue 23, item 9) */
+	k2mc_refill_request_stop(refill);
 	draining = 1;
 	k2mc_notify_stopping("draining, then committing");
 	if (got_signal)
@@ -552,6 +600,7 @@ int main(int argc, char **argv)
 	committer = NULL;
 	stopped = k2mc_now_ms();
 	left = k2mc_group_release_all(g, stopped + cfg.shutdown_timeout_ms, abort_writers, ws);
+	k2mc_refill_stop(refill);
 	if (rep.progress)
 		k2mc_log_status(NULL);
 	summary(g, ws, cfg.writers, left, stopped);

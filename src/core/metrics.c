@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +26,48 @@
 #include "workers/refill.h" /* the refill lag rows */
 #include "workers/writer.h" /* enum k2mc_server_state */
 
+/* What one client may hold (issue 23, item 4: slowloris). libmicrohttpd's
+ * own timeout is an idle timeout, which a client sending a byte every few
+ * seconds never reaches; so each connection gets a deadline for its whole
+ * request, from its accept or the end of its previous response to the end of
+ * its next one, enforced by the serving thread (sweep). The connection limit
+ * is large enough that clients slower than that deadline cannot fill it (at
+ * most CONN_MAX, and never more than an eighth of RLIMIT_NOFILE: the
+ * pipeline's connections come first), and one address holds at most half of
+ * it, so a probe from anywhere else always finds a free slot. Headers live in
+ * the connection's memory pool, which CONN_MEMORY bounds (a request past it is
+ * answered 431). */
+enum {
+	CONN_MAX = 128,
+	CONN_MIN = 8,
+	REQUEST_DEADLINE_MS = 5000,
+	CONN_MEMORY = 16 * 1024,
+	SERVE_TICK_MS = 100, /* how late a deadline or a stop is noticed */
+	LOG_WINDOW_MS = 10000, /* libmicrohttpd's messages: one per window */
+};
+
+/* A connection being served: the serving thread's alone (libmicrohttpd's
+ * callbacks run on it). */
+struct conn_slot {
+	struct MHD_Connection *conn; /* NULL: free */
+	int64_t since_ms;            /* accept, or the end of its last response */
+	int cut;                     /* shut down by the sweep, close pending */
+};
+
 struct k2mc_metrics {
 	struct MHD_Daemon *d;
 	int stale_after_ms;
+	pthread_t thread;
+	/* written by stop (main thread), read by the serving thread: relaxed
+	 * is enough, the join orders everything after it */
+	_Atomic int stopping;
+	struct conn_slot conns[CONN_MAX]; /* serving thread only */
+	unsigned conn_limit;
+	/* log_lock guards the rate limit of libmicrohttpd's messages, which
+	 * come from the serving thread and, at start and stop, the main one */
+	pthread_mutex_t log_lock;
+	int64_t log_window_ms;
+	unsigned long log_suppressed;
 	/* lock guards everything below: written by the main thread
 	 * (publish), read by the HTTP thread (handler) */
 	pthread_mutex_t lock;
@@ -391,7 +431,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 			      size_t *upload_len, void **req)
 {
 	static const char text_type[] = "text/plain; charset=utf-8";
-	static _Thread_local int named;
 	struct k2mc_metrics *m = cls;
 	char msg[400];
 	enum MHD_Result ret;
@@ -400,11 +439,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	(void)version;
 	(void)upload;
 	(void)req;
-	if (!named) {
-		/* libmicrohttpd names its thread "MHD-single"; ours say k2mc */
-		pthread_setname_np(pthread_self(), "k2mc-metrics");
-		named = 1;
-	}
 	if (*upload_len != 0) {
 		*upload_len = 0; /* a body we ignore */
 		return MHD_YES;
@@ -441,17 +475,125 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	return ret;
 }
 
+/* libmicrohttpd's messages, one per LOG_WINDOW_MS: a flood of refused or
+ * broken connections must not become a flood of log lines. The first of a
+ * window is logged; the rest are counted and the count is logged with the
+ * next one that is (or at the stop). */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct k2mc_metrics *m = cls;
 	char msg[512];
+	unsigned long suppressed;
+	int64_t now = k2mc_now_ms();
 	size_t n;
 
-	(void)cls;
+	pthread_mutex_lock(&m->log_lock);
+	if (m->log_window_ms != 0 && now - m->log_window_ms < LOG_WINDOW_MS) {
+		m->log_suppressed++;
+		pthread_mutex_unlock(&m->log_lock);
+		return;
+	}
+	m->log_window_ms = now;
+	suppressed = m->log_suppressed;
+	m->log_suppressed = 0;
+	pthread_mutex_unlock(&m->log_lock);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	k2mc_warn("metrics endpoint: %s", msg);
+	if (suppressed > 0)
+		k2mc_warn("metrics endpoint: %s (and %lu more messages in the %d s before, not "
+			  "logged)",
+			  msg, suppressed, LOG_WINDOW_MS / 1000);
+	else
+		k2mc_warn("metrics endpoint: %s", msg);
+}
+
+/* ---- the request deadline (serving thread) ----------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **ctx,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct k2mc_metrics *m = cls;
+	struct conn_slot *c = *ctx;
+
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (c != NULL)
+			memset(c, 0, sizeof(*c));
+		return;
+	}
+	/* libmicrohttpd admits at most conn_limit: a slot is free */
+	for (unsigned i = 0; i < m->conn_limit; i++) {
+		if (m->conns[i].conn == NULL) {
+			m->conns[i] = (struct conn_slot){ .conn = conn, .since_ms = k2mc_now_ms() };
+			*ctx = &m->conns[i];
+			return;
+		}
+	}
+}
+
+/* A response sent: the next request's deadline counts from now. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req,
+			 enum MHD_RequestTerminationCode toe)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn_slot *c = ci != NULL ? ci->socket_context : NULL;
+
+	(void)cls;
+	(void)req;
+	(void)toe;
+	if (c != NULL)
+		c->since_ms = k2mc_now_ms();
+}
+
+/* Cuts every connection past its deadline. shutdown(), not close(): the
+ * descriptor stays libmicrohttpd's, which sees the end of the stream on its
+ * next round and closes the connection itself (on_connection CLOSED). */
+static void sweep(struct k2mc_metrics *m)
+{
+	int64_t now = k2mc_now_ms();
+
+	for (unsigned i = 0; i < m->conn_limit; i++) {
+		struct conn_slot *c = &m->conns[i];
+		const union MHD_ConnectionInfo *ci;
+
+		if (c->conn == NULL || c->cut || now - c->since_ms < REQUEST_DEADLINE_MS)
+			continue;
+		ci = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (ci != NULL)
+			shutdown(ci->connect_fd, SHUT_RDWR);
+		c->cut = 1;
+	}
+}
+
+/* The messages a window held back, once it is over and none came since. */
+static void log_flush(struct k2mc_metrics *m, int64_t now)
+{
+	unsigned long n = 0;
+
+	pthread_mutex_lock(&m->log_lock);
+	if (m->log_suppressed > 0 && now - m->log_window_ms >= LOG_WINDOW_MS) {
+		n = m->log_suppressed;
+		m->log_suppressed = 0;
+	}
+	pthread_mutex_unlock(&m->log_lock);
+	if (n > 0)
+		k2mc_warn("metrics endpoint: %lu more messages in the %d s before, not logged", n,
+			  LOG_WINDOW_MS / 1000);
+}
+
+static void *serve(void *arg)
+{
+	struct k2mc_metrics *m = arg;
+
+	pthread_setname_np(pthread_self(), "k2mc-metrics");
+	while (!atomic_load_explicit(&m->stopping, memory_order_relaxed)) {
+		MHD_run_wait(m->d, SERVE_TICK_MS);
+		sweep(m);
+		log_flush(m, k2mc_now_ms());
+	}
+	return NULL;
 }
 
 /* Our own listening socket, so that a bind failure has its errno. */
@@ -493,12 +635,26 @@ static int listen_on(const char *host, int port, int *family, char *err, size_t 
 	return fd;
 }
 
+/* The connection limit: CONN_MAX, or an eighth of the descriptors this
+ * process may open if that is less (at least CONN_MIN). */
+static unsigned conn_limit(void)
+{
+	struct rlimit rl;
+	rlim_t n = CONN_MAX;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur / 8 < n)
+		n = rl.rlim_cur / 8;
+	return n < CONN_MIN ? CONN_MIN : (unsigned)n;
+}
+
 struct k2mc_metrics *k2mc_metrics_start(const char *host, int port, int stale_after_ms,
 					char *err, size_t errlen)
 {
 	struct k2mc_metrics *m = calloc(1, sizeof(*m));
 	int family = AF_INET, fd;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	/* our own thread runs the loop (serve): it also enforces the deadline */
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
 
 	if (m == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -510,33 +666,50 @@ struct k2mc_metrics *k2mc_metrics_start(const char *host, int port, int stale_af
 		return NULL;
 	}
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->log_lock, NULL);
 	m->stale_after_ms = stale_after_ms;
 	m->published_ms = k2mc_now_ms();
+	m->conn_limit = conn_limit();
 	snprintf(m->why, sizeof(m->why), "starting");
 	if (family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	/* one polling thread; scrapes are rare and small */
-	m->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, m, MHD_OPTION_EXTERNAL_LOGGER,
-				mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-				MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-				MHD_OPTION_END);
+	m->d = MHD_start_daemon(
+		flags, 0, NULL, NULL, handle, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, m,
+		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, m->conn_limit,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, m->conn_limit / 2,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(REQUEST_DEADLINE_MS / 1000),
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, m, MHD_OPTION_NOTIFY_COMPLETED,
+		on_completed, m, MHD_OPTION_END);
 	if (m->d == NULL) {
 		snprintf(err, errlen, "--metrics-addr %s:%d: cannot start the HTTP server", host,
 			 port);
 		close(fd);
-		pthread_mutex_destroy(&m->lock);
-		free(m);
-		return NULL;
+		goto fail;
+	}
+	if (pthread_create(&m->thread, NULL, serve, m) != 0) {
+		snprintf(err, errlen, "--metrics-addr %s:%d: cannot start its thread", host, port);
+		MHD_stop_daemon(m->d);
+		goto fail;
 	}
 	return m;
+fail:
+	pthread_mutex_destroy(&m->log_lock);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+	return NULL;
 }
 
 void k2mc_metrics_stop(struct k2mc_metrics *m)
 {
 	if (m == NULL)
 		return;
-	/* joins the HTTP thread and closes the listening socket */
+	atomic_store_explicit(&m->stopping, 1, memory_order_relaxed);
+	pthread_join(m->thread, NULL);
+	/* closes the connections and the listening socket */
 	MHD_stop_daemon(m->d);
+	log_flush(m, INT64_MAX / 2);
+	pthread_mutex_destroy(&m->log_lock);
 	pthread_mutex_destroy(&m->lock);
 	free(m->text);
 	free(m);

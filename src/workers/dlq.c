@@ -137,47 +137,37 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 			reason);
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
-		    size_t errlen)
+int k2mc_dlq_wanted(const struct k2mc_config *cfg)
 {
-	char e[256];
+	return cfg->dlq_topic != NULL &&
+	       (cfg->on_invalid == K2MC_INVALID_DLQ || cfg->on_invalid == K2MC_INVALID_HASH);
+}
 
-	if (rd_kafka_conf_set(conf, name, val, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
-		snprintf(err, errlen, "dead letter producer: %s=%s: %s", name, val, e);
-		return -EINVAL;
-	}
-	return 0;
+rd_kafka_conf_t *k2mc_dlq_conf(const struct k2mc_config *cfg, char *err, size_t errlen)
+{
+	/* then the consumer's -X properties: security settings apply to both */
+	const char *const own[] = { "bootstrap.servers", cfg->brokers, "client.id", "k2mc-dlq",
+				    NULL };
+
+	return k2mc_config_rdkafka(cfg, "dead letter producer", own, err, errlen);
 }
 
 struct k2mc_dlq *k2mc_dlq_new(const struct k2mc_config *cfg, k2mc_table_ref *table, char *err,
 			      size_t errlen)
 {
 	struct k2mc_dlq *d = calloc(1, sizeof(*d));
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_t *conf = NULL;
 	char e[512];
 
-	if (d == NULL || conf == NULL) {
+	if (d == NULL) {
 		snprintf(err, errlen, "dead letter producer: out of memory");
 		goto fail;
 	}
 	d->cfg = cfg;
 	d->table = table;
-	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
-	    conf_set(conf, "client.id", "k2mc-dlq", err, errlen))
+	conf = k2mc_dlq_conf(cfg, err, errlen);
+	if (conf == NULL)
 		goto fail;
-	/* the consumer's -X properties: security settings apply to both */
-	for (int i = 0; i < cfg->nxprops; i++) {
-		char name[256];
-		const char *eq = strchr(cfg->xprops[i], '=');
-		size_t nl = eq ? (size_t)(eq - cfg->xprops[i]) : 0;
-
-		if (eq == NULL || nl >= sizeof(name))
-			continue; /* config.c and group.c refused these already */
-		memcpy(name, cfg->xprops[i], nl);
-		name[nl] = '\0';
-		if (conf_set(conf, name, eq + 1, err, errlen) != 0)
-			goto fail;
-	}
 	rd_kafka_conf_set_opaque(conf, d);
 	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
 	rd_kafka_conf_set_log_cb(conf, log_cb);

@@ -25,8 +25,13 @@
 
 struct k2mc_dlq;
 
-/* Builds the producer (cfg->brokers, every -X property, client.id
- * k2mc-dlq). table: the partition table acknowledgements are checked
+/* 1 when the run has a dead letter producer: --dlq-topic with --on-invalid
+ * dlq or hash. */
+int k2mc_dlq_wanted(const struct k2mc_config *cfg);
+/* Its librdkafka configuration (cfg->brokers, client.id k2mc-dlq, then every
+ * -X property), without callbacks. NULL with the reason in err. */
+rd_kafka_conf_t *k2mc_dlq_conf(const struct k2mc_config *cfg, char *err, size_t errlen);
+/* Builds the producer (k2mc_dlq_conf). table: the partition table acknowledgements are checked
  * against. NULL with a one-line reason in err. */
 struct k2mc_dlq *k2mc_dlq_new(const struct k2mc_config *cfg, k2mc_table_ref *table, char *err,
 			      size_t errlen);

@@ -206,6 +206,14 @@ static void conn_close(struct mc_conn *c)
 		memset(c->replies, MC_NONE, c->ncmds);
 }
 
+/* how late mcconn_exchange notices a cancel flag (transport.c has its own) */
+#define CANCEL_SLICE_MS 100
+
+void mcconn_set_cancel(struct mc_conn *c, const _Atomic int *flag)
+{
+	transport_set_cancel(c->tp, flag);
+}
+
 void mcconn_free(struct mc_conn *c)
 {
 	if (c == NULL)
@@ -1357,10 +1365,13 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t sen
 			/* decrypted bytes inside OpenSSL do not wake poll() */
 			pending |= transport_pending(c->tp);
 			idx[np++] = i;
+			if (transport_is_cancelled(c->tp))
+				return; /* the owner gave up: the rest stays pending */
 		}
 		if (np == 0 || (left <= 0 && !pending))
 			return;
-		rc = poll(pfds, np, pending ? 0 : left);
+		/* the cancel flags are looked at every CANCEL_SLICE_MS */
+		rc = poll(pfds, np, pending ? 0 : left < CANCEL_SLICE_MS ? left : CANCEL_SLICE_MS);
 		if (rc < 0 && errno != EINTR)
 			return;
 		for (size_t k = 0; (rc > 0 || pending) && k < np; k++) {

@@ -86,6 +86,9 @@ struct mc_conn *mcconn_new_server(const struct k2mc_server *s, const struct k2mc
  * transport_tls_check, e.g. under --check-config). */
 void mcconn_tls_from_config(const struct k2mc_config *cfg, struct transport_tls *tls);
 void mcconn_free(struct mc_conn *c);
+/* Its waits (connect, handshake, mcconn_exchange) end within 100 ms once
+ * *flag is non-zero: the writers' abort (transport_set_cancel). */
+void mcconn_set_cancel(struct mc_conn *c, const _Atomic int *flag);
 const char *mcconn_name(const struct mc_conn *c);
 /* The reason for the last failure, for logs ("connection refused"). */
 const char *mcconn_error(const struct mc_conn *c);
@@ -159,7 +162,8 @@ void mcconn_rewind(struct mc_conn *c);
 void mcconn_reset_batch(struct mc_conn *c);
 
 /* Sends what is queued and reads replies on up to n connections at once,
- * for at most slice_ms. Each connection's result is in results[i]. Reply i
+ * for at most slice_ms, less once a connection's cancel flag is set
+ * (mcconn_set_cancel: it returns within 100 ms, pending ones MC_X_PENDING). Each connection's result is in results[i]. Reply i
  * of a connection is mcconn_reply(c, i) once its result is MC_X_DONE.
  * send_until_ms (CLOCK_BOOTTIME ms, the fence clock; INT64_MAX = no limit):
  * no byte is sent once that clock has passed it, checked before every

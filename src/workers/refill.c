@@ -136,7 +136,8 @@ struct k2mc_refill {
 	struct srv srv[K2MC_MAX_SERVERS];
 	pthread_t thread;
 	int started;
-	/* main -> thread (release / acquire) */
+	/* main -> thread (release / acquire); also the cancel flag of the
+	 * servers' transports, which read it with acquire while they wait */
 	_Atomic int stop;
 	/* thread -> anyone, relaxed */
 	_Atomic uint64_t records;
@@ -1268,15 +1269,18 @@ static void *refill_main(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------*/
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *val, char *err,
-		    size_t errlen)
+rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size_t errlen)
 {
-	char e[512];
+	/* then every -X, as the live consumer has them */
+	const char *const own[] = { "bootstrap.servers", cfg->brokers, "group.id", cfg->group,
+				    "client.id", "k2mc-refill", "enable.auto.commit", "false",
+				    "enable.auto.offset.store", "false", "enable.partition.eof",
+				    "true",
+				    /* a pass ends at the end offset: no need to wait for
+				     * fuller fetches */
+				    "fetch.wait.max.ms", "20", NULL };
 
-	if (rd_kafka_conf_set(conf, name, val, e, sizeof(e)) == RD_KAFKA_CONF_OK)
-		return 0;
-	snprintf(err, errlen, "refill: %s=%s: %s", name, val, e);
-	return -1;
+	return k2mc_config_rdkafka(cfg, "refill", own, err, errlen);
 }
 
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
@@ -1314,31 +1318,13 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 		rf->srv[s].wt = transport_new(&a, &tls, err, errlen);
 		if (rf->srv[s].wt == NULL)
 			goto fail;
+		/* the stop takes the thread out of an exchange with a server
+		 * that does not answer (2-5 s otherwise) */
+		transport_set_cancel(rf->srv[s].wt, &rf->stop);
 	}
-	conf = rd_kafka_conf_new();
+	conf = k2mc_refill_conf(cfg, err, errlen);
 	if (conf == NULL)
-		goto nomem;
-	if (conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) ||
-	    conf_set(conf, "group.id", cfg->group, err, errlen) ||
-	    conf_set(conf, "client.id", "k2mc-refill", err, errlen) ||
-	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
-	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
-	    conf_set(conf, "enable.partition.eof", "true", err, errlen) ||
-	    /* a pass ends at the end offset: no need to wait for fuller fetches */
-	    conf_set(conf, "fetch.wait.max.ms", "20", err, errlen))
 		goto fail;
-	for (int i = 0; i < cfg->nxprops; i++) {
-		char name[256];
-		const char *eq = strchr(cfg->xprops[i], '=');
-		size_t nl = (size_t)(eq - cfg->xprops[i]);
-
-		if (nl >= sizeof(name))
-			continue;
-		memcpy(name, cfg->xprops[i], nl);
-		name[nl] = '\0';
-		/* group.c refused the bad ones already */
-		rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e));
-	}
 	rf->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
 	if (rf->rk == NULL) {
 		snprintf(err, errlen, "refill: %s", e);
@@ -1363,6 +1349,12 @@ int k2mc_refill_start(struct k2mc_refill *rf)
 		return -rc;
 	rf->started = 1;
 	return 0;
+}
+
+void k2mc_refill_request_stop(struct k2mc_refill *rf)
+{
+	if (rf != NULL)
+		atomic_store_explicit(&rf->stop, 1, memory_order_release);
 }
 
 void k2mc_refill_stop(struct k2mc_refill *rf)

@@ -34,6 +34,10 @@ static inline void k2mc_refill_note(int s, const char *key, size_t klen)
 		k2mc_refill_note_slow(s, key, klen);
 }
 
+/* Refill's librdkafka consumer configuration (the group's id, its own
+ * client.id, end-of-partition events, then every -X property), without
+ * callbacks. NULL with the reason in err. */
+rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size_t errlen);
 /* cfg and table (the group's, consumer.h) must outlive it. NULL with the
  * reason in err. */
 /* fence: the membership lease; refill sends a batch only while it holds
@@ -42,6 +46,11 @@ static inline void k2mc_refill_note(int s, const char *key, size_t klen)
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
 				    struct k2mc_fence *fence, char *err, size_t errlen);
 int k2mc_refill_start(struct k2mc_refill *rf);
+/* Asks the thread to end, without waiting: it leaves any exchange with a
+ * server within 100 ms (transport_set_cancel) and a Kafka call within its
+ * own timeout. The shutdown asks first and joins (k2mc_refill_stop) after
+ * the drain, so that the refill's wait never adds to the drain's. */
+void k2mc_refill_request_stop(struct k2mc_refill *rf);
 /* Ends the thread (a refill in progress stops where it is; its sentinels
  * stay missing, so the next run refills again). Before the table is freed. */
 void k2mc_refill_stop(struct k2mc_refill *rf);

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ struct transport {
 	/* the last SSL_read wanted to write / SSL_write wanted to read
 	 * (TLS 1.3 key updates, renegotiation): poll for that instead */
 	int rd_wants_write, wr_wants_read;
+	/* transport_set_cancel: owned by the caller, set by any thread (the
+	 * owner's stop), read here with acquire while waiting; NULL: none */
+	const _Atomic int *cancel;
 	char errbuf[512];
 };
 
@@ -53,19 +57,33 @@ static int ms_left(int64_t deadline)
 	return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
-/* poll() one fd until the deadline, EINTR retried: 1 ready, 0 timed out,
- * -errno. */
-static int wait_fd(int fd, short events, int64_t deadline)
+/* How late a cancellation is noticed: a wait with a cancel flag polls in
+ * slices this long. */
+#define CANCEL_SLICE_MS 100
+
+static int cancelled(const struct transport *t)
+{
+	return t->cancel != NULL && atomic_load_explicit(t->cancel, memory_order_acquire);
+}
+
+/* poll() the connection until the deadline, EINTR retried: 1 ready, 0 timed
+ * out, -ECANCELED once the cancel flag is set, -errno. */
+static int wait_fd(const struct transport *t, short events, int64_t deadline)
 {
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = events };
-		int rc = poll(&p, 1, ms_left(deadline));
+		struct pollfd p = { .fd = t->fd, .events = events };
+		int left = ms_left(deadline), slice = left, rc;
 
+		if (cancelled(t))
+			return -ECANCELED;
+		if (t->cancel != NULL && slice > CANCEL_SLICE_MS)
+			slice = CANCEL_SLICE_MS;
+		rc = poll(&p, 1, slice);
 		if (rc > 0)
 			return 1;
-		if (rc == 0)
+		if (rc == 0 && slice == left)
 			return 0;
-		if (errno != EINTR)
+		if (rc < 0 && errno != EINTR)
 			return -errno;
 	}
 }
@@ -230,6 +248,16 @@ void transport_close(struct transport *t)
 	t->rd_wants_write = t->wr_wants_read = 0;
 }
 
+void transport_set_cancel(struct transport *t, const _Atomic int *flag)
+{
+	t->cancel = flag;
+}
+
+int transport_is_cancelled(const struct transport *t)
+{
+	return cancelled(t);
+}
+
 int transport_is_open(const struct transport *t)
 {
 	return t->fd >= 0;
@@ -260,7 +288,7 @@ static int fail(struct transport *t, int err, const char *what)
 /* Waits for a non-blocking connect() that returned EINPROGRESS. */
 static int connect_wait(struct transport *t, int64_t deadline)
 {
-	int err = 0, rc = wait_fd(t->fd, POLLOUT, deadline);
+	int err = 0, rc = wait_fd(t, POLLOUT, deadline);
 	socklen_t elen = sizeof(err);
 
 	if (rc <= 0)
@@ -378,7 +406,7 @@ static int tls_handshake(struct transport *t, int64_t deadline)
 			return 0;
 		e = SSL_get_error(t->ssl, rc);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-			w = wait_fd(t->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
+			w = wait_fd(t, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
 			if (w <= 0)
 				return fail(t, w == 0 ? ETIMEDOUT : -w, "TLS handshake");
 			continue;
@@ -558,7 +586,7 @@ int transport_send_all(struct transport *t, const void *buf, size_t len, int64_t
 		}
 		if (n != TRANSPORT_AGAIN)
 			return n < 0 ? (int)n : -EIO;
-		rc = wait_fd(t->fd, transport_events(t, POLLOUT), deadline_ms);
+		rc = wait_fd(t, transport_events(t, POLLOUT), deadline_ms);
 		if (rc <= 0)
 			return rc == 0 ? -ETIMEDOUT : rc;
 	}
@@ -573,7 +601,7 @@ ssize_t transport_recv_some(struct transport *t, void *buf, size_t len, int64_t 
 
 		if (n != TRANSPORT_AGAIN)
 			return n;
-		rc = wait_fd(t->fd, transport_events(t, POLLIN), deadline_ms);
+		rc = wait_fd(t, transport_events(t, POLLIN), deadline_ms);
 		if (rc <= 0)
 			return rc == 0 ? -ETIMEDOUT : rc;
 	}

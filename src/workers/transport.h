@@ -6,6 +6,7 @@
 #ifndef K2MC_TRANSPORT_H
 #define K2MC_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -50,6 +51,13 @@ int transport_tls_check(const struct transport_tls *tls, char *err, size_t errle
  * "TLS: certificate verify failed: <OpenSSL reason>"). Nothing of the
  * caller's is sent before this returns 0. */
 int transport_connect(struct transport *t, int64_t deadline_ms);
+/* Gives every blocking wait of t (connect, TLS handshake, send_all,
+ * recv_some) a way out: once *flag is non-zero (any thread may set it), a
+ * wait ends within 100 ms with -ECANCELED, and the calls fail as on a
+ * timeout. flag is the caller's (its stop or abort flag) and must outlive t;
+ * NULL removes it. */
+void transport_set_cancel(struct transport *t, const _Atomic int *flag);
+int transport_is_cancelled(const struct transport *t);
 /* Closes the connection (if any); the transport can connect again. */
 void transport_close(struct transport *t);
 int transport_is_open(const struct transport *t);

@@ -197,7 +197,9 @@ struct k2mc_writers {
 	 * then read-only; NULL = no fencing */
 	const struct k2mc_fence *fence;
 	/* main -> writers: stop when idle / give up on the current batch
-	 * (release by main, acquire by writers) */
+	 * (release by main, acquire by writers; abort also by the transports
+	 * of their connections, mcconn_set_cancel, which leave their waits
+	 * within 100 ms of it) */
 	_Atomic int stop;
 	_Atomic int abort;
 	/* any writer: 1 from the warning that records are held for lack of a
@@ -838,11 +840,18 @@ static int batch_abandoned(struct writer *w, size_t nsegs_scan)
 	return 0;
 }
 
-static void backoff(int *ms)
+/* Sleeps *ms (doubling it for next time), in slices that end it early
+ * once the writers are aborted. */
+static void backoff(struct writer *w, int *ms)
 {
-	struct timespec ts = { *ms / 1000, (long)(*ms % 1000) * 1000000L };
+	int64_t end = k2mc_now_ms() + *ms, left;
 
-	nanosleep(&ts, NULL);
+	while ((left = end - k2mc_now_ms()) > 0 &&
+	       !atomic_load_explicit(&w->pool->abort, memory_order_acquire)) {
+		if (left > IDLE_PARK_MS)
+			left = IDLE_PARK_MS;
+		nanosleep(&(struct timespec){ 0, (long)left * 1000000L }, NULL);
+	}
 	*ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
 }
 
@@ -1132,7 +1141,7 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 			return -1;
 		if (failed > 0) {
 			k2mc_count(&w->stats->retries, 1);
-			backoff(&delay);
+			backoff(w, &delay);
 			waiting_since = k2mc_now_ms();
 		}
 	}
@@ -1306,7 +1315,7 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 		out_of_memory(w, n);
 		if (batch_abandoned(w, nsegs))
 			return -1;
-		backoff(&delay);
+		backoff(w, &delay);
 	}
 	rc = classify(w, n);
 	for (;;) {
@@ -1321,7 +1330,7 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 			mcconn_reset_batch(w->conns[s]);
 		if (batch_abandoned(w, nsegs))
 			return -1;
-		backoff(&delay);
+		backoff(w, &delay);
 		rc = queue_all(w, n);
 	}
 	if (rc == 0 && w->nomem) {
@@ -1441,6 +1450,10 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 			k2mc_err("%s", why);
 			return -EINVAL;
 		}
+		/* a shutdown that gives up on Memcached (k2mc_writers_abort)
+		 * takes the writer out of a connect or an exchange at once: the
+		 * table's grace period, and so the stop, waits for that */
+		mcconn_set_cancel(w->conns[s], &ws->abort);
 	}
 	w->items = calloc(b, sizeof(*w->items));
 	w->item_part = calloc(b, sizeof(*w->item_part));
@@ -1506,8 +1519,7 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 		goto fail;
 	memset(ws->stats, 0, sizeof(*ws->stats) * (size_t)ws->n);
 	memset(ws->inv, 0, sizeof(*ws->inv) * (size_t)ws->n);
-	if (cfg->dlq_topic != NULL &&
-	    (cfg->on_invalid == K2MC_INVALID_DLQ || cfg->on_invalid == K2MC_INVALID_HASH)) {
+	if (k2mc_dlq_wanted(cfg)) {
 		ws->dlq = k2mc_dlq_new(cfg, table, err, sizeof(err));
 		if (ws->dlq == NULL) {
 			k2mc_err("%s", err);
