@@ -2,12 +2,12 @@
 """Checks a scrape of k2mc's /metrics (tests/test_metrics.c), with Prometheus' own parser
 (python3-prometheus-client).
 
-    metrics_check.py parse METRICS_TXT [--readme README.md]
+    metrics_check.py parse METRICS_TXT [--readme docs/metrics.md]
         the text parses; every family is declared once (no name collides in the exposition
         format, e.g. a family X and another family's X_total); the process_* metrics of
         Prometheus' client libraries and k2mc_build_info are there with their types and
         labels; k2mc_memcached_errors_total has {server,kind} on every sample;
-        --readme: every family is named in README.md (its metrics table is complete).
+        --readme: every family is named in that file (its metrics table is complete).
     metrics_check.py dashboard DASHBOARD_JSON METRICS_TXT
         every metric name that a query of the Grafana dashboard uses is exported (a sample
         name of the scrape), and every panel has a query.

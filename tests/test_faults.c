@@ -1064,7 +1064,7 @@ Test(faults, shutdown_with_kafka_down_is_bounded)
  * A memcached address that accepts connections and never answers: a
  * listening socket nobody accepts on (the kernel completes each handshake
  * into its backlog, and what k2mc sends stays unread). The whole stop, from
- * SIGTERM to exit, must keep README's bound, --shutdown-timeout-ms plus about
+ * SIGTERM to exit, must keep docs/guarantees.md's bound, --shutdown-timeout-ms plus about
  * a second, with and without --refill (9.4 s and 5.4 s for 3000 before). */
 static int silent_server(int *port)
 {

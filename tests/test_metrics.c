@@ -1005,13 +1005,13 @@ Test(metrics, one_server_down_errors_by_server_and_every_view)
 	cr_expect_eq(sample(text, series), 0, "%s", series);
 
 	/* Prometheus' parser: process metrics, build info, no name collision,
-	 * every family in README's table; the dashboard's queries */
+	 * every family in docs/metrics.md's table; the dashboard's queries */
 	h_tmppath(scrape, sizeof(scrape), "scrape.txt");
 	f = fopen(scrape, "w");
 	cr_assert_not_null(f);
 	fputs(text, f);
 	fclose(f);
-	snprintf(args, sizeof(args), "parse %s --readme README.md", scrape);
+	snprintf(args, sizeof(args), "parse %s --readme docs/metrics.md", scrape);
 	cr_expect_eq(metrics_check(args), 0, "metrics_check %s failed (reasons above)", args);
 	snprintf(args, sizeof(args), "dashboard contrib/grafana/k2mc.json %s", scrape);
 	cr_expect_eq(metrics_check(args), 0, "metrics_check %s failed (reasons above)", args);

@@ -383,7 +383,7 @@ static void assert_good_keys_written(void)
 	}
 }
 
-/* The key --on-invalid hash stores a record under, from the README's
+/* The key --on-invalid hash stores a record under, from docs/guarantees.md's
  * formula: prefix (none here) + 32 lowercase hex of XXH3-128, high half
  * first. */
 static size_t hashed_key(const char *key, size_t klen, char *out)
