@@ -219,7 +219,7 @@ static void takeover_holds(struct k2mc_group *g, const rd_kafka_topic_partition_
 	int nheld = 0;
 	enum k2mc_takeover_why why = K2MC_TAKEOVER_NEW;
 
-	if (g->fence == NULL || hold == NULL || tps->cnt == 0)
+	if (g->fence == NULL || tps->cnt == 0)
 		return;
 	own = k2mc_fence_lease_ms(g->fence);
 	for (int i = 0; i < tps->cnt; i++) {
@@ -307,7 +307,10 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 	all = calloc(have + (size_t)tps->cnt + 1, sizeof(*all));
 	committed = read_committed(g, tps);
 	hold = calloc((size_t)tps->cnt + 1, sizeof(*hold));
-	if (all == NULL) {
+	/* without hold[] the takeover wait could not be kept: refuse, as for
+	 * the table */
+	if (all == NULL || hold == NULL) {
+		free(all);
 		free(hold);
 		set_fatal(g, "out of memory on assignment");
 		if (committed != NULL)
@@ -327,7 +330,7 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 						    tps->elems[i].partition);
 		struct k2mc_part *p;
 
-		o.hold_until_ms = hold != NULL ? hold[i] : 0;
+		o.hold_until_ms = hold[i];
 
 		/* -o applies to a partition with no committed offset only:
 		 * librdkafka's auto.offset.reset is earliest (k2mc_group_new),
