@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,6 +119,7 @@ struct opts {
 	struct prop tconfigs[MOCK_MAX_PROPS]; /* --topic-config: topics -b creates */
 	int ntconfigs;
 	int replication; /* -1: the broker's default.replication.factor */
+	int port; /* --port: a fixed bootstrap port (0: none) */
 	bool txn; /* --txn-abort-every given, or -X transactional.id */
 	uint64_t txn_abort_every; /* 0: commit every transaction */
 	uint64_t txn_size;
@@ -246,6 +250,10 @@ static void usage(FILE *f)
 	      "  --seed S               PRNG seed (default 1)\n"
 	      "  --expect FILE          write the expected final state per key once acknowledged\n"
 	      "  --bootstrap-file FILE  also write the bootstrap address to FILE\n"
+	      "  --port P               also take bootstrap connections on 127.0.0.1:P\n"
+	      "                         (the mock's brokers listen on ports of the\n"
+	      "                         kernel's choosing; P relays to the first one,\n"
+	      "                         so a config file can name a fixed address)\n"
 	      "  --exit-after-produce   exit once production (and --expect) is done\n"
 	      "  --stdin-control        read commands from stdin; EOF exits:\n"
 	      "                         broker-down ID | broker-up ID | rtt ID MS |\n"
@@ -265,7 +273,11 @@ static void usage(FILE *f)
 	      "  --pace-group GROUP     keep each partition at most --pace-lead records past\n"
 	      "                         GROUP's committed offset while producing\n"
 	      "  --pace-lead N          (default 30000)\n"
-	      "  -q                     quiet\n",
+	      "  -q                     quiet\n"
+	      "Lifetime: k2mc-mock runs until SIGINT/SIGTERM (or EOF with --stdin-control),\n"
+	      "and also stops when the process that started it exits (PR_SET_PDEATHSIG), so\n"
+	      "that a test dying cannot leave it behind: started with & from a shell, it\n"
+	      "lives as long as that shell.\n",
 	      f);
 }
 
@@ -369,6 +381,7 @@ enum {
 	OPT_REPLICATION,
 	OPT_TXN_ABORT_EVERY,
 	OPT_TXN_SIZE,
+	OPT_PORT,
 };
 
 /* "NAME=VALUE" into list; argv's string is split in place. */
@@ -415,6 +428,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 		{ "replication", required_argument, NULL, OPT_REPLICATION },
 		{ "txn-abort-every", required_argument, NULL, OPT_TXN_ABORT_EVERY },
 		{ "txn-size", required_argument, NULL, OPT_TXN_SIZE },
+		{ "port", required_argument, NULL, OPT_PORT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -437,6 +451,11 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			if (parse_u64("--brokers", optarg, 1, 64, &v))
 				return -EINVAL;
 			o->brokers = (int)v;
+			break;
+		case OPT_PORT:
+			if (parse_u64("--port", optarg, 1, 65535, &v))
+				return -EINVAL;
+			o->port = (int)v;
 			break;
 		case OPT_TOPIC:
 			if (parse_topic(o, optarg))
@@ -563,6 +582,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
 	if ((o->ntconfigs > 0 || o->replication != -1) && !o->bootstrap) {
 		err("--topic-config and --replication are for topics -b creates; the mock "
 		    "cluster's topics take neither");
+		return -EINVAL;
+	}
+	if (o->port && o->bootstrap) {
+		err("--port is for the mock cluster; with -b, name the cluster itself");
 		return -EINVAL;
 	}
 	if (o->exit_after_produce && o->stdin_control) {
@@ -1759,6 +1782,134 @@ static void app_destroy(struct app *a)
 		close(a->evfd[1]);
 }
 
+/* --port: a fixed bootstrap address for trying k2mc by hand. librdkafka's
+ * mock brokers bind ports the kernel picks and offer no way to choose one,
+ * so a listener on 127.0.0.1:P relays each connection, byte for byte, to the
+ * first mock broker. Clients only bootstrap through it: the metadata they
+ * get back names the brokers' own ports, which they use from then on. The
+ * relay threads are detached and live as long as their two sockets; the
+ * process exit ends them. */
+struct relay_pair {
+	int a, b;
+};
+
+static void *relay_pump(void *arg)
+{
+	struct relay_pair p = *(struct relay_pair *)arg;
+	struct pollfd fds[2] = { { .fd = p.a, .events = POLLIN },
+				 { .fd = p.b, .events = POLLIN } };
+	char buf[65536];
+
+	free(arg);
+	for (;;) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			ssize_t n, off = 0;
+
+			if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			n = read(fds[i].fd, buf, sizeof(buf));
+			if (n <= 0)
+				goto done;
+			while (off < n) {
+				ssize_t w = write(fds[1 - i].fd, buf + off,
+						  (size_t)(n - off));
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					goto done;
+				off += w;
+			}
+		}
+	}
+done:
+	close(p.a);
+	close(p.b);
+	return NULL;
+}
+
+struct relay {
+	int lfd;
+	struct sockaddr_in upstream;
+};
+
+static void *relay_accept(void *arg)
+{
+	struct relay *r = arg;
+
+	for (;;) {
+		struct relay_pair *p;
+		pthread_t t;
+		int c = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC), u;
+
+		if (c < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			err("--port: accept: %s", strerror(errno));
+			return NULL;
+		}
+		u = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		p = malloc(sizeof(*p));
+		if (u < 0 || !p ||
+		    connect(u, (struct sockaddr *)&r->upstream,
+			    sizeof(r->upstream)) != 0) {
+			err("--port: connecting to the mock broker: %s",
+			    strerror(errno));
+			goto drop;
+		}
+		p->a = c;
+		p->b = u;
+		if (pthread_create(&t, NULL, relay_pump, p) != 0)
+			goto drop;
+		pthread_detach(t);
+		continue;
+drop:
+		free(p);
+		if (u >= 0)
+			close(u);
+		close(c);
+	}
+}
+
+/* Listens on 127.0.0.1:port and relays to the first address of bootstraps
+ * ("127.0.0.1:NNNN,..."). */
+static int relay_start(int port, const char *bootstraps)
+{
+	static struct relay r; /* the accept thread's, for the process life */
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_port = htons((uint16_t)port) };
+	const char *colon = strchr(bootstraps, ':');
+	pthread_t t;
+	int on = 1;
+
+	if (!colon || strncmp(bootstraps, "127.0.0.1:", 10) != 0) {
+		err("--port: unexpected mock bootstrap \"%s\"", bootstraps);
+		return -EINVAL;
+	}
+	r.upstream = (struct sockaddr_in){ .sin_family = AF_INET,
+					   .sin_port = htons((uint16_t)atoi(colon + 1)) };
+	inet_pton(AF_INET, "127.0.0.1", &r.upstream.sin_addr);
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	r.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (r.lfd < 0 ||
+	    setsockopt(r.lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+	    bind(r.lfd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+	    listen(r.lfd, 16) != 0) {
+		err("--port %d: %s", port, strerror(errno));
+		return -errno;
+	}
+	if (pthread_create(&t, NULL, relay_accept, &r) != 0) {
+		err("--port: cannot start its thread");
+		return -EAGAIN;
+	}
+	pthread_detach(t);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct app a = { .sfd = -1, .evfd = { -1, -1 }, .pace = { .wake_fd = -1 } };
@@ -1827,6 +1978,15 @@ int main(int argc, char **argv)
 			goto out;
 	} else if (cluster_start(&a)) {
 		goto out;
+	}
+	if (a.o.port) {
+		char *fixed;
+
+		if (relay_start(a.o.port, a.bootstraps) ||
+		    asprintf(&fixed, "127.0.0.1:%d", a.o.port) < 0)
+			goto out;
+		free(a.bootstraps);
+		a.bootstraps = fixed;
 	}
 	out("bootstrap=%s", a.bootstraps);
 	if (a.o.bootstrap_path) {
