@@ -5,8 +5,9 @@
 # Sections, in order: flags and the three build variants, librdkafka, the
 # version, deps, k2mc, tools, tests, fuzz, demo and bench, kafka (a real
 # broker), install and package, lint, clean. A module is any .c file under
-# src/ (two levels deep): a new one is compiled into every variant of k2mc and
-# every suite with no edit here.
+# src/ or a sub-folder of its subsystems (src/*/*.c, src/*/*/*.c) but main's:
+# a new one is compiled into every variant of k2mc and every suite with no
+# edit here. How the suites are built and run: docs/tests.md.
 .DEFAULT_GOAL := all
 
 # ---- flags and the three build variants ---------------------------------------
@@ -532,11 +533,13 @@ package-test: deb
 # ---- lint ---------------------------------------------------------------------
 # Style and static checks, reported for review; not part of `make test` (a
 # formatting difference is not a failure). `make lint` runs every check in
-# LINT_CHECKS, each a target of its own: a new check is one more.
+# LINT_CHECKS, each a phony target of its own: a new check is one more name
+# there (or a `LINT_CHECKS +=` further down: lint expands the list last), and
+# one that must hold can also be a prerequisite of test.
 LINT_SRCS   := $(K2MC_SRCS) $(MAIN_SRC)
 LINT_CHECKS := lint-format lint-cppcheck
-.PHONY: lint $(LINT_CHECKS)
-lint: $(LINT_CHECKS)
+.PHONY: lint lint-format lint-cppcheck
+lint: $$(LINT_CHECKS)
 lint-format: build/.deps-lint
 	-clang-format --dry-run $(LINT_SRCS) $(wildcard src/*/*.h src/*/*/*.h) 2>&1 | \
 	  grep -c 'warning:' | sed 's/^/clang-format: lines to reformat: /'
