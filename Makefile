@@ -73,14 +73,16 @@ TLIBS := $(RDK_LIBS) -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpt
 # also a valid Debian version. Outside a checkout (a tarball, the copy `make
 # deb` builds from): the VERSION file. `git describe --dirty` itself is not
 # run: it refreshes and rewrites .git/index, racing other git commands in the
-# same tree.
+# same tree. safe.directory: root building in a user's clone (or the other
+# way round) must not trip git's ownership check and fall back to VERSION.
+GIT := git -c safe.directory='$(CURDIR)'
 VERSION := $(shell v=$$(cat VERSION 2>/dev/null || echo 0.0.0); \
-  if [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
-    d=$$(git describe --tags --match 'v[0-9]*' HEAD 2>/dev/null | \
+  if [ "$$($(GIT) rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
+    d=$$($(GIT) describe --tags --match 'v[0-9]*' HEAD 2>/dev/null | \
          sed 's/^v//; s/-\([0-9]*\)-g/+\1.g/'); \
-    [ -n "$$d" ] || d="$$v+g$$(git rev-parse --short HEAD)"; \
-    git update-index -q --refresh >/dev/null 2>&1; \
-    git diff-index --quiet HEAD -- 2>/dev/null || d="$$d.dirty"; v=$$d; \
+    [ -n "$$d" ] || d="$$v+g$$($(GIT) rev-parse --short HEAD)"; \
+    $(GIT) update-index -q --refresh >/dev/null 2>&1; \
+    $(GIT) diff-index --quiet HEAD -- 2>/dev/null || d="$$d.dirty"; v=$$d; \
   fi; echo "$$v")
 CFLAGS_BASE += -DK2MC_VERSION='"$(VERSION)"'
 # Objects that print the version are rebuilt when it changes: build/.version
@@ -506,8 +508,8 @@ DEB_FILE := build/k2mc_$(VERSION)_$(DEB_ARCH).deb
 DEB_SRC  := build/deb/k2mc-$(VERSION)
 deb: pkg-deps $(RDK_STAMP)
 	@rm -rf build/deb build/k2mc_*.deb build/k2mc-dbgsym_*.deb && mkdir -p $(DEB_SRC)
-	@if [ "$$(git rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
-	  git ls-files -co --exclude-standard | while IFS= read -r f; do [ ! -e "$$f" ] || \
+	@if [ "$$($(GIT) rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
+	  $(GIT) ls-files -co --exclude-standard | while IFS= read -r f; do [ ! -e "$$f" ] || \
 	    printf '%s\n' "$$f"; done; \
 	else find . -path ./build -prune -o -path ./.git -prune -o ! -type d -print; fi | \
 	  tar -cf - -T - | tar -xf - -C $(DEB_SRC)
@@ -521,6 +523,10 @@ deb: pkg-deps $(RDK_STAMP)
 	@cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b > ../build.log 2>&1 || \
 	  { tail -40 ../build.log; echo "make deb: dpkg-buildpackage failed"; exit 1; }
 	@cp build/deb/*.deb build/
+	@# root building in a user's tree: what it made stays the tree owner's,
+	@# so that the user's next `make deb` can remove it
+	@[ "$$(id -u)" != 0 ] || [ "$$(stat -c %u .)" = 0 ] || \
+	  chown -R "$$(stat -c %u:%g .)" build/deb build/k2mc_*.deb build/k2mc-dbgsym_*.deb
 	@ls -1 build/*_$(VERSION)_*.deb
 
 # make package-test (.ci/run): the .deb through lintian (errors fail), into a
