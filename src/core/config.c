@@ -1,8 +1,11 @@
 /* Configuration for k2mc: flags (kcat conventions: -b -t -G -X -o -e -q -v,
- * -F FILE), key=value files and K2MC_* environment variables, one code path
- * for all three (apply()). Validates ranges, and settings that contradict
- * each other or k2mc's guarantees, here so the rest of the program can trust
- * the struct. Not a place that opens connections. */
+ * -F FILE), key=value files and K2MC_* environment variables. Every option is
+ * one row of opts[] below, which argv, -F, the environment, the defaults,
+ * --help and --dump-config all read (apply() is the one way a value gets in).
+ * Validates ranges, and settings that contradict each other or k2mc's
+ * guarantees (the check_* functions), here so the rest of the program can
+ * trust the struct; builds every librdkafka configuration k2mc uses
+ * (k2mc_config_rdkafka). Not a place that opens connections. */
 #include "core/config.h"
 #include "core/rdkversion.h"
 
@@ -1170,14 +1173,16 @@ static enum k2mc_config_result parse_value(struct k2mc_config *c, const struct o
 		}
 		if (o->expect == NULL) {
 			/* "a, b or c" */
-			size_t n = 0;
+			FILE *m = fmemopen(expect, sizeof(expect), "w");
 
 			expect[0] = '\0';
-			for (const struct name_value *nv = o->names; nv->name != NULL; nv++)
-				n += (size_t)snprintf(expect + n, n < sizeof(expect) ? sizeof(expect) - n : 0,
-						      "%s%s", nv == o->names ? ""
-								  : nv[1].name == NULL ? " or " : ", ",
-						      nv->name);
+			for (const struct name_value *nv = o->names; m != NULL && nv->name != NULL;
+			     nv++)
+				fprintf(m, "%s%s",
+					nv == o->names ? "" : nv[1].name == NULL ? " or " : ", ",
+					nv->name);
+			if (m != NULL)
+				fclose(m);
 		}
 		USAGE("%s: expected %s, got '%s'", lbl, o->expect ? o->expect : expect, arg);
 	case OT_ACTION:
@@ -1337,7 +1342,6 @@ int k2mc_config_option(size_t i, struct k2mc_config_option *out)
 	out->section = section_titles[o->section];
 	out->secret = (o->flags & O_SECRET) != 0;
 	out->takes_value = opt_takes_value(o);
-	out->in_file = !(o->flags & O_NO_FILE);
 	out->dumped = o->dump > 0;
 	return 0;
 }

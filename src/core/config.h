@@ -246,7 +246,6 @@ struct k2mc_config_option {
 	const char *section; /* --help's section title ("Kafka:") */
 	int secret;          /* masked by --dump-config */
 	int takes_value;     /* getopt's required_argument */
-	int in_file;         /* allowed as a -F key */
 	int dumped;          /* printed by --dump-config (when set) */
 };
 /* Row i, in --help's order: 0, or -1 past the last row. */
