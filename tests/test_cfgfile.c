@@ -1149,15 +1149,21 @@ static char *table_after(char *text, const char *header)
 }
 
 /* docs/running.md's table has a row for every option, whose default column
- * shows the table's default; it and the README's short table name no
- * option k2mc lacks. */
+ * shows the table's default; it, the README's short table and placement's
+ * TLS table name no option k2mc lacks. */
 Test(cfgfile, the_docs_option_tables_match_the_table)
 {
-	static const char header[] = "| flag | meaning | default |";
-	const char *files[] = { "docs/running.md", "README.md" };
+	static const struct {
+		const char *file, *header;
+	} tables[] = {
+		{ "docs/running.md", "| flag | meaning | default |" },
+		{ "README.md", "| flag | meaning | default |" },
+		{ "docs/placement.md", "| flag | what it does |" },
+	};
+	const char *files[] = { tables[0].file, tables[1].file, tables[2].file };
 
-	for (size_t f = 0; f < 2; f++) {
-		char *text = read_text(files[f]), *rows = table_after(text, header);
+	for (size_t f = 0; f < sizeof(tables) / sizeof(tables[0]); f++) {
+		char *text = read_text(files[f]), *rows = table_after(text, tables[f].header);
 		struct k2mc_config_option o;
 		char opt[64];
 
@@ -1214,4 +1220,50 @@ Test(cfgfile, the_docs_option_tables_match_the_table)
 		}
 		free(text);
 	}
+}
+
+/* k2mc.1's ENVIRONMENT: one entry per row with a K2MC_ variable, saying
+ * which option it stands for, and no other. */
+Test(cfgfile, the_man_page_environment_is_the_table_s)
+{
+	char *man = read_text("k2mc.1"), *p, *end, name[64], want[80];
+	struct k2mc_config_option o;
+	size_t entries = 0, vars = 0;
+
+	p = strstr(man, "\n.SH ENVIRONMENT\n");
+	cr_assert_not_null(p, "k2mc.1 has no ENVIRONMENT section");
+	end = strstr(p + 1, "\n.SH ");
+	cr_assert_not_null(end);
+	*end = '\0';
+	for (p = strstr(p, "\n.TP\n.B "); p != NULL; p = strstr(p + 1, "\n.TP\n.B ")) {
+		int known = 0;
+
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(p + 8, "\n"), p + 8);
+		entries++;
+		for (size_t i = 0; k2mc_config_option(i, &o) == 0; i++) {
+			char *next, *body = p + 8 + strlen(name);
+
+			if (o.env == NULL || strcmp(o.env, name) != 0)
+				continue;
+			known = 1;
+			/* the entry names the option: ".BR \-b ." or ".BR \-\-writers ." */
+			if (o.letter)
+				snprintf(want, sizeof(want), "\\-%c", o.letter);
+			else
+				snprintf(want, sizeof(want), "\\-\\-%s", o.name);
+			next = strstr(body, "\n.TP\n");
+			if (next != NULL)
+				*next = '\0';
+			cr_expect_not_null(strstr(body, want), "k2mc.1 ENVIRONMENT: %s does not name %s",
+					   name, want);
+			if (next != NULL)
+				*next = '\n';
+		}
+		cr_expect(known, "k2mc.1 ENVIRONMENT: %s is not read by k2mc", name);
+	}
+	for (size_t i = 0; k2mc_config_option(i, &o) == 0; i++)
+		vars += o.env != NULL;
+	cr_expect_eq(entries, vars, "k2mc.1 ENVIRONMENT has %zu entries, the table %zu variables",
+		     entries, vars);
+	free(man);
 }

@@ -500,15 +500,16 @@ enum opt_type {
 };
 
 enum opt_flag {
-	O_SECRET = 1 << 0,   /* --dump-config masks it; a -F file holding it gets chmod 600 advice */
-	O_NONEMPTY = 1 << 1, /* "" refused; expect is the complaint */
-	O_TEMPLATE = 1 << 2, /* no line break: --dump-config writes it back as one -F line */
-	O_POW2 = 1 << 3,     /* a power of two */
-	O_DIGITS = 1 << 4,   /* digits only (no sign), like the -m port */
-	O_IF_SET = 1 << 5,   /* --dump-config leaves it out while unset (NULL, 0, not given) */
-	O_NO_FILE = 1 << 6,  /* refused as a -F key */
-	O_LIST = 1 << 7,     /* its environment variable is a comma-separated list */
-	O_HELP_JOIN = 1 << 8, /* --help names it and the next row on one line */
+	OF_SECRET = 1 << 0,    /* --dump-config masks it; a -F file holding it gets chmod 600 advice */
+	OF_NONEMPTY = 1 << 1,  /* "" refused; expect is the complaint */
+	OF_TEMPLATE = 1 << 2,  /* no line break: --dump-config writes it back as one -F line */
+	OF_POW2 = 1 << 3,      /* a power of two */
+	OF_DIGITS = 1 << 4,    /* digits only (no sign), like the -m port */
+	OF_IF_SET = 1 << 5,    /* --dump-config leaves it out while unset (NULL, 0, not given) */
+	OF_ARGV_ONLY = 1 << 6, /* refused as a -F key */
+	OF_LIST = 1 << 7,      /* its environment variable is a comma-separated list */
+	OF_HELP_JOIN = 1 << 8, /* --help names it and the next row on one line */
+	OF_PATH = 1 << 9,      /* a file read at every connection: there and readable at start */
 };
 
 /* --help's sections, in order; the rows of one are consecutive. */
@@ -562,7 +563,7 @@ struct opt {
 	const struct name_value *names; /* OT_ENUM */
 	unsigned flags;     /* enum opt_flag */
 	/* numbers, enums: what "expected ..." says (default: LO..HI, or the
-	 * names); strings with O_NONEMPTY: the complaint about "" */
+	 * names); strings with OF_NONEMPTY: the complaint about "" */
 	const char *expect;
 	/* the flag it is ignored without: the cross checks refuse it given
 	 * while that is off, and --dump-config leaves it out */
@@ -574,7 +575,7 @@ struct opt {
 	enum section section;
 	const char *arg;    /* --help: the value's name; NULL: takes none */
 	/* --help: the description; a line after the first starts in column
-	 * 28. NULL: shown with the row before (O_HELP_JOIN) */
+	 * 28. NULL: shown with the row before (OF_HELP_JOIN) */
 	const char *help;
 };
 
@@ -862,13 +863,13 @@ static const struct opt opts[] = {
 	{ .name = "brokers", .letter = 'b', .type = OT_STR, .off = FIELD(brokers),
 	  .env = "K2MC_BROKERS", .dump = 1, .section = S_KAFKA, .arg = "BROKERS",
 	  .help = "bootstrap servers, host:port[,host:port...] (required)" },
-	{ .name = "topic", .letter = 't', .type = OT_CUSTOM, .flags = O_LIST,
+	{ .name = "topic", .letter = 't', .type = OT_CUSTOM, .flags = OF_LIST,
 	  .env = "K2MC_TOPICS", .dump = 2, .parse = parse_topic, .print = print_topics,
 	  .section = S_KAFKA, .arg = "TOPIC",
 	  .help = "topic to consume, repeatable; a name starting with ^ is a\n"
 		  "regex matching topics (librdkafka) (required)" },
 	{ .name = "group", .letter = 'G', .type = OT_STR, .off = FIELD(group), .dflt = "k2mc",
-	  .flags = O_NONEMPTY, .expect = "empty group id", .env = "K2MC_GROUP", .dump = 3,
+	  .flags = OF_NONEMPTY, .expect = "empty group id", .env = "K2MC_GROUP", .dump = 3,
 	  .section = S_KAFKA, .arg = "GROUP", .help = "consumer group id (default k2mc)" },
 	{ .letter = 'X', .type = OT_CUSTOM, .dump = 46, .parse = parse_xprop,
 	  .print = print_xprops, .section = S_KAFKA, .arg = "PROP=VALUE",
@@ -886,7 +887,7 @@ static const struct opt opts[] = {
 	  .help = "exit 0 when every assigned partition is written and\n"
 		  "committed up to its end offset (progress line on a terminal)" },
 	{ .name = "count", .letter = 'c', .type = OT_U64, .off = FIELD(max_records), .lo = 1,
-	  .hi = LONG_MAX, .flags = O_IF_SET, .expect = "a record count >= 1", .dump = 7,
+	  .hi = LONG_MAX, .flags = OF_IF_SET, .expect = "a record count >= 1", .dump = 7,
 	  .section = S_KAFKA, .arg = "N",
 	  .help = "stop (drain, commit, exit 0) after consuming N records" },
 	/* Memcached */
@@ -906,7 +907,7 @@ static const struct opt opts[] = {
 	  .help = "dialect; auto (default): meta where the server has\n"
 		  "it, text for older servers and proxies" },
 	{ .name = "max-value-bytes", .type = OT_U64, .off = FIELD(max_value_bytes), .lo = 1,
-	  .hi = 1L << 30, .flags = O_IF_SET, .dump = 18, .section = S_MEMCACHED, .arg = "N",
+	  .hi = 1L << 30, .flags = OF_IF_SET, .dump = 18, .section = S_MEMCACHED, .arg = "N",
 	  .help = "largest value to send (default: the servers' item_size_max)" },
 	{ .name = "mc-eject", .type = OT_FLAG, .off = FIELD(mc_eject), .dump = 20,
 	  .section = S_MEMCACHED,
@@ -916,24 +917,27 @@ static const struct opt opts[] = {
 	{ .name = "mc-tls", .type = OT_FLAG, .off = FIELD(mc_tls), .dump = 23, .section = S_TLS,
 	  .help = "TLS to every server, trusting the system's CA store" },
 	{ .name = "mc-tls-ca", .type = OT_STR, .off = FIELD(mc_tls_ca),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "expected a file name", .needs = "mc-tls",
+	  .flags = OF_NONEMPTY | OF_IF_SET | OF_PATH, .expect = "expected a file name",
+	  .needs = "mc-tls",
 	  .dump = 24, .section = S_TLS, .arg = "FILE",
 	  .help = "trust the CA certificates in FILE (PEM) instead" },
 	{ .name = "mc-tls-cert", .type = OT_STR, .off = FIELD(mc_tls_cert),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "expected a file name", .needs = "mc-tls",
+	  .flags = OF_NONEMPTY | OF_IF_SET | OF_PATH, .expect = "expected a file name",
+	  .needs = "mc-tls",
 	  .dump = 25, .section = S_TLS, .arg = "FILE",
 	  .help = "client certificate (PEM) for mutual TLS; needs --mc-tls-key" },
 	{ .name = "mc-tls-key", .type = OT_STR, .off = FIELD(mc_tls_key),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "expected a file name", .needs = "mc-tls",
+	  .flags = OF_NONEMPTY | OF_IF_SET | OF_PATH, .expect = "expected a file name",
+	  .needs = "mc-tls",
 	  .dump = 26, .section = S_TLS, .arg = "FILE", .help = "its private key (PEM)" },
 	{ .name = "mc-tls-key-password", .type = OT_STR, .off = FIELD(mc_tls_key_password),
-	  .flags = O_SECRET | O_NONEMPTY | O_IF_SET,
+	  .flags = OF_SECRET | OF_NONEMPTY | OF_IF_SET,
 	  .expect = "empty (an unencrypted key needs none)", .needs = "mc-tls", .dump = 27,
 	  .section = S_TLS, .arg = "PASS",
 	  .help = "passphrase of an encrypted key (put it in a chmod 600\n"
 		  "-F file: the command line is visible to every user)" },
 	{ .name = "mc-tls-server-name", .type = OT_STR, .off = FIELD(mc_tls_server_name),
-	  .flags = O_IF_SET, .needs = "mc-tls", .dump = 28, .parse = parse_server_name,
+	  .flags = OF_IF_SET, .needs = "mc-tls", .dump = 28, .parse = parse_server_name,
 	  .section = S_TLS, .arg = "NAME",
 	  .help = "SNI and the name verified (default: each server's host)" },
 	{ .name = "mc-tls-insecure", .type = OT_FLAG, .off = FIELD(mc_tls_insecure),
@@ -941,12 +945,12 @@ static const struct opt opts[] = {
 	  .help = "do not verify the servers' certificates (logs a warning)" },
 	/* What is written */
 	{ .name = "key", .type = OT_STR, .off = FIELD(key_template), .dflt = "{key}",
-	  .flags = O_TEMPLATE, .dump = 30, .section = S_MAPPING, .arg = "TEMPLATE",
+	  .flags = OF_TEMPLATE, .dump = 30, .section = S_MAPPING, .arg = "TEMPLATE",
 	  .help = "the Memcached key, after --key-prefix (default {key})" },
 	{ .name = "key-prefix", .type = OT_STR, .off = FIELD(key_prefix), .dflt = "", .dump = 13,
 	  .section = S_MAPPING, .arg = "STR", .help = "prepended to every key" },
 	{ .name = "value", .type = OT_STR, .off = FIELD(value_template), .dflt = "{value}",
-	  .flags = O_TEMPLATE, .dump = 31, .section = S_MAPPING, .arg = "TEMPLATE",
+	  .flags = OF_TEMPLATE, .dump = 31, .section = S_MAPPING, .arg = "TEMPLATE",
 	  .help = "the value (default {value}: the record's bytes)" },
 	{ .name = "ttl", .type = OT_U32, .off = FIELD(ttl), .dflt = "0", .lo = 0, .hi = INT32_MAX,
 	  .expect = "0..2147483647 seconds", .dump = 12, .parse = parse_ttl,
@@ -954,7 +958,7 @@ static const struct opt opts[] = {
 	  .help = "expiry of written items (default 0: none); over 2592000\n"
 		  "(30 days): an absolute unix time, not in the past" },
 	{ .name = "ttl-header", .type = OT_STR, .off = FIELD(ttl_header),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "expected a header name", .dump = 32,
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a header name", .dump = 32,
 	  .section = S_MAPPING, .arg = "NAME",
 	  .help = "per-record TTL, decimal seconds, from this header\n"
 		  "(records without it: --ttl)" },
@@ -964,10 +968,10 @@ static const struct opt opts[] = {
 		  "already expired are not written (the newest of a key\n"
 		  "deletes it)" },
 	{ .name = "flags", .type = OT_U32, .off = FIELD(flags), .dflt = "0", .lo = 0,
-	  .hi = UINT32_MAX, .flags = O_DIGITS, .dump = 34, .section = S_MAPPING, .arg = "N",
+	  .hi = UINT32_MAX, .flags = OF_DIGITS, .dump = 34, .section = S_MAPPING, .arg = "N",
 	  .help = "client flags of every item, 0..4294967295 (default 0)" },
 	{ .name = "flags-header", .type = OT_STR, .off = FIELD(flags_header),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "expected a header name", .dump = 35,
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a header name", .dump = 35,
 	  .section = S_MAPPING, .arg = "NAME",
 	  .help = "per-record flags, decimal, from this header (records\n"
 		  "without it: --flags)" },
@@ -983,7 +987,7 @@ static const struct opt opts[] = {
 	  .help = "skip and count (default), hash bad keys,\n"
 		  "produce to --dlq-topic, or stop with exit 1" },
 	{ .name = "dlq-topic", .type = OT_STR, .off = FIELD(dlq_topic),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "empty topic name", .dump = 17,
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "empty topic name", .dump = 17,
 	  .section = S_INVALID, .arg = "TOPIC", .help = "dead letter topic for --on-invalid dlq" },
 	/* Refill */
 	{ .name = "refill", .type = OT_FLAG, .off = FIELD(refill), .dump = 37, .section = S_REFILL,
@@ -996,7 +1000,7 @@ static const struct opt opts[] = {
 		  "from DURATION before the loss (90s, 15m, 24h, 7d)" },
 	/* 1e9/s is beyond any server; the cap keeps rate x nanoseconds in 64 bits */
 	{ .name = "refill-rate", .type = OT_U64, .off = FIELD(refill_rate), .dflt = "0", .lo = 0,
-	  .hi = 1000000000, .flags = O_DIGITS,
+	  .hi = 1000000000, .flags = OF_DIGITS,
 	  .expect = "records/s, 0 (unlimited) to 1000000000", .needs = "refill", .dump = 39,
 	  .section = S_REFILL, .arg = "N",
 	  .help = "refill records/s at most, 0 = unlimited (default)" },
@@ -1011,7 +1015,7 @@ static const struct opt opts[] = {
 	  .lo = 1, .hi = 256, .env = "K2MC_WRITERS", .dump = 8, .section = S_PIPELINE,
 	  .arg = "N", .help = "writer threads, each with its own connections (default: CPUs)" },
 	{ .name = "ring-size", .type = OT_U32, .off = FIELD(ring_size), .dflt = "4096", .lo = 16,
-	  .hi = 1L << 20, .flags = O_POW2, .expect = "a power of two in 16..1048576", .dump = 9,
+	  .hi = 1L << 20, .flags = OF_POW2, .expect = "a power of two in 16..1048576", .dump = 9,
 	  .section = S_PIPELINE, .arg = "N",
 	  .help = "slots per partition/writer ring, power of two (default 4096)" },
 	{ .name = "max-buffer-bytes", .type = OT_SIZE, .off = FIELD(max_buffer_bytes),
@@ -1034,7 +1038,7 @@ static const struct opt opts[] = {
 	  .dflt = "5000", .lo = 0, .hi = 3600000, .dump = 14, .section = S_OBSERVE, .arg = "N",
 	  .help = "stats line interval on stderr, 0 = off (default 5000)" },
 	{ .name = "stats-json", .type = OT_STR, .off = FIELD(stats_json),
-	  .flags = O_NONEMPTY | O_IF_SET, .expect = "expected a file name or -", .dump = 43,
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a file name or -", .dump = 43,
 	  .section = S_OBSERVE, .arg = "FILE",
 	  .help = "one JSON object per stats interval, appended to FILE\n"
 		  "(- = stdout)" },
@@ -1046,7 +1050,7 @@ static const struct opt opts[] = {
 	  .names = log_format_names, .dump = 41, .section = S_OBSERVE, .arg = "text|json",
 	  .help = "log lines as text (default) or one JSON object each" },
 	/* Configuration */
-	{ .name = "config", .letter = 'F', .type = OT_ACTION, .flags = O_NO_FILE,
+	{ .name = "config", .letter = 'F', .type = OT_ACTION, .flags = OF_ARGV_ONLY,
 	  .parse = action_none, .section = S_CONFIG, .arg = "FILE",
 	  .help = "key=value lines: k2mc's long options (writers=4, topic=t,\n"
 		  "exit=true) and librdkafka properties; # comments.\n"
@@ -1061,13 +1065,13 @@ static const struct opt opts[] = {
 		  "without connecting anywhere" },
 	/* Other */
 	{ .name = "verbose", .letter = 'v', .type = OT_LEVEL, .off = FIELD(verbosity), .lo = 1,
-	  .hi = 2, .flags = O_HELP_JOIN, .dump = 45, .section = S_OTHER,
+	  .hi = 2, .flags = OF_HELP_JOIN, .dump = 45, .section = S_OTHER,
 	  .help = "more / less logging" },
 	{ .name = "quiet", .letter = 'q', .type = OT_LEVEL, .off = FIELD(verbosity), .lo = 1,
 	  .hi = 0, .dump = 44, .section = S_OTHER },
-	{ .name = "help", .letter = 'h', .type = OT_ACTION, .flags = O_NO_FILE,
+	{ .name = "help", .letter = 'h', .type = OT_ACTION, .flags = OF_ARGV_ONLY,
 	  .parse = action_help, .section = S_OTHER, .help = "help" },
-	{ .name = "version", .letter = 'V', .type = OT_ACTION, .flags = O_NO_FILE,
+	{ .name = "version", .letter = 'V', .type = OT_ACTION, .flags = OF_ARGV_ONLY,
 	  .parse = action_version, .section = S_OTHER,
 	  .help = "versions of k2mc, librdkafka and libmemcached" },
 };
@@ -1130,24 +1134,24 @@ static enum k2mc_config_result parse_value(struct k2mc_config *c, const struct o
 		*(int *)field = (int)o->hi;
 		return K2MC_CONFIG_OK;
 	case OT_STR:
-		if ((o->flags & O_NONEMPTY) && *arg == '\0')
+		if ((o->flags & OF_NONEMPTY) && *arg == '\0')
 			USAGE("%s: %s", lbl, o->expect);
 		/* the syntax is mapping.c's; a line break could not be written
 		 * back by --dump-config as a -F line */
-		if ((o->flags & O_TEMPLATE) && strpbrk(arg, "\r\n") != NULL)
+		if ((o->flags & OF_TEMPLATE) && strpbrk(arg, "\r\n") != NULL)
 			USAGE("%s: a template cannot hold a line break", lbl);
 		*(const char **)field = arg;
 		return K2MC_CONFIG_OK;
 	case OT_INT:
 	case OT_U32:
 	case OT_U64:
-		if (o->flags & O_DIGITS) {
+		if (o->flags & OF_DIGITS) {
 			ok = parse_u64(arg, (uint64_t)o->lo, (uint64_t)o->hi, &u) == 0;
 		} else {
 			ok = parse_long(arg, (long)o->lo, (long)o->hi, &v) == 0;
 			u = (uint64_t)v;
 		}
-		if (ok && (o->flags & O_POW2) && (u & (u - 1)) != 0)
+		if (ok && (o->flags & OF_POW2) && (u & (u - 1)) != 0)
 			ok = 0;
 		if (!ok) {
 			if (o->expect == NULL)
@@ -1264,7 +1268,7 @@ static void help_environment(FILE *out)
 		if (o->env == NULL)
 			continue;
 		n = (size_t)snprintf(item, sizeof(item), "%s%s%s", o->env,
-				     (o->flags & O_LIST) ? " (comma-separated)" : "",
+				     (o->flags & OF_LIST) ? " (comma-separated)" : "",
 				     o == last ? "" : ",");
 		if (col + 1 + n > 80) {
 			fputs("\n  ", out);
@@ -1303,7 +1307,7 @@ void k2mc_config_usage(FILE *out)
 		if (o->help == NULL)
 			continue;
 		n = synopsis(o, head, sizeof(head));
-		if ((o->flags & O_HELP_JOIN) && o + 1 < opts + NOPTS && n + 2 < sizeof(head)) {
+		if ((o->flags & OF_HELP_JOIN) && o + 1 < opts + NOPTS && n + 2 < sizeof(head)) {
 			memcpy(head + n, ", ", 3);
 			n += 2;
 			n += synopsis(o + 1, head + n, sizeof(head) - n);
@@ -1340,7 +1344,7 @@ int k2mc_config_option(size_t i, struct k2mc_config_option *out)
 	out->dflt = o->dflt;
 	out->env = o->env;
 	out->section = section_titles[o->section];
-	out->secret = (o->flags & O_SECRET) != 0;
+	out->secret = (o->flags & OF_SECRET) != 0;
 	out->takes_value = opt_takes_value(o);
 	out->dumped = o->dump > 0;
 	return 0;
@@ -1372,7 +1376,7 @@ static char *trim(char *s, char *end)
 
 /* ---- environment ---------------------------------------------------------- */
 
-/* The rows with a K2MC_ variable, in the table's order; an O_LIST one
+/* The rows with a K2MC_ variable, in the table's order; an OF_LIST one
  * (K2MC_TOPICS) is comma-separated, the others one value. */
 static enum k2mc_config_result apply_env(struct k2mc_config *c, struct parse_state *st,
 					 char *err, size_t errlen)
@@ -1384,7 +1388,7 @@ static enum k2mc_config_result apply_env(struct k2mc_config *c, struct parse_sta
 		if (v == NULL || *v == '\0')
 			continue;
 		for (p = v; r == K2MC_CONFIG_OK && *p != '\0';) {
-			size_t n = (o->flags & O_LIST) ? strcspn(p, ",") : strlen(p);
+			size_t n = (o->flags & OF_LIST) ? strcspn(p, ",") : strlen(p);
 			char *val = own(c, p, n);
 
 			if (val == NULL)
@@ -1392,7 +1396,7 @@ static enum k2mc_config_result apply_env(struct k2mc_config *c, struct parse_sta
 			p += n;
 			if (*p == ',')
 				p++;
-			if (o->flags & O_LIST) {
+			if (o->flags & OF_LIST) {
 				val = trim(val, val + n); /* "a, b" */
 				if (*val == '\0')
 					continue;
@@ -1465,7 +1469,7 @@ static enum k2mc_config_result apply_line(struct k2mc_config *c, struct parse_st
 		sprintf(prop, "%s=%s", key, val);
 		return apply(c, st, LVL_FILE, opt_of_val('X'), prop, err, errlen);
 	}
-	if (o->flags & O_NO_FILE)
+	if (o->flags & OF_ARGV_ONLY)
 		USAGE("'%s' is not allowed in a config file", key);
 	if (!opt_takes_value(o)) {
 		if (parse_bool(val, &on) != 0)
@@ -1739,12 +1743,17 @@ static enum k2mc_config_result check_servers_and_tls(const struct k2mc_config *c
 		      "certificate");
 	if (c->mc_tls_key_password != NULL && c->mc_tls_key == NULL)
 		USAGE("--mc-tls-key-password needs --mc-tls-key");
-	r = check_tls_file("--mc-tls-ca", c->mc_tls_ca, err, errlen);
-	if (r == K2MC_CONFIG_OK)
-		r = check_tls_file("--mc-tls-cert", c->mc_tls_cert, err, errlen);
-	if (r == K2MC_CONFIG_OK)
-		r = check_tls_file("--mc-tls-key", c->mc_tls_key, err, errlen);
-	return r;
+	for (const struct opt *o = opts; o < opts + NOPTS; o++) {
+		char flag[LABEL_MAX];
+
+		if (!(o->flags & OF_PATH))
+			continue;
+		r = check_tls_file(opt_label(o, flag), *(const char *const *)((const char *)c + o->off),
+				   err, errlen);
+		if (r != K2MC_CONFIG_OK)
+			return r;
+	}
+	return K2MC_CONFIG_OK;
 }
 
 /* Mapping, tombstones and refill: what only makes sense together. */
@@ -2421,10 +2430,10 @@ static void dump_row(const struct k2mc_config *c, const struct opt *o, FILE *out
 	case OT_STR: {
 		const char *v = *(const char *const *)field;
 
-		if (v == NULL && (o->flags & O_IF_SET))
+		if (v == NULL && (o->flags & OF_IF_SET))
 			break;
 		fprintf(out, "%s=%s\n", o->name,
-			(o->flags & O_SECRET) ? "********" : v != NULL ? v : "");
+			(o->flags & OF_SECRET) ? "********" : v != NULL ? v : "");
 		break;
 	}
 	case OT_INT:
@@ -2435,7 +2444,7 @@ static void dump_row(const struct k2mc_config *c, const struct opt *o, FILE *out
 		break;
 	case OT_U64:
 	case OT_SIZE:
-		if (*(const uint64_t *)field == 0 && (o->flags & O_IF_SET))
+		if (*(const uint64_t *)field == 0 && (o->flags & OF_IF_SET))
 			break;
 		fprintf(out, "%s=%llu\n", o->name, (unsigned long long)*(const uint64_t *)field);
 		break;
