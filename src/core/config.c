@@ -500,7 +500,7 @@ enum opt_type {
 };
 
 enum opt_flag {
-	OF_SECRET = 1 << 0,    /* --dump-config masks it; a -F file holding it gets chmod 600 advice */
+	OF_SECRET = 1 << 0,    /* masked by --dump-config; a -F file holding it: chmod 600 */
 	OF_NONEMPTY = 1 << 1,  /* "" refused; expect is the complaint */
 	OF_TEMPLATE = 1 << 2,  /* no line break: --dump-config writes it back as one -F line */
 	OF_POW2 = 1 << 3,      /* a power of two */
@@ -509,7 +509,7 @@ enum opt_flag {
 	OF_ARGV_ONLY = 1 << 6, /* refused as a -F key */
 	OF_LIST = 1 << 7,      /* its environment variable is a comma-separated list */
 	OF_HELP_JOIN = 1 << 8, /* --help names it and the next row on one line */
-	OF_PATH = 1 << 9,      /* a file read at every connection: there and readable at start */
+	OF_PATH = 1 << 9,      /* a file read at each connection: readable at start */
 };
 
 /* --help's sections, in order; the rows of one are consecutive. */
@@ -1439,8 +1439,9 @@ static void note_secret(struct parse_state *st, const char *key)
 {
 	size_t n = strlen(st->file_secrets), kl = strlen(key);
 	const char *p = st->file_secrets;
+	const struct opt *o = opt_named(key);
 
-	if (!k2mc_config_is_secret(key))
+	if (!k2mc_config_is_secret(key) && !(o != NULL && (o->flags & OF_SECRET)))
 		return;
 	/* once each */
 	while ((p = strstr(p, key)) != NULL) {
