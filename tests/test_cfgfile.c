@@ -847,3 +847,423 @@ Test(cfgfile, unknown_keys_of_a_file_are_refused_with_the_line)
 	expect_ok(&c, ARGV("-F", (char *)path, "--check-config"));
 	k2mc_config_free(&c);
 }
+
+/* ---- issue 24: the option table, its dump and its documentation ----------------- */
+
+/* A value other than the default for every row --dump-config prints, and what
+ * it needs to be taken. A row without a sample fails the test below: a new
+ * option comes with its own. */
+static const struct {
+	const char *name, *value; /* value NULL: a flag */
+	const char *needs[6];     /* more arguments for the command line */
+} samples[] = {
+	{ "brokers", "k9:1", { NULL } },
+	{ "topic", "tt", { NULL } },
+	{ "group", "gg", { NULL } },
+	{ "offset", "end", { NULL } },
+	{ "exit", NULL, { NULL } },
+	{ "count", "5", { NULL } },
+	{ "memcached", "m1:1,unix:/run/m.sock:2,[::1]:3", { "--distribution", "libketama" } },
+	{ "distribution", "dalli", { NULL } },
+	{ "mc-protocol", "meta", { NULL } },
+	{ "max-value-bytes", "1000", { NULL } },
+	{ "mc-eject", NULL, { NULL } },
+	{ "mc-tls", NULL, { NULL } },
+	{ "mc-tls-ca", "/etc/passwd", { "--mc-tls" } },
+	/* one without the other is refused: the sample replaces a first one */
+	{ "mc-tls-cert", "/etc/group",
+	  { "--mc-tls", "--mc-tls-key", "/etc/passwd", "--mc-tls-cert", "/etc/passwd" } },
+	{ "mc-tls-key", "/etc/group",
+	  { "--mc-tls", "--mc-tls-cert", "/etc/passwd", "--mc-tls-key", "/etc/passwd" } },
+	{ "mc-tls-key-password", "pw",
+	  { "--mc-tls", "--mc-tls-cert", "/etc/passwd", "--mc-tls-key", "/etc/passwd" } },
+	{ "mc-tls-server-name", "sni.example", { "--mc-tls" } },
+	{ "mc-tls-insecure", NULL, { "--mc-tls" } },
+	{ "key", "k:{key}", { NULL } },
+	{ "key-prefix", "p:", { NULL } },
+	{ "value", "{topic}", { NULL } },
+	{ "ttl", "60", { NULL } },
+	{ "ttl-header", "T", { NULL } },
+	{ "ttl-from-timestamp", NULL, { "--ttl", "60" } },
+	{ "flags", "7", { NULL } },
+	{ "flags-header", "F", { NULL } },
+	{ "on-tombstone", "invalidate:30", { NULL } },
+	{ "on-invalid", "hash", { NULL } },
+	{ "dlq-topic", "dead", { NULL } },
+	{ "refill", NULL, { NULL } },
+	{ "refill-from", "15m", { "--refill" } },
+	{ "refill-rate", "100", { "--refill" } },
+	{ "refill-ready", "no", { "--refill" } },
+	{ "writers", "3", { NULL } },
+	{ "ring-size", "64", { NULL } },
+	{ "max-buffer-bytes", "2m", { NULL } },
+	{ "batch", "9", { NULL } },
+	{ "commit-interval-ms", "100", { NULL } },
+	{ "shutdown-timeout-ms", "5", { NULL } },
+	{ "stats-interval-ms", "0", { NULL } },
+	{ "stats-json", "-", { NULL } },
+	{ "metrics-addr", "[::1]:9100", { NULL } },
+	{ "log-format", "json", { NULL } },
+	{ "verbose", NULL, { NULL } },
+	{ "quiet", NULL, { NULL } },
+};
+
+/* The command line -b k -t t, then the sample's needs, then (if opt is not
+ * NULL) --NAME [VALUE]; parsed into c, which must succeed. */
+static void parse_sample(struct k2mc_config *c, size_t s, int with_option)
+{
+	char *argv[24] = { "k2mc", "-b", "k", "-t", "t" }, opt[64], err[512];
+	int argc = 5;
+
+	for (int i = 0; i < 6 && samples[s].needs[i] != NULL; i++)
+		argv[argc++] = (char *)samples[s].needs[i];
+	if (with_option) {
+		snprintf(opt, sizeof(opt), "--%s", samples[s].name);
+		argv[argc++] = opt;
+		if (samples[s].value != NULL)
+			argv[argc++] = (char *)samples[s].value;
+	}
+	argv[argc] = NULL;
+	cr_assert_eq(parse(c, argv, err, sizeof(err)), K2MC_CONFIG_OK, "--%s %s: %s",
+		     samples[s].name, samples[s].value ? samples[s].value : "", err);
+}
+
+/* Every row --dump-config prints: its sample changes the dump, and the dump
+ * read back with -F gives the same dump. */
+Test(cfgfile, every_option_round_trips_through_dump_and_file)
+{
+	struct k2mc_config_option o;
+	size_t rows = 0;
+
+	for (size_t i = 0; k2mc_config_option(i, &o) == 0; i++) {
+		struct k2mc_config base, with, back;
+		char *dbase, *dwith, *dback;
+		size_t s = 0;
+
+		rows++;
+		if (!o.dumped)
+			continue;
+		if (o.name == NULL) /* -X: dump_reads_back_as_a_config_file */
+			continue;
+		while (s < sizeof(samples) / sizeof(samples[0]) && strcmp(samples[s].name, o.name) != 0)
+			s++;
+		cr_assert_lt(s, sizeof(samples) / sizeof(samples[0]),
+			     "--%s has no sample value in this test", o.name);
+		cr_assert_eq(samples[s].value == NULL, !o.takes_value, "--%s: sample and row disagree",
+			     o.name);
+		parse_sample(&base, s, 0);
+		parse_sample(&with, s, 1);
+		dbase = dump(&base);
+		dwith = dump(&with);
+		cr_expect_str_neq(dwith, dbase, "--%s %s does not show in --dump-config", o.name,
+				  samples[s].value ? samples[s].value : "");
+		expect_ok(&back, ARGV("-F", (char *)config_file(dwith)));
+		dback = dump(&back);
+		cr_expect_str_eq(dback, dwith, "--%s: the dump read back with -F differs", o.name);
+		free(dbase);
+		free(dwith);
+		free(dback);
+		k2mc_config_free(&base);
+		k2mc_config_free(&with);
+		k2mc_config_free(&back);
+	}
+	cr_expect_gt(rows, 40);
+}
+
+/* Every row's default is taken by its own parser, and is what the dump of
+ * an otherwise empty configuration shows. */
+Test(cfgfile, every_default_is_a_valid_value_and_dumped_as_such)
+{
+	struct k2mc_config c;
+	struct k2mc_config_option o;
+	char *out, line[300];
+
+	expect_ok(&c, ARGV("-b", "k", "-t", "t"));
+	out = dump(&c);
+	for (size_t i = 0; k2mc_config_option(i, &o) == 0; i++) {
+		if (o.dflt == NULL || !o.dumped || o.name == NULL)
+			continue;
+		snprintf(line, sizeof(line), "\n%s=", o.name);
+		if (strstr(out, line) == NULL)
+			continue; /* printed only with another flag (refill-from) */
+		/* the dump writes numbers out in full: 16m is 16777216 */
+		if (strcmp(o.name, "max-buffer-bytes") == 0)
+			continue;
+		snprintf(line, sizeof(line), "\n%s=%s\n", o.name, o.dflt);
+		cr_expect_not_null(strstr(out, line), "default of --%s: expected '%s' in\n%s", o.name,
+				   line + 1, out);
+	}
+	free(out);
+	k2mc_config_free(&c);
+}
+
+/* The whole text of a file of the tree (the suite runs from its top). */
+static char *read_text(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&text, &len);
+	int ch;
+
+	cr_assert_not_null(f, "%s: cannot open (run the suite from the top of the tree)", path);
+	cr_assert_not_null(m);
+	while ((ch = fgetc(f)) != EOF)
+		fputc(ch, m);
+	fclose(f);
+	fclose(m);
+	return text;
+}
+
+/* s with the man page's escapes and fonts gone and no blanks or quotes:
+ * `.BR \-b ", " \-\-brokers " \fIBROKERS\fR"` -> "-b,--brokersBROKERS". */
+static void man_squeeze(const char *s, char *out, size_t len)
+{
+	size_t n = 0;
+
+	while (*s != '\0' && *s != ' ') /* the macro */
+		s++;
+	for (; *s != '\0' && *s != '\n' && n + 1 < len; s++) {
+		if (s[0] == '\\' && s[1] == '-') {
+			out[n++] = '-';
+			s++;
+		} else if (s[0] == '\\' && s[1] == 'f' && s[2] != '\0') {
+			s += 2;
+		} else if (*s != ' ' && *s != '"') {
+			out[n++] = *s;
+		}
+	}
+	out[n] = '\0';
+}
+
+/* The option as --help names it, without blanks: "-b,--brokersBROKERS". */
+static void row_squeeze(const struct k2mc_config_option *o, char *out, size_t len)
+{
+	size_t n = 0;
+
+	if (o->letter)
+		n += (size_t)snprintf(out + n, len - n, "-%c%s", o->letter, o->name ? "," : "");
+	if (o->name)
+		n += (size_t)snprintf(out + n, len - n, "--%s", o->name);
+	snprintf(out + n, len - n, "%s", o->arg ? o->arg : "");
+}
+
+/* k2mc.1's OPTIONS: one .TP entry per row, naming it as --help does, under
+ * the .SS of the row's --help section; no entry for an option k2mc lacks. */
+Test(cfgfile, the_man_page_lists_every_option_as_the_table_has_it)
+{
+	char *man = read_text("k2mc.1"), *p, *end;
+	char section[128] = "", head[256], want[256];
+	struct k2mc_config_option o;
+	size_t nrows = 0;
+	int found[64] = { 0 };
+
+	p = strstr(man, "\n.SH OPTIONS\n");
+	cr_assert_not_null(p, "k2mc.1 has no OPTIONS section");
+	end = strstr(p + 1, "\n.SH ");
+	cr_assert_not_null(end);
+	while (k2mc_config_option(nrows, &o) == 0)
+		nrows++;
+	cr_assert_leq(nrows, 64);
+	for (; p != NULL && p < end; p = strchr(p + 1, '\n')) {
+		int matched = 0;
+
+		if (strncmp(p, "\n.SS ", 5) == 0) {
+			snprintf(section, sizeof(section), "%.*s", (int)strcspn(p + 5, "\n"), p + 5);
+			continue;
+		}
+		if (strncmp(p, "\n.TP\n", 5) != 0)
+			continue;
+		man_squeeze(p + 5, head, sizeof(head));
+		if (head[0] != '-')
+			continue; /* a list inside an entry (-m's forms, --distribution's names) */
+		for (size_t i = 0; i < nrows; i++) {
+			size_t wl;
+
+			k2mc_config_option(i, &o);
+			row_squeeze(&o, want, sizeof(want));
+			wl = strlen(want);
+			/* -v, --verbose, -q, --quiet share an entry */
+			if (strcmp(head, want) != 0 &&
+			    !(strncmp(head, want, wl) == 0 && head[wl] == ',') &&
+			    !(strlen(head) > wl && head[strlen(head) - wl - 1] == ',' &&
+			      strcmp(head + strlen(head) - wl, want) == 0))
+				continue;
+			matched = 1;
+			found[i]++;
+			cr_expect_eq(strncmp(o.section, section, strlen(section)), 0,
+				     "k2mc.1: %s is under .SS %s; --help has it under %s", head,
+				     section, o.section);
+		}
+		cr_expect(matched, "k2mc.1 has an entry '%s' that no option of the table matches",
+			  head);
+	}
+	for (size_t i = 0; i < nrows; i++) {
+		k2mc_config_option(i, &o);
+		row_squeeze(&o, want, sizeof(want));
+		cr_expect_eq(found[i], 1, "k2mc.1 OPTIONS: %d entries for %s (expected one)",
+			     found[i], want);
+	}
+	free(man);
+}
+
+/* 1 if text[0..n) names the option: "--key" in "`--key TEMPLATE`" but not
+ * in "`--key-prefix STR`". */
+static int names_option(const char *text, size_t n, const char *opt)
+{
+	size_t ol = strlen(opt);
+
+	for (const char *q = text; q + ol <= text + n; q++) {
+		const char *hit = memmem(q, (size_t)(text + n - q), opt, ol);
+		char before, after;
+
+		if (hit == NULL)
+			return 0;
+		before = hit > text ? hit[-1] : ' ';
+		after = hit + ol < text + n ? hit[ol] : ' ';
+		if ((before == '`' || before == ' ' || before == ',') &&
+		    !(after == '-' || (after >= 'a' && after <= 'z') || (after >= '0' && after <= '9')))
+			return 1;
+		q = hit;
+	}
+	return 0;
+}
+
+/* The length of a markdown cell: up to a '|' that is not written "\|". */
+static size_t cell_len(const char *s)
+{
+	size_t n = 0;
+
+	while (s[n] != '\0' && s[n] != '\n' && !(s[n] == '|' && (n == 0 || s[n - 1] != '\\')))
+		n++;
+	return n;
+}
+
+/* The rows of the markdown table that starts with header, as lines. */
+static char *table_after(char *text, const char *header)
+{
+	char *p = strstr(text, header);
+
+	cr_assert_not_null(p, "no table '%s'", header);
+	return strchr(strchr(p, '\n') + 1, '\n') + 1; /* past the --- line */
+}
+
+/* docs/running.md's table has a row for every option, whose default column
+ * shows the table's default; it, the README's short table and placement's
+ * TLS table name no option k2mc lacks. */
+Test(cfgfile, the_docs_option_tables_match_the_table)
+{
+	static const struct {
+		const char *file, *header;
+	} tables[] = {
+		{ "docs/running.md", "| flag | meaning | default |" },
+		{ "README.md", "| flag | meaning | default |" },
+		{ "docs/placement.md", "| flag | what it does |" },
+	};
+	const char *files[] = { tables[0].file, tables[1].file, tables[2].file };
+
+	for (size_t f = 0; f < sizeof(tables) / sizeof(tables[0]); f++) {
+		char *text = read_text(files[f]), *rows = table_after(text, tables[f].header);
+		struct k2mc_config_option o;
+		char opt[64];
+
+		/* each option named in the first column is one of the table's */
+		for (char *l = rows; *l == '|'; l = strchr(l, '\n') + 1) {
+			size_t cl = cell_len(l + 1);
+
+			for (char *q = l + 1; q < l + 1 + cl; q++) {
+				size_t tl;
+				int known = 0;
+
+				if (q[0] != '-' || (q[-1] != '`' && q[-1] != ' '))
+					continue;
+				tl = strspn(q, "-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
+				for (size_t i = 0; k2mc_config_option(i, &o) == 0 && !known; i++) {
+					if (o.name != NULL)
+						snprintf(opt, sizeof(opt), "--%s", o.name);
+					known |= o.name != NULL && strlen(opt) == tl &&
+						 strncmp(q, opt, tl) == 0;
+					known |= o.letter && tl == 2 && q[1] == o.letter;
+				}
+				cr_expect(known, "%s: '%.*s' is not an option of k2mc", files[f],
+					  (int)tl, q);
+				q += tl;
+			}
+		}
+		/* running.md: every option, and its default */
+		for (size_t i = 0; f == 0 && k2mc_config_option(i, &o) == 0; i++) {
+			char *row = NULL;
+
+			if (o.name != NULL)
+				snprintf(opt, sizeof(opt), "--%s", o.name);
+			else
+				snprintf(opt, sizeof(opt), "-%c", o.letter);
+			for (char *l = rows; *l == '|' && row == NULL; l = strchr(l, '\n') + 1) {
+				size_t cl = cell_len(l + 1);
+
+				if (names_option(l + 1, cl, opt) ||
+				    (o.letter && names_option(l + 1, cl, (char[]){ '-', o.letter, 0 })))
+					row = l;
+			}
+			cr_expect_not_null(row, "%s has no row for %s", files[f], opt);
+			if (row != NULL && o.dflt != NULL && o.dflt[0] != '\0') {
+				size_t ll = strcspn(row, "\n");
+				char *last = memrchr(row, '|', ll - 1);
+				char want[64];
+
+				snprintf(want, sizeof(want), "`%s`", o.dflt);
+				cr_expect(memmem(last, (size_t)(row + ll - last), o.dflt, strlen(o.dflt)) !=
+						  NULL,
+					  "%s: the default column of %s does not show %s", files[f], opt,
+					  want);
+			}
+		}
+		free(text);
+	}
+}
+
+/* k2mc.1's ENVIRONMENT: one entry per row with a K2MC_ variable, saying
+ * which option it stands for, and no other. */
+Test(cfgfile, the_man_page_environment_is_the_table_s)
+{
+	char *man = read_text("k2mc.1"), *p, *end, name[64], want[80];
+	struct k2mc_config_option o;
+	size_t entries = 0, vars = 0;
+
+	p = strstr(man, "\n.SH ENVIRONMENT\n");
+	cr_assert_not_null(p, "k2mc.1 has no ENVIRONMENT section");
+	end = strstr(p + 1, "\n.SH ");
+	cr_assert_not_null(end);
+	*end = '\0';
+	for (p = strstr(p, "\n.TP\n.B "); p != NULL; p = strstr(p + 1, "\n.TP\n.B ")) {
+		int known = 0;
+
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(p + 8, "\n"), p + 8);
+		entries++;
+		for (size_t i = 0; k2mc_config_option(i, &o) == 0; i++) {
+			char *next, *body = p + 8 + strlen(name);
+
+			if (o.env == NULL || strcmp(o.env, name) != 0)
+				continue;
+			known = 1;
+			/* the entry names the option: ".BR \-b ." or ".BR \-\-writers ." */
+			if (o.letter)
+				snprintf(want, sizeof(want), "\\-%c", o.letter);
+			else
+				snprintf(want, sizeof(want), "\\-\\-%s", o.name);
+			next = strstr(body, "\n.TP\n");
+			if (next != NULL)
+				*next = '\0';
+			cr_expect_not_null(strstr(body, want), "k2mc.1 ENVIRONMENT: %s does not name %s",
+					   name, want);
+			if (next != NULL)
+				*next = '\n';
+		}
+		cr_expect(known, "k2mc.1 ENVIRONMENT: %s is not read by k2mc", name);
+	}
+	for (size_t i = 0; k2mc_config_option(i, &o) == 0; i++)
+		vars += o.env != NULL;
+	cr_expect_eq(entries, vars, "k2mc.1 ENVIRONMENT has %zu entries, the table %zu variables",
+		     entries, vars);
+	free(man);
+}

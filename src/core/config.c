@@ -1,8 +1,11 @@
 /* Configuration for k2mc: flags (kcat conventions: -b -t -G -X -o -e -q -v,
- * -F FILE), key=value files and K2MC_* environment variables, one code path
- * for all three (apply()). Validates ranges, and settings that contradict
- * each other or k2mc's guarantees, here so the rest of the program can trust
- * the struct. Not a place that opens connections. */
+ * -F FILE), key=value files and K2MC_* environment variables. Every option is
+ * one row of opts[] below, which argv, -F, the environment, the defaults,
+ * --help and --dump-config all read (apply() is the one way a value gets in).
+ * Validates ranges, and settings that contradict each other or k2mc's
+ * guarantees (the check_* functions), here so the rest of the program can
+ * trust the struct; builds every librdkafka configuration k2mc uses
+ * (k2mc_config_rdkafka). Not a place that opens connections. */
 #include "core/config.h"
 #include "core/rdkversion.h"
 
@@ -27,218 +30,6 @@
 #ifndef K2MC_VERSION
 #define K2MC_VERSION "unknown"
 #endif
-
-enum {
-	OPT_WRITERS = 256,
-	OPT_RING_SIZE,
-	OPT_BATCH,
-	OPT_COMMIT_INTERVAL,
-	OPT_TTL,
-	OPT_KEY_PREFIX,
-	OPT_STATS_INTERVAL,
-	OPT_SHUTDOWN_TIMEOUT,
-	OPT_ON_INVALID,
-	OPT_DLQ_TOPIC,
-	OPT_MAX_VALUE,
-	OPT_MAX_BUFFER,
-	OPT_MC_EJECT,
-	OPT_METRICS_ADDR,
-	OPT_STATS_JSON,
-	OPT_DUMP_CONFIG,
-	OPT_CHECK_CONFIG,
-	OPT_LOG_FORMAT,
-	OPT_DISTRIBUTION,
-	OPT_MC_PROTOCOL,
-	OPT_MC_TLS,
-	OPT_MC_TLS_CA,
-	OPT_MC_TLS_CERT,
-	OPT_MC_TLS_KEY,
-	OPT_MC_TLS_KEY_PASSWORD,
-	OPT_MC_TLS_SERVER_NAME,
-	OPT_MC_TLS_INSECURE,
-	OPT_KEY,
-	OPT_VALUE,
-	OPT_TTL_HEADER,
-	OPT_TTL_FROM_TIMESTAMP,
-	OPT_FLAGS,
-	OPT_FLAGS_HEADER,
-	OPT_ON_TOMBSTONE,
-	OPT_REFILL,
-	OPT_REFILL_FROM,
-	OPT_REFILL_RATE,
-	OPT_REFILL_READY,
-};
-
-static const struct option long_opts[] = {
-	{ "brokers", required_argument, NULL, 'b' },
-	{ "topic", required_argument, NULL, 't' },
-	{ "group", required_argument, NULL, 'G' },
-	{ "memcached", required_argument, NULL, 'm' },
-	{ "offset", required_argument, NULL, 'o' },
-	{ "exit", no_argument, NULL, 'e' },
-	{ "count", required_argument, NULL, 'c' },
-	{ "writers", required_argument, NULL, OPT_WRITERS },
-	{ "ring-size", required_argument, NULL, OPT_RING_SIZE },
-	{ "batch", required_argument, NULL, OPT_BATCH },
-	{ "commit-interval-ms", required_argument, NULL, OPT_COMMIT_INTERVAL },
-	{ "ttl", required_argument, NULL, OPT_TTL },
-	{ "key-prefix", required_argument, NULL, OPT_KEY_PREFIX },
-	{ "stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL },
-	{ "shutdown-timeout-ms", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT },
-	{ "on-invalid", required_argument, NULL, OPT_ON_INVALID },
-	{ "dlq-topic", required_argument, NULL, OPT_DLQ_TOPIC },
-	{ "max-value-bytes", required_argument, NULL, OPT_MAX_VALUE },
-	{ "max-buffer-bytes", required_argument, NULL, OPT_MAX_BUFFER },
-	{ "mc-eject", no_argument, NULL, OPT_MC_EJECT },
-	{ "metrics-addr", required_argument, NULL, OPT_METRICS_ADDR },
-	{ "stats-json", required_argument, NULL, OPT_STATS_JSON },
-	{ "config", required_argument, NULL, 'F' },
-	{ "dump-config", no_argument, NULL, OPT_DUMP_CONFIG },
-	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
-	{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
-	{ "distribution", required_argument, NULL, OPT_DISTRIBUTION },
-	{ "mc-protocol", required_argument, NULL, OPT_MC_PROTOCOL },
-	{ "mc-tls", no_argument, NULL, OPT_MC_TLS },
-	{ "mc-tls-ca", required_argument, NULL, OPT_MC_TLS_CA },
-	{ "mc-tls-cert", required_argument, NULL, OPT_MC_TLS_CERT },
-	{ "mc-tls-key", required_argument, NULL, OPT_MC_TLS_KEY },
-	{ "mc-tls-key-password", required_argument, NULL, OPT_MC_TLS_KEY_PASSWORD },
-	{ "mc-tls-server-name", required_argument, NULL, OPT_MC_TLS_SERVER_NAME },
-	{ "mc-tls-insecure", no_argument, NULL, OPT_MC_TLS_INSECURE },
-	{ "key", required_argument, NULL, OPT_KEY },
-	{ "value", required_argument, NULL, OPT_VALUE },
-	{ "ttl-header", required_argument, NULL, OPT_TTL_HEADER },
-	{ "ttl-from-timestamp", no_argument, NULL, OPT_TTL_FROM_TIMESTAMP },
-	{ "flags", required_argument, NULL, OPT_FLAGS },
-	{ "flags-header", required_argument, NULL, OPT_FLAGS_HEADER },
-	{ "on-tombstone", required_argument, NULL, OPT_ON_TOMBSTONE },
-	{ "refill", no_argument, NULL, OPT_REFILL },
-	{ "refill-from", required_argument, NULL, OPT_REFILL_FROM },
-	{ "refill-rate", required_argument, NULL, OPT_REFILL_RATE },
-	{ "refill-ready", required_argument, NULL, OPT_REFILL_READY },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
-	{ NULL, 0, NULL, 0 },
-};
-
-/* The long name of option code opt ("mc-tls-ca"), for messages. */
-static const char *opt_name(int opt)
-{
-	for (const struct option *o = long_opts; o->name != NULL; o++)
-		if (o->val == opt)
-			return o->name;
-	return "?";
-}
-
-void k2mc_config_usage(FILE *out)
-{
-	fprintf(out,
-		"Usage: k2mc -b BROKERS -t TOPIC [-t TOPIC ...] [options]\n"
-		"       k2mc -F FILE [options]\n"
-		"Copy records from Kafka topics into Memcached: by default key = prefix + record\n"
-		"key, value = record value, a null value deletes the key. At-least-once: offsets\n"
-		"are committed only below records Memcached acknowledged.\n"
-		"\n"
-		"Kafka:\n"
-		"  -b, --brokers BROKERS     bootstrap servers, host:port[,host:port...] (required)\n"
-		"  -t, --topic TOPIC         topic to consume, repeatable; a name starting with ^ is a\n"
-		"                            regex matching topics (librdkafka) (required)\n"
-		"  -G, --group GROUP         consumer group id (default k2mc)\n"
-		"  -X PROP=VALUE             any librdkafka property (security.protocol, sasl.*, ...);\n"
-		"                            not group.id (use -G), nor auto commit or offset store,\n"
-		"                            nor auto.offset.reset other than earliest (use -o)\n"
-		"  -o, --offset beginning|end  where a partition with no committed offset starts\n"
-		"                            (default beginning); one whose committed offset retention\n"
-		"                            deleted resumes at its oldest record, whatever -o says\n"
-		"  -e, --exit                exit 0 when every assigned partition is written and\n"
-		"                            committed up to its end offset (progress line on a terminal)\n"
-		"  -c, --count N             stop (drain, commit, exit 0) after consuming N records\n"
-		"Memcached:\n"
-		"  -m, --memcached LIST      servers, comma-separated, mixed freely: HOST:PORT[:WEIGHT],\n"
-		"                            [IPV6]:PORT[:WEIGHT], /SOCKET (a unix socket, no weight)\n"
-		"                            or unix:SOCKET[:WEIGHT] (default 127.0.0.1:11211)\n"
-		"  --distribution NAME       key placement matching the readers' client: ketama\n"
-		"                            (default), libketama, modula, rendezvous, crc32, dalli,\n"
-		"                            spymemcached; weights only with libketama and dalli\n"
-		"  --mc-protocol auto|meta|text  dialect; auto (default): meta where the server has\n"
-		"                            it, text for older servers and proxies\n"
-		"  --max-value-bytes N       largest value to send (default: the servers' item_size_max)\n"
-		"  --mc-eject                remap keys of a down server to the others (libmemcached\n"
-		"                            auto-eject) instead of waiting for it (default: wait)\n"
-		"TLS to Memcached (OpenSSL; verified unless --mc-tls-insecure):\n"
-		"  --mc-tls                  TLS to every server, trusting the system's CA store\n"
-		"  --mc-tls-ca FILE          trust the CA certificates in FILE (PEM) instead\n"
-		"  --mc-tls-cert FILE        client certificate (PEM) for mutual TLS; needs --mc-tls-key\n"
-		"  --mc-tls-key FILE         its private key (PEM)\n"
-		"  --mc-tls-key-password PASS  passphrase of an encrypted key (put it in a chmod 600\n"
-		"                            -F file: the command line is visible to every user)\n"
-		"  --mc-tls-server-name NAME  SNI and the name verified (default: each server's host)\n"
-		"  --mc-tls-insecure         do not verify the servers' certificates (logs a warning)\n"
-		"What is written (templates: {key} {value} {topic} {partition} {header:NAME}\n"
-		"{json:/POINTER}, {{ and }} for braces, anything else literal):\n"
-		"  --key TEMPLATE            the Memcached key, after --key-prefix (default {key})\n"
-		"  --key-prefix STR          prepended to every key\n"
-		"  --value TEMPLATE          the value (default {value}: the record's bytes)\n"
-		"  --ttl SECONDS             expiry of written items (default 0: none); over 2592000\n"
-		"                            (30 days): an absolute unix time, not in the past\n"
-		"  --ttl-header NAME         per-record TTL, decimal seconds, from this header\n"
-		"                            (records without it: --ttl)\n"
-		"  --ttl-from-timestamp      expiry = record timestamp + TTL (any length); records\n"
-		"                            already expired are not written (the newest of a key\n"
-		"                            deletes it)\n"
-		"  --flags N                 client flags of every item, 0..4294967295 (default 0)\n"
-		"  --flags-header NAME       per-record flags, decimal, from this header (records\n"
-		"                            without it: --flags)\n"
-		"  --on-tombstone delete|ignore|invalidate:SECONDS  a null value deletes the key\n"
-		"                            (default), is ignored, or marks it stale, served for\n"
-		"                            SECONDS more (meta protocol only; 1..2592000)\n"
-		"Records Memcached cannot take (no key, bad key, value too large):\n"
-		"  --on-invalid skip|hash|dlq|fail  skip and count (default), hash bad keys,\n"
-		"                            produce to --dlq-topic, or stop with exit 1\n"
-		"  --dlq-topic TOPIC         dead letter topic for --on-invalid dlq\n"
-		"Refill (a server that lost its contents gets its keys again from Kafka):\n"
-		"  --refill                  detect a server's lost contents (restart, flush) and\n"
-		"                            write its keys again (default off)\n"
-		"  --refill-from earliest|DURATION  read from each partition's start (default), or\n"
-		"                            from DURATION before the loss (90s, 15m, 24h, 7d)\n"
-		"  --refill-rate N           refill records/s at most, 0 = unlimited (default)\n"
-		"  --refill-ready yes|no     /readyz while a server is refilled: 200 (yes, default:\n"
-		"                            it takes live writes) or 503 (no: keys are missing)\n"
-		"Pipeline:\n"
-		"  --writers N               writer threads, each with its own connections (default: CPUs)\n"
-		"  --ring-size N             slots per partition/writer ring, power of two (default 4096)\n"
-		"  --max-buffer-bytes N      record bytes held in rings and batches at most; consumers\n"
-		"                            wait when it is reached; k, m, g suffixes (default 16m)\n"
-		"  --batch N                 records per pipelined, acknowledged exchange (default 512)\n"
-		"  --commit-interval-ms N    offset commit interval (default 1000)\n"
-		"  --shutdown-timeout-ms N   how long shutdown waits for writes (default 30000)\n"
-		"Observability:\n"
-		"  --stats-interval-ms N     stats line interval on stderr, 0 = off (default 5000)\n"
-		"  --stats-json FILE         one JSON object per stats interval, appended to FILE\n"
-		"                            (- = stdout)\n"
-		"  --metrics-addr [HOST:]PORT  serve /metrics (Prometheus), /healthz and /readyz over\n"
-		"                            HTTP; HOST defaults to 127.0.0.1 (default: off)\n"
-		"  --log-format text|json    log lines as text (default) or one JSON object each\n"
-		"Configuration:\n"
-		"  -F, --config FILE         key=value lines: k2mc's long options (writers=4, topic=t,\n"
-		"                            exit=true) and librdkafka properties; # comments.\n"
-		"                            The command line overrides the file. Keep a file with\n"
-		"                            secrets chmod 600 (k2mc warns otherwise)\n"
-		"  --dump-config             print the effective configuration, secrets masked, exit 0\n"
-		"  --check-config            check everything (TLS files, templates, librdkafka's\n"
-		"                            configurations), then exit 0 or 2 as the start would,\n"
-		"                            without connecting anywhere\n"
-		"  Environment, below the file: K2MC_BROKERS, K2MC_TOPICS (comma-separated),\n"
-		"  K2MC_GROUP, K2MC_MEMCACHED, K2MC_WRITERS\n"
-		"  Long options are spelled in full (no abbreviations).\n"
-		"Other:\n"
-		"  -v, --verbose, -q, --quiet  more / less logging\n"
-		"  -h, --help                help\n"
-		"  -V, --version             versions of k2mc, librdkafka and libmemcached\n"
-		"Exit status: 0 done, 1 runtime failure, 2 bad command line.\n");
-}
 
 static int set_err(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -536,7 +327,9 @@ struct parse_state {
 	long ttl_past;
 	enum level ttl_past_level;
 	int ttl_past_line;
-	int refill_from_set, refill_rate_set, refill_ready_set; /* refused without --refill */
+	/* bit i: opts[i] was given (environment, -F, command line) and not
+	 * set false since; what the "needs --FLAG" checks read */
+	uint64_t given;
 	/* -F: the keys holding secrets, ", "-separated, and the file's mode */
 	char file_secrets[200];
 	unsigned file_mode;
@@ -618,326 +411,943 @@ static int parse_listen_addr(const char *s, char *host, size_t hostlen, int *por
 		return K2MC_CONFIG_USAGE;               \
 	} while (0)
 
-/* One setting, from whichever source: opt is the getopt code, arg its value
- * (which must outlive c). Messages name the flag; the caller adds where the
- * setting came from. */
-static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *st,
-				     enum level lvl, int opt, const char *arg, char *err,
-				     size_t errlen)
+/* ---- the option table -------------------------------------------------------- */
+
+/* One name of an enumerated setting, for parsing and for printing alike (the
+ * *_name functions and --dump-config read the same rows). The first row is
+ * what a value outside the table prints as. */
+struct name_value {
+	const char *name;
+	int value;
+};
+
+static const struct name_value offset_names[] = {
+	{ "beginning", 1 },
+	{ "end", 0 },
+	{ NULL, 0 },
+};
+static const struct name_value distribution_names[] = {
+	{ "ketama", K2MC_DIST_KETAMA },	      { "libketama", K2MC_DIST_LIBKETAMA },
+	{ "modula", K2MC_DIST_MODULA },	      { "rendezvous", K2MC_DIST_RENDEZVOUS },
+	{ "crc32", K2MC_DIST_CRC32 },	      { "dalli", K2MC_DIST_DALLI },
+	{ "spymemcached", K2MC_DIST_SPYMEMCACHED }, { NULL, 0 },
+};
+static const struct name_value protocol_names[] = {
+	{ "auto", K2MC_PROTO_AUTO },
+	{ "meta", K2MC_PROTO_META },
+	{ "text", K2MC_PROTO_TEXT },
+	{ NULL, 0 },
+};
+/* invalidate is written invalidate:SECONDS (parse_tombstone) */
+static const struct name_value tombstone_names[] = {
+	{ "delete", K2MC_TOMB_DELETE },
+	{ "ignore", K2MC_TOMB_IGNORE },
+	{ "invalidate", K2MC_TOMB_INVALIDATE },
+	{ NULL, 0 },
+};
+static const struct name_value invalid_names[] = {
+	{ "skip", K2MC_INVALID_SKIP }, { "hash", K2MC_INVALID_HASH },
+	{ "dlq", K2MC_INVALID_DLQ },   { "fail", K2MC_INVALID_FAIL },
+	{ NULL, 0 },
+};
+static const struct name_value log_format_names[] = {
+	{ "text", K2MC_LOG_TEXT },
+	{ "json", K2MC_LOG_JSON },
+	{ NULL, 0 },
+};
+static const struct name_value yes_no_names[] = {
+	{ "yes", 1 },
+	{ "no", 0 },
+	{ NULL, 0 },
+};
+
+/* The enum fields are written through an int (OT_ENUM's off): */
+_Static_assert(sizeof(enum k2mc_distribution) == sizeof(int) &&
+		       sizeof(enum k2mc_mc_protocol) == sizeof(int) &&
+		       sizeof(enum k2mc_invalid_policy) == sizeof(int) &&
+		       sizeof(enum k2mc_log_format) == sizeof(int),
+	       "enum settings are stored as int");
+
+static const char *name_of(const struct name_value *names, int v)
 {
-	long v;
+	for (const struct name_value *n = names; n->name != NULL; n++)
+		if (n->value == v)
+			return n->name;
+	return names[0].name;
+}
 
-	switch (opt) {
-	case 'b':
-		c->brokers = arg;
-		break;
-	case 't':
-		if (lvl > st->topics_level) {
-			/* a higher level replaces the list it would otherwise extend */
-			c->ntopics = 0;
-			st->topics_level = lvl;
+static int value_of(const struct name_value *names, const char *s, int *v)
+{
+	for (const struct name_value *n = names; n->name != NULL; n++)
+		if (strcmp(n->name, s) == 0) {
+			*v = n->value;
+			return 0;
 		}
-		if (c->ntopics == K2MC_MAX_TOPICS)
-			USAGE("-t: more than %d topics", K2MC_MAX_TOPICS);
-		if (*arg == '\0')
-			USAGE("-t: empty topic name");
-		c->topics[c->ntopics++] = arg;
-		break;
-	case 'G':
-		if (*arg == '\0')
-			USAGE("-G: empty group id");
-		c->group = arg;
-		break;
-	case 'm':
-		st->servers = arg;
-		st->servers_level = lvl;
-		break;
-	case 'X':
-		if (strchr(arg, '=') == NULL || arg[0] == '=')
-			USAGE("-X: expected PROP=VALUE, got '%s'", arg);
-		if (c->nxprops == K2MC_MAX_XPROPS)
-			USAGE("-X: more than %d properties", K2MC_MAX_XPROPS);
-		st->xlevel[c->nxprops] = lvl;
-		st->xline[c->nxprops] = st->line;
-		c->xprops[c->nxprops++] = arg;
-		break;
-	case 'o':
-		if (strcmp(arg, "beginning") == 0)
-			c->offset_beginning = 1;
-		else if (strcmp(arg, "end") == 0)
-			c->offset_beginning = 0;
-		else
-			USAGE("-o: expected 'beginning' or 'end', got '%s'", arg);
-		break;
-	case 'e':
-		c->exit_at_eof = 1;
-		break;
-	case 'c':
-		if (parse_long(arg, 1, LONG_MAX, &v) != 0)
-			USAGE("-c: expected a record count >= 1, got '%s'", arg);
-		c->max_records = (uint64_t)v;
-		break;
-	case 'v':
-		c->verbosity = 2;
-		break;
-	case 'q':
-		c->verbosity = 0;
-		break;
-	case 'h':
-		k2mc_config_usage(stdout);
-		return K2MC_CONFIG_EXIT;
-	case 'V':
-		/* the libraries k2mc runs with, not the headers it was built against */
-		printf("k2mc %s (librdkafka %s, libmemcached %s)\n", K2MC_VERSION,
-		       rd_kafka_version_str(), memcached_lib_version());
-		return K2MC_CONFIG_EXIT;
-	case 'F':
-		break; /* read before everything else, see k2mc_config_parse */
-	case OPT_WRITERS:
-		if (parse_long(arg, 1, 256, &v) != 0)
-			USAGE("--writers: expected 1..256, got '%s'", arg);
-		c->writers = (int)v;
-		break;
-	case OPT_RING_SIZE:
-		if (parse_long(arg, 16, 1L << 20, &v) != 0 || (v & (v - 1)) != 0)
-			USAGE("--ring-size: expected a power of two in 16..1048576, got '%s'", arg);
-		c->ring_size = (uint32_t)v;
-		break;
-	case OPT_BATCH:
-		if (parse_long(arg, 1, 65536, &v) != 0)
-			USAGE("--batch: expected 1..65536, got '%s'", arg);
-		c->batch = (int)v;
-		break;
-	case OPT_COMMIT_INTERVAL:
-		if (parse_long(arg, 10, 3600000, &v) != 0)
-			USAGE("--commit-interval-ms: expected 10..3600000, got '%s'", arg);
-		c->commit_interval_ms = (int)v;
-		break;
-	case OPT_TTL:
-		/* memcached reads exptimes over 30 days as absolute unix times */
-		if (parse_long(arg, 0, INT32_MAX, &v) != 0)
-			USAGE("--ttl: expected 0..%d seconds, got '%s'", INT32_MAX, arg);
-		/* judged once every source is read (check_mapping) */
-		if (v > K2MC_TTL_RELATIVE_MAX && v <= (long)time(NULL) && st->ttl_past == 0) {
-			st->ttl_past = v;
-			st->ttl_past_level = lvl;
-			st->ttl_past_line = st->line;
-		}
-		c->ttl = (uint32_t)v;
-		break;
-	case OPT_KEY_PREFIX:
-		c->key_prefix = arg;
-		break;
-	case OPT_STATS_INTERVAL:
-		if (parse_long(arg, 0, 3600000, &v) != 0)
-			USAGE("--stats-interval-ms: expected 0..3600000, got '%s'", arg);
-		c->stats_interval_ms = (int)v;
-		break;
-	case OPT_SHUTDOWN_TIMEOUT:
-		if (parse_long(arg, 0, 3600000, &v) != 0)
-			USAGE("--shutdown-timeout-ms: expected 0..3600000, got '%s'", arg);
-		c->shutdown_timeout_ms = (int)v;
-		break;
-	case OPT_ON_INVALID:
-		if (strcmp(arg, "skip") == 0)
-			c->on_invalid = K2MC_INVALID_SKIP;
-		else if (strcmp(arg, "hash") == 0)
-			c->on_invalid = K2MC_INVALID_HASH;
-		else if (strcmp(arg, "dlq") == 0)
-			c->on_invalid = K2MC_INVALID_DLQ;
-		else if (strcmp(arg, "fail") == 0)
-			c->on_invalid = K2MC_INVALID_FAIL;
-		else
-			USAGE("--on-invalid: expected skip, hash, dlq or fail, got '%s'", arg);
-		break;
-	case OPT_DLQ_TOPIC:
-		if (*arg == '\0')
-			USAGE("--dlq-topic: empty topic name");
-		c->dlq_topic = arg;
-		break;
-	case OPT_MAX_VALUE:
-		if (parse_long(arg, 1, 1L << 30, &v) != 0)
-			USAGE("--max-value-bytes: expected 1..%ld, got '%s'", 1L << 30, arg);
-		c->max_value_bytes = (uint64_t)v;
-		break;
-	case OPT_MAX_BUFFER:
-		if (parse_size(arg, &c->max_buffer_bytes) != 0 ||
-		    c->max_buffer_bytes < K2MC_MAX_BUFFER_MIN)
-			USAGE("--max-buffer-bytes: expected bytes, or a number with a k, m or g suffix "
-			      "(KiB, MiB, GiB), at least 1m, got '%s'",
-			      arg);
-		break;
-	case OPT_MC_EJECT:
-		c->mc_eject = 1;
-		break;
-	case OPT_METRICS_ADDR:
-		if (parse_listen_addr(arg, c->metrics_host, sizeof(c->metrics_host),
-				      &c->metrics_port) != 0)
-			USAGE("--metrics-addr: expected [HOST:]PORT or [IPV6]:PORT, got '%s'", arg);
-		break;
-	case OPT_STATS_JSON:
-		if (*arg == '\0')
-			USAGE("--stats-json: expected a file name or -");
-		c->stats_json = arg;
-		break;
-	case OPT_DUMP_CONFIG:
-		c->dump_config = 1;
-		break;
-	case OPT_CHECK_CONFIG:
-		c->check_config = 1;
-		break;
-	case OPT_LOG_FORMAT:
-		if (strcmp(arg, "text") == 0)
-			c->log_format = K2MC_LOG_TEXT;
-		else if (strcmp(arg, "json") == 0)
-			c->log_format = K2MC_LOG_JSON;
-		else
-			USAGE("--log-format: expected text or json, got '%s'", arg);
-		break;
-	case OPT_DISTRIBUTION: {
-		int found = 0;
+	return -EINVAL;
+}
 
-		for (int d = K2MC_DIST_KETAMA; d <= K2MC_DIST_SPYMEMCACHED && !found; d++)
-			if (strcmp(arg, k2mc_distribution_name((enum k2mc_distribution)d)) == 0) {
-				c->distribution = (enum k2mc_distribution)d;
-				found = 1;
-			}
-		if (!found)
-			USAGE("--distribution: expected ketama, libketama, modula, rendezvous, crc32, "
-			      "dalli or spymemcached, got '%s'",
-			      arg);
-		break;
+enum opt_type {
+	OT_ACTION, /* -h, -V, -F: no field; k2mc_config_parse reads -F first */
+	OT_FLAG,   /* int: 1 when given; NAME=false in -F sets 0 */
+	OT_LEVEL,  /* int: hi when given, lo when off (-v and -q share verbosity) */
+	OT_STR,    /* const char *, pointing into argv or storage c owns */
+	OT_INT,    /* int, decimal in [lo, hi] */
+	OT_U32,    /* uint32_t, decimal in [lo, hi] */
+	OT_U64,    /* uint64_t, decimal in [lo, hi] */
+	OT_SIZE,   /* uint64_t, bytes with an optional k, m or g suffix, at least lo */
+	OT_ENUM,   /* an int-sized enum: one of names */
+	OT_CUSTOM, /* the row's parse and print hooks do it all */
+};
+
+enum opt_flag {
+	OF_SECRET = 1 << 0,    /* masked by --dump-config; a -F file holding it: chmod 600 */
+	OF_NONEMPTY = 1 << 1,  /* "" refused; expect is the complaint */
+	OF_TEMPLATE = 1 << 2,  /* no line break: --dump-config writes it back as one -F line */
+	OF_POW2 = 1 << 3,      /* a power of two */
+	OF_DIGITS = 1 << 4,    /* digits only (no sign), like the -m port */
+	OF_IF_SET = 1 << 5,    /* --dump-config leaves it out while unset (NULL, 0, not given) */
+	OF_ARGV_ONLY = 1 << 6, /* refused as a -F key */
+	OF_LIST = 1 << 7,      /* its environment variable is a comma-separated list */
+	OF_HELP_JOIN = 1 << 8, /* --help names it and the next row on one line */
+	OF_PATH = 1 << 9,      /* a file read at each connection: readable at start */
+};
+
+/* --help's sections, in order; the rows of one are consecutive. */
+enum section {
+	S_KAFKA,
+	S_MEMCACHED,
+	S_TLS,
+	S_MAPPING,
+	S_INVALID,
+	S_REFILL,
+	S_PIPELINE,
+	S_OBSERVE,
+	S_CONFIG,
+	S_OTHER,
+};
+
+static const char *const section_titles[] = {
+	[S_KAFKA] = "Kafka:",
+	[S_MEMCACHED] = "Memcached:",
+	[S_TLS] = "TLS to Memcached (OpenSSL; verified unless --mc-tls-insecure):",
+	[S_MAPPING] = "What is written (templates: {key} {value} {topic} {partition} {header:NAME}\n"
+		      "{json:/POINTER}, {{ and }} for braces, anything else literal):",
+	[S_INVALID] = "Records Memcached cannot take (no key, bad key, value too large):",
+	[S_REFILL] = "Refill (a server that lost its contents gets its keys again from Kafka):",
+	[S_PIPELINE] = "Pipeline:",
+	[S_OBSERVE] = "Observability:",
+	[S_CONFIG] = "Configuration:",
+	[S_OTHER] = "Other:",
+};
+
+struct opt;
+/* Parses arg (NULL for a flag) into c; messages name the option, the caller
+ * adds where the setting came from. */
+typedef enum k2mc_config_result (*opt_parse_fn)(struct k2mc_config *c, struct parse_state *st,
+						const struct opt *o, enum level lvl,
+						const char *arg, char *err, size_t errlen);
+/* Writes the row's -F lines for --dump-config (none, one, or one per value). */
+typedef void (*opt_print_fn)(const struct k2mc_config *c, const struct opt *o, FILE *out);
+
+/* One option: argv (getopt's tables are built from these rows), the -F key,
+ * the environment, the default, --help, --dump-config and the "needs"
+ * checks all read it. Model: librdkafka's struct rd_kafka_property. */
+struct opt {
+	const char *name;   /* --NAME and the -F key; NULL: short only (-X) */
+	char letter;        /* -LETTER, or 0 */
+	enum opt_type type;
+	size_t off;         /* offsetof(struct k2mc_config, field) */
+	const char *dflt;   /* the default, as it would be typed; NULL: zero */
+	const char *(*dflt_fn)(char *buf, size_t len); /* a default known at run time */
+	long long lo, hi;   /* numbers: the range; OT_LEVEL: the value off, on */
+	const struct name_value *names; /* OT_ENUM */
+	unsigned flags;     /* enum opt_flag */
+	/* numbers, enums: what "expected ..." says (default: LO..HI, or the
+	 * names); strings with OF_NONEMPTY: the complaint about "" */
+	const char *expect;
+	/* the flag it is ignored without: the cross checks refuse it given
+	 * while that is off, and --dump-config leaves it out */
+	const char *needs;
+	const char *env;    /* K2MC_ variable, below -F; NULL: none */
+	int dump;           /* place in --dump-config (1, 2, ...); 0: not printed */
+	opt_parse_fn parse; /* replaces the type's parsing */
+	opt_print_fn print; /* replaces the type's NAME=VALUE line */
+	enum section section;
+	const char *arg;    /* --help: the value's name; NULL: takes none */
+	/* --help: the description; a line after the first starts in column
+	 * 28. NULL: shown with the row before (OF_HELP_JOIN) */
+	const char *help;
+};
+
+#define FIELD(f) offsetof(struct k2mc_config, f)
+#define LABEL_MAX 64
+
+/* "-c" for an option with a letter, else "--ring-size": how messages name it. */
+static const char *opt_label(const struct opt *o, char *buf)
+{
+	if (o->letter != 0)
+		snprintf(buf, LABEL_MAX, "-%c", o->letter);
+	else
+		snprintf(buf, LABEL_MAX, "--%s", o->name);
+	return buf;
+}
+
+static enum k2mc_config_result parse_value(struct k2mc_config *c, const struct opt *o,
+					   const char *arg, char *err, size_t errlen);
+
+static enum k2mc_config_result parse_topic(struct k2mc_config *c, struct parse_state *st,
+					   const struct opt *o, enum level lvl, const char *arg,
+					   char *err, size_t errlen)
+{
+	(void)o;
+	if (lvl > st->topics_level) {
+		/* a higher level replaces the list it would otherwise extend */
+		c->ntopics = 0;
+		st->topics_level = lvl;
 	}
-	case OPT_MC_PROTOCOL:
-		if (strcmp(arg, "auto") == 0)
-			c->mc_protocol = K2MC_PROTO_AUTO;
-		else if (strcmp(arg, "meta") == 0)
-			c->mc_protocol = K2MC_PROTO_META;
-		else if (strcmp(arg, "text") == 0)
-			c->mc_protocol = K2MC_PROTO_TEXT;
-		else
-			USAGE("--mc-protocol: expected auto, meta or text, got '%s'", arg);
-		break;
-	case OPT_MC_TLS:
-		c->mc_tls = 1;
-		break;
-	case OPT_MC_TLS_CA:
-	case OPT_MC_TLS_CERT:
-	case OPT_MC_TLS_KEY:
-		if (*arg == '\0')
-			USAGE("--%s: expected a file name", opt_name(opt));
-		if (opt == OPT_MC_TLS_CA)
-			c->mc_tls_ca = arg;
-		else if (opt == OPT_MC_TLS_CERT)
-			c->mc_tls_cert = arg;
-		else
-			c->mc_tls_key = arg;
-		break;
-	case OPT_MC_TLS_KEY_PASSWORD:
-		if (*arg == '\0')
-			USAGE("--mc-tls-key-password: empty (an unencrypted key needs none)");
-		c->mc_tls_key_password = arg;
-		break;
-	case OPT_MC_TLS_SERVER_NAME:
-		/* a DNS name is at most 253 bytes (RFC 1035); SNI carries no blanks */
-		if (*arg == '\0' || strlen(arg) > 253 || !key_bytes_ok(arg, strlen(arg)))
-			USAGE("--mc-tls-server-name: expected a host name of 1..253 bytes without "
-			      "blanks or control characters, got '%.80s'",
-			      arg);
-		c->mc_tls_server_name = arg;
-		break;
-	case OPT_MC_TLS_INSECURE:
-		c->mc_tls_insecure = 1;
-		break;
-	case OPT_KEY:
-	case OPT_VALUE:
-		/* the syntax is mapping.c's; a line break could not be written
-		 * back by --dump-config as a -F line */
-		if (strpbrk(arg, "\r\n") != NULL)
-			USAGE("--%s: a template cannot hold a line break", opt_name(opt));
-		if (opt == OPT_KEY)
-			c->key_template = arg;
-		else
-			c->value_template = arg;
-		break;
-	case OPT_TTL_HEADER:
-	case OPT_FLAGS_HEADER:
-		if (*arg == '\0')
-			USAGE("--%s: expected a header name", opt_name(opt));
-		if (opt == OPT_TTL_HEADER)
-			c->ttl_header = arg;
-		else
-			c->flags_header = arg;
-		break;
-	case OPT_TTL_FROM_TIMESTAMP:
-		c->ttl_from_timestamp = 1;
-		break;
-	case OPT_FLAGS: {
-		uint64_t f;
+	if (c->ntopics == K2MC_MAX_TOPICS)
+		USAGE("-t: more than %d topics", K2MC_MAX_TOPICS);
+	if (*arg == '\0')
+		USAGE("-t: empty topic name");
+	c->topics[c->ntopics++] = arg;
+	return K2MC_CONFIG_OK;
+}
 
-		if (parse_u64(arg, 0, UINT32_MAX, &f) != 0)
-			USAGE("--flags: expected 0..4294967295, got '%s'", arg);
-		c->flags = (uint32_t)f;
-		break;
+static void print_topics(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	for (int i = 0; i < c->ntopics; i++)
+		fprintf(out, "%s=%s\n", o->name, c->topics[i]);
+}
+
+/* -m is read once every source is, so that a list given lower down that
+ * would not parse cannot fail a command line that replaces it. */
+static enum k2mc_config_result parse_servers_later(struct k2mc_config *c, struct parse_state *st,
+						   const struct opt *o, enum level lvl,
+						   const char *arg, char *err, size_t errlen)
+{
+	(void)c, (void)o, (void)err, (void)errlen;
+	st->servers = arg;
+	st->servers_level = lvl;
+	return K2MC_CONFIG_OK;
+}
+
+/* A -m entry as k2mc_config_parse_servers reads it back: unix:PATH (with
+ * the weight when it is not 1, or when the path itself ends in :DIGITS),
+ * HOST:PORT or [IPV6]:PORT, then :WEIGHT when it is not 1. */
+static const char *server_label(const struct k2mc_server *sv, char *buf, size_t len)
+{
+	size_t hl = strlen(sv->host);
+
+	if (sv->is_unix) {
+		if (sv->weight != 1 || ends_in_colon_digits(sv->host, hl))
+			snprintf(buf, len, "unix:%s:%d", sv->host, sv->weight);
+		else
+			snprintf(buf, len, "unix:%s", sv->host);
+	} else {
+		snprintf(buf, len, strchr(sv->host, ':') != NULL ? "[%s]:%d" : "%s:%d", sv->host,
+			 sv->port);
+		if (sv->weight != 1)
+			snprintf(buf + strlen(buf), len - strlen(buf), ":%d", sv->weight);
 	}
-	case OPT_ON_TOMBSTONE:
-		c->invalidate_grace_s = 0;
-		if (strcmp(arg, "delete") == 0) {
-			c->on_tombstone = K2MC_TOMB_DELETE;
-		} else if (strcmp(arg, "ignore") == 0) {
-			c->on_tombstone = K2MC_TOMB_IGNORE;
-		} else if (strncmp(arg, "invalidate", 10) == 0) {
-			uint64_t g;
+	return buf;
+}
 
-			if (arg[10] != ':' || parse_u64(arg + 11, 1, K2MC_TTL_RELATIVE_MAX, &g) != 0)
-				USAGE("--on-tombstone: invalidate needs a grace period, "
-				      "invalidate:SECONDS with SECONDS 1..%d, got '%s'",
-				      K2MC_TTL_RELATIVE_MAX, arg);
-			c->on_tombstone = K2MC_TOMB_INVALIDATE;
-			c->invalidate_grace_s = (uint32_t)g;
-		} else {
-			USAGE("--on-tombstone: expected delete, ignore or invalidate:SECONDS, got '%s'",
-			      arg);
-		}
-		break;
-	case OPT_REFILL:
-		c->refill = 1;
-		break;
-	case OPT_REFILL_FROM:
-		st->refill_from_set = 1;
-		if (strcmp(arg, "earliest") == 0) {
-			c->refill_from_earliest = 1;
-			c->refill_from_ms = 0;
-		} else if (parse_duration(arg, &c->refill_from_ms) == 0) {
-			c->refill_from_earliest = 0;
-		} else {
-			USAGE("--refill-from: expected earliest or a duration with a unit s, m, h or d "
-			      "(90s, 15m, 24h, 7d), got '%s'",
-			      arg);
-		}
-		break;
-	case OPT_REFILL_RATE:
-		st->refill_rate_set = 1;
-		/* 1e9/s is beyond any server; the cap keeps rate x nanoseconds in 64 bits */
-		if (parse_u64(arg, 0, 1000000000, &c->refill_rate) != 0)
-			USAGE("--refill-rate: expected records/s, 0 (unlimited) to 1000000000, got '%s'",
-			      arg);
-		break;
-	case OPT_REFILL_READY:
-		st->refill_ready_set = 1;
-		if (strcmp(arg, "yes") == 0)
-			c->refill_ready = 1;
-		else if (strcmp(arg, "no") == 0)
-			c->refill_ready = 0;
-		else
-			USAGE("--refill-ready: expected yes (/readyz 200 while a server is refilled) "
-			      "or no (503), got '%s'",
-			      arg);
-		break;
-	default:
-		USAGE("internal error: option %d has no handler", opt);
+static void print_servers(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	char label[300];
+
+	fprintf(out, "%s=", o->name);
+	for (int i = 0; i < c->nservers; i++)
+		fprintf(out, "%s%s", i ? "," : "", server_label(&c->servers[i], label, sizeof(label)));
+	fprintf(out, "\n");
+}
+
+static enum k2mc_config_result parse_xprop(struct k2mc_config *c, struct parse_state *st,
+					   const struct opt *o, enum level lvl, const char *arg,
+					   char *err, size_t errlen)
+{
+	(void)o;
+	if (strchr(arg, '=') == NULL || arg[0] == '=')
+		USAGE("-X: expected PROP=VALUE, got '%s'", arg);
+	if (c->nxprops == K2MC_MAX_XPROPS)
+		USAGE("-X: more than %d properties", K2MC_MAX_XPROPS);
+	st->xlevel[c->nxprops] = lvl;
+	st->xline[c->nxprops] = st->line;
+	c->xprops[c->nxprops++] = arg;
+	return K2MC_CONFIG_OK;
+}
+
+/* Each property once, with the value librdkafka ends up with: the last. */
+static void print_xprops(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	(void)o;
+	if (c->nxprops > 0)
+		fprintf(out, "# librdkafka properties (-X and unknown keys of -F)\n");
+	for (int i = 0; i < c->nxprops; i++) {
+		const char *eq = strchr(c->xprops[i], '=');
+		size_t nl = (size_t)(eq - c->xprops[i]);
+		char name[256];
+		int later = 0;
+
+		for (int j = i + 1; j < c->nxprops && !later; j++)
+			later = strncmp(c->xprops[j], c->xprops[i], nl + 1) == 0;
+		if (later)
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)nl, c->xprops[i]);
+		fprintf(out, "%s=%s\n", name, k2mc_config_is_secret(name) ? "********" : eq + 1);
+	}
+}
+
+static enum k2mc_config_result parse_ttl(struct k2mc_config *c, struct parse_state *st,
+					 const struct opt *o, enum level lvl, const char *arg,
+					 char *err, size_t errlen)
+{
+	enum k2mc_config_result r = parse_value(c, o, arg, err, errlen);
+
+	/* memcached reads exptimes over 30 days as absolute unix times; one
+	 * already past is judged once every source is read (check_mapping) */
+	if (r == K2MC_CONFIG_OK && c->ttl > K2MC_TTL_RELATIVE_MAX &&
+	    (long)c->ttl <= (long)time(NULL) && st->ttl_past == 0) {
+		st->ttl_past = (long)c->ttl;
+		st->ttl_past_level = lvl;
+		st->ttl_past_line = st->line;
+	}
+	return r;
+}
+
+static enum k2mc_config_result parse_server_name(struct k2mc_config *c, struct parse_state *st,
+						 const struct opt *o, enum level lvl,
+						 const char *arg, char *err, size_t errlen)
+{
+	(void)st, (void)lvl;
+	/* a DNS name is at most 253 bytes (RFC 1035); SNI carries no blanks */
+	if (*arg == '\0' || strlen(arg) > 253 || !key_bytes_ok(arg, strlen(arg)))
+		USAGE("--%s: expected a host name of 1..253 bytes without blanks or control "
+		      "characters, got '%.80s'",
+		      o->name, arg);
+	c->mc_tls_server_name = arg;
+	return K2MC_CONFIG_OK;
+}
+
+static enum k2mc_config_result parse_tombstone(struct k2mc_config *c, struct parse_state *st,
+					       const struct opt *o, enum level lvl,
+					       const char *arg, char *err, size_t errlen)
+{
+	const char *inv = name_of(tombstone_names, K2MC_TOMB_INVALIDATE);
+	size_t il = strlen(inv);
+	int v;
+
+	(void)st, (void)lvl;
+	c->invalidate_grace_s = 0;
+	if (strncmp(arg, inv, il) == 0) {
+		uint64_t g;
+
+		if (arg[il] != ':' || parse_u64(arg + il + 1, 1, K2MC_TTL_RELATIVE_MAX, &g) != 0)
+			USAGE("--%s: invalidate needs a grace period, invalidate:SECONDS with SECONDS "
+			      "1..%d, got '%s'",
+			      o->name, K2MC_TTL_RELATIVE_MAX, arg);
+		c->on_tombstone = K2MC_TOMB_INVALIDATE;
+		c->invalidate_grace_s = (uint32_t)g;
+	} else if (value_of(tombstone_names, arg, &v) == 0) {
+		c->on_tombstone = (enum k2mc_on_tombstone)v;
+	} else {
+		USAGE("--%s: expected delete, ignore or invalidate:SECONDS, got '%s'", o->name, arg);
 	}
 	return K2MC_CONFIG_OK;
+}
+
+static void print_tombstone(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	if (c->on_tombstone == K2MC_TOMB_INVALIDATE)
+		fprintf(out, "%s=%s:%u\n", o->name, name_of(tombstone_names, K2MC_TOMB_INVALIDATE),
+			c->invalidate_grace_s);
+	else
+		fprintf(out, "%s=%s\n", o->name, name_of(tombstone_names, (int)c->on_tombstone));
+}
+
+static enum k2mc_config_result parse_refill_from(struct k2mc_config *c, struct parse_state *st,
+						 const struct opt *o, enum level lvl,
+						 const char *arg, char *err, size_t errlen)
+{
+	(void)st, (void)lvl;
+	if (strcmp(arg, "earliest") == 0) {
+		c->refill_from_earliest = 1;
+		c->refill_from_ms = 0;
+	} else if (parse_duration(arg, &c->refill_from_ms) == 0) {
+		c->refill_from_earliest = 0;
+	} else {
+		USAGE("--%s: expected earliest or a duration with a unit s, m, h or d (90s, 15m, "
+		      "24h, 7d), got '%s'",
+		      o->name, arg);
+	}
+	return K2MC_CONFIG_OK;
+}
+
+/* DURATION in the largest unit that is exact */
+static void print_refill_from(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	static const struct {
+		int64_t ms;
+		char unit;
+	} units[] = { { 86400000, 'd' }, { 3600000, 'h' }, { 60000, 'm' }, { 1000, 's' } };
+	int64_t ms = c->refill_from_ms;
+	size_t i = 0;
+
+	if (c->refill_from_earliest) {
+		fprintf(out, "%s=earliest\n", o->name);
+		return;
+	}
+	while (i + 1 < sizeof(units) / sizeof(units[0]) && ms % units[i].ms != 0)
+		i++;
+	fprintf(out, "%s=%lld%c\n", o->name, (long long)(ms / units[i].ms), units[i].unit);
+}
+
+static enum k2mc_config_result parse_metrics_addr(struct k2mc_config *c, struct parse_state *st,
+						  const struct opt *o, enum level lvl,
+						  const char *arg, char *err, size_t errlen)
+{
+	(void)st, (void)lvl;
+	if (parse_listen_addr(arg, c->metrics_host, sizeof(c->metrics_host), &c->metrics_port) !=
+	    0)
+		USAGE("--%s: expected [HOST:]PORT or [IPV6]:PORT, got '%s'", o->name, arg);
+	return K2MC_CONFIG_OK;
+}
+
+static void print_metrics_addr(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	if (c->metrics_port > 0)
+		fprintf(out, strchr(c->metrics_host, ':') ? "%s=[%s]:%d\n" : "%s=%s:%d\n", o->name,
+			c->metrics_host, c->metrics_port);
+}
+
+static enum k2mc_config_result action_help(struct k2mc_config *c, struct parse_state *st,
+					   const struct opt *o, enum level lvl, const char *arg,
+					   char *err, size_t errlen)
+{
+	(void)c, (void)st, (void)o, (void)lvl, (void)arg, (void)err, (void)errlen;
+	k2mc_config_usage(stdout);
+	return K2MC_CONFIG_EXIT;
+}
+
+static enum k2mc_config_result action_version(struct k2mc_config *c, struct parse_state *st,
+					      const struct opt *o, enum level lvl,
+					      const char *arg, char *err, size_t errlen)
+{
+	(void)c, (void)st, (void)o, (void)lvl, (void)arg, (void)err, (void)errlen;
+	/* the libraries k2mc runs with, not the headers it was built against */
+	printf("k2mc %s (librdkafka %s, libmemcached %s)\n", K2MC_VERSION, rd_kafka_version_str(),
+	       memcached_lib_version());
+	return K2MC_CONFIG_EXIT;
+}
+
+/* -F is read before everything else (k2mc_config_parse): nothing to do
+ * when the command line is applied. */
+static enum k2mc_config_result action_none(struct k2mc_config *c, struct parse_state *st,
+					   const struct opt *o, enum level lvl, const char *arg,
+					   char *err, size_t errlen)
+{
+	(void)c, (void)st, (void)o, (void)lvl, (void)arg, (void)err, (void)errlen;
+	return K2MC_CONFIG_OK;
+}
+
+/* One writer per CPU, at most 64. */
+static const char *dflt_writers(char *buf, size_t len)
+{
+	snprintf(buf, len, "%ld", ncpus() < 64 ? ncpus() : 64);
+	return buf;
+}
+
+/* In --help's order. */
+static const struct opt opts[] = {
+	/* Kafka */
+	{ .name = "brokers", .letter = 'b', .type = OT_STR, .off = FIELD(brokers),
+	  .env = "K2MC_BROKERS", .dump = 1, .section = S_KAFKA, .arg = "BROKERS",
+	  .help = "bootstrap servers, host:port[,host:port...] (required)" },
+	{ .name = "topic", .letter = 't', .type = OT_CUSTOM, .flags = OF_LIST,
+	  .env = "K2MC_TOPICS", .dump = 2, .parse = parse_topic, .print = print_topics,
+	  .section = S_KAFKA, .arg = "TOPIC",
+	  .help = "topic to consume, repeatable; a name starting with ^ is a\n"
+		  "regex matching topics (librdkafka) (required)" },
+	{ .name = "group", .letter = 'G', .type = OT_STR, .off = FIELD(group), .dflt = "k2mc",
+	  .flags = OF_NONEMPTY, .expect = "empty group id", .env = "K2MC_GROUP", .dump = 3,
+	  .section = S_KAFKA, .arg = "GROUP", .help = "consumer group id (default k2mc)" },
+	{ .letter = 'X', .type = OT_CUSTOM, .dump = 46, .parse = parse_xprop,
+	  .print = print_xprops, .section = S_KAFKA, .arg = "PROP=VALUE",
+	  .help = "any librdkafka property (security.protocol, sasl.*, ...);\n"
+		  "not group.id (use -G), nor auto commit or offset store,\n"
+		  "nor auto.offset.reset other than earliest (use -o)" },
+	{ .name = "offset", .letter = 'o', .type = OT_ENUM, .off = FIELD(offset_beginning),
+	  .dflt = "beginning", .names = offset_names, .expect = "'beginning' or 'end'",
+	  .dump = 5, .section = S_KAFKA, .arg = "beginning|end",
+	  .help = "where a partition with no committed offset starts\n"
+		  "(default beginning); one whose committed offset retention\n"
+		  "deleted resumes at its oldest record, whatever -o says" },
+	{ .name = "exit", .letter = 'e', .type = OT_FLAG, .off = FIELD(exit_at_eof), .dump = 6,
+	  .section = S_KAFKA,
+	  .help = "exit 0 when every assigned partition is written and\n"
+		  "committed up to its end offset (progress line on a terminal)" },
+	{ .name = "count", .letter = 'c', .type = OT_U64, .off = FIELD(max_records), .lo = 1,
+	  .hi = LONG_MAX, .flags = OF_IF_SET, .expect = "a record count >= 1", .dump = 7,
+	  .section = S_KAFKA, .arg = "N",
+	  .help = "stop (drain, commit, exit 0) after consuming N records" },
+	/* Memcached */
+	{ .name = "memcached", .letter = 'm', .type = OT_CUSTOM, .dflt = "127.0.0.1:11211",
+	  .env = "K2MC_MEMCACHED", .dump = 4, .parse = parse_servers_later,
+	  .print = print_servers, .section = S_MEMCACHED, .arg = "LIST",
+	  .help = "servers, comma-separated, mixed freely: HOST:PORT[:WEIGHT],\n"
+		  "[IPV6]:PORT[:WEIGHT], /SOCKET (a unix socket, no weight)\n"
+		  "or unix:SOCKET[:WEIGHT] (default 127.0.0.1:11211)" },
+	{ .name = "distribution", .type = OT_ENUM, .off = FIELD(distribution), .dflt = "ketama",
+	  .names = distribution_names, .dump = 21, .section = S_MEMCACHED, .arg = "NAME",
+	  .help = "key placement matching the readers' client: ketama\n"
+		  "(default), libketama, modula, rendezvous, crc32, dalli,\n"
+		  "spymemcached; weights only with libketama and dalli" },
+	{ .name = "mc-protocol", .type = OT_ENUM, .off = FIELD(mc_protocol), .dflt = "auto",
+	  .names = protocol_names, .dump = 22, .section = S_MEMCACHED, .arg = "auto|meta|text",
+	  .help = "dialect; auto (default): meta where the server has\n"
+		  "it, text for older servers and proxies" },
+	{ .name = "max-value-bytes", .type = OT_U64, .off = FIELD(max_value_bytes), .lo = 1,
+	  .hi = 1L << 30, .flags = OF_IF_SET, .dump = 18, .section = S_MEMCACHED, .arg = "N",
+	  .help = "largest value to send (default: the servers' item_size_max)" },
+	{ .name = "mc-eject", .type = OT_FLAG, .off = FIELD(mc_eject), .dump = 20,
+	  .section = S_MEMCACHED,
+	  .help = "remap keys of a down server to the others (libmemcached\n"
+		  "auto-eject) instead of waiting for it (default: wait)" },
+	/* TLS */
+	{ .name = "mc-tls", .type = OT_FLAG, .off = FIELD(mc_tls), .dump = 23, .section = S_TLS,
+	  .help = "TLS to every server, trusting the system's CA store" },
+	{ .name = "mc-tls-ca", .type = OT_STR, .off = FIELD(mc_tls_ca),
+	  .flags = OF_NONEMPTY | OF_IF_SET | OF_PATH, .expect = "expected a file name",
+	  .needs = "mc-tls",
+	  .dump = 24, .section = S_TLS, .arg = "FILE",
+	  .help = "trust the CA certificates in FILE (PEM) instead" },
+	{ .name = "mc-tls-cert", .type = OT_STR, .off = FIELD(mc_tls_cert),
+	  .flags = OF_NONEMPTY | OF_IF_SET | OF_PATH, .expect = "expected a file name",
+	  .needs = "mc-tls",
+	  .dump = 25, .section = S_TLS, .arg = "FILE",
+	  .help = "client certificate (PEM) for mutual TLS; needs --mc-tls-key" },
+	{ .name = "mc-tls-key", .type = OT_STR, .off = FIELD(mc_tls_key),
+	  .flags = OF_NONEMPTY | OF_IF_SET | OF_PATH, .expect = "expected a file name",
+	  .needs = "mc-tls",
+	  .dump = 26, .section = S_TLS, .arg = "FILE", .help = "its private key (PEM)" },
+	{ .name = "mc-tls-key-password", .type = OT_STR, .off = FIELD(mc_tls_key_password),
+	  .flags = OF_SECRET | OF_NONEMPTY | OF_IF_SET,
+	  .expect = "empty (an unencrypted key needs none)", .needs = "mc-tls", .dump = 27,
+	  .section = S_TLS, .arg = "PASS",
+	  .help = "passphrase of an encrypted key (put it in a chmod 600\n"
+		  "-F file: the command line is visible to every user)" },
+	{ .name = "mc-tls-server-name", .type = OT_STR, .off = FIELD(mc_tls_server_name),
+	  .flags = OF_IF_SET, .needs = "mc-tls", .dump = 28, .parse = parse_server_name,
+	  .section = S_TLS, .arg = "NAME",
+	  .help = "SNI and the name verified (default: each server's host)" },
+	{ .name = "mc-tls-insecure", .type = OT_FLAG, .off = FIELD(mc_tls_insecure),
+	  .needs = "mc-tls", .dump = 29, .section = S_TLS,
+	  .help = "do not verify the servers' certificates (logs a warning)" },
+	/* What is written */
+	{ .name = "key", .type = OT_STR, .off = FIELD(key_template), .dflt = "{key}",
+	  .flags = OF_TEMPLATE, .dump = 30, .section = S_MAPPING, .arg = "TEMPLATE",
+	  .help = "the Memcached key, after --key-prefix (default {key})" },
+	{ .name = "key-prefix", .type = OT_STR, .off = FIELD(key_prefix), .dflt = "", .dump = 13,
+	  .section = S_MAPPING, .arg = "STR", .help = "prepended to every key" },
+	{ .name = "value", .type = OT_STR, .off = FIELD(value_template), .dflt = "{value}",
+	  .flags = OF_TEMPLATE, .dump = 31, .section = S_MAPPING, .arg = "TEMPLATE",
+	  .help = "the value (default {value}: the record's bytes)" },
+	{ .name = "ttl", .type = OT_U32, .off = FIELD(ttl), .dflt = "0", .lo = 0, .hi = INT32_MAX,
+	  .expect = "0..2147483647 seconds", .dump = 12, .parse = parse_ttl,
+	  .section = S_MAPPING, .arg = "SECONDS",
+	  .help = "expiry of written items (default 0: none); over 2592000\n"
+		  "(30 days): an absolute unix time, not in the past" },
+	{ .name = "ttl-header", .type = OT_STR, .off = FIELD(ttl_header),
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a header name", .dump = 32,
+	  .section = S_MAPPING, .arg = "NAME",
+	  .help = "per-record TTL, decimal seconds, from this header\n"
+		  "(records without it: --ttl)" },
+	{ .name = "ttl-from-timestamp", .type = OT_FLAG, .off = FIELD(ttl_from_timestamp),
+	  .dump = 33, .section = S_MAPPING,
+	  .help = "expiry = record timestamp + TTL (any length); records\n"
+		  "already expired are not written (the newest of a key\n"
+		  "deletes it)" },
+	{ .name = "flags", .type = OT_U32, .off = FIELD(flags), .dflt = "0", .lo = 0,
+	  .hi = UINT32_MAX, .flags = OF_DIGITS, .dump = 34, .section = S_MAPPING, .arg = "N",
+	  .help = "client flags of every item, 0..4294967295 (default 0)" },
+	{ .name = "flags-header", .type = OT_STR, .off = FIELD(flags_header),
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a header name", .dump = 35,
+	  .section = S_MAPPING, .arg = "NAME",
+	  .help = "per-record flags, decimal, from this header (records\n"
+		  "without it: --flags)" },
+	{ .name = "on-tombstone", .type = OT_CUSTOM, .dflt = "delete", .dump = 36,
+	  .parse = parse_tombstone, .print = print_tombstone, .section = S_MAPPING,
+	  .arg = "delete|ignore|invalidate:SECONDS",
+	  .help = "a null value deletes the key\n"
+		  "(default), is ignored, or marks it stale, served for\n"
+		  "SECONDS more (meta protocol only; 1..2592000)" },
+	/* Records Memcached cannot take */
+	{ .name = "on-invalid", .type = OT_ENUM, .off = FIELD(on_invalid), .dflt = "skip",
+	  .names = invalid_names, .dump = 16, .section = S_INVALID, .arg = "skip|hash|dlq|fail",
+	  .help = "skip and count (default), hash bad keys,\n"
+		  "produce to --dlq-topic, or stop with exit 1" },
+	{ .name = "dlq-topic", .type = OT_STR, .off = FIELD(dlq_topic),
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "empty topic name", .dump = 17,
+	  .section = S_INVALID, .arg = "TOPIC", .help = "dead letter topic for --on-invalid dlq" },
+	/* Refill */
+	{ .name = "refill", .type = OT_FLAG, .off = FIELD(refill), .dump = 37, .section = S_REFILL,
+	  .help = "detect a server's lost contents (restart, flush) and\n"
+		  "write its keys again (default off)" },
+	{ .name = "refill-from", .type = OT_CUSTOM, .dflt = "earliest", .needs = "refill",
+	  .dump = 38, .parse = parse_refill_from, .print = print_refill_from,
+	  .section = S_REFILL, .arg = "earliest|DURATION",
+	  .help = "read from each partition's start (default), or\n"
+		  "from DURATION before the loss (90s, 15m, 24h, 7d)" },
+	/* 1e9/s is beyond any server; the cap keeps rate x nanoseconds in 64 bits */
+	{ .name = "refill-rate", .type = OT_U64, .off = FIELD(refill_rate), .dflt = "0", .lo = 0,
+	  .hi = 1000000000, .flags = OF_DIGITS,
+	  .expect = "records/s, 0 (unlimited) to 1000000000", .needs = "refill", .dump = 39,
+	  .section = S_REFILL, .arg = "N",
+	  .help = "refill records/s at most, 0 = unlimited (default)" },
+	{ .name = "refill-ready", .type = OT_ENUM, .off = FIELD(refill_ready), .dflt = "yes",
+	  .names = yes_no_names,
+	  .expect = "yes (/readyz 200 while a server is refilled) or no (503)",
+	  .needs = "refill", .dump = 40, .section = S_REFILL, .arg = "yes|no",
+	  .help = "/readyz while a server is refilled: 200 (yes, default:\n"
+		  "it takes live writes) or 503 (no: keys are missing)" },
+	/* Pipeline */
+	{ .name = "writers", .type = OT_INT, .off = FIELD(writers), .dflt_fn = dflt_writers,
+	  .lo = 1, .hi = 256, .env = "K2MC_WRITERS", .dump = 8, .section = S_PIPELINE,
+	  .arg = "N", .help = "writer threads, each with its own connections (default: CPUs)" },
+	{ .name = "ring-size", .type = OT_U32, .off = FIELD(ring_size), .dflt = "4096", .lo = 16,
+	  .hi = 1L << 20, .flags = OF_POW2, .expect = "a power of two in 16..1048576", .dump = 9,
+	  .section = S_PIPELINE, .arg = "N",
+	  .help = "slots per partition/writer ring, power of two (default 4096)" },
+	{ .name = "max-buffer-bytes", .type = OT_SIZE, .off = FIELD(max_buffer_bytes),
+	  .dflt = "16m", .lo = K2MC_MAX_BUFFER_MIN,
+	  .expect = "bytes, or a number with a k, m or g suffix (KiB, MiB, GiB), at least 1m",
+	  .dump = 19, .section = S_PIPELINE, .arg = "N",
+	  .help = "record bytes held in rings and batches at most; consumers\n"
+		  "wait when it is reached; k, m, g suffixes (default 16m)" },
+	{ .name = "batch", .type = OT_INT, .off = FIELD(batch), .dflt = "512", .lo = 1,
+	  .hi = 65536, .dump = 10, .section = S_PIPELINE, .arg = "N",
+	  .help = "records per pipelined, acknowledged exchange (default 512)" },
+	{ .name = "commit-interval-ms", .type = OT_INT, .off = FIELD(commit_interval_ms),
+	  .dflt = "1000", .lo = 10, .hi = 3600000, .dump = 11, .section = S_PIPELINE,
+	  .arg = "N", .help = "offset commit interval (default 1000)" },
+	{ .name = "shutdown-timeout-ms", .type = OT_INT, .off = FIELD(shutdown_timeout_ms),
+	  .dflt = "30000", .lo = 0, .hi = 3600000, .dump = 15, .section = S_PIPELINE,
+	  .arg = "N", .help = "how long shutdown waits for writes (default 30000)" },
+	/* Observability */
+	{ .name = "stats-interval-ms", .type = OT_INT, .off = FIELD(stats_interval_ms),
+	  .dflt = "5000", .lo = 0, .hi = 3600000, .dump = 14, .section = S_OBSERVE, .arg = "N",
+	  .help = "stats line interval on stderr, 0 = off (default 5000)" },
+	{ .name = "stats-json", .type = OT_STR, .off = FIELD(stats_json),
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a file name or -", .dump = 43,
+	  .section = S_OBSERVE, .arg = "FILE",
+	  .help = "one JSON object per stats interval, appended to FILE\n"
+		  "(- = stdout)" },
+	{ .name = "metrics-addr", .type = OT_CUSTOM, .dump = 42, .parse = parse_metrics_addr,
+	  .print = print_metrics_addr, .section = S_OBSERVE, .arg = "[HOST:]PORT",
+	  .help = "serve /metrics (Prometheus), /healthz and /readyz over\n"
+		  "HTTP; HOST defaults to 127.0.0.1 (default: off)" },
+	{ .name = "log-format", .type = OT_ENUM, .off = FIELD(log_format), .dflt = "text",
+	  .names = log_format_names, .dump = 41, .section = S_OBSERVE, .arg = "text|json",
+	  .help = "log lines as text (default) or one JSON object each" },
+	/* Configuration */
+	{ .name = "config", .letter = 'F', .type = OT_ACTION, .flags = OF_ARGV_ONLY,
+	  .parse = action_none, .section = S_CONFIG, .arg = "FILE",
+	  .help = "key=value lines: k2mc's long options (writers=4, topic=t,\n"
+		  "exit=true) and librdkafka properties; # comments.\n"
+		  "The command line overrides the file. Keep a file with\n"
+		  "secrets chmod 600 (k2mc warns otherwise)" },
+	{ .name = "dump-config", .type = OT_FLAG, .off = FIELD(dump_config), .section = S_CONFIG,
+	  .help = "print the effective configuration, secrets masked, exit 0" },
+	{ .name = "check-config", .type = OT_FLAG, .off = FIELD(check_config),
+	  .section = S_CONFIG,
+	  .help = "check everything (TLS files, templates, librdkafka's\n"
+		  "configurations), then exit 0 or 2 as the start would,\n"
+		  "without connecting anywhere" },
+	/* Other */
+	{ .name = "verbose", .letter = 'v', .type = OT_LEVEL, .off = FIELD(verbosity), .lo = 1,
+	  .hi = 2, .flags = OF_HELP_JOIN, .dump = 45, .section = S_OTHER,
+	  .help = "more / less logging" },
+	{ .name = "quiet", .letter = 'q', .type = OT_LEVEL, .off = FIELD(verbosity), .lo = 1,
+	  .hi = 0, .dump = 44, .section = S_OTHER },
+	{ .name = "help", .letter = 'h', .type = OT_ACTION, .flags = OF_ARGV_ONLY,
+	  .parse = action_help, .section = S_OTHER, .help = "help" },
+	{ .name = "version", .letter = 'V', .type = OT_ACTION, .flags = OF_ARGV_ONLY,
+	  .parse = action_version, .section = S_OTHER,
+	  .help = "versions of k2mc, librdkafka and libmemcached" },
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+/* parse_state.given has a bit per row */
+_Static_assert(NOPTS <= 64, "parse_state.given holds one bit per option");
+
+static uint64_t opt_bit(const struct opt *o)
+{
+	return 1ull << (o - opts);
+}
+
+static const struct opt *opt_named(const char *name)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].name != NULL && strcmp(opts[i].name, name) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+/* getopt_long's val for a row: its letter, or 256 + its index. */
+static int opt_val(const struct opt *o)
+{
+	return o->letter != 0 ? o->letter : 256 + (int)(o - opts);
+}
+
+static const struct opt *opt_of_val(int val)
+{
+	if (val >= 256)
+		return (size_t)(val - 256) < NOPTS ? &opts[val - 256] : NULL;
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].letter == val)
+			return &opts[i];
+	return NULL;
+}
+
+/* 1 if the row takes a value (getopt's required_argument). */
+static int opt_takes_value(const struct opt *o)
+{
+	return o->type != OT_FLAG && o->type != OT_LEVEL && o->arg != NULL;
+}
+
+/* The row's type does the parsing: the range or the names, with one message
+ * shape for all ("--batch: expected 1..65536, got 'x'"). */
+static enum k2mc_config_result parse_value(struct k2mc_config *c, const struct opt *o,
+					   const char *arg, char *err, size_t errlen)
+{
+	char *field = (char *)c + o->off, lbl[LABEL_MAX], expect[256];
+	uint64_t u = 0;
+	long v;
+	int ok, e;
+
+	opt_label(o, lbl);
+	switch (o->type) {
+	case OT_FLAG:
+		*(int *)field = 1;
+		return K2MC_CONFIG_OK;
+	case OT_LEVEL:
+		*(int *)field = (int)o->hi;
+		return K2MC_CONFIG_OK;
+	case OT_STR:
+		if ((o->flags & OF_NONEMPTY) && *arg == '\0')
+			USAGE("%s: %s", lbl, o->expect);
+		/* the syntax is mapping.c's; a line break could not be written
+		 * back by --dump-config as a -F line */
+		if ((o->flags & OF_TEMPLATE) && strpbrk(arg, "\r\n") != NULL)
+			USAGE("%s: a template cannot hold a line break", lbl);
+		*(const char **)field = arg;
+		return K2MC_CONFIG_OK;
+	case OT_INT:
+	case OT_U32:
+	case OT_U64:
+		if (o->flags & OF_DIGITS) {
+			ok = parse_u64(arg, (uint64_t)o->lo, (uint64_t)o->hi, &u) == 0;
+		} else {
+			ok = parse_long(arg, (long)o->lo, (long)o->hi, &v) == 0;
+			u = (uint64_t)v;
+		}
+		if (ok && (o->flags & OF_POW2) && (u & (u - 1)) != 0)
+			ok = 0;
+		if (!ok) {
+			if (o->expect == NULL)
+				snprintf(expect, sizeof(expect), "%lld..%lld", o->lo, o->hi);
+			USAGE("%s: expected %s, got '%s'", lbl, o->expect ? o->expect : expect, arg);
+		}
+		if (o->type == OT_INT)
+			*(int *)field = (int)u;
+		else if (o->type == OT_U32)
+			*(uint32_t *)field = (uint32_t)u;
+		else
+			*(uint64_t *)field = u;
+		return K2MC_CONFIG_OK;
+	case OT_SIZE:
+		if (parse_size(arg, &u) != 0 || u < (uint64_t)o->lo)
+			USAGE("%s: expected %s, got '%s'", lbl, o->expect, arg);
+		*(uint64_t *)field = u;
+		return K2MC_CONFIG_OK;
+	case OT_ENUM:
+		if (value_of(o->names, arg, &e) == 0) {
+			*(int *)field = e;
+			return K2MC_CONFIG_OK;
+		}
+		if (o->expect == NULL) {
+			/* "a, b or c" */
+			FILE *m = fmemopen(expect, sizeof(expect), "w");
+
+			expect[0] = '\0';
+			for (const struct name_value *nv = o->names; m != NULL && nv->name != NULL;
+			     nv++)
+				fprintf(m, "%s%s",
+					nv == o->names ? "" : nv[1].name == NULL ? " or " : ", ",
+					nv->name);
+			if (m != NULL)
+				fclose(m);
+		}
+		USAGE("%s: expected %s, got '%s'", lbl, o->expect ? o->expect : expect, arg);
+	case OT_ACTION:
+	case OT_CUSTOM:
+		break;
+	}
+	USAGE("internal error: option %s has no parser", lbl);
+}
+
+/* One setting, from whichever source (arg must outlive c). Messages name
+ * the option; the caller adds where the setting came from. */
+static enum k2mc_config_result apply(struct k2mc_config *c, struct parse_state *st,
+				     enum level lvl, const struct opt *o, const char *arg,
+				     char *err, size_t errlen)
+{
+	enum k2mc_config_result r = o->parse != NULL ? o->parse(c, st, o, lvl, arg, err, errlen)
+						     : parse_value(c, o, arg, err, errlen);
+
+	if (r == K2MC_CONFIG_OK && lvl > LVL_DEFAULT)
+		st->given |= opt_bit(o);
+	return r;
+}
+
+/* A flag set to false (in a -F file): back to its default. */
+static void unset(struct k2mc_config *c, struct parse_state *st, const struct opt *o)
+{
+	*(int *)((char *)c + o->off) = o->type == OT_LEVEL ? (int)o->lo : 0;
+	st->given &= ~opt_bit(o);
+}
+
+/* Every row's default, through its parser (which must take it). */
+static enum k2mc_config_result set_defaults(struct k2mc_config *c, struct parse_state *st,
+					    char *err, size_t errlen)
+{
+	char buf[32];
+
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+		const char *d = o->dflt_fn != NULL ? o->dflt_fn(buf, sizeof(buf)) : o->dflt;
+
+		if (o->type == OT_LEVEL)
+			unset(c, st, o);
+		else if (d != NULL && apply(c, st, LVL_DEFAULT, o, d, err, errlen) != K2MC_CONFIG_OK)
+			return K2MC_CONFIG_USAGE; /* a broken table: test_cfgfile catches it */
+	}
+	return K2MC_CONFIG_OK;
+}
+
+/* "  -b, --brokers BROKERS" */
+static size_t synopsis(const struct opt *o, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	if (o->letter != 0)
+		n += (size_t)snprintf(buf + n, len - n, "-%c%s", o->letter, o->name ? ", " : "");
+	if (o->name != NULL && n < len)
+		n += (size_t)snprintf(buf + n, len - n, "--%s", o->name);
+	if (o->arg != NULL && n < len)
+		n += (size_t)snprintf(buf + n, len - n, " %s", o->arg);
+	return n < len ? n : len - 1;
+}
+
+/* "Environment, below the file:" and the rows' variables, wrapped at 80. */
+static void help_environment(FILE *out)
+{
+	static const char lead[] = "  Environment, below the file:";
+	size_t col = sizeof(lead) - 1;
+	const struct opt *last = NULL;
+
+	fputs(lead, out);
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].env != NULL)
+			last = &opts[i];
+	for (const struct opt *o = opts; o <= last; o++) {
+		char item[96];
+		size_t n;
+
+		if (o->env == NULL)
+			continue;
+		n = (size_t)snprintf(item, sizeof(item), "%s%s%s", o->env,
+				     (o->flags & OF_LIST) ? " (comma-separated)" : "",
+				     o == last ? "" : ",");
+		if (col + 1 + n > 80) {
+			fputs("\n  ", out);
+			col = 2;
+		} else {
+			fputc(' ', out);
+			col++;
+		}
+		fputs(item, out);
+		col += n;
+	}
+	fputs("\n  Long options are spelled in full (no abbreviations).\n", out);
+}
+
+void k2mc_config_usage(FILE *out)
+{
+	int section = -1;
+
+	fprintf(out,
+		"Usage: k2mc -b BROKERS -t TOPIC [-t TOPIC ...] [options]\n"
+		"       k2mc -F FILE [options]\n"
+		"Copy records from Kafka topics into Memcached: by default key = prefix + record\n"
+		"key, value = record value, a null value deletes the key. At-least-once: offsets\n"
+		"are committed only below records Memcached acknowledged.\n"
+		"\n");
+	for (const struct opt *o = opts; o < opts + NOPTS; o++) {
+		char head[128];
+		size_t n;
+
+		if ((int)o->section != section) {
+			if (section == S_CONFIG)
+				help_environment(out);
+			section = (int)o->section;
+			fprintf(out, "%s\n", section_titles[section]);
+		}
+		if (o->help == NULL)
+			continue;
+		n = synopsis(o, head, sizeof(head));
+		if ((o->flags & OF_HELP_JOIN) && o + 1 < opts + NOPTS && n + 2 < sizeof(head)) {
+			memcpy(head + n, ", ", 3);
+			n += 2;
+			n += synopsis(o + 1, head + n, sizeof(head) - n);
+		}
+		/* the description starts in column 28, or two blanks after a
+		 * longer synopsis */
+		fprintf(out, "  %s%*s", head, n <= 24 ? (int)(26 - n) : 2, "");
+		for (const char *h = o->help; *h != '\0';) {
+			size_t l = strcspn(h, "\n");
+
+			fprintf(out, "%.*s\n", (int)l, h);
+			h += l;
+			if (*h == '\n') {
+				h++;
+				fprintf(out, "%28s", "");
+			}
+		}
+	}
+	if (section == S_CONFIG)
+		help_environment(out);
+	fprintf(out, "Exit status: 0 done, 1 runtime failure, 2 bad command line.\n");
+}
+
+int k2mc_config_option(size_t i, struct k2mc_config_option *out)
+{
+	const struct opt *o;
+
+	if (i >= NOPTS)
+		return -1;
+	o = &opts[i];
+	out->name = o->name;
+	out->letter = o->letter;
+	out->arg = o->arg;
+	out->dflt = o->dflt;
+	out->env = o->env;
+	out->section = section_titles[o->section];
+	out->secret = (o->flags & OF_SECRET) != 0;
+	out->takes_value = opt_takes_value(o);
+	out->dumped = o->dump > 0;
+	return 0;
 }
 
 /* Prefixes err with where the setting came from ("FILE:3: ", "K2MC_X: "). */
@@ -966,42 +1376,35 @@ static char *trim(char *s, char *end)
 
 /* ---- environment ---------------------------------------------------------- */
 
-static const struct {
-	const char *name;
-	int opt;
-} env_vars[] = {
-	{ "K2MC_BROKERS", 'b' }, { "K2MC_TOPICS", 't' },	  { "K2MC_GROUP", 'G' },
-	{ "K2MC_MEMCACHED", 'm' }, { "K2MC_WRITERS", OPT_WRITERS },
-};
-
+/* The rows with a K2MC_ variable, in the table's order; an OF_LIST one
+ * (K2MC_TOPICS) is comma-separated, the others one value. */
 static enum k2mc_config_result apply_env(struct k2mc_config *c, struct parse_state *st,
 					 char *err, size_t errlen)
 {
-	for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++) {
-		const char *v = getenv(env_vars[i].name), *p;
+	for (const struct opt *o = opts; o < opts + NOPTS; o++) {
+		const char *v = o->env != NULL ? getenv(o->env) : NULL, *p;
 		enum k2mc_config_result r = K2MC_CONFIG_OK;
 
 		if (v == NULL || *v == '\0')
 			continue;
-		/* K2MC_TOPICS is a comma-separated list; the others one value */
 		for (p = v; r == K2MC_CONFIG_OK && *p != '\0';) {
-			size_t n = env_vars[i].opt == 't' ? strcspn(p, ",") : strlen(p);
+			size_t n = (o->flags & OF_LIST) ? strcspn(p, ",") : strlen(p);
 			char *val = own(c, p, n);
 
 			if (val == NULL)
-				USAGE("%s: out of memory", env_vars[i].name);
+				USAGE("%s: out of memory", o->env);
 			p += n;
 			if (*p == ',')
 				p++;
-			if (env_vars[i].opt == 't') {
+			if (o->flags & OF_LIST) {
 				val = trim(val, val + n); /* "a, b" */
 				if (*val == '\0')
 					continue;
 			}
-			r = apply(c, st, LVL_ENV, env_vars[i].opt, val, err, errlen);
+			r = apply(c, st, LVL_ENV, o, val, err, errlen);
 		}
 		if (r != K2MC_CONFIG_OK) {
-			blame(err, errlen, "%s", env_vars[i].name);
+			blame(err, errlen, "%s", o->env);
 			return r;
 		}
 	}
@@ -1031,50 +1434,14 @@ static int parse_bool(const char *s, int *out)
 	return -EINVAL;
 }
 
-/* A flag without a value, set to false from a file. */
-static void unset_flag(struct k2mc_config *c, int opt)
-{
-	switch (opt) {
-	case 'e':
-		c->exit_at_eof = 0;
-		break;
-	case 'v':
-	case 'q':
-		c->verbosity = 1;
-		break;
-	case OPT_MC_EJECT:
-		c->mc_eject = 0;
-		break;
-	case OPT_DUMP_CONFIG:
-		c->dump_config = 0;
-		break;
-	case OPT_CHECK_CONFIG:
-		c->check_config = 0;
-		break;
-	case OPT_MC_TLS:
-		c->mc_tls = 0;
-		break;
-	case OPT_MC_TLS_INSECURE:
-		c->mc_tls_insecure = 0;
-		break;
-	case OPT_TTL_FROM_TIMESTAMP:
-		c->ttl_from_timestamp = 0;
-		break;
-	case OPT_REFILL:
-		c->refill = 0;
-		break;
-	default:
-		break;
-	}
-}
-
 /* Notes a -F key that holds a secret, for the file permission warning. */
 static void note_secret(struct parse_state *st, const char *key)
 {
 	size_t n = strlen(st->file_secrets), kl = strlen(key);
 	const char *p = st->file_secrets;
+	const struct opt *o = opt_named(key);
 
-	if (!k2mc_config_is_secret(key))
+	if (!k2mc_config_is_secret(key) && !(o != NULL && (o->flags & OF_SECRET)))
 		return;
 	/* once each */
 	while ((p = strstr(p, key)) != NULL) {
@@ -1090,34 +1457,31 @@ static void note_secret(struct parse_state *st, const char *key)
 static enum k2mc_config_result apply_line(struct k2mc_config *c, struct parse_state *st,
 					  char *key, char *val, char *err, size_t errlen)
 {
-	const struct option *o;
+	const struct opt *o = opt_named(key);
 	int on;
 
 	note_secret(st, key);
-	for (o = long_opts; o->name != NULL; o++)
-		if (strcmp(o->name, key) == 0)
-			break;
-	if (o->name == NULL) {
+	if (o == NULL) {
 		/* not one of ours: a librdkafka property, as with -X */
 		char *prop = own(c, key, strlen(key) + 1 + strlen(val));
 
 		if (prop == NULL)
 			USAGE("out of memory");
 		sprintf(prop, "%s=%s", key, val);
-		return apply(c, st, LVL_FILE, 'X', prop, err, errlen);
+		return apply(c, st, LVL_FILE, opt_of_val('X'), prop, err, errlen);
 	}
-	if (o->val == 'F' || o->val == 'h' || o->val == 'V')
+	if (o->flags & OF_ARGV_ONLY)
 		USAGE("'%s' is not allowed in a config file", key);
-	if (o->has_arg == no_argument) {
+	if (!opt_takes_value(o)) {
 		if (parse_bool(val, &on) != 0)
 			USAGE("%s: expected true or false, got '%s'", key, val);
 		if (!on) {
-			unset_flag(c, o->val);
+			unset(c, st, o);
 			return K2MC_CONFIG_OK;
 		}
-		return apply(c, st, LVL_FILE, o->val, NULL, err, errlen);
+		return apply(c, st, LVL_FILE, o, NULL, err, errlen);
 	}
-	return apply(c, st, LVL_FILE, o->val, val, err, errlen);
+	return apply(c, st, LVL_FILE, o, val, err, errlen);
 }
 
 static enum k2mc_config_result apply_file(struct k2mc_config *c, struct parse_state *st,
@@ -1201,7 +1565,34 @@ out:
 
 /* ---- command line ------------------------------------------------------------ */
 
-static const char short_opts[] = ":b:t:G:m:X:o:ec:vqhVF:";
+/* getopt_long's tables, built from the rows: a letter's val is the letter,
+ * a long-only option's 256 + its row. */
+struct getopt_tables {
+	struct option longs[NOPTS + 1];
+	char shorts[2 + 2 * NOPTS + 1];
+};
+
+static void getopt_tables(struct getopt_tables *g)
+{
+	size_t nl = 0, ns = 0;
+
+	/* ':' first: a missing value is told apart from an unknown option */
+	g->shorts[ns++] = ':';
+	for (const struct opt *o = opts; o < opts + NOPTS; o++) {
+		if (o->letter != 0) {
+			g->shorts[ns++] = o->letter;
+			if (opt_takes_value(o))
+				g->shorts[ns++] = ':';
+		}
+		if (o->name != NULL)
+			g->longs[nl++] = (struct option){ o->name,
+							  opt_takes_value(o) ? required_argument
+									     : no_argument,
+							  NULL, opt_val(o) };
+	}
+	g->shorts[ns] = '\0';
+	g->longs[nl] = (struct option){ NULL, 0, NULL, 0 };
+}
 
 /* Names the option getopt stopped at: getopt advances optind only after
  * the last letter of a bundle like -Zq, so name the letter then, not
@@ -1211,9 +1602,8 @@ static const char short_opts[] = ":b:t:G:m:X:o:ec:vqhVF:";
  * until --key existed); k2mc does not, so that a new option can never change
  * what an old command line means. The element just consumed is
  * argv[optind - 1], or argv[optind - 2] when the value came separately. */
-static int typed_in_full(char **argv, int idx)
+static int typed_in_full(char **argv, const struct option *o)
 {
-	const struct option *o = &long_opts[idx];
 	const char *typed = argv[optind - 1];
 	size_t n;
 
@@ -1226,7 +1616,8 @@ static int typed_in_full(char **argv, int idx)
 	return n == strlen(o->name) && strncmp(typed, o->name, n) == 0;
 }
 
-static enum k2mc_config_result bad_option(int opt, char **argv, char *err, size_t errlen)
+static enum k2mc_config_result bad_option(int opt, char **argv, const struct option *longs,
+					  char *err, size_t errlen)
 {
 	int dashdash = strncmp(argv[optind - 1], "--", 2) == 0;
 
@@ -1242,33 +1633,12 @@ static enum k2mc_config_result bad_option(int opt, char **argv, char *err, size_
 		const char *t = argv[optind - 1] + 2;
 		size_t n = strcspn(t, "="), hits = 0;
 
-		for (const struct option *o = long_opts; o->name != NULL; o++)
+		for (const struct option *o = longs; o->name != NULL; o++)
 			hits += n > 0 && strncmp(o->name, t, n) == 0;
 		if (hits > 1)
 			USAGE("unknown option '--%.*s' (long options are spelled in full)", (int)n, t);
 	}
 	USAGE("unknown option '%s'", argv[optind - 1]);
-}
-
-static void set_defaults(struct k2mc_config *c)
-{
-	memset(c, 0, sizeof(*c));
-	c->group = "k2mc";
-	c->offset_beginning = 1;
-	c->writers = (int)(ncpus() < 64 ? ncpus() : 64);
-	c->ring_size = 4096;
-	c->batch = 512;
-	c->commit_interval_ms = 1000;
-	c->key_prefix = "";
-	c->stats_interval_ms = 5000;
-	c->shutdown_timeout_ms = 30000;
-	c->max_buffer_bytes = K2MC_MAX_BUFFER_DEFAULT;
-	c->verbosity = 1;
-	/* the zero enums: ketama (libmemcached's, as before), auto, delete, text */
-	c->key_template = "{key}";
-	c->value_template = "{value}";
-	c->refill_from_earliest = 1;
-	c->refill_ready = 1;
 }
 
 /* ---- checks across settings, made once every source is read ---------------- */
@@ -1305,27 +1675,6 @@ static enum k2mc_config_result check_dlq_topic(const struct k2mc_config *c, char
 	return K2MC_CONFIG_OK;
 }
 
-/* A -m entry as k2mc_config_parse_servers reads it back: unix:PATH (with
- * the weight when it is not 1, or when the path itself ends in :DIGITS),
- * HOST:PORT or [IPV6]:PORT, then :WEIGHT when it is not 1. */
-static const char *server_label(const struct k2mc_server *sv, char *buf, size_t len)
-{
-	size_t hl = strlen(sv->host);
-
-	if (sv->is_unix) {
-		if (sv->weight != 1 || ends_in_colon_digits(sv->host, hl))
-			snprintf(buf, len, "unix:%s:%d", sv->host, sv->weight);
-		else
-			snprintf(buf, len, "unix:%s", sv->host);
-	} else {
-		snprintf(buf, len, strchr(sv->host, ':') != NULL ? "[%s]:%d" : "%s:%d", sv->host,
-			 sv->port);
-		if (sv->weight != 1)
-			snprintf(buf + strlen(buf), len - strlen(buf), ":%d", sv->weight);
-	}
-	return buf;
-}
-
 /* A TLS file must be there and readable when k2mc starts, not found
  * missing at the first connection. A regular file: it is read again on every
  * reconnect, which a pipe cannot be, and stat first so that a device is
@@ -1351,21 +1700,29 @@ static enum k2mc_config_result check_tls_file(const char *flag, const char *path
 	return K2MC_CONFIG_OK;
 }
 
+/* The rows that need the flag `flag` (their .needs): refused when given
+ * while it is off ("what" names the feature in the message). */
+static enum k2mc_config_result check_needs(const struct k2mc_config *c,
+					   const struct parse_state *st, const char *flag,
+					   const char *what, char *err, size_t errlen)
+{
+	const struct opt *f = opt_named(flag);
+
+	if (*(const int *)((const char *)c + f->off))
+		return K2MC_CONFIG_OK;
+	for (const struct opt *o = opts; o < opts + NOPTS; o++)
+		if (o->needs != NULL && strcmp(o->needs, flag) == 0 && (st->given & opt_bit(o)))
+			USAGE("--%s needs --%s: %s is off, so it would be ignored", o->name, flag,
+			      what);
+	return K2MC_CONFIG_OK;
+}
+
 /* Deployments: weights only where the readers weigh servers, TLS settings
  * only with TLS, both halves of a client certificate. */
-static enum k2mc_config_result check_servers_and_tls(const struct k2mc_config *c, char *err,
+static enum k2mc_config_result check_servers_and_tls(const struct k2mc_config *c,
+						     const struct parse_state *st, char *err,
 						     size_t errlen)
 {
-	static const struct {
-		const char *flag;
-		size_t off;
-	} tls_opts[] = {
-		{ "--mc-tls-ca", offsetof(struct k2mc_config, mc_tls_ca) },
-		{ "--mc-tls-cert", offsetof(struct k2mc_config, mc_tls_cert) },
-		{ "--mc-tls-key", offsetof(struct k2mc_config, mc_tls_key) },
-		{ "--mc-tls-key-password", offsetof(struct k2mc_config, mc_tls_key_password) },
-		{ "--mc-tls-server-name", offsetof(struct k2mc_config, mc_tls_server_name) },
-	};
 	enum k2mc_config_result r;
 	char label[300];
 
@@ -1377,15 +1734,8 @@ static enum k2mc_config_result check_servers_and_tls(const struct k2mc_config *c
 				      "--distribution libketama and dalli",
 				      server_label(&c->servers[i], label, sizeof(label)),
 				      c->servers[i].weight, k2mc_distribution_name(c->distribution));
-	if (!c->mc_tls) {
-		for (size_t i = 0; i < sizeof(tls_opts) / sizeof(tls_opts[0]); i++)
-			if (*(const char *const *)((const char *)c + tls_opts[i].off) != NULL)
-				USAGE("%s needs --mc-tls: TLS is off, so it would be ignored",
-				      tls_opts[i].flag);
-		if (c->mc_tls_insecure)
-			USAGE("--mc-tls-insecure needs --mc-tls: TLS is off, so it would be ignored");
-		return K2MC_CONFIG_OK;
-	}
+	if (!c->mc_tls)
+		return check_needs(c, st, "mc-tls", "TLS", err, errlen);
 	if (c->mc_tls_cert != NULL && c->mc_tls_key == NULL)
 		USAGE("--mc-tls-cert needs --mc-tls-key: a client certificate is sent with its "
 		      "private key");
@@ -1394,12 +1744,17 @@ static enum k2mc_config_result check_servers_and_tls(const struct k2mc_config *c
 		      "certificate");
 	if (c->mc_tls_key_password != NULL && c->mc_tls_key == NULL)
 		USAGE("--mc-tls-key-password needs --mc-tls-key");
-	r = check_tls_file("--mc-tls-ca", c->mc_tls_ca, err, errlen);
-	if (r == K2MC_CONFIG_OK)
-		r = check_tls_file("--mc-tls-cert", c->mc_tls_cert, err, errlen);
-	if (r == K2MC_CONFIG_OK)
-		r = check_tls_file("--mc-tls-key", c->mc_tls_key, err, errlen);
-	return r;
+	for (const struct opt *o = opts; o < opts + NOPTS; o++) {
+		char flag[LABEL_MAX];
+
+		if (!(o->flags & OF_PATH))
+			continue;
+		r = check_tls_file(opt_label(o, flag), *(const char *const *)((const char *)c + o->off),
+				   err, errlen);
+		if (r != K2MC_CONFIG_OK)
+			return r;
+	}
+	return K2MC_CONFIG_OK;
 }
 
 /* Mapping, tombstones and refill: what only makes sense together. */
@@ -1427,13 +1782,7 @@ static enum k2mc_config_result check_mapping(const struct k2mc_config *c,
 		      "--mc-protocol text has no invalidation: use delete or ignore, or --mc-protocol "
 		      "auto or meta",
 		      c->invalidate_grace_s, c->invalidate_grace_s);
-	if (!c->refill && st->refill_from_set)
-		USAGE("--refill-from needs --refill: refill is off, so it would be ignored");
-	if (!c->refill && st->refill_rate_set)
-		USAGE("--refill-rate needs --refill: refill is off, so it would be ignored");
-	if (!c->refill && st->refill_ready_set)
-		USAGE("--refill-ready needs --refill: refill is off, so it would be ignored");
-	return K2MC_CONFIG_OK;
+	return check_needs(c, st, "refill", "refill", err, errlen);
 }
 
 /* "NAME=VALUE" of an -X property, its value masked when the name says it
@@ -1471,11 +1820,60 @@ static void refusal_reason(const char *name, const char *value, const char *reas
 	refusal_reason(name, value, hit + vl, buf + strlen(buf), len - strlen(buf));
 }
 
+/* The one -X loop: every -X property in order onto conf, so that a later one
+ * wins. stop: at the first that librdkafka refuses (a builder: a
+ * configuration other than the one asked for is no use); else past it (a
+ * view: the checks judge the rest). plugin.library.paths is skipped when
+ * skip_plugins: setting it loads the libraries. Returns the index of the
+ * first refused property, or -1; then why holds the reason (secrets masked)
+ * and *malformed says it was not NAME=VALUE with a NAME under 256 bytes.
+ * accepted[i], when given, says which were taken. */
+static int set_xprops(rd_kafka_conf_t *conf, const struct k2mc_config *c, int stop,
+		      int skip_plugins, unsigned char *accepted, int *malformed, char *why,
+		      size_t whylen)
+{
+	int refused = -1;
+	char e[512];
+
+	*malformed = 0;
+	for (int i = 0; i < c->nxprops; i++) {
+		const char *eq = strchr(c->xprops[i], '=');
+		size_t nl = eq ? (size_t)(eq - c->xprops[i]) : 0;
+		char name[256];
+		int ok = 0;
+
+		if (eq != NULL && nl < sizeof(name)) {
+			memcpy(name, c->xprops[i], nl);
+			name[nl] = '\0';
+			if (skip_plugins && strcmp(name, "plugin.library.paths") == 0) {
+				if (accepted != NULL)
+					accepted[i] = 0;
+				continue;
+			}
+			ok = rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) == RD_KAFKA_CONF_OK;
+			if (!ok && refused < 0)
+				refusal_reason(name, eq + 1, e, why, whylen);
+		} else if (refused < 0) {
+			*malformed = 1;
+			snprintf(why, whylen, "property name of %zu bytes (librdkafka's are shorter)",
+				 nl);
+		}
+		if (accepted != NULL)
+			accepted[i] = (unsigned char)ok;
+		if (!ok && refused < 0)
+			refused = i;
+		if (!ok && stop)
+			break;
+	}
+	return refused;
+}
+
 rd_kafka_conf_t *k2mc_config_rdkafka(const struct k2mc_config *c, const char *client,
 				     const char *const own[], char *err, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char e[512], why[512], shown[512];
+	int refused, malformed;
 
 	if (conf == NULL) {
 		snprintf(err, errlen, "%s: out of memory", client);
@@ -1489,24 +1887,15 @@ rd_kafka_conf_t *k2mc_config_rdkafka(const struct k2mc_config *c, const char *cl
 			goto fail;
 		}
 	}
-	for (int i = 0; i < c->nxprops; i++) {
-		const char *eq = strchr(c->xprops[i], '=');
-		size_t nl = eq ? (size_t)(eq - c->xprops[i]) : 0;
-		char name[256];
-
-		if (eq == NULL || nl >= sizeof(name)) {
+	refused = set_xprops(conf, c, 1, 0, NULL, &malformed, why, sizeof(why));
+	if (refused >= 0) {
+		if (malformed)
 			snprintf(err, errlen, "%s: -X %s: expected NAME=VALUE, NAME under 256 bytes",
-				 client, xprop_shown(c->xprops[i], shown, sizeof(shown)));
-			goto fail;
-		}
-		memcpy(name, c->xprops[i], nl);
-		name[nl] = '\0';
-		if (rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
-			refusal_reason(name, eq + 1, e, why, sizeof(why));
+				 client, xprop_shown(c->xprops[refused], shown, sizeof(shown)));
+		else
 			snprintf(err, errlen, "%s: -X %s: %s", client,
-				 xprop_shown(c->xprops[i], shown, sizeof(shown)), why);
-			goto fail;
-		}
+				 xprop_shown(c->xprops[refused], shown, sizeof(shown)), why);
+		goto fail;
 	}
 	return conf;
 fail:
@@ -1527,7 +1916,8 @@ static rd_kafka_conf_t *rdk_view(const struct k2mc_config *c, unsigned char *acc
 				 int *refused, char *why, size_t whylen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char e[512];
+	char e[512], ignored[8];
+	int first, malformed;
 
 	if (refused != NULL)
 		*refused = -1;
@@ -1537,30 +1927,10 @@ static rd_kafka_conf_t *rdk_view(const struct k2mc_config *c, unsigned char *acc
 	rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", e, sizeof(e));
 	rd_kafka_conf_set(conf, "enable.partition.eof", c->exit_at_eof ? "true" : "false", e,
 			  sizeof(e));
-	for (int i = 0; i < c->nxprops; i++) {
-		const char *eq = strchr(c->xprops[i], '=');
-		size_t nl = (size_t)(eq - c->xprops[i]);
-		char name[256];
-		int ok = 0;
-
-		if (nl < sizeof(name)) {
-			memcpy(name, c->xprops[i], nl);
-			name[nl] = '\0';
-			if (strcmp(name, "plugin.library.paths") == 0)
-				continue;
-			ok = rd_kafka_conf_set(conf, name, eq + 1, e, sizeof(e)) == RD_KAFKA_CONF_OK;
-			if (!ok && refused != NULL && *refused < 0) {
-				*refused = i;
-				refusal_reason(name, eq + 1, e, why, whylen);
-			}
-		} else if (refused != NULL && *refused < 0) {
-			*refused = i;
-			snprintf(why, whylen, "property name of %zu bytes (librdkafka's are shorter)",
-				 nl);
-		}
-		if (accepted != NULL)
-			accepted[i] = (unsigned char)ok;
-	}
+	first = set_xprops(conf, c, 0, 1, accepted, &malformed, why ? why : ignored,
+			   why ? whylen : sizeof(ignored));
+	if (refused != NULL)
+		*refused = first;
 	return conf;
 }
 
@@ -1864,19 +2234,24 @@ int64_t k2mc_config_lease_ms(const struct k2mc_config *c)
 enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char **argv,
 					  char *err, size_t errlen)
 {
-	struct parse_state st = { .servers = "127.0.0.1:11211", .topics_level = LVL_DEFAULT };
+	struct parse_state st = { .topics_level = LVL_DEFAULT };
+	struct getopt_tables g;
 	enum k2mc_config_result r;
+	const struct opt *o;
 	int opt, idx = -1;
 
-	set_defaults(c);
+	r = set_defaults(c, &st, err, errlen);
+	if (r != K2MC_CONFIG_OK)
+		return r;
+	getopt_tables(&g);
 	opterr = 0;
 	/* Pass 1: find -F, and answer -h / -V whatever the file and the
 	 * environment say. Command-line errors wait for pass 2, which reports
 	 * them in order. optind 0, not 1: glibc only forgets a half-parsed
 	 * "-abc" bundle from an earlier call when optind is 0. */
 	optind = 0;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, &idx)) != -1) {
-		if (idx >= 0 && !typed_in_full(argv, idx)) {
+	while ((opt = getopt_long(argc, argv, g.shorts, g.longs, &idx)) != -1) {
+		if (idx >= 0 && !typed_in_full(argv, &g.longs[idx])) {
 			idx = -1;
 			continue; /* pass 2 reports it */
 		}
@@ -1887,7 +2262,7 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 				      optarg);
 			c->config_file = optarg;
 		} else if (opt == 'h' || opt == 'V') {
-			return apply(c, &st, LVL_ARGV, opt, NULL, err, errlen);
+			return apply(c, &st, LVL_ARGV, opt_of_val(opt), NULL, err, errlen);
 		}
 	}
 	r = apply_env(c, &st, err, errlen);
@@ -1898,19 +2273,22 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 
 	/* Pass 2: the command line, over the environment and the file. */
 	optind = 0;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, &idx)) != -1) {
+	while ((opt = getopt_long(argc, argv, g.shorts, g.longs, &idx)) != -1) {
 		if (opt == ':' || opt == '?')
-			return bad_option(opt, argv, err, errlen);
-		if (idx >= 0 && !typed_in_full(argv, idx)) {
+			return bad_option(opt, argv, g.longs, err, errlen);
+		if (idx >= 0 && !typed_in_full(argv, &g.longs[idx])) {
 			const char *t = argv[optind - 1];
 
-			if (long_opts[idx].has_arg == required_argument && optarg == t)
+			if (g.longs[idx].has_arg == required_argument && optarg == t)
 				t = argv[optind - 2];
 			USAGE("option '%.*s' is not spelled in full: did you mean --%s?",
-			      (int)strcspn(t, "="), t, long_opts[idx].name);
+			      (int)strcspn(t, "="), t, g.longs[idx].name);
 		}
 		idx = -1;
-		r = apply(c, &st, LVL_ARGV, opt, optarg, err, errlen);
+		o = opt_of_val(opt);
+		if (o == NULL)
+			USAGE("internal error: option %d has no row", opt);
+		r = apply(c, &st, LVL_ARGV, o, optarg, err, errlen);
 		if (r != K2MC_CONFIG_OK)
 			return r;
 	}
@@ -1935,7 +2313,7 @@ enum k2mc_config_result k2mc_config_parse(struct k2mc_config *c, int argc, char 
 	}
 	r = check_dlq_topic(c, err, errlen);
 	if (r == K2MC_CONFIG_OK)
-		r = check_servers_and_tls(c, err, errlen);
+		r = check_servers_and_tls(c, &st, err, errlen);
 	if (r == K2MC_CONFIG_OK)
 		r = check_mapping(c, &st, err, errlen);
 	if (r == K2MC_CONFIG_OK)
@@ -2004,23 +2382,7 @@ const char *k2mc_config_version(void)
 
 const char *k2mc_distribution_name(enum k2mc_distribution d)
 {
-	switch (d) {
-	case K2MC_DIST_LIBKETAMA:
-		return "libketama";
-	case K2MC_DIST_MODULA:
-		return "modula";
-	case K2MC_DIST_RENDEZVOUS:
-		return "rendezvous";
-	case K2MC_DIST_CRC32:
-		return "crc32";
-	case K2MC_DIST_DALLI:
-		return "dalli";
-	case K2MC_DIST_SPYMEMCACHED:
-		return "spymemcached";
-	case K2MC_DIST_KETAMA:
-	default:
-		return "ketama";
-	}
+	return name_of(distribution_names, (int)d);
 }
 
 int k2mc_distribution_weighted(enum k2mc_distribution d)
@@ -2033,130 +2395,77 @@ int k2mc_distribution_weighted(enum k2mc_distribution d)
 
 const char *k2mc_mc_protocol_name(enum k2mc_mc_protocol p)
 {
-	return p == K2MC_PROTO_META ? "meta" : p == K2MC_PROTO_TEXT ? "text" : "auto";
+	return name_of(protocol_names, (int)p);
 }
 
 const char *k2mc_log_format_name(enum k2mc_log_format f)
 {
-	return f == K2MC_LOG_JSON ? "json" : "text";
+	return name_of(log_format_names, (int)f);
 }
 
 const char *k2mc_on_tombstone_name(enum k2mc_on_tombstone t)
 {
-	return t == K2MC_TOMB_IGNORE ? "ignore" : t == K2MC_TOMB_INVALIDATE ? "invalidate" : "delete";
+	return name_of(tombstone_names, (int)t);
 }
 
-/* --refill-from's DURATION in the largest unit that is exact */
-static const char *duration_str(int64_t ms, char *buf, size_t len)
+/* One row's -F line(s). */
+static void dump_row(const struct k2mc_config *c, const struct opt *o, FILE *out)
 {
-	if (ms % 86400000 == 0)
-		snprintf(buf, len, "%lldd", (long long)(ms / 86400000));
-	else if (ms % 3600000 == 0)
-		snprintf(buf, len, "%lldh", (long long)(ms / 3600000));
-	else if (ms % 60000 == 0)
-		snprintf(buf, len, "%lldm", (long long)(ms / 60000));
-	else
-		snprintf(buf, len, "%llds", (long long)(ms / 1000));
-	return buf;
-}
+	const char *field = (const char *)c + o->off;
+	const struct opt *needed = o->needs != NULL ? opt_named(o->needs) : NULL;
 
-static const char *invalid_name(enum k2mc_invalid_policy p)
-{
-	switch (p) {
-	case K2MC_INVALID_HASH:
-		return "hash";
-	case K2MC_INVALID_DLQ:
-		return "dlq";
-	case K2MC_INVALID_FAIL:
-		return "fail";
-	default:
-		return "skip";
+	if (needed != NULL && !*(const int *)((const char *)c + needed->off))
+		return;
+	if (o->print != NULL) {
+		o->print(c, o, out);
+		return;
+	}
+	switch (o->type) {
+	case OT_FLAG:
+		fprintf(out, "%s=%s\n", o->name, *(const int *)field ? "true" : "false");
+		break;
+	case OT_LEVEL:
+		if (*(const int *)field == (int)o->hi)
+			fprintf(out, "%s=true\n", o->name);
+		break;
+	case OT_STR: {
+		const char *v = *(const char *const *)field;
+
+		if (v == NULL && (o->flags & OF_IF_SET))
+			break;
+		fprintf(out, "%s=%s\n", o->name,
+			(o->flags & OF_SECRET) ? "********" : v != NULL ? v : "");
+		break;
+	}
+	case OT_INT:
+		fprintf(out, "%s=%d\n", o->name, *(const int *)field);
+		break;
+	case OT_U32:
+		fprintf(out, "%s=%u\n", o->name, *(const uint32_t *)field);
+		break;
+	case OT_U64:
+	case OT_SIZE:
+		if (*(const uint64_t *)field == 0 && (o->flags & OF_IF_SET))
+			break;
+		fprintf(out, "%s=%llu\n", o->name, (unsigned long long)*(const uint64_t *)field);
+		break;
+	case OT_ENUM:
+		fprintf(out, "%s=%s\n", o->name, name_of(o->names, *(const int *)field));
+		break;
+	case OT_ACTION:
+	case OT_CUSTOM:
+		break;
 	}
 }
 
 void k2mc_config_dump(const struct k2mc_config *c, FILE *out)
 {
-	char label[300];
-
 	fprintf(out, "# k2mc %s effective configuration (defaults < environment < -F file < "
 		     "command line)\n# secrets are masked\n",
 		K2MC_VERSION);
-	fprintf(out, "brokers=%s\n", c->brokers ? c->brokers : "");
-	for (int i = 0; i < c->ntopics; i++)
-		fprintf(out, "topic=%s\n", c->topics[i]);
-	fprintf(out, "group=%s\nmemcached=", c->group);
-	for (int i = 0; i < c->nservers; i++)
-		fprintf(out, "%s%s", i ? "," : "", server_label(&c->servers[i], label, sizeof(label)));
-	fprintf(out, "\noffset=%s\nexit=%s\n", c->offset_beginning ? "beginning" : "end",
-		c->exit_at_eof ? "true" : "false");
-	if (c->max_records > 0)
-		fprintf(out, "count=%llu\n", (unsigned long long)c->max_records);
-	fprintf(out,
-		"writers=%d\nring-size=%u\nbatch=%d\ncommit-interval-ms=%d\nttl=%u\nkey-prefix=%s\n"
-		"stats-interval-ms=%d\nshutdown-timeout-ms=%d\non-invalid=%s\n",
-		c->writers, c->ring_size, c->batch, c->commit_interval_ms, c->ttl, c->key_prefix,
-		c->stats_interval_ms, c->shutdown_timeout_ms, invalid_name(c->on_invalid));
-	if (c->dlq_topic != NULL)
-		fprintf(out, "dlq-topic=%s\n", c->dlq_topic);
-	if (c->max_value_bytes > 0)
-		fprintf(out, "max-value-bytes=%llu\n", (unsigned long long)c->max_value_bytes);
-	fprintf(out, "max-buffer-bytes=%llu\n", (unsigned long long)c->max_buffer_bytes);
-	fprintf(out, "mc-eject=%s\n", c->mc_eject ? "true" : "false");
-	fprintf(out, "distribution=%s\nmc-protocol=%s\nmc-tls=%s\n",
-		k2mc_distribution_name(c->distribution), k2mc_mc_protocol_name(c->mc_protocol),
-		c->mc_tls ? "true" : "false");
-	if (c->mc_tls_ca != NULL)
-		fprintf(out, "mc-tls-ca=%s\n", c->mc_tls_ca);
-	if (c->mc_tls_cert != NULL)
-		fprintf(out, "mc-tls-cert=%s\n", c->mc_tls_cert);
-	if (c->mc_tls_key != NULL)
-		fprintf(out, "mc-tls-key=%s\n", c->mc_tls_key);
-	if (c->mc_tls_key_password != NULL)
-		fprintf(out, "mc-tls-key-password=********\n");
-	if (c->mc_tls_server_name != NULL)
-		fprintf(out, "mc-tls-server-name=%s\n", c->mc_tls_server_name);
-	if (c->mc_tls)
-		fprintf(out, "mc-tls-insecure=%s\n", c->mc_tls_insecure ? "true" : "false");
-	fprintf(out, "key=%s\nvalue=%s\n", c->key_template, c->value_template);
-	if (c->ttl_header != NULL)
-		fprintf(out, "ttl-header=%s\n", c->ttl_header);
-	fprintf(out, "ttl-from-timestamp=%s\nflags=%u\n", c->ttl_from_timestamp ? "true" : "false",
-		c->flags);
-	if (c->flags_header != NULL)
-		fprintf(out, "flags-header=%s\n", c->flags_header);
-	if (c->on_tombstone == K2MC_TOMB_INVALIDATE)
-		fprintf(out, "on-tombstone=invalidate:%u\n", c->invalidate_grace_s);
-	else
-		fprintf(out, "on-tombstone=%s\n", k2mc_on_tombstone_name(c->on_tombstone));
-	fprintf(out, "refill=%s\n", c->refill ? "true" : "false");
-	if (c->refill)
-		fprintf(out, "refill-from=%s\nrefill-rate=%llu\nrefill-ready=%s\n",
-			c->refill_from_earliest ? "earliest"
-						: duration_str(c->refill_from_ms, label, sizeof(label)),
-			(unsigned long long)c->refill_rate, c->refill_ready ? "yes" : "no");
-	fprintf(out, "log-format=%s\n", k2mc_log_format_name(c->log_format));
-	if (c->metrics_port > 0)
-		fprintf(out, strchr(c->metrics_host, ':') ? "metrics-addr=[%s]:%d\n"
-							  : "metrics-addr=%s:%d\n",
-			c->metrics_host, c->metrics_port);
-	if (c->stats_json != NULL)
-		fprintf(out, "stats-json=%s\n", c->stats_json);
-	if (c->verbosity != 1)
-		fprintf(out, "%s=true\n", c->verbosity == 0 ? "quiet" : "verbose");
-	if (c->nxprops > 0)
-		fprintf(out, "# librdkafka properties (-X and unknown keys of -F)\n");
-	/* each property once, with the value librdkafka ends up with: the last */
-	for (int i = 0; i < c->nxprops; i++) {
-		const char *eq = strchr(c->xprops[i], '=');
-		size_t nl = (size_t)(eq - c->xprops[i]);
-		char name[256];
-		int later = 0;
-
-		for (int j = i + 1; j < c->nxprops && !later; j++)
-			later = strncmp(c->xprops[j], c->xprops[i], nl + 1) == 0;
-		if (later)
-			continue;
-		snprintf(name, sizeof(name), "%.*s", (int)nl, c->xprops[i]);
-		fprintf(out, "%s=%s\n", name, k2mc_config_is_secret(name) ? "********" : eq + 1);
-	}
+	/* the rows in their .dump order */
+	for (int place = 1; place <= (int)NOPTS; place++)
+		for (const struct opt *o = opts; o < opts + NOPTS; o++)
+			if (o->dump == place)
+				dump_row(c, o, out);
 }

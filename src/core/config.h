@@ -235,6 +235,22 @@ int k2mc_config_parse_servers(struct k2mc_config *c, const char *list, char *err
 
 void k2mc_config_usage(FILE *out);
 
+/* One row of the option table (config.c), as its documentation sees it:
+ * tests hold k2mc.1, docs/running.md and the README against these. */
+struct k2mc_config_option {
+	const char *name;    /* --NAME and the -F key; NULL for -X */
+	char letter;         /* -LETTER, or 0 */
+	const char *arg;     /* --help's name for the value; NULL for a flag */
+	const char *dflt;    /* the default as typed; NULL: none, or known only at run time */
+	const char *env;     /* K2MC_ variable, or NULL */
+	const char *section; /* --help's section title ("Kafka:") */
+	int secret;          /* masked by --dump-config */
+	int takes_value;     /* getopt's required_argument */
+	int dumped;          /* printed by --dump-config (when set) */
+};
+/* Row i, in --help's order: 0, or -1 past the last row. */
+int k2mc_config_option(size_t i, struct k2mc_config_option *out);
+
 /* K2MC_VERSION (the build's -DK2MC_VERSION, else "unknown"). */
 const char *k2mc_config_version(void);
 /* "ketama", "libketama", ...: the --distribution name. */
