@@ -200,7 +200,7 @@ demo: deps all $(KAFKA_PREREQ)
 # Benchmarks print ratios against ceilings measured in the same run and never
 # fail on a number. bench-quick is the short version (under 2 minutes; about
 # 3 with KAFKA=real).
-BENCH_PKGS := python3-confluent-kafka python3-pymemcache gnuplot-nox
+BENCH_PKGS := python3-confluent-kafka python3-pymemcache python3-venv gnuplot-nox
 bench-deps: deps
 	@[ "$(K2MC_DEPS)" = none ] || contrib/apt-deps.sh $(BENCH_PKGS)
 bench: bench-deps all $(BENCH_TOOLS) $(KAFKA_PREREQ)

@@ -91,6 +91,12 @@ PEERS_REQUIREMENTS = os.path.join(PEERS_DIR, "requirements.txt")
 # falls late in a run of a few seconds; an emission costs the reader well
 # under 1% of its CPU at 64 partitions
 PEERS_STATS_MS = 100
+# k2mc has no statistics callback: its Fetch requests are counted in one more
+# run, untimed, with librdkafka's fetch debug context (-v -X debug=fetch), one
+# line per Fetch request built: "Fetch SENT/ACTIVE/ASSIGNED toppar(s)" (SENT 0:
+# no request; rdkafka_fetcher.c, rd_kafka_broker_fetch_toppars). The floor is
+# counted the same way, so the two compare by one method.
+FETCH_DEBUG_LINE = re.compile(r"Fetch [1-9][0-9]*/[0-9]+/[0-9]+ toppar")
 SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
             "keys", "rss", "latency", "placement"]
 QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency", "placement"]
@@ -2058,7 +2064,7 @@ class CostCase:
 
     def __init__(self, tool, name, *, partitions, records, keys=1_000_000, value_size=100,
                  k2mc=None, preload=None, args=(), taskset=None, expect=False, python=None,
-                 bin=None, env=None, peer=None):
+                 bin=None, env=None, peer=None, count_fetches=False):
         self.tool, self.name = tool, name
         self.partitions, self.records, self.keys, self.value_size = (partitions, records, keys,
                                                                      value_size)
@@ -2067,6 +2073,9 @@ class CostCase:
         self.python, self.bin, self.env = python, bin, dict(env or {})
         # the row's name in the peers table (issue 25), when it is one of its rows
         self.peer = peer
+        # one more run, untimed, counting Fetch requests (FETCH_DEBUG_LINE)
+        self.count_fetches = count_fetches
+        self.fetch_run = None
         self.runs = []
         self.skipped = None
         self.median = {}
@@ -2082,7 +2091,7 @@ class CostCase:
         self.median = {}
         for k in ("sustained_rps", "own_rps", "cpu_s", "cpu_us_per_record", "hwm_kib",
                   "writes_per_record", "memcached_cpu_us_per_write", "coalesced",
-                  "broker_cpu_us_per_record", "fetch_per_1000"):
+                  "broker_cpu_us_per_record", "fetch_per_1000", "wall_s"):
             vals = [r[k] for r in ok if r.get(k) is not None]
             if vals:
                 self.median[k] = statistics.median(vals)
@@ -2090,6 +2099,8 @@ class CostCase:
                                               statistics.median(vals)
                                               if len(vals) > 1 and statistics.median(vals) else 0)
         self.median["ok"] = len(ok)
+        if self.fetch_run and self.fetch_run.get("ok"):
+            self.median["fetch_per_1000_counted"] = self.fetch_run["fetch_per_1000_counted"]
 
     def to_json(self):
         return {"id": self.slug, "name": self.name, "tool": self.tool,
@@ -2098,11 +2109,14 @@ class CostCase:
                            "k2mc": self.k2mc, "preload": self.preload, "args": self.args,
                            "taskset": self.taskset, "python": self.python, "bin": self.bin,
                            "env": self.env},
-                "skipped": self.skipped, "runs": self.runs, "median": self.median}
+                "skipped": self.skipped, "runs": self.runs, "fetch_run": self.fetch_run,
+                "median": self.median}
 
 
-def run_cost(bench, c, idx):
-    """One run of a cost case; appends its result to c.runs."""
+def run_cost(bench, c, idx, fetch_debug=False):
+    """One run of a cost case; appends its result to c.runs. fetch_debug: the
+    untimed run that counts Fetch requests (FETCH_DEBUG_LINE), kept in
+    c.fetch_run instead."""
     tools = bench.tools
     res = {"run": idx, "ok": False}
     logdir = bench.rundir(c, idx)
@@ -2166,6 +2180,9 @@ def run_cost(bench, c, idx):
             else:
                 argv = [c.k2mc or tools.k2mc, "-b", bootstrap, "-t", topic, "-G", group,
                         "-m", f"127.0.0.1:{port}", "-c", c.records, "-q"] + fx + c.args
+            if fetch_debug:
+                # k2mc logs librdkafka's debug lines at -v (its debug level)
+                argv += (["-v"] if c.tool == "k2mc" else []) + ["-Xdebug=fetch"]
         if c.taskset:
             argv = ["taskset", "-c", c.taskset["tool"]] + [str(a) for a in argv]
             pids = [srv.pid for srv in (mc, mock) if srv]
@@ -2233,6 +2250,11 @@ def run_cost(bench, c, idx):
                 # mc-ceiling times (and measures CPU over) the writing alone; the
                 # records are formatted first
                 res["cpu_s"] = round(j["cpu_user"] + j["cpu_sys"], 4)
+        if fetch_debug:
+            with open(tool.err_path, errors="replace") as f:
+                n = sum(1 for line in f if FETCH_DEBUG_LINE.search(line))
+            res["fetch_requests_counted"] = n
+            res["fetch_per_1000_counted"] = round(n / c.records * 1000, 3)
         if c.tool == "k2mc":
             s = next((x for x in tool.stderr_text().splitlines() if "k2mc: summary:" in x), "")
             res["summary"] = s
@@ -2274,6 +2296,13 @@ def run_cost(bench, c, idx):
                 res["memcached_cpu_us_per_write"] = round(
                     mc.stats()["cpu_s"] / res["writes"] * 1e6, 4)
     res["harness_s"] = round(time.monotonic() - t_start, 1)
+    if fetch_debug:
+        c.fetch_run = res
+        if res["ok"]:
+            log(f"  {c.name} ({c.partitions} part.): {res['fetch_requests_counted']} Fetch "
+                f"requests counted (-X debug=fetch, untimed), "
+                f"{res['fetch_per_1000_counted']:.3f} per 1000 records")
+        return
     c.runs.append(res)
     if res["ok"]:
         parts = [f"sustained {res['sustained_rps']:,.0f} rec/s" if res.get("sustained_rps")
@@ -2309,6 +2338,9 @@ def run_cost_cases(bench, cases, runs):
         for c in cases:
             if not c.skipped:
                 run_cost(bench, c, i)
+    for c in cases:
+        if c.count_fetches and not c.skipped:
+            run_cost(bench, c, "fetch", fetch_debug=True)
     for c in cases:
         c.summarize()
 
@@ -2440,7 +2472,7 @@ def cost_section(bench, mode, runs, n_cap):
 PEER_COMBOS_FULL = [(8, 100), (64, 100), (8, 1024), (64, 1024)]
 PEER_COMBOS_QUICK = [(8, 100), (64, 100)]
 PEERS_QUICK = [(8, 100)]
-PEERS_HEAD = ["peer", "partitions", "value", "records", "records/s", "CPU µs / record",
+PEERS_HEAD = ["peer", "partitions", "value", "records", "records/s", "wall s", "CPU µs / record",
               "broker CPU µs / record", "Fetch requests / 1,000 records", "peak RSS MiB",
               "vs ceiling", "CPU vs floor"]
 
@@ -2460,35 +2492,36 @@ def cost_cases(tools, p, v, n, mode, *, with_peers=True, only_peers=False):
     pv = tools.peer_versions
     kw = dict(partitions=p, records=n, value_size=v)
     cs = {"mc": CostCase("mc-ceiling", "Memcached ceiling (blast, 2 conns)", peer="Memcached "
-                         "ceiling (mc-ceiling: pre-formatted quiet sets, 2 conns)", **kw),
-          "kc": CostCase("kafka-ceiling", "Kafka ceiling", peer=f"Kafka floor: librdkafka {rdk} "
-                         "consumer that discards (build/kafka-ceiling)", **kw)}
+                         "ceiling (mc-ceiling, 2 conns)", **kw),
+          "kc": CostCase("kafka-ceiling", "Kafka ceiling", peer=f"Kafka floor: librdkafka {rdk}, "
+                         "discards", **kw)}
     if with_peers and tools.wheel_libdir:
         cs["kw"] = CostCase("kafka-ceiling", f"Kafka ceiling on the wheel's librdkafka "
                             f"{pv.get('librdkafka (wheel)')}", bin=tools.kafka_ceiling_wheel,
                             env={"LD_LIBRARY_PATH": tools.wheel_libdir},
-                            peer=f"Kafka floor on librdkafka {pv.get('librdkafka (wheel)')} "
-                                 "(the confluent-kafka wheel's, LD_LIBRARY_PATH)", **kw)
+                            peer=f"Kafka floor: librdkafka {pv.get('librdkafka (wheel)')} "
+                                 "(wheel), discards", **kw)
     if tools.peers_why is None:
         cs["py"] = CostCase("python", f"confluent-kafka {pv.get('confluent-kafka')} + pymemcache "
                             "(PyPI)", peer=f"confluent-kafka {pv.get('confluent-kafka')} + "
-                            f"pymemcache {pv.get('pymemcache')} (PyPI), commit per 1000", **kw)
+                            f"pymemcache {pv.get('pymemcache')} (PyPI)", **kw)
     else:
         # no venv (no PyPI here): the same script on Debian's packages
         cs["py"] = CostCase("python", "Python baseline (Debian's confluent-kafka)", python=PYTHON,
-                            peer="confluent-kafka + pymemcache (Debian), commit per 1000", **kw)
+                            peer="confluent-kafka + pymemcache (Debian)", **kw)
     if with_peers:
         if mode == "full" and tools.peers_why is None:
             cs["pd"] = CostCase("python", "confluent-kafka + pymemcache (Debian)", python=PYTHON,
-                                peer="confluent-kafka + pymemcache (Debian's), commit per 1000",
-                                **kw)
+                                peer="confluent-kafka 1.7 + pymemcache (Debian)", **kw)
         cs["qx"] = CostCase("quix", f"Quix Streams {pv.get('quixstreams', '')}",
-                            peer=f"Quix Streams {pv.get('quixstreams', '')}: BatchingSink + "
-                                 "pymemcache, at-least-once", **kw)
+                            peer=f"Quix Streams {pv.get('quixstreams', '')} (BatchingSink + "
+                                 "pymemcache)", **kw)
     cs["k2"] = CostCase("k2mc", "k2mc (defaults)", peer="k2mc (defaults)", **kw)
     if not with_peers and not only_peers:
         for x in cs.values():
             x.peer = None
+    else:
+        cs["kc"].count_fetches = cs["k2"].count_fetches = True
     return cs
 
 
@@ -2511,16 +2544,19 @@ def peers_table(label, peers):
         def row(name, c, cpu=None, rate=None, vs_floor=True):
             if c is not None and c.skipped:
                 return [name, p, fmt_bytes(v), fmt_count(c.records), "skipped: " + c.skipped] + \
-                    ["-"] * 6
+                    ["-"] * 7
             cpu = get(c, "cpu_us_per_record") if cpu is None else cpu
             rate = get(c, "sustained_rps") if rate is None and c is not None else rate
             if rate is None and c is not None and get(c, "own_rps"):
                 rate_s = f"({f_rps(get(c, 'own_rps'))} own clock)"
             else:
                 rate_s = f_rps(rate) if rate else "-"
+            # the count of the untimed debug run where there is one (k2mc and the
+            # floor: one method for both), else librdkafka's statistics
+            fc = get(c, "fetch_per_1000_counted")
+            fetch = f_num(fc, 3) + " *" if fc is not None else f_num(get(c, "fetch_per_1000"), 3)
             return [name, p, fmt_bytes(v), fmt_count((c or mc).records), rate_s,
-                    f_num(cpu, 3), f_num(get(c, "broker_cpu_us_per_record"), 3),
-                    f_num(get(c, "fetch_per_1000"), 2),
+                    f_num(get(c, "wall_s"), 1), f_num(cpu, 3), f_num(get(c, "broker_cpu_us_per_record"), 3), fetch,
                     f_num(get(c, "hwm_kib") / 1024 if get(c, "hwm_kib") else None),
                     f"{rate / m_rate:.2f}x" if rate and m_rate and c is not mc else "-",
                     f"{cpu / floor:.2f}x" if vs_floor and cpu is not None and floor else "-"]
@@ -2532,7 +2568,7 @@ def peers_table(label, peers):
             w = get(kw, "cpu_us_per_record")
             r["floor_wheel_us"] = w + mc_cpu if w is not None and mc_cpu is not None else None
         rows.append(["floor: Kafka floor + Memcached ceiling's client", p, fmt_bytes(v),
-                     fmt_count(mc.records), "-", f_num(floor, 3), "-", "-", "-", "-", "1.00x"
+                     fmt_count(mc.records), "-", "-", f_num(floor, 3), "-", "-", "-", "-", "1.00x"
                      if floor else "-"])
         for k in ("k2", "qx", "py", "pd"):
             c = cs.get(k)
@@ -2541,7 +2577,7 @@ def peers_table(label, peers):
             rows.append(row(c.peer, c))
             r[k] = {m: get(c, m) for m in ("sustained_rps", "cpu_us_per_record",
                                            "broker_cpu_us_per_record", "fetch_per_1000",
-                                           "hwm_kib")}
+                                           "fetch_per_1000_counted", "hwm_kib")}
             r[k]["name"] = c.peer
         k2 = r.get("k2", {}).get("cpu_us_per_record")
         for k in ("qx", "py", "pd"):
@@ -2550,13 +2586,20 @@ def peers_table(label, peers):
         kb, k2b = get(kc, "broker_cpu_us_per_record"), r.get("k2", {}).get(
             "broker_cpu_us_per_record")
         r["k2mc_broker_over_floor_broker"] = round(k2b / kb, 2) if kb and k2b else None
+        r["floor_fetch_per_1000_counted"] = get(kc, "fetch_per_1000_counted")
     note = ("records/s: memcached's counters, 10%-90% of the run's writes (the Kafka floors "
-            "write nothing: their own clock, in parentheses). CPU: user + sys of the process "
+            "write nothing: their own clock, in parentheses); Quix writes a checkpoint's "
+            "records at once (every 5 s by default), so its rate is its bursts', and its wall "
+            "time says more. wall s: spawn to exit. vs ceiling: records/s over the Memcached "
+            "ceiling's. CPU vs floor: over the floor's, the Kafka floor (librdkafka "
+            "linked as k2mc links it) plus the Memcached ceiling's client. CPU: user + sys of the process "
             "alone, start to exit (start-up, group join, commits and close included, as a user "
             "runs it). Broker CPU: the process serving the records over the records read. "
             f"Fetch requests: librdkafka's statistics (every {PEERS_STATS_MS} ms; "
-            "brokers[].req.Fetch over rxmsgs of the last emission); k2mc installs no statistics "
-            "callback, so it cannot report them.")
+            "brokers[].req.Fetch over rxmsgs of the last emission); * counted instead in one "
+            "more run, untimed, with -X debug=fetch (one 'Fetch N/A/B toppar(s)' line per "
+            "request): k2mc installs no statistics callback, and the floor is counted the same "
+            "way to compare with it.")
     title = (f"Peers on {label}: the same topic, produced before the run, 1M keys, "
              "written into a fresh memcached")
     return (title, PEERS_HEAD, rows, note), ratios
