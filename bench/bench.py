@@ -2362,7 +2362,8 @@ def cost_row(c, ceiling):
     return [c.name, c.partitions, fmt_count(c.records), f"{m.get('ok', 0)}/{len(c.runs)}",
             rate_s, f_num(m.get("cpu_us_per_record"), 3) + sp("cpu_us_per_record"),
             f_num(m.get("broker_cpu_us_per_record"), 3) + sp("broker_cpu_us_per_record"),
-            f_num(m.get("fetch_per_1000"), 2),
+            (f_num(m["fetch_per_1000_counted"], 3) + " *" if "fetch_per_1000_counted" in m
+             else f_num(m.get("fetch_per_1000"), 3)),
             f_num(m["hwm_kib"] / 1024 if m.get("hwm_kib") else None),
             f_num(m.get("writes_per_record"), 3),
             f"{rate / cr:.2f}x" if rate and cr and c.tool != "mc-ceiling" else "-"]

@@ -29,17 +29,18 @@ emitted, so their ratio is Fetch requests per record.
 import argparse
 import json
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import signal
+import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, libversion
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheError
 
-from fetchstats import FetchStats
+# fetchstats.py beside this file, with no __pycache__ left in the source tree
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fetchstats import FetchStats  # noqa: E402
 
 BATCH = 1000
 TRIES = 3

@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 
+# fetchstats.py beside this file, with no __pycache__ left in the source tree
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from confluent_kafka import libversion  # noqa: E402
