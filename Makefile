@@ -118,7 +118,7 @@ PKGS_interop   := python3-pylibmc php-cli php-memcached python3-pymemcache ruby 
                   golang-go golang-github-bradfitz-gomemcache-dev libspymemcached-java \
                   default-jdk-headless
 PKGS_lint      := clang-format cppcheck
-BENCH_PKGS     := python3-confluent-kafka python3-pymemcache gnuplot-nox
+BENCH_PKGS     := python3-confluent-kafka python3-pymemcache python3-venv gnuplot-nox
 PKG_TOOLS      := debhelper dpkg-dev lintian systemd
 
 # $(call apt,PACKAGES): contrib/apt-deps.sh installs those missing, as root

@@ -10,6 +10,11 @@ With --kafka real (`make bench KAFKA=real`), one Apache Kafka broker serves
 the whole run instead (class Kafka), and the broker's own CPU per record
 served is recorded beside the reader's.
 CPU and peak RSS come from os.wait4() of the measured process alone.
+The cost section also runs the peers users would run instead (bench/peers/:
+Quix Streams and confluent-kafka with pymemcache, from PyPI into a venv under
+build/peers-venv, made once by setup_peers) and the floor (a librdkafka
+consumer that discards, plus the Memcached ceiling's client), on both
+backends in full mode (issue 25).
 Writes bench/results/latest.{json,md} and writers.png (with --kafka real,
 bench/results/real-MODE/).
 
@@ -78,6 +83,20 @@ KAFKA_DEFAULT_VERSION = "4.1.1"
 # group coordinator's topic is created, and the JVM's produce and fetch paths
 # compiled, before the first measured reader rather than during it
 KAFKA_WARMUP_RECORDS = 200_000
+# issue 25: the peers (bench/peers/), their venv and the floor on the wheel's librdkafka
+PEERS_DIR = os.path.join(ROOT, "bench", "peers")
+PEERS_REQUIREMENTS = os.path.join(PEERS_DIR, "requirements.txt")
+# librdkafka statistics interval of every reader that can report its Fetch
+# requests (the floor, the Python peers): short enough that the last emission
+# falls late in a run of a few seconds; an emission costs the reader well
+# under 1% of its CPU at 64 partitions
+PEERS_STATS_MS = 100
+# k2mc has no statistics callback: its Fetch requests are counted in one more
+# run, untimed, with librdkafka's fetch debug context (-v -X debug=fetch), one
+# line per Fetch request built: "Fetch SENT/ACTIVE/ASSIGNED toppar(s)" (SENT 0:
+# no request; rdkafka_fetcher.c, rd_kafka_broker_fetch_toppars). The floor is
+# counted the same way, so the two compare by one method.
+FETCH_DEBUG_LINE = re.compile(r"Fetch [1-9][0-9]*/[0-9]+/[0-9]+ toppar")
 SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "partitions", "values",
             "keys", "rss", "latency", "placement"]
 QUICK_SECTIONS = ["mc-ceiling", "kafka-ceiling", "python", "writers", "latency", "placement"]
@@ -614,7 +633,17 @@ class Tools:
         self.mock = b("k2mc-mock")
         self.mc_ceiling = b("mc-ceiling")
         self.kafka_ceiling = b("kafka-ceiling")
-        self.python_baseline = os.path.join(ROOT, "bench", "python_baseline.py")
+        # one script, two interpreters: Debian's for the issue-3 matrix ("python"
+        # cases of Bench.run_case), the peers venv's (PyPI) in the cost section
+        self.python_baseline = os.path.join(PEERS_DIR, "confluent_memcached.py")
+        self.quix_peer = os.path.join(PEERS_DIR, "quix_memcached.py")
+        self.peers_venv = b("peers-venv")
+        self.peers_python = os.path.join(self.peers_venv, "bin", "python")
+        self.kafka_ceiling_wheel = b("peers/kafka-ceiling-wheel")
+        # set by setup_peers: the wheel's librdkafka directory and versions, or why not
+        self.wheel_libdir = None
+        self.peer_versions = {}
+        self.peers_why = "the peers' venv was not set up (setup_peers)"
         self.verify = b("k2mc-verify") if os.access(b("k2mc-verify"), os.X_OK) else None
         self.k2mc_glibc = b("k2mc-glibc")
         self.mock_paces = False
@@ -628,6 +657,7 @@ class Tools:
         need = {"mc-ceiling": [self.mc_ceiling],
                 "kafka-ceiling": [self.mock, self.kafka_ceiling],
                 "python": [self.mock, self.python_baseline, PYTHON],
+                "quix": [self.mock, self.quix_peer, self.peers_python],
                 "k2mc": [self.mock, self.k2mc]}[tool]
         for path in need:
             ok = os.path.isfile(path) and (path.endswith(".py") or os.access(path, os.X_OK))
@@ -638,6 +668,13 @@ class Tools:
         if tool != "kafka-ceiling" and not shutil.which("memcached"):
             return "memcached is not installed"
         return None
+
+    def rdkafka_version(self):
+        """The librdkafka k2mc and the ceilings link (k2mc -V), or '?'."""
+        if not os.access(self.k2mc, os.X_OK):
+            return "?"
+        m = re.search(r"librdkafka ([^ ,;)]+)", sh([self.k2mc, "-V"]))
+        return m.group(1) if m else "?"
 
 
 # ---------------------------------------------------------------------------
@@ -1947,18 +1984,98 @@ class HwmPoller:
         return self.kib
 
 
+def setup_peers(tools, logroot):
+    """The peers' venv (build/peers-venv: python3 -m venv, then pip install -r
+    bench/peers/requirements.txt from PyPI), made once: its stamp holds the
+    requirements' text, and a change of them makes it again. Then
+    build/peers/kafka-ceiling-wheel: bench/kafka_ceiling.c linked against the
+    librdkafka inside the confluent-kafka wheel, found at run time through
+    LD_LIBRARY_PATH (the measurement only; k2mc and build/kafka-ceiling link
+    the vendored librdkafka statically). Sets tools.peers_why (None when the
+    venv works), tools.wheel_libdir and tools.peer_versions."""
+    venv, py = tools.peers_venv, tools.peers_python
+    stamp = os.path.join(venv, ".k2mc-requirements")
+    with open(PEERS_REQUIREMENTS) as f:
+        want = f.read()
+    have = None
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            have = f.read()
+    if have != want or not os.access(py, os.X_OK):
+        log(f"peers: making {os.path.relpath(venv, ROOT)} (pip install -r "
+            f"{os.path.relpath(PEERS_REQUIREMENTS, ROOT)}; once)")
+        shutil.rmtree(venv, ignore_errors=True)
+        for argv in ([PYTHON, "-m", "venv", venv],
+                     [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
+                      PEERS_REQUIREMENTS]):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+            if r.returncode != 0:
+                tools.peers_why = (f"{' '.join(argv[:4])} failed: "
+                                   f"{excerpt(r.stdout + r.stderr)}")
+                log(f"peers: {tools.peers_why}")
+                return
+        with open(stamp, "w") as f:
+            f.write(want)
+    r = subprocess.run([py, "-c", "import confluent_kafka, quixstreams, pymemcache, os; "
+                        "from importlib.metadata import version as v; "
+                        "print(v('confluent-kafka'), confluent_kafka.libversion()[0], "
+                        "v('quixstreams'), v('pymemcache'), "
+                        "os.path.dirname(confluent_kafka.__file__))"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        tools.peers_why = f"the peers' venv does not import: {excerpt(r.stderr)}"
+        log(f"peers: {tools.peers_why}")
+        return
+    ck, lib, quix, pymc, ckdir = r.stdout.split()
+    tools.peer_versions = {"confluent-kafka": ck, "librdkafka (wheel)": lib,
+                           "quixstreams": quix, "pymemcache": pymc}
+    tools.peers_why = None
+    libs = sorted(x for x in (os.listdir(ckdir + ".libs") if os.path.isdir(ckdir + ".libs")
+                              else []) if x.startswith("librdkafka"))
+    if not libs:
+        log("peers: no librdkafka in the confluent-kafka wheel: no floor on it")
+        return
+    lib_path = os.path.join(ckdir + ".libs", libs[0])
+    out = tools.kafka_ceiling_wheel
+    src = os.path.join(ROOT, "bench", "kafka_ceiling.c")
+    inc = os.path.join(ROOT, "build", "rdkafka", "include")
+    if not (os.path.exists(out) and os.path.getmtime(out) >= max(os.path.getmtime(src),
+                                                                 os.path.getmtime(lib_path))):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        # the wheel ships no headers: the vendored librdkafka's (or the system's);
+        # kafka_ceiling.c calls nothing newer than the wheel's version
+        argv = ["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-g", "-Wall", "-Wextra", "-Werror"]
+        if os.path.isdir(inc):
+            argv += ["-isystem", inc]
+        r = subprocess.run(argv + [src, "-o", out, lib_path], capture_output=True, text=True,
+                           timeout=120)
+        if r.returncode != 0:
+            log(f"peers: building {os.path.relpath(out, ROOT)} failed: "
+                f"{excerpt(r.stdout + r.stderr)}")
+            return
+    tools.wheel_libdir = os.path.dirname(lib_path)
+
+
 class CostCase:
     """One configuration of the cost section: tool in mc-ceiling, kafka-ceiling,
-    python, k2mc; for k2mc a variant (its own binary, LD_PRELOAD, arguments,
-    CPU placement)."""
+    python (the confluent-kafka peer, on the interpreter `python`), quix, k2mc;
+    for k2mc a variant (its own binary, LD_PRELOAD, arguments, CPU placement);
+    for kafka-ceiling its own binary (bin) and environment (env)."""
 
     def __init__(self, tool, name, *, partitions, records, keys=1_000_000, value_size=100,
-                 k2mc=None, preload=None, args=(), taskset=None, expect=False):
+                 k2mc=None, preload=None, args=(), taskset=None, expect=False, python=None,
+                 bin=None, env=None, peer=None, count_fetches=False):
         self.tool, self.name = tool, name
         self.partitions, self.records, self.keys, self.value_size = (partitions, records, keys,
                                                                      value_size)
         self.k2mc, self.preload, self.args, self.taskset = k2mc, preload, list(args), taskset
         self.expect = expect
+        self.python, self.bin, self.env = python, bin, dict(env or {})
+        # the row's name in the peers table (issue 25), when it is one of its rows
+        self.peer = peer
+        # one more run, untimed, counting Fetch requests (FETCH_DEBUG_LINE)
+        self.count_fetches = count_fetches
+        self.fetch_run = None
         self.runs = []
         self.skipped = None
         self.median = {}
@@ -1966,14 +2083,15 @@ class CostCase:
     @property
     def slug(self):
         return re.sub(r"[^A-Za-z0-9.-]+", "_", f"cost-{self.name}-p{self.partitions}"
-                                               f"-k{self.keys}-n{self.records}")
+                                               f"-v{self.value_size}-k{self.keys}"
+                                               f"-n{self.records}")[:120]
 
     def summarize(self):
         ok = [r for r in self.runs if r.get("ok")]
         self.median = {}
         for k in ("sustained_rps", "own_rps", "cpu_s", "cpu_us_per_record", "hwm_kib",
                   "writes_per_record", "memcached_cpu_us_per_write", "coalesced",
-                  "broker_cpu_us_per_record"):
+                  "broker_cpu_us_per_record", "fetch_per_1000", "wall_s"):
             vals = [r[k] for r in ok if r.get(k) is not None]
             if vals:
                 self.median[k] = statistics.median(vals)
@@ -1981,18 +2099,24 @@ class CostCase:
                                               statistics.median(vals)
                                               if len(vals) > 1 and statistics.median(vals) else 0)
         self.median["ok"] = len(ok)
+        if self.fetch_run and self.fetch_run.get("ok"):
+            self.median["fetch_per_1000_counted"] = self.fetch_run["fetch_per_1000_counted"]
 
     def to_json(self):
         return {"id": self.slug, "name": self.name, "tool": self.tool,
                 "params": {"partitions": self.partitions, "records": self.records,
                            "keys": self.keys, "value_size": self.value_size,
                            "k2mc": self.k2mc, "preload": self.preload, "args": self.args,
-                           "taskset": self.taskset},
-                "skipped": self.skipped, "runs": self.runs, "median": self.median}
+                           "taskset": self.taskset, "python": self.python, "bin": self.bin,
+                           "env": self.env},
+                "skipped": self.skipped, "runs": self.runs, "fetch_run": self.fetch_run,
+                "median": self.median}
 
 
-def run_cost(bench, c, idx):
-    """One run of a cost case; appends its result to c.runs."""
+def run_cost(bench, c, idx, fetch_debug=False):
+    """One run of a cost case; appends its result to c.runs. fetch_debug: the
+    untimed run that counts Fetch requests (FETCH_DEBUG_LINE), kept in
+    c.fetch_run instead."""
     tools = bench.tools
     res = {"run": idx, "ok": False}
     logdir = bench.rundir(c, idx)
@@ -2041,15 +2165,24 @@ def run_cost(bench, c, idx):
             broker = bench.broker_cpu(mock)
         if c.tool != "mc-ceiling":
             fx = [f"-X{p}" for p in kafka.fetch_props]
+            # the readers that can count their Fetch requests (librdkafka's
+            # statistics) do; k2mc installs no statistics callback
             if c.tool == "kafka-ceiling":
-                argv = [tools.kafka_ceiling, "-b", bootstrap, "-t", topic, "-G", group,
-                        "-c", c.records] + fx
-            elif c.tool == "python":
-                argv = [PYTHON, tools.python_baseline, "-b", bootstrap, "-t", topic, "-G",
-                        group, "-m", f"127.0.0.1:{port}", "-c", c.records] + fx
+                argv = [c.bin or tools.kafka_ceiling, "-b", bootstrap, "-t", topic, "-G", group,
+                        "-c", c.records, "-S", PEERS_STATS_MS] + fx
+            elif c.tool in ("python", "quix"):
+                script = tools.python_baseline if c.tool == "python" else tools.quix_peer
+                argv = [c.python or tools.peers_python, script, "-b", bootstrap, "-t", topic,
+                        "-G", group, "-m", f"127.0.0.1:{port}", "-c", c.records,
+                        "--stats-ms", PEERS_STATS_MS] + fx
+                if c.tool == "quix" and not kafka.real:
+                    argv.append("--no-describe-configs")  # the mock serves none
             else:
                 argv = [c.k2mc or tools.k2mc, "-b", bootstrap, "-t", topic, "-G", group,
                         "-m", f"127.0.0.1:{port}", "-c", c.records, "-q"] + fx + c.args
+            if fetch_debug:
+                # k2mc logs librdkafka's debug lines at -v (its debug level)
+                argv += (["-v"] if c.tool == "k2mc" else []) + ["-Xdebug=fetch"]
         if c.taskset:
             argv = ["taskset", "-c", c.taskset["tool"]] + [str(a) for a in argv]
             pids = [srv.pid for srv in (mc, mock) if srv]
@@ -2062,17 +2195,17 @@ def run_cost(bench, c, idx):
         if mc:
             counter = McCounter(port)
         b0 = broker() if broker else None
-        env_pre = os.environ.get("LD_PRELOAD")
-        if c.preload:
-            os.environ["LD_PRELOAD"] = c.preload
+        env = dict(c.env, **({"LD_PRELOAD": c.preload} if c.preload else {}))
+        env_pre = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             tool = Child(c.tool, argv, logdir)
         finally:
-            if c.preload:
-                if env_pre is None:
-                    del os.environ["LD_PRELOAD"]
+            for k, v in env_pre.items():
+                if v is None:
+                    del os.environ[k]
                 else:
-                    os.environ["LD_PRELOAD"] = env_pre
+                    os.environ[k] = v
         res["argv"] = tool.argv
         hwm = HwmPoller(tool.pid)
         timeout = 60 + c.records / 20000
@@ -2107,10 +2240,21 @@ def run_cost(bench, c, idx):
         if j:
             res["tool_json"] = j
             res["own_rps"] = j.get("rps")
+            res["librdkafka"] = j.get("librdkafka")
+            if j.get("stats_rxmsgs"):
+                # Fetch requests per record received, both from one statistics emission
+                res["fetch_requests"], res["stats_rxmsgs"] = (j["fetch_requests"],
+                                                              j["stats_rxmsgs"])
+                res["fetch_per_1000"] = round(j["fetch_requests"] / j["stats_rxmsgs"] * 1000, 3)
             if c.tool == "mc-ceiling":
                 # mc-ceiling times (and measures CPU over) the writing alone; the
                 # records are formatted first
                 res["cpu_s"] = round(j["cpu_user"] + j["cpu_sys"], 4)
+        if fetch_debug:
+            with open(tool.err_path, errors="replace") as f:
+                n = sum(1 for line in f if FETCH_DEBUG_LINE.search(line))
+            res["fetch_requests_counted"] = n
+            res["fetch_per_1000_counted"] = round(n / c.records * 1000, 3)
         if c.tool == "k2mc":
             s = next((x for x in tool.stderr_text().splitlines() if "k2mc: summary:" in x), "")
             res["summary"] = s
@@ -2152,6 +2296,13 @@ def run_cost(bench, c, idx):
                 res["memcached_cpu_us_per_write"] = round(
                     mc.stats()["cpu_s"] / res["writes"] * 1e6, 4)
     res["harness_s"] = round(time.monotonic() - t_start, 1)
+    if fetch_debug:
+        c.fetch_run = res
+        if res["ok"]:
+            log(f"  {c.name} ({c.partitions} part.): {res['fetch_requests_counted']} Fetch "
+                f"requests counted (-X debug=fetch, untimed), "
+                f"{res['fetch_per_1000_counted']:.3f} per 1000 records")
+        return
     c.runs.append(res)
     if res["ok"]:
         parts = [f"sustained {res['sustained_rps']:,.0f} rec/s" if res.get("sustained_rps")
@@ -2161,6 +2312,8 @@ def run_cost(bench, c, idx):
                  f"broker {res['broker_cpu_us_per_record']:.3f} µs/rec"
                  if res.get("broker_cpu_us_per_record") is not None else None,
                  f"hwm {res['hwm_kib'] / 1024:.0f} MiB" if res.get("hwm_kib") else None,
+                 f"{res['fetch_per_1000']:.2f} Fetch/1000 rec" if res.get("fetch_per_1000")
+                 is not None else None,
                  f"writes/rec {res['writes_per_record']:.3f}" if res.get("writes") else None]
         log(f"  {c.name} ({c.partitions} part.) run {idx}: "
             f"{', '.join(p for p in parts if p)} [{res['harness_s']:.0f} s]")
@@ -2170,9 +2323,12 @@ def run_cost_cases(bench, cases, runs):
     """Runs every case `runs` times, in turns (case 1, 2, ..., 1, 2, ...), so that
     a slow minute of the machine falls on all of them rather than on one."""
     for c in cases:
-        why = bench.tools.missing("k2mc" if c.tool == "k2mc" else c.tool)
-        if c.tool == "k2mc" and c.k2mc and not os.access(c.k2mc, os.X_OK):
-            why = f"{os.path.relpath(c.k2mc, ROOT)} is missing"
+        why = bench.tools.missing(c.tool)
+        if c.tool == "quix" or (c.tool == "python" and c.python != PYTHON):
+            why = why or bench.tools.peers_why
+        for path in (c.k2mc, c.bin, c.python):
+            if path and not os.access(path, os.X_OK):
+                why = why or f"{os.path.relpath(path, ROOT)} is missing"
         if c.preload and not os.path.exists(c.preload):
             why = f"{c.preload} is missing"
         if why:
@@ -2183,18 +2339,21 @@ def run_cost_cases(bench, cases, runs):
             if not c.skipped:
                 run_cost(bench, c, i)
     for c in cases:
+        if c.count_fetches and not c.skipped:
+            run_cost(bench, c, "fetch", fetch_debug=True)
+    for c in cases:
         c.summarize()
 
 
 COST_HEAD = ["configuration", "partitions", "records", "runs ok", "sustained records/s",
-             "CPU µs / record", "broker CPU µs / record", "peak RSS MiB", "writes / record",
-             "vs Memcached ceiling"]
+             "CPU µs / record", "broker CPU µs / record", "Fetch requests / 1,000 records",
+             "peak RSS MiB", "writes / record", "vs Memcached ceiling"]
 
 
 def cost_row(c, ceiling):
     m = c.median
     if c.skipped:
-        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 6
+        return [c.name, c.partitions, fmt_count(c.records), "skipped"] + ["-"] * 7
     sp = lambda k: f" ±{m[k + '_spread'] * 100:.0f}%" if m.get(k + "_spread") else ""  # noqa
     rate = m.get("sustained_rps")
     rate_s = (f_rps(rate) + sp("sustained_rps") if rate else
@@ -2203,6 +2362,8 @@ def cost_row(c, ceiling):
     return [c.name, c.partitions, fmt_count(c.records), f"{m.get('ok', 0)}/{len(c.runs)}",
             rate_s, f_num(m.get("cpu_us_per_record"), 3) + sp("cpu_us_per_record"),
             f_num(m.get("broker_cpu_us_per_record"), 3) + sp("broker_cpu_us_per_record"),
+            (f_num(m["fetch_per_1000_counted"], 3) + " *" if "fetch_per_1000_counted" in m
+             else f_num(m.get("fetch_per_1000"), 3)),
             f_num(m["hwm_kib"] / 1024 if m.get("hwm_kib") else None),
             f_num(m.get("writes_per_record"), 3),
             f"{rate / cr:.2f}x" if rate and cr and c.tool != "mc-ceiling" else "-"]
@@ -2219,24 +2380,28 @@ def cost_section(bench, mode, runs, n_cap):
                         "detail": detail})
 
     per_p = {}
-    for p in COST_PARTITIONS:
-        n = prefill_records(p, 100, n_cap)
-        cs = {"mc": CostCase("mc-ceiling", "Memcached ceiling (blast, 2 conns)", partitions=p,
-                             records=n),
-              "kc": CostCase("kafka-ceiling", "Kafka ceiling", partitions=p, records=n),
-              "py": CostCase("python", "Python baseline", partitions=p, records=n),
-              "k2": CostCase("k2mc", "k2mc (defaults)", partitions=p, records=n)}
-        per_p[p] = cs
-        log(f"cost: {p} partitions, {fmt_count(n)} records produced before the run, "
-            f"x {runs} in turns")
+    peers = {}  # (partitions, value size) -> cases, for the peers table
+    for p, v in peer_combos(mode):
+        n = prefill_records(p, v, n_cap)
+        cs = cost_cases(tools, p, v, n, mode, with_peers=(p, v) in peer_combos(mode, True))
+        if v == 100:
+            per_p[p] = cs
+        peers[(p, v)] = cs
+        log(f"cost: {p} partitions, {fmt_bytes(v)} values, {fmt_count(n)} records produced "
+            f"before the run, x {runs} in turns")
         run_cost_cases(bench, list(cs.values()), runs)
         allc += cs.values()
-        tables.append((f"Cost per record: {p} partitions, 100 B values, 1M keys, topic produced "
-                       "before the run", COST_HEAD,
+        tables.append((f"Cost per record: {p} partitions, {fmt_bytes(v)} values, 1M keys, "
+                       "topic produced before the run", COST_HEAD,
                        [cost_row(x, cs["mc"]) for x in cs.values()], None))
+    peer_table = peers_table(bench.kafka.label, peers)
+    tables.insert(0, peer_table[0])
+    ratios["peers"] = {bench.kafka.kind: peer_table[1]}
     get = lambda c, k: c.median.get(k) if c and not c.skipped else None  # noqa: E731
     div = lambda a, b: a / b if a is not None and b else None  # noqa: E731
     for p, cs in per_p.items():
+        if not {"mc", "kc", "py", "k2"} <= cs.keys():
+            continue
         k_rate, m_rate = get(cs["k2"], "sustained_rps"), get(cs["mc"], "sustained_rps")
         p_rate = get(cs["py"], "sustained_rps")
         k_cpu, p_cpu = get(cs["k2"], "cpu_us_per_record"), get(cs["py"], "cpu_us_per_record")
@@ -2301,9 +2466,194 @@ def cost_section(bench, mode, runs, n_cap):
     return tables, ratios, targets, allc
 
 
+# issue 25: the peers a user would run instead of k2mc, and the floor, in the
+# cost section. Full mode: 8 and 64 partitions x 100 B and 1 KiB values, on
+# the run's backend and then on the other one (peers_elsewhere). Quick mode:
+# the cost section's two cases at 100 B, the peers in the 8-partition one.
+PEER_COMBOS_FULL = [(8, 100), (64, 100), (8, 1024), (64, 1024)]
+PEER_COMBOS_QUICK = [(8, 100), (64, 100)]
+PEERS_QUICK = [(8, 100)]
+PEERS_HEAD = ["peer", "partitions", "value", "records", "records/s", "wall s", "CPU µs / record",
+              "broker CPU µs / record", "Fetch requests / 1,000 records", "peak RSS MiB",
+              "vs ceiling", "CPU vs floor"]
+
+
+def peer_combos(mode, peers_only=False):
+    """(partitions, value size) of the cost section's cases; peers_only: those with the peers."""
+    if mode == "quick":
+        return PEERS_QUICK if peers_only else PEER_COMBOS_QUICK
+    return PEER_COMBOS_FULL
+
+
+def cost_cases(tools, p, v, n, mode, *, with_peers=True, only_peers=False):
+    """The cost cases of one topic: the ceilings and k2mc, with_peers the floor
+    on the wheel's librdkafka and the Python peers too; only_peers: the rows of
+    the peers table alone (peers_elsewhere)."""
+    rdk = tools.rdkafka_version()
+    pv = tools.peer_versions
+    kw = dict(partitions=p, records=n, value_size=v)
+    cs = {"mc": CostCase("mc-ceiling", "Memcached ceiling (blast, 2 conns)", peer="Memcached "
+                         "ceiling (mc-ceiling, 2 conns)", **kw),
+          "kc": CostCase("kafka-ceiling", "Kafka ceiling", peer=f"Kafka floor: librdkafka {rdk}, "
+                         "discards", **kw)}
+    if with_peers and tools.wheel_libdir:
+        cs["kw"] = CostCase("kafka-ceiling", f"Kafka ceiling on the wheel's librdkafka "
+                            f"{pv.get('librdkafka (wheel)')}", bin=tools.kafka_ceiling_wheel,
+                            env={"LD_LIBRARY_PATH": tools.wheel_libdir},
+                            peer=f"Kafka floor: librdkafka {pv.get('librdkafka (wheel)')} "
+                                 "(wheel), discards", **kw)
+    if tools.peers_why is None:
+        cs["py"] = CostCase("python", f"confluent-kafka {pv.get('confluent-kafka')} + pymemcache "
+                            "(PyPI)", peer=f"confluent-kafka {pv.get('confluent-kafka')} + "
+                            f"pymemcache {pv.get('pymemcache')} (PyPI)", **kw)
+    else:
+        # no venv (no PyPI here): the same script on Debian's packages
+        cs["py"] = CostCase("python", "Python baseline (Debian's confluent-kafka)", python=PYTHON,
+                            peer="confluent-kafka + pymemcache (Debian)", **kw)
+    if with_peers:
+        if mode == "full" and tools.peers_why is None:
+            cs["pd"] = CostCase("python", "confluent-kafka + pymemcache (Debian)", python=PYTHON,
+                                peer="confluent-kafka 1.7 + pymemcache (Debian)", **kw)
+        cs["qx"] = CostCase("quix", f"Quix Streams {pv.get('quixstreams', '')}",
+                            peer=f"Quix Streams {pv.get('quixstreams', '')} (BatchingSink + "
+                                 "pymemcache)", **kw)
+    cs["k2"] = CostCase("k2mc", "k2mc (defaults)", peer="k2mc (defaults)", **kw)
+    if not with_peers and not only_peers:
+        for x in cs.values():
+            x.peer = None
+    else:
+        cs["kc"].count_fetches = cs["k2"].count_fetches = True
+    return cs
+
+
+def peers_table(label, peers):
+    """The issue-25 table of one backend: (table, ratios). Rows per topic: the
+    Memcached ceiling, the Kafka floor(s), the floor (Kafka floor + the Memcached
+    ceiling's client CPU), each peer. "vs ceiling": sustained rate over the
+    Memcached ceiling's; "CPU vs floor": CPU per record over the floor's."""
+    rows, ratios = [], {}
+    get = lambda c, k: c.median.get(k) if c and not c.skipped else None  # noqa: E731
+    for (p, v), cs in peers.items():
+        if not any(c.peer for k, c in cs.items() if k not in ("mc", "kc", "k2")):
+            continue
+        mc, kc = cs.get("mc"), cs.get("kc")
+        m_rate = get(mc, "sustained_rps")
+        kc_cpu, mc_cpu = get(kc, "cpu_us_per_record"), get(mc, "cpu_us_per_record")
+        floor = kc_cpu + mc_cpu if kc_cpu is not None and mc_cpu is not None else None
+        r = ratios[f"{p}x{v}"] = {"floor_us": floor, "mc_ceiling_rps": m_rate}
+
+        def row(name, c, cpu=None, rate=None, vs_floor=True):
+            if c is not None and c.skipped:
+                return [name, p, fmt_bytes(v), fmt_count(c.records), "skipped: " + c.skipped] + \
+                    ["-"] * 7
+            cpu = get(c, "cpu_us_per_record") if cpu is None else cpu
+            rate = get(c, "sustained_rps") if rate is None and c is not None else rate
+            if rate is None and c is not None and get(c, "own_rps"):
+                rate_s = f"({f_rps(get(c, 'own_rps'))} own clock)"
+            else:
+                rate_s = f_rps(rate) if rate else "-"
+            # the count of the untimed debug run where there is one (k2mc and the
+            # floor: one method for both), else librdkafka's statistics
+            fc = get(c, "fetch_per_1000_counted")
+            fetch = f_num(fc, 3) + " *" if fc is not None else f_num(get(c, "fetch_per_1000"), 3)
+            return [name, p, fmt_bytes(v), fmt_count((c or mc).records), rate_s,
+                    f_num(get(c, "wall_s"), 1), f_num(cpu, 3), f_num(get(c, "broker_cpu_us_per_record"), 3), fetch,
+                    f_num(get(c, "hwm_kib") / 1024 if get(c, "hwm_kib") else None),
+                    f"{rate / m_rate:.2f}x" if rate and m_rate and c is not mc else "-",
+                    f"{cpu / floor:.2f}x" if vs_floor and cpu is not None and floor else "-"]
+        rows.append(row(mc.peer, mc, vs_floor=False))
+        rows.append(row(kc.peer, kc, vs_floor=False))
+        if "kw" in cs:
+            kw = cs["kw"]
+            rows.append(row(kw.peer, kw, vs_floor=False))
+            w = get(kw, "cpu_us_per_record")
+            r["floor_wheel_us"] = w + mc_cpu if w is not None and mc_cpu is not None else None
+        rows.append(["floor: Kafka floor + Memcached ceiling's client", p, fmt_bytes(v),
+                     fmt_count(mc.records), "-", "-", f_num(floor, 3), "-", "-", "-", "-", "1.00x"
+                     if floor else "-"])
+        for k in ("k2", "qx", "py", "pd"):
+            c = cs.get(k)
+            if c is None or not c.peer:
+                continue
+            rows.append(row(c.peer, c))
+            r[k] = {m: get(c, m) for m in ("sustained_rps", "cpu_us_per_record",
+                                           "broker_cpu_us_per_record", "fetch_per_1000",
+                                           "fetch_per_1000_counted", "hwm_kib")}
+            r[k]["name"] = c.peer
+        k2 = r.get("k2", {}).get("cpu_us_per_record")
+        for k in ("qx", "py", "pd"):
+            if k in r and k2 and r[k]["cpu_us_per_record"]:
+                r[k]["cpu_over_k2mc"] = round(r[k]["cpu_us_per_record"] / k2, 2)
+        kb, k2b = get(kc, "broker_cpu_us_per_record"), r.get("k2", {}).get(
+            "broker_cpu_us_per_record")
+        r["k2mc_broker_over_floor_broker"] = round(k2b / kb, 2) if kb and k2b else None
+        r["floor_fetch_per_1000_counted"] = get(kc, "fetch_per_1000_counted")
+    note = ("records/s: memcached's counters, 10%-90% of the run's writes (the Kafka floors "
+            "write nothing: their own clock, in parentheses); Quix writes a checkpoint's "
+            "records at once (every 5 s by default), so its rate is its bursts', and its wall "
+            "time says more. wall s: spawn to exit. vs ceiling: records/s over the Memcached "
+            "ceiling's. CPU vs floor: over the floor's, the Kafka floor (librdkafka "
+            "linked as k2mc links it) plus the Memcached ceiling's client. CPU: user + sys of the process "
+            "alone, start to exit (start-up, group join, commits and close included, as a user "
+            "runs it). Broker CPU: the process serving the records over the records read. "
+            f"Fetch requests: librdkafka's statistics (every {PEERS_STATS_MS} ms; "
+            "brokers[].req.Fetch over rxmsgs of the last emission); * counted instead in one "
+            "more run, untimed, with -X debug=fetch (one 'Fetch N/A/B toppar(s)' line per "
+            "request): k2mc installs no statistics callback, and the floor is counted the same "
+            "way to compare with it.")
+    title = (f"Peers on {label}: the same topic, produced before the run, 1M keys, "
+             "written into a fresh memcached")
+    return (title, PEERS_HEAD, rows, note), ratios
+
+
+def peers_elsewhere(bench, args, mode, runs, n_cap):
+    """Full mode: the peers table on the backend this run does not use (the real
+    broker when it runs on the mock and the reverse): (tables, ratios)."""
+    tools = bench.tools
+    other = "mock" if bench.kafka.real else "real"
+    kafka = Kafka(other, args.kafka_version, bench.logroot, tools.mock)
+    if kafka.real and kafka.missing():
+        why = f"peers on the real broker: {kafka.missing()}"
+        bench.skips.append(why)
+        log(f"SKIPPED {why}")
+        return [], {}
+    own = bench.kafka
+    peers = {}
+    try:
+        kafka.start()
+        bench.kafka = kafka
+        for p, v in peer_combos(mode, True):
+            n = prefill_records(p, v, n_cap)
+            cs = cost_cases(tools, p, v, n, mode, only_peers=True)
+            log(f"peers on {kafka.label}: {p} partitions, {fmt_bytes(v)} values, "
+                f"{fmt_count(n)} records, x {runs} in turns")
+            run_cost_cases(bench, list(cs.values()), runs)
+            peers[(p, v)] = cs
+    except BenchError as e:
+        bench.failures.append(f"peers on {kafka.label}: {e}")
+        log(f"FAILED peers on {kafka.label}: {e}")
+    finally:
+        bench.kafka = own
+        kafka.stop()
+    table, ratios = peers_table(kafka.label, peers)
+    return [table], {other: ratios}
+
+
 def cost_ratio_lines(ratios):
     out = []
     for p, r in ratios.items():
+        if p == "peers":
+            for kind, per in r.items():
+                for combo, x in per.items():
+                    parts = [f"{x[k]['name']} {x[k]['cpu_over_k2mc']:.1f}x k2mc's CPU per "
+                             "record" for k in ("qx", "py", "pd") if x.get(k, {}).get(
+                                 "cpu_over_k2mc")]
+                    b = x.get("k2mc_broker_over_floor_broker")
+                    out.append(f"peers ({kind}, {combo.replace('x', ' partitions, ')} B): "
+                               + "; ".join(parts + ([f"broker CPU per record served to k2mc "
+                                                     f"{b:.2f}x the Kafka floor's"] if b else
+                                                    [])))
+            continue
         out.append(f"{p} partitions: k2mc {f_us(r.get('k2mc_us'))} CPU per record; "
                    f"k2mc / Memcached ceiling {f_ratio(r['k2mc_over_mc_ceiling'])}"
                    f"; k2mc / Python rate {f_ratio(r['k2mc_over_python_rate'])}; Python CPU / "
@@ -2444,6 +2794,10 @@ def parse_args(argv):
                     default=os.environ.get("K2MC_KAFKA_VERSION") or KAFKA_DEFAULT_VERSION,
                     help="the broker's version with --kafka real, from build/kafka/VERSION "
                          f"(default $K2MC_KAFKA_VERSION or {KAFKA_DEFAULT_VERSION})")
+    ap.add_argument("--peers-elsewhere", choices=["auto", "yes", "no"], default="auto",
+                    help="also run the cost section's peers table (issue 25) on the other "
+                         "backend (the real broker when --kafka mock, the mock when real); "
+                         "auto: in full mode")
     ap.add_argument("--out", help="results directory (default bench/results; with --kafka "
                                   "real, bench/results/real-MODE)")
     ap.add_argument("--keep-logs", action="store_true",
@@ -2549,7 +2903,17 @@ def main(argv):
 
     cost = ([], {}, [], [])
     if "cost" in S:
+        setup_peers(tools, logroot)
+        env["peers"] = dict(tools.peer_versions)
+        if tools.peers_why:
+            bench.skips.append(f"the PyPI peers: {tools.peers_why}")
         cost = cost_section(bench, args.mode, runs, args.records or mode["cost_cap"])
+        if args.peers_elsewhere == "yes" or (args.peers_elsewhere == "auto" and
+                                             args.mode == "full"):
+            t, r = peers_elsewhere(bench, args, args.mode, runs,
+                                   args.records or mode["cost_cap"])
+            cost[0][1:1] = t
+            cost[1].setdefault("peers", {}).update(r)
         cost[0].extend(cost_variants(bench, S, runs, args.records or mode["cost_cap"]))
     elif S & {"allocators", "rdkafka", "cpus"}:
         cost = ([], {}, [], [])

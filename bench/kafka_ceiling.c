@@ -3,13 +3,19 @@
  * as it goes (so k2mc-mock --pace-group can pace against it). Not a tool for
  * anything but measuring how fast this machine can read the topic.
  *
- *   kafka-ceiling -b BOOTSTRAP -t TOPIC -G GROUP -c N [-X prop=val ...]
+ *   kafka-ceiling -b BOOTSTRAP -t TOPIC -G GROUP -c N [-X prop=val ...] [-S MS]
  *
  * stdout, one line once N records are read:
- *   {"tool":"kafka-ceiling","records":N,"seconds":S,"rps":R,"mbps":M}
+ *   {"tool":"kafka-ceiling","records":N,"seconds":S,"rps":R,"mbps":M,
+ *    "librdkafka":V[,"fetch_requests":Q,"stats_rxmsgs":X]}
  * seconds from the first record's arrival to the Nth's; rps = N / seconds;
- * mbps = key + value bytes / seconds / 1e6. On SIGINT/SIGTERM before N the
- * same line with the records read so far, and exit status 1. */
+ * mbps = key + value bytes / seconds / 1e6; V the librdkafka loaded (the
+ * bench runs a build of this file on another one with LD_LIBRARY_PATH). On
+ * SIGINT/SIGTERM before N the same line with the records read so far, and
+ * exit status 1. -S MS: librdkafka's statistics every MS ms; Q is the Fetch
+ * requests sent to every broker and X the records received, both from the
+ * last emission (so Q / X is Fetch requests per record), as the bench's
+ * Python peers report them (bench/peers/fetchstats.py). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -35,7 +41,15 @@ struct opts {
 	uint64_t count;
 	const char *props[KC_MAX_PROPS]; /* "prop=val", applied last */
 	int nprops;
+	const char *stats_ms; /* -S: statistics.interval.ms, or NULL */
 };
+
+/* The last statistics emission's totals (-S). Written by stats_cb, which runs
+ * on the main thread inside rd_kafka_consume_batch_queue (the consumer queue
+ * serves the stats op), and read by the same thread at the end. */
+static struct {
+	uint64_t fetch_requests, rxmsgs, emissions;
+} stats;
 
 /* set by the signal handler, read by the poll loop */
 static volatile sig_atomic_t stop_signal;
@@ -58,9 +72,10 @@ __attribute__((format(printf, 1, 2))) static void err(const char *fmt, ...)
 
 static void usage(FILE *f)
 {
-	fputs("usage: kafka-ceiling -b BOOTSTRAP -t TOPIC -G GROUP -c N [-X prop=val ...]\n"
+	fputs("usage: kafka-ceiling -b BOOTSTRAP -t TOPIC -G GROUP -c N [-X prop=val ...] [-S MS]\n"
 	      "Reads N records with a librdkafka high-level consumer (earliest, auto-commit\n"
-	      "every 100 ms), discards them and prints one JSON line.\n",
+	      "every 100 ms), discards them and prints one JSON line. -S MS: librdkafka\n"
+	      "statistics every MS ms, the Fetch requests counted in the JSON line.\n",
 	      f);
 }
 
@@ -78,7 +93,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
 	int c;
 
 	*o = (struct opts){ .group = "kafka-ceiling" };
-	while ((c = getopt(argc, argv, "b:t:G:c:X:h")) != -1) {
+	while ((c = getopt(argc, argv, "b:t:G:c:X:S:h")) != -1) {
 		switch (c) {
 		case 'b':
 			o->bootstrap = optarg;
@@ -104,6 +119,13 @@ static int parse_args(struct opts *o, int argc, char **argv)
 			}
 			o->props[o->nprops++] = optarg;
 			break;
+		case 'S':
+			if (strtol(optarg, &end, 10) <= 0 || *end) {
+				err("-S: expected a positive number of ms, got \"%s\"", optarg);
+				return -EINVAL;
+			}
+			o->stats_ms = optarg;
+			break;
 		case 'h':
 			return 1;
 		default:
@@ -126,6 +148,29 @@ static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* librdkafka writes each broker's request counters as "req": { "Fetch": N,
+ * ...} and the client's totals last, after the brokers and topics
+ * (rd_kafka_stats_emit_all): the last "rxmsgs" is the total. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+	const char *tot = NULL, *p;
+	uint64_t fetch = 0;
+
+	(void)rk;
+	(void)len;
+	(void)opaque;
+	for (p = json; (p = strstr(p, "\"rxmsgs\":")); p++)
+		tot = p;
+	if (!tot)
+		return 0;
+	for (p = json; (p = strstr(p, "\"Fetch\":")) && p < tot; p++)
+		fetch += strtoull(p + strlen("\"Fetch\":"), NULL, 10);
+	stats.fetch_requests = fetch;
+	stats.rxmsgs = strtoull(tot + strlen("\"rxmsgs\":"), NULL, 10);
+	stats.emissions++;
+	return 0; /* librdkafka frees json */
 }
 
 static rd_kafka_t *consumer_new(const struct opts *o)
@@ -153,6 +198,11 @@ static rd_kafka_t *consumer_new(const struct opts *o)
 		*eq = '\0';
 		if (set_conf(conf, kv, eq + 1))
 			goto fail;
+	}
+	if (o->stats_ms) {
+		if (set_conf(conf, "statistics.interval.ms", o->stats_ms))
+			goto fail;
+		rd_kafka_conf_set_stats_cb(conf, stats_cb);
 	}
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (!rk) {
@@ -258,9 +308,13 @@ int main(int argc, char **argv)
 	rc = got == o.count ? 0 : 1;
 	secs = t_last - t_first;
 	printf("{\"tool\":\"kafka-ceiling\",\"records\":%" PRIu64 ",\"seconds\":%.6f,"
-	       "\"rps\":%.1f,\"mbps\":%.3f}\n",
+	       "\"rps\":%.1f,\"mbps\":%.3f,\"librdkafka\":\"%s\"",
 	       got, secs, secs > 0 ? (double)got / secs : 0.0,
-	       secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
+	       secs > 0 ? (double)bytes / secs / 1e6 : 0.0, rd_kafka_version_str());
+	if (stats.emissions)
+		printf(",\"fetch_requests\":%" PRIu64 ",\"stats_rxmsgs\":%" PRIu64,
+		       stats.fetch_requests, stats.rxmsgs);
+	printf("}\n");
 	fflush(stdout);
 	if (gaps.count || errors)
 		err("%" PRIu64 " records skipped (offset gaps), %" PRIu64 " consumer errors",

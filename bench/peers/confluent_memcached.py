@@ -1,33 +1,46 @@
 #!/usr/bin/python3
-"""The Python baseline k2mc is measured against: what a competent Python
-developer writes to copy a topic into Memcached with the same at-least-once
-guarantee (Debian's python3-confluent-kafka and python3-pymemcache). Not
-tuned beyond that, and not a tool to run in production.
+"""The confluent-kafka + pymemcache peer: what a competent Python developer
+writes to copy a topic into Memcached with the same at-least-once guarantee as
+k2mc (the last record of a key wins, a null value deletes). The bench runs it
+on the PyPI versions pinned in bench/peers/requirements.txt (its venv under
+build/peers-venv); it runs on Debian's python3-confluent-kafka and
+python3-pymemcache too. Not tuned beyond that, and not a tool for production.
 
-    /usr/bin/python3 bench/python_baseline.py -b BOOTSTRAP -t TOPIC -G GROUP \
-        -m HOST:PORT -c N [-X prop=val ...]
+    build/peers-venv/bin/python bench/peers/confluent_memcached.py \
+        -b BOOTSTRAP -t TOPIC -G GROUP -m HOST:PORT -c N [-X prop=val ...] [--stats-ms MS]
 
 -X sets a librdkafka property of the consumer, as it does for k2mc and
-kafka-ceiling (a benchmark gives all three the same ones).
+kafka-ceiling (a benchmark gives all three the same ones). --stats-ms MS turns
+on librdkafka's statistics every MS ms and reports the Fetch requests counted.
 
 Batches of up to 1000 records from Consumer.consume(); per batch the last
 operation per key wins (a value sets, a null value deletes), written with
 set_many / delete_many waiting for every reply, then a synchronous commit.
 Prints one JSON line once N records are written and committed:
-    {"tool":"python","records":N,"seconds":S,"rps":R,"mbps":M,"failed":F}
+    {"tool":"python","records":N,"seconds":S,"rps":R,"mbps":M,"failed":F,
+     "librdkafka":V[,"fetch_requests":Q,"stats_rxmsgs":X]}
 seconds from the first record's arrival to the end; mbps = key + value bytes
-per second / 1e6; failed = records memcached did not take (after 3 tries).
+per second / 1e6; failed = records memcached did not take (after 3 tries);
+fetch_requests = the Fetch requests sent to every broker (brokers[].req.Fetch)
+and stats_rxmsgs the records received (rxmsgs), both from the last statistics
+emitted, so their ratio is Fetch requests per record.
 """
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, libversion
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheError
+
+# fetchstats.py beside this file, with no __pycache__ left in the source tree
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fetchstats import FetchStats  # noqa: E402
 
 BATCH = 1000
 TRIES = 3
@@ -37,10 +50,12 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-b", required=True, metavar="BOOTSTRAP")
     p.add_argument("-t", required=True, metavar="TOPIC")
-    p.add_argument("-G", default="python-baseline", metavar="GROUP")
+    p.add_argument("-G", default="confluent-memcached", metavar="GROUP")
     p.add_argument("-m", default="127.0.0.1:11211", metavar="HOST:PORT")
     p.add_argument("-c", required=True, type=int, metavar="N")
     p.add_argument("-X", action="append", default=[], metavar="PROP=VAL")
+    p.add_argument("--stats-ms", type=int, default=0, metavar="MS",
+                   help="librdkafka statistics every MS ms: Fetch requests counted")
     a = p.parse_args()
     if a.c <= 0:
         p.error("-c must be positive")
@@ -59,7 +74,7 @@ def with_retries(what, fn, n):
             return fn()
         except (MemcacheError, OSError) as e:
             if attempt == TRIES:
-                print("python-baseline: %s of %d keys failed: %s" % (what, n, e),
+                print("confluent-memcached: %s of %d keys failed: %s" % (what, n, e),
                       file=sys.stderr)
                 return n
             time.sleep(0.01 * attempt)
@@ -76,7 +91,7 @@ def write_batch(mc, msgs):
     for m in msgs:
         if m.error():
             if m.error().code() != KafkaError._PARTITION_EOF:
-                print("python-baseline: %s" % m.error(), file=sys.stderr)
+                print("confluent-memcached: %s" % m.error(), file=sys.stderr)
             continue
         k, v = m.key(), m.value()
         records += 1
@@ -115,6 +130,9 @@ def main():
         "auto.offset.reset": "earliest",
     }
     conf.update(kv.split("=", 1) for kv in a.X)
+    stats = FetchStats()
+    if a.stats_ms > 0:
+        conf.update(stats.config(a.stats_ms))
     consumer = Consumer(conf)
     consumer.subscribe([a.t])
     mc = Client((host, int(port)), no_delay=True, connect_timeout=5, timeout=30)
@@ -147,6 +165,8 @@ def main():
         "rps": round(got / secs, 1) if secs > 0 else 0.0,
         "mbps": round(nbytes / secs / 1e6, 3) if secs > 0 else 0.0,
         "failed": failed,
+        "librdkafka": libversion()[0],
+        **stats.report(),
     }, separators=(",", ":")), flush=True)
     consumer.close()
     mc.close()
