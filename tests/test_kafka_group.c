@@ -18,13 +18,21 @@
  * (tests/mc_reader.h), no key may ever go back to an older value.
  * Real broker only: `make test-kafka` runs it with K2MC_KAFKA=real on each
  * version (K2MC_KAFKA_VERSION); binaries come from K2MC_BIN and K2MC_MOCK. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <libmemcached/memcached.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +56,62 @@ struct world {
 
 static struct world W;
 
+/* ---- a path to Memcached that can be frozen -------------------------------------
+ * A TCP relay on a free loopback port in front of the world's memcached, one
+ * thread per direction of each connection: the member given its address
+ * reaches Memcached through it, the others (and the reader, and the checks)
+ * directly. relay_freeze holds every reply on its way back to the client,
+ * on every connection, new ones too, until it is lifted: the member's
+ * writers wait for answers, acknowledge nothing and commit nothing more,
+ * and the records they hold stay pending, as when its path is cut.
+ * Only replies are held, not requests. Memcached therefore executes every
+ * command the member sends at once, in order, while the member still
+ * believes it owns its partitions: what lands after the thaw was sent after
+ * it, so a stale value is the member's own late write. (Held requests
+ * would also test the network: bytes sent inside the lease but delivered
+ * seconds later, after the new owner's, which no lease can recall.) */
+#define RELAY_MAX_CONNS 64
+
+struct relay;
+
+struct pump {
+	int from, to;
+	int down; /* memcached -> client: the direction a freeze holds */
+	struct relay *r;
+	pthread_t thread;
+};
+
+struct relay_conn {
+	int cfd, ufd;
+	struct pump up, down;
+};
+
+struct relay {
+	int lfd;
+	int port;
+	int upstream;
+	int running; /* test thread only */
+	int wake[2];
+	pthread_t acceptor;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	/* under mu: set by the test thread, waited on by the down pumps */
+	int frozen;
+	int stopping;
+	/* under mu: written by the acceptor, read by relay_stop after it has
+	 * joined the acceptor */
+	struct relay_conn *conns[RELAY_MAX_CONNS];
+	int nconns;
+	/* bytes forwarded client -> memcached; added by the up pumps after each
+	 * send (relaxed: a counter the test reads) */
+	_Atomic uint64_t up_bytes;
+	_Atomic int accepted;
+};
+
+static struct relay RELAY;
+
+static void relay_stop(struct relay *r);
+
 static void teardown(void)
 {
 	h_reader_stop(W.reader, NULL);
@@ -57,6 +121,8 @@ static void teardown(void)
 	if (W.have_kr)
 		h_kafka_real_stop(&W.kr, 0);
 	h_cleanup();
+	/* after the processes: a relay's clients are gone before it closes */
+	relay_stop(&RELAY);
 }
 
 TestSuite(kafka_group, .fini = teardown, .timeout = TEST_TIMEOUT_S);
@@ -203,15 +269,18 @@ static void produce_more(struct load *l, uint64_t n, int timeout_ms)
 
 /* k2mc -b BOOTSTRAP -t topic -G group -m MC --stats-interval-ms 1000 [-e]
  * extra...; bootstrap NULL: the PLAINTEXT listeners, "": none (a -F file
- * names them). */
-static void start_k2mc_at(struct h_proc *k, const char *bootstrap, const char *topic,
-			  const char *group, int eof, const char *const extra[])
+ * names them); mc NULL: the world's memcached, else another address (a
+ * relay in front of it). */
+static void start_k2mc_via(struct h_proc *k, const char *bootstrap, const char *mc,
+			   const char *topic, const char *group, int eof, const char *const extra[])
 {
 	const char *args[64];
 	int a = 0, rc;
 
 	if (bootstrap == NULL)
 		bootstrap = W.bootstrap;
+	if (mc == NULL)
+		mc = W.mc_addr;
 	if (bootstrap[0] != '\0') {
 		args[a++] = "-b";
 		args[a++] = bootstrap;
@@ -221,7 +290,7 @@ static void start_k2mc_at(struct h_proc *k, const char *bootstrap, const char *t
 	args[a++] = "-G";
 	args[a++] = group;
 	args[a++] = "-m";
-	args[a++] = W.mc_addr;
+	args[a++] = mc;
 	args[a++] = "--stats-interval-ms";
 	args[a++] = "1000";
 	if (eof)
@@ -231,6 +300,12 @@ static void start_k2mc_at(struct h_proc *k, const char *bootstrap, const char *t
 	args[a] = NULL;
 	rc = h_k2mc_start(k, NULL, args);
 	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+}
+
+static void start_k2mc_at(struct h_proc *k, const char *bootstrap, const char *topic,
+			  const char *group, int eof, const char *const extra[])
+{
+	start_k2mc_via(k, bootstrap, NULL, topic, group, eof, extra);
 }
 
 static void start_k2mc(struct h_proc *k, const char *topic, const char *group, int eof,
@@ -496,6 +571,203 @@ static void stop_reader(struct h_reader_stats *s, const char *what)
 	cr_log_info("%s: reader: %" PRIu64 " sweeps (%" PRIu64 " cut short), %zu keys seen, "
 		    "%zu went back, %zu vanished",
 		    what, s->sweeps, s->failed, s->seen, s->went_back, s->vanished);
+}
+
+/* ---- the relay (see the top) ------------------------------------------------------*/
+
+static int send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void *pump_main(void *arg)
+{
+	struct pump *p = arg;
+	struct relay *r = p->r;
+	char buf[65536];
+
+	for (;;) {
+		ssize_t n = recv(p->from, buf, sizeof(buf), 0);
+		int stop = 0;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (p->down) {
+			pthread_mutex_lock(&r->mu);
+			while (r->frozen && !r->stopping)
+				pthread_cond_wait(&r->cv, &r->mu);
+			stop = r->stopping;
+			pthread_mutex_unlock(&r->mu);
+		}
+		if (stop || send_all(p->to, buf, (size_t)n) != 0)
+			break;
+		if (!p->down)
+			atomic_fetch_add_explicit(&r->up_bytes, (uint64_t)n, memory_order_relaxed);
+	}
+	/* pass the end of this direction on; the other pump ends on its own */
+	shutdown(p->to, SHUT_WR);
+	return NULL;
+}
+
+static int connect_upstream(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void *acceptor_main(void *arg)
+{
+	struct relay *r = arg;
+
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = r->lfd, .events = POLLIN },
+					{ .fd = r->wake[0], .events = POLLIN } };
+		struct relay_conn *c;
+		int cfd, ufd, stop;
+
+		if (poll(pf, 2, -1) < 0 && errno != EINTR)
+			break;
+		pthread_mutex_lock(&r->mu);
+		stop = r->stopping;
+		pthread_mutex_unlock(&r->mu);
+		if (stop)
+			break;
+		if (!(pf[0].revents & POLLIN))
+			continue;
+		cfd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0)
+			continue;
+		ufd = connect_upstream(r->upstream);
+		c = calloc(1, sizeof(*c));
+		pthread_mutex_lock(&r->mu);
+		if (ufd < 0 || c == NULL || r->nconns == RELAY_MAX_CONNS) {
+			pthread_mutex_unlock(&r->mu);
+			close(cfd);
+			if (ufd >= 0)
+				close(ufd);
+			free(c);
+			continue;
+		}
+		c->cfd = cfd;
+		c->ufd = ufd;
+		c->up = (struct pump){ .from = cfd, .to = ufd, .r = r };
+		c->down = (struct pump){ .from = ufd, .to = cfd, .down = 1, .r = r };
+		if (pthread_create(&c->up.thread, NULL, pump_main, &c->up) != 0) {
+			pthread_mutex_unlock(&r->mu);
+			close(cfd);
+			close(ufd);
+			free(c);
+			continue;
+		}
+		if (pthread_create(&c->down.thread, NULL, pump_main, &c->down) != 0) {
+			pthread_mutex_unlock(&r->mu);
+			shutdown(cfd, SHUT_RDWR);
+			shutdown(ufd, SHUT_RDWR);
+			pthread_join(c->up.thread, NULL);
+			close(cfd);
+			close(ufd);
+			free(c);
+			continue;
+		}
+		r->conns[r->nconns++] = c;
+		pthread_mutex_unlock(&r->mu);
+		atomic_fetch_add(&r->accepted, 1);
+	}
+	return NULL;
+}
+
+/* A relay to 127.0.0.1:upstream; its address "127.0.0.1:PORT" in addr. */
+static void relay_start(struct relay *r, int upstream, char *addr, size_t len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+
+	memset(r, 0, sizeof(*r));
+	r->upstream = upstream;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(r->lfd, 0, "relay socket: %s", strerror(errno));
+	cr_assert_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "relay bind: %s",
+		     strerror(errno));
+	cr_assert_eq(listen(r->lfd, 64), 0, "relay listen: %s", strerror(errno));
+	cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&sa, &sl), 0);
+	r->port = ntohs(sa.sin_port);
+	cr_assert_eq(pipe2(r->wake, O_CLOEXEC), 0, "relay pipe: %s", strerror(errno));
+	cr_assert_eq(pthread_create(&r->acceptor, NULL, acceptor_main, r), 0);
+	r->running = 1;
+	snprintf(addr, len, "127.0.0.1:%d", r->port);
+}
+
+/* on: hold every reply from now on; off: let them go, in order. */
+static void relay_freeze(struct relay *r, int on)
+{
+	pthread_mutex_lock(&r->mu);
+	r->frozen = on;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static uint64_t relay_up_bytes(struct relay *r)
+{
+	return atomic_load_explicit(&r->up_bytes, memory_order_relaxed);
+}
+
+/* Closes the listener and every connection (held replies are dropped) and
+ * joins every thread. Idempotent. */
+static void relay_stop(struct relay *r)
+{
+	if (!r->running)
+		return;
+	r->running = 0;
+	pthread_mutex_lock(&r->mu);
+	r->stopping = 1;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	if (write(r->wake[1], "x", 1) != 1)
+		cr_log_warn("relay: cannot wake the acceptor: %s", strerror(errno));
+	pthread_join(r->acceptor, NULL);
+	close(r->lfd);
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->nconns; i++) {
+		shutdown(r->conns[i]->cfd, SHUT_RDWR);
+		shutdown(r->conns[i]->ufd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < r->nconns; i++) {
+		struct relay_conn *c = r->conns[i];
+
+		pthread_join(c->up.thread, NULL);
+		pthread_join(c->down.thread, NULL);
+		close(c->cfd);
+		close(c->ufd);
+		free(c);
+	}
+	r->nconns = 0;
+	close(r->wake[0]);
+	close(r->wake[1]);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
 }
 
 /* ==== 1. SASL/SCRAM =================================================================
@@ -1167,4 +1439,123 @@ Test(kafka_group, partitions_added_and_regex_gains_a_topic)
 	assert_committed_at_end("events-a", 8, "events", "events-a at the end");
 	assert_committed_at_end("events-b", 4, "events", "events-b at the end");
 	log_done("topics that change");
+}
+
+/* ==== 7. static membership, only the path to Memcached frozen ======================
+ * As 4, but A itself runs: only its path to Memcached is frozen (the relay
+ * holds Memcached's replies), as soon as a commit of its is acknowledged,
+ * partway through a backlog of older records. A's writers wait for answers
+ * and its rings fill with records it cannot write: writes pending. Newer
+ * records for every key follow; B, with the same group.instance.id, takes
+ * A's place at once and writes everything with -e. The coordinator fences
+ * A (FENCED_INSTANCE_ID, a fatal consumer error) while its writes are
+ * pending. Then A's path comes back: nothing it held may be written, and A
+ * must exit non-zero saying why. A reader polls every key from before B
+ * started; from B's end on, no key may go back to an older value. */
+Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
+{
+	static const char *const member[] = { "-X", "group.instance.id=member-1",
+					      "--stats-interval-ms", "200", NULL };
+	static const char *const a_args[] = { "-X", "group.instance.id=member-1",
+					      "--stats-interval-ms", "200",
+					      "--commit-interval-ms", "200", NULL };
+	static const char *const words[] = { "fatal", "fenced", "assignment lost", "released",
+					     "assigned", "error", "deadline", "summary", NULL };
+	struct load l = { .topic = "static-path", .parts = 16, .keys = STATIC_KEYS,
+			  .seed = "2007", .control = 1 };
+	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t;
+	struct h_reader_stats rs;
+	struct h_verify v_b, v_end;
+	struct h_proc a, b;
+	struct h_summary s;
+	size_t aoff = 0, total;
+	uint64_t up_frozen, up_thaw;
+	char line[512], relay_addr[64], st[96];
+	int status = 0, rc, a_exit, fatal_seen;
+
+	start_world(NULL);
+	relay_start(&RELAY, W.mc.port, relay_addr, sizeof(relay_addr));
+	start_load(&l);
+	produce_more(&l, STATIC_OLD, 120000);
+
+	start_k2mc_via(&a, NULL, relay_addr, l.topic, "static-path", 0, a_args);
+	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
+	wait_first_commit(l.topic, l.parts, "static-path", 30000, &a);
+	relay_freeze(&RELAY, 1);
+	up_frozen = relay_up_bytes(&RELAY);
+	cr_assert_gt(atomic_load(&RELAY.accepted), 0, "A's memcached connections bypassed the relay");
+	cr_assert_eq(group_offsets(l.topic, l.parts, "static-path", committed, end), 0);
+	cr_log_info("A's path to memcached frozen with %" PRId64 " of %" PRId64
+		    " records committed",
+		    h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts));
+	cr_assert_lt(h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts),
+		     "A committed everything before its path froze: nothing pending to test");
+
+	start_reader(STATIC_KEYS, NULL);
+	produce_more(&l, STATIC_NEW, 60000);
+	cr_assert_eq(keys_older_than(l.expect, STATIC_OLD, &total), 0,
+		     "some keys have no newer record: the test cannot tell old from new");
+	cr_assert_eq(total, STATIC_KEYS);
+
+	t = h_now_ms();
+	start_k2mc(&b, l.topic, "static-path", 1, member);
+	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
+	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
+		    secs_since(t), s.consumed);
+	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_b);
+	cr_assert_eq(rc, 0, "%s", v_b.first);
+	h_reader_stats(W.reader, &rs);
+	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
+		    "%zu vanished (A had written past its commit)",
+		    rs.went_back, rs.vanished);
+	h_reader_reset(W.reader);
+	/* the coordinator fenced A when B joined; A hears it at its next
+	 * heartbeat or commit. Its path comes back once it has (or after 30 s
+	 * in any case: A must not write then either) */
+	fatal_seen = h_wait_line(a.err_path, "ERROR: fatal Kafka error: .*fenced", NULL, a.pid,
+				 30000, line, sizeof(line)) == 0;
+	cr_log_info("A %s; its path frozen for %.1f s; it sent %" PRIu64 " bytes into it meanwhile",
+		    fatal_seen ? "logged the fatal error" : "logged no fatal error within 30 s",
+		    secs_since(t), relay_up_bytes(&RELAY) - up_frozen);
+
+	/* A's path again */
+	t = h_now_ms();
+	up_thaw = relay_up_bytes(&RELAY);
+	relay_freeze(&RELAY, 0);
+	rc = h_wait(a.pid, 30000, &status);
+	if (rc == -ETIMEDOUT) {
+		cr_log_warn("A still runs 30 s after its path came back: SIGTERM");
+		status = h_stop(a.pid, 30000);
+	}
+	a_exit = h_exit_code(status);
+	stop_reader(&rs, "static membership, path frozen");
+	cr_log_info("A after its path came back: %s after %.1f s, %" PRIu64 " bytes sent to "
+		    "memcached since; its lines:\n%s",
+		    h_status_str(status, st, sizeof(st)), secs_since(t),
+		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, 0, words, 20));
+	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_end);
+	cr_assert_eq(rc, 0, "%s", v_end.first);
+
+	cr_assert_eq(h_verify_mismatches(&v_b), 0,
+		     "B's run alone left %zu keys wrong (before A's path came back); first:\n%s",
+		     h_verify_mismatches(&v_b), v_b.first);
+	cr_assert(a_exit > 0 && h_wait_line(a.err_path, "ERROR: fatal Kafka error: .*fenced", NULL,
+					    0, 0, NULL, 0) == 0,
+		  "A, replaced while its writes were pending, ended with %s without a fatal error "
+		  "line: a fenced member must stop and exit non-zero; stderr:\n%s",
+		  h_status_str(status, st, sizeof(st)), tail_of(a.err_path));
+	cr_assert_eq(rs.went_back + rs.vanished, 0,
+		     "issue 22: %zu keys went back to older values after the static member's "
+		     "replacement (%zu vanished; %" PRIu64 " reads of an older value or none, "
+		     "%.1f s to %.1f s after A's path came back); %zu keys wrong at the end. "
+		     "First:\n%s",
+		     rs.went_back, rs.vanished, rs.events,
+		     rs.first_ms ? (double)(rs.first_ms - t) / 1000.0 : 0.0,
+		     rs.last_ms ? (double)(rs.last_ms - t) / 1000.0 : 0.0,
+		     h_verify_mismatches(&v_end), rs.first);
+	cr_assert_eq(h_verify_mismatches(&v_end), 0,
+		     "%zu keys wrong at the end, though no reader saw one go back; first:\n%s",
+		     h_verify_mismatches(&v_end), v_end.first);
+	assert_committed_at_end(l.topic, l.parts, "static-path", "static membership, path frozen");
+	log_done("static membership, path frozen");
 }
