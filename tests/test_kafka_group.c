@@ -1559,3 +1559,281 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	assert_committed_at_end(l.topic, l.parts, "static-path", "static membership, path frozen");
 	log_done("static membership, path frozen");
 }
+
+/* ==== 8. eviction by rebalance timeout, a drain held up by a frozen path ============
+ * Three members, max.poll.interval.ms (the rebalance timeout) 10 s, session
+ * 6 s, --shutdown-timeout-ms 30 s (k2mc must warn that a drain is cut at
+ * the end of the join phase). A and B share 8 partitions; A reaches
+ * Memcached through the relay. A's path freezes (replies held), newer
+ * records follow, so A's writers wait and its rings hold records; then C
+ * joins. A's revocation drain cannot finish: before issue 22 it ran on past
+ * the rebalance timeout, the coordinator removed A, C took A's partitions
+ * and wrote them to the end, and when A's path came back 2.6 s later A
+ * wrote what it held over C's values (about 1,000 of 2,000 keys wrong). The
+ * rule now: no write lands after the rebalance timeout could have removed
+ * A, counted from the revocation; a drain that cannot finish by then is cut
+ * and abandoned. A's path comes back 2.6 s after the join phase ended; a
+ * reader polls every key throughout and no key may go back to an older
+ * value. Tombstones are in the stream: a key they delete is a vanished key
+ * to the reader, so vanished keys are logged, not asserted; the final check
+ * sees a stale delete. */
+#define EVICT_KEYS 2000
+
+Test(kafka_group, rebalance_timeout_removes_a_member_whose_drain_is_held_up)
+{
+	static const char *const grp[] = { "-X", "max.poll.interval.ms=10000", "-X",
+					   "session.timeout.ms=6000", "-X",
+					   "heartbeat.interval.ms=2000", "--shutdown-timeout-ms",
+					   "30000", "--commit-interval-ms", "200", NULL };
+	static const char *const words[] = { "max.poll", "leav", "left", "assignment lost",
+					     "released", "assigned", "rebalance", "fatal",
+					     "deadline", "unknown", "error", "shutdown-timeout",
+					     NULL };
+	struct load l = { .topic = "evict", .parts = 8, .keys = EVICT_KEYS, .tombstones = 5,
+			  .seed = "2008", .control = 1 };
+	struct h_proc a, b, c;
+	struct h_reader_stats rs;
+	size_t aoff = 0, boff = 0, coff = 0, a_from, cut_off;
+	uint64_t up_thaw;
+	char line[512], relay_addr[64], st[96];
+	int64_t t;
+	int status;
+
+	start_world(NULL);
+	relay_start(&RELAY, W.mc.port, relay_addr, sizeof(relay_addr));
+	start_load(&l);
+	produce_more(&l, 40000, 60000);
+	start_k2mc_via(&a, NULL, relay_addr, l.topic, "evict", 0, grp);
+	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
+	cr_assert_eq(h_wait_line(a.err_path, "WARN: --shutdown-timeout-ms 30000 is longer than a "
+				 "rebalance lets a member write", NULL, 0, 0, NULL, 0), 0,
+		     "A gave no warning that its drain is cut at the rebalance timeout; "
+		     "stderr:\n%s", tail_of(a.err_path));
+	start_k2mc(&b, l.topic, "evict", 0, grp);
+	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B joins", line, sizeof(line));
+	/* A's share after B joined */
+	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A reassigned after B joined", line, sizeof(line));
+	cr_log_info("A: %s", line);
+	{
+		struct h_proc *const ks[] = { &a, &b, NULL };
+
+		wait_committed_at_end(l.topic, l.parts, "evict", 60000, ks, "A and B");
+	}
+	start_reader(EVICT_KEYS, NULL);
+	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
+
+	a_from = file_size(a.err_path);
+	relay_freeze(&RELAY, 1);
+	t = h_now_ms();
+	produce_more(&l, 40000, 60000);
+	start_k2mc(&c, l.topic, "evict", 0, grp);
+	wait_log(&c, RE_ASSIGNED, &coff, 60000, "C joins (the join phase ends)", line,
+		 sizeof(line));
+	cr_log_info("C, %.1f s after A's path froze: %s", secs_since(t), line);
+	/* the scenario: A's path comes back 2.6 s after the join phase ended */
+	sleep_ms(2600);
+	up_thaw = relay_up_bytes(&RELAY);
+	relay_freeze(&RELAY, 0);
+	cr_log_info("A's path frozen for %.1f s", secs_since(t));
+	t = h_now_ms();
+	{
+		struct h_proc *const ks[] = { &a, &b, &c, NULL };
+
+		cr_log_info("committed = end %.1f s after A's path came back",
+			    wait_committed_at_end(l.topic, l.parts, "evict", 90000, ks,
+						  "after A's path came back"));
+	}
+	stop_reader(&rs, "eviction by rebalance timeout");
+	/* A stopped writing what it held: its drain was cut (and it rejoined
+	 * in time), or the coordinator removed it and it learnt so */
+	cut_off = a_from;
+	cr_assert_eq(h_wait_line(a.err_path,
+				 "WARN: (.*record\\(s\\) not acknowledged by Memcached before the "
+				 "deadline|assignment lost)",
+				 &cut_off, 0, 0, line, sizeof(line)),
+		     0, "A neither cut its drain nor lost its assignment; stderr:\n%s",
+		     tail_of(a.err_path));
+	cr_log_info("A %s", h_file_contains(a.err_path, "assignment lost")
+				    ? "lost its assignment (removed by the coordinator)"
+				    : "cut its drain and rejoined before the rebalance timeout");
+	cr_log_info("A sent %" PRIu64 " bytes to memcached after its path came back; its lines "
+		    "from the freeze on:\n%s",
+		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
+	cr_log_info("B's lines:\n%s", grep_lines(b.err_path, 0, words, 10));
+	cr_assert_eq(rs.went_back, 0,
+		     "issue 22: %zu keys went back to older values after A's drain was held up "
+		     "past the rebalance timeout (%zu vanished, tombstones included; %" PRIu64
+		     " events, %.1f s to %.1f s after A's path came back); first:\n%s",
+		     rs.went_back, rs.vanished, rs.events,
+		     rs.first_ms ? (double)(rs.first_ms - t) / 1000.0 : 0.0,
+		     rs.last_ms ? (double)(rs.last_ms - t) / 1000.0 : 0.0, rs.first);
+	assert_cache(l.expect, NULL, "after the eviction");
+	/* A abandoned what its drain held: its summary may count it unwritten */
+	status = h_stop(a.pid, 30000);
+	cr_log_info("A, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
+	status = h_stop(b.pid, 30000);
+	cr_assert_eq(h_exit_code(status), 0, "B, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
+	status = h_stop(c.pid, 30000);
+	cr_assert_eq(h_exit_code(status), 0, "C, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
+	assert_committed_at_end(l.topic, l.parts, "evict", "eviction by rebalance timeout");
+	log_done("eviction by rebalance timeout");
+}
+
+/* ==== 9. refill during a rebalance ==================================================
+ * Two members with --refill --refill-rate 400 share 8 partitions of 4,000
+ * keys with deletes in the stream. Memcached is flushed: both see their
+ * sentinels gone and refill their partitions, slowly. 1.5 s into its
+ * refill (about 600 records of 4,000), A is frozen (SIGSTOP) past its
+ * session; B takes all 8 partitions and writes newer values and deletes.
+ * Then A is resumed. Its refill must write nothing more: a refill batch is
+ * subject to the live path's checks (the lease, the partition still ours in
+ * the same generation, past its takeover wait), per batch. Before issue 22
+ * it noticed the revocation only every 500 ms and its adds landed after
+ * B's deletes (on the mock: 23-37 of 4,000 keys held a value their last
+ * record deletes). The reader asserts that no key goes back to an older
+ * value (the flush and the deletes make keys vanish: logged only); the
+ * cache must end equal to every key's last record once B's refill of the
+ * flushed server is done. */
+#define REFILL_KEYS 4000
+#define REFILL_GROUP "refill"
+
+/* memcached's flush_all on the world's server. */
+static void mc_flush(void)
+{
+	memcached_st *m = memcached_create(NULL);
+
+	cr_assert_not_null(m);
+	cr_assert_eq(memcached_server_add(m, "127.0.0.1", (in_port_t)W.mc.port), MEMCACHED_SUCCESS);
+	cr_assert_eq(memcached_flush(m, 0), MEMCACHED_SUCCESS, "flush_all: %s",
+		     memcached_last_error_message(m));
+	memcached_free(m);
+}
+
+/* Number of topic's n partitions whose refill sentinel (refill.c:
+ * k2mc:<group>:sentinel:<topic>:<partition>) is in the cache. */
+static int sentinels_present(const char *topic, int n)
+{
+	memcached_st *m = memcached_create(NULL);
+	int have = 0;
+
+	cr_assert_not_null(m);
+	cr_assert_eq(memcached_server_add(m, "127.0.0.1", (in_port_t)W.mc.port), MEMCACHED_SUCCESS);
+	for (int p = 0; p < n; p++) {
+		char key[160];
+		size_t vl = 0;
+		uint32_t fl = 0;
+		memcached_return_t rc;
+		char *v;
+
+		snprintf(key, sizeof(key), "k2mc:%s:sentinel:%s:%d", REFILL_GROUP, topic, p);
+		v = memcached_get(m, key, strlen(key), &vl, &fl, &rc);
+		if (v != NULL)
+			have++;
+		free(v);
+	}
+	memcached_free(m);
+	return have;
+}
+
+Test(kafka_group, refill_during_a_rebalance_never_replaces_the_new_owners_writes)
+{
+	static const char *const args[] = { "--refill", "--refill-rate", "400",
+					    "--commit-interval-ms", "200", "-X",
+					    "session.timeout.ms=6000", "-X",
+					    "heartbeat.interval.ms=1000", NULL };
+	static const char *const words[] = { "refill", "revoked", "assignment lost", "released",
+					     "assigned", "takeover", "error", NULL };
+	struct load l = { .topic = "refill", .parts = 8, .keys = REFILL_KEYS, .tombstones = 10,
+			  .seed = "2009", .control = 1 };
+	struct h_proc a, b;
+	struct h_reader_stats rs;
+	struct h_verify v = { 0 };
+	size_t aoff = 0, boff = 0, a_from;
+	char line[512], st[96];
+	int64_t t, t_resume;
+	int status, rc;
+
+	start_world(NULL);
+	start_load(&l);
+	produce_more(&l, 8000, 60000);
+	start_k2mc(&a, l.topic, REFILL_GROUP, 0, args);
+	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
+	start_k2mc(&b, l.topic, REFILL_GROUP, 0, args);
+	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B joins", line, sizeof(line));
+	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A reassigned after B joined", line, sizeof(line));
+	{
+		struct h_proc *const ks[] = { &a, &b, NULL };
+
+		wait_committed_at_end(l.topic, l.parts, REFILL_GROUP, 60000, ks, "A and B");
+	}
+	/* every partition's sentinel is set: a flush is seen as a loss */
+	t = h_now_ms();
+	while (sentinels_present(l.topic, l.parts) < l.parts) {
+		cr_assert_lt(h_now_ms() - t, 20000, "not every sentinel set within 20 s; A:\n%s",
+			     tail_of(a.err_path));
+		sleep_ms(100);
+	}
+	start_reader(REFILL_KEYS, NULL);
+	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
+
+	a_from = file_size(a.err_path);
+	mc_flush();
+	wait_log(&a, "lost its contents", &aoff, 20000, "A sees the flush", line, sizeof(line));
+	cr_log_info("A: %s", line);
+	/* the scenario: A frozen 1.5 s into its refill */
+	sleep_ms(1500);
+	rc = h_pause(a.pid, 5000);
+	cr_assert_eq(rc, 0, "SIGSTOP of A: %s", strerror(-rc));
+	t = h_now_ms();
+	/* B takes A's partitions once A's session (6 s) has expired */
+	wait_log(&b, "INFO: assigned 8 partition", &boff, 30000, "B takes all 8 partitions", line,
+		 sizeof(line));
+	cr_log_info("B, %.1f s after A was frozen: %s", secs_since(t), line);
+	/* newer values and deletes, which B writes */
+	produce_more(&l, 4000, 60000);
+	{
+		struct h_proc *const ks[] = { &b, NULL };
+
+		wait_committed_at_end(l.topic, l.parts, REFILL_GROUP, 60000, ks,
+				      "B alone, A frozen");
+	}
+	cr_assert_eq(h_resume(a.pid), 0, "SIGCONT of A");
+	t_resume = h_now_ms();
+	cr_log_info("A frozen for %.1f s", (double)(t_resume - t) / 1000.0);
+	wait_log(&a, "assignment lost|released [0-9]+ partition", &aoff, 30000,
+		 "A learns it lost its partitions", line, sizeof(line));
+	cr_log_info("A, %.1f s after SIGCONT: %s", secs_since(t_resume), line);
+
+	/* B refills the partitions it took: the cache converges to every
+	 * key's last record, unless a stale refill write of A's stays */
+	t = h_now_ms();
+	for (;;) {
+		rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v);
+		cr_assert_eq(rc, 0, "%s", v.first);
+		if (h_verify_mismatches(&v) == 0 || h_now_ms() - t > 90000)
+			break;
+		cr_assert_eq(h_exited(b.pid, NULL), 0, "B ended; stderr:\n%s", tail_of(b.err_path));
+		sleep_ms(500);
+	}
+	cr_log_info("cache %s %.1f s after A was resumed", h_verify_mismatches(&v) ? "still differs"
+										  : "converged",
+		    secs_since(t_resume));
+	stop_reader(&rs, "refill during a rebalance");
+	cr_log_info("A's lines from the flush on:\n%s", grep_lines(a.err_path, a_from, words, 16));
+	cr_log_info("B's refill lines:\n%s", grep_lines(b.err_path, 0, words, 16));
+	cr_assert_eq(rs.went_back, 0,
+		     "issue 22: %zu keys went back to older values during the refill and the "
+		     "rebalance (%zu vanished: the flush and the deletes); first:\n%s",
+		     rs.went_back, rs.vanished, rs.first);
+	cr_assert_eq(h_verify_mismatches(&v), 0,
+		     "issue 22: 90 s after A was resumed, %zu keys are not at their last record "
+		     "(%zu missing, %zu with another value, %zu hold a value their last record "
+		     "deletes); first:\n%s",
+		     h_verify_mismatches(&v), v.missing, v.wrong, v.present, v.first);
+	status = h_stop(a.pid, 30000);
+	cr_log_info("A, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
+	status = h_stop(b.pid, 30000);
+	cr_assert_eq(h_exit_code(status), 0, "B, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
+	assert_committed_at_end(l.topic, l.parts, REFILL_GROUP, "refill during a rebalance");
+	log_done("refill during a rebalance");
+}
