@@ -1539,11 +1539,6 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	cr_assert_eq(h_verify_mismatches(&v_b), 0,
 		     "B's run alone left %zu keys wrong (before A's path came back); first:\n%s",
 		     h_verify_mismatches(&v_b), v_b.first);
-	cr_assert(a_exit > 0 && h_wait_line(a.err_path, "ERROR: fatal Kafka error: .*fenced", NULL,
-					    0, 0, NULL, 0) == 0,
-		  "A, replaced while its writes were pending, ended with %s without a fatal error "
-		  "line: a fenced member must stop and exit non-zero; stderr:\n%s",
-		  h_status_str(status, st, sizeof(st)), tail_of(a.err_path));
 	cr_assert_eq(rs.went_back + rs.vanished, 0,
 		     "issue 22: %zu keys went back to older values after the static member's "
 		     "replacement (%zu vanished; %" PRIu64 " reads of an older value or none, "
@@ -1556,6 +1551,11 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	cr_assert_eq(h_verify_mismatches(&v_end), 0,
 		     "%zu keys wrong at the end, though no reader saw one go back; first:\n%s",
 		     h_verify_mismatches(&v_end), v_end.first);
+	cr_assert(a_exit > 0 && h_wait_line(a.err_path, "ERROR: fatal Kafka error: .*fenced", NULL,
+					    0, 0, NULL, 0) == 0,
+		  "A, replaced while its writes were pending, ended with %s without a fatal error "
+		  "line: a fenced member must stop and exit non-zero; stderr:\n%s",
+		  h_status_str(status, st, sizeof(st)), tail_of(a.err_path));
 	assert_committed_at_end(l.topic, l.parts, "static-path", "static membership, path frozen");
 	log_done("static membership, path frozen");
 }
@@ -1593,6 +1593,7 @@ Test(kafka_group, rebalance_timeout_removes_a_member_whose_drain_is_held_up)
 			  .seed = "2008", .control = 1 };
 	struct h_proc a, b, c;
 	struct h_reader_stats rs;
+	struct h_verify v;
 	size_t aoff = 0, boff = 0, coff = 0, a_from, cut_off;
 	uint64_t up_thaw;
 	char line[512], relay_addr[64], st[96];
@@ -1605,10 +1606,6 @@ Test(kafka_group, rebalance_timeout_removes_a_member_whose_drain_is_held_up)
 	produce_more(&l, 40000, 60000);
 	start_k2mc_via(&a, NULL, relay_addr, l.topic, "evict", 0, grp);
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
-	cr_assert_eq(h_wait_line(a.err_path, "WARN: --shutdown-timeout-ms 30000 is longer than a "
-				 "rebalance lets a member write", NULL, 0, 0, NULL, 0), 0,
-		     "A gave no warning that its drain is cut at the rebalance timeout; "
-		     "stderr:\n%s", tail_of(a.err_path));
 	start_k2mc(&b, l.topic, "evict", 0, grp);
 	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B joins", line, sizeof(line));
 	/* A's share after B joined */
@@ -1644,6 +1641,23 @@ Test(kafka_group, rebalance_timeout_removes_a_member_whose_drain_is_held_up)
 						  "after A's path came back"));
 	}
 	stop_reader(&rs, "eviction by rebalance timeout");
+	cr_log_info("A sent %" PRIu64 " bytes to memcached after its path came back; its lines "
+		    "from the freeze on:\n%s",
+		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
+	cr_log_info("B's lines:\n%s", grep_lines(b.err_path, 0, words, 10));
+	cr_assert_eq(h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v), 0, "%s",
+		     v.first);
+	cr_assert_eq(rs.went_back, 0,
+		     "issue 22: %zu keys went back to older values after A's drain was held up "
+		     "past the rebalance timeout (%zu vanished, tombstones included; %" PRIu64
+		     " events, %.1f s to %.1f s after A's path came back); at the end %zu keys "
+		     "wrong (%zu with another value, %zu deleted but present, %zu missing); "
+		     "first:\n%s",
+		     rs.went_back, rs.vanished, rs.events,
+		     rs.first_ms ? (double)(rs.first_ms - t) / 1000.0 : 0.0,
+		     rs.last_ms ? (double)(rs.last_ms - t) / 1000.0 : 0.0, h_verify_mismatches(&v),
+		     v.wrong, v.present, v.missing, rs.first);
+	assert_cache(l.expect, NULL, "after the eviction");
 	/* A stopped writing what it held: its drain was cut (and it rejoined
 	 * in time), or the coordinator removed it and it learnt so */
 	cut_off = a_from;
@@ -1656,18 +1670,10 @@ Test(kafka_group, rebalance_timeout_removes_a_member_whose_drain_is_held_up)
 	cr_log_info("A %s", h_file_contains(a.err_path, "assignment lost")
 				    ? "lost its assignment (removed by the coordinator)"
 				    : "cut its drain and rejoined before the rebalance timeout");
-	cr_log_info("A sent %" PRIu64 " bytes to memcached after its path came back; its lines "
-		    "from the freeze on:\n%s",
-		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
-	cr_log_info("B's lines:\n%s", grep_lines(b.err_path, 0, words, 10));
-	cr_assert_eq(rs.went_back, 0,
-		     "issue 22: %zu keys went back to older values after A's drain was held up "
-		     "past the rebalance timeout (%zu vanished, tombstones included; %" PRIu64
-		     " events, %.1f s to %.1f s after A's path came back); first:\n%s",
-		     rs.went_back, rs.vanished, rs.events,
-		     rs.first_ms ? (double)(rs.first_ms - t) / 1000.0 : 0.0,
-		     rs.last_ms ? (double)(rs.last_ms - t) / 1000.0 : 0.0, rs.first);
-	assert_cache(l.expect, NULL, "after the eviction");
+	cr_assert_eq(h_wait_line(a.err_path, "WARN: --shutdown-timeout-ms 30000 is longer than a "
+				 "rebalance lets a member write", NULL, 0, 0, NULL, 0), 0,
+		     "A gave no warning that its drain is cut at the rebalance timeout; "
+		     "stderr:\n%s", tail_of(a.err_path));
 	/* A abandoned what its drain held: its summary may count it unwritten */
 	status = h_stop(a.pid, 30000);
 	cr_log_info("A, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
