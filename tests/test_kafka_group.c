@@ -12,6 +12,12 @@
  *      same group.instance.id, then resumed (issue 22's case)
  *   5. Memcached frozen longer than max.poll.interval.ms, 2 members
  *   6. partitions added, and a regex subscription gaining a topic
+ *   7. static membership again, with only the member's path to Memcached
+ *      frozen (a relay): a fatal error while writes are pending
+ *   8. eviction by rebalance timeout: a member whose revocation drain is
+ *      held up by a frozen path, while a third member joins
+ *   9. refill during a rebalance: a member frozen mid-refill past its
+ *      session while the new owner writes values and deletes
  * Unless a scenario says otherwise, each ends with every key at its last
  * record (the producer's expect file) and committed = end on every
  * partition. Where a reader watches the cache during a hand-off
@@ -1791,6 +1797,14 @@ Test(kafka_group, refill_during_a_rebalance_never_replaces_the_new_owners_writes
 	rc = h_pause(a.pid, 5000);
 	cr_assert_eq(rc, 0, "SIGSTOP of A: %s", strerror(-rc));
 	t = h_now_ms();
+	{
+		size_t off = a_from;
+
+		cr_assert_neq(h_wait_line(a.err_path, "refill of memcached .*partition\\(s\\) done",
+					  &off, 0, 0, NULL, 0),
+			      0, "A's refill was over before A was frozen: nothing to test; "
+			      "stderr:\n%s", tail_of(a.err_path));
+	}
 	/* B takes A's partitions once A's session (6 s) has expired */
 	wait_log(&b, "INFO: assigned 8 partition", &boff, 30000, "B takes all 8 partitions", line,
 		 sizeof(line));
