@@ -1469,7 +1469,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 					     "assigned", "error", "deadline", "summary", NULL };
 	struct load l = { .topic = "static-path", .parts = 16, .keys = STATIC_KEYS,
 			  .seed = "2007", .control = 1 };
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t;
+	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t, t_freeze;
 	struct h_reader_stats rs;
 	struct h_verify v_b, v_end;
 	struct h_proc a, b;
@@ -1488,6 +1488,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
 	wait_first_commit(l.topic, l.parts, "static-path", 30000, &a);
 	relay_freeze(&RELAY, 1);
+	t_freeze = h_now_ms();
 	up_frozen = relay_up_bytes(&RELAY);
 	cr_assert_gt(atomic_load(&RELAY.accepted), 0, "A's memcached connections bypassed the relay");
 	cr_assert_eq(group_offsets(l.topic, l.parts, "static-path", committed, end), 0);
@@ -1522,7 +1523,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 				 30000, line, sizeof(line)) == 0;
 	cr_log_info("A %s; its path frozen for %.1f s; it sent %" PRIu64 " bytes into it meanwhile",
 		    fatal_seen ? "logged the fatal error" : "logged no fatal error within 30 s",
-		    secs_since(t), relay_up_bytes(&RELAY) - up_frozen);
+		    secs_since(t_freeze), relay_up_bytes(&RELAY) - up_frozen);
 
 	/* A's path again */
 	t = h_now_ms();
