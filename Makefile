@@ -45,7 +45,7 @@ DEB_PKGS  := $(RDK_PKGS) libmemcached-dev liburcu-dev libxxhash-dev libmicrohttp
 PKG_TOOLS := debhelper dpkg-dev lintian systemd
 DEPS_STAMP := build/.deps
 
-K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
+K2MC_SRCS := src/core/config.c src/core/counters.c src/core/partitions.c src/core/stats.c src/core/watermark.c src/core/committer.c \
              src/core/group.c src/core/log.c src/core/metrics.c src/core/fence.c src/core/takeover.c \
              src/workers/consumer.c src/workers/writer.c src/workers/mcconn.c \
              src/ring/ring.c src/ring/park.c

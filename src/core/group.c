@@ -16,6 +16,7 @@
 #include "core/rdkversion.h"
 #include "core/takeover.h"
 #include "core/threads.h"
+#include "workers/consumer.h"
 
 /* The last commit of released partitions may take this long after the
  * drain's deadline: a shutdown with Kafka unreachable ends within
@@ -55,7 +56,7 @@ struct k2mc_group {
 	const struct k2mc_config *cfg;
 	rd_kafka_t *rk;
 	/* written by the main thread only (k2mc_table_publish), which also reads
-	 * it without the read lock; other threads see consumer.h */
+	 * it without the read lock; other threads see partitions.h */
 	k2mc_table_ref table;
 	struct park *bells;
 	int nwriters;
@@ -607,7 +608,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		int64_t drain = g->cfg->shutdown_timeout_ms;
 
 		if (g->fence != NULL) {
-			k2mc_fence_cap(g->fence, k2mc_fence_now_ms() + g->join_lease_ms);
+			k2mc_fence_cap(g->fence, k2mc_now_ms() + g->join_lease_ms);
 			if (g->join_lease_ms < drain)
 				drain = g->join_lease_ms;
 		}

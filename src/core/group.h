@@ -11,8 +11,8 @@
 #include "core/committer.h"
 #include "core/config.h"
 #include "core/fence.h"
+#include "core/partitions.h"
 #include "ring/park.h"
-#include "workers/consumer.h"
 
 struct k2mc_group;
 
@@ -61,7 +61,7 @@ int k2mc_group_subscribe(struct k2mc_group *g);
 
 /* Serves rebalances, errors and commit results for up to timeout_ms. */
 void k2mc_group_poll(struct k2mc_group *g, int timeout_ms);
-/* CLOCK_MONOTONIC ms of the first assignment, 0 before it: rates in the
+/* k2mc_now_ms of the first assignment, 0 before it: rates in the
  * summary are measured from here, not from the group join. */
 int64_t k2mc_group_first_assign_ms(const struct k2mc_group *g);
 /* A fatal librdkafka error (or a refused SASL login) happened: the reason,
@@ -75,7 +75,7 @@ int k2mc_group_all_done(struct k2mc_group *g);
 uint64_t k2mc_group_release_all(struct k2mc_group *g, int64_t deadline_ms,
 				void (*on_timeout)(void *), void *arg);
 /* Leaves the group and destroys the consumer, waiting for the coordinator
- * no later than deadline_ms (CLOCK_MONOTONIC ms). */
+ * no later than deadline_ms (k2mc_now_ms). */
 void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms);
 
 /* Main thread: sums for the stats line. */

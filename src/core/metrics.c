@@ -19,9 +19,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "workers/consumer.h" /* k2mc_now_ms */
 #include "workers/mapping.h"
 #include "workers/refill.h" /* the refill lag rows */
 #include "workers/writer.h" /* enum k2mc_server_state */

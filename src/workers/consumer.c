@@ -124,8 +124,6 @@ struct k2mc_part {
 	_Atomic int64_t committed;
 };
 
-char k2mc_table_grace;
-
 /* Set from a signal handler (a second SIGINT/SIGTERM), read by draining
  * consumer threads: lock-free atomics are async-signal-safe. Relaxed: a
  * drain that sees it one park later is still prompt. */
@@ -143,14 +141,6 @@ int k2mc_parts_hurried(void)
 
 /* k2mc_part_uid: 0 is never handed out */
 static _Atomic uint64_t next_uid = 1;
-
-int64_t k2mc_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint32_t next_pow2(uint64_t v)
 {

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "core/config.h"
-#include "core/stats.h"
+#include "core/counters.h"
 #include "ring/park.h"
 #include "workers/consumer.h"
 #include "workers/mapping.h"
