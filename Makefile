@@ -51,7 +51,7 @@ K2MC_SRCS := src/core/config.c src/core/counters.c src/core/partitions.c src/cor
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c
 
-.PHONY: all deps test unit integration doc-check asan tsan demo bench bench-quick bench-deps lint clean
+.PHONY: all deps test unit integration doc-check include-check asan tsan demo bench bench-quick bench-deps lint clean
 all: build/k2mc build/k2mc-mock build/k2mc-verify
 
 # Install what a fresh Debian machine lacks; a stamp keeps later builds quiet.
@@ -181,7 +181,12 @@ doc-check: build/k2mc
 	  { echo "doc-check: $$o is in --help but not in k2mc.1"; exit 1; }; done
 	@echo "doc-check: --help and k2mc.1 list the same options"
 
-test: deps unit integration doc-check
+# Arrows point down: no file of src/ includes a file of a higher layer (the
+# layer table of docs/architecture.md; tests/include_check.py).
+include-check:
+	@python3 tests/include_check.py
+
+test: deps include-check unit integration doc-check
 
 # KAFKA=real: `make demo`, `make bench` and `make bench-quick` on a real
 # Apache Kafka broker (tests/kafka/kafka-broker, from the jars of `make kafka`,
@@ -211,7 +216,7 @@ bench-quick: bench-deps all $(BENCH_TOOLS) $(KAFKA_PREREQ)
 # Style and static checks; not part of `make test` (a formatting difference
 # is not a failure), reported for review.
 LINT_SRCS := $(K2MC_SRCS) $(MAIN_SRC) $(wildcard src/*/*.h)
-lint:
+lint: include-check
 	-clang-format --dry-run $(LINT_SRCS) 2>&1 | grep -c 'warning:' | sed 's/^/clang-format: lines to reformat: /'
 	cppcheck --quiet --std=c11 --enable=warning,portability,performance --inline-suppr \
 	  -D_GNU_SOURCE -Isrc $(K2MC_SRCS) $(MAIN_SRC)
