@@ -763,10 +763,9 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  * - queued.max.messages.kbytes = budget / 256: 64 KiB at the 16 MiB default.
  *   librdkafka's own default, 65536, times hundreds of partitions is
  *   gigabytes held before the budget sees them, and each queued message
- *   also holds a ~300-byte op and pins its fetch buffer. Measured
- *   (perf/FINDINGS.md, 64 partitions of 100 B records, topic produced
- *   before the run): peak RSS 551-628 MiB with budget / 64 of a 256 MiB
- *   budget, 97-107 MiB with 64 KiB and 16 MiB.
+ *   also holds a librdkafka op and pins its fetch buffer (peak RSS at 64
+ *   partitions against this share: perf/FINDINGS.md, issue 14's third
+ *   round).
  * - queued.min.messages = those bytes / 64: the count that bounds tiny
  *   records, whose per-message op the byte limit does not see.
  * - fetch.queue.backoff.ms = 10 (librdkafka 2.2 and later). librdkafka
@@ -782,9 +781,9 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  *   connection has one Fetch in flight; when it names only caught-up
  *   partitions the broker holds it this long, and a partition that was
  *   held back meanwhile waits for it, which is most of the end of a
- *   backlog (perf/FINDINGS.md: 16 partitions, 500k records, mock: 1.4-1.6
- *   s with 100 ms against 3.4-3.9 s with 500). An idle consumer sends 10
- *   fetches a second per broker instead of 2. */
+ *   backlog (perf/FINDINGS.md, issue 20: the end of a backlog with 100 ms
+ *   and with 500). An idle consumer sends 10 fetches a second per broker
+ *   instead of 2. */
 struct prefetch {
 	char kbytes[24], messages[24];
 };
@@ -1204,9 +1203,8 @@ void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms)
 			rd_kafka_destroy(g->rk);
 		} else {
 			/* rd_kafka_destroy would wait seconds more for its
-			 * threads (2.6 s measured with the broker refusing
-			 * connections); the process is about to exit and they
-			 * end with it. The handle stays reachable, so leak
+			 * threads (perf/FINDINGS.md, issue 24); the process is
+			 * about to exit and they end with it. The handle stays reachable, so leak
 			 * checkers do not report it. */
 			k2mc_warn("left without the coordinator's answer to LeaveGroup (Kafka not "
 				  "answering); the group notices after session.timeout.ms");

@@ -418,14 +418,12 @@ int main(int argc, char **argv)
 	install_signals();
 	/* librdkafka's fetch threads allocate every record and the writers free
 	 * them: with glibc's default trimming the arenas shrink and regrow all
-	 * the time (mprotect + page faults were 15% of the profile). Keep freed
-	 * memory for reuse instead; the rings bound how much there is. These
-	 * are glibc's: the plain build links jemalloc (Makefile, K2MC_ALLOC),
-	 * which ignores them and whose own purging needs no tuning here (64
-	 * partitions: default decay 0.95 us per record, dirty_decay_ms:-1 0.91,
-	 * background_thread 0.89, within the runs' noise; perf/FINDINGS.md);
-	 * they still serve K2MC_ALLOC=glibc builds (glibc + mallopt 1.24 us in
-	 * the same runs). */
+	 * the time. Keep freed memory for reuse instead; the rings bound how
+	 * much there is. These are glibc's: the plain build links jemalloc
+	 * (Makefile, K2MC_ALLOC), which ignores them and whose own purging
+	 * needed no tuning; they still serve K2MC_ALLOC=glibc builds. The
+	 * measurements: perf/FINDINGS.md, "What the profile made us change"
+	 * (item 2) and issue 14's "What mallopt does now". */
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 
