@@ -40,11 +40,17 @@ void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
 /* ---- the counter table ------------------------------------------------------- */
 
 #define DEF_W(field, key, group, metric, help) { key, metric, K2MC_COUNTER, K2MC_BY_NONE, group, help },
-#define DEF_V(key, group, metric, type, by, value, help) { #key, metric, type, by, group, help },
-const struct k2mc_stat_def k2mc_stat_defs[] = { K2MC_STATS_TABLE(DEF_W, DEF_V) };
+#define DEF_V(key, group, metric, type, by, value, sample, help) { #key, metric, type, by, group, help },
+#define DEF_M(metric, type, by, value, sample, help) { NULL, metric, type, by, 0, help },
+const struct k2mc_stat_def k2mc_stat_defs[] = { K2MC_STATS_TABLE(DEF_W, DEF_V)
+							K2MC_METRICS_TABLE(DEF_M) };
+#undef DEF_M
+#define ONE(...) +1
+const size_t k2mc_nstat_defs = 0 K2MC_STATS_TABLE(ONE, ONE);
+#undef ONE
 #undef DEF_W
 #undef DEF_V
-const size_t k2mc_nstat_defs = sizeof(k2mc_stat_defs) / sizeof(k2mc_stat_defs[0]);
+const size_t k2mc_nfamilies = sizeof(k2mc_stat_defs) / sizeof(k2mc_stat_defs[0]);
 
 
 int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)

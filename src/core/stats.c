@@ -25,21 +25,60 @@
 
 /* ---- the counter table ------------------------------------------------------- */
 
-uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t i)
+/* The tables' expressions (counters.h), expanded here, where `s` is a
+ * snapshot and `i`, `j` index a family's samples; `f` counts the rows of
+ * K2MC_STATS_TABLE and then of K2MC_METRICS_TABLE, as k2mc_stat_defs does. */
+#define ROW_W(field, ...)                                                                          \
+	if (row++ == f)                                                                            \
+		return WANT_W(field);
+#define ROW_V(key, group, metric, type, by, value, sample, help)                                   \
+	if (row++ == f)                                                                            \
+		return WANT(value, sample);
+#define ROW_M(metric, type, by, value, sample, help) ROW_V(, , , , , value, sample, )
+#define ROWS                                                                                       \
+	K2MC_STATS_TABLE(ROW_W, ROW_V)                                                             \
+	K2MC_METRICS_TABLE(ROW_M)
+
+uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t f)
 {
 	size_t row = 0;
 
-#define VAL_W(field, ...)                                                                          \
-	if (row++ == i)                                                                            \
-		return s->t.field;
-#define VAL_V(key, group, metric, type, by, value, help)                                           \
-	if (row++ == i)                                                                            \
-		return (uint64_t)(value);
-	K2MC_STATS_TABLE(VAL_W, VAL_V)
-#undef VAL_W
-#undef VAL_V
+#define WANT_W(field) s->t.field
+#define WANT(value, sample) (uint64_t)(value)
+	ROWS
+#undef WANT
+#undef WANT_W
 	return 0;
 }
+
+int64_t k2mc_stat_sample(const struct k2mc_snapshot *s, size_t f, size_t i, size_t j)
+{
+	size_t row = 0;
+
+#define WANT_W(field) 0
+#define WANT(value, sample) (int64_t)(sample)
+	ROWS
+#undef WANT
+#undef WANT_W
+	return 0;
+}
+
+double k2mc_stat_ratio(const struct k2mc_snapshot *s, size_t f, size_t i)
+{
+	size_t row = 0, j = 0;
+
+	(void)j;
+#define WANT_W(field) 0.0
+#define WANT(value, sample) (double)(sample)
+	ROWS
+#undef WANT
+#undef WANT_W
+	return 0.0;
+}
+#undef ROWS
+#undef ROW_M
+#undef ROW_V
+#undef ROW_W
 
 const char *k2mc_stat_line_label(size_t i)
 {

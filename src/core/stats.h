@@ -16,8 +16,13 @@
 
 /* The counter table's rows, read from a snapshot. */
 struct k2mc_snapshot;
-/* Row i's number in snapshot s. */
-uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t i);
+/* Family f's number in snapshot s (k2mc_stat_defs[f]; 0 for a labelled
+ * K2MC_METRICS_TABLE row). */
+uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t f);
+/* Family f's sample labelled i (and j), as its `by` says (counters.h);
+ * k2mc_stat_ratio for a K2MC_RATIO family. */
+int64_t k2mc_stat_sample(const struct k2mc_snapshot *s, size_t f, size_t i, size_t j);
+double k2mc_stat_ratio(const struct k2mc_snapshot *s, size_t f, size_t i);
 /* The word that precedes row i's number in the stats line. */
 const char *k2mc_stat_line_label(size_t i);
 
