@@ -27,6 +27,8 @@
 
 #include <stdint.h>
 
+#include "core/clock.h" /* every fence time is a k2mc_now_ms() value */
+
 struct k2mc_fence;
 
 /* lease_ms: session.timeout.ms - heartbeat.interval.ms - margin (> 0). */
