@@ -932,7 +932,8 @@ int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, in
 	return 0;
 }
 
-struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
+struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg,
+				  const struct k2mc_group_deps *deps, char *err, size_t errlen,
 				  int *usage)
 {
 	struct k2mc_group *g = calloc(1, sizeof(*g));
@@ -945,6 +946,9 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		goto fail;
 	}
 	g->cfg = cfg;
+	g->fence = deps->fence;
+	g->budget = deps->budget;
+	g->interrupted = deps->interrupted;
 	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
 	conf = k2mc_group_conf(cfg, err, errlen);
 	if (conf == NULL) {
@@ -992,24 +996,21 @@ void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwrite
 	g->nwriters = nwriters;
 }
 
-void k2mc_group_set_budget(struct k2mc_group *g, struct k2mc_budget *b)
+int k2mc_group_start_committer(struct k2mc_group *g, int interval_ms)
 {
-	g->budget = b;
+	g->committer = k2mc_committer_start(g->rk, &g->table, interval_ms, g->fence);
+	return g->committer != NULL ? 0 : -EAGAIN;
 }
 
-void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c)
+void k2mc_group_stop_committer(struct k2mc_group *g)
 {
-	g->committer = c;
-}
+	struct k2mc_committer *c;
 
-void k2mc_group_set_fence(struct k2mc_group *g, struct k2mc_fence *f)
-{
-	g->fence = f;
-}
-
-void k2mc_group_set_interrupt(struct k2mc_group *g, int (*interrupted)(void))
-{
-	g->interrupted = interrupted;
+	if (g == NULL || g->committer == NULL)
+		return;
+	c = g->committer;
+	g->committer = NULL;
+	k2mc_committer_stop(c);
 }
 
 rd_kafka_resp_err_t k2mc_group_last_commit_error(const struct k2mc_group *g)

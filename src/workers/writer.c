@@ -1474,8 +1474,8 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	return 0;
 }
 
-struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
-				      k2mc_table_ref *table, size_t max_value)
+struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
+				      const struct k2mc_fence *fence, size_t max_value)
 {
 	struct k2mc_writers *ws = calloc(1, sizeof(*ws));
 	char err[512];
@@ -1484,6 +1484,7 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 		return NULL;
 	ws->cfg = cfg;
 	ws->table = table;
+	ws->fence = fence;
 	ws->n = cfg->writers;
 	/* main compiled and installed the templates; a caller that did not
 	 * gets them compiled here, and installed for the consumers (which
@@ -1529,11 +1530,6 @@ fail:
 	k2mc_err("cannot set up %d writers (out of memory or bad server list)", cfg->writers);
 	k2mc_writers_free(ws);
 	return NULL;
-}
-
-void k2mc_writers_set_fence(struct k2mc_writers *ws, const struct k2mc_fence *f)
-{
-	ws->fence = f;
 }
 
 int k2mc_writers_start(struct k2mc_writers *ws)
