@@ -139,4 +139,20 @@ int k2mc_part_holding(const struct k2mc_part *p);
 void k2mc_part_set_released(struct k2mc_part *p);
 int k2mc_part_released(const struct k2mc_part *p);
 
+/* What the snapshot shows of a partition, read at one moment (any thread;
+ * the main thread in practice, about once a second). */
+struct k2mc_part_view {
+	const char *topic;  /* valid while p is */
+	int32_t partition;
+	uint64_t consumed;  /* this assignment */
+	uint64_t lost;      /* lost to retention, this assignment */
+	int64_t committed;  /* offset last handed to a commit, -1 = none */
+	int64_t watermark;  /* every record below it acknowledged; -1 = unknown */
+	uint64_t ring_fill; /* records in its rings */
+	/* the log start and end (high watermark) as librdkafka last saw them in
+	 * a fetch response (no request is made); -1 = unknown */
+	int64_t log_start, end;
+};
+void k2mc_part_view(struct k2mc_part *p, struct k2mc_part_view *v);
+
 #endif

@@ -8,7 +8,6 @@
 #include "core/stats.h"
 
 #include <errno.h>
-#include <librdkafka/rdkafka.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,30 +154,27 @@ static struct k2mc_part_snap *add_part(struct k2mc_snapshot *s)
 	return &s->parts[s->nparts++];
 }
 
-static void take_part(struct k2mc_part_snap *ps, struct k2mc_part *p, rd_kafka_t *rk)
+static void take_part(struct k2mc_part_snap *ps, struct k2mc_part *p)
 {
-	int64_t lo = -1, hi = -1;
+	struct k2mc_part_view v;
 
-	ps->topic = k2mc_part_topic(p);
-	ps->partition = k2mc_part_id(p);
+	k2mc_part_view(p, &v);
+	ps->topic = v.topic;
+	ps->partition = v.partition;
 	ps->assigned = 1;
-	ps->consumed = k2mc_part_consumed(p);
-	ps->lost = k2mc_part_lost(p);
-	ps->committed = k2mc_part_committed(p);
-	ps->watermark = k2mc_part_watermark(p);
-	ps->ring_fill = k2mc_part_ring_fill(p);
-	/* librdkafka's cached values from fetch responses: no request is made */
-	if (rd_kafka_get_watermark_offsets(rk, ps->topic, ps->partition, &lo, &hi) !=
-	    RD_KAFKA_RESP_ERR_NO_ERROR)
-		lo = hi = -1;
-	ps->end = hi >= 0 ? hi : -1;
+	ps->consumed = v.consumed;
+	ps->lost = v.lost;
+	ps->committed = v.committed;
+	ps->watermark = v.watermark;
+	ps->ring_fill = v.ring_fill;
+	ps->end = v.end;
 	ps->lag = ps->end >= 0 && ps->watermark >= 0
 			  ? (ps->end > ps->watermark ? ps->end - ps->watermark : 0)
 			  : -1;
 	if (ps->lag >= 0)
 		ps->todo = ps->lag;
-	else if (ps->end >= 0 && lo >= 0)
-		ps->todo = ps->end > lo ? ps->end - lo : 0;
+	else if (ps->end >= 0 && v.log_start >= 0)
+		ps->todo = ps->end > v.log_start ? ps->end - v.log_start : 0;
 	else
 		ps->todo = -1;
 }
@@ -263,7 +259,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 
 		if (ps == NULL)
 			return -ENOMEM;
-		take_part(ps, t->parts[i], k2mc_group_rk(g));
+		take_part(ps, t->parts[i]);
 		s->ring_fill += ps->ring_fill;
 		if (ps->lag > 0)
 			s->lag += ps->lag;

@@ -880,3 +880,24 @@ void k2mc_part_free(struct k2mc_part *p)
 	free(p->topic);
 	free(p);
 }
+
+/* ---- the partition's view (partitions.h) -------------------------------------- */
+
+void k2mc_part_view(struct k2mc_part *p, struct k2mc_part_view *v)
+{
+	int64_t lo = -1, hi = -1;
+
+	v->topic = p->topic;
+	v->partition = p->partition;
+	v->consumed = k2mc_part_consumed(p);
+	v->lost = k2mc_part_lost(p);
+	v->committed = k2mc_part_committed(p);
+	v->watermark = k2mc_part_watermark(p);
+	v->ring_fill = k2mc_part_ring_fill(p);
+	/* librdkafka's cached values from fetch responses: no request is made */
+	if (rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		lo = hi = -1;
+	v->log_start = lo >= 0 ? lo : -1;
+	v->end = hi >= 0 ? hi : -1;
+}
