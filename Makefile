@@ -47,7 +47,8 @@ DEPS_STAMP := build/.deps
 
 K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
              src/core/group.c src/core/log.c src/core/metrics.c src/core/fence.c src/core/takeover.c \
-             src/workers/consumer.c src/workers/writer.c src/workers/mcconn.c \
+             src/workers/consumer.c src/workers/writer.c src/workers/writer_exchange.c \
+             src/workers/mcconn.c \
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c
 

@@ -7,7 +7,7 @@
  * never goes back to an older offset) rests instead on this:
  *
  * Loss of server s seen at time S. The refill thread clears s's filter (a
- * Bloom filter of keys), publishes it and sets bit s of k2mc_refill_mask
+ * Bloom filter of keys), publishes it and sets bit s of the filter's mask
  * (seq_cst). From then on every writer, before queueing a live command on s
  * (set, delete, invalidate), sets the key's bits (seq_cst fetch_or), so the
  * bits are set before any byte of that command is sent. Only after that
@@ -104,11 +104,6 @@
 /* the largest detection reply: "stats" is about 3 KiB */
 #define REPLY_MAX (64u << 10)
 
-_Atomic uint64_t k2mc_refill_mask;
-/* [s]: allocated by the refill thread before bit s of the mask is first set
- * (the seq_cst store of the mask publishes it); freed only at free. */
-static _Atomic uint64_t *_Atomic bloom[K2MC_MAX_SERVERS];
-
 struct srv {
 	/* refill thread only: detection (stats, sentinels) and the batched
 	 * refill writes, in turn; TLS with --mc-tls */
@@ -124,6 +119,11 @@ struct srv {
 
 struct k2mc_refill {
 	const struct k2mc_config *cfg;
+	/* the compiled templates, the writers' own; immutable */
+	const struct k2mc_mapping *map;
+	/* where the writers note the keys they write on a server under refill
+	 * (refill.h); the caller's */
+	struct k2mc_refill_filter *filter;
 	/* the live path's decision (policy.h), from the same configuration;
 	 * immutable */
 	struct k2mc_policy policy;
@@ -187,9 +187,21 @@ static void bloom_bits(const char *key, size_t klen, uint32_t *a, uint32_t *b)
 	*b = (uint32_t)((h >> 32) & ((1u << BLOOM_BITS_LOG2) - 1));
 }
 
-void k2mc_refill_note_slow(int s, const char *key, size_t klen)
+struct k2mc_refill_filter *k2mc_refill_filter_new(void)
 {
-	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_acquire);
+	return calloc(1, sizeof(struct k2mc_refill_filter));
+}
+
+void k2mc_refill_filter_free(struct k2mc_refill_filter *rf)
+{
+	for (int s = 0; rf != NULL && s < K2MC_MAX_SERVERS; s++)
+		free((void *)atomic_load_explicit(&rf->bloom[s], memory_order_relaxed));
+	free(rf);
+}
+
+void k2mc_refill_note_slow(struct k2mc_refill_filter *rf, int s, const char *key, size_t klen)
+{
+	_Atomic uint64_t *f = atomic_load_explicit(&rf->bloom[s], memory_order_acquire);
 	uint32_t a, b;
 
 	if (f == NULL)
@@ -200,9 +212,9 @@ void k2mc_refill_note_slow(int s, const char *key, size_t klen)
 	atomic_fetch_or_explicit(&f[b / 64], 1ull << (b % 64), memory_order_seq_cst);
 }
 
-static int bloom_has(int s, const char *key, size_t klen)
+static int bloom_has(const struct k2mc_refill *rf, int s, const char *key, size_t klen)
 {
-	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_acquire);
+	_Atomic uint64_t *f = atomic_load_explicit(&rf->filter->bloom[s], memory_order_acquire);
 	uint32_t a, b;
 
 	bloom_bits(key, klen, &a, &b);
@@ -831,7 +843,7 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 		case F_QUEUED:
 			break;
 		}
-		if (!bloom_has(s, key, kl)) {
+		if (!bloom_has(rf, s, key, kl)) {
 			if (rf->we[i].fate == F_STORED) {
 				ps->written++;
 				atomic_fetch_add_explicit(&rf->records, 1, memory_order_relaxed);
@@ -875,7 +887,7 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
  * one it deleted the key for ends the key's history as a delete does. */
 static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message_t *m)
 {
-	const struct k2mc_mapping *map = k2mc_mapping_installed();
+	const struct k2mc_mapping *map = rf->map;
 	struct k2mc_record rec;
 	struct k2mc_mapped mp;
 	struct k2mc_decision d;
@@ -911,7 +923,7 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 	    mp.op != K2MC_OP_SET || ps->failed)
 		return;
 	pace(rf);
-	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c1, before any byte of the add */
+	if (bloom_has(rf, ps->s, mp.key, mp.key_len)) { /* c1, before any byte of the add */
 		ps->skipped_live++;
 		return;
 	}
@@ -1071,7 +1083,7 @@ static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
 static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t n,
 			  const char *cause)
 {
-	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_relaxed);
+	_Atomic uint64_t *f = atomic_load_explicit(&rf->filter->bloom[s], memory_order_relaxed);
 	static int64_t start[MAX_HELD], end[MAX_HELD];
 	static int range_rc[MAX_HELD];
 	char srv[K2MC_SERVER_LABEL_MAX], from[64];
@@ -1088,13 +1100,13 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 					"refill of memcached %s: out of memory; retried later", srv);
 			return;
 		}
-		atomic_store_explicit(&bloom[s], f, memory_order_release);
+		atomic_store_explicit(&rf->filter->bloom[s], f, memory_order_release);
 	} else {
 		/* bit s is clear: no writer touches f now */
 		for (size_t i = 0; i < BLOOM_WORDS; i++)
 			atomic_store_explicit(&f[i], 0, memory_order_relaxed);
 	}
-	atomic_fetch_or_explicit(&k2mc_refill_mask, 1ull << s, memory_order_seq_cst);
+	atomic_fetch_or_explicit(&rf->filter->mask, 1ull << s, memory_order_seq_cst);
 	atomic_store_explicit(&rf->active[s], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&rf->losses, 1, memory_order_relaxed);
 	state_set(rf, s, K2MC_REFILL_DETECTING);
@@ -1136,7 +1148,7 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 					   "its sentinel stays missing, so it is tried again",
 					   srv, h[i].topic, h[i].partition);
 	}
-	atomic_fetch_and_explicit(&k2mc_refill_mask, ~(1ull << s), memory_order_seq_cst);
+	atomic_fetch_and_explicit(&rf->filter->mask, ~(1ull << s), memory_order_seq_cst);
 	atomic_store_explicit(&rf->active[s], 0, memory_order_relaxed);
 	state_set(rf, s, K2MC_REFILL_DONE);
 	secs = (double)(k2mc_now_ms() - t0) / 1000.0;
@@ -1284,7 +1296,9 @@ rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size
 }
 
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				    struct k2mc_fence *fence, char *err, size_t errlen)
+				    const struct k2mc_mapping *map,
+				    struct k2mc_refill_filter *filter, struct k2mc_fence *fence,
+				    char *err, size_t errlen)
 {
 	struct k2mc_refill *rf = calloc(1, sizeof(*rf));
 	rd_kafka_conf_t *conf = NULL;
@@ -1294,6 +1308,8 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 	if (rf == NULL)
 		goto nomem;
 	rf->cfg = cfg;
+	rf->map = map;
+	rf->filter = filter;
 	k2mc_policy_init(&rf->policy, cfg);
 	rf->table = table;
 	rf->fence = fence;
@@ -1364,7 +1380,7 @@ void k2mc_refill_stop(struct k2mc_refill *rf)
 	atomic_store_explicit(&rf->stop, 1, memory_order_release);
 	pthread_join(rf->thread, NULL);
 	rf->started = 0;
-	atomic_store_explicit(&k2mc_refill_mask, 0, memory_order_seq_cst);
+	atomic_store_explicit(&rf->filter->mask, 0, memory_order_seq_cst);
 }
 
 void k2mc_refill_free(struct k2mc_refill *rf)
