@@ -48,7 +48,7 @@ DEPS_STAMP := build/.deps
 K2MC_SRCS := src/core/config.c src/core/stats.c src/core/watermark.c src/core/committer.c \
              src/core/group.c src/core/log.c src/core/metrics.c src/core/fence.c src/core/takeover.c \
              src/workers/consumer.c src/workers/writer.c src/workers/writer_exchange.c \
-             src/workers/mcconn.c \
+             src/workers/mcconn.c src/workers/mccodec.c \
              src/ring/ring.c src/ring/park.c
 MAIN_SRC  := src/core/k2mc.c
 
@@ -112,7 +112,8 @@ build/k2mc-verify: build/obj/bench/k2mc_verify.o build/obj/src/core/config.o
 # Benchmark ceilings: the same records straight into Memcached (through the
 # same connection code k2mc uses), and a plain librdkafka consumer.
 BENCH_TOOLS := build/mc-ceiling build/kafka-ceiling
-build/mc-ceiling: build/obj/bench/mc_ceiling.o build/obj/src/workers/mcconn.o
+build/mc-ceiling: build/obj/bench/mc_ceiling.o build/obj/src/workers/mcconn.o \
+  build/obj/src/workers/mccodec.o
 	$(CC) $^ -o $@ $(LIBS)
 build/kafka-ceiling: build/obj/bench/kafka_ceiling.o
 	$(CC) $^ -o $@ $(LIBS)
@@ -380,10 +381,12 @@ $(ISSUE9_UNIT:%=build/tests/tsan/test_%): $(K2MC_SRCS:%.c=build/tsan/%.o) \
 # the reply parser, fed bytes without a socket (mcconn_feed)
 FUZZ_BINS += build/fuzz/fuzz_replies
 fuzz: build/fuzz/fuzz_replies
-build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c $(TRANSPORT_SRC) \
+build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c src/workers/mccodec.c \
+  $(TRANSPORT_SRC) \
   src/core/log.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_replies.c src/workers/mcconn.c $(TRANSPORT_SRC) \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_replies.c src/workers/mcconn.c src/workers/mccodec.c \
+	  $(TRANSPORT_SRC) \
 	  src/core/log.c -o $@ -lssl -lcrypto
 
 # ---- issue 11: version, sd_notify, install, the Debian package --------------

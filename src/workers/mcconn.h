@@ -8,8 +8,9 @@
  * syntax is "ms <key> S<size>"), so a value would be parsed as a command
  * line. Everything else gets the classic dialect, whose length-prefixed data
  * block cannot be misread.
- * The bytes go over a transport (transport.h: TCP, unix socket, TLS); this
- * module is the protocol only.
+ * The bytes go over a transport (transport.h: TCP, unix socket, TLS); the
+ * commands and replies are mccodec.h's; this module is the connection: the
+ * handshake, the dialect, sending and reading.
  * Why not libmemcached's BUFFER_REQUESTS: its memcached_purge() reads and
  * discards the replies of buffered commands, so a failed set is invisible.
  * libmemcached still decides which server a key belongs to (writer.c). */
@@ -19,24 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "workers/mccodec.h" /* enum mc_reply; the commands and replies */
 #include "workers/transport.h"
 
 struct k2mc_config;
 struct k2mc_server;
-
-enum mc_reply {
-	MC_NONE = 0,     /* no reply read yet */
-	MC_STORED,       /* set applied */
-	MC_DELETED,      /* delete applied */
-	MC_NOT_FOUND,    /* delete of a missing key: the desired state holds */
-	MC_TOO_LARGE,    /* SERVER_ERROR object too large for cache: the record's
-			  * fault (memcached also dropped the key's old item) */
-	MC_OOM,          /* SERVER_ERROR out of memory ...: retry */
-	MC_SERVER_ERROR, /* any other SERVER_ERROR: retry */
-	MC_CLIENT_ERROR, /* CLIENT_ERROR or ERROR: k2mc checked the command before
-			  * sending it, so this is not known to be the record's
-			  * fault; a server failure, retried */
-};
 
 enum mc_exchange {
 	MC_X_DONE = 0,   /* every queued command has its reply */
