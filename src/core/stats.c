@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "ring/ring.h"
 #include "workers/consumer.h"
+#include "workers/mcconn.h" /* k2mc_server_label */
 #include "workers/writer.h"
 
 const char *k2mc_mc_error_name(enum k2mc_mc_error e)
@@ -87,16 +88,6 @@ const char *k2mc_stat_line_label(size_t i)
 	if (strcmp(k2mc_stat_defs[i].key, "memcached_errors") == 0)
 		return "memcached errors";
 	return k2mc_stat_defs[i].key;
-}
-
-void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)
-{
-	if (srv->is_unix)
-		snprintf(buf, len, "unix:%s", srv->host);
-	else if (strchr(srv->host, ':') != NULL)
-		snprintf(buf, len, "[%s]:%d", srv->host, srv->port);
-	else
-		snprintf(buf, len, "%s:%d", srv->host, srv->port);
 }
 
 int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)

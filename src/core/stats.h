@@ -265,11 +265,6 @@ struct k2mc_snapshot {
 	struct k2mc_part_snap *parts; /* assigned first, then released, in table order */
 };
 
-/* A -m server as metrics and JSON name it: "host:port", "[v6addr]:port",
- * or "unix:PATH"; at most K2MC_SERVER_LABEL_MAX bytes with the NUL. */
-#define K2MC_SERVER_LABEL_MAX (sizeof(((struct k2mc_server *)0)->host) + 16)
-void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len);
-
 /* Takes a snapshot; s must be zeroed before the first call and can be
  * reused (its arrays are kept). 0 or -ENOMEM. Main thread only: it reads
  * the partition table without the RCU read lock because the main thread is

@@ -81,12 +81,7 @@ struct mc_conn *mcconn_new_opts(const struct transport_addr *addr, const struct 
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (addr->is_unix)
-		snprintf(c->name, sizeof(c->name), "%s", addr->host);
-	else if (strchr(addr->host, ':') != NULL)
-		snprintf(c->name, sizeof(c->name), "[%s]:%d", addr->host, addr->port);
-	else
-		snprintf(c->name, sizeof(c->name), "%s:%d", addr->host, addr->port);
+	transport_addr_label(addr, "", c->name, sizeof(c->name));
 	c->tp = transport_new(addr, o != NULL ? o->tls : NULL, why, sizeof(why));
 	if (c->tp == NULL) {
 		snprintf(err, errlen, "memcached %s: %s", c->name, why);
@@ -140,6 +135,13 @@ void mcconn_tls_from_config(const struct k2mc_config *cfg, struct transport_tls 
 	    !atomic_exchange_explicit(&warned, 1, memory_order_relaxed))
 		k2mc_warn("--mc-tls-insecure: the servers' certificates are not verified; anyone "
 			  "on the path can read and change what k2mc writes");
+}
+
+void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)
+{
+	struct transport_addr a = { .host = srv->host, .port = srv->port, .is_unix = srv->is_unix };
+
+	transport_addr_label(&a, "unix:", buf, len);
 }
 
 struct mc_conn *mcconn_new_server(const struct k2mc_server *s, const struct k2mc_config *cfg,

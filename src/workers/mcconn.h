@@ -70,6 +70,11 @@ struct mc_conn *mcconn_new(const char *host, int port);
  * once per process. NULL with the reason in err (mcconn_new_opts). */
 struct mc_conn *mcconn_new_server(const struct k2mc_server *s, const struct k2mc_config *cfg,
 				  char *err, size_t errlen);
+/* A -m server as metrics, JSON and logs' server field name it: "host:port",
+ * "[v6addr]:port", or "unix:PATH"; at most K2MC_SERVER_LABEL_MAX bytes with
+ * the NUL (transport_addr_label). */
+#define K2MC_SERVER_LABEL_MAX (sizeof(((struct k2mc_server *)0)->host) + 16)
+void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len);
 /* cfg's TLS settings as the transport takes them (for a start-up check:
  * transport_tls_check, e.g. under --check-config). */
 void mcconn_tls_from_config(const struct k2mc_config *cfg, struct transport_tls *tls);

@@ -2,7 +2,8 @@
  * rings -> wait for the membership lease -> map keys (applying --on-invalid
  * to records Memcached cannot take) -> queue commands per server -> one
  * pipelined exchange -> every reply read -> acknowledge watermarks ->
- * release ring slots.
+ * release ring slots. This file builds and acknowledges batches; the lease
+ * and the exchange (send, retry, eject, fence) are writer_exchange.c's.
  * Invariants:
  * - A record is acknowledged only after Memcached answered it, or it was
  *   skipped and counted, or (dead letters) after Kafka acknowledged its copy;
