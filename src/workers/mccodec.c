@@ -478,8 +478,10 @@ static int meta_line(struct mccodec *b, const char *line, size_t len, char *err,
 			return BAD_SAID;
 		} else {
 			for (size_t i = 0; i < b->ncmds; i++) {
-				if (b->replies[i] == MC_NONE)
-					b->replies[i] = b->kind[i] == K_DELETE ? MC_DELETED : MC_STORED;
+				if (b->replies[i] != MC_NONE)
+					continue;
+				b->replies[i] = b->kind[i] == K_DELETE ? MC_DELETED
+								       : MC_STORED;
 			}
 			b->nreplies = b->ncmds;
 		}
@@ -642,23 +644,31 @@ size_t mccodec_get_request(char *buf, const char *key, size_t klen)
 	return klen + 6;
 }
 
+int mccodec_stat_line(const char *line, size_t len, const char *name, uint64_t *v)
+{
+	size_t nl = strlen(name), vl;
+
+	if (len < 5 + nl + 1 || memcmp(line, "STAT ", 5) != 0 || memcmp(line + 5, name, nl) != 0 ||
+	    line[5 + nl] != ' ')
+		return 0;
+	vl = len - (5 + nl + 1);
+	if (vl == 0 || vl >= 24 || mccodec_digits(line + 5 + nl + 1, vl, UINT64_MAX, v) != vl)
+		return -1;
+	return 1;
+}
+
 int mccodec_stat_u64(const char *b, size_t n, const char *name, uint64_t *v)
 {
-	size_t nl = strlen(name);
-
 	for (size_t at = 0, ll; (ll = line_end(b + at, n - at)) != 0; at += ll) {
 		uint64_t x;
-		size_t vl;
+		int r = mccodec_stat_line(b + at, ll - 2, name, &x);
 
-		if (ll < 5 + nl + 1 + 2 || memcmp(b + at, "STAT ", 5) != 0 ||
-		    memcmp(b + at + 5, name, nl) != 0 || b[at + 5 + nl] != ' ')
-			continue;
-		vl = ll - 2 - (5 + nl + 1);
-		if (vl == 0 || vl >= 24 ||
-		    mccodec_digits(b + at + 5 + nl + 1, vl, UINT64_MAX, &x) != vl)
+		if (r < 0)
 			return -1;
-		*v = x;
-		return 0;
+		if (r == 1) {
+			*v = x;
+			return 0;
+		}
 	}
 	return -1;
 }

@@ -116,6 +116,11 @@ long mccodec_whole_line(const char *b, size_t n);
 size_t mccodec_get_request(char *buf, const char *key, size_t klen);
 /* 1 if the whole reply b[0, n) is the line word (no CRLF in word). */
 int mccodec_line_is(const char *b, size_t n, const char *word);
+/* One line of a "stats" reply, without its CRLF: 1 if it is "STAT <name>
+ * <u64>" (the number in *v), 0 if it is another line, -1 if it is that stat
+ * with a value that is not a number (mcconn.c's handshake reads line by
+ * line). */
+int mccodec_stat_line(const char *line, size_t len, const char *name, uint64_t *v);
 /* The value of "STAT <name> <u64>" in a whole "stats" reply: 0, or -1 if
  * absent or not a number. */
 int mccodec_stat_u64(const char *b, size_t n, const char *name, uint64_t *v);

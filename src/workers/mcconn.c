@@ -491,7 +491,6 @@ static int probe_version(struct mc_conn *c, int64_t deadline, int timeout_ms)
  * answers anything else (an error line: unknown). */
 static int probe_item_limit(struct mc_conn *c, int64_t deadline, int timeout_ms)
 {
-	static const char key[] = "STAT item_size_max ";
 	const char *line;
 	size_t len;
 	uint64_t v, limit = 0;
@@ -508,9 +507,7 @@ static int probe_item_limit(struct mc_conn *c, int64_t deadline, int timeout_ms)
 			limit = 0;
 			break;
 		}
-		if (starts(line, len, key) &&
-		    mccodec_digits(line + sizeof(key) - 1, len - (sizeof(key) - 1), SIZE_MAX, &v) ==
-			    len - (sizeof(key) - 1))
+		if (mccodec_stat_line(line, len, "item_size_max", &v) == 1)
 			limit = v;
 	}
 	c->item_limit = (size_t)limit;
@@ -793,10 +790,10 @@ static int pump(struct mc_conn *c, short revents, int64_t send_until_ms)
 			if (n == TRANSPORT_AGAIN)
 				break;
 			if (n == 0) {
-				snprintf(c->errbuf, sizeof(c->errbuf),
-					 "server closed the connection%s",
-					 c->in_len > 0 || c->b.nreplies > 0 ? " in the middle of its replies"
-									  : "");
+				int mid = c->in_len > 0 || c->b.nreplies > 0;
+
+				snprintf(c->errbuf, sizeof(c->errbuf), "server closed the connection%s",
+					 mid ? " in the middle of its replies" : "");
 				conn_close(c);
 				return -ECONNRESET;
 			}

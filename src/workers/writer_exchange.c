@@ -325,7 +325,8 @@ int writer_exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 					failed++;
 					continue;
 				}
-				if (mcconn_batch_stale(c) || writer_value_limit(w, s) != w->limit[s]) {
+				if (mcconn_batch_stale(c) ||
+				    writer_value_limit(w, s) != w->limit[s]) {
 					if (writer_requeue_server(w, n, s) != 0)
 						return -ENOMEM;
 					if (mcconn_done(c))
