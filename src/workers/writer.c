@@ -312,11 +312,12 @@ static int queue_on(struct writer *w, size_t i, int s)
 	const struct k2mc_mapped *mp = &w->maps[i];
 	struct mc_conn *c = w->conns[s];
 	struct k2mc_decision d = decide(w, i, s);
+	struct item *it = &w->batch[i];
 	int rc;
 
-	item_place(&w->batch[i], s);
-	w->batch[i].inval = 0;
-	w->batch[i].cmd = (uint32_t)mcconn_queued(c);
+	item_place(it, s);
+	it->inval = 0;
+	it->cmd = (uint32_t)mcconn_queued(c);
 	if (d.fate != K2MC_FATE_WRITE && d.fate != K2MC_FATE_INVALIDATE) {
 		/* only a value over a limit that changed since classify can
 		 * end here: the other refusals never reach a server */
@@ -330,7 +331,7 @@ static int queue_on(struct writer *w, size_t i, int s)
 	k2mc_refill_note(ws->filter, s, mp->key, mp->key_len);
 	if (d.fate == K2MC_FATE_INVALIDATE) {
 		note_fallback(ws, d.reason, K2MC_FATE_SKIP);
-		w->batch[i].inval = (uint8_t)d.reason;
+		it->inval = (uint8_t)d.reason;
 		if (d.reason == K2MC_VALUE_TOO_LARGE) {
 			w->refused_limit = w->limit[s];
 			w->refused_server = s;
@@ -439,23 +440,24 @@ static int classify(struct writer *w, size_t n)
 
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
-		rd_kafka_message_t *m = w->batch[i].m;
+		struct item *it = &w->batch[i];
+		rd_kafka_message_t *m = it->m;
 		const struct k2mc_mapped *mp = &w->maps[i];
 		struct k2mc_decision d;
 		int s;
 
 		/* the records of a part are consecutive: one load per part */
-		if (w->batch[i].part != last) {
-			last = w->batch[i].part;
+		if (it->part != last) {
+			last = it->part;
 			failed_at = k2mc_part_failed_at(last);
 		}
-		w->batch[i].hashed = 0;
-		w->batch[i].inval = 0;
-		w->batch[i].sup = NO_SUP;
+		it->hashed = 0;
+		it->inval = 0;
+		it->sup = NO_SUP;
 		if (m->offset >= failed_at) {
 			/* at or past a refused record: never written, never
 			 * acknowledged, consumed again after a restart */
-			w->batch[i].state = ITEM_KEEP;
+			it->state = ITEM_KEEP;
 			continue;
 		}
 		/* the server the readers' client looks on (placement.h; no
@@ -469,10 +471,10 @@ static int classify(struct writer *w, size_t n)
 		}
 		switch (d.fate) {
 		case K2MC_FATE_WRITE:
-			item_place(&w->batch[i], s);
+			item_place(it, s);
 			if (d.hashed == K2MC_MAP_OK)
 				break;
-			w->batch[i].hashed = (uint8_t)d.hashed;
+			it->hashed = (uint8_t)d.hashed;
 			if (atomic_exchange_explicit(&ws->hash_logged[d.hashed], 1,
 						     memory_order_relaxed) == 0)
 				k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt),
@@ -486,28 +488,29 @@ static int classify(struct writer *w, size_t n)
 		case K2MC_FATE_INVALIDATE:
 			/* its key is deleted instead (queue_on); if a later
 			 * record supersedes it, it is still counted skipped */
-			item_place(&w->batch[i], s);
-			w->batch[i].inval = (uint8_t)d.reason;
+			item_place(it, s);
+			it->inval = (uint8_t)d.reason;
 			break;
 		case K2MC_FATE_IGNORE:
 			/* --on-tombstone ignore: acknowledged unwritten */
-			w->batch[i].state = ITEM_ACK;
+			it->state = ITEM_ACK;
 			k2mc_count(&w->stats->ignored, 1);
 			break;
 		default:
 			refuse(w, i, d.reason);
-			if (w->batch[i].state == ITEM_KEEP)
+			if (it->state == ITEM_KEEP)
 				failed_at = k2mc_part_failed_at(last);
 			break;
 		}
 	}
 	coalesce(w, n);
 	for (size_t i = 0; i < n; i++) {
+		const struct item *it = &w->batch[i];
 		int rc;
 
-		if (w->batch[i].state != ITEM_SERVER || w->batch[i].sup != NO_SUP)
+		if (it->state != ITEM_SERVER || it->sup != NO_SUP)
 			continue;
-		rc = queue_on(w, i, w->batch[i].server);
+		rc = queue_on(w, i, it->server);
 		if (rc != 0)
 			return rc;
 	}
@@ -528,26 +531,27 @@ int writer_queue_all(struct writer *w, size_t n)
 		mcconn_reset_batch(w->conns[s]);
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
+		struct item *it = &w->batch[i];
 		int rc;
 
 		/* built again uncoalesced: the servers may have moved */
-		w->batch[i].sup = NO_SUP;
-		if (w->batch[i].state == ITEM_ACK || w->batch[i].state == ITEM_KEEP)
+		it->sup = NO_SUP;
+		if (it->state == ITEM_ACK || it->state == ITEM_KEEP)
 			continue;
-		if (w->batch[i].part != last) {
-			last = w->batch[i].part;
+		if (it->part != last) {
+			last = it->part;
 			failed_at = k2mc_part_failed_at(last);
 		}
-		if (((rd_kafka_message_t *)w->batch[i].m)->offset >= failed_at) {
-			w->batch[i].state = ITEM_KEEP;
+		if (it->m->offset >= failed_at) {
+			it->state = ITEM_KEEP;
 			continue;
 		}
 		rc = queue_one(w, i);
 		if (rc != 0) {
-			w->batch[i].state = ITEM_QUEUE;
+			it->state = ITEM_QUEUE;
 			return rc;
 		}
-		if (w->batch[i].state == ITEM_KEEP)
+		if (it->state == ITEM_KEEP)
 			failed_at = k2mc_part_failed_at(last);
 	}
 	return 0;
@@ -608,49 +612,50 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 	uint64_t spent = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		rd_kafka_message_t *m = w->batch[i].m;
+		struct item *it = &w->batch[i];
+		rd_kafka_message_t *m = it->m;
 
-		if (w->batch[i].part != last) {
-			last = w->batch[i].part;
+		if (it->part != last) {
+			last = it->part;
 			failed_at = k2mc_part_failed_at(last);
 		}
-		if (w->batch[i].state == ITEM_SERVER && w->batch[i].sup != NO_SUP) {
+		if (it->state == ITEM_SERVER && it->sup != NO_SUP) {
 			/* superseded: every reply of the batch is in, the
 			 * write that replaced it included. A record skipped
 			 * as its key's newest state is counted as skipped, as
 			 * it would be unsuperseded (its key was not deleted
 			 * for it). */
-			if (w->batch[i].inval) {
-				count_skip(w, i, w->batch[i].inval, 0);
+			if (it->inval) {
+				count_skip(w, i, it->inval, 0);
 			} else {
 				k2mc_count(&w->stats->coalesced, 1);
-				if (w->batch[i].hashed)
-					k2mc_count(&w->inv->hashed[w->batch[i].hashed], 1);
+				if (it->hashed)
+					k2mc_count(&w->inv->hashed[it->hashed], 1);
 			}
-		} else if (w->batch[i].state == ITEM_SERVER) {
-			struct mc_conn *c = w->conns[w->batch[i].server];
+		} else if (it->state == ITEM_SERVER) {
+			struct mc_conn *c = w->conns[it->server];
 
 			/* exchange() resent every other reply until it was one
 			 * of these */
-			switch (mcconn_reply(c, w->batch[i].cmd)) {
+			switch (mcconn_reply(c, it->cmd)) {
 			case MC_STORED:
 				k2mc_count(&w->stats->written, 1);
 				k2mc_count(&w->stats->bytes, w->maps[i].value_len);
-				if (w->batch[i].hashed)
-					k2mc_count(&w->inv->hashed[w->batch[i].hashed], 1);
+				if (it->hashed)
+					k2mc_count(&w->inv->hashed[it->hashed], 1);
 				break;
 			case MC_DELETED:
 			case MC_NOT_FOUND:
-				if (w->batch[i].inval) {
-					count_skip(w, i, w->batch[i].inval, 1);
+				if (it->inval) {
+					count_skip(w, i, it->inval, 1);
 					break;
 				}
 				k2mc_count(&w->stats->deleted, 1);
 				/* its expiry had passed: deleted, not written */
 				if (w->maps[i].expired)
 					k2mc_count(&w->stats->expired, 1);
-				if (w->batch[i].hashed)
-					k2mc_count(&w->inv->hashed[w->batch[i].hashed], 1);
+				if (it->hashed)
+					k2mc_count(&w->inv->hashed[it->hashed], 1);
 				break;
 			case MC_TOO_LARGE:
 				/* memcached refused the value and dropped the
@@ -663,21 +668,21 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 				 * every reply is one of the above */
 				break;
 			}
-			if (w->batch[i].state == ITEM_KEEP)
+			if (it->state == ITEM_KEEP)
 				failed_at = k2mc_part_failed_at(last);
 		}
 		/* a record this batch wrote after one of its partition that
 		 * was refused (--on-invalid fail, here or by another writer)
 		 * is not acknowledged either */
-		if (w->batch[i].state != ITEM_KEEP && m->offset < failed_at) {
+		if (it->state != ITEM_KEEP && m->offset < failed_at) {
 			count_latency(w, m, now);
-			k2mc_part_ack(w->batch[i].part, w->batch[i].tag);
+			k2mc_part_ack(it->part, it->tag);
 		}
 		spent += k2mc_record_bytes(m);
-		if (w->batch[i].pre != NULL)
+		if (it->pre != NULL)
 			spent += k2mc_prepared_bytes(w->pool->map);
 		rd_kafka_message_destroy(m);
-		k2mc_prepared_free(w->batch[i].pre);
+		k2mc_prepared_free(it->pre);
 	}
 	/* every part of the process shares one budget */
 	if (n > 0)
