@@ -470,13 +470,13 @@ int main(int argc, char **argv)
 	k2mc_group_set_interrupt(g, interrupted);
 	k2mc_dbg("fencing: writers send only within %lld ms of an acknowledged commit",
 		 (long long)k2mc_config_lease_ms(&cfg));
-	/* each server's item size limit is read on every (re)connect; this is
-	 * only the --max-value-bytes cap (0: none) */
 	/* --refill: the writers note keys in it for the refill thread */
 	if (cfg.refill && (refill_filter = k2mc_refill_filter_new()) == NULL) {
 		k2mc_err("out of memory");
 		goto out;
 	}
+	/* each server's item size limit is read on every (re)connect; this is
+	 * only the --max-value-bytes cap (0: none) */
 	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), map, (size_t)cfg.max_value_bytes,
 			      refill_filter);
 	if (ws == NULL)
