@@ -54,6 +54,8 @@ struct item {
 	uint8_t inval;             /* the reason it is skipped with its key deleted in
 				    * its place (K2MC_FATE_INVALIDATE), 0: none */
 };
+/* a field more goes where it fits: each pass walks the whole batch */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct item) == 48, "struct item grew");
 
 /* Per writer, written by that writer only (k2mc_count), read by anyone. */
 struct invalid_counters {
