@@ -73,13 +73,3 @@ int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)
 	}
 	return K2MC_LAT_MAX_MS;
 }
-
-void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)
-{
-	if (srv->is_unix)
-		snprintf(buf, len, "unix:%s", srv->host);
-	else if (strchr(srv->host, ':') != NULL)
-		snprintf(buf, len, "[%s]:%d", srv->host, srv->port);
-	else
-		snprintf(buf, len, "%s:%d", srv->host, srv->port);
-}

@@ -244,9 +244,4 @@ void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t);
 int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q);
 
 
-/* A -m server as the labelled counters (metrics, JSON) and the logs name it: "host:port", "[v6addr]:port",
- * or "unix:PATH"; at most K2MC_SERVER_LABEL_MAX bytes with the NUL. */
-#define K2MC_SERVER_LABEL_MAX (sizeof(((struct k2mc_server *)0)->host) + 16)
-void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len);
-
 #endif

@@ -369,6 +369,7 @@ int main(int argc, char **argv)
 	struct k2mc_group *g = NULL;
 	struct k2mc_writers *ws = NULL;
 	struct k2mc_refill *refill = NULL;
+	struct k2mc_refill_filter *refill_filter = NULL;
 	struct k2mc_fence *fence = NULL;
 	struct k2mc_mapping *map = NULL;
 	struct report rep = { 0 };
@@ -471,9 +472,15 @@ int main(int argc, char **argv)
 			  (long long)k2mc_config_join_lease_ms(&cfg));
 	k2mc_dbg("fencing: writers send only within %lld ms of an acknowledged commit",
 		 (long long)k2mc_config_lease_ms(&cfg));
+	/* --refill: the writers note keys in it for the refill thread */
+	if (cfg.refill && (refill_filter = k2mc_refill_filter_new()) == NULL) {
+		k2mc_err("out of memory");
+		goto out;
+	}
 	/* each server's item size limit is read on every (re)connect; this is
 	 * only the --max-value-bytes cap (0: none) */
-	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), fence, (size_t)cfg.max_value_bytes);
+	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), fence, map, (size_t)cfg.max_value_bytes,
+			      refill_filter);
 	if (ws == NULL)
 		goto out;
 	if (k2mc_writers_start(ws) != 0)
@@ -501,7 +508,8 @@ int main(int argc, char **argv)
 		goto out;
 	/* --refill: its own thread, Kafka handle and connections (refill.h) */
 	if (cfg.refill) {
-		refill = k2mc_refill_new(&cfg, k2mc_group_table(g), fence, err, sizeof(err));
+		refill = k2mc_refill_new(&cfg, k2mc_group_table(g), map, refill_filter, fence, err,
+					 sizeof(err));
 		if (refill == NULL) {
 			k2mc_err("%s", err);
 			goto out;
@@ -606,6 +614,7 @@ out:
 	k2mc_group_close(g, (stopped ? stopped + cfg.shutdown_timeout_ms : k2mc_now_ms()) +
 				    CLOSE_GRACE_MS);
 	k2mc_writers_free(ws);
+	k2mc_refill_filter_free(refill_filter);
 	k2mc_mapping_install(NULL);
 	k2mc_mapping_free(map);
 	/* after the group freed the partitions, which gave their bytes back */

@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "workers/mapping.h"
+#include "workers/mcconn.h" /* k2mc_server_label */
 #include "workers/refill.h" /* the refill lag rows */
 #include "workers/writer.h" /* enum k2mc_server_state */
 

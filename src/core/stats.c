@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/partitions.h"
 #include "ring/ring.h"
+#include "workers/mcconn.h" /* k2mc_server_label */
 #include "workers/refill.h"
 #include "workers/writer.h"
 

@@ -1,21 +1,12 @@
-/* Pipelined memcached text protocol over a non-blocking socket; see mcconn.h.
- * Not key routing or batching policy (writer.c).
- * Two dialects, chosen per connection when it is made, from the server's
+/* Pipelined memcached connections over a non-blocking transport; see
+ * mcconn.h. Not key routing or batching policy (writer.c), and not the
+ * commands and replies themselves (mccodec.c, which explains the dialects).
+ * The dialect is chosen per connection when it is made, from the server's
  * "version" reply (never from "mn": 1.5.19 to 1.6.9 answer "MN" too, but
  * read "ms <key> 9 q" as a bad flag and then run the 9-byte value as the
- * next command line; a value "flush_all" flushed the cache):
- *  - meta, for memcached >= 1.6.10 (the release that made the syntax
- *    "ms <key> <datalen> <flags>*"): "ms key len q" / "md key q O<i>", then
- *    "mn". Quiet mode suppresses the success replies, so the server writes
- *    and we parse one "MN" per batch instead of one line per record
- *    (measured here: 40% less memcached CPU, 4x less client CPU than
- *    "set"/"STORED"). A delete of a missing key still answers "NF O<i>".
- *    Error lines carry no opaque, so a batch that gets one is sent again with
- *    each 'q' flipped to 'k' (return key): every command then answers, in
- *    order, and each error is placed.
- *  - classic "set"/"delete" for everything else (older, unknown, proxies):
- *    one reply line per command; the value is a length-prefixed data block
- *    that no server can read as a command.
+ * next command line; a value "flush_all" flushed the cache): meta for
+ * memcached >= 1.6.10, classic for everything else (older, unknown,
+ * proxies).
  * Replies are matched to commands by position: memcached answers the commands
  * of one connection in the order it received them. So a connection is only
  * ever shared by one batch: one given up with replies still owed is closed. */
@@ -34,13 +25,11 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "workers/mccodec.h"
 #include "workers/transport.h"
 
 /* The reply buffer; also the longest reply line accepted. */
 #define IN_CAP (64 * 1024)
-/* Room for the "mn\r\n" that ends a meta batch, reserved by every queue call
- * so that mcconn_exchange never allocates. */
-#define MN_ROOM 4
 /* over TLS, the bytes of a batch sent in a TLS record of their own (pump) */
 #define TLS_TAIL 2
 /* memcached's item_size_max unless -I says otherwise */
@@ -57,12 +46,10 @@ struct mc_conn {
 	size_t fallback_limit;
 	int fallback_from_flag;
 
-	/* meta dialect (1) or classic (0): of the connection, decided by
+	/* meta dialect (1) or classic (0) of the connection, decided by
 	 * mcconn_ensure (a guess of 1 before the first connect, then the last
-	 * connection's), and of the commands queued now, fixed by the first
-	 * command of a batch */
+	 * connection's); the batch's own is b.meta, fixed by its first command */
 	int meta;
-	int batch_meta;
 	/* a probe made the peer close the connection (a proxy such as
 	 * twemproxy does that on commands it does not know): later connections
 	 * are classic and probe nothing. stats_off: --mc-protocol meta, and
@@ -74,33 +61,14 @@ struct mc_conn {
 	int limit_from_server;
 	char version[64];
 	uint64_t idle_reconnects;
-	/* meta: the batch was terminated with "mn" / is being replayed verbose /
-	 * an error line arrived while quiet / the last command, sent without
-	 * 'q', has answered (its reply must come before "MN": a server that
-	 * answers "MN" before it read the whole batch is caught by it) */
-	int terminated, verbose, quiet_error, last_answered;
-	/* every command of the batch has its reply */
-	int complete;
-
-	/* commands of the current batch, serialized */
-	char *out;
-	size_t out_len, out_cap, out_sent;
-	/* one slot per queued command; MC_NONE until its reply is read */
-	uint8_t *replies;
-	/* per command: 1 = delete (HD means DELETED, not STORED) */
-	uint8_t *is_delete;
-	/* meta: offset of each command's 'q' flag in out, flipped on replay;
-	 * size_t, as a batch may pass 4 GiB */
-	size_t *qpos;
-	size_t ncmds, nreplies, cmd_cap;
+	/* the current batch: its commands, what is sent, its replies */
+	struct mccodec b;
 
 	/* bytes received and not yet parsed; hs_skip: handshake only, the
 	 * length of the line handed out last, dropped by the next read */
 	char *in;
 	size_t in_len, in_cap, hs_skip;
-	/* the last error reply of this batch, escaped; partial: for
-	 * mcconn_partial_reply */
-	char last_reply[256];
+	/* for mcconn_partial_reply */
 	char partial[160];
 };
 
@@ -114,12 +82,7 @@ struct mc_conn *mcconn_new_opts(const struct transport_addr *addr, const struct 
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (addr->is_unix)
-		snprintf(c->name, sizeof(c->name), "%s", addr->host);
-	else if (strchr(addr->host, ':') != NULL)
-		snprintf(c->name, sizeof(c->name), "[%s]:%d", addr->host, addr->port);
-	else
-		snprintf(c->name, sizeof(c->name), "%s:%d", addr->host, addr->port);
+	transport_addr_label(addr, "", c->name, sizeof(c->name));
 	c->tp = transport_new(addr, o != NULL ? o->tls : NULL, why, sizeof(why));
 	if (c->tp == NULL) {
 		snprintf(err, errlen, "memcached %s: %s", c->name, why);
@@ -136,7 +99,7 @@ struct mc_conn *mcconn_new_opts(const struct transport_addr *addr, const struct 
 	/* text: classic, and not one probe (twemproxy closes on them) */
 	c->probes_off = c->protocol == MCCONN_PROTO_TEXT;
 	c->meta = c->protocol != MCCONN_PROTO_TEXT;
-	c->complete = 1;
+	c->b.complete = 1;
 	c->in_cap = IN_CAP;
 	c->in = malloc(c->in_cap);
 	if (c->in == NULL) {
@@ -175,6 +138,13 @@ void mcconn_tls_from_config(const struct k2mc_config *cfg, struct transport_tls 
 			  "on the path can read and change what k2mc writes");
 }
 
+void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)
+{
+	struct transport_addr a = { .host = srv->host, .port = srv->port, .is_unix = srv->is_unix };
+
+	transport_addr_label(&a, "unix:", buf, len);
+}
+
 struct mc_conn *mcconn_new_server(const struct k2mc_server *s, const struct k2mc_config *cfg,
 				  char *err, size_t errlen)
 {
@@ -198,13 +168,7 @@ static void conn_close(struct mc_conn *c)
 	c->in_len = 0;
 	c->hs_skip = 0;
 	/* a resend starts from the first command on the new connection */
-	c->out_sent = 0;
-	c->nreplies = 0;
-	c->quiet_error = 0;
-	c->last_answered = 0;
-	c->complete = c->ncmds == 0;
-	if (c->replies != NULL)
-		memset(c->replies, MC_NONE, c->ncmds);
+	mccodec_rewind(&c->b);
 }
 
 /* how late mcconn_exchange notices a cancel flag (transport.c has its own) */
@@ -221,10 +185,7 @@ void mcconn_free(struct mc_conn *c)
 		return;
 	conn_close(c);
 	transport_free(c->tp);
-	free(c->out);
-	free(c->replies);
-	free(c->is_delete);
-	free(c->qpos);
+	mccodec_free(&c->b);
 	free(c->in);
 	free(c);
 }
@@ -274,50 +235,6 @@ uint64_t mcconn_idle_reconnects(const struct mc_conn *c)
 	return c->idle_reconnects;
 }
 
-/* Text from the server into dst for a log line: printable ASCII as is,
- * "\r" "\n" "\t" "\\" and "\xNN" for every other byte, so that a reply can
- * neither break a log line nor send a terminal control sequence. Cut with
- * "..." when it does not fit (cap >= 4). */
-static void escape(char *dst, size_t cap, const char *src, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		unsigned char b = (unsigned char)src[i];
-		char e[4];
-		size_t n = 2;
-
-		e[0] = '\\';
-		if (b >= 0x20 && b < 0x7f && b != '\\') {
-			e[0] = (char)b;
-			n = 1;
-		} else if (b == '\r') {
-			e[1] = 'r';
-		} else if (b == '\n') {
-			e[1] = 'n';
-		} else if (b == '\t') {
-			e[1] = 't';
-		} else if (b == '\\') {
-			e[1] = '\\';
-		} else {
-			e[1] = 'x';
-			e[2] = hex[b >> 4];
-			e[3] = hex[b & 15];
-			n = 4;
-		}
-		/* the previous round left room for "..." and the NUL */
-		if (o + n + (i + 1 < len ? 3 : 0) + 1 > cap) {
-			memcpy(dst + o, "...", 3);
-			o += 3;
-			break;
-		}
-		memcpy(dst + o, e, n);
-		o += n;
-	}
-	dst[o] = '\0';
-}
-
 static int ms_left(int64_t deadline)
 {
 	int64_t left = deadline - k2mc_now_ms();
@@ -330,23 +247,6 @@ static int starts(const char *line, size_t len, const char *lit)
 	size_t n = strlen(lit);
 
 	return len >= n && memcmp(line, lit, n) == 0;
-}
-
-/* Decimal digits at s[0, len) into *v: how many were read (0 if none, or
- * if the number passes max). */
-static size_t get_digits(const char *s, size_t len, uint64_t max, uint64_t *v)
-{
-	size_t i = 0;
-
-	*v = 0;
-	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
-		uint64_t d = (uint64_t)(s[i] - '0');
-
-		if (*v > (max - d) / 10)
-			return 0;
-		*v = *v * 10 + d;
-	}
-	return i;
 }
 
 /* ---- handshake --------------------------------------------------------------
@@ -425,7 +325,7 @@ static int hs_fail(struct mc_conn *c, int rc, const char *probe, int timeout_ms)
 		snprintf(c->errbuf, sizeof(c->errbuf), "handshake: no answer to \"%s\" in %d ms",
 			 probe, timeout_ms);
 	} else if (rc == -EMSGSIZE) {
-		escape(text, sizeof(text), c->in, 48);
+		mccodec_escape(text, sizeof(text), c->in, 48);
 		snprintf(c->errbuf, sizeof(c->errbuf),
 			 "handshake: reply to \"%s\" over %zu KiB without CRLF: '%s'", probe,
 			 c->in_cap / 1024, text);
@@ -446,7 +346,7 @@ static int parse_version(const char *s, size_t len, uint64_t v[3])
 	size_t pos = 0;
 
 	for (int i = 0; i < 3; i++) {
-		size_t n = get_digits(s + pos, len - pos, 1000000, &v[i]);
+		size_t n = mccodec_digits(s + pos, len - pos, 1000000, &v[i]);
 
 		if (n == 0)
 			return 0;
@@ -513,7 +413,7 @@ static int probe_meta_forced(struct mc_conn *c, const char *vline, size_t vlen,
 		return hs_fail(c, rc, "mn", timeout_ms);
 	}
 	if (len != 2 || memcmp(line, "MN", 2) != 0) {
-		escape(text, sizeof(text), line, len);
+		mccodec_escape(text, sizeof(text), line, len);
 		snprintf(c->errbuf, sizeof(c->errbuf),
 			 "--mc-protocol meta: the server answered '%s' to \"mn\": it does not speak "
 			 "the meta protocol; use --mc-protocol auto or text",
@@ -549,7 +449,7 @@ static int probe_version(struct mc_conn *c, int64_t deadline, int timeout_ms)
 		 * probe (which would make this connection classic for good) */
 		char text[96];
 
-		escape(text, sizeof(text), line, len);
+		mccodec_escape(text, sizeof(text), line, len);
 		snprintf(c->errbuf, sizeof(c->errbuf), "connect: server refused: '%s'", text);
 		conn_close(c);
 		return -EUSERS;
@@ -557,7 +457,7 @@ static int probe_version(struct mc_conn *c, int64_t deadline, int timeout_ms)
 	/* "ERROR", "CLIENT_ERROR ...", a stranger's line: classic */
 	c->meta = 0;
 	if (starts(line, len, "VERSION ")) {
-		escape(c->version, sizeof(c->version), line + 8, len - 8);
+		mccodec_escape(c->version, sizeof(c->version), line + 8, len - 8);
 		c->meta = version_has_meta(line + 8, len - 8);
 	}
 	if (c->protocol == MCCONN_PROTO_META && !c->meta) {
@@ -573,7 +473,6 @@ static int probe_version(struct mc_conn *c, int64_t deadline, int timeout_ms)
  * answers anything else (an error line: unknown). */
 static int probe_item_limit(struct mc_conn *c, int64_t deadline, int timeout_ms)
 {
-	static const char key[] = "STAT item_size_max ";
 	const char *line;
 	size_t len;
 	uint64_t v, limit = 0;
@@ -590,9 +489,7 @@ static int probe_item_limit(struct mc_conn *c, int64_t deadline, int timeout_ms)
 			limit = 0;
 			break;
 		}
-		if (starts(line, len, key) &&
-		    get_digits(line + sizeof(key) - 1, len - (sizeof(key) - 1), SIZE_MAX, &v) ==
-			    len - (sizeof(key) - 1))
+		if (mccodec_stat_line(line, len, "item_size_max", &v) == 1)
 			limit = v;
 	}
 	c->item_limit = (size_t)limit;
@@ -617,7 +514,7 @@ static int handshake(struct mc_conn *c, int64_t deadline, int timeout_ms)
 	if (c->in_len > c->hs_skip) {
 		char text[96];
 
-		escape(text, sizeof(text), c->in + c->hs_skip, c->in_len - c->hs_skip);
+		mccodec_escape(text, sizeof(text), c->in + c->hs_skip, c->in_len - c->hs_skip);
 		snprintf(c->errbuf, sizeof(c->errbuf),
 			 "handshake: unexpected bytes after the reply to \"stats settings\": '%s'",
 			 text);
@@ -689,7 +586,7 @@ int mcconn_ensure(struct mc_conn *c, int timeout_ms)
 		/* Only while no byte of the batch is on the wire: after that,
 		 * readable data is replies, and a close is the exchange's
 		 * failure (the server may have applied part of the batch). */
-		if (c->out_sent > 0 || !transport_idle_broken(c->tp))
+		if (c->b.out_sent > 0 || !transport_idle_broken(c->tp))
 			return 0;
 		conn_close(c);
 		c->idle_reconnects++;
@@ -731,224 +628,37 @@ int mcconn_ensure(struct mc_conn *c, int timeout_ms)
 	return 0;
 }
 
-/* ---- queueing ----------------------------------------------------------------*/
-
-static int reserve(char **buf, size_t *cap, size_t need)
-{
-	size_t ncap = *cap ? *cap : 4096;
-	char *n;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
-	n = realloc(*buf, ncap);
-	if (n == NULL)
-		return -ENOMEM;
-	*buf = n;
-	*cap = ncap;
-	return 0;
-}
-
-/* Room for one more command in the per-command arrays. Each array that
- * grew keeps its new size; cmd_cap moves only when all three have. */
-static int cmd_room(struct mc_conn *c)
-{
-	size_t ncap = c->cmd_cap ? c->cmd_cap * 2 : 1024;
-	uint8_t *r, *d;
-	size_t *q;
-
-	if (c->ncmds < c->cmd_cap)
-		return 0;
-	if (ncap > SIZE_MAX / sizeof(*q))
-		return -ENOMEM;
-	r = realloc(c->replies, ncap);
-	if (r == NULL)
-		return -ENOMEM;
-	c->replies = r;
-	d = realloc(c->is_delete, ncap);
-	if (d == NULL)
-		return -ENOMEM;
-	c->is_delete = d;
-	q = realloc(c->qpos, ncap * sizeof(*q));
-	if (q == NULL)
-		return -ENOMEM;
-	c->qpos = q;
-	c->cmd_cap = ncap;
-	return 0;
-}
-
-/* Room for a command of at most len bytes plus the batch's "mn". */
-static int room(struct mc_conn *c, size_t len)
-{
-	if (len > SIZE_MAX / 4 || c->out_len > SIZE_MAX / 4)
-		return -ENOMEM;
-	if (reserve(&c->out, &c->out_cap, c->out_len + len + MN_ROOM) != 0 || cmd_room(c) != 0)
-		return -ENOMEM;
-	return 0;
-}
-
-static void add_cmd(struct mc_conn *c, int is_delete, size_t qpos)
-{
-	c->complete = 0;
-	c->replies[c->ncmds] = MC_NONE;
-	c->is_delete[c->ncmds] = (uint8_t)is_delete;
-	c->qpos[c->ncmds] = qpos;
-	c->ncmds++;
-}
-
-/* Decimal digits of v at p; returns their count. snprintf showed up in the
- * writer's profile at 5% for the numbers of each command line. */
-static size_t put_digits(char *p, uint64_t v)
-{
-	char tmp[24];
-	size_t n = 0;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	for (size_t i = 0; i < n; i++)
-		p[i] = tmp[n - 1 - i];
-	return n;
-}
-
-/* " <decimal>" (classic arguments) or " <tag><decimal>" (meta flags). */
-static size_t put_num(char *p, uint64_t v)
-{
-	p[0] = ' ';
-	return 1 + put_digits(p + 1, v);
-}
-
-static size_t put_flag(char *p, char tag, uint64_t v)
-{
-	p[0] = ' ';
-	p[1] = tag;
-	return 2 + put_digits(p + 2, v);
-}
+/* ---- queueing (mccodec.c) ----------------------------------------------------*/
 
 int mcconn_queue_set(struct mc_conn *c, const char *key, size_t klen, const void *val,
 		     size_t vlen, uint32_t flags, uint32_t exptime)
 {
-	char *p, *start;
-	size_t qpos = 0;
-
-	/* a command line is at most 250 bytes of key plus 3 numbers of at most
-	 * 20 digits and their separators: 80 bytes of room beyond key + value */
-	if (vlen > SIZE_MAX / 4 || room(c, klen + vlen + 80) != 0)
-		return -ENOMEM;
-	start = p = c->out + c->out_len;
-	if (c->ncmds == 0)
-		c->batch_meta = c->meta;
-	if (c->batch_meta) {
-		/* ms <key> <datalen> q [F<flags>] [T<ttl>] (>= 1.6.10 only) */
-		memcpy(p, "ms ", 3);
-		memcpy(p + 3, key, klen);
-		p += 3 + klen;
-		p += put_num(p, vlen);
-		qpos = (size_t)(p - c->out) + 1;
-		memcpy(p, " q", 2);
-		p += 2;
-		if (flags != 0)
-			p += put_flag(p, 'F', flags);
-		if (exptime != 0)
-			p += put_flag(p, 'T', exptime);
-	} else {
-		/* set <key> <flags> <exptime> <bytes>: the data block follows */
-		memcpy(p, "set ", 4);
-		memcpy(p + 4, key, klen);
-		p += 4 + klen;
-		p += put_num(p, flags);
-		p += put_num(p, exptime);
-		p += put_num(p, vlen);
-	}
-	memcpy(p, "\r\n", 2);
-	memcpy(p + 2, val, vlen);
-	memcpy(p + 2 + vlen, "\r\n", 2);
-	c->out_len += (size_t)(p + 4 + vlen - start);
-	add_cmd(c, 0, qpos);
-	return 0;
+	return mccodec_queue_set(&c->b, c->meta, key, klen, val, vlen, flags, exptime);
 }
 
 int mcconn_queue_delete(struct mc_conn *c, const char *key, size_t klen)
 {
-	char *p, *start;
-	size_t qpos = 0;
-
-	if (room(c, klen + 48) != 0)
-		return -ENOMEM;
-	start = p = c->out + c->out_len;
-	if (c->ncmds == 0)
-		c->batch_meta = c->meta;
-	if (c->batch_meta) {
-		/* md <key> q O<index>: a miss answers "NF O<index>" even quietly */
-		memcpy(p, "md ", 3);
-		memcpy(p + 3, key, klen);
-		p += 3 + klen;
-		qpos = (size_t)(p - c->out) + 1;
-		memcpy(p, " q", 2);
-		p += 2;
-		p += put_flag(p, 'O', c->ncmds);
-	} else {
-		memcpy(p, "delete ", 7);
-		memcpy(p + 7, key, klen);
-		p += 7 + klen;
-	}
-	memcpy(p, "\r\n", 2);
-	c->out_len += (size_t)(p + 2 - start);
-	add_cmd(c, 1, qpos);
-	return 0;
+	return mccodec_queue_delete(&c->b, c->meta, key, klen);
 }
 
 int mcconn_queue_invalidate(struct mc_conn *c, const char *key, size_t klen, uint32_t grace_s)
 {
-	char *p, *start;
-	size_t qpos;
-
-	if (!(c->ncmds == 0 ? c->meta : c->batch_meta))
-		return -EPROTONOSUPPORT;
-	if (room(c, klen + 64) != 0)
-		return -ENOMEM;
-	start = p = c->out + c->out_len;
-	if (c->ncmds == 0)
-		c->batch_meta = c->meta;
-	/* md <key> q O<index> I T<grace>: answered as a delete is (HD, or
-	 * "NF O<index>" for a missing key even quietly) */
-	memcpy(p, "md ", 3);
-	memcpy(p + 3, key, klen);
-	p += 3 + klen;
-	qpos = (size_t)(p - c->out) + 1;
-	memcpy(p, " q", 2);
-	p += 2;
-	p += put_flag(p, 'O', c->ncmds);
-	memcpy(p, " I", 2);
-	p += 2;
-	p += put_flag(p, 'T', grace_s);
-	memcpy(p, "\r\n", 2);
-	c->out_len += (size_t)(p + 2 - start);
-	add_cmd(c, 1, qpos);
-	return 0;
+	return mccodec_queue_invalidate(&c->b, c->meta, key, klen, grace_s);
 }
 
 size_t mcconn_queued_bytes(const struct mc_conn *c)
 {
-	return c->out_len;
+	return c->b.out_len;
 }
 
 size_t mcconn_queued(const struct mc_conn *c)
 {
-	return c->ncmds;
+	return c->b.ncmds;
 }
 
 void mcconn_rewind(struct mc_conn *c)
 {
-	c->out_sent = 0;
-	c->nreplies = 0;
-	c->quiet_error = 0;
-	c->last_answered = 0;
-	c->complete = c->ncmds == 0;
-	if (c->replies != NULL)
-		memset(c->replies, MC_NONE, c->ncmds);
+	mccodec_rewind(&c->b);
 }
 
 void mcconn_reset_batch(struct mc_conn *c)
@@ -957,25 +667,16 @@ void mcconn_reset_batch(struct mc_conn *c)
 	 * answer them into the next batch (a late "MN" would complete it, and
 	 * records never written would be acknowledged). Only a new connection
 	 * is a clean slate. Closing is not a failure: errbuf is untouched. */
-	if (transport_is_open(c->tp) && c->out_sent > 0 && !c->complete)
+	if (transport_is_open(c->tp) && c->b.out_sent > 0 && !c->b.complete)
 		conn_close(c);
-	c->out_len = 0;
-	c->out_sent = 0;
-	c->ncmds = 0;
-	c->nreplies = 0;
-	c->terminated = 0;
-	c->verbose = 0;
-	c->quiet_error = 0;
-	c->last_answered = 0;
-	c->complete = 1;
-	c->last_reply[0] = '\0';
+	mccodec_reset(&c->b);
 }
 
 int mcconn_release(struct mc_conn *c)
 {
 	/* replies still owed, or commands still to send: the exchange's (a
 	 * close there is a failure, and a share not sent needs the slot now) */
-	if (!transport_is_open(c->tp) || !c->complete)
+	if (!transport_is_open(c->tp) || !c->b.complete)
 		return 0;
 	/* not conn_close: the batch's state stays (a complete share stays
 	 * complete, its replies readable) */
@@ -987,22 +688,22 @@ int mcconn_release(struct mc_conn *c)
 
 int mcconn_done(const struct mc_conn *c)
 {
-	return c->complete;
+	return c->b.complete;
 }
 
 int mcconn_batch_stale(const struct mc_conn *c)
 {
-	return c->ncmds > 0 && transport_is_open(c->tp) && c->batch_meta != c->meta;
+	return c->b.ncmds > 0 && transport_is_open(c->tp) && c->b.meta != c->meta;
 }
 
 enum mc_reply mcconn_reply(const struct mc_conn *c, size_t i)
 {
-	return i < c->ncmds ? (enum mc_reply)c->replies[i] : MC_NONE;
+	return mccodec_reply(&c->b, i);
 }
 
 const char *mcconn_last_reply_text(const struct mc_conn *c)
 {
-	return c->last_reply;
+	return c->b.last_reply;
 }
 
 const char *mcconn_partial_reply(struct mc_conn *c)
@@ -1010,8 +711,8 @@ const char *mcconn_partial_reply(struct mc_conn *c)
 	char text[96];
 
 	c->partial[0] = '\0';
-	if (c->in_len > 0 && !c->complete && transport_is_open(c->tp)) {
-		escape(text, sizeof(text), c->in, c->in_len < 64 ? c->in_len : 64);
+	if (c->in_len > 0 && !c->b.complete && transport_is_open(c->tp)) {
+		mccodec_escape(text, sizeof(text), c->in, c->in_len < 64 ? c->in_len : 64);
 		snprintf(c->partial, sizeof(c->partial),
 			 "stopped in the middle of a reply line: '%s%s' and no CRLF", text,
 			 c->in_len > 64 ? "..." : "");
@@ -1019,208 +720,11 @@ const char *mcconn_partial_reply(struct mc_conn *c)
 	return c->partial;
 }
 
-/* ---- replies ----------------------------------------------------------------*/
-
-/* What meta_line / classic_line return besides 0: the line is not a reply
- * any command of the batch can produce (parse_replies names it), or the
- * reason is already in errbuf. */
-#define BAD_LINE (-1)
-#define BAD_SAID (-2)
-
-/* Error lines are the same in both dialects. Returns the reply, or -1 if
- * the line is not an error line. Only "object too large" is known to be the
- * record's fault; k2mc checked every command before queueing it, so any
- * CLIENT_ERROR or ERROR is a server (or proxy) failure, retried. */
-static int classify_error(struct mc_conn *c, const char *line, size_t len)
+/* The replies in c->in (mccodec_parse): 0, or -EPROTO with the reason in
+ * errbuf. */
+static int parse(struct mc_conn *c)
 {
-	int r;
-
-	if (starts(line, len, "SERVER_ERROR")) {
-		if (starts(line, len, "SERVER_ERROR object too large"))
-			r = MC_TOO_LARGE;
-		else if (starts(line, len, "SERVER_ERROR out of memory"))
-			r = MC_OOM;
-		else
-			r = MC_SERVER_ERROR;
-	} else if (starts(line, len, "CLIENT_ERROR") || (len == 5 && starts(line, len, "ERROR")) ||
-		   starts(line, len, "ERROR ")) {
-		r = MC_CLIENT_ERROR;
-	} else {
-		return -1;
-	}
-	escape(c->last_reply, sizeof(c->last_reply), line, len);
-	return r;
-}
-
-/* Classic dialect: one line per command. */
-static int classic_line(struct mc_conn *c, const char *line, size_t len)
-{
-	int r = -1;
-
-	if (len == 6 && memcmp(line, "STORED", 6) == 0)
-		r = MC_STORED;
-	else if (len == 7 && memcmp(line, "DELETED", 7) == 0)
-		r = MC_DELETED;
-	else if (len == 9 && memcmp(line, "NOT_FOUND", 9) == 0)
-		r = MC_NOT_FOUND;
-	else
-		r = classify_error(c, line, len);
-	if (r < 0 || c->nreplies == c->ncmds)
-		return BAD_LINE;
-	c->replies[c->nreplies++] = (uint8_t)r;
-	c->complete = c->nreplies == c->ncmds;
-	return 0;
-}
-
-/* Flips every command's 'q' to 'k' and resends the batch: every command
- * then answers, so an error line can be matched to its command. */
-static void replay_verbose(struct mc_conn *c)
-{
-	for (size_t i = 0; i < c->ncmds; i++)
-		c->out[c->qpos[i]] = 'k';
-	c->verbose = 1;
-	c->quiet_error = 0;
-	c->last_answered = 0;
-	c->out_sent = 0;
-	c->nreplies = 0;
-	memset(c->replies, MC_NONE, c->ncmds);
-}
-
-/* Meta dialect: quiet replies until "MN", or one line per command when
- * replaying verbose. In a quiet batch the last command is sent with 'k'
- * instead of 'q' (mcconn_exchange), so it answers: "HD k<key>", or for a
- * delete of a missing key "NF k<key> O<i>". */
-static int meta_line(struct mc_conn *c, const char *line, size_t len)
-{
-	size_t last = c->ncmds - 1;
-	int r;
-
-	if (len == 2 && memcmp(line, "MN", 2) == 0) {
-		/* "mn" is the last thing sent: an "MN" before it went out
-		 * cannot be this batch's */
-		if (c->out_sent < c->out_len) {
-			snprintf(c->errbuf, sizeof(c->errbuf),
-				 "answered 'MN' before k2mc had sent the whole batch (%zu of %zu "
-				 "bytes): replies to commands it had not read",
-				 c->out_sent, c->out_len);
-			return BAD_SAID;
-		}
-		if (c->verbose) {
-			if (c->nreplies != c->ncmds)
-				return BAD_LINE;
-		} else if (c->quiet_error) {
-			replay_verbose(c);
-			return 0;
-		} else if (!c->last_answered) {
-			/* the last command answers before "MN" is even read:
-			 * without its reply, this "MN" came early */
-			snprintf(c->errbuf, sizeof(c->errbuf),
-				 "answered 'MN' before the reply to the batch's last command: it "
-				 "answered before reading the whole batch");
-			return BAD_SAID;
-		} else {
-			for (size_t i = 0; i < c->ncmds; i++) {
-				if (c->replies[i] == MC_NONE)
-					c->replies[i] = c->is_delete[i] ? MC_DELETED : MC_STORED;
-			}
-			c->nreplies = c->ncmds;
-		}
-		c->complete = 1;
-		return 0;
-	}
-	if (!c->verbose) {
-		/* quiet: only misses of deletes ("NF O<i>"), errors and the
-		 * last command speak */
-		if (starts(line, len, "NF O")) {
-			uint64_t i;
-
-			if (get_digits(line + 4, len - 4, SIZE_MAX, &i) != len - 4 ||
-			    i >= c->ncmds || !c->is_delete[i] || c->replies[i] != MC_NONE)
-				return BAD_LINE;
-			c->replies[i] = MC_NOT_FOUND;
-			if (i == last)
-				c->last_answered = 1;
-			return 0;
-		}
-		if ((len == 2 || starts(line, len, "HD ") || starts(line, len, "NF ")) &&
-		    (starts(line, len, "HD") || starts(line, len, "NF"))) {
-			if (c->last_answered || c->replies[last] != MC_NONE ||
-			    (line[0] == 'N' && !c->is_delete[last]))
-				return BAD_LINE;
-			c->replies[last] = line[0] == 'N' ? MC_NOT_FOUND
-					   : c->is_delete[last] ? MC_DELETED
-								 : MC_STORED;
-			c->last_answered = 1;
-			return 0;
-		}
-		if (classify_error(c, line, len) < 0)
-			return BAD_LINE;
-		c->quiet_error = 1;
-		return 0;
-	}
-	if (c->nreplies == c->ncmds)
-		return BAD_LINE;
-	if (starts(line, len, "HD"))
-		r = c->is_delete[c->nreplies] ? MC_DELETED : MC_STORED;
-	else if (starts(line, len, "NF"))
-		r = MC_NOT_FOUND;
-	else if ((r = classify_error(c, line, len)) < 0)
-		return BAD_LINE;
-	c->replies[c->nreplies++] = (uint8_t)r;
-	return 0;
-}
-
-/* Parses complete lines from c->in. Returns 0, or -EPROTO (reason in
- * errbuf) for a reply that no command of the batch can produce: the stream
- * cannot be trusted. */
-static int parse_replies(struct mc_conn *c)
-{
-	char text[160];
-	size_t pos = 0;
-
-	while (!c->complete) {
-		char *nl = memchr(c->in + pos, '\n', c->in_len - pos);
-		size_t len;
-		int rc;
-
-		if (nl == NULL)
-			break;
-		len = (size_t)(nl - (c->in + pos));
-		if (len > 0 && c->in[pos + len - 1] == '\r')
-			len--;
-		if (c->out_sent == 0) {
-			/* nothing of this round is sent yet (a verbose replay
-			 * not begun): no line can be an answer to it */
-			escape(text, sizeof(text), c->in + pos, len);
-			snprintf(c->errbuf, sizeof(c->errbuf),
-				 "reply '%s' to a command not sent yet", text);
-			return -EPROTO;
-		}
-		rc = (c->batch_meta ? meta_line : classic_line)(c, c->in + pos, len);
-		if (rc == BAD_LINE) {
-			escape(text, sizeof(text), c->in + pos, len);
-			snprintf(c->errbuf, sizeof(c->errbuf), "unexpected reply '%s'", text);
-		}
-		if (rc != 0)
-			return -EPROTO;
-		pos = (size_t)(nl - c->in) + 1;
-	}
-	if (c->complete && pos < c->in_len) {
-		escape(text, sizeof(text), c->in + pos, c->in_len - pos);
-		snprintf(c->errbuf, sizeof(c->errbuf), "unexpected bytes after the last reply: '%s'",
-			 text);
-		return -EPROTO;
-	}
-	memmove(c->in, c->in + pos, c->in_len - pos);
-	c->in_len -= pos;
-	if (c->in_len == c->in_cap) {
-		/* no reply to set/delete is that long */
-		escape(text, sizeof(text), c->in, 32);
-		snprintf(c->errbuf, sizeof(c->errbuf), "reply line over %zu KiB without CRLF: '%s...'",
-			 c->in_cap / 1024, text);
-		return -EPROTO;
-	}
-	return 0;
+	return mccodec_parse(&c->b, c->in, &c->in_len, c->in_cap, c->errbuf, sizeof(c->errbuf));
 }
 
 /* The transport's reason into errbuf, and the connection closed. */
@@ -1240,8 +744,8 @@ static int pump(struct mc_conn *c, short revents, int64_t send_until_ms)
 	if (transport_can_send(c->tp, revents)) {
 		/* the fence is checked before every send(): past it, not one
 		 * more byte leaves (mcconn.h) */
-		while (c->out_sent < c->out_len && k2mc_now_ms() < send_until_ms) {
-			size_t end = c->out_len;
+		while (c->b.out_sent < c->b.out_len && k2mc_now_ms() < send_until_ms) {
+			size_t end = c->b.out_len;
 
 			/* TLS: the batch's last CRLF goes in a TLS record of its
 			 * own. memcached 1.6.18 reads one record at a time into
@@ -1252,14 +756,14 @@ static int pump(struct mc_conn *c, short revents, int64_t send_until_ms)
 			 * batches over ~30 KB hung). A last record of 2 bytes
 			 * is always read whole, and its arrival wakes it for
 			 * what an earlier record left. */
-			if (transport_is_tls(c->tp) && c->out_len - c->out_sent > TLS_TAIL)
-				end = c->out_len - TLS_TAIL;
-			n = transport_send(c->tp, c->out + c->out_sent, end - c->out_sent);
+			if (transport_is_tls(c->tp) && c->b.out_len - c->b.out_sent > TLS_TAIL)
+				end = c->b.out_len - TLS_TAIL;
+			n = transport_send(c->tp, c->b.out + c->b.out_sent, end - c->b.out_sent);
 			if (n == TRANSPORT_AGAIN)
 				break;
 			if (n <= 0)
 				return io_fail(c, n);
-			c->out_sent += (size_t)n;
+			c->b.out_sent += (size_t)n;
 		}
 	}
 	if (transport_can_recv(c->tp, revents) || transport_pending(c->tp)) {
@@ -1268,36 +772,25 @@ static int pump(struct mc_conn *c, short revents, int64_t send_until_ms)
 			if (n == TRANSPORT_AGAIN)
 				break;
 			if (n == 0) {
-				snprintf(c->errbuf, sizeof(c->errbuf),
-					 "server closed the connection%s",
-					 c->in_len > 0 || c->nreplies > 0 ? " in the middle of its replies"
-									  : "");
+				int mid = c->in_len > 0 || c->b.nreplies > 0;
+
+				snprintf(c->errbuf, sizeof(c->errbuf), "server closed the connection%s",
+					 mid ? " in the middle of its replies" : "");
 				conn_close(c);
 				return -ECONNRESET;
 			}
 			if (n < 0)
 				return io_fail(c, n);
 			c->in_len += (size_t)n;
-			if (parse_replies(c) != 0) {
+			if (parse(c) != 0) {
 				conn_close(c);
 				return -EPROTO;
 			}
-			if (c->complete)
+			if (c->b.complete)
 				break;
 		}
 	}
 	return 0;
-}
-
-/* Ends a meta batch with "mn" (room reserved by every queue call, MN_ROOM),
- * its last command sent without 'q' so that it answers before "MN". */
-static void terminate_meta(struct mc_conn *c)
-{
-	if (!c->verbose)
-		c->out[c->qpos[c->ncmds - 1]] = 'k';
-	memcpy(c->out + c->out_len, "mn\r\n", 4);
-	c->out_len += 4;
-	c->terminated = 1;
 }
 
 void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t send_until_ms,
@@ -1310,18 +803,17 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t sen
 	for (size_t i = 0; i < n; i++) {
 		struct mc_conn *c = conns[i];
 
-		if (c->batch_meta && !c->terminated && c->ncmds > 0)
-			terminate_meta(c);
-		if (c->complete) {
+		mccodec_terminate(&c->b);
+		if (c->b.complete) {
 			results[i] = MC_X_DONE;
 		} else if (!transport_is_open(c->tp)) {
 			results[i] = MC_X_FAILED;
-		} else if (c->batch_meta != c->meta) {
+		} else if (c->b.meta != c->meta) {
 			/* never meta commands to a classic server: their values
 			 * could run as commands (mcconn_batch_stale) */
 			snprintf(c->errbuf, sizeof(c->errbuf),
 				 "batch queued in the %s dialect, the connection speaks %s: not sent",
-				 c->batch_meta ? "meta" : "classic", c->meta ? "meta" : "classic");
+				 c->b.meta ? "meta" : "classic", c->meta ? "meta" : "classic");
 			conn_close(c);
 			results[i] = MC_X_FAILED;
 		} else {
@@ -1339,7 +831,7 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t sen
 
 			if (results[i] != MC_X_PENDING)
 				continue;
-			if (may_send && c->out_sent < c->out_len)
+			if (may_send && c->b.out_sent < c->b.out_len)
 				want |= POLLOUT;
 			pfds[np].fd = transport_fd(c->tp);
 			pfds[np].events = transport_events(c->tp, want);
@@ -1363,7 +855,7 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t sen
 				continue;
 			if (pump(c, pfds[k].revents, send_until_ms) != 0)
 				results[idx[k]] = MC_X_FAILED;
-			else if (c->complete)
+			else if (c->b.complete)
 				results[idx[k]] = MC_X_DONE;
 		}
 	}
@@ -1375,27 +867,26 @@ int mcconn_feed(struct mc_conn *c, const void *bytes, size_t len)
 {
 	const char *p = bytes;
 
-	if (c->batch_meta && !c->terminated && c->ncmds > 0)
-		terminate_meta(c);
-	c->out_sent = c->out_len;
-	while (!c->complete) {
+	mccodec_terminate(&c->b);
+	c->b.out_sent = c->b.out_len;
+	while (!c->b.complete) {
 		size_t room = c->in_cap - c->in_len, k = len < room ? len : room;
 
 		memcpy(c->in + c->in_len, p, k);
 		c->in_len += k;
 		p += k;
 		len -= k;
-		if (parse_replies(c) != 0) {
+		if (parse(c) != 0) {
 			conn_close(c);
 			return -EPROTO;
 		}
 		/* a verbose replay restarts the round: count it as sent */
-		if (c->out_sent == 0)
-			c->out_sent = c->out_len;
+		if (c->b.out_sent == 0)
+			c->b.out_sent = c->b.out_len;
 		if (len == 0)
 			break;
 	}
-	if (c->complete && len > 0) {
+	if (c->b.complete && len > 0) {
 		snprintf(c->errbuf, sizeof(c->errbuf), "unexpected bytes after the last reply");
 		conn_close(c);
 		return -EPROTO;

@@ -8,8 +8,9 @@
  * syntax is "ms <key> S<size>"), so a value would be parsed as a command
  * line. Everything else gets the classic dialect, whose length-prefixed data
  * block cannot be misread.
- * The bytes go over a transport (transport.h: TCP, unix socket, TLS); this
- * module is the protocol only.
+ * The bytes go over a transport (transport.h: TCP, unix socket, TLS); the
+ * commands and replies are mccodec.h's; this module is the connection: the
+ * handshake, the dialect, sending and reading.
  * Why not libmemcached's BUFFER_REQUESTS: its memcached_purge() reads and
  * discards the replies of buffered commands, so a failed set is invisible.
  * libmemcached still decides which server a key belongs to (writer.c). */
@@ -19,24 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "workers/mccodec.h" /* enum mc_reply; the commands and replies */
 #include "workers/transport.h"
 
 struct k2mc_config;
 struct k2mc_server;
-
-enum mc_reply {
-	MC_NONE = 0,     /* no reply read yet */
-	MC_STORED,       /* set applied */
-	MC_DELETED,      /* delete applied */
-	MC_NOT_FOUND,    /* delete of a missing key: the desired state holds */
-	MC_TOO_LARGE,    /* SERVER_ERROR object too large for cache: the record's
-			  * fault (memcached also dropped the key's old item) */
-	MC_OOM,          /* SERVER_ERROR out of memory ...: retry */
-	MC_SERVER_ERROR, /* any other SERVER_ERROR: retry */
-	MC_CLIENT_ERROR, /* CLIENT_ERROR or ERROR: k2mc checked the command before
-			  * sending it, so this is not known to be the record's
-			  * fault; a server failure, retried */
-};
 
 enum mc_exchange {
 	MC_X_DONE = 0,   /* every queued command has its reply */
@@ -82,6 +70,11 @@ struct mc_conn *mcconn_new(const char *host, int port);
  * once per process. NULL with the reason in err (mcconn_new_opts). */
 struct mc_conn *mcconn_new_server(const struct k2mc_server *s, const struct k2mc_config *cfg,
 				  char *err, size_t errlen);
+/* A -m server as metrics, JSON and logs' server field name it: "host:port",
+ * "[v6addr]:port", or "unix:PATH"; at most K2MC_SERVER_LABEL_MAX bytes with
+ * the NUL (transport_addr_label). */
+#define K2MC_SERVER_LABEL_MAX (sizeof(((struct k2mc_server *)0)->host) + 16)
+void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len);
 /* cfg's TLS settings as the transport takes them (for a start-up check:
  * transport_tls_check, e.g. under --check-config). */
 void mcconn_tls_from_config(const struct k2mc_config *cfg, struct transport_tls *tls);

@@ -7,7 +7,7 @@
  * never goes back to an older offset) rests instead on this:
  *
  * Loss of server s seen at time S. The refill thread clears s's filter (a
- * Bloom filter of keys), publishes it and sets bit s of k2mc_refill_mask
+ * Bloom filter of keys), publishes it and sets bit s of the filter's mask
  * (seq_cst). From then on every writer, before queueing a live command on s
  * (set, delete, invalidate), sets the key's bits (seq_cst fetch_or), so the
  * bits are set before any byte of that command is sent. Only after that
@@ -51,8 +51,8 @@
  *     newer value lands last.
  * False positives of the filter only skip a write (a miss). The bits are
  * never cleared while the refill of s runs; the mask bit is cleared after.
- * Only classic add/delete, written by this file over k2mc's transport
- * (libmemcached's buffered requests hide replies), so it works on
+ * Only classic add/delete (k2mc's codec, mccodec.h, over k2mc's transport;
+ * libmemcached's buffered requests hide replies), so it works on
  * classic-only servers and through proxies: no meta command is needed.
  * Detection ("stats", the sentinels' get and set) goes over the same
  * connection, one request and its whole reply at a time, so plain TCP,
@@ -78,6 +78,7 @@
 #include "core/log.h"
 #include "core/counters.h"
 #include "workers/mapping.h"
+#include "workers/mccodec.h"
 #include "workers/mcconn.h" /* mcconn_tls_from_config: the live path's TLS settings */
 #include "workers/placement.h"
 #include "workers/policy.h"
@@ -104,11 +105,6 @@
 /* the largest detection reply: "stats" is about 3 KiB */
 #define REPLY_MAX (64u << 10)
 
-_Atomic uint64_t k2mc_refill_mask;
-/* [s]: allocated by the refill thread before bit s of the mask is first set
- * (the seq_cst store of the mask publishes it); freed only at free. */
-static _Atomic uint64_t *_Atomic bloom[K2MC_MAX_SERVERS];
-
 struct srv {
 	/* refill thread only: detection (stats, sentinels) and the batched
 	 * refill writes, in turn; TLS with --mc-tls */
@@ -124,6 +120,11 @@ struct srv {
 
 struct k2mc_refill {
 	const struct k2mc_config *cfg;
+	/* the compiled templates, the writers' own; immutable */
+	const struct k2mc_mapping *map;
+	/* where the writers note the keys they write on a server under refill
+	 * (refill.h); the caller's */
+	struct k2mc_refill_filter *filter;
 	/* the live path's decision (policy.h), from the same configuration;
 	 * immutable */
 	struct k2mc_policy policy;
@@ -166,17 +167,16 @@ struct k2mc_refill {
 	/* --refill-rate pacing: writes since pace_t0 */
 	int64_t pace_t0;
 	uint64_t pace_n;
-	/* pass 2's batch (refill thread only): the serialized adds, and where
-	 * each one's key is in them */
-	char *wbuf, *dbuf;
-	size_t wlen, wcap, dlen, dcap;
+	/* pass 2's batch (refill thread only): the adds (classic, mccodec.h),
+	 * each one's key and fate; the deletes of the keys a live write raced
+	 * (batch_flush); a sentinel's set (detection) */
+	struct mccodec adds, dels, one;
 	char *rbuf; /* [REPLY_MAX]: detection's replies (request) */
 	struct {
-		size_t koff;
 		uint8_t klen;
 		uint8_t fate; /* enum fate */
+		char key[K2MC_MC_KEY_MAX];
 	} we[BATCH_KEYS];
-	size_t wn;
 };
 
 static void bloom_bits(const char *key, size_t klen, uint32_t *a, uint32_t *b)
@@ -187,9 +187,21 @@ static void bloom_bits(const char *key, size_t klen, uint32_t *a, uint32_t *b)
 	*b = (uint32_t)((h >> 32) & ((1u << BLOOM_BITS_LOG2) - 1));
 }
 
-void k2mc_refill_note_slow(int s, const char *key, size_t klen)
+struct k2mc_refill_filter *k2mc_refill_filter_new(void)
 {
-	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_acquire);
+	return calloc(1, sizeof(struct k2mc_refill_filter));
+}
+
+void k2mc_refill_filter_free(struct k2mc_refill_filter *rf)
+{
+	for (int s = 0; rf != NULL && s < K2MC_MAX_SERVERS; s++)
+		free((void *)atomic_load_explicit(&rf->bloom[s], memory_order_relaxed));
+	free(rf);
+}
+
+void k2mc_refill_note_slow(struct k2mc_refill_filter *rf, int s, const char *key, size_t klen)
+{
+	_Atomic uint64_t *f = atomic_load_explicit(&rf->bloom[s], memory_order_acquire);
 	uint32_t a, b;
 
 	if (f == NULL)
@@ -200,9 +212,9 @@ void k2mc_refill_note_slow(int s, const char *key, size_t klen)
 	atomic_fetch_or_explicit(&f[b / 64], 1ull << (b % 64), memory_order_seq_cst);
 }
 
-static int bloom_has(int s, const char *key, size_t klen)
+static int bloom_has(const struct k2mc_refill *rf, int s, const char *key, size_t klen)
 {
-	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_acquire);
+	_Atomic uint64_t *f = atomic_load_explicit(&rf->filter->bloom[s], memory_order_acquire);
 	uint32_t a, b;
 
 	bloom_bits(key, klen, &a, &b);
@@ -296,60 +308,10 @@ static int wt_connect(struct k2mc_refill *rf, int s)
 	return transport_connect(v->wt, k2mc_now_ms() + 2000);
 }
 
-/* The end of the first line of b[0..n) (past its CRLF), 0 if incomplete. */
-static size_t line_end(const char *b, size_t n)
+/* A "get" reply of at most REPLY_MAX bytes of data, whole (mccodec.h). */
+static long whole_get(const char *b, size_t n)
 {
-	const char *e = memmem(b, n, "\r\n", 2);
-
-	return e != NULL ? (size_t)(e - b) + 2 : 0;
-}
-
-static int line_is(const char *b, size_t ll, const char *word)
-{
-	size_t wl = strlen(word);
-
-	return ll == wl + 2 && memcmp(b, word, wl) == 0;
-}
-
-/* A reply's length once b[0..n) holds it whole, 0 while incomplete, -1 if
- * it cannot be one. These three: "get" (VALUE <key> <flags> <bytes>, the
- * data, END; or END; or one error line), "stats" (STAT lines to END, or one
- * error line), and a one-line reply. */
-static long complete_get(const char *b, size_t n)
-{
-	size_t hl = line_end(b, n), bytes = 0, total;
-	char h[300];
-
-	if (hl == 0)
-		return n > sizeof(h) ? -1 : 0;
-	if (hl < 6 || memcmp(b, "VALUE ", 6) != 0)
-		return (long)hl;
-	if (hl > sizeof(h))
-		return -1;
-	memcpy(h, b, hl - 2);
-	h[hl - 2] = '\0';
-	if (sscanf(h, "VALUE %*s %*u %zu", &bytes) != 1 || bytes > REPLY_MAX)
-		return -1;
-	total = hl + bytes + 2 + 5;
-	if (n < total)
-		return 0;
-	return memcmp(b + hl + bytes, "\r\nEND\r\n", 7) == 0 ? (long)total : -1;
-}
-
-static long complete_stats(const char *b, size_t n)
-{
-	for (size_t at = 0, ll; (ll = line_end(b + at, n - at)) != 0; at += ll) {
-		if (line_is(b + at, ll, "END") || ll < 5 || memcmp(b + at, "STAT ", 5) != 0)
-			return (long)(at + ll);
-	}
-	return 0;
-}
-
-static long complete_line(const char *b, size_t n)
-{
-	size_t ll = line_end(b, n);
-
-	return ll != 0 ? (long)ll : n > 1024 ? -1 : 0;
+	return mccodec_whole_get(b, n, REPLY_MAX);
 }
 
 /* Sends req and reads its reply (complete: see above) into rf->rbuf:
@@ -419,52 +381,27 @@ static int sentinel_present(struct k2mc_refill *rf, int s, const struct held *h)
 {
 	char key[512], req[600];
 	size_t kl = sentinel_key(rf, h, key, sizeof(key)), rl;
-	int n = snprintf(req, sizeof(req), "get %.*s\r\n", (int)kl, key);
+	size_t n = mccodec_get_request(req, key, kl);
 
-	if (request(rf, s, req, (size_t)n, complete_get, &rl) != 0)
+	if (request(rf, s, req, n, whole_get, &rl) != 0)
 		return -1;
 	if (rl >= 6 && memcmp(rf->rbuf, "VALUE ", 6) == 0)
 		return 1;
-	return line_is(rf->rbuf, rl, "END") ? 0 : -1;
+	return mccodec_line_is(rf->rbuf, rl, "END") ? 0 : -1;
 }
 
 static int sentinel_set(struct k2mc_refill *rf, int s, const struct held *h)
 {
-	char key[512], val[64], req[700];
+	char key[512], val[64];
 	size_t kl = sentinel_key(rf, h, key, sizeof(key)), rl;
 	int vl = snprintf(val, sizeof(val), "k2mc sentinel %lld", (long long)time(NULL));
+
 	/* no TTL: it lives as long as the server's contents */
-	int n = snprintf(req, sizeof(req), "set %.*s 0 0 %d\r\n%s\r\n", (int)kl, key, vl, val);
-
-	if (request(rf, s, req, (size_t)n, complete_line, &rl) != 0)
+	mccodec_reset(&rf->one);
+	if (mccodec_queue_set(&rf->one, 0, key, kl, val, (size_t)vl, 0, 0) != 0 ||
+	    request(rf, s, rf->one.out, rf->one.out_len, mccodec_whole_line, &rl) != 0)
 		return -1;
-	return line_is(rf->rbuf, rl, "STORED") ? 0 : -1;
-}
-
-/* The value of "STAT <name> <u64>" in a stats reply, or -1 if absent. */
-static int stat_u64(const char *b, size_t n, const char *name, uint64_t *v)
-{
-	size_t nl = strlen(name);
-
-	for (size_t at = 0, ll; (ll = line_end(b + at, n - at)) != 0; at += ll) {
-		char num[24];
-		size_t vl;
-
-		if (ll < 5 + nl + 1 + 2 || memcmp(b + at, "STAT ", 5) != 0 ||
-		    memcmp(b + at + 5, name, nl) != 0 || b[at + 5 + nl] != ' ')
-			continue;
-		vl = ll - 2 - (5 + nl + 1);
-		if (vl == 0 || vl >= sizeof(num))
-			return -1;
-		memcpy(num, b + at + 5 + nl + 1, vl);
-		num[vl] = '\0';
-		for (size_t i = 0; i < vl; i++)
-			if (num[i] < '0' || num[i] > '9')
-				return -1;
-		*v = strtoull(num, NULL, 10);
-		return 0;
-	}
-	return -1;
+	return mccodec_line_is(rf->rbuf, rl, "STORED") ? 0 : -1;
 }
 
 /* A restart by "stats": another pid, a smaller uptime, or another boot
@@ -478,10 +415,11 @@ static int restarted(struct k2mc_refill *rf, int s)
 	int r = 0;
 	int64_t boot;
 
-	if (request(rf, s, "stats\r\n", 7, complete_stats, &rl) != 0 || rl < 5 ||
-	    !line_is(rf->rbuf + rl - 5, 5, "END") || stat_u64(rf->rbuf, rl, "pid", &pid) != 0 ||
-	    stat_u64(rf->rbuf, rl, "uptime", &uptime) != 0 ||
-	    stat_u64(rf->rbuf, rl, "time", &now) != 0 || pid == 0)
+	if (request(rf, s, "stats\r\n", 7, mccodec_whole_stats, &rl) != 0 || rl < 5 ||
+	    !mccodec_line_is(rf->rbuf + rl - 5, 5, "END") ||
+	    mccodec_stat_u64(rf->rbuf, rl, "pid", &pid) != 0 ||
+	    mccodec_stat_u64(rf->rbuf, rl, "uptime", &uptime) != 0 ||
+	    mccodec_stat_u64(rf->rbuf, rl, "time", &now) != 0 || pid == 0)
 		return -1;
 	boot = (int64_t)now - (int64_t)uptime;
 	if (v->have_stats && (pid != v->pid || uptime < v->uptime || llabs(boot - v->boot) > 2))
@@ -501,8 +439,9 @@ static void read_limit(struct k2mc_refill *rf, int s)
 	uint64_t item = 0;
 	size_t rl;
 
-	if (request(rf, s, "stats settings\r\n", 16, complete_stats, &rl) != 0 || rl < 5 ||
-	    !line_is(rf->rbuf + rl - 5, 5, "END") || stat_u64(rf->rbuf, rl, "item_size_max", &item) != 0)
+	if (request(rf, s, "stats settings\r\n", 16, mccodec_whole_stats, &rl) != 0 || rl < 5 ||
+	    !mccodec_line_is(rf->rbuf + rl - 5, 5, "END") ||
+	    mccodec_stat_u64(rf->rbuf, rl, "item_size_max", &item) != 0)
 		item = 0;
 	rf->srv[s].limit = k2mc_policy_value_limit(&rf->policy, (size_t)item);
 }
@@ -627,8 +566,8 @@ static void pace(struct k2mc_refill *rf)
 /* ---- pass 2's writes: batches of adds over k2mc's own transport -----------
  * libmemcached's pipelining (BUFFER_REQUESTS) reads and drops the replies
  * of buffered commands (mcconn.h), and each add's own reply decides what
- * happens to its key, so the commands are written here: the classic text
- * protocol, which every memcached and proxy speaks. */
+ * happens to its key, so the commands are k2mc's own codec's (mccodec.h):
+ * the classic text protocol, which every memcached and proxy speaks. */
 
 enum fate {
 	F_QUEUED = 0,   /* sent, no reply read */
@@ -647,105 +586,92 @@ static size_t batch_keys(const struct k2mc_refill *rf)
 	return rf->cfg->refill_rate == 0 || r >= BATCH_KEYS ? BATCH_KEYS : r ? (size_t)r : 1;
 }
 
-static int buf_reserve(char **b, size_t *cap, size_t len, size_t more)
-{
-	size_t nc = *cap ? *cap : 1u << 16;
-	char *nb;
-
-	if (len + more <= *cap)
-		return 0;
-	while (nc < len + more)
-		nc *= 2;
-	nb = realloc(*b, nc);
-	if (nb == NULL)
-		return -ENOMEM;
-	*b = nb;
-	*cap = nc;
-	return 0;
-}
-
-/* "add <key> <flags> <exptime> <bytes>\r\n<value>\r\n": store only if absent. */
+/* "add <key> <flags> <exptime> <bytes>": store only if absent. */
 static int batch_add(struct k2mc_refill *rf, const struct k2mc_mapped *mp)
 {
-	size_t start = rf->wlen;
-	int n;
+	size_t i = rf->adds.ncmds;
 
-	if (buf_reserve(&rf->wbuf, &rf->wcap, rf->wlen, mp->key_len + mp->value_len + 64) != 0)
+	if (mccodec_queue_add(&rf->adds, mp->key, mp->key_len, mp->value, mp->value_len, mp->flags,
+			      mp->exptime) != 0)
 		return -ENOMEM;
-	n = snprintf(rf->wbuf + rf->wlen, rf->wcap - rf->wlen, "add %.*s %u %u %zu\r\n",
-		     (int)mp->key_len, mp->key, mp->flags, mp->exptime, mp->value_len);
-	rf->wlen += (size_t)n;
-	memcpy(rf->wbuf + rf->wlen, mp->value, mp->value_len);
-	rf->wlen += mp->value_len;
-	memcpy(rf->wbuf + rf->wlen, "\r\n", 2);
-	rf->wlen += 2;
-	rf->we[rf->wn].koff = start + 4;
-	rf->we[rf->wn].klen = (uint8_t)mp->key_len;
-	rf->we[rf->wn].fate = F_QUEUED;
-	rf->wn++;
+	memcpy(rf->we[i].key, mp->key, mp->key_len);
+	rf->we[i].klen = (uint8_t)mp->key_len;
+	rf->we[i].fate = F_QUEUED;
 	return 0;
 }
 
-/* Sends buf and reads one reply line per command into fates[i] (via
- * classify); lines of replies already read are kept in order. 0 every
- * reply read; -1 the connection failed (closed; the commands without a
- * reply keep F_QUEUED) or a reply made the stream unreadable. */
-static int exchange(struct k2mc_refill *rf, int s, const char *buf, size_t len, size_t n,
-		    int (*classify)(const char *line, size_t ll), uint8_t *fates, size_t stride)
+/* What a reply means for an add, or for a delete (F_STORED: done). */
+static int fate_add(enum mc_reply r)
+{
+	switch (r) {
+	case MC_NONE:
+		return F_QUEUED;
+	case MC_STORED:
+		return F_STORED;
+	case MC_NOT_STORED:
+		return F_NOT_STORED;
+	case MC_TOO_LARGE:
+		return F_TOO_LARGE;
+	default:
+		return F_FAILED;
+	}
+}
+
+static int fate_delete(enum mc_reply r)
+{
+	if (r == MC_NONE)
+		return F_QUEUED;
+	return r == MC_DELETED || r == MC_NOT_FOUND ? F_STORED : F_FAILED;
+}
+
+/* Sends the batch b (classic) and reads one reply per command into
+ * fates[i * stride] (via fate). 0 every reply read; -1 the connection
+ * failed (closed; the commands without a reply keep F_QUEUED) or a reply
+ * made the stream unreadable: a reply out of place or one of F_FAILED,
+ * after which the stream may not be in step any more, so what came after
+ * it is not believed (F_QUEUED). */
+static int exchange(struct k2mc_refill *rf, int s, struct mccodec *b, int (*fate)(enum mc_reply),
+		    uint8_t *fates, size_t stride)
 {
 	struct transport *t = rf->srv[s].wt;
-	char rb[8192];
-	size_t have = 0, got = 0;
+	char rb[8192], why[256];
+	size_t have = 0, bad = b->ncmds;
 	int64_t deadline = k2mc_now_ms() + IO_TIMEOUT_MS;
+	int rc = -1;
 
-	if (wt_connect(rf, s) != 0 || transport_send_all(t, buf, len, deadline) != 0)
-		goto broken;
-	while (got < n) {
-		ssize_t r;
-		char *eol;
+	if (wt_connect(rf, s) == 0 && transport_send_all(t, b->out, b->out_len, deadline) == 0) {
+		b->out_sent = b->out_len;
+		for (;;) {
+			ssize_t r;
 
-		while (got < n && (eol = memmem(rb, have, "\r\n", 2)) != NULL) {
-			size_t ll = (size_t)(eol - rb);
-			int f = classify(rb, ll);
-
-			fates[got * stride] = (uint8_t)f;
-			got++;
-			memmove(rb, eol + 2, have - ll - 2);
-			have -= ll + 2;
-			if (f == F_FAILED)
-				goto broken; /* the stream may not be in step any more */
+			if (mccodec_parse(b, rb, &have, sizeof(rb), why, sizeof(why)) != 0 &&
+			    !b->complete) {
+				bad = b->nreplies; /* the line it could not read was its */
+				break;
+			}
+			if (b->complete)
+				break;
+			r = transport_recv_some(t, rb + have, sizeof(rb) - have, deadline);
+			if (r <= 0)
+				break;
+			have += (size_t)r;
 		}
-		if (got == n)
-			break;
-		if (have == sizeof(rb))
-			goto broken; /* no reply line is that long */
-		r = transport_recv_some(t, rb + have, sizeof(rb) - have, deadline);
-		if (r <= 0)
-			goto broken;
-		have += (size_t)r;
+		rc = b->complete ? 0 : -1;
 	}
-	return 0;
-broken:
-	transport_close(t);
-	return -1;
-}
+	for (size_t i = 0; i < b->ncmds; i++) {
+		int f = i == bad ? F_FAILED : fate(mccodec_reply(b, i));
 
-static int classify_add(const char *l, size_t ll)
-{
-	if (ll == 6 && memcmp(l, "STORED", 6) == 0)
-		return F_STORED;
-	if (ll == 10 && memcmp(l, "NOT_STORED", 10) == 0)
-		return F_NOT_STORED;
-	if (ll >= 23 && memcmp(l, "SERVER_ERROR object too", 23) == 0)
-		return F_TOO_LARGE;
-	return F_FAILED;
-}
-
-static int classify_delete(const char *l, size_t ll)
-{
-	if ((ll == 7 && memcmp(l, "DELETED", 7) == 0) || (ll == 9 && memcmp(l, "NOT_FOUND", 9) == 0))
-		return F_STORED;
-	return F_FAILED;
+		fates[i * stride] = (uint8_t)f;
+		if (f != F_FAILED)
+			continue;
+		for (size_t j = i + 1; j < b->ncmds; j++)
+			fates[j * stride] = F_QUEUED;
+		rc = -1;
+		break;
+	}
+	if (rc != 0)
+		transport_close(t);
+	return rc;
 }
 
 /* The checks a live write passes before it is sent (writer.c), waited
@@ -790,12 +716,11 @@ static int wait_owner(struct k2mc_refill *rf, const struct pass *ps)
 static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 {
 	uint8_t dfate[BATCH_KEYS];
-	size_t nd = 0, nw = rf->wn;
+	size_t nd = 0, nw = rf->adds.ncmds;
 	int s = ps->s;
 
 	if (nw == 0)
 		return;
-	rf->wn = 0;
 	if (!wait_owner(rf, ps)) {
 		/* not sent: the refill is incomplete, its sentinel stays missing
 		 * and the partition's owner refills it again */
@@ -805,19 +730,17 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 					"(or k2mc stops); refill stopped without writing its batch",
 					ps->h->topic, ps->h->partition);
 		ps->failed = 1;
-		rf->wlen = 0;
-		rf->dlen = 0;
+		mccodec_reset(&rf->adds);
 		return;
 	}
-	if (exchange(rf, s, rf->wbuf, rf->wlen, nw, classify_add, &rf->we[0].fate,
-		     sizeof(rf->we[0])) != 0)
+	if (exchange(rf, s, &rf->adds, fate_add, &rf->we[0].fate, sizeof(rf->we[0])) != 0)
 		ps->failed = 1;
-	rf->wlen = 0;
-	rf->dlen = 0;
+	mccodec_reset(&rf->adds);
+	mccodec_reset(&rf->dels);
 	/* c2: every reply is in, or the connection is gone (F_QUEUED: the add
 	 * may have been applied, so it is checked as if stored) */
 	for (size_t i = 0; i < nw; i++) {
-		const char *key = rf->wbuf + rf->we[i].koff;
+		const char *key = rf->we[i].key;
 		size_t kl = rf->we[i].klen;
 
 		switch (rf->we[i].fate) {
@@ -831,7 +754,7 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 		case F_QUEUED:
 			break;
 		}
-		if (!bloom_has(s, key, kl)) {
+		if (!bloom_has(rf, s, key, kl)) {
 			if (rf->we[i].fate == F_STORED) {
 				ps->written++;
 				atomic_fetch_add_explicit(&rf->records, 1, memory_order_relaxed);
@@ -840,17 +763,15 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
 			}
 			continue;
 		}
-		if (buf_reserve(&rf->dbuf, &rf->dcap, rf->dlen, kl + 16) != 0) {
+		if (mccodec_queue_delete(&rf->dels, 0, key, kl) != 0) {
 			ps->failed = 1;
 			continue;
 		}
-		rf->dlen += (size_t)snprintf(rf->dbuf + rf->dlen, rf->dcap - rf->dlen,
-					     "delete %.*s\r\n", (int)kl, key);
 		dfate[nd++] = F_QUEUED;
 		ps->undone++;
 	}
 	/* a new connection if the adds' broke: the deletes matter most */
-	if (nd > 0 && exchange(rf, s, rf->dbuf, rf->dlen, nd, classify_delete, dfate, 1) != 0) {
+	if (nd > 0 && exchange(rf, s, &rf->dels, fate_delete, dfate, 1) != 0) {
 		char srv[K2MC_SERVER_LABEL_MAX];
 
 		k2mc_server_label(&rf->cfg->servers[s], srv, sizeof(srv));
@@ -875,7 +796,7 @@ static void batch_flush(struct k2mc_refill *rf, struct pass *ps)
  * one it deleted the key for ends the key's history as a delete does. */
 static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message_t *m)
 {
-	const struct k2mc_mapping *map = k2mc_mapping_installed();
+	const struct k2mc_mapping *map = rf->map;
 	struct k2mc_record rec;
 	struct k2mc_mapped mp;
 	struct k2mc_decision d;
@@ -911,7 +832,7 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 	    mp.op != K2MC_OP_SET || ps->failed)
 		return;
 	pace(rf);
-	if (bloom_has(ps->s, mp.key, mp.key_len)) { /* c1, before any byte of the add */
+	if (bloom_has(rf, ps->s, mp.key, mp.key_len)) { /* c1, before any byte of the add */
 		ps->skipped_live++;
 		return;
 	}
@@ -919,7 +840,7 @@ static void one_record(struct k2mc_refill *rf, struct pass *ps, rd_kafka_message
 		ps->failed = 1;
 		return;
 	}
-	if (rf->wn >= batch_keys(rf) || rf->wlen >= BATCH_BYTES)
+	if (rf->adds.ncmds >= batch_keys(rf) || rf->adds.out_len >= BATCH_BYTES)
 		batch_flush(rf, ps);
 }
 
@@ -984,8 +905,7 @@ static int read_range(struct k2mc_refill *rf, const struct held *h, int64_t star
 	if (rc == 0 && ps->second)
 		batch_flush(rf, ps);
 	/* stopped or revoked: the unsent rest is dropped (nothing of it was sent) */
-	rf->wn = 0;
-	rf->wlen = 0;
+	mccodec_reset(&rf->adds);
 	if (rc == 0)
 		lag_set(rf, ps->row, lag_left(ps, end));
 	return rc;
@@ -1071,7 +991,7 @@ static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
 static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t n,
 			  const char *cause)
 {
-	_Atomic uint64_t *f = atomic_load_explicit(&bloom[s], memory_order_relaxed);
+	_Atomic uint64_t *f = atomic_load_explicit(&rf->filter->bloom[s], memory_order_relaxed);
 	static int64_t start[MAX_HELD], end[MAX_HELD];
 	static int range_rc[MAX_HELD];
 	char srv[K2MC_SERVER_LABEL_MAX], from[64];
@@ -1088,13 +1008,13 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 					"refill of memcached %s: out of memory; retried later", srv);
 			return;
 		}
-		atomic_store_explicit(&bloom[s], f, memory_order_release);
+		atomic_store_explicit(&rf->filter->bloom[s], f, memory_order_release);
 	} else {
 		/* bit s is clear: no writer touches f now */
 		for (size_t i = 0; i < BLOOM_WORDS; i++)
 			atomic_store_explicit(&f[i], 0, memory_order_relaxed);
 	}
-	atomic_fetch_or_explicit(&k2mc_refill_mask, 1ull << s, memory_order_seq_cst);
+	atomic_fetch_or_explicit(&rf->filter->mask, 1ull << s, memory_order_seq_cst);
 	atomic_store_explicit(&rf->active[s], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&rf->losses, 1, memory_order_relaxed);
 	state_set(rf, s, K2MC_REFILL_DETECTING);
@@ -1136,7 +1056,7 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 					   "its sentinel stays missing, so it is tried again",
 					   srv, h[i].topic, h[i].partition);
 	}
-	atomic_fetch_and_explicit(&k2mc_refill_mask, ~(1ull << s), memory_order_seq_cst);
+	atomic_fetch_and_explicit(&rf->filter->mask, ~(1ull << s), memory_order_seq_cst);
 	atomic_store_explicit(&rf->active[s], 0, memory_order_relaxed);
 	state_set(rf, s, K2MC_REFILL_DONE);
 	secs = (double)(k2mc_now_ms() - t0) / 1000.0;
@@ -1284,7 +1204,9 @@ rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size
 }
 
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				    struct k2mc_fence *fence, char *err, size_t errlen)
+				    const struct k2mc_mapping *map,
+				    struct k2mc_refill_filter *filter, struct k2mc_fence *fence,
+				    char *err, size_t errlen)
 {
 	struct k2mc_refill *rf = calloc(1, sizeof(*rf));
 	rd_kafka_conf_t *conf = NULL;
@@ -1294,6 +1216,8 @@ struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_re
 	if (rf == NULL)
 		goto nomem;
 	rf->cfg = cfg;
+	rf->map = map;
+	rf->filter = filter;
 	k2mc_policy_init(&rf->policy, cfg);
 	rf->table = table;
 	rf->fence = fence;
@@ -1364,7 +1288,7 @@ void k2mc_refill_stop(struct k2mc_refill *rf)
 	atomic_store_explicit(&rf->stop, 1, memory_order_release);
 	pthread_join(rf->thread, NULL);
 	rf->started = 0;
-	atomic_store_explicit(&k2mc_refill_mask, 0, memory_order_seq_cst);
+	atomic_store_explicit(&rf->filter->mask, 0, memory_order_seq_cst);
 }
 
 void k2mc_refill_free(struct k2mc_refill *rf)
@@ -1384,8 +1308,9 @@ void k2mc_refill_free(struct k2mc_refill *rf)
 	free(rf->ho);
 	free(rf->seen);
 	free(rf->lag);
-	free(rf->wbuf);
-	free(rf->dbuf);
+	mccodec_free(&rf->adds);
+	mccodec_free(&rf->dels);
+	mccodec_free(&rf->one);
 	free(rf->rbuf);
 	pthread_mutex_destroy(&rf->lock);
 	free(rf);

@@ -19,32 +19,50 @@
 
 struct k2mc_refill;
 
-/* Bit s: server s is under refill, and its filter (refill.c) must learn
- * every key the live path writes or deletes there. Written by the refill
- * thread (seq_cst, after the filter is cleared and published); read by the
- * writers (seq_cst) before each command is queued. */
-extern _Atomic uint64_t k2mc_refill_mask;
-void k2mc_refill_note_slow(int s, const char *key, size_t klen);
+/* What the live path tells refill: per server under refill, a Bloom filter
+ * of every key the writers write or delete there (refill.c argues why).
+ * Made before the writers and the refill, which both hold it; freed after
+ * both. Inline because the writers look at mask before each command. */
+struct k2mc_refill_filter {
+	/* Bit s: server s is under refill, and its filter must learn every
+	 * key the live path writes or deletes there. Written by the refill
+	 * thread (seq_cst, after the filter is cleared and published); read by
+	 * the writers (seq_cst) before each command is queued. */
+	_Atomic uint64_t mask;
+	/* [s]: allocated by the refill thread before bit s of the mask is first
+	 * set (the seq_cst store of the mask publishes it); freed only by
+	 * k2mc_refill_filter_free. */
+	_Atomic uint64_t *_Atomic bloom[K2MC_MAX_SERVERS];
+};
+
+/* NULL for lack of memory. */
+struct k2mc_refill_filter *k2mc_refill_filter_new(void);
+/* After the writers and the refill that held it. */
+void k2mc_refill_filter_free(struct k2mc_refill_filter *f);
+void k2mc_refill_note_slow(struct k2mc_refill_filter *f, int s, const char *key, size_t klen);
 
 /* Writer side, for every command queued on server s, before any byte of it
- * is sent: cheap (one load) while no refill runs. */
-static inline void k2mc_refill_note(int s, const char *key, size_t klen)
+ * is sent: cheap (one load) while no refill runs. f NULL: no --refill. */
+static inline void k2mc_refill_note(struct k2mc_refill_filter *f, int s, const char *key,
+				    size_t klen)
 {
-	if (atomic_load_explicit(&k2mc_refill_mask, memory_order_seq_cst) & (1ull << s))
-		k2mc_refill_note_slow(s, key, klen);
+	if (f != NULL && atomic_load_explicit(&f->mask, memory_order_seq_cst) & (1ull << s))
+		k2mc_refill_note_slow(f, s, key, klen);
 }
 
 /* Refill's librdkafka consumer configuration (the group's id, its own
  * client.id, end-of-partition events, then every -X property), without
  * callbacks. NULL with the reason in err. */
 rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size_t errlen);
-/* cfg and table (the group's, consumer.h) must outlive it. NULL with the
- * reason in err. */
-/* fence: the membership lease; refill sends a batch only while it holds
+/* cfg, table (the group's, consumer.h), map (the compiled templates, the
+ * writers' too) and filter (not NULL: the one the writers note keys in) must outlive
+ * it. fence: the membership lease; refill sends a batch only while it holds
  * and the batch's partition is still ours in the same generation, as the
- * writers do (NULL: no check). */
+ * writers do (NULL: no check). NULL with the reason in err. */
 struct k2mc_refill *k2mc_refill_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				    struct k2mc_fence *fence, char *err, size_t errlen);
+				    const struct k2mc_mapping *map,
+				    struct k2mc_refill_filter *filter, struct k2mc_fence *fence,
+				    char *err, size_t errlen);
 int k2mc_refill_start(struct k2mc_refill *rf);
 /* Asks the thread to end, without waiting: it leaves any exchange with a
  * server within 100 ms (transport_set_cancel) and a Kafka call within its

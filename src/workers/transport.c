@@ -183,6 +183,17 @@ int transport_tls_check(const struct transport_tls *tls, char *err, size_t errle
 	return 0;
 }
 
+void transport_addr_label(const struct transport_addr *addr, const char *unix_prefix, char *buf,
+			  size_t len)
+{
+	if (addr->is_unix)
+		snprintf(buf, len, "%s%s", unix_prefix, addr->host);
+	else if (strchr(addr->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d", addr->host, addr->port);
+	else
+		snprintf(buf, len, "%s:%d", addr->host, addr->port);
+}
+
 struct transport *transport_new(const struct transport_addr *addr,
 				const struct transport_tls *tls, char *err, size_t errlen)
 {

@@ -32,6 +32,12 @@ struct transport_addr {
 
 struct transport;
 
+/* addr as logs and metrics name it: "host:port", "[v6addr]:port", or for a
+ * unix socket unix_prefix then the path. The one formatter of a server's
+ * name (mcconn_name with "", k2mc_server_label with "unix:"). */
+void transport_addr_label(const struct transport_addr *addr, const char *unix_prefix, char *buf,
+			  size_t len);
+
 /* A transport to addr; nothing is connected yet. For TLS the OpenSSL context
  * (trust store, client certificate) is built here, so a bad file is found
  * before any connection: NULL with the reason in err (errno set: ENOMEM,

@@ -2,7 +2,8 @@
  * rings -> wait for the membership lease -> map keys (applying --on-invalid
  * to records Memcached cannot take) -> queue commands per server -> one
  * pipelined exchange -> every reply read -> acknowledge watermarks ->
- * release ring slots.
+ * release ring slots. This file builds and acknowledges batches; the lease
+ * and the exchange (send, retry, eject, fence) are writer_exchange.c's.
  * Invariants:
  * - A record is acknowledged only after Memcached answered it, or it was
  *   skipped and counted, or (dead letters) after Kafka acknowledged its copy;
@@ -36,11 +37,10 @@
  *   deleted for its skipped newest record is a write, and supersedes); a
  *   batch that is built again (reconnect, ejection, no memory) is built
  *   uncoalesced. */
-#include "workers/writer.h"
+#include "workers/writer_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libmemcached/memcached.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -53,191 +53,14 @@
 #include <xxhash.h>
 
 #include "core/clock.h"
-#include "core/fence.h"
 #include "core/log.h"
-#include "workers/dlq.h"
-#include "workers/mapping.h"
-#include "workers/mcconn.h"
-#include "workers/placement.h"
-#include "workers/policy.h"
 #include "workers/refill.h"
-
-#define EXCHANGE_SLICE_MS 1000
-/* A server that has not answered for this long is reported once. */
-#define STALL_REPORT_MS 5000
-#define CONNECT_TIMEOUT_MS 2000
-#define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 2000
-#define IDLE_PARK_MS 100
-/* How often a writer holding records for lack of a lease looks again (the
- * lease is renewed by commits, which ring no bell). */
-#define FENCE_PARK_MS 50
 /* After the first record skipped for a reason, at most one line per reason
  * this often says how many more were skipped. */
 #define SKIP_REPORT_MS 10000
-/* --mc-eject, with libmemcached's meaning: a server is ejected after this
- * many consecutive failed attempts (connect refused or timed out, connection
- * broken), and put back into the hashing after MEMCACHED_BEHAVIOR_RETRY_TIMEOUT
- * seconds (libmemcached's default, MEMCACHED_SERVER_FAILURE_RETRY_TIMEOUT)
- * to be tried again. Two, not one: a restarted server costs one broken
- * connection and answers the reconnect. */
-#define EJECT_FAILURE_LIMIT 2
-#define EJECT_RETRY_S MEMCACHED_SERVER_FAILURE_RETRY_TIMEOUT
-/* A server at its connection limit (memcached -c) refused a connection:
- * until this long after the last such refusal, connection slots count as
- * short, and a writer keeps a connection open only while its share of the
- * batch on it is not complete. Holding idle connections while waiting for another server's slot
- * is how every writer ended up waiting for the others (each held one
- * server's slots and wanted the other's): a stall with nothing lost and no
- * end. Said at most once per SLOTS_REPORT_MS while it lasts. */
-#define SLOTS_SHORT_MS 5000
-#define SLOTS_REPORT_MS 10000
 /* How long the dead letter producer may flush at stop; the drain before it
  * already waited for every delivery it could. */
 #define DLQ_STOP_FLUSH_MS 1000
-
-/* item_server values that are not a server index. ITEM_ACK: no command,
- * acknowledged when the batch completes (skipped). ITEM_KEEP: no command,
- * not acknowledged here (a dead letter in flight, or at or past a record
- * --on-invalid fail refused). ITEM_QUEUE: to be queued on the server its key
- * maps to (between classify and the first successful queueing). */
-#define ITEM_ACK   (-1)
-#define ITEM_KEEP  (-2)
-#define ITEM_QUEUE (-3)
-/* item_sup: the record is not superseded (otherwise: the index of the later
- * record of the batch whose write replaces it) */
-#define NO_SUP UINT32_MAX
-
-/* Per writer, written by that writer only (k2mc_count), read by anyone. */
-struct invalid_counters {
-	_Alignas(64) k2mc_counter hashed[K2MC_MAP_NREASONS];
-	k2mc_counter refused;
-};
-
-/* One batch's dealings with the lease (writer-local). */
-struct fence_wait {
-	int counted;   /* this batch is counted in fence_waits */
-	int holding;   /* records held now for lack of a lease */
-	int64_t since; /* k2mc_now_ms() when this hold began */
-};
-
-struct writer {
-	int id;
-	struct k2mc_writers *pool;
-	pthread_t thread;
-	struct k2mc_placement *place; /* key -> server index (--distribution, --mc-eject);
-				       * this writer's own */
-	struct mc_conn **conns;       /* [nservers], in -m order (place's server indexes) */
-	struct k2mc_writer_stats *stats;
-	struct invalid_counters *inv;
-	struct park *bell;
-	/* --mc-eject: consecutive failed attempts per server, reset when the
-	 * server answers (who is ejected, and until when, is place's) */
-	uint32_t *fails;
-	/* [nservers]: the largest value the batch queued on server s may carry,
-	 * as it was when that share was built (value_limit); a reconnect that
-	 * reads another limit rebuilds the share */
-	size_t *limit;
-	/* what the last value refused before sending was measured against, for
-	 * messages: the limit and its server */
-	size_t refused_limit;
-	int refused_server;
-	/* 1 after a batch could not be built for lack of memory, until one is */
-	int nomem;
-
-	/* batch scratch, reused */
-	struct ring_item *items;
-	struct k2mc_part **item_part;
-	int32_t *item_server;         /* server index, ITEM_ACK, ITEM_KEEP or ITEM_QUEUE */
-	uint32_t *item_cmd;           /* command index within its connection */
-	uint8_t *item_hashed;         /* the reason its key was hashed for, 0: not hashed */
-	uint8_t *item_reason;         /* what k2mc_mapping_map said (enum k2mc_map_reason) */
-	/* what each record maps to (key, value, flags, expiry, operation), once
-	 * per batch; the values it builds live in arena until the next batch */
-	struct k2mc_mapped *maps;
-	struct k2mc_prepared **item_pre; /* what the consumer computed, or NULL */
-	struct k2mc_arena *arena;
-	uint8_t *item_inval;          /* the reason it is skipped with its key deleted in
-				       * its place (K2MC_FATE_INVALIDATE), 0: none */
-	uint32_t *item_sup;           /* NO_SUP, or the record whose write replaces it */
-	/* coalescing: open addressing over the batch's keys; a slot is in use
-	 * when its gen is this batch's (no clearing between batches) */
-	struct coal_slot {
-		uint64_t hash;
-		uint32_t gen;
-		uint32_t idx; /* the key's nearest later record that is sent */
-	} *coal;
-	size_t coal_mask;
-	uint32_t coal_gen;
-	struct seg {
-		struct k2mc_part *p;
-		size_t n;
-	} *segs;                      /* [seg_cap], one per table position */
-	size_t seg_cap;
-	size_t rr;                    /* round-robin start over partitions */
-};
-
-struct k2mc_writers {
-	const struct k2mc_config *cfg;
-	k2mc_table_ref *table;
-	/* the compiled templates (mapping.h): main's, or own_map when none was
-	 * installed; immutable */
-	const struct k2mc_mapping *map;
-	struct k2mc_mapping *own_map;
-	/* --on-invalid, --max-value-bytes: what the shared decision (policy.h)
-	 * needs; immutable */
-	struct k2mc_policy policy;
-	int n;
-	struct writer *w;
-	struct park *bells;
-	struct k2mc_writer_stats *stats;
-	struct invalid_counters *inv; /* [n] */
-	/* NULL unless a policy can send records to cfg->dlq_topic */
-	struct k2mc_dlq *dlq;
-	/* set by main before the threads start (pthread_create orders it),
-	 * then read-only; NULL = no fencing */
-	const struct k2mc_fence *fence;
-	/* main -> writers: stop when idle / give up on the current batch
-	 * (release by main, acquire by writers; abort also by the transports
-	 * of their connections, mcconn_set_cancel, which leave their waits
-	 * within 100 ms of it) */
-	_Atomic int stop;
-	_Atomic int abort;
-	/* any writer: 1 from the warning that records are held for lack of a
-	 * lease until a writer sees the lease again and says so (exchange, so
-	 * each is said once per episode); relaxed: only log lines depend on it */
-	_Atomic int fence_holding;
-	/* any writer: last reported state per server, so a state change is
-	 * logged once by whichever writer sees it first (atomic exchange) */
-	_Atomic int *server_state;
-	/* any writer: first skipped record per reason is logged (exchange) */
-	_Atomic int skip_logged[K2MC_MAP_NREASONS + 1];
-	/* any writer: records skipped since the last summary line per reason
-	 * (fetch_add / exchange), and the earliest time of the next one (CAS
-	 * claims it); relaxed: only log lines depend on them */
-	_Atomic uint64_t skip_unreported[K2MC_MAP_NREASONS];
-	_Atomic int64_t skip_next_report_ms[K2MC_MAP_NREASONS];
-	/* any writer: first record per reason that --on-invalid hash could
-	 * not hash, and first hashed / dead-lettered per reason (exchange) */
-	_Atomic int fallback_logged[K2MC_MAP_NREASONS];
-	_Atomic int hash_logged[K2MC_MAP_NREASONS];
-	_Atomic int dlq_logged[K2MC_MAP_NREASONS];
-	/* any writer: --on-tombstone invalidate met a classic-only server
-	 * (exchange: said once) */
-	_Atomic int invalidate_text_logged;
-	/* any writer: until when connection slots are short (k2mc_now_ms; a
-	 * full server's refusal pushes it), and the earliest time of the next
-	 * line saying so (CAS claims it); relaxed: a writer that sees it late
-	 * gives its connections back one batch later */
-	_Atomic int64_t slots_short_until;
-	_Atomic int64_t slots_next_report_ms;
-	/* first writer to hit a fatal record claims it (exchange 0 -> 1), then
-	 * writes fatal_msg and publishes it with release on fatal_ready; main
-	 * reads with acquire */
-	_Atomic int fatal_claimed;
-	_Atomic int fatal_ready;
-	char fatal_msg[512];
-};
 
 static void set_fatal(struct k2mc_writers *ws, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -253,78 +76,13 @@ static void set_fatal(struct k2mc_writers *ws, const char *fmt, ...)
 	atomic_store_explicit(&ws->fatal_ready, 1, memory_order_release);
 }
 
-static int ejecting(const struct k2mc_writers *ws)
-{
-	return ws->cfg->mc_eject && ws->cfg->nservers > 1;
-}
-
-/* why: the connection's error (DOWN), the error reply (DOWN, OOM), or the
- * last error reply of a batch that never completes (STALLED; "" if none). */
-static void report_server(struct k2mc_writers *ws, int s, enum k2mc_server_state st,
-			  const char *name, const char *why)
-{
-	int old = atomic_exchange_explicit(&ws->server_state[s], st, memory_order_relaxed);
-	/* the log's server field: as /metrics labels it */
-	char srv[K2MC_SERVER_LABEL_MAX];
-
-	if (old == (int)st)
-		return;
-	k2mc_server_label(&ws->cfg->servers[s], srv, sizeof(srv));
-	switch (st) {
-	case K2MC_SERVER_UP:
-		if (old != K2MC_SERVER_UNKNOWN)
-			k2mc_log_server(K2MC_LOG_INFO, srv, NULL, "memcached %s: back, writing again",
-					name);
-		break;
-	case K2MC_SERVER_DOWN:
-		if (ejecting(ws))
-			k2mc_log_server(K2MC_LOG_WARN, srv, why,
-					"memcached %s: down (%s); --mc-eject: after %d failed "
-					"attempts its keys go to the other servers, and it is tried "
-					"again every %d s",
-					name, why, EJECT_FAILURE_LIMIT, EJECT_RETRY_S);
-		else
-			k2mc_log_server(K2MC_LOG_WARN, srv, why,
-					"memcached %s: down (%s); its records wait and are retried",
-					name, why);
-		break;
-	case K2MC_SERVER_OOM:
-		k2mc_log_server(K2MC_LOG_WARN, srv, why, "memcached %s: out of memory (%s); retrying",
-				name, why);
-		break;
-	case K2MC_SERVER_STALLED:
-		if (why[0] != '\0')
-			k2mc_log_server(K2MC_LOG_WARN, srv, why,
-					"memcached %s: answers errors but never completes the batch "
-					"(last: '%s'); waiting on the same connection",
-					name, why);
-		else
-			k2mc_log_server(K2MC_LOG_WARN, srv, "no answer",
-					"memcached %s: no answer for %d ms; waiting on the same "
-					"connection",
-					name, STALL_REPORT_MS);
-		break;
-	default:
-		break;
-	}
-}
-
-/* The largest value server s takes now: its item size limit as read on the
- * last connect, capped by --max-value-bytes. An unknown limit (not
- * connected yet, or a proxy without "stats settings") refuses nothing:
- * memcached answers "too large" itself, and drops the key's old item. */
-static size_t value_limit(const struct writer *w, int s)
-{
-	return k2mc_policy_value_limit(&w->pool->policy, mcconn_item_limit(w->conns[s]));
-}
-
 /* ---- records Memcached cannot take ----------------------------------------*/
 
 /* The shared decision (policy.h) for record i placed on server s, or with
  * no key (s < 0: no server, no limit). */
 static struct k2mc_decision decide(const struct writer *w, size_t i, int s)
 {
-	return k2mc_policy_decide(&w->pool->policy, w->item_reason[i], &w->maps[i],
+	return k2mc_policy_decide(&w->pool->policy, w->batch[i].reason, &w->maps[i],
 				  s >= 0 ? w->limit[s] : SIZE_MAX);
 }
 
@@ -338,7 +96,7 @@ static void describe(const struct writer *w, char *buf, size_t len, size_t i,
 	struct k2mc_record rec;
 
 	if (r != K2MC_VALUE_TOO_LARGE) {
-		k2mc_record_of(ws->map, w->items[i].ptr, &rec);
+		k2mc_record_of(ws->map, w->batch[i].m, &rec);
 		k2mc_mapping_explain(ws->map, &rec, &w->maps[i], r, buf, len);
 	} else if (w->refused_server < 0) {
 		snprintf(buf, len, "value of %zu bytes, refused by the server as too large", vlen);
@@ -376,7 +134,7 @@ static void note_fallback(struct k2mc_writers *ws, enum k2mc_map_reason r, enum 
 static void count_skip(struct writer *w, size_t i, enum k2mc_map_reason r, int invalidated)
 {
 	struct k2mc_writers *ws = w->pool;
-	rd_kafka_message_t *m = w->items[i].ptr;
+	rd_kafka_message_t *m = w->batch[i].m;
 	int64_t now, next;
 	char detail[200];
 
@@ -419,21 +177,21 @@ static void count_skip(struct writer *w, size_t i, enum k2mc_map_reason r, int i
 
 static void skip_record(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
-	w->item_server[i] = ITEM_ACK;
+	w->batch[i].state = ITEM_ACK;
 	count_skip(w, i, r, 0);
 }
 
 static void dead_letter(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
 	struct k2mc_writers *ws = w->pool;
-	rd_kafka_message_t *m = w->items[i].ptr;
+	rd_kafka_message_t *m = w->batch[i].m;
 	char detail[200];
 
 	describe(w, detail, sizeof(detail), i, r);
 	/* acknowledged by the delivery report, never here; on failure the
 	 * record stays unacknowledged and k2mc_writers_fatal says why */
-	w->item_server[i] = ITEM_KEEP;
-	if (k2mc_dlq_send(ws->dlq, w->item_part[i], w->items[i].tag, m, r, detail, &ws->abort) != 0)
+	w->batch[i].state = ITEM_KEEP;
+	if (k2mc_dlq_send(ws->dlq, w->batch[i].part, w->batch[i].tag, m, r, detail, &ws->abort) != 0)
 		return;
 	if (atomic_exchange_explicit(&ws->dlq_logged[r], 1, memory_order_relaxed) == 0)
 		k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
@@ -447,12 +205,12 @@ static void dead_letter(struct writer *w, size_t i, enum k2mc_map_reason r)
 static void fail_record(struct writer *w, size_t i, enum k2mc_map_reason r)
 {
 	struct k2mc_writers *ws = w->pool;
-	rd_kafka_message_t *m = w->items[i].ptr;
+	rd_kafka_message_t *m = w->batch[i].m;
 	char detail[200];
 
 	describe(w, detail, sizeof(detail), i, r);
-	w->item_server[i] = ITEM_KEEP;
-	k2mc_part_fail(w->item_part[i], m->offset);
+	w->batch[i].state = ITEM_KEEP;
+	k2mc_part_fail(w->batch[i].part, m->offset);
 	k2mc_count(&w->inv->refused, 1);
 	set_fatal(ws, "--on-invalid fail: %s [%d] @%lld: %s (%s); stopping, nothing at or past "
 		  "this offset is committed", rd_kafka_topic_name(m->rkt), m->partition,
@@ -484,6 +242,12 @@ static void refuse(struct writer *w, size_t i, enum k2mc_map_reason r)
 
 /* ---- batches --------------------------------------------------------------*/
 
+static void item_place(struct item *it, int s)
+{
+	it->state = ITEM_SERVER;
+	it->server = (int16_t)s;
+}
+
 /* Peeks up to --batch records from this writer's rings, fairly, and stops
  * taking more once they hold over K2MC_BATCH_MAX_BYTES of keys and values
  * (a prefix of a ring's records: peeking consumes nothing, and only the
@@ -501,32 +265,25 @@ static size_t gather(struct writer *w, struct k2mc_part_table *t)
 
 		if (k2mc_part_abandoned(p))
 			continue;
-		got = ring_peek(k2mc_part_ring(p, w->id), w->items + n, max - n);
+		got = ring_peek(k2mc_part_ring(p, w->id), w->peek, max - n);
 		/* the first record always fits, however large */
 		while (keep < got && (n + keep == 0 || bytes <= K2MC_BATCH_MAX_BYTES)) {
-			struct ring_item *it = &w->items[n + keep];
+			struct item *it = &w->batch[n + keep];
 			const rd_kafka_message_t *m;
 
 			/* a record the consumer keyed travels with its key
 			 * (consumer.h); the batch keeps both, the ring is
 			 * untouched until release */
-			w->item_pre[n + keep] = k2mc_item_prepared(it->ptr);
-			if (w->item_pre[n + keep] != NULL)
-				it->ptr = w->item_pre[n + keep]->m;
-			m = it->ptr;
-			/* The writer's first touch of a record that librdkafka's
-			 * fetch thread wrote, often on the other core: start
-			 * loading its key and value (map_all) and the line after
-			 * the public message struct, where librdkafka keeps the
-			 * timestamp count_latency reads, for the whole batch at
-			 * once rather than one miss at a time. A prefetch is a
-			 * hint: it never faults, on NULL neither. */
+			it->tag = w->peek[keep].tag;
+			it->pre = k2mc_item_prepared(w->peek[keep].ptr);
+			it->m = it->pre != NULL ? it->pre->m : w->peek[keep].ptr;
+			it->part = p;
+			m = it->m;
 			__builtin_prefetch(m->key);
 			__builtin_prefetch(m->payload);
 			__builtin_prefetch((const char *)(m + 1));
 
 			bytes += m->key_len + m->len;
-			w->item_part[n + keep] = p;
 			keep++;
 		}
 		if (keep == 0)
@@ -556,11 +313,12 @@ static int queue_on(struct writer *w, size_t i, int s)
 	const struct k2mc_mapped *mp = &w->maps[i];
 	struct mc_conn *c = w->conns[s];
 	struct k2mc_decision d = decide(w, i, s);
+	struct item *it = &w->batch[i];
 	int rc;
 
-	w->item_server[i] = s;
-	w->item_inval[i] = 0;
-	w->item_cmd[i] = (uint32_t)mcconn_queued(c);
+	item_place(it, s);
+	it->inval = 0;
+	it->cmd = (uint32_t)mcconn_queued(c);
 	if (d.fate != K2MC_FATE_WRITE && d.fate != K2MC_FATE_INVALIDATE) {
 		/* only a value over a limit that changed since classify can
 		 * end here: the other refusals never reach a server */
@@ -571,10 +329,10 @@ static int queue_on(struct writer *w, size_t i, int s)
 	}
 	/* --refill: a server under refill learns every key the live path
 	 * writes or deletes there, before any byte of it is sent (refill.c) */
-	k2mc_refill_note(s, mp->key, mp->key_len);
+	k2mc_refill_note(ws->filter, s, mp->key, mp->key_len);
 	if (d.fate == K2MC_FATE_INVALIDATE) {
 		note_fallback(ws, d.reason, K2MC_FATE_SKIP);
-		w->item_inval[i] = (uint8_t)d.reason;
+		it->inval = (uint8_t)d.reason;
 		if (d.reason == K2MC_VALUE_TOO_LARGE) {
 			w->refused_limit = w->limit[s];
 			w->refused_server = s;
@@ -616,7 +374,7 @@ static int queue_one(struct writer *w, size_t i)
 static void refresh_limits(struct writer *w)
 {
 	for (int s = 0; s < w->pool->cfg->nservers; s++)
-		w->limit[s] = value_limit(w, s);
+		w->limit[s] = writer_value_limit(w, s);
 }
 
 /* Whether record j's write replaces whatever its key held: a set or a
@@ -625,7 +383,7 @@ static void refresh_limits(struct writer *w)
  * records before it must still be written. */
 static int replaces(const struct writer *w, size_t j)
 {
-	return w->item_inval[j] != 0 || w->maps[j].op == K2MC_OP_SET ||
+	return w->batch[j].inval != 0 || w->maps[j].op == K2MC_OP_SET ||
 	       w->maps[j].op == K2MC_OP_DELETE;
 }
 
@@ -644,7 +402,7 @@ static void coalesce(struct writer *w, size_t n)
 		uint64_t h;
 		size_t pos;
 
-		if (w->item_server[k] < 0)
+		if (w->batch[k].state != ITEM_SERVER)
 			continue;
 		h = XXH3_64bits(mk->key, mk->key_len);
 		for (pos = (size_t)h & w->coal_mask;; pos = (pos + 1) & w->coal_mask) {
@@ -662,7 +420,7 @@ static void coalesce(struct writer *w, size_t n)
 			    memcmp(mj->key, mk->key, mk->key_len) != 0)
 				continue;
 			if (replaces(w, sl->idx))
-				w->item_sup[k] = sl->idx;
+				w->batch[k].sup = sl->idx;
 			else
 				sl->idx = (uint32_t)k;
 			break;
@@ -683,23 +441,24 @@ static int classify(struct writer *w, size_t n)
 
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
-		rd_kafka_message_t *m = w->items[i].ptr;
+		struct item *it = &w->batch[i];
+		rd_kafka_message_t *m = it->m;
 		const struct k2mc_mapped *mp = &w->maps[i];
 		struct k2mc_decision d;
 		int s;
 
 		/* the records of a part are consecutive: one load per part */
-		if (w->item_part[i] != last) {
-			last = w->item_part[i];
+		if (it->part != last) {
+			last = it->part;
 			failed_at = k2mc_part_failed_at(last);
 		}
-		w->item_hashed[i] = 0;
-		w->item_inval[i] = 0;
-		w->item_sup[i] = NO_SUP;
+		it->hashed = 0;
+		it->inval = 0;
+		it->sup = NO_SUP;
 		if (m->offset >= failed_at) {
 			/* at or past a refused record: never written, never
 			 * acknowledged, consumed again after a restart */
-			w->item_server[i] = ITEM_KEEP;
+			it->state = ITEM_KEEP;
 			continue;
 		}
 		/* the server the readers' client looks on (placement.h; no
@@ -713,10 +472,10 @@ static int classify(struct writer *w, size_t n)
 		}
 		switch (d.fate) {
 		case K2MC_FATE_WRITE:
-			w->item_server[i] = s;
+			item_place(it, s);
 			if (d.hashed == K2MC_MAP_OK)
 				break;
-			w->item_hashed[i] = (uint8_t)d.hashed;
+			it->hashed = (uint8_t)d.hashed;
 			if (atomic_exchange_explicit(&ws->hash_logged[d.hashed], 1,
 						     memory_order_relaxed) == 0)
 				k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt),
@@ -730,28 +489,29 @@ static int classify(struct writer *w, size_t n)
 		case K2MC_FATE_INVALIDATE:
 			/* its key is deleted instead (queue_on); if a later
 			 * record supersedes it, it is still counted skipped */
-			w->item_server[i] = s;
-			w->item_inval[i] = (uint8_t)d.reason;
+			item_place(it, s);
+			it->inval = (uint8_t)d.reason;
 			break;
 		case K2MC_FATE_IGNORE:
 			/* --on-tombstone ignore: acknowledged unwritten */
-			w->item_server[i] = ITEM_ACK;
+			it->state = ITEM_ACK;
 			k2mc_count(&w->stats->ignored, 1);
 			break;
 		default:
 			refuse(w, i, d.reason);
-			if (w->item_server[i] == ITEM_KEEP)
+			if (it->state == ITEM_KEEP)
 				failed_at = k2mc_part_failed_at(last);
 			break;
 		}
 	}
 	coalesce(w, n);
 	for (size_t i = 0; i < n; i++) {
+		const struct item *it = &w->batch[i];
 		int rc;
 
-		if (w->item_server[i] < 0 || w->item_sup[i] != NO_SUP)
+		if (it->state != ITEM_SERVER || it->sup != NO_SUP)
 			continue;
-		rc = queue_on(w, i, w->item_server[i]);
+		rc = queue_on(w, i, it->server);
 		if (rc != 0)
 			return rc;
 	}
@@ -763,7 +523,7 @@ static int classify(struct writer *w, size_t n)
  * connection), or after a failed allocation. Records the up servers already
  * stored are sent again (idempotent, and in order, so each key's last write
  * still wins). 0 or -ENOMEM. */
-static int queue_all(struct writer *w, size_t n)
+int writer_queue_all(struct writer *w, size_t n)
 {
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
@@ -772,26 +532,27 @@ static int queue_all(struct writer *w, size_t n)
 		mcconn_reset_batch(w->conns[s]);
 	refresh_limits(w);
 	for (size_t i = 0; i < n; i++) {
+		struct item *it = &w->batch[i];
 		int rc;
 
 		/* built again uncoalesced: the servers may have moved */
-		w->item_sup[i] = NO_SUP;
-		if (w->item_server[i] < 0 && w->item_server[i] != ITEM_QUEUE)
+		it->sup = NO_SUP;
+		if (it->state == ITEM_ACK || it->state == ITEM_KEEP)
 			continue;
-		if (w->item_part[i] != last) {
-			last = w->item_part[i];
+		if (it->part != last) {
+			last = it->part;
 			failed_at = k2mc_part_failed_at(last);
 		}
-		if (((rd_kafka_message_t *)w->items[i].ptr)->offset >= failed_at) {
-			w->item_server[i] = ITEM_KEEP;
+		if (it->m->offset >= failed_at) {
+			it->state = ITEM_KEEP;
 			continue;
 		}
 		rc = queue_one(w, i);
 		if (rc != 0) {
-			w->item_server[i] = ITEM_QUEUE;
+			it->state = ITEM_QUEUE;
 			return rc;
 		}
-		if (w->item_server[i] == ITEM_KEEP)
+		if (it->state == ITEM_KEEP)
 			failed_at = k2mc_part_failed_at(last);
 	}
 	return 0;
@@ -800,352 +561,22 @@ static int queue_all(struct writer *w, size_t n)
 /* The connection to server s was (re)made speaking the other dialect, or
  * with another item size limit: build its share of the batch again, in the
  * same order, on the same server. 0 or -ENOMEM. */
-static int requeue_server(struct writer *w, size_t n, int s)
+int writer_requeue_server(struct writer *w, size_t n, int s)
 {
 	mcconn_reset_batch(w->conns[s]);
-	w->limit[s] = value_limit(w, s);
+	w->limit[s] = writer_value_limit(w, s);
 	for (size_t i = 0; i < n; i++) {
 		int rc;
 
-		if (w->item_server[i] != s)
+		if (w->batch[i].state != ITEM_SERVER || w->batch[i].server != s)
 			continue;
 		/* built again uncoalesced: the limit may have changed */
-		w->item_sup[i] = NO_SUP;
+		w->batch[i].sup = NO_SUP;
 		rc = queue_on(w, i, s);
 		if (rc != 0)
 			return rc;
 	}
 	return 0;
-}
-
-/* --mc-eject: server s failed EJECT_FAILURE_LIMIT times in a row. Until
- * its retry time its keys go where the readers' client sends them while it
- * is down (placement.h: libmemcached's continuum rebuilt without it,
- * pymemcache's hasher without it, Dalli's and spymemcached's failover
- * rehashing); k2mc_placement_restore puts it back then. The last server is
- * not ejected: with every server down, records wait. Returns 1 if placement
- * changed. */
-static int eject(struct writer *w, int s)
-{
-	return k2mc_placement_eject(w->place, s, time(NULL) + EJECT_RETRY_S);
-}
-
-static int batch_abandoned(struct writer *w, size_t nsegs_scan)
-{
-	if (atomic_load_explicit(&w->pool->abort, memory_order_acquire))
-		return 1;
-	for (size_t k = 0; k < nsegs_scan; k++) {
-		if (w->segs[k].p != NULL && k2mc_part_abandoned(w->segs[k].p))
-			return 1;
-	}
-	return 0;
-}
-
-/* Sleeps *ms (doubling it for next time), in slices that end it early
- * once the writers are aborted. */
-static void backoff(struct writer *w, int *ms)
-{
-	int64_t end = k2mc_now_ms() + *ms, left;
-
-	while ((left = end - k2mc_now_ms()) > 0 &&
-	       !atomic_load_explicit(&w->pool->abort, memory_order_acquire)) {
-		if (left > IDLE_PARK_MS)
-			left = IDLE_PARK_MS;
-		nanosleep(&(struct timespec){ 0, (long)left * 1000000L }, NULL);
-	}
-	*ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
-}
-
-/* Sleeps up to ms on the writer's bell (consumers, stop and abort ring it). */
-static void nap(struct writer *w, int ms)
-{
-	park_prepare(w->bell);
-	park_wait(w->bell, ms);
-}
-
-/* A failed attempt on server s; with --mc-eject, returns 1 when s is to be
- * ejected now. */
-static int server_failed(struct writer *w, int s)
-{
-	if (!ejecting(w->pool))
-		return 0;
-	if (++w->fails[s] < EJECT_FAILURE_LIMIT)
-		return 0;
-	return eject(w, s);
-}
-
-/* ---- the membership lease -------------------------------------------------*/
-
-/* The lease does not hold now and records of this batch wait. Counted once
- * per batch; said once per episode: at once when a lease lapsed, but when
- * none was granted yet in this generation (deadline 0: the start, or a new
- * assignment, whose first commit is on its way) only once the wait has
- * outlasted a whole lease, since waiting for that commit is routine. */
-static void fence_hold(struct writer *w, struct fence_wait *fw)
-{
-	struct k2mc_writers *ws = w->pool;
-	int64_t now = k2mc_now_ms(), lease = k2mc_fence_lease_ms(ws->fence);
-
-	if (!fw->holding) {
-		fw->holding = 1;
-		fw->since = now;
-		if (!fw->counted) {
-			fw->counted = 1;
-			k2mc_count(&w->stats->fence_waits, 1);
-		}
-	}
-	if (atomic_load_explicit(&ws->fence_holding, memory_order_relaxed) ||
-	    (k2mc_fence_deadline(ws->fence) == 0 && now - fw->since < lease))
-		return;
-	if (atomic_exchange_explicit(&ws->fence_holding, 1, memory_order_relaxed) == 0)
-		k2mc_warn("membership in the consumer group not proven (no acknowledged commit "
-			  "within the lease of %lld ms): holding records, writing nothing until it is",
-			  (long long)lease);
-}
-
-/* The lease holds (seen by any writer, waiting or not): ends the episode. */
-static void fence_resume(struct writer *w, struct fence_wait *fw)
-{
-	struct k2mc_writers *ws = w->pool;
-
-	fw->holding = 0;
-	if (atomic_load_explicit(&ws->fence_holding, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&ws->fence_holding, 0, memory_order_relaxed))
-		k2mc_info("membership in the consumer group proven again (commit acknowledged): "
-			  "writing");
-}
-
-/* Before a batch starts: waits while the lease does not hold. 0 once it
- * does, -1 if the batch was given up meanwhile (abort, or its partitions
- * abandoned: main does that when the assignment is lost). */
-static int await_lease(struct writer *w, size_t nsegs_scan, struct fence_wait *fw)
-{
-	const struct k2mc_fence *f = w->pool->fence;
-
-	if (f == NULL)
-		return 0;
-	while (!k2mc_fence_held(f)) {
-		fence_hold(w, fw);
-		if (batch_abandoned(w, nsegs_scan))
-			return -1;
-		park_prepare(w->bell);
-		if (k2mc_fence_held(f)) {
-			park_cancel(w->bell);
-			break;
-		}
-		park_wait(w->bell, FENCE_PARK_MS);
-	}
-	fence_resume(w, fw);
-	return 0;
-}
-
-/* ---- the exchange ----------------------------------------------------------*/
-
-/* Replies that settle a command; anything else (SERVER_ERROR, out of
- * memory, CLIENT_ERROR, none) is a server failure and the batch is resent. */
-static int reply_final(enum mc_reply r)
-{
-	return r == MC_STORED || r == MC_DELETED || r == MC_NOT_FOUND || r == MC_TOO_LARGE;
-}
-
-/* What a failed mcconn_ensure counts as (k2mc_memcached_errors_total). */
-static enum k2mc_mc_error connect_error_kind(int rc)
-{
-	if (rc == -ECONNREFUSED || rc == -ENOENT || rc == -EUSERS)
-		return K2MC_MC_ERR_REFUSED;
-	return rc == -ETIMEDOUT ? K2MC_MC_ERR_TIMEOUT : K2MC_MC_ERR_CONNECTION;
-}
-
-/* ---- connection slots -------------------------------------------------------*/
-
-static int slots_short(const struct k2mc_writers *ws)
-{
-	return k2mc_now_ms() <
-	       atomic_load_explicit(&((struct k2mc_writers *)ws)->slots_short_until,
-				    memory_order_relaxed);
-}
-
-/* Server s refused writer w's connection at its connection limit: slots
- * are short from now on, and the line that says so and what to change comes
- * again every SLOTS_REPORT_MS while they are. Not a server down: it is
- * alive, so it is neither reported down nor ejected. */
-static void slots_refused(struct writer *w, int s)
-{
-	struct k2mc_writers *ws = w->pool;
-	int64_t now = k2mc_now_ms(),
-		next = atomic_load_explicit(&ws->slots_next_report_ms, memory_order_relaxed);
-	char srv[K2MC_SERVER_LABEL_MAX];
-
-	atomic_store_explicit(&ws->slots_short_until, now + SLOTS_SHORT_MS, memory_order_relaxed);
-	if (now < next || !atomic_compare_exchange_strong_explicit(
-				  &ws->slots_next_report_ms, &next, now + SLOTS_REPORT_MS,
-				  memory_order_relaxed, memory_order_relaxed))
-		return;
-	k2mc_server_label(&ws->cfg->servers[s], srv, sizeof(srv));
-	k2mc_log_server(K2MC_LOG_WARN, srv, "too many connections",
-			"memcached %s refuses connections at its limit (%s): k2mc opens up to "
-			"--writers %d connections to each of its %d server(s)%s, more than it "
-			"accepts; until they fit, a writer closes a connection as soon as it "
-			"owes no reply on it (a reconnect per batch: slower). Raise the server's "
-			"connection limit (memcached -c) or lower --writers (said every %d s "
-			"while it lasts)",
-			mcconn_name(w->conns[s]), mcconn_error(w->conns[s]), ws->cfg->writers,
-			ws->cfg->nservers, ws->cfg->refill ? ", plus one for --refill" : "",
-			SLOTS_REPORT_MS / 1000);
-}
-
-/* While slots are short: gives back every connection of w whose share of
- * the batch is complete (all of them between batches), so that no writer
- * sits on a slot another one waits for. A writer then holds a slot only
- * while it has commands on it, which the server answers: no wait cycle. */
-static void slots_give_back(struct writer *w)
-{
-	if (!slots_short(w->pool))
-		return;
-	for (int s = 0; s < w->pool->cfg->nservers; s++)
-		mcconn_release(w->conns[s]);
-}
-
-/* Runs the exchange until every queued command on every server has its
- * reply and none of them asks for a retry. Returns 0, -1 if the batch was
- * given up (abort or abandoned partition), or -ENOMEM if its commands could
- * not be built again: nothing is acknowledged then. */
-static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_wait *fw)
-{
-	struct k2mc_writers *ws = w->pool;
-	int ns = ws->cfg->nservers;
-	struct mc_conn *busy[K2MC_MAX_SERVERS];
-	int busy_idx[K2MC_MAX_SERVERS];
-	enum mc_exchange res[K2MC_MAX_SERVERS];
-	int64_t waiting_since = k2mc_now_ms();
-	int delay = BACKOFF_MIN_MS, want_reroute = 0, first = 1;
-	/* servers already counted as timed out in this batch (bit s) */
-	uint64_t stalled = 0;
-
-	for (;;) {
-		int nb = 0, failed = 0, pending = 0;
-		/* re-read each round: commits renew the lease meanwhile */
-		int64_t until = k2mc_fence_deadline(ws->fence);
-		int fenced = ws->fence != NULL && k2mc_now_ms() >= until;
-
-		for (int s = 0; s < ns; s++) {
-			struct mc_conn *c = w->conns[s];
-
-			if (mcconn_done(c))
-				continue;
-			/* on the first round of a batch, ensure also notices a
-			 * connection the server closed while idle, and remakes
-			 * it quietly: that is no outage */
-			if (first || !mcconn_connected(c)) {
-				int rc = mcconn_ensure(c, CONNECT_TIMEOUT_MS);
-
-				if (rc == -EUSERS) {
-					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
-					slots_refused(w, s);
-					failed++;
-					continue;
-				}
-				if (rc != 0) {
-					k2mc_count_mc_error(w->stats, s, connect_error_kind(rc));
-					report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c),
-						      mcconn_error(c));
-					want_reroute |= server_failed(w, s);
-					failed++;
-					continue;
-				}
-				if (mcconn_batch_stale(c) || value_limit(w, s) != w->limit[s]) {
-					if (requeue_server(w, n, s) != 0)
-						return -ENOMEM;
-					if (mcconn_done(c))
-						continue;
-				}
-			}
-			busy[nb] = c;
-			busy_idx[nb++] = s;
-		}
-		first = 0;
-		if (fenced)
-			fence_hold(w, fw);
-		else if (ws->fence != NULL)
-			fence_resume(w, fw);
-		if (nb > 0) {
-			int64_t t0 = k2mc_now_ms(), took;
-
-			/* fenced: nothing is sent, replies still owed are read */
-			mcconn_exchange(busy, (size_t)nb, fenced ? FENCE_PARK_MS : EXCHANGE_SLICE_MS,
-					until, res);
-			if (fenced) {
-				took = k2mc_now_ms() - t0;
-				if (took < FENCE_PARK_MS)
-					nap(w, (int)(FENCE_PARK_MS - took));
-				/* a fenced wait is not the server's silence */
-				waiting_since = k2mc_now_ms();
-			}
-		}
-		for (int b = 0; b < nb; b++) {
-			struct mc_conn *c = busy[b];
-			int s = busy_idx[b];
-
-			if (res[b] == MC_X_FAILED) {
-				k2mc_count_mc_error(w->stats, s, K2MC_MC_ERR_CONNECTION);
-				report_server(ws, s, K2MC_SERVER_DOWN, mcconn_name(c), mcconn_error(c));
-				want_reroute |= server_failed(w, s);
-				failed++;
-			} else if (res[b] == MC_X_PENDING) {
-				pending++;
-				if (!fenced && k2mc_now_ms() - waiting_since >= STALL_REPORT_MS) {
-					if (!(stalled & (1ull << s)))
-						k2mc_count_mc_error(w->stats, s, K2MC_MC_ERR_TIMEOUT);
-					stalled |= 1ull << s;
-					report_server(ws, s, K2MC_SERVER_STALLED, mcconn_name(c),
-						      mcconn_last_reply_text(c));
-				}
-			} else {
-				int errors = 0, oom = 0;
-
-				for (size_t i = 0; i < mcconn_queued(c); i++) {
-					enum mc_reply r = mcconn_reply(c, i);
-
-					if (!reply_final(r)) {
-						errors++;
-						oom += r == MC_OOM;
-					}
-				}
-				if (errors > 0) {
-					/* the server is alive but did not apply
-					 * everything: all of it again, in order */
-					k2mc_count_mc_error(w->stats, s, K2MC_MC_ERR_REPLY);
-					report_server(ws, s,
-						      oom == errors ? K2MC_SERVER_OOM : K2MC_SERVER_DOWN,
-						      mcconn_name(c), mcconn_last_reply_text(c));
-					mcconn_rewind(c);
-					failed++;
-				} else {
-					w->fails[s] = 0;
-					report_server(ws, s, K2MC_SERVER_UP, mcconn_name(c), "");
-				}
-			}
-		}
-		/* a share that is complete needs its connection no more */
-		slots_give_back(w);
-		/* Replies are matched to commands by position: the batch may be
-		 * rebuilt only when no connection still owes any. */
-		if (want_reroute && pending == 0) {
-			want_reroute = 0;
-			if (queue_all(w, n) != 0)
-				return -ENOMEM;
-			continue;
-		}
-		if (failed == 0 && pending == 0)
-			return 0;
-		if (batch_abandoned(w, nsegs_scan))
-			return -1;
-		if (failed > 0) {
-			k2mc_count(&w->stats->retries, 1);
-			backoff(w, &delay);
-			waiting_since = k2mc_now_ms();
-		}
-	}
 }
 
 /* ---- completion -------------------------------------------------------------*/
@@ -1174,49 +605,50 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 	uint64_t spent = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		rd_kafka_message_t *m = w->items[i].ptr;
+		struct item *it = &w->batch[i];
+		rd_kafka_message_t *m = it->m;
 
-		if (w->item_part[i] != last) {
-			last = w->item_part[i];
+		if (it->part != last) {
+			last = it->part;
 			failed_at = k2mc_part_failed_at(last);
 		}
-		if (w->item_server[i] >= 0 && w->item_sup[i] != NO_SUP) {
+		if (it->state == ITEM_SERVER && it->sup != NO_SUP) {
 			/* superseded: every reply of the batch is in, the
 			 * write that replaced it included. A record skipped
 			 * as its key's newest state is counted as skipped, as
 			 * it would be unsuperseded (its key was not deleted
 			 * for it). */
-			if (w->item_inval[i]) {
-				count_skip(w, i, w->item_inval[i], 0);
+			if (it->inval) {
+				count_skip(w, i, it->inval, 0);
 			} else {
 				k2mc_count(&w->stats->coalesced, 1);
-				if (w->item_hashed[i])
-					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
+				if (it->hashed)
+					k2mc_count(&w->inv->hashed[it->hashed], 1);
 			}
-		} else if (w->item_server[i] >= 0) {
-			struct mc_conn *c = w->conns[w->item_server[i]];
+		} else if (it->state == ITEM_SERVER) {
+			struct mc_conn *c = w->conns[it->server];
 
 			/* exchange() resent every other reply until it was one
 			 * of these */
-			switch (mcconn_reply(c, w->item_cmd[i])) {
+			switch (mcconn_reply(c, it->cmd)) {
 			case MC_STORED:
 				k2mc_count(&w->stats->written, 1);
 				k2mc_count(&w->stats->bytes, w->maps[i].value_len);
-				if (w->item_hashed[i])
-					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
+				if (it->hashed)
+					k2mc_count(&w->inv->hashed[it->hashed], 1);
 				break;
 			case MC_DELETED:
 			case MC_NOT_FOUND:
-				if (w->item_inval[i]) {
-					count_skip(w, i, w->item_inval[i], 1);
+				if (it->inval) {
+					count_skip(w, i, it->inval, 1);
 					break;
 				}
 				k2mc_count(&w->stats->deleted, 1);
 				/* its expiry had passed: deleted, not written */
 				if (w->maps[i].expired)
 					k2mc_count(&w->stats->expired, 1);
-				if (w->item_hashed[i])
-					k2mc_count(&w->inv->hashed[w->item_hashed[i]], 1);
+				if (it->hashed)
+					k2mc_count(&w->inv->hashed[it->hashed], 1);
 				break;
 			case MC_TOO_LARGE:
 				/* memcached refused the value and dropped the
@@ -1229,25 +661,25 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 				 * every reply is one of the above */
 				break;
 			}
-			if (w->item_server[i] == ITEM_KEEP)
+			if (it->state == ITEM_KEEP)
 				failed_at = k2mc_part_failed_at(last);
 		}
 		/* a record this batch wrote after one of its partition that
 		 * was refused (--on-invalid fail, here or by another writer)
 		 * is not acknowledged either */
-		if (w->item_server[i] != ITEM_KEEP && m->offset < failed_at) {
+		if (it->state != ITEM_KEEP && m->offset < failed_at) {
 			count_latency(w, m, now);
-			k2mc_part_ack(w->item_part[i], w->items[i].tag);
+			k2mc_part_ack(it->part, it->tag);
 		}
 		spent += k2mc_record_bytes(m);
-		if (w->item_pre[i] != NULL)
+		if (it->pre != NULL)
 			spent += k2mc_prepared_bytes(w->pool->map);
 		rd_kafka_message_destroy(m);
-		k2mc_prepared_free(w->item_pre[i]);
+		k2mc_prepared_free(it->pre);
 	}
 	/* every part of the process shares one budget */
 	if (n > 0)
-		k2mc_budget_release(k2mc_part_budget(w->item_part[0]), spent);
+		k2mc_budget_release(k2mc_part_budget(w->batch[0].part), spent);
 	for (size_t k = 0; k < nsegs_scan; k++) {
 		if (w->segs[k].p == NULL)
 			continue;
@@ -1283,11 +715,11 @@ static int map_all(struct writer *w, size_t n)
 		struct k2mc_record rec;
 		int r;
 
-		k2mc_record_of(map, w->items[i].ptr, &rec);
-		r = k2mc_mapping_map(map, &rec, w->item_pre[i], now, w->arena, &w->maps[i]);
+		k2mc_record_of(map, w->batch[i].m, &rec);
+		r = k2mc_mapping_map(map, &rec, w->batch[i].pre, now, w->arena, &w->maps[i]);
 		if (r < 0)
 			return r;
-		w->item_reason[i] = (uint8_t)r;
+		w->batch[i].reason = (uint8_t)r;
 	}
 	return 0;
 }
@@ -1299,21 +731,21 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 	struct fence_wait fw = { 0, 0, 0 };
 	int delay = BACKOFF_MIN_MS, rc;
 
-	if (await_lease(w, nsegs, &fw) != 0)
+	if (writer_await_lease(w, nsegs, &fw) != 0)
 		return -1;
 	/* --mc-eject: servers whose retry time has come are placed to again */
-	if (ejecting(w->pool))
+	if (writer_ejecting(w->pool))
 		k2mc_placement_restore(w->place, time(NULL));
 	while (map_all(w, n) != 0) {
 		out_of_memory(w, n);
-		if (batch_abandoned(w, nsegs))
+		if (writer_batch_abandoned(w, nsegs))
 			return -1;
-		backoff(w, &delay);
+		writer_backoff(w, &delay);
 	}
 	rc = classify(w, n);
 	for (;;) {
 		if (rc == 0)
-			rc = exchange(w, n, nsegs, &fw);
+			rc = writer_exchange(w, n, nsegs, &fw);
 		if (rc != -ENOMEM)
 			break;
 		out_of_memory(w, n);
@@ -1321,10 +753,10 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 		 * attempt must not read this one's */
 		for (int s = 0; s < w->pool->cfg->nservers; s++)
 			mcconn_reset_batch(w->conns[s]);
-		if (batch_abandoned(w, nsegs))
+		if (writer_batch_abandoned(w, nsegs))
 			return -1;
-		backoff(w, &delay);
-		rc = queue_all(w, n);
+		writer_backoff(w, &delay);
+		rc = writer_queue_all(w, n);
 	}
 	if (rc == 0 && w->nomem) {
 		w->nomem = 0;
@@ -1356,7 +788,7 @@ static void *writer_main(void *arg)
 			if (ns == NULL) {
 				/* retried on the next round; nothing was peeked */
 				k2mc_table_read_unlock(ws->table);
-				nap(w, IDLE_PARK_MS);
+				writer_nap(w, IDLE_PARK_MS);
 				continue;
 			}
 			w->segs = ns;
@@ -1371,7 +803,7 @@ static void *writer_main(void *arg)
 		if (n == 0) {
 			k2mc_table_read_unlock(ws->table);
 			/* idle: its slots are for writers that have records */
-			slots_give_back(w);
+			writer_slots_give_back(w);
 			if (atomic_load_explicit(&ws->stop, memory_order_acquire))
 				break;
 			if (!parked) {
@@ -1393,12 +825,12 @@ static void *writer_main(void *arg)
 			complete(w, n, nsegs);
 		for (int s = 0; s < ws->cfg->nservers; s++)
 			mcconn_reset_batch(w->conns[s]);
-		slots_give_back(w);
+		writer_slots_give_back(w);
 		k2mc_table_read_unlock(ws->table);
 		if (rc != 0) {
 			/* given up: wait for the main thread to drop the
 			 * partitions rather than spin on the same records */
-			nap(w, IDLE_PARK_MS);
+			writer_nap(w, IDLE_PARK_MS);
 		}
 	}
 	rcu_unregister_thread();
@@ -1448,34 +880,26 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 		 * table's grace period, and so the stop, waits for that */
 		mcconn_set_cancel(w->conns[s], &ws->abort);
 	}
-	w->items = calloc(b, sizeof(*w->items));
-	w->item_part = calloc(b, sizeof(*w->item_part));
-	w->item_server = calloc(b, sizeof(*w->item_server));
-	w->item_cmd = calloc(b, sizeof(*w->item_cmd));
-	w->item_hashed = calloc(b, sizeof(*w->item_hashed));
-	w->item_reason = calloc(b, sizeof(*w->item_reason));
-	w->item_pre = calloc(b, sizeof(*w->item_pre));
+	w->batch = calloc(b, sizeof(*w->batch));
+	w->peek = calloc(b, sizeof(*w->peek));
 	w->maps = calloc(b, sizeof(*w->maps));
 	w->arena = k2mc_arena_new();
-	if (w->item_reason == NULL || w->item_pre == NULL || w->maps == NULL || w->arena == NULL)
+	if (w->batch == NULL || w->peek == NULL || w->maps == NULL || w->arena == NULL)
 		return -ENOMEM;
-	w->item_inval = calloc(b, sizeof(*w->item_inval));
-	w->item_sup = calloc(b, sizeof(*w->item_sup));
 	/* at most half full */
 	for (w->coal_mask = 1; w->coal_mask < 2 * b; w->coal_mask <<= 1)
 		;
 	w->coal = calloc(w->coal_mask, sizeof(*w->coal));
 	w->coal_mask--;
-	if (w->item_sup == NULL || w->coal == NULL)
-		return -ENOMEM;
-	if (w->items == NULL || w->item_part == NULL || w->item_server == NULL ||
-	    w->item_cmd == NULL || w->item_hashed == NULL || w->item_inval == NULL)
+	if (w->coal == NULL)
 		return -ENOMEM;
 	return 0;
 }
 
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				      const struct k2mc_fence *fence, size_t max_value)
+				      const struct k2mc_fence *fence,
+				      const struct k2mc_mapping *map, size_t max_value,
+				      struct k2mc_refill_filter *filter)
 {
 	struct k2mc_writers *ws = calloc(1, sizeof(*ws));
 	char err[512];
@@ -1486,20 +910,8 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_
 	ws->table = table;
 	ws->fence = fence;
 	ws->n = cfg->writers;
-	/* main compiled and installed the templates; a caller that did not
-	 * gets them compiled here, and installed for the consumers (which
-	 * exist only after the writers) */
-	ws->map = k2mc_mapping_installed();
-	if (ws->map == NULL) {
-		ws->own_map = k2mc_mapping_new(cfg, err, sizeof(err));
-		if (ws->own_map == NULL) {
-			k2mc_err("%s", err);
-			free(ws);
-			return NULL;
-		}
-		k2mc_mapping_install(ws->own_map);
-		ws->map = ws->own_map;
-	}
+	ws->map = map;
+	ws->filter = filter;
 	/* values are checked against the chosen server's limit (queue_on) */
 	k2mc_policy_init(&ws->policy, cfg);
 	ws->policy.max_value = max_value;
@@ -1657,25 +1069,14 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		free(w->fails);
 		free(w->limit);
 		k2mc_placement_free(w->place);
-		free(w->items);
-		free(w->item_part);
-		free(w->item_server);
-		free(w->item_cmd);
-		free(w->item_hashed);
-		free(w->item_reason);
-		free(w->item_pre);
+		free(w->batch);
+		free(w->peek);
 		free(w->maps);
 		k2mc_arena_free(w->arena);
-		free(w->item_inval);
-		free(w->item_sup);
 		free(w->coal);
 		free(w->segs);
 	}
 	k2mc_dlq_free(ws->dlq);
-	if (ws->own_map != NULL) {
-		k2mc_mapping_install(NULL);
-		k2mc_mapping_free(ws->own_map);
-	}
 	free(ws->w);
 	free(ws->bells);
 	free(ws->stats);
@@ -1715,3 +1116,4 @@ int k2mc_writers_fence_held(struct k2mc_writers *ws)
 {
 	return ws->fence == NULL || k2mc_fence_held(ws->fence);
 }
+

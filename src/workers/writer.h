@@ -23,15 +23,21 @@ struct k2mc_fence;
  * bounded in bytes as well as in records (--batch). */
 #define K2MC_BATCH_MAX_BYTES ((size_t)64 << 20)
 
+struct k2mc_refill_filter;
+
 /* table: the RCU-published partition table (partitions.h) the writers read.
- * max_value: --max-value-bytes, 0 = none. Each server's own item size limit
- * (read on every (re)connect, mcconn_item_limit) applies too; a server whose
- * limit is unknown is sent the value and answers "too large" itself. */
-/* fence (fence.h): the membership lease; writers send only while it holds.
- * NULL = no fencing, for tools that are not group members. It must outlive
- * the writers. */
+ * fence (fence.h): the membership lease; writers send only while it holds;
+ * NULL = no fencing, for tools that are not group members. map: the
+ * compiled templates (mapping.h). max_value: --max-value-bytes, 0 = none.
+ * Each server's own item size limit (read on every (re)connect,
+ * mcconn_item_limit) applies too; a server whose limit is unknown is sent
+ * the value and answers "too large" itself. filter: --refill's (refill.h),
+ * where every key written on a server under refill is noted; NULL without
+ * --refill. cfg, table, fence, map and filter must outlive the writers. */
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
-				      const struct k2mc_fence *fence, size_t max_value);
+				      const struct k2mc_fence *fence,
+				      const struct k2mc_mapping *map, size_t max_value,
+				      struct k2mc_refill_filter *filter);
 int k2mc_writers_start(struct k2mc_writers *ws);
 /* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
 struct park *k2mc_writers_bells(struct k2mc_writers *ws);
