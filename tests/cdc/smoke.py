@@ -64,25 +64,31 @@ class Launcher:
         self.lines = {}
         self.all = []
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     text=True, cwd=ROOT)
+                                     cwd=ROOT)
+        self.buf = b""
 
     def wait_ready(self):
+        """Reads the raw pipe, not a buffered reader: select() knows nothing
+        of lines a reader has already taken in."""
         deadline = time.monotonic() + TIMEOUT_S
+        fd = self.proc.stdout.fileno()
         while True:
-            r, _, _ = select.select([self.proc.stdout], [], [],
-                                    max(0.1, deadline - time.monotonic()))
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                self.all.append(line)
+                if line == "ready":
+                    return
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    self.lines.setdefault(k, v)
+            r, _, _ = select.select([fd], [], [], max(0.1, deadline - time.monotonic()))
             if not r:
                 raise RuntimeError("%s: not ready after %d s" % (self.name, TIMEOUT_S))
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 raise RuntimeError("%s exited (%s) before ready" % (self.name, self.proc.wait()))
-            line = line.rstrip("\n")
-            self.all.append(line)
-            if line == "ready":
-                return
-            if "=" in line:
-                k, v = line.split("=", 1)
-                self.lines.setdefault(k, v)
+            self.buf += chunk
 
     def stop(self):
         if self.proc.poll() is None:
@@ -381,9 +387,12 @@ def main():
     kb = Launcher("kafka-broker", ["tests/kafka/kafka-broker", "--timeout", str(TIMEOUT_S)])
     ok = True
     try:
-        kb.wait_ready()
-        bpid = int(kb.all[[i for i, l in enumerate(kb.all) if l.startswith("pid=")][0]]
-                   .split()[0].split("=")[1])
+        try:
+            kb.wait_ready()
+        except RuntimeError as e:
+            log("FAILED: %s" % e)
+            return 1
+        bpid = int(kb.lines["pid"].split()[0])  # "pid=PID node=1 port=P"
         log("broker %s ready, start %s ms" % (kb.lines["bootstrap"], kb.lines["start_ms"]))
         log(rss_line("broker", bpid))
         for fmt in formats:
