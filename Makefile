@@ -456,6 +456,52 @@ build/kafka/%/.stamp: tests/kafka/pom.xml $(KAFKA_DEPS_STAMP)
 	  -Dkafka.version=$* -Dkafka.line=$(firstword $(subst ., ,$*))
 	@touch $@
 kafka: $(KAFKA_VERSIONS:%=build/kafka/%/.stamp)
+# `make cdc`: the servers of the end-to-end CDC test (issue 26) in build/cdc/,
+# started by tests/cdc/cdc-world (docs/tests.md). connect/: Kafka Connect's
+# standalone worker at KAFKA_VERSION (lib/), Debezium's PostgreSQL connector
+# and Apicurio's Avro converter (plugins/), one profile of
+# tests/cdc/pom-connect.xml each; the plugins without the worker's own
+# org.apache.kafka and org.slf4j jars. registry/: Apicurio Registry
+# re-augmented into target/quarkus-app/quarkus-run.jar from a copy of
+# tests/cdc/registry/, whose application.properties is the app's own (from its
+# jar) followed by ours. PostgreSQL and a JDK (javac, for the registry's one
+# class) come from Debian, where missing.
+APICURIO_VERSION := 2.4.2.Final
+CDC_DEPS_STAMP   := build/.deps-cdc
+CDC_PLUGINS      := worker:lib debezium:plugins/debezium-postgres \
+                    converter:plugins/apicurio-converter
+.PHONY: cdc cdc-smoke
+$(CDC_DEPS_STAMP): $(KAFKA_DEPS_STAMP) Makefile
+	@if [ "$(K2MC_DEPS)" != none ]; then \
+	  command -v javac >/dev/null || $(call apt,openjdk-17-jdk-headless) || exit 1; \
+	  $(call apt,postgresql) || exit 1; fi
+	@touch $@
+build/cdc/connect/.stamp: tests/cdc/pom-connect.xml $(CDC_DEPS_STAMP)
+	@rm -rf build/cdc/connect && mkdir -p build/cdc/connect
+	@set -e; for p in $(CDC_PLUGINS); do ex=; [ $${p%%:*} = worker ] || \
+	  ex=-DexcludeGroupIds=org.apache.kafka,org.slf4j; \
+	  echo "mvn: $${p%%:*} -> build/cdc/connect/$${p#*:}"; \
+	  nice mvn -q -B -Dstyle.color=never -f tests/cdc/pom-connect.xml -P$${p%%:*} \
+	    dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/build/cdc/connect/$${p#*:} \
+	    -DincludeScope=runtime -Dkafka.version=$(KAFKA_VERSION) \
+	    -Dapicurio.version=$(APICURIO_VERSION) $$ex; done
+	@touch $@
+build/cdc/registry/.stamp: tests/cdc/registry/pom.xml tests/cdc/registry/application-k2mc.properties \
+		$(shell find tests/cdc/registry/src -name '*.java') $(CDC_DEPS_STAMP)
+	@rm -rf build/cdc/registry && mkdir -p build/cdc/registry/src/main/resources
+	cp -r tests/cdc/registry/pom.xml tests/cdc/registry/src build/cdc/registry/
+	nice mvn -q -B -Dstyle.color=never -f build/cdc/registry/pom.xml dependency:unpack \
+	  -Dartifact=io.apicurio:apicurio-registry-app:$(APICURIO_VERSION) \
+	  -Dmdep.unpack.includes=application.properties -DoutputDirectory=$(CURDIR)/build/cdc/registry/app
+	cat build/cdc/registry/app/application.properties tests/cdc/registry/application-k2mc.properties \
+	  > build/cdc/registry/src/main/resources/application.properties
+	nice mvn -q -B -Dstyle.color=never -f build/cdc/registry/pom.xml package \
+	  -Dapicurio.version=$(APICURIO_VERSION)
+	@touch $@
+cdc: build/kafka/$(KAFKA_VERSION)/.stamp build/cdc/connect/.stamp build/cdc/registry/.stamp
+# the servers end to end, each format once (tests/cdc/smoke.py)
+cdc-smoke: cdc
+	/usr/bin/python3 tests/cdc/smoke.py
 # Every suite runs on every version even when one fails; the failures are
 # listed at the end and make fails. Criterion runs one test at a time: a
 # broker is a JVM on two cores.
