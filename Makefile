@@ -385,10 +385,11 @@ build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c src/workers/tr
 build/fuzz/fuzz_mapping: fuzz/fuzz_mapping.c src/workers/mapping.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(RDK_LIBS) -lxxhash
-# the Avro decoder on a fixed schema (no registry: k2mc_avro_decode_with)
-build/fuzz/fuzz_avro: fuzz/fuzz_avro.c src/workers/avro.c $(FUZZ_STAMP)
+# the Avro decoder on fixed schemas (no registry: k2mc_avro_decode_with),
+# its output checked by the mapping's JSON scanner
+build/fuzz/fuzz_avro: fuzz/fuzz_avro.c src/workers/avro.c src/workers/mapping.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ -lavro -ljansson -lcurl
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(RDK_LIBS) -lxxhash -lavro -ljansson -lcurl
 fuzz: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus/$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS) s"; \
