@@ -223,7 +223,7 @@ build/tsan/k2mc: $(call objs,tsan,$(K2MC_SRCS) $(MAIN_SRC))
 # the modules it calls from build/obj/libk2mc.a: the linker takes those and
 # what they call, so a module split in two needs no edit here.
 TOOLS := build/k2mc-mock build/k2mc-verify build/mc-ceiling build/kafka-ceiling \
-         build/placement-bench
+         build/placement-bench build/avro-bench
 build/obj/libk2mc.a: $(call objs,obj,$(K2MC_SRCS))
 	@rm -f $@
 	$(AR) rcs $@ $^

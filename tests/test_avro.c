@@ -649,14 +649,6 @@ Test(avro, fetched_once_per_id)
 	cr_assert_eq(st.schemas, 2);
 }
 
-static atomic_int *hits_of(const char *path)
-{
-	for (int i = 0; i < nroutes; i++)
-		if (!strcmp(routes[i].path, path))
-			return &routes[i].hits;
-	return NULL;
-}
-
 /* 404: schema_unavailable; asked again only after negative.cache.ms */
 Test(avro, unknown_id_remembered_briefly)
 {
@@ -679,9 +671,9 @@ Test(avro, unknown_id_remembered_briefly)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-	cr_assert_geq(ms, 300.0, "asked again after %.0f ms", ms);
+	/* the cache's clock counts whole milliseconds: 1 ms of slack */
+	cr_assert_geq(ms, 299.0, "asked again after %.1f ms", ms);
 	cr_assert_gt(calls, 2);
-	(void)hits_of;
 }
 
 Test(avro, registry_down_is_transient)

@@ -578,6 +578,36 @@ static int put_base64(struct dec *d, const uint8_t *s, size_t n)
 	return 0;
 }
 
+/* decimal text of v into buf (at least 21 bytes), its length: snprintf
+ * costs several times more, and a row is mostly integers (microsecond
+ * timestamps of 16 digits: two digits per division) */
+static size_t fmt_i64(char *buf, int64_t v)
+{
+	static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+				    "25262728293031323334353637383940414243444546474849"
+				    "50515253545556575859606162636465666768697071727374"
+				    "75767778798081828384858687888990919293949596979899";
+	char tmp[20];
+	size_t n = sizeof(tmp), len = 0;
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	while (u >= 100) {
+		unsigned r = (unsigned)(u % 100);
+		u /= 100;
+		tmp[--n] = pairs[2 * r + 1];
+		tmp[--n] = pairs[2 * r];
+	}
+	if (u >= 10) {
+		tmp[--n] = pairs[2 * u + 1];
+		tmp[--n] = pairs[2 * u];
+	} else {
+		tmp[--n] = (char)('0' + u);
+	}
+	if (v < 0)
+		buf[len++] = '-';
+	memcpy(buf + len, tmp + n, sizeof(tmp) - n);
+	return len + sizeof(tmp) - n;
+}
+
 /* Decimal text of an unscaled two's complement big-endian integer: an exact
  * JSON number. Longer than 1024 bytes (some 2,466 digits) is refused. */
 static int put_decimal(struct dec *d, const uint8_t *s, size_t n, int32_t scale)
@@ -618,8 +648,15 @@ static int put_decimal(struct dec *d, const uint8_t *s, size_t n, int32_t scale)
 	}
 	char digits[280 * 9 + 1];
 	size_t nd = 0;
-	for (size_t k = 0; k < nl; k++)
-		nd += (size_t)sprintf(digits + nd, k ? "%09" PRIu32 : "%" PRIu32, limb[k]);
+	for (size_t k = 0; k < nl; k++) {
+		if (k == 0) {
+			nd += fmt_i64(digits + nd, limb[k]);
+			continue;
+		}
+		for (int i = 8; i >= 0; i--, limb[k] /= 10)
+			digits[nd + (size_t)i] = (char)('0' + limb[k] % 10);
+		nd += 9;
+	}
 	if (!nd)
 		digits[nd++] = '0';
 	int zero = nd == 1 && digits[0] == '0';
@@ -728,7 +765,7 @@ static int decode(struct dec *d, const struct node *n, int depth)
 			return -1;
 		if (n->type == N_INT && (v < INT32_MIN || v > INT32_MAX))
 			return dfail(d, "int out of range");
-		return put(d, buf, (size_t)snprintf(buf, sizeof(buf), "%" PRId64, v));
+		return put(d, buf, fmt_i64(buf, v));
 	case N_FLOAT: {
 		float f;
 		if (d->end - d->p < 4)
