@@ -269,6 +269,7 @@ test_mcconn_LINKS      = $(K2MC_SRCS) tests/fake_mc.c
 test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
+test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
 test_kafka_real_LINKS  = tests/kafka_real.c
 test_kafka_group_LINKS = tests/kafka_real.c tests/mc_reader.c

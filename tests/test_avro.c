@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "core/config.h"
+#include "servers.h"
 #include "workers/mapping.h"
 
 /* ---- the registry ------------------------------------------------------------------ */
@@ -76,16 +77,37 @@ answer:;
 	return ret;
 }
 
-/* Starts the registry on a free loopback port; url is its base, with prefix. */
-static void registry_start(const char *prefix)
+/* Starts the registry on a free loopback port; url is its base, with prefix.
+ * With crt and key (PEM files): HTTPS, and a client certificate signed by
+ * trust is asked for. */
+static void registry_start_tls(const char *prefix, const char *crt, const char *key,
+			       const char *trust)
 {
+	static char *pem[3];
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request, NULL,
-				   MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+	if (crt) {
+		size_t n;
+		cr_assert_not_null(pem[0] = h_file_read(crt, &n));
+		cr_assert_not_null(pem[1] = h_file_read(key, &n));
+		cr_assert_not_null(pem[2] = h_file_read(trust, &n));
+		daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL,
+					   NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+					   MHD_OPTION_HTTPS_MEM_CERT, pem[0],
+					   MHD_OPTION_HTTPS_MEM_KEY, pem[1],
+					   MHD_OPTION_HTTPS_MEM_TRUST, pem[2], MHD_OPTION_END);
+	} else {
+		daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request,
+					   NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+	}
 	cr_assert_not_null(daemon_);
 	port = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT)->port;
-	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, prefix);
+	snprintf(url, sizeof(url), "%s://127.0.0.1:%u%s", crt ? "https" : "http", port, prefix);
+}
+
+static void registry_start(const char *prefix)
+{
+	registry_start_tls(prefix, NULL, NULL, NULL);
 }
 
 static void registry_stop(void)
@@ -735,6 +757,52 @@ Test(avro, basic_auth)
 	expect_json(buf, n, PRIMS_JSON);
 	k2mc_avro_ctx_free(c);
 	k2mc_avro_free(a);
+}
+
+/* HTTPS: the registry's certificate checked against ssl.ca.location (or
+ * not, when verification is off); a client certificate with an encrypted
+ * key, whose password must be right */
+Test(avro, tls)
+{
+	char buf[512];
+	struct srv_certs certs;
+	srv_make_certs(&certs);
+	k2mc_avro_ctx_free(ctx);
+	k2mc_avro_free(av);
+	registry_stop();
+	registry_start_tls("", certs.srv_crt, certs.srv_key, certs.ca);
+	serve_id(1, PRIMS, NULL);
+	size_t n = prims(1, buf, sizeof(buf));
+	struct {
+		const char *ca, *verify, *cert, *key, *password;
+		enum k2mc_avro_result want;
+		const char *why;
+	} cases[] = {
+		{certs.ca, NULL, NULL, NULL, NULL, K2MC_AVRO_OK, ""},
+		{certs.other_ca, NULL, NULL, NULL, NULL, K2MC_AVRO_REGISTRY_DOWN, "certificate"},
+		{certs.other_ca, "false", NULL, NULL, NULL, K2MC_AVRO_OK, ""},
+		{certs.ca, NULL, certs.cli_crt, certs.cli_key, "s3cret", K2MC_AVRO_OK, ""},
+		{certs.ca, NULL, certs.cli_crt, certs.cli_key, "wrong", K2MC_AVRO_REGISTRY_DOWN, "key"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		open_decoder();
+		set("ssl.ca.location", cases[i].ca);
+		if (cases[i].verify)
+			set("enable.ssl.certificate.verification", cases[i].verify);
+		if (cases[i].cert) {
+			set("ssl.certificate.location", cases[i].cert);
+			set("ssl.key.location", cases[i].key);
+			set("ssl.key.password", cases[i].password);
+		}
+		if (cases[i].want == K2MC_AVRO_OK)
+			expect_json(buf, n, PRIMS_JSON);
+		else
+			expect_fail(buf, n, cases[i].want, cases[i].why);
+		k2mc_avro_ctx_free(ctx);
+		k2mc_avro_free(av);
+		ctx = NULL;
+		av = NULL;
+	}
 }
 
 Test(avro, options)

@@ -1020,6 +1020,7 @@ void k2mc_avro_free(struct k2mc_avro *a)
 	}
 	if (a->curl)
 		curl_easy_cleanup(a->curl);
+	curl_global_cleanup(); /* pairs with k2mc_avro_new's curl_global_init */
 	pthread_mutex_destroy(&a->table_mu);
 	pthread_mutex_destroy(&a->fetch_mu);
 	for (size_t i = 0; i < NOPTS; i++)
@@ -1104,6 +1105,8 @@ static enum k2mc_avro_result get_json(struct k2mc_avro *a, const char *path, jso
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s->timeout_ms);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	char cerr[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
 	struct curl_slist *hdr =
 		curl_slist_append(NULL, "Accept: application/vnd.schemaregistry.v1+json, "
 					"application/json");
@@ -1124,10 +1127,12 @@ static enum k2mc_avro_result get_json(struct k2mc_avro *a, const char *path, jso
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, s->verify ? 2L : 0L);
 	atomic_fetch_add_explicit(&a->fetches, 1, memory_order_relaxed);
 	CURLcode cc = curl_easy_perform(h);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL); /* cerr's life ends here */
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hdr);
 	if (cc != CURLE_OK) {
 		say(why, whylen, "GET %s: %s", url,
-			 b.over ? "answer over 8 MiB" : curl_easy_strerror(cc));
+		    b.over ? "answer over 8 MiB" : cerr[0] ? cerr : curl_easy_strerror(cc));
 		if (b.over)
 			r = K2MC_AVRO_SCHEMA_UNAVAILABLE;
 		goto out;
