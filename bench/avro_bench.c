@@ -22,17 +22,17 @@
 #define PASSES 50
 
 static const char SCHEMA[] =
-	"{\"type\":\"record\",\"name\":\"Value\",\"namespace\":\"db.public.users\",\"fields\":["
-	"{\"name\":\"id\",\"type\":\"int\"},"
-	"{\"name\":\"name\",\"type\":[\"null\",\"string\"]},"
-	"{\"name\":\"email\",\"type\":[\"null\",\"string\"]},"
-	"{\"name\":\"country\",\"type\":\"string\"},"
-	"{\"name\":\"balance\",\"type\":[\"null\",{\"type\":\"bytes\",\"logicalType\":\"decimal\","
-	"\"precision\":12,\"scale\":2}]},"
-	"{\"name\":\"active\",\"type\":\"boolean\"},"
-	"{\"name\":\"created\",\"type\":{\"type\":\"long\",\"connect.name\":"
-	"\"io.debezium.time.MicroTimestamp\"}},"
-	"{\"name\":\"updated\",\"type\":[\"null\",\"long\"]}]}";
+    "{\"type\":\"record\",\"name\":\"Value\",\"namespace\":\"db.public.users\",\"fields\":["
+    "{\"name\":\"id\",\"type\":\"int\"},"
+    "{\"name\":\"name\",\"type\":[\"null\",\"string\"]},"
+    "{\"name\":\"email\",\"type\":[\"null\",\"string\"]},"
+    "{\"name\":\"country\",\"type\":\"string\"},"
+    "{\"name\":\"balance\",\"type\":[\"null\",{\"type\":\"bytes\",\"logicalType\":\"decimal\","
+    "\"precision\":12,\"scale\":2}]},"
+    "{\"name\":\"active\",\"type\":\"boolean\"},"
+    "{\"name\":\"created\",\"type\":{\"type\":\"long\",\"connect.name\":"
+    "\"io.debezium.time.MicroTimestamp\"}},"
+    "{\"name\":\"updated\",\"type\":[\"null\",\"long\"]}]}";
 
 static double cpu_s(void)
 {
@@ -107,7 +107,8 @@ int main(void)
 	static struct buf avro, json;
 	char err[256];
 	encode(&avro, &json);
-	struct k2mc_avro_schema *s = k2mc_avro_schema_parse(SCHEMA, strlen(SCHEMA), err, sizeof(err));
+	struct k2mc_avro_schema *s =
+	    k2mc_avro_schema_parse(SCHEMA, strlen(SCHEMA), err, sizeof(err));
 	struct k2mc_avro_ctx *ctx = k2mc_avro_ctx_new(NULL);
 	if (!s || !ctx) {
 		fprintf(stderr, "%s\n", err);
@@ -145,10 +146,12 @@ int main(void)
 					const char *j = json.p[i];
 					size_t jl = json.n[i], at;
 					struct k2mc_span sp[2];
-					if (kind != 1 && k2mc_avro_decode_with(ctx, s, avro.p[i] + 5,
-									       avro.n[i] - 5, &j, &jl))
+					if (kind != 1 &&
+					    k2mc_avro_decode_with(ctx, s, avro.p[i] + 5,
+					                          avro.n[i] - 5, &j, &jl))
 						return 1;
-					if (kind != 0 && k2mc_mapping_scan_json(map, j, jl, sp, &at))
+					if (kind != 0 &&
+					    k2mc_mapping_scan_json(map, j, jl, sp, &at))
 						return 1;
 					sink += jl;
 				}

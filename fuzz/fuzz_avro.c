@@ -18,39 +18,39 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const SCHEMAS[] = {
-	/* every type */
-	"{\"type\":\"record\",\"name\":\"All\",\"fields\":["
-	"{\"name\":\"n\",\"type\":\"null\"},{\"name\":\"b\",\"type\":\"boolean\"},"
-	"{\"name\":\"i\",\"type\":\"int\"},{\"name\":\"l\",\"type\":\"long\"},"
-	"{\"name\":\"f\",\"type\":\"float\"},{\"name\":\"d\",\"type\":\"double\"},"
-	"{\"name\":\"s\",\"type\":\"string\"},{\"name\":\"y\",\"type\":\"bytes\"},"
-	"{\"name\":\"u\",\"type\":[\"null\",\"string\",\"long\"]},"
-	"{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\",\"B\",\"C\"]}},"
-	"{\"name\":\"x\",\"type\":{\"type\":\"fixed\",\"name\":\"X\",\"size\":3}},"
-	"{\"name\":\"a\",\"type\":{\"type\":\"array\",\"items\":[\"null\",\"int\"]}},"
-	"{\"name\":\"m\",\"type\":{\"type\":\"map\",\"values\":\"string\"}}]}",
-	/* Debezium's envelope, decimals of three kinds */
-	"{\"type\":\"record\",\"name\":\"Envelope\",\"fields\":["
-	"{\"name\":\"before\",\"type\":[\"null\",{\"type\":\"record\",\"name\":\"Value\",\"fields\":["
-	"{\"name\":\"id\",\"type\":\"int\"},"
-	"{\"name\":\"price\",\"type\":[\"null\",{\"type\":\"bytes\",\"scale\":2,\"precision\":10,"
-	"\"connect.parameters\":{\"scale\":\"2\"},\"connect.name\":"
-	"\"org.apache.kafka.connect.data.Decimal\",\"logicalType\":\"decimal\"}]},"
-	"{\"name\":\"v\",\"type\":{\"type\":\"record\",\"name\":\"VariableScaleDecimal\","
-	"\"fields\":[{\"name\":\"scale\",\"type\":\"int\"},{\"name\":\"value\",\"type\":\"bytes\"}],"
-	"\"connect.name\":\"io.debezium.data.VariableScaleDecimal\"}},"
-	"{\"name\":\"fx\",\"type\":{\"type\":\"fixed\",\"name\":\"F\",\"size\":2,"
-	"\"logicalType\":\"decimal\",\"precision\":4,\"scale\":6}},"
-	"{\"name\":\"ts\",\"type\":{\"type\":\"long\",\"connect.name\":"
-	"\"io.debezium.time.MicroTimestamp\"}}]}]},"
-	"{\"name\":\"after\",\"type\":[\"null\",\"Value\"]},"
-	"{\"name\":\"op\",\"type\":\"string\"},{\"name\":\"ts_ms\",\"type\":[\"null\",\"long\"]}]}",
-	/* recursive, and items that read no bytes */
-	"{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"next\",\"type\":[\"null\",\"L\"]},"
-	"{\"name\":\"z\",\"type\":{\"type\":\"array\",\"items\":\"null\"}}]}",
-	/* a bare map of arrays */
-	("{\"type\":\"map\",\"values\":"
-	 "{\"type\":\"array\",\"items\":\"double\"}}"),
+    /* every type */
+    "{\"type\":\"record\",\"name\":\"All\",\"fields\":["
+    "{\"name\":\"n\",\"type\":\"null\"},{\"name\":\"b\",\"type\":\"boolean\"},"
+    "{\"name\":\"i\",\"type\":\"int\"},{\"name\":\"l\",\"type\":\"long\"},"
+    "{\"name\":\"f\",\"type\":\"float\"},{\"name\":\"d\",\"type\":\"double\"},"
+    "{\"name\":\"s\",\"type\":\"string\"},{\"name\":\"y\",\"type\":\"bytes\"},"
+    "{\"name\":\"u\",\"type\":[\"null\",\"string\",\"long\"]},"
+    "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\",\"B\",\"C\"]}},"
+    "{\"name\":\"x\",\"type\":{\"type\":\"fixed\",\"name\":\"X\",\"size\":3}},"
+    "{\"name\":\"a\",\"type\":{\"type\":\"array\",\"items\":[\"null\",\"int\"]}},"
+    "{\"name\":\"m\",\"type\":{\"type\":\"map\",\"values\":\"string\"}}]}",
+    /* Debezium's envelope, decimals of three kinds */
+    "{\"type\":\"record\",\"name\":\"Envelope\",\"fields\":["
+    "{\"name\":\"before\",\"type\":[\"null\",{\"type\":\"record\",\"name\":\"Value\",\"fields\":["
+    "{\"name\":\"id\",\"type\":\"int\"},"
+    "{\"name\":\"price\",\"type\":[\"null\",{\"type\":\"bytes\",\"scale\":2,\"precision\":10,"
+    "\"connect.parameters\":{\"scale\":\"2\"},\"connect.name\":"
+    "\"org.apache.kafka.connect.data.Decimal\",\"logicalType\":\"decimal\"}]},"
+    "{\"name\":\"v\",\"type\":{\"type\":\"record\",\"name\":\"VariableScaleDecimal\","
+    "\"fields\":[{\"name\":\"scale\",\"type\":\"int\"},{\"name\":\"value\",\"type\":\"bytes\"}],"
+    "\"connect.name\":\"io.debezium.data.VariableScaleDecimal\"}},"
+    "{\"name\":\"fx\",\"type\":{\"type\":\"fixed\",\"name\":\"F\",\"size\":2,"
+    "\"logicalType\":\"decimal\",\"precision\":4,\"scale\":6}},"
+    "{\"name\":\"ts\",\"type\":{\"type\":\"long\",\"connect.name\":"
+    "\"io.debezium.time.MicroTimestamp\"}}]}]},"
+    "{\"name\":\"after\",\"type\":[\"null\",\"Value\"]},"
+    "{\"name\":\"op\",\"type\":\"string\"},{\"name\":\"ts_ms\",\"type\":[\"null\",\"long\"]}]}",
+    /* recursive, and items that read no bytes */
+    "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"next\",\"type\":[\"null\",\"L\"]},"
+    "{\"name\":\"z\",\"type\":{\"type\":\"array\",\"items\":\"null\"}}]}",
+    /* a bare map of arrays */
+    ("{\"type\":\"map\",\"values\":"
+     "{\"type\":\"array\",\"items\":\"double\"}}"),
 };
 #define NSCHEMAS (sizeof(SCHEMAS) / sizeof(SCHEMAS[0]))
 
@@ -64,7 +64,8 @@ static void setup(void)
 	static struct k2mc_config cfg;
 	char err[256];
 	for (size_t i = 0; i < NSCHEMAS; i++) {
-		schemas[i] = k2mc_avro_schema_parse(SCHEMAS[i], strlen(SCHEMAS[i]), err, sizeof(err));
+		schemas[i] =
+		    k2mc_avro_schema_parse(SCHEMAS[i], strlen(SCHEMAS[i]), err, sizeof(err));
 		if (!schemas[i]) {
 			fprintf(stderr, "schema %zu: %s\n", i, err);
 			abort();
@@ -103,8 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct k2mc_span span;
 		size_t at = 0;
 		if (k2mc_mapping_scan_json(map, json, len, &span, &at) != 0) {
-			fprintf(stderr, "decoded output is not JSON at byte %zu: %.*s\n", at, (int)len,
-				json);
+			fprintf(stderr, "decoded output is not JSON at byte %zu: %.*s\n", at,
+			        (int)len, json);
 			abort();
 		}
 	} else if (r != K2MC_AVRO_DECODE || !k2mc_avro_explain(ctx)[0]) {

@@ -41,8 +41,8 @@ static unsigned port;
 static char url[256];
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *path,
-				  const char *method, const char *version, const char *up,
-				  size_t *uplen, void **state)
+                                  const char *method, const char *version, const char *up,
+                                  size_t *uplen, void **state)
 {
 	(void)cls, (void)method, (void)version, (void)up, (void)uplen, (void)state;
 	const char *body = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
@@ -69,8 +69,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 	pthread_mutex_unlock(&routes_mu);
 answer:;
-	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
-								 MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
 	MHD_add_response_header(r, "Content-Type", "application/vnd.schemaregistry.v1+json");
 	enum MHD_Result ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
@@ -81,7 +81,7 @@ answer:;
  * With crt and key (PEM files): HTTPS, and a client certificate signed by
  * trust is asked for. */
 static void registry_start_tls(const char *prefix, const char *crt, const char *key,
-			       const char *trust)
+                               const char *trust)
 {
 	static char *pem[3];
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
@@ -91,14 +91,15 @@ static void registry_start_tls(const char *prefix, const char *crt, const char *
 		cr_assert_not_null(pem[0] = h_file_read(crt, &n));
 		cr_assert_not_null(pem[1] = h_file_read(key, &n));
 		cr_assert_not_null(pem[2] = h_file_read(trust, &n));
-		daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL,
-					   NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
-					   MHD_OPTION_HTTPS_MEM_CERT, pem[0],
-					   MHD_OPTION_HTTPS_MEM_KEY, pem[1],
-					   MHD_OPTION_HTTPS_MEM_TRUST, pem[2], MHD_OPTION_END);
+		daemon_ =
+		    MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL, NULL,
+		                     on_request, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+		                     MHD_OPTION_HTTPS_MEM_CERT, pem[0], MHD_OPTION_HTTPS_MEM_KEY,
+		                     pem[1], MHD_OPTION_HTTPS_MEM_TRUST, pem[2], MHD_OPTION_END);
 	} else {
-		daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request,
-					   NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
+		daemon_ =
+		    MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request,
+		                     NULL, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_END);
 	}
 	cr_assert_not_null(daemon_);
 	port = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT)->port;
@@ -209,7 +210,7 @@ struct rec {
 static void rec_new(struct rec *r, const char *schema)
 {
 	cr_assert_eq(avro_schema_from_json_length(schema, strlen(schema), &r->schema), 0, "%s: %s",
-		     schema, avro_strerror());
+	             schema, avro_strerror());
 	r->iface = avro_generic_class_from_schema(r->schema);
 	cr_assert_eq(avro_generic_value_new(r->iface, &r->v), 0);
 }
@@ -273,24 +274,24 @@ static void expect_json(const char *buf, size_t len, const char *want)
 }
 
 static void expect_fail(const char *buf, size_t len, enum k2mc_avro_result want,
-			const char *why_has)
+                        const char *why_has)
 {
 	char out[8192];
 	enum k2mc_avro_result r = decode(buf, len, out, sizeof(out));
 	cr_assert_eq(r, want, "got %s (%s), want %s; output %s", k2mc_avro_reason_name(r),
-		     k2mc_avro_explain(ctx), k2mc_avro_reason_name(want), out);
+	             k2mc_avro_explain(ctx), k2mc_avro_reason_name(want), out);
 	cr_assert(strstr(k2mc_avro_explain(ctx), why_has), "'%s' does not say '%s'",
-		  k2mc_avro_explain(ctx), why_has);
+	          k2mc_avro_explain(ctx), why_has);
 }
 
 /* ---- types ------------------------------------------------------------------------------ */
 
 static const char PRIMS[] =
-	"{\"type\":\"record\",\"name\":\"P\",\"fields\":["
-	"{\"name\":\"b\",\"type\":\"boolean\"},{\"name\":\"i\",\"type\":\"int\"},"
-	"{\"name\":\"l\",\"type\":\"long\"},{\"name\":\"f\",\"type\":\"float\"},"
-	"{\"name\":\"d\",\"type\":\"double\"},{\"name\":\"s\",\"type\":\"string\"},"
-	"{\"name\":\"n\",\"type\":\"null\"}]}";
+    "{\"type\":\"record\",\"name\":\"P\",\"fields\":["
+    "{\"name\":\"b\",\"type\":\"boolean\"},{\"name\":\"i\",\"type\":\"int\"},"
+    "{\"name\":\"l\",\"type\":\"long\"},{\"name\":\"f\",\"type\":\"float\"},"
+    "{\"name\":\"d\",\"type\":\"double\"},{\"name\":\"s\",\"type\":\"string\"},"
+    "{\"name\":\"n\",\"type\":\"null\"}]}";
 
 static size_t prims(uint32_t id, char *buf, size_t cap)
 {
@@ -313,9 +314,8 @@ static size_t prims(uint32_t id, char *buf, size_t cap)
 	return n;
 }
 
-static const char PRIMS_JSON[] =
-	"{\"b\":true,\"i\":-5,\"l\":1234567890123,\"f\":1.5,\"d\":0.1,"
-	"\"s\":\"h\\\"i\\n\xc3\xa9\\u0001\",\"n\":null}";
+static const char PRIMS_JSON[] = "{\"b\":true,\"i\":-5,\"l\":1234567890123,\"f\":1.5,\"d\":0.1,"
+                                 "\"s\":\"h\\\"i\\n\xc3\xa9\\u0001\",\"n\":null}";
 
 Test(avro, primitives)
 {
@@ -339,19 +339,19 @@ Test(avro, top_level_primitive)
 }
 
 static const char COMPLEX[] =
-	"{\"type\":\"record\",\"name\":\"C\",\"namespace\":\"t\",\"fields\":["
-	"{\"name\":\"u\",\"type\":[\"null\",\"string\"]},"
-	"{\"name\":\"u2\",\"type\":[\"null\",\"string\"]},"
-	"{\"name\":\"in\",\"type\":{\"type\":\"record\",\"name\":\"In\",\"fields\":["
-	"  {\"name\":\"x\",\"type\":\"int\"},"
-	"  {\"name\":\"deeper\",\"type\":{\"type\":\"record\",\"name\":\"D\",\"fields\":["
-	"    {\"name\":\"y\",\"type\":\"string\"}]}}]}},"
-	"{\"name\":\"arr\",\"type\":{\"type\":\"array\",\"items\":\"long\"}},"
-	"{\"name\":\"empty\",\"type\":{\"type\":\"array\",\"items\":\"In\"}},"
-	"{\"name\":\"m\",\"type\":{\"type\":\"map\",\"values\":\"t.D\"}},"
-	"{\"name\":\"raw\",\"type\":\"bytes\"},"
-	"{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\",\"B\"]}},"
-	"{\"name\":\"fx\",\"type\":{\"type\":\"fixed\",\"name\":\"F\",\"size\":4}}]}";
+    "{\"type\":\"record\",\"name\":\"C\",\"namespace\":\"t\",\"fields\":["
+    "{\"name\":\"u\",\"type\":[\"null\",\"string\"]},"
+    "{\"name\":\"u2\",\"type\":[\"null\",\"string\"]},"
+    "{\"name\":\"in\",\"type\":{\"type\":\"record\",\"name\":\"In\",\"fields\":["
+    "  {\"name\":\"x\",\"type\":\"int\"},"
+    "  {\"name\":\"deeper\",\"type\":{\"type\":\"record\",\"name\":\"D\",\"fields\":["
+    "    {\"name\":\"y\",\"type\":\"string\"}]}}]}},"
+    "{\"name\":\"arr\",\"type\":{\"type\":\"array\",\"items\":\"long\"}},"
+    "{\"name\":\"empty\",\"type\":{\"type\":\"array\",\"items\":\"In\"}},"
+    "{\"name\":\"m\",\"type\":{\"type\":\"map\",\"values\":\"t.D\"}},"
+    "{\"name\":\"raw\",\"type\":\"bytes\"},"
+    "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\",\"B\"]}},"
+    "{\"name\":\"fx\",\"type\":{\"type\":\"fixed\",\"name\":\"F\",\"size\":4}}]}";
 
 Test(avro, unions_nested_arrays_maps_bytes_enum_fixed)
 {
@@ -391,10 +391,10 @@ Test(avro, unions_nested_arrays_maps_bytes_enum_fixed)
 	size_t n = wire(&r, 3, buf, sizeof(buf));
 	rec_free(&r);
 	expect_json(buf, n,
-		    "{\"u\":null,\"u2\":\"yes\",\"in\":{\"x\":7,\"deeper\":{\"y\":\"deep\"}},"
-		    "\"arr\":[0,-300,-600],\"empty\":[],"
-		    "\"m\":{\"k1\":{\"y\":\"v1\"},\"k\\\"2\":{\"y\":\"v2\"}},"
-		    "\"raw\":\"AP8QaGk=\",\"e\":\"B\",\"fx\":\"YWJjZA==\"}");
+	            "{\"u\":null,\"u2\":\"yes\",\"in\":{\"x\":7,\"deeper\":{\"y\":\"deep\"}},"
+	            "\"arr\":[0,-300,-600],\"empty\":[],"
+	            "\"m\":{\"k1\":{\"y\":\"v1\"},\"k\\\"2\":{\"y\":\"v2\"}},"
+	            "\"raw\":\"AP8QaGk=\",\"e\":\"B\",\"fx\":\"YWJjZA==\"}");
 }
 
 /* Array blocks with a negative count carry their size in bytes (Avro spec,
@@ -413,35 +413,38 @@ Test(avro, array_blocks_with_byte_sizes)
  * Avro converter: unions with null, connect.* attributes, a Decimal, a
  * MicroTimestamp, the Source block. SOURCE is also served alone for the
  * references test. */
-#define VALUE_SCHEMA                                                                              \
+#define VALUE_SCHEMA                                                                               \
 	"{\"type\":\"record\",\"name\":\"Value\",\"namespace\":\"db.public.items\",\"fields\":["   \
-	"{\"name\":\"id\",\"type\":\"int\"},"                                                        \
-	"{\"name\":\"name\",\"type\":[\"null\",\"string\"],\"default\":null},"                      \
-	"{\"name\":\"price\",\"type\":[\"null\",{\"type\":\"bytes\",\"scale\":2,\"precision\":10,"  \
+	"{\"name\":\"id\",\"type\":\"int\"},"                                                      \
+	"{\"name\":\"name\",\"type\":[\"null\",\"string\"],\"default\":null},"                     \
+	"{\"name\":\"price\",\"type\":[\"null\",{\"type\":\"bytes\",\"scale\":2,\"precision\":10," \
 	"\"connect.version\":1,\"connect.parameters\":{\"scale\":\"2\","                           \
 	"\"connect.decimal.precision\":\"10\"},\"connect.name\":"                                  \
-	"\"org.apache.kafka.connect.data.Decimal\",\"logicalType\":\"decimal\"}],\"default\":null}," \
-	"{\"name\":\"created\",\"type\":{\"type\":\"long\",\"connect.version\":1,"                  \
-	"\"connect.name\":\"io.debezium.time.MicroTimestamp\"}}],"                                  \
+	"\"org.apache.kafka.connect.data.Decimal\",\"logicalType\":\"decimal\"}],\"default\":"     \
+	"null},"                                                                                   \
+	"{\"name\":\"created\",\"type\":{\"type\":\"long\",\"connect.version\":1,"                 \
+	"\"connect.name\":\"io.debezium.time.MicroTimestamp\"}}],"                                 \
 	"\"connect.name\":\"db.public.items.Value\"}"
-#define SOURCE_SCHEMA                                                                             \
-	"{\"type\":\"record\",\"name\":\"Source\",\"namespace\":\"io.debezium.connector.postgresql\"," \
-	"\"fields\":[{\"name\":\"version\",\"type\":\"string\"},"                                    \
-	"{\"name\":\"connector\",\"type\":\"string\"},{\"name\":\"name\",\"type\":\"string\"},"      \
-	"{\"name\":\"ts_ms\",\"type\":\"long\"},"                                                    \
-	"{\"name\":\"snapshot\",\"type\":[{\"type\":\"string\",\"connect.version\":1,"              \
+#define SOURCE_SCHEMA                                                                              \
+	"{\"type\":\"record\",\"name\":\"Source\",\"namespace\":\"io.debezium.connector."          \
+	"postgresql\","                                                                            \
+	"\"fields\":[{\"name\":\"version\",\"type\":\"string\"},"                                  \
+	"{\"name\":\"connector\",\"type\":\"string\"},{\"name\":\"name\",\"type\":\"string\"},"    \
+	"{\"name\":\"ts_ms\",\"type\":\"long\"},"                                                  \
+	"{\"name\":\"snapshot\",\"type\":[{\"type\":\"string\",\"connect.version\":1,"             \
 	"\"connect.parameters\":{\"allowed\":\"true,last,false,incremental\"},"                    \
 	"\"connect.default\":\"false\",\"connect.name\":\"io.debezium.data.Enum\"},\"null\"],"     \
-	"\"default\":\"false\"},"                                                                    \
-	"{\"name\":\"db\",\"type\":\"string\"},{\"name\":\"lsn\",\"type\":[\"null\",\"long\"],"     \
+	"\"default\":\"false\"},"                                                                  \
+	"{\"name\":\"db\",\"type\":\"string\"},{\"name\":\"lsn\",\"type\":[\"null\",\"long\"],"    \
 	"\"default\":null}],\"connect.name\":\"io.debezium.connector.postgresql.Source\"}"
-#define ENVELOPE_WITH(source)                                                                     \
-	"{\"type\":\"record\",\"name\":\"Envelope\",\"namespace\":\"db.public.items\",\"fields\":[" \
+#define ENVELOPE_WITH(source)                                                                      \
+	"{\"type\":\"record\",\"name\":\"Envelope\",\"namespace\":\"db.public.items\",\"fields\":" \
+	"["                                                                                        \
 	"{\"name\":\"before\",\"type\":[\"null\"," VALUE_SCHEMA "],\"default\":null},"             \
-	"{\"name\":\"after\",\"type\":[\"null\",\"Value\"],\"default\":null},"                      \
-	"{\"name\":\"source\",\"type\":" source "},"                                                 \
-	"{\"name\":\"op\",\"type\":\"string\"},"                                                     \
-	"{\"name\":\"ts_ms\",\"type\":[\"null\",\"long\"],\"default\":null}],"                      \
+	"{\"name\":\"after\",\"type\":[\"null\",\"Value\"],\"default\":null},"                     \
+	"{\"name\":\"source\",\"type\":" source "},"                                               \
+	"{\"name\":\"op\",\"type\":\"string\"},"                                                   \
+	"{\"name\":\"ts_ms\",\"type\":[\"null\",\"long\"],\"default\":null}],"                     \
 	"\"connect.version\":1,\"connect.name\":\"db.public.items.Envelope\"}"
 
 static const char ENVELOPE[] = ENVELOPE_WITH(SOURCE_SCHEMA);
@@ -496,11 +499,11 @@ static size_t envelope(uint32_t id, char *buf, size_t cap)
 }
 
 static const char ENVELOPE_JSON[] =
-	"{\"before\":{\"id\":42,\"name\":\"old\",\"price\":null,\"created\":1796083200123456},"
-	"\"after\":{\"id\":42,\"name\":\"new\",\"price\":1234.50,\"created\":1796083200123456},"
-	"\"source\":{\"version\":\"3.6.1.Final\",\"connector\":\"postgresql\",\"name\":\"db\","
-	"\"ts_ms\":1796083200000,\"snapshot\":\"false\",\"db\":\"shop\",\"lsn\":24023128},"
-	"\"op\":\"u\",\"ts_ms\":1796083200200}";
+    "{\"before\":{\"id\":42,\"name\":\"old\",\"price\":null,\"created\":1796083200123456},"
+    "\"after\":{\"id\":42,\"name\":\"new\",\"price\":1234.50,\"created\":1796083200123456},"
+    "\"source\":{\"version\":\"3.6.1.Final\",\"connector\":\"postgresql\",\"name\":\"db\","
+    "\"ts_ms\":1796083200000,\"snapshot\":\"false\",\"db\":\"shop\",\"lsn\":24023128},"
+    "\"op\":\"u\",\"ts_ms\":1796083200200}";
 
 Test(avro, debezium_envelope)
 {
@@ -520,8 +523,8 @@ Test(avro, output_fits_json_templates)
 	size_t jl;
 	cr_assert_eq(k2mc_avro_decode(ctx, buf, n, &json, &jl), K2MC_AVRO_OK);
 	struct k2mc_config cfg = {.key_template = "{json:/after/id}",
-				  .value_template = "{json:/after/name}{json:/after/price}",
-				  .key_prefix = ""};
+	                          .value_template = "{json:/after/name}{json:/after/price}",
+	                          .key_prefix = ""};
 	struct k2mc_mapping *map = k2mc_mapping_new(&cfg, err, sizeof(err));
 	cr_assert_not_null(map, "%s", err);
 	cr_assert_eq(k2mc_mapping_npointers(map), 3);
@@ -533,7 +536,8 @@ Test(avro, output_fits_json_templates)
 	for (int i = 0; i < 3; i++) {
 		cr_assert_neq(spans[i].kind, 0, "pointer %d absent", i);
 		cr_assert_eq(spans[i].len, strlen(want[i]));
-		cr_assert_eq(memcmp(json + spans[i].off, want[i], spans[i].len), 0, "pointer %d", i);
+		cr_assert_eq(memcmp(json + spans[i].off, want[i], spans[i].len), 0, "pointer %d",
+		             i);
 	}
 	k2mc_mapping_free(map);
 }
@@ -541,20 +545,20 @@ Test(avro, output_fits_json_templates)
 /* ---- decimals ------------------------------------------------------------------------ */
 
 static const char DECIMALS[] =
-	"{\"type\":\"record\",\"name\":\"Dec\",\"fields\":["
-	"{\"name\":\"a\",\"type\":{\"type\":\"bytes\",\"logicalType\":\"decimal\",\"precision\":9,"
-	"\"scale\":2}},"
-	"{\"name\":\"f\",\"type\":{\"type\":\"fixed\",\"name\":\"F8\",\"size\":8,"
-	"\"logicalType\":\"decimal\",\"precision\":18,\"scale\":4}},"
-	"{\"name\":\"v\",\"type\":{\"type\":\"record\",\"name\":\"VariableScaleDecimal\","
-	"\"namespace\":\"io.debezium.data\",\"fields\":[{\"name\":\"scale\",\"type\":\"int\"},"
-	"{\"name\":\"value\",\"type\":\"bytes\"}],\"connect.name\":"
-	"\"io.debezium.data.VariableScaleDecimal\"}},"
-	"{\"name\":\"big\",\"type\":{\"type\":\"bytes\",\"logicalType\":\"decimal\",\"precision\":40,"
-	"\"scale\":0}}]}";
+    "{\"type\":\"record\",\"name\":\"Dec\",\"fields\":["
+    "{\"name\":\"a\",\"type\":{\"type\":\"bytes\",\"logicalType\":\"decimal\",\"precision\":9,"
+    "\"scale\":2}},"
+    "{\"name\":\"f\",\"type\":{\"type\":\"fixed\",\"name\":\"F8\",\"size\":8,"
+    "\"logicalType\":\"decimal\",\"precision\":18,\"scale\":4}},"
+    "{\"name\":\"v\",\"type\":{\"type\":\"record\",\"name\":\"VariableScaleDecimal\","
+    "\"namespace\":\"io.debezium.data\",\"fields\":[{\"name\":\"scale\",\"type\":\"int\"},"
+    "{\"name\":\"value\",\"type\":\"bytes\"}],\"connect.name\":"
+    "\"io.debezium.data.VariableScaleDecimal\"}},"
+    "{\"name\":\"big\",\"type\":{\"type\":\"bytes\",\"logicalType\":\"decimal\",\"precision\":40,"
+    "\"scale\":0}}]}";
 
 static void decimal_case(uint32_t id, const char *a, size_t alen, const char *fx, int32_t vscale,
-			 const char *v, size_t vlen, const char *want)
+                         const char *v, size_t vlen, const char *want)
 {
 	char buf[256];
 	struct rec r;
@@ -568,8 +572,8 @@ static void decimal_case(uint32_t id, const char *a, size_t alen, const char *fx
 	avro_value_set_int(&s, vscale);
 	avro_value_set_bytes(&val, (void *)v, vlen);
 	f = field(&r.v, "big"); /* 2^128 - 1 = 340282366920938463463374607431768211455 */
-	avro_value_set_bytes(&f, "\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
-			     17);
+	avro_value_set_bytes(
+	    &f, "\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 17);
 	size_t n = wire(&r, id, buf, sizeof(buf));
 	rec_free(&r);
 	expect_json(buf, n, want);
@@ -580,12 +584,12 @@ Test(avro, decimals)
 	serve_id(20, DECIMALS, NULL);
 	/* 1234 at scale 2; -1 at scale 4; 5 at scale 3 */
 	decimal_case(20, "\x04\xd2", 2, "\xff\xff\xff\xff\xff\xff\xff\xff", 3, "\x05", 1,
-		     "{\"a\":12.34,\"f\":-0.0001,\"v\":0.005,"
-		     "\"big\":340282366920938463463374607431768211455}");
+	             "{\"a\":12.34,\"f\":-0.0001,\"v\":0.005,"
+	             "\"big\":340282366920938463463374607431768211455}");
 	/* -5 at scale 2; 0 at scale 4; -128 at scale 0 */
 	decimal_case(20, "\xfb", 1, "\0\0\0\0\0\0\0\0", 0, "\x80", 1,
-		     "{\"a\":-0.05,\"f\":0.0000,\"v\":-128,"
-		     "\"big\":340282366920938463463374607431768211455}");
+	             "{\"a\":-0.05,\"f\":0.0000,\"v\":-128,"
+	             "\"big\":340282366920938463463374607431768211455}");
 }
 
 /* ---- references -------------------------------------------------------------------- */
@@ -596,9 +600,10 @@ Test(avro, references_resolved)
 {
 	char buf[1024];
 	serve_id(11, ENVELOPE_REF,
-		 "[{\"name\":\"io.debezium.connector.postgresql.Source\","
-		 "\"subject\":\"io.debezium.connector.postgresql.Source\",\"version\":1}]");
-	struct route *src = serve_subject("io.debezium.connector.postgresql.Source", 1, SOURCE_SCHEMA);
+	         "[{\"name\":\"io.debezium.connector.postgresql.Source\","
+	         "\"subject\":\"io.debezium.connector.postgresql.Source\",\"version\":1}]");
+	struct route *src =
+	    serve_subject("io.debezium.connector.postgresql.Source", 1, SOURCE_SCHEMA);
 	size_t n = envelope(11, buf, sizeof(buf));
 	expect_json(buf, n, ENVELOPE_JSON);
 	expect_json(buf, n, ENVELOPE_JSON);
@@ -611,8 +616,8 @@ Test(avro, references_unavailable_refused)
 {
 	char buf[1024];
 	serve_id(12, ENVELOPE_REF,
-		 "[{\"name\":\"io.debezium.connector.postgresql.Source\","
-		 "\"subject\":\"gone\",\"version\":3}]");
+	         "[{\"name\":\"io.debezium.connector.postgresql.Source\","
+	         "\"subject\":\"gone\",\"version\":3}]");
 	size_t n = envelope(12, buf, sizeof(buf));
 	expect_fail(buf, n, K2MC_AVRO_SCHEMA_UNAVAILABLE, "subjects/gone/versions/3");
 	cr_assert(strstr(k2mc_avro_explain(ctx), "404"), "%s", k2mc_avro_explain(ctx));
@@ -678,7 +683,7 @@ Test(avro, unknown_id_remembered_briefly)
 	set("negative.cache.ms", "300");
 	size_t n = prims(99, buf, sizeof(buf));
 	struct route *miss = route_add("/schemas/ids/99", 404,
-				       "{\"error_code\":40403,\"message\":\"Schema not found\"}");
+	                               "{\"error_code\":40403,\"message\":\"Schema not found\"}");
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	expect_fail(buf, n, K2MC_AVRO_SCHEMA_UNAVAILABLE, "registry answered 404");
@@ -724,7 +729,7 @@ Test(avro, not_avro_schema_type)
 {
 	char buf[512];
 	route_add("/schemas/ids/1", 200,
-		  "{\"schemaType\":\"PROTOBUF\",\"schema\":\"syntax = \\\"proto3\\\";\"}");
+	          "{\"schemaType\":\"PROTOBUF\",\"schema\":\"syntax = \\\"proto3\\\";\"}");
 	size_t n = prims(1, buf, sizeof(buf));
 	expect_fail(buf, n, K2MC_AVRO_SCHEMA_UNAVAILABLE, "PROTOBUF schema, not Avro");
 }
@@ -778,11 +783,11 @@ Test(avro, tls)
 		enum k2mc_avro_result want;
 		const char *why;
 	} cases[] = {
-		{certs.ca, NULL, NULL, NULL, NULL, K2MC_AVRO_OK, ""},
-		{certs.other_ca, NULL, NULL, NULL, NULL, K2MC_AVRO_REGISTRY_DOWN, "certificate"},
-		{certs.other_ca, "false", NULL, NULL, NULL, K2MC_AVRO_OK, ""},
-		{certs.ca, NULL, certs.cli_crt, certs.cli_key, "s3cret", K2MC_AVRO_OK, ""},
-		{certs.ca, NULL, certs.cli_crt, certs.cli_key, "wrong", K2MC_AVRO_REGISTRY_DOWN, "key"},
+	    {certs.ca, NULL, NULL, NULL, NULL, K2MC_AVRO_OK, ""},
+	    {certs.other_ca, NULL, NULL, NULL, NULL, K2MC_AVRO_REGISTRY_DOWN, "certificate"},
+	    {certs.other_ca, "false", NULL, NULL, NULL, K2MC_AVRO_OK, ""},
+	    {certs.ca, NULL, certs.cli_crt, certs.cli_key, "s3cret", K2MC_AVRO_OK, ""},
+	    {certs.ca, NULL, certs.cli_crt, certs.cli_key, "wrong", K2MC_AVRO_REGISTRY_DOWN, "key"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		open_decoder();
@@ -810,9 +815,9 @@ Test(avro, options)
 	char err[256];
 	cr_assert_eq(k2mc_avro_set(av, "no.such", "1", err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "no.such"));
-	cr_assert_eq(k2mc_avro_set(av, "enable.ssl.certificate.verification", "maybe", err,
-				   sizeof(err)),
-		     -EINVAL);
+	cr_assert_eq(
+	    k2mc_avro_set(av, "enable.ssl.certificate.verification", "maybe", err, sizeof(err)),
+	    -EINVAL);
 	cr_assert_eq(k2mc_avro_set(av, "cache.capacity", "0", err, sizeof(err)), -EINVAL);
 	const char *const *names = k2mc_avro_options();
 	int n = 0, ca = 0;
@@ -857,16 +862,19 @@ Test(avro, trailing_bytes)
 	expect_fail(buf, n + 2, K2MC_AVRO_DECODE, "2 bytes left over after the record");
 }
 
-/* the value libavro's own reader would write s[-1] for */
+/* lengths that are negative or longer than what is left (libavro's reader
+ * would allocate the declared 2 GiB first), union indexes, UTF-8, varints */
 Test(avro, negative_length_bad_union_bad_utf8)
 {
-	serve_id(5, "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"s\",\"type\":"
-		    "\"string\"}]}",
-		 NULL);
+	serve_id(5,
+	         "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"s\",\"type\":"
+	         "\"string\"}]}",
+	         NULL);
 	serve_id(6, "[\"null\",\"string\"]", NULL);
 	const char neg[] = {0, 0, 0, 0, 5, 1 /* zigzag -1 */};
 	expect_fail(neg, sizeof(neg), K2MC_AVRO_DECODE, "negative length");
-	const char huge[] = {0, 0, 0, 0, 5, (char)0xfe, (char)0xff, (char)0xff, (char)0xff, 0x0f, 'a'};
+	const char huge[] = {0,          0,          0,          0,    5,  (char)0xfe,
+	                     (char)0xff, (char)0xff, (char)0xff, 0x0f, 'a'};
 	expect_fail(huge, sizeof(huge), K2MC_AVRO_DECODE, "truncated");
 	const char branch2[] = {0, 0, 0, 0, 6, 4};
 	expect_fail(branch2, sizeof(branch2), K2MC_AVRO_DECODE, "union index out of range");
@@ -889,9 +897,10 @@ Test(avro, zero_byte_items_bounded)
  * and nesting past K2MC_AVRO_MAX_DEPTH is refused, not a stack overflow */
 Test(avro, recursion_bounded)
 {
-	serve_id(8, "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"next\",\"type\":"
-		    "[\"null\",\"L\"]}]}",
-		 NULL);
+	serve_id(8,
+	         "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"next\",\"type\":"
+	         "[\"null\",\"L\"]}]}",
+	         NULL);
 	char b[5 + 1000];
 	memcpy(b, "\0\0\0\0\x08", 5);
 	memset(b + 5, 2, sizeof(b) - 6); /* branch 1 again and again */
@@ -904,7 +913,7 @@ Test(avro, recursion_bounded)
 /* ---- threads ------------------------------------------------------------------------ */
 
 #define NTHREADS 4
-#define NIDS 8
+#define NIDS     8
 static char tbuf[NIDS][512];
 static size_t tlen[NIDS];
 
@@ -940,7 +949,8 @@ Test(avro, threads_share_a_small_cache)
 	for (int i = 0; i < NTHREADS; i++) {
 		void *bad;
 		pthread_join(t[i], &bad);
-		cr_assert_eq((intptr_t)bad, 0, "thread %d: %ld wrong decodes", i, (long)(intptr_t)bad);
+		cr_assert_eq((intptr_t)bad, 0, "thread %d: %ld wrong decodes", i,
+		             (long)(intptr_t)bad);
 	}
 	struct k2mc_avro_stats st;
 	k2mc_avro_stats(av, &st);

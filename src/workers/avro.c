@@ -2,11 +2,15 @@
  * its cache. Not the options of k2mc and not the mapping (avro.h).
  *
  * libavro (Debian's 1.11.1) parses and checks a schema and resolves its
- * names; its binary reader is not used on records: on a negative string
- * length it writes s[-1] and it allocates whatever length a record declares,
- * so bytes from a topic could corrupt the heap. The decoder here walks a
- * compiled copy of the schema over the bytes with every read bounds-checked,
- * and writes JSON as it goes. The schema's attributes that libavro drops
+ * names. Its reader and avro_value_to_json are not used on records: the JSON
+ * they give wraps every union ({"u": {"string": "x"}}), writes bytes as
+ * \u00XX code points cut at the first NUL (bytes 00 ff come out as ""), and
+ * knows no decimal; and the reader allocates whatever length a record
+ * declares before it looks at the bytes (2 GiB for a 5-byte string value).
+ * (All three seen with a test program against libavro23 1.11.1.) The decoder
+ * here walks a compiled copy of the schema over the bytes, every read
+ * bounds-checked, and writes JSON as it goes, nothing allocated per record
+ * but the output buffer's growth. The schema's attributes that libavro drops
  * (logicalType, scale, connect.name, connect.parameters) are read from the
  * same JSON with jansson, which libavro itself links. */
 #include "workers/avro.h"
@@ -28,11 +32,11 @@
 /* ---- results ----------------------------------------------------------------- */
 
 static const char *const result_names[K2MC_AVRO_NRESULTS] = {
-	[K2MC_AVRO_OK] = "ok",
-	[K2MC_AVRO_NOT_AVRO] = "not_avro",
-	[K2MC_AVRO_SCHEMA_UNAVAILABLE] = "schema_unavailable",
-	[K2MC_AVRO_REGISTRY_DOWN] = "registry_unreachable",
-	[K2MC_AVRO_DECODE] = "avro_decode",
+    [K2MC_AVRO_OK] = "ok",
+    [K2MC_AVRO_NOT_AVRO] = "not_avro",
+    [K2MC_AVRO_SCHEMA_UNAVAILABLE] = "schema_unavailable",
+    [K2MC_AVRO_REGISTRY_DOWN] = "registry_unreachable",
+    [K2MC_AVRO_DECODE] = "avro_decode",
 };
 
 const char *k2mc_avro_reason_name(enum k2mc_avro_result r)
@@ -48,8 +52,20 @@ int k2mc_avro_transient(enum k2mc_avro_result r)
 /* ---- the compiled schema ----------------------------------------------------------- */
 
 enum node_type {
-	N_NULL, N_BOOL, N_INT, N_LONG, N_FLOAT, N_DOUBLE, N_BYTES, N_STRING,
-	N_RECORD, N_ENUM, N_ARRAY, N_MAP, N_UNION, N_FIXED,
+	N_NULL,
+	N_BOOL,
+	N_INT,
+	N_LONG,
+	N_FLOAT,
+	N_DOUBLE,
+	N_BYTES,
+	N_STRING,
+	N_RECORD,
+	N_ENUM,
+	N_ARRAY,
+	N_MAP,
+	N_UNION,
+	N_FIXED,
 };
 
 enum node_logical {
@@ -188,12 +204,13 @@ static void logical_of(struct node *n, json_t *attrs)
 		json_t *sc = json_object_get(attrs, "scale");
 		n->logical = L_DECIMAL;
 		n->scale = json_is_integer(sc) ? (int32_t)json_integer_value(sc) : 0;
-	} else if (n->type == N_BYTES && cn && !strcmp(cn, "org.apache.kafka.connect.data.Decimal")) {
+	} else if (n->type == N_BYTES && cn &&
+	           !strcmp(cn, "org.apache.kafka.connect.data.Decimal")) {
 		const char *sc = jstr(json_object_get(attrs, "connect.parameters"), "scale");
 		n->logical = L_DECIMAL;
 		n->scale = sc ? (int32_t)strtol(sc, NULL, 10) : 0;
-	} else if (n->type == N_RECORD && cn && !strcmp(cn, "io.debezium.data.VariableScaleDecimal") &&
-		   n->n == 2) {
+	} else if (n->type == N_RECORD && cn &&
+	           !strcmp(cn, "io.debezium.data.VariableScaleDecimal") && n->n == 2) {
 		int first = n->kids[0]->type == N_INT && n->kids[1]->type == N_BYTES;
 		int second = n->kids[1]->type == N_INT && n->kids[0]->type == N_BYTES;
 		if (first || second) {
@@ -229,13 +246,19 @@ static struct node *compile(struct compile *c, avro_schema_t as, json_t *j, int 
 			shape = t;
 	}
 	static const enum node_type prim[] = {
-		[AVRO_STRING] = N_STRING, [AVRO_BYTES] = N_BYTES, [AVRO_INT32] = N_INT,
-		[AVRO_INT64] = N_LONG,    [AVRO_FLOAT] = N_FLOAT, [AVRO_DOUBLE] = N_DOUBLE,
-		[AVRO_BOOLEAN] = N_BOOL,  [AVRO_NULL] = N_NULL,
+	    [AVRO_STRING] = N_STRING, [AVRO_BYTES] = N_BYTES, [AVRO_INT32] = N_INT,
+	    [AVRO_INT64] = N_LONG,    [AVRO_FLOAT] = N_FLOAT, [AVRO_DOUBLE] = N_DOUBLE,
+	    [AVRO_BOOLEAN] = N_BOOL,  [AVRO_NULL] = N_NULL,
 	};
 	switch (avro_typeof(as)) {
-	case AVRO_STRING: case AVRO_BYTES: case AVRO_INT32: case AVRO_INT64: case AVRO_FLOAT:
-	case AVRO_DOUBLE: case AVRO_BOOLEAN: case AVRO_NULL:
+	case AVRO_STRING:
+	case AVRO_BYTES:
+	case AVRO_INT32:
+	case AVRO_INT64:
+	case AVRO_FLOAT:
+	case AVRO_DOUBLE:
+	case AVRO_BOOLEAN:
+	case AVRO_NULL:
 		n = node_new(c, prim[avro_typeof(as)]);
 		if (n)
 			logical_of(n, attrs);
@@ -255,19 +278,19 @@ static struct node *compile(struct compile *c, avro_schema_t as, json_t *j, int 
 			json_t *fj = json_is_array(fields) ? json_array_get(fields, i) : NULL;
 			json_t *ft = json_is_object(fj) ? json_object_get(fj, "type") : NULL;
 			n->n = i;
-			n->text[i] = quoted(avro_schema_record_field_name(as, (int)i), 1,
-					    &n->text_len[i]);
+			n->text[i] =
+			    quoted(avro_schema_record_field_name(as, (int)i), 1, &n->text_len[i]);
 			if (!n->text[i])
 				return NULL;
 			n->n = i + 1;
 			/* a field's attributes sit in its type object, or (as
 			 * Kafka Connect writes some) beside "type" in the field */
 			n->kids[i] = compile(c, avro_schema_record_field_get_by_index(as, (int)i),
-					     json_is_string(ft) && json_is_object(fj) &&
-							     jstr(fj, "logicalType")
-						     ? fj
-						     : ft,
-					     depth + 1);
+			                     json_is_string(ft) && json_is_object(fj) &&
+			                             jstr(fj, "logicalType")
+			                         ? fj
+			                         : ft,
+			                     depth + 1);
 			if (!n->kids[i])
 				return NULL;
 		}
@@ -298,15 +321,17 @@ static struct node *compile(struct compile *c, avro_schema_t as, json_t *j, int 
 		n->n = (size_t)avro_schema_fixed_size(as);
 		logical_of(n, attrs);
 		return n;
-	case AVRO_ARRAY: case AVRO_MAP: {
+	case AVRO_ARRAY:
+	case AVRO_MAP: {
 		int arr = avro_typeof(as) == AVRO_ARRAY;
 		n = node_new(c, arr ? N_ARRAY : N_MAP);
 		if (!n || !(n->kids = calloc(1, sizeof(*n->kids))))
 			return NULL;
-		json_t *kj = json_is_object(shape) ? json_object_get(shape, arr ? "items" : "values")
-						   : NULL;
-		n->kids[0] = compile(c, arr ? avro_schema_array_items(as) : avro_schema_map_values(as),
-				     kj, depth + 1);
+		json_t *kj =
+		    json_is_object(shape) ? json_object_get(shape, arr ? "items" : "values") : NULL;
+		n->kids[0] =
+		    compile(c, arr ? avro_schema_array_items(as) : avro_schema_map_values(as), kj,
+		            depth + 1);
 		n->n = 1;
 		return n->kids[0] ? n : NULL;
 	}
@@ -317,7 +342,8 @@ static struct node *compile(struct compile *c, avro_schema_t as, json_t *j, int 
 			return NULL;
 		for (size_t i = 0; i < nb; i++) {
 			json_t *bj = json_is_array(shape) ? json_array_get(shape, i) : NULL;
-			n->kids[i] = compile(c, avro_schema_union_branch(as, (int)i), bj, depth + 1);
+			n->kids[i] =
+			    compile(c, avro_schema_union_branch(as, (int)i), bj, depth + 1);
 			if (!n->kids[i])
 				return NULL;
 			n->n = i + 1;
@@ -334,7 +360,7 @@ static struct node *compile(struct compile *c, avro_schema_t as, json_t *j, int 
  * field `pick` of the resulting record when pick is set (the wrapper that
  * carries references), else the whole. */
 static struct k2mc_avro_schema *schema_build(const char *text, size_t len, json_t *j,
-					     const char *pick, char *err, size_t errlen)
+                                             const char *pick, char *err, size_t errlen)
 {
 	avro_schema_t as = NULL;
 	struct compile c = {.err = err, .errlen = errlen};
@@ -370,7 +396,7 @@ out:
 }
 
 struct k2mc_avro_schema *k2mc_avro_schema_parse(const char *text, size_t len, char *err,
-						size_t errlen)
+                                                size_t errlen)
 {
 	json_error_t je;
 	json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
@@ -511,7 +537,8 @@ static int put_string(struct dec *d, const uint8_t *s, size_t n)
 	size_t i = 0;
 	while (i < n) {
 		size_t run = i;
-		while (run < n && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\')
+		while (run < n && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' &&
+		       s[run] != '\\')
 			run++;
 		if (run > i && put(d, s + i, run - i) < 0)
 			return -1;
@@ -530,13 +557,27 @@ static int put_string(struct dec *d, const uint8_t *s, size_t n)
 		char e[6] = {'\\', 0};
 		size_t el = 2;
 		switch (s[i]) {
-		case '"': e[1] = '"'; break;
-		case '\\': e[1] = '\\'; break;
-		case '\n': e[1] = 'n'; break;
-		case '\r': e[1] = 'r'; break;
-		case '\t': e[1] = 't'; break;
-		case '\b': e[1] = 'b'; break;
-		case '\f': e[1] = 'f'; break;
+		case '"':
+			e[1] = '"';
+			break;
+		case '\\':
+			e[1] = '\\';
+			break;
+		case '\n':
+			e[1] = 'n';
+			break;
+		case '\r':
+			e[1] = 'r';
+			break;
+		case '\t':
+			e[1] = 't';
+			break;
+		case '\b':
+			e[1] = 'b';
+			break;
+		case '\f':
+			e[1] = 'f';
+			break;
 		default:
 			memcpy(e, "\\u00", 4);
 			e[4] = hex[s[i] >> 4];
@@ -553,7 +594,7 @@ static int put_string(struct dec *d, const uint8_t *s, size_t n)
 static int put_base64(struct dec *d, const uint8_t *s, size_t n)
 {
 	static const char b64[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	if (grow(d, (n + 2) / 3 * 4 + 2) < 0)
 		return -1;
 	char *o = d->out + d->len;
@@ -584,9 +625,9 @@ static int put_base64(struct dec *d, const uint8_t *s, size_t n)
 static size_t fmt_i64(char *buf, int64_t v)
 {
 	static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-				    "25262728293031323334353637383940414243444546474849"
-				    "50515253545556575859606162636465666768697071727374"
-				    "75767778798081828384858687888990919293949596979899";
+	                            "25262728293031323334353637383940414243444546474849"
+	                            "50515253545556575859606162636465666768697071727374"
+	                            "75767778798081828384858687888990919293949596979899";
 	char tmp[20];
 	size_t n = sizeof(tmp), len = 0;
 	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
@@ -852,14 +893,14 @@ static int decode(struct dec *d, const struct node *n, int depth)
  * the table's reference (while it holds the entry) and one per ctx slot. */
 struct entry {
 	uint32_t id;
-	enum k2mc_avro_result status;   /* OK: schema is set */
-	int64_t expires_ms;             /* failures: CLOCK_MONOTONIC ms when it is asked again */
+	enum k2mc_avro_result status; /* OK: schema is set */
+	int64_t expires_ms;           /* failures: CLOCK_MONOTONIC ms when it is asked again */
 	struct k2mc_avro_schema *schema;
-	char why[200];                  /* failures: the explanation */
+	char why[200]; /* failures: the explanation */
 	/* incremented under the table mutex (the entry is in the table), decremented
 	 * by any thread: acq_rel, so the last one frees what all of them read */
 	_Atomic long refs;
-	struct entry *next;  /* hash chain, under the table mutex */
+	struct entry *next;          /* hash chain, under the table mutex */
 	struct entry *older, *newer; /* insertion order, for eviction; under the mutex */
 };
 
@@ -902,16 +943,16 @@ struct opt {
 };
 #define SOFF(f) offsetof(struct settings, f)
 static const struct opt opts[] = {
-	{"basic.auth.user.info", O_STR, SOFF(user_info), 0, 0},
-	{"ssl.ca.location", O_STR, SOFF(ca), 0, 0},
-	{"ssl.certificate.location", O_STR, SOFF(cert), 0, 0},
-	{"ssl.key.location", O_STR, SOFF(key), 0, 0},
-	{"ssl.key.password", O_STR, SOFF(key_password), 0, 0},
-	{"enable.ssl.certificate.verification", O_BOOL, SOFF(verify), 0, 1},
-	{"request.timeout.ms", O_LONG, SOFF(timeout_ms), 1, 3600000},
-	{"cache.capacity", O_LONG, SOFF(capacity), 1, 1000000},
-	{"negative.cache.ms", O_LONG, SOFF(negative_ms), 0, 3600000},
-	{"max.decoded.bytes", O_LONG, SOFF(max_decoded), 1024, 1L << 30},
+    {"basic.auth.user.info", O_STR, SOFF(user_info), 0, 0},
+    {"ssl.ca.location", O_STR, SOFF(ca), 0, 0},
+    {"ssl.certificate.location", O_STR, SOFF(cert), 0, 0},
+    {"ssl.key.location", O_STR, SOFF(key), 0, 0},
+    {"ssl.key.password", O_STR, SOFF(key_password), 0, 0},
+    {"enable.ssl.certificate.verification", O_BOOL, SOFF(verify), 0, 1},
+    {"request.timeout.ms", O_LONG, SOFF(timeout_ms), 1, 3600000},
+    {"cache.capacity", O_LONG, SOFF(capacity), 1, 1000000},
+    {"negative.cache.ms", O_LONG, SOFF(negative_ms), 0, 3600000},
+    {"max.decoded.bytes", O_LONG, SOFF(max_decoded), 1024, 1L << 30},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -931,7 +972,7 @@ const char *const *k2mc_avro_options(void)
 }
 
 int k2mc_avro_set(struct k2mc_avro *a, const char *name, const char *value, char *err,
-		  size_t errlen)
+                  size_t errlen)
 {
 	for (size_t i = 0; i < NOPTS; i++) {
 		const struct opt *o = &opts[i];
@@ -963,8 +1004,8 @@ int k2mc_avro_set(struct k2mc_avro *a, const char *name, const char *value, char
 			errno = 0;
 			v = strtol(value, &end, 10);
 			if (errno || end == value || *end || v < o->min || v > o->max) {
-				snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld", name,
-					 value, o->min, o->max);
+				snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld",
+				         name, value, o->min, o->max);
 				return -EINVAL;
 			}
 		}
@@ -1038,8 +1079,7 @@ void k2mc_avro_stats(const struct k2mc_avro *a, struct k2mc_avro_stats *out)
 }
 
 /* snprintf for explanations, which are cut to their buffer on purpose */
-__attribute__((format(printf, 3, 4))) static void say(char *buf, size_t len, const char *fmt,
-						      ...)
+__attribute__((format(printf, 3, 4))) static void say(char *buf, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -1081,7 +1121,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *u)
 
 /* GET {url}{path} as JSON, under fetch_mu. */
 static enum k2mc_avro_result get_json(struct k2mc_avro *a, const char *path, json_t **out,
-				      char *why, size_t whylen)
+                                      char *why, size_t whylen)
 {
 	char url[2048];
 	struct body b = {0};
@@ -1108,8 +1148,8 @@ static enum k2mc_avro_result get_json(struct k2mc_avro *a, const char *path, jso
 	char cerr[CURL_ERROR_SIZE] = "";
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
 	struct curl_slist *hdr =
-		curl_slist_append(NULL, "Accept: application/vnd.schemaregistry.v1+json, "
-					"application/json");
+	    curl_slist_append(NULL, "Accept: application/vnd.schemaregistry.v1+json, "
+	                            "application/json");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
 	if (s->user_info) {
 		curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
@@ -1132,7 +1172,9 @@ static enum k2mc_avro_result get_json(struct k2mc_avro *a, const char *path, jso
 	curl_slist_free_all(hdr);
 	if (cc != CURLE_OK) {
 		say(why, whylen, "GET %s: %s", url,
-		    b.over ? "answer over 8 MiB" : cerr[0] ? cerr : curl_easy_strerror(cc));
+		    b.over    ? "answer over 8 MiB"
+		    : cerr[0] ? cerr
+		              : curl_easy_strerror(cc));
 		if (b.over)
 			r = K2MC_AVRO_SCHEMA_UNAVAILABLE;
 		goto out;
@@ -1142,7 +1184,7 @@ static enum k2mc_avro_result get_json(struct k2mc_avro *a, const char *path, jso
 		say(why, whylen, "GET %s: registry answered %ld", url, code);
 		/* 5xx, 408 and 429 may pass; 401, 403 and 404 are the answer */
 		r = code >= 500 || code == 408 || code == 429 ? K2MC_AVRO_REGISTRY_DOWN
-							       : K2MC_AVRO_SCHEMA_UNAVAILABLE;
+		                                              : K2MC_AVRO_SCHEMA_UNAVAILABLE;
 		goto out;
 	}
 	json_error_t je;
@@ -1184,7 +1226,7 @@ static enum k2mc_avro_result check_answer(json_t *ans, const char *what, char *w
 }
 
 static enum k2mc_avro_result resolve(struct k2mc_avro *a, json_t *references, struct refs *rs,
-				     int depth, char *why, size_t whylen)
+                                     int depth, char *why, size_t whylen)
 {
 	size_t i;
 	json_t *ref;
@@ -1194,7 +1236,8 @@ static enum k2mc_avro_result resolve(struct k2mc_avro *a, json_t *references, st
 		say(why, whylen, "\"references\" is not an array");
 		return K2MC_AVRO_SCHEMA_UNAVAILABLE;
 	}
-	json_array_foreach(references, i, ref) {
+	json_array_foreach(references, i, ref)
+	{
 		const char *name = jstr(ref, "name"), *subject = jstr(ref, "subject");
 		json_t *ver = json_object_get(ref, "version");
 		if (!name || !subject || !json_is_integer(ver)) {
@@ -1205,7 +1248,7 @@ static enum k2mc_avro_result resolve(struct k2mc_avro *a, json_t *references, st
 			continue;
 		if (depth >= 8 || json_array_size(rs->schemas) >= K2MC_AVRO_MAX_REFERENCES) {
 			say(why, whylen, "references nested deeper than 8 or more than %d",
-				 K2MC_AVRO_MAX_REFERENCES);
+			    K2MC_AVRO_MAX_REFERENCES);
 			return K2MC_AVRO_SCHEMA_UNAVAILABLE;
 		}
 		char *esc = curl_easy_escape(a->curl, subject, 0);
@@ -1215,7 +1258,7 @@ static enum k2mc_avro_result resolve(struct k2mc_avro *a, json_t *references, st
 			return K2MC_AVRO_SCHEMA_UNAVAILABLE;
 		}
 		snprintf(path, sizeof(path), "/subjects/%s/versions/%" JSON_INTEGER_FORMAT, esc,
-			 json_integer_value(ver));
+		         json_integer_value(ver));
 		curl_free(esc);
 		json_t *ans;
 		char what[300];
@@ -1224,7 +1267,8 @@ static enum k2mc_avro_result resolve(struct k2mc_avro *a, json_t *references, st
 		if (r == K2MC_AVRO_OK)
 			r = check_answer(ans, what, why, whylen);
 		if (r == K2MC_AVRO_OK)
-			r = resolve(a, json_object_get(ans, "references"), rs, depth + 1, why, whylen);
+			r = resolve(a, json_object_get(ans, "references"), rs, depth + 1, why,
+			            whylen);
 		if (r == K2MC_AVRO_OK) {
 			json_error_t je;
 			json_t *sj = json_loads(jstr(ans, "schema"), JSON_DECODE_ANY, &je);
@@ -1281,15 +1325,17 @@ static void fetch_schema(struct k2mc_avro *a, struct entry *e)
 		json_t *fields = json_array();
 		size_t i;
 		json_t *sj;
-		json_array_foreach(rs.schemas, i, sj) {
+		json_array_foreach(rs.schemas, i, sj)
+		{
 			char fname[32];
 			snprintf(fname, sizeof(fname), "k2mc_ref%zu", i);
-			json_array_append_new(fields, json_pack("{s:s,s:O}", "name", fname, "type", sj));
+			json_array_append_new(fields,
+			                      json_pack("{s:s,s:O}", "name", fname, "type", sj));
 		}
-		json_array_append_new(fields, json_pack("{s:s,s:O}", "name", "k2mc_schema", "type",
-							main_json));
+		json_array_append_new(
+		    fields, json_pack("{s:s,s:O}", "name", "k2mc_schema", "type", main_json));
 		wrapper = json_pack("{s:s,s:s,s:o}", "type", "record", "name",
-				    "k2mc_references_wrapper", "fields", fields);
+		                    "k2mc_references_wrapper", "fields", fields);
 		schema_json = wrapper;
 		pick = "k2mc_schema";
 	}
@@ -1434,18 +1480,23 @@ int64_t k2mc_avro_last_id(const struct k2mc_avro_ctx *c)
 }
 
 static enum k2mc_avro_result run(struct k2mc_avro_ctx *c, const struct k2mc_avro_schema *s,
-				 const void *data, size_t len, const char **json, size_t *json_len)
+                                 const void *data, size_t len, const char **json, size_t *json_len)
 {
 	struct dec d = {
-		.p = data, .end = (const uint8_t *)data + len, .start = data,
-		.out = c->out, .cap = c->cap,
-		.max = c->a ? (size_t)c->a->set.max_decoded : (size_t)16 << 20,
-		.ctx = c, .err = c->err, .errlen = sizeof(c->err),
+	    .p = data,
+	    .end = (const uint8_t *)data + len,
+	    .start = data,
+	    .out = c->out,
+	    .cap = c->cap,
+	    .max = c->a ? (size_t)c->a->set.max_decoded : (size_t)16 << 20,
+	    .ctx = c,
+	    .err = c->err,
+	    .errlen = sizeof(c->err),
 	};
 	int rc = decode(&d, s->root, 0);
 	if (rc == 0 && d.p != d.end) {
 		snprintf(c->err, sizeof(c->err), "%zu bytes left over after the record",
-			 (size_t)(d.end - d.p));
+		         (size_t)(d.end - d.p));
 		rc = -1;
 	}
 	c->out = d.out;
@@ -1458,23 +1509,23 @@ static enum k2mc_avro_result run(struct k2mc_avro_ctx *c, const struct k2mc_avro
 }
 
 enum k2mc_avro_result k2mc_avro_decode_with(struct k2mc_avro_ctx *c,
-					    const struct k2mc_avro_schema *s, const void *data,
-					    size_t len, const char **json, size_t *json_len)
+                                            const struct k2mc_avro_schema *s, const void *data,
+                                            size_t len, const char **json, size_t *json_len)
 {
 	c->err[0] = '\0';
 	return run(c, s, data, len, json, json_len);
 }
 
 enum k2mc_avro_result k2mc_avro_decode(struct k2mc_avro_ctx *c, const void *data, size_t len,
-				       const char **json, size_t *json_len)
+                                       const char **json, size_t *json_len)
 {
 	const uint8_t *b = data;
 	c->err[0] = '\0';
 	c->last_id = -1;
 	if (len < 5 || b[0] != 0) {
 		if (len < 5)
-			snprintf(c->err, sizeof(c->err), "%zu bytes: shorter than the 5-byte header",
-				 len);
+			snprintf(c->err, sizeof(c->err),
+			         "%zu bytes: shorter than the 5-byte header", len);
 		else
 			snprintf(c->err, sizeof(c->err), "magic byte is 0x%02x, not 0", b[0]);
 		return K2MC_AVRO_NOT_AVRO;

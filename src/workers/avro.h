@@ -37,13 +37,13 @@ enum k2mc_avro_result {
 	K2MC_AVRO_OK = 0,
 	K2MC_AVRO_NOT_AVRO,           /* "not_avro": shorter than 5 bytes, or magic not 0 */
 	K2MC_AVRO_SCHEMA_UNAVAILABLE, /* "schema_unavailable": the registry does not know the
-				       * id (404), or its schema is not Avro, does not parse,
-				       * or names references that cannot be had */
+	                               * id (404), or its schema is not Avro, does not parse,
+	                               * or names references that cannot be had */
 	K2MC_AVRO_REGISTRY_DOWN,      /* "registry_unreachable": connection, TLS, timeout or
-				       * 5xx: transient, retried after negative.cache.ms */
+	                               * 5xx: transient, retried after negative.cache.ms */
 	K2MC_AVRO_DECODE,             /* "avro_decode": the bytes are not a datum of the schema
-				       * (truncated, bytes left over, bad union index, bad
-				       * UTF-8, too deep, output over max.decoded.bytes) */
+	                               * (truncated, bytes left over, bad union index, bad
+	                               * UTF-8, too deep, output over max.decoded.bytes) */
 	K2MC_AVRO_NRESULTS,
 };
 
@@ -85,7 +85,7 @@ void k2mc_avro_free(struct k2mc_avro *a);
  * Returns 0, or -EINVAL with a message in err (unknown name, bad value).
  * k2mc_avro_options lists the names, NULL-terminated. */
 int k2mc_avro_set(struct k2mc_avro *a, const char *name, const char *value, char *err,
-		  size_t errlen);
+                  size_t errlen);
 const char *const *k2mc_avro_options(void);
 
 /* What the registry client did, for stats: written under the fetch mutex,
@@ -110,7 +110,7 @@ void k2mc_avro_ctx_free(struct k2mc_avro_ctx *c);
  * schema if neither cache has it (blocking, up to request.timeout.ms per
  * request). */
 enum k2mc_avro_result k2mc_avro_decode(struct k2mc_avro_ctx *c, const void *data, size_t len,
-				       const char **json, size_t *json_len);
+                                       const char **json, size_t *json_len);
 /* The last failure's explanation ("schema 7: registry answered 404",
  * "truncated at byte 12"), "" after success. */
 const char *k2mc_avro_explain(const struct k2mc_avro_ctx *c);
@@ -122,10 +122,10 @@ int64_t k2mc_avro_last_id(const struct k2mc_avro_ctx *c);
  * the 5-byte header. */
 struct k2mc_avro_schema;
 struct k2mc_avro_schema *k2mc_avro_schema_parse(const char *json, size_t len, char *err,
-						size_t errlen);
+                                                size_t errlen);
 void k2mc_avro_schema_free(struct k2mc_avro_schema *s);
 enum k2mc_avro_result k2mc_avro_decode_with(struct k2mc_avro_ctx *c,
-					    const struct k2mc_avro_schema *s, const void *data,
-					    size_t len, const char **json, size_t *json_len);
+                                            const struct k2mc_avro_schema *s, const void *data,
+                                            size_t len, const char **json, size_t *json_len);
 
 #endif
