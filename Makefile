@@ -359,7 +359,8 @@ rdkafka-fallback-test:
 
 # ---- fuzz ---------------------------------------------------------------------
 # make fuzz: libFuzzer targets (clang, ASan + UBSan) over the command line,
-# the record mapping and the reply parser, FUZZ_SECONDS each (default 30).
+# the record mapping, the reply parser and the Avro decoder, FUZZ_SECONDS
+# each (default 30).
 # Inputs that crash are left as build/fuzz/crash-*; each becomes a
 # regression test in its module's suite. The corpus grows in
 # build/fuzz/corpus, seeded from fuzz/seeds. Not the version define: the
