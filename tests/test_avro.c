@@ -610,6 +610,97 @@ Test(avro, references_resolved)
 	cr_assert_eq(atomic_load(&src->hits), 1);
 }
 
+/* References of references: Source's version block is a subject of its own;
+ * fetched depth first, each subject once */
+Test(avro, references_nested)
+{
+	char buf[512];
+	static const char VER[] = "{\"type\":\"record\",\"name\":\"Ver\",\"namespace\":\"n\","
+	                          "\"fields\":[{\"name\":\"v\",\"type\":\"string\"}]}";
+	static const char SRC[] = "{\"type\":\"record\",\"name\":\"Src\",\"namespace\":\"n\","
+	                          "\"fields\":[{\"name\":\"ver\",\"type\":\"n.Ver\"},"
+	                          "{\"name\":\"also\",\"type\":[\"null\",\"n.Ver\"]}]}";
+	static const char TOP[] = "{\"type\":\"record\",\"name\":\"Top\",\"namespace\":\"m\","
+	                          "\"fields\":[{\"name\":\"src\",\"type\":\"n.Src\"},"
+	                          "{\"name\":\"ver\",\"type\":\"n.Ver\"}]}";
+	static const char ALL[] =
+	    "{\"type\":\"record\",\"name\":\"Top\",\"namespace\":\"m\",\"fields\":["
+	    "{\"name\":\"src\",\"type\":{\"type\":\"record\",\"name\":\"Src\",\"namespace\":"
+	    "\"n\",\"fields\":[{\"name\":\"ver\",\"type\":{\"type\":\"record\",\"name\":"
+	    "\"Ver\",\"fields\":[{\"name\":\"v\",\"type\":\"string\"}]}},"
+	    "{\"name\":\"also\",\"type\":[\"null\",\"n.Ver\"]}]}},"
+	    "{\"name\":\"ver\",\"type\":\"n.Ver\"}]}";
+	route_add("/schemas/ids/30", 200,
+	          answer(TOP, "[{\"name\":\"n.Src\",\"subject\":\"src\",\"version\":2},"
+	                      "{\"name\":\"n.Ver\",\"subject\":\"ver\",\"version\":1}]"));
+	struct route *src =
+	    route_add("/subjects/src/versions/2", 200,
+	              answer(SRC, "[{\"name\":\"n.Ver\",\"subject\":\"ver\",\"version\":1}]"));
+	struct route *ver = serve_subject("ver", 1, VER);
+	struct rec r;
+	rec_new(&r, ALL);
+	avro_value_t f = field(&r.v, "src"), g = field(&f, "ver"), h = field(&g, "v");
+	avro_value_set_string(&h, "1.0");
+	g = field(&f, "also");
+	avro_value_t b = branch(&g, 1);
+	h = field(&b, "v");
+	avro_value_set_string(&h, "1.1");
+	f = field(&r.v, "ver");
+	h = field(&f, "v");
+	avro_value_set_string(&h, "2.0");
+	size_t n = wire(&r, 30, buf, sizeof(buf));
+	rec_free(&r);
+	expect_json(buf, n,
+	            "{\"src\":{\"ver\":{\"v\":\"1.0\"},\"also\":{\"v\":\"1.1\"}},"
+	            "\"ver\":{\"v\":\"2.0\"}}");
+	cr_assert_eq(atomic_load(&src->hits), 1);
+	cr_assert_eq(atomic_load(&ver->hits), 1);
+}
+
+/* A delete: before only, after null */
+Test(avro, debezium_delete)
+{
+	char buf[1024];
+	struct rec r;
+	serve_id(10, ENVELOPE, NULL);
+	rec_new(&r, ENVELOPE);
+	avro_value_t f = field(&r.v, "before"), b = branch(&f, 1), g = field(&b, "id"), h;
+	avro_value_set_int(&g, 7);
+	g = field(&b, "name");
+	h = branch(&g, 0);
+	avro_value_set_null(&h);
+	g = field(&b, "price");
+	h = branch(&g, 0);
+	avro_value_set_null(&h);
+	f = field(&r.v, "after");
+	b = branch(&f, 0);
+	avro_value_set_null(&b);
+	f = field(&r.v, "source");
+	static const char *const strs[] = {"version", "connector", "name", "db"};
+	for (int i = 0; i < 4; i++) {
+		g = field(&f, strs[i]);
+		avro_value_set_string(&g, "x");
+	}
+	g = field(&f, "snapshot");
+	h = branch(&g, 1);
+	avro_value_set_null(&h);
+	g = field(&f, "lsn");
+	h = branch(&g, 0);
+	avro_value_set_null(&h);
+	f = field(&r.v, "op");
+	avro_value_set_string(&f, "d");
+	f = field(&r.v, "ts_ms");
+	b = branch(&f, 0);
+	avro_value_set_null(&b);
+	size_t n = wire(&r, 10, buf, sizeof(buf));
+	rec_free(&r);
+	expect_json(buf, n,
+	            "{\"before\":{\"id\":7,\"name\":null,\"price\":null,\"created\":0},"
+	            "\"after\":null,\"source\":{\"version\":\"x\",\"connector\":\"x\","
+	            "\"name\":\"x\",\"ts_ms\":0,\"snapshot\":null,\"db\":\"x\",\"lsn\":null},"
+	            "\"op\":\"d\",\"ts_ms\":null}");
+}
+
 /* A reference the registry cannot give: the schema is refused, nothing is
  * decoded with a part missing. */
 Test(avro, references_unavailable_refused)

@@ -19,12 +19,22 @@
  * Debezium's io.debezium.time.*) stay the numbers they are on the wire, as the
  * JsonConverter writes them; uuid is a string already.
  *
- * Threads: one struct k2mc_avro per process, made by main before any consumer
- * or writer thread exists and freed after they are joined; any thread may
- * call k2mc_avro_decode through a struct k2mc_avro_ctx of its own (a ctx is
- * used by one thread at a time: it holds the output buffer and a small
- * per-thread schema cache). The shared cache is taken under a mutex only on a
- * miss of the per-thread one; the registry is asked by one thread at a time. */
+ * Threads, who calls what:
+ * - main: k2mc_avro_new and k2mc_avro_set before any consumer or writer
+ *   thread exists (thread creation publishes the settings), k2mc_avro_free
+ *   after they are joined.
+ * - each thread that decodes (the consumer threads, where the key or the
+ *   {json:} pointers are computed, and the writers, where values are built):
+ *   k2mc_avro_ctx_new once, k2mc_avro_decode per record, k2mc_avro_ctx_free
+ *   before it ends. A ctx is one thread's: its output buffer and a
+ *   direct-mapped cache of 64 schemas, each held by a reference, read with
+ *   no lock and no atomic operation.
+ * - any thread: k2mc_avro_stats (relaxed counters).
+ * On a miss of its own cache a thread takes the shared cache's mutex; on a
+ * miss there too it takes the fetch mutex (one registry request at a time,
+ * other threads' misses wait; a thread that waited for the same id finds it
+ * fetched). A compiled schema is immutable and freed when the last reference
+ * goes (the shared cache's, evicted oldest first, or a ctx's). */
 #ifndef K2MC_AVRO_H
 #define K2MC_AVRO_H
 
