@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +396,27 @@ Test(avro, unions_nested_arrays_maps_bytes_enum_fixed)
 	            "\"arr\":[0,-300,-600],\"empty\":[],"
 	            "\"m\":{\"k1\":{\"y\":\"v1\"},\"k\\\"2\":{\"y\":\"v2\"}},"
 	            "\"raw\":\"AP8QaGk=\",\"e\":\"B\",\"fx\":\"YWJjZA==\"}");
+}
+
+/* integers at every width the digit writer handles, both ends of long */
+Test(avro, long_extremes)
+{
+	char buf[256];
+	struct rec r;
+	static const int64_t v[] = {
+	    0, -1, 9, 10, 99, 100, -101, 1234567890123456789LL, INT64_MAX, INT64_MIN};
+	serve_id(9, "{\"type\":\"array\",\"items\":\"long\"}", NULL);
+	rec_new(&r, "{\"type\":\"array\",\"items\":\"long\"}");
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		avro_value_t el;
+		avro_value_append(&r.v, &el, NULL);
+		avro_value_set_long(&el, v[i]);
+	}
+	size_t n = wire(&r, 9, buf, sizeof(buf));
+	rec_free(&r);
+	expect_json(buf, n,
+	            "[0,-1,9,10,99,100,-101,1234567890123456789,9223372036854775807,"
+	            "-9223372036854775808]");
 }
 
 /* Array blocks with a negative count carry their size in bytes (Avro spec,
