@@ -302,8 +302,13 @@ $(REDIRECT_SHIM): tests/redirect_shim.c $(DEPS_STAMP)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -fPIC -shared $< -o $@ -ldl
 build/tests/test_fencing: | $(REDIRECT_SHIM)
 
-.PHONY: test unit integration doc-check
-test: deps unit integration doc-check
+# Arrows point down: no file of src/ includes a file of a higher layer (the
+# layer table of docs/architecture.md; tests/include_check.py).
+.PHONY: test unit integration doc-check include-check
+include-check:
+	@python3 tests/include_check.py
+
+test: deps include-check unit integration doc-check
 
 # Criterion forks a process per test; -j2 matches this machine's two cores.
 CRITERION_OPTS ?= --jobs 2
@@ -557,7 +562,7 @@ package-test: deb
 # there (or a `LINT_CHECKS +=` further down: lint expands the list last), and
 # one that must hold can also be a prerequisite of test.
 LINT_SRCS   := $(K2MC_SRCS) $(MAIN_SRC)
-LINT_CHECKS := lint-format lint-cppcheck
+LINT_CHECKS := include-check lint-format lint-cppcheck
 .PHONY: lint lint-format lint-cppcheck
 lint: $$(LINT_CHECKS)
 lint-format: build/.deps-lint

@@ -12,7 +12,7 @@ Test(fence, no_lease_until_renewed)
 	struct k2mc_fence *f = k2mc_fence_new(5000);
 
 	cr_assert_not(k2mc_fence_held(f), "a new fence holds no lease");
-	k2mc_fence_renew(f, k2mc_fence_generation(f), k2mc_fence_now_ms());
+	k2mc_fence_renew(f, k2mc_fence_generation(f), k2mc_now_ms());
 	cr_assert(k2mc_fence_held(f));
 	k2mc_fence_free(f);
 }
@@ -20,7 +20,7 @@ Test(fence, no_lease_until_renewed)
 Test(fence, lease_is_measured_from_the_send_time)
 {
 	struct k2mc_fence *f = k2mc_fence_new(5000);
-	int64_t now = k2mc_fence_now_ms();
+	int64_t now = k2mc_now_ms();
 
 	/* a commit sent 6 s ago and answered now proves nothing any more */
 	k2mc_fence_renew(f, k2mc_fence_generation(f), now - 6000);
@@ -38,15 +38,15 @@ Test(fence, revoke_ends_the_lease_and_voids_older_generations)
 	struct k2mc_fence *f = k2mc_fence_new(5000);
 	uint64_t g0 = k2mc_fence_generation(f), g1;
 
-	k2mc_fence_renew(f, g0, k2mc_fence_now_ms());
+	k2mc_fence_renew(f, g0, k2mc_now_ms());
 	cr_assert(k2mc_fence_held(f));
 	g1 = k2mc_fence_revoke(f);
 	cr_assert_neq(g0, g1);
 	cr_assert_not(k2mc_fence_held(f), "held after revoke");
 	/* the answer to a commit sent before the revocation */
-	k2mc_fence_renew(f, g0, k2mc_fence_now_ms());
+	k2mc_fence_renew(f, g0, k2mc_now_ms());
 	cr_assert_not(k2mc_fence_held(f), "an old generation's renewal counted");
-	k2mc_fence_renew(f, g1, k2mc_fence_now_ms());
+	k2mc_fence_renew(f, g1, k2mc_now_ms());
 	cr_assert(k2mc_fence_held(f));
 	k2mc_fence_free(f);
 }
@@ -73,7 +73,7 @@ static void *renewer(void *arg)
 	while (!atomic_load(&r->stop)) {
 		uint64_t g = atomic_load(&r->gen_seen);
 
-		k2mc_fence_renew(r->f, g, k2mc_fence_now_ms());
+		k2mc_fence_renew(r->f, g, k2mc_now_ms());
 	}
 	return NULL;
 }
@@ -110,7 +110,7 @@ Test(fence, cap_bounds_renewals_until_revoke)
 {
 	struct k2mc_fence *f = k2mc_fence_new(10000);
 	uint64_t g = k2mc_fence_generation(f);
-	int64_t now = k2mc_fence_now_ms();
+	int64_t now = k2mc_now_ms();
 
 	k2mc_fence_renew(f, g, now);
 	cr_assert_eq(k2mc_fence_deadline(f), now + 10000);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <urcu.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/takeover.h"
 
@@ -117,7 +118,7 @@ static struct commit_req *send_commit(rd_kafka_t *rk, rd_kafka_queue_t *q,
 	/* Read before the hand-over: the real send is later, never earlier,
 	 * so the lease measured from here is never too long. */
 	r->gen = k2mc_fence_generation(fence);
-	r->sent_at = k2mc_fence_now_ms();
+	r->sent_at = k2mc_now_ms();
 	*err = rd_kafka_commit_queue(rk, l, q, NULL, r);
 	if (*err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		goto fail;

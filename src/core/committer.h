@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #include "core/fence.h"
-#include "workers/consumer.h"
+#include "core/partitions.h"
 
 struct k2mc_committer;
 
@@ -29,11 +29,10 @@ rd_kafka_resp_err_t k2mc_committer_last_error(const struct k2mc_committer *c);
 uint64_t k2mc_committer_failures(const struct k2mc_committer *c);
 
 /* Commits the watermark of every part that has one and waits for the
- * coordinator's answer until deadline_ms (CLOCK_MONOTONIC ms, as
- * k2mc_now_ms): NO_ERROR, the error, or RD_KAFKA_RESP_ERR__TIMED_OUT.
+ * coordinator's answer until deadline_ms (k2mc_now_ms, clock.h): NO_ERROR, the error, or RD_KAFKA_RESP_ERR__TIMED_OUT.
  * Acknowledged offsets are recorded with k2mc_part_set_committed, and an
  * acknowledgement renews the fence. Caller must be the thread allowed to
- * write the parts' committed field (see consumer.h). */
+ * write the parts' committed field (see partitions.h). */
 rd_kafka_resp_err_t k2mc_commit_parts_sync(rd_kafka_t *rk, struct k2mc_part **parts, size_t n,
 					   struct k2mc_fence *fence, int64_t deadline_ms);
 

@@ -4,7 +4,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "core/clock.h"
 
 struct k2mc_fence {
 	int64_t lease_ms; /* immutable */
@@ -24,14 +25,6 @@ struct k2mc_fence {
 	 * the writers' sends, though only the value itself matters. */
 	_Alignas(64) _Atomic int64_t until;
 };
-
-int64_t k2mc_fence_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct k2mc_fence *k2mc_fence_new(int64_t lease_ms)
 {
@@ -119,7 +112,7 @@ int64_t k2mc_fence_deadline(const struct k2mc_fence *f)
 
 int k2mc_fence_held(const struct k2mc_fence *f)
 {
-	return k2mc_fence_now_ms() < k2mc_fence_deadline(f);
+	return k2mc_now_ms() < k2mc_fence_deadline(f);
 }
 
 int64_t k2mc_fence_lease_ms(const struct k2mc_fence *f)

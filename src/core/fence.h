@@ -19,22 +19,21 @@
  * reaching memcached. t_send is read before the commit is handed to
  * librdkafka, so it is never later than the real send.
  *
- * Clock: CLOCK_BOOTTIME, which keeps counting while the host is suspended
- * (CLOCK_MONOTONIC does not): a suspended host must come back with its lease
- * expired, as the coordinator sees it. */
+ * Clock: k2mc_now_ms (clock.h), CLOCK_BOOTTIME, which keeps counting while
+ * the host is suspended (CLOCK_MONOTONIC does not): a suspended host must
+ * come back with its lease expired, as the coordinator sees it. */
 #ifndef K2MC_FENCE_H
 #define K2MC_FENCE_H
 
 #include <stdint.h>
+
+#include "core/clock.h" /* every fence time is a k2mc_now_ms() value */
 
 struct k2mc_fence;
 
 /* lease_ms: session.timeout.ms - heartbeat.interval.ms - margin (> 0). */
 struct k2mc_fence *k2mc_fence_new(int64_t lease_ms);
 void k2mc_fence_free(struct k2mc_fence *f);
-
-/* CLOCK_BOOTTIME in ms: the clock of every fence time. */
-int64_t k2mc_fence_now_ms(void);
 
 /* Committer (or main's synchronous commit): a commit sent at sent_at_ms was
  * acknowledged without error, for generation `gen` (k2mc_fence_generation at
@@ -60,7 +59,7 @@ uint64_t k2mc_fence_generation(const struct k2mc_fence *f);
  * which sending is allowed; 0 when there is no lease. A NULL fence allows
  * everything (tools that are not group members): INT64_MAX. */
 int64_t k2mc_fence_deadline(const struct k2mc_fence *f);
-/* Convenience: k2mc_fence_now_ms() < k2mc_fence_deadline(f). */
+/* Convenience: k2mc_now_ms() < k2mc_fence_deadline(f). */
 int k2mc_fence_held(const struct k2mc_fence *f);
 
 /* The lease length, for messages and the committer's renewal interval. */

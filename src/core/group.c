@@ -16,6 +16,7 @@
 #include "core/rdkversion.h"
 #include "core/takeover.h"
 #include "core/threads.h"
+#include "workers/consumer.h"
 
 /* The last commit of released partitions may take this long after the
  * drain's deadline: a shutdown with Kafka unreachable ends within
@@ -55,7 +56,7 @@ struct k2mc_group {
 	const struct k2mc_config *cfg;
 	rd_kafka_t *rk;
 	/* written by the main thread only (k2mc_table_publish), which also reads
-	 * it without the read lock; other threads see consumer.h */
+	 * it without the read lock; other threads see partitions.h */
 	k2mc_table_ref table;
 	struct park *bells;
 	int nwriters;
@@ -607,7 +608,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		int64_t drain = g->cfg->shutdown_timeout_ms;
 
 		if (g->fence != NULL) {
-			k2mc_fence_cap(g->fence, k2mc_fence_now_ms() + g->join_lease_ms);
+			k2mc_fence_cap(g->fence, k2mc_now_ms() + g->join_lease_ms);
 			if (g->join_lease_ms < drain)
 				drain = g->join_lease_ms;
 		}
@@ -762,10 +763,9 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  * - queued.max.messages.kbytes = budget / 256: 64 KiB at the 16 MiB default.
  *   librdkafka's own default, 65536, times hundreds of partitions is
  *   gigabytes held before the budget sees them, and each queued message
- *   also holds a ~300-byte op and pins its fetch buffer. Measured
- *   (perf/FINDINGS.md, 64 partitions of 100 B records, topic produced
- *   before the run): peak RSS 551-628 MiB with budget / 64 of a 256 MiB
- *   budget, 97-107 MiB with 64 KiB and 16 MiB.
+ *   also holds a librdkafka op and pins its fetch buffer (peak RSS at 64
+ *   partitions against this share: perf/FINDINGS.md, issue 14's third
+ *   round).
  * - queued.min.messages = those bytes / 64: the count that bounds tiny
  *   records, whose per-message op the byte limit does not see.
  * - fetch.queue.backoff.ms = 10 (librdkafka 2.2 and later). librdkafka
@@ -781,9 +781,9 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  *   connection has one Fetch in flight; when it names only caught-up
  *   partitions the broker holds it this long, and a partition that was
  *   held back meanwhile waits for it, which is most of the end of a
- *   backlog (perf/FINDINGS.md: 16 partitions, 500k records, mock: 1.4-1.6
- *   s with 100 ms against 3.4-3.9 s with 500). An idle consumer sends 10
- *   fetches a second per broker instead of 2. */
+ *   backlog (perf/FINDINGS.md, issue 20: the end of a backlog with 100 ms
+ *   and with 500). An idle consumer sends 10 fetches a second per broker
+ *   instead of 2. */
 struct prefetch {
 	char kbytes[24], messages[24];
 };
@@ -932,7 +932,8 @@ int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, in
 	return 0;
 }
 
-struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
+struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg,
+				  const struct k2mc_group_deps *deps, char *err, size_t errlen,
 				  int *usage)
 {
 	struct k2mc_group *g = calloc(1, sizeof(*g));
@@ -945,6 +946,9 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size
 		goto fail;
 	}
 	g->cfg = cfg;
+	g->fence = deps->fence;
+	g->budget = deps->budget;
+	g->interrupted = deps->interrupted;
 	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
 	conf = k2mc_group_conf(cfg, err, errlen);
 	if (conf == NULL) {
@@ -992,24 +996,21 @@ void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwrite
 	g->nwriters = nwriters;
 }
 
-void k2mc_group_set_budget(struct k2mc_group *g, struct k2mc_budget *b)
+int k2mc_group_start_committer(struct k2mc_group *g, int interval_ms)
 {
-	g->budget = b;
+	g->committer = k2mc_committer_start(g->rk, &g->table, interval_ms, g->fence);
+	return g->committer != NULL ? 0 : -EAGAIN;
 }
 
-void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c)
+void k2mc_group_stop_committer(struct k2mc_group *g)
 {
-	g->committer = c;
-}
+	struct k2mc_committer *c;
 
-void k2mc_group_set_fence(struct k2mc_group *g, struct k2mc_fence *f)
-{
-	g->fence = f;
-}
-
-void k2mc_group_set_interrupt(struct k2mc_group *g, int (*interrupted)(void))
-{
-	g->interrupted = interrupted;
+	if (g == NULL || g->committer == NULL)
+		return;
+	c = g->committer;
+	g->committer = NULL;
+	k2mc_committer_stop(c);
 }
 
 rd_kafka_resp_err_t k2mc_group_last_commit_error(const struct k2mc_group *g)
@@ -1203,9 +1204,8 @@ void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms)
 			rd_kafka_destroy(g->rk);
 		} else {
 			/* rd_kafka_destroy would wait seconds more for its
-			 * threads (2.6 s measured with the broker refusing
-			 * connections); the process is about to exit and they
-			 * end with it. The handle stays reachable, so leak
+			 * threads (perf/FINDINGS.md, issue 24); the process is
+			 * about to exit and they end with it. The handle stays reachable, so leak
 			 * checkers do not report it. */
 			k2mc_warn("left without the coordinator's answer to LeaveGroup (Kafka not "
 				  "answering); the group notices after session.timeout.ms");

@@ -11,8 +11,8 @@
 #include "core/committer.h"
 #include "core/config.h"
 #include "core/fence.h"
+#include "core/partitions.h"
 #include "ring/park.h"
-#include "workers/consumer.h"
 
 struct k2mc_group;
 
@@ -27,27 +27,43 @@ rd_kafka_conf_t *k2mc_group_conf(const struct k2mc_config *cfg, char *err, size_
  * whose set-up runs kinit or fetches a token (*partial set). 0, or -EINVAL
  * with the reason in err: what k2mc_group_new would stop at (exit 2). */
 int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, int *partial);
+/* What the group uses that is built before it (main builds bottom-up);
+ * each must outlive the group. */
+struct k2mc_budget;
+struct k2mc_group_deps {
+	/* the writers' fence: revoked on every revocation and lost
+	 * assignment, renewed by the synchronous commits of released
+	 * partitions and by the committer's; NULL: no fencing */
+	struct k2mc_fence *fence;
+	/* --max-buffer-bytes (core/budget.h): assigned partitions take their
+	 * byte credit from it; NULL: no bound */
+	struct k2mc_budget *budget;
+	/* asked between the slices of slow start-up calls: non-zero = give up
+	 * (a signal arrived); k2mc_group_subscribe then returns -EINTR. NULL:
+	 * never */
+	int (*interrupted)(void);
+};
 /* Builds the consumer from cfg (and its -X properties). On failure returns
  * NULL with a one-line reason in err; *usage is set when the reason is the
  * configuration, refused by librdkafka (exit 2), rather than a runtime
  * failure (exit 1). */
-struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg, char *err, size_t errlen,
+struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg,
+				  const struct k2mc_group_deps *deps, char *err, size_t errlen,
 				  int *usage);
 k2mc_table_ref *k2mc_group_table(struct k2mc_group *g);
 rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
+/* The writers' doorbells ([nwriters]), which the consumers of partitions
+ * assigned from now on ring. The one wiring call left: the writers are
+ * built on the group's partition table, and the group hands their bells to
+ * the consumers it makes. */
 void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
-/* --max-buffer-bytes (core/budget.h): partitions assigned from now on take
- * their byte credit from b (NULL: no bound). */
-struct k2mc_budget;
-void k2mc_group_set_budget(struct k2mc_group *g, struct k2mc_budget *b);
-/* The committer whose commits keep the lease (NULL: none). */
-void k2mc_group_set_committer(struct k2mc_group *g, struct k2mc_committer *c);
-/* The writers' fence: revoked on every revocation and lost assignment, and
- * renewed by the synchronous commits of released partitions. */
-void k2mc_group_set_fence(struct k2mc_group *g, struct k2mc_fence *f);
-/* Asked between the slices of slow start-up calls: non-zero = give up
- * (a signal arrived); k2mc_group_subscribe then returns -EINTR. */
-void k2mc_group_set_interrupt(struct k2mc_group *g, int (*interrupted)(void));
+/* Starts the group's committer thread (committer.h) on its consumer, its
+ * partition table and its fence: every interval_ms, and its commits keep
+ * the lease. 0, or -ENOMEM / -EAGAIN. */
+int k2mc_group_start_committer(struct k2mc_group *g, int interval_ms);
+/* Stops it (NULL g, or none started: nothing), so that the commits that
+ * follow (the release's) are the synchronous ones. */
+void k2mc_group_stop_committer(struct k2mc_group *g);
 /* The outcome of the last synchronous commit (revocation, shutdown):
  * NO_ERROR, or why the offsets printed as committed are the last ones
  * Kafka acknowledged rather than the watermarks. */
@@ -61,7 +77,7 @@ int k2mc_group_subscribe(struct k2mc_group *g);
 
 /* Serves rebalances, errors and commit results for up to timeout_ms. */
 void k2mc_group_poll(struct k2mc_group *g, int timeout_ms);
-/* CLOCK_MONOTONIC ms of the first assignment, 0 before it: rates in the
+/* k2mc_now_ms of the first assignment, 0 before it: rates in the
  * summary are measured from here, not from the group join. */
 int64_t k2mc_group_first_assign_ms(const struct k2mc_group *g);
 /* A fatal librdkafka error (or a refused SASL login) happened: the reason,
@@ -75,7 +91,7 @@ int k2mc_group_all_done(struct k2mc_group *g);
 uint64_t k2mc_group_release_all(struct k2mc_group *g, int64_t deadline_ms,
 				void (*on_timeout)(void *), void *arg);
 /* Leaves the group and destroys the consumer, waiting for the coordinator
- * no later than deadline_ms (CLOCK_MONOTONIC ms). */
+ * no later than deadline_ms (k2mc_now_ms). */
 void k2mc_group_close(struct k2mc_group *g, int64_t deadline_ms);
 
 /* Main thread: sums for the stats line. */

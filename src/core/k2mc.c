@@ -13,7 +13,6 @@
 #include <urcu.h>
 
 #include "core/budget.h"
-#include "core/committer.h"
 #include "core/config.h"
 #include "core/fence.h"
 #include "core/group.h"
@@ -369,7 +368,6 @@ int main(int argc, char **argv)
 	struct k2mc_config cfg;
 	struct k2mc_group *g = NULL;
 	struct k2mc_writers *ws = NULL;
-	struct k2mc_committer *committer = NULL;
 	struct k2mc_refill *refill = NULL;
 	struct k2mc_fence *fence = NULL;
 	struct k2mc_mapping *map = NULL;
@@ -418,14 +416,12 @@ int main(int argc, char **argv)
 	install_signals();
 	/* librdkafka's fetch threads allocate every record and the writers free
 	 * them: with glibc's default trimming the arenas shrink and regrow all
-	 * the time (mprotect + page faults were 15% of the profile). Keep freed
-	 * memory for reuse instead; the rings bound how much there is. These
-	 * are glibc's: the plain build links jemalloc (Makefile, K2MC_ALLOC),
-	 * which ignores them and whose own purging needs no tuning here (64
-	 * partitions: default decay 0.95 us per record, dirty_decay_ms:-1 0.91,
-	 * background_thread 0.89, within the runs' noise; perf/FINDINGS.md);
-	 * they still serve K2MC_ALLOC=glibc builds (glibc + mallopt 1.24 us in
-	 * the same runs). */
+	 * the time. Keep freed memory for reuse instead; the rings bound how
+	 * much there is. These are glibc's: the plain build links jemalloc
+	 * (Makefile, K2MC_ALLOC), which ignores them and whose own purging
+	 * needed no tuning; they still serve K2MC_ALLOC=glibc builds. The
+	 * measurements: perf/FINDINGS.md, "What the profile made us change"
+	 * (item 2) and issue 14's "What mallopt does now". */
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 
@@ -445,7 +441,20 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	k2mc_mapping_install(map);
-	g = k2mc_group_new(&cfg, err, sizeof(err), &usage);
+	/* Built bottom-up: the shared model first (the lease, the byte
+	 * budget), then the group on it (the consumer, the partition table),
+	 * then the writers on the group's table, then the group's committer. */
+	fence = k2mc_fence_new(k2mc_config_lease_ms(&cfg));
+	budget = k2mc_budget_new(cfg.max_buffer_bytes);
+	if (fence == NULL || budget == NULL) {
+		k2mc_err("out of memory");
+		goto out;
+	}
+	g = k2mc_group_new(&cfg,
+			   &(struct k2mc_group_deps){ .fence = fence,
+						      .budget = budget,
+						      .interrupted = interrupted },
+			   err, sizeof(err), &usage);
 	if (g == NULL) {
 		fprintf(stderr, "k2mc: %s\n", err);
 		if (usage)
@@ -453,12 +462,6 @@ int main(int argc, char **argv)
 		rc = usage ? 2 : 1;
 		goto out;
 	}
-	fence = k2mc_fence_new(k2mc_config_lease_ms(&cfg));
-	if (fence == NULL) {
-		k2mc_err("out of memory");
-		goto out;
-	}
-	k2mc_group_set_fence(g, fence);
 	if (cfg.shutdown_timeout_ms > k2mc_config_join_lease_ms(&cfg))
 		k2mc_warn("--shutdown-timeout-ms %lld is longer than a rebalance lets a member write "
 			  "(%lld ms: max.poll.interval.ms - heartbeat.interval.ms - margin): a "
@@ -466,25 +469,17 @@ int main(int argc, char **argv)
 			  "owner; lower --shutdown-timeout-ms or raise -X max.poll.interval.ms",
 			  (long long)cfg.shutdown_timeout_ms,
 			  (long long)k2mc_config_join_lease_ms(&cfg));
-	k2mc_group_set_interrupt(g, interrupted);
 	k2mc_dbg("fencing: writers send only within %lld ms of an acknowledged commit",
 		 (long long)k2mc_config_lease_ms(&cfg));
 	/* each server's item size limit is read on every (re)connect; this is
 	 * only the --max-value-bytes cap (0: none) */
-	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), (size_t)cfg.max_value_bytes);
+	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), fence, (size_t)cfg.max_value_bytes);
 	if (ws == NULL)
 		goto out;
-	k2mc_writers_set_fence(ws, fence);
 	if (k2mc_writers_start(ws) != 0)
 		goto out;
 	signal_writers = ws;
 	k2mc_group_set_writers(g, k2mc_writers_bells(ws), cfg.writers);
-	budget = k2mc_budget_new(cfg.max_buffer_bytes);
-	if (budget == NULL) {
-		k2mc_err("out of memory");
-		goto out;
-	}
-	k2mc_group_set_budget(g, budget);
 	rep.snap.budget = budget;
 	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
 	if (cfg.metrics_port > 0) {
@@ -502,11 +497,8 @@ int main(int argc, char **argv)
 							: "metrics on http://%s:%d/metrics",
 			  cfg.metrics_host, cfg.metrics_port);
 	}
-	committer = k2mc_committer_start(k2mc_group_rk(g), k2mc_group_table(g),
-					 cfg.commit_interval_ms, fence);
-	if (committer == NULL)
+	if (k2mc_group_start_committer(g, cfg.commit_interval_ms) != 0)
 		goto out;
-	k2mc_group_set_committer(g, committer);
 	/* --refill: its own thread, Kafka handle and connections (refill.h) */
 	if (cfg.refill) {
 		refill = k2mc_refill_new(&cfg, k2mc_group_table(g), fence, err, sizeof(err));
@@ -595,9 +587,7 @@ int main(int argc, char **argv)
 
 	/* The committer stops first so the final commits are the synchronous
 	 * ones, made after the drain. */
-	k2mc_group_set_committer(g, NULL);
-	k2mc_committer_stop(committer);
-	committer = NULL;
+	k2mc_group_stop_committer(g);
 	stopped = k2mc_now_ms();
 	left = k2mc_group_release_all(g, stopped + cfg.shutdown_timeout_ms, abort_writers, ws);
 	k2mc_refill_stop(refill);
@@ -609,8 +599,7 @@ out:
 	/* before the partition table it reads is freed */
 	k2mc_refill_free(refill);
 	k2mc_metrics_stop(rep.metrics);
-	if (committer != NULL)
-		k2mc_committer_stop(committer);
+	k2mc_group_stop_committer(g);
 	if (ws != NULL)
 		k2mc_writers_stop(ws);
 	signal_writers = NULL;

@@ -19,9 +19,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "workers/consumer.h" /* k2mc_now_ms */
 #include "workers/mapping.h"
 #include "workers/refill.h" /* the refill lag rows */
 #include "workers/writer.h" /* enum k2mc_server_state */
@@ -98,66 +98,113 @@ static void head(FILE *out, const char *name, const char *type, const char *help
 	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void part_labels(FILE *out, const char *name, const struct k2mc_part_snap *p)
+static void topic_labels(FILE *out, const char *name, const char *topic, int32_t partition)
 {
 	fprintf(out, "%s{topic=\"", name);
-	label(out, p->topic);
-	fprintf(out, "\",partition=\"%d\"}", p->partition);
+	label(out, topic);
+	fprintf(out, "\",partition=\"%d\"}", partition);
 }
 
-/* A table row's samples: its labels, as its `by` says (stats.h). */
-static void render_row(FILE *out, const struct k2mc_snapshot *s, size_t row)
+static void server_labels(FILE *out, const char *name, const struct k2mc_snapshot *s, size_t i)
 {
-	const struct k2mc_stat_def *d = &k2mc_stat_defs[row];
-	char name[K2MC_SERVER_LABEL_MAX];
+	char srv[K2MC_SERVER_LABEL_MAX];
 
-	head(out, d->metric, d->type == K2MC_COUNTER ? "counter" : "gauge", d->help);
+	k2mc_server_label(&s->cfg->servers[i], srv, sizeof(srv));
+	fprintf(out, "%s{server=\"", name);
+	label(out, srv);
+	fputc('"', out);
+}
+
+/* One labelled sample's number, as its family's type prints it. */
+static void sample_value(FILE *out, const struct k2mc_snapshot *s, size_t f, size_t i, size_t j)
+{
+	const struct k2mc_stat_def *d = &k2mc_stat_defs[f];
+
+	if (d->type == K2MC_RATIO)
+		fprintf(out, " %.4f\n", k2mc_stat_ratio(s, f, i));
+	else if (d->type == K2MC_COUNTER)
+		fprintf(out, " %llu\n", (unsigned long long)k2mc_stat_sample(s, f, i, j));
+	else
+		fprintf(out, " %lld\n", (long long)k2mc_stat_sample(s, f, i, j));
+}
+
+static void latency_histogram(FILE *out, const char *name, const struct k2mc_snapshot *s)
+{
+	for (int k = 0; k < K2MC_LAT_NBOUNDS; k++)
+		fprintf(out, "%s_bucket{le=\"%g\"} %llu\n", name, k2mc_lat_bounds_ms[k] / 1000.0,
+			(unsigned long long)s->lat_le[k]);
+	fprintf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.3f\n%s_count %llu\n", name,
+		(unsigned long long)s->lat_count, name, s->lat_sum_s, name,
+		(unsigned long long)s->lat_count);
+}
+
+/* A family's samples: which there are and their labels, as its `by` says
+ * (counters.h); their numbers, from the table (sample_value). */
+static void render_row(FILE *out, const struct k2mc_snapshot *s, size_t f)
+{
+	static const char *const types[] = { [K2MC_COUNTER] = "counter",
+					     [K2MC_GAUGE] = "gauge",
+					     [K2MC_RATIO] = "gauge",
+					     [K2MC_HISTOGRAM] = "histogram" };
+	const struct k2mc_stat_def *d = &k2mc_stat_defs[f];
+
+	head(out, d->metric, types[d->type], d->help);
 	switch (d->by) {
 	case K2MC_BY_NONE:
-		fprintf(out, "%s %llu\n", d->metric, (unsigned long long)k2mc_stat_value(s, row));
+		fprintf(out, "%s %llu\n", d->metric, (unsigned long long)k2mc_stat_value(s, f));
 		break;
 	case K2MC_BY_PARTITION:
+		/* zeros too: the series exists before the first count */
 		for (size_t i = 0; i < s->nparts; i++) {
-			part_labels(out, d->metric, &s->parts[i]);
-			fprintf(out, " %llu\n", (unsigned long long)s->parts[i].consumed);
+			topic_labels(out, d->metric, s->parts[i].topic, s->parts[i].partition);
+			sample_value(out, s, f, i, 0);
 		}
 		break;
-	case K2MC_BY_PARTITION_LOST:
-		/* zeros too: the series exists before the first loss */
+	case K2MC_BY_PARTITION_HELD:
 		for (size_t i = 0; i < s->nparts; i++) {
-			part_labels(out, d->metric, &s->parts[i]);
-			fprintf(out, " %llu\n", (unsigned long long)s->parts[i].lost);
-		}
-		break;
-	case K2MC_BY_PARTITION_LAG:
-		/* only partitions this instance holds: a released one is
-		 * another member's to report */
-		for (size_t i = 0; i < s->nparts; i++) {
-			if (!s->parts[i].assigned || s->parts[i].lag < 0)
+			if (!s->parts[i].assigned || k2mc_stat_sample(s, f, i, 0) < 0)
 				continue;
-			part_labels(out, d->metric, &s->parts[i]);
-			fprintf(out, " %lld\n", (long long)s->parts[i].lag);
+			topic_labels(out, d->metric, s->parts[i].topic, s->parts[i].partition);
+			sample_value(out, s, f, i, 0);
 		}
 		break;
 	case K2MC_BY_REASON:
-		for (int r = 1; r < K2MC_MAP_NREASONS; r++)
-			fprintf(out, "%s{reason=\"%s\"} %llu\n", d->metric,
-				k2mc_map_reason_name((enum k2mc_map_reason)r),
-				(unsigned long long)s->t.skipped_by[r]);
+		for (size_t r = 1; r < K2MC_MAP_NREASONS; r++) {
+			fprintf(out, "%s{reason=\"%s\"}", d->metric,
+				k2mc_map_reason_name((enum k2mc_map_reason)r));
+			sample_value(out, s, f, r, 0);
+		}
 		break;
 	case K2MC_BY_SERVER_KIND:
-		/* every server and kind, zeros too: a dashboard's series exist
-		 * before the first failure */
-		for (int i = 0; i < s->nservers && i < K2MC_MAX_SERVERS; i++) {
-			k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
-			for (int e = 0; e < K2MC_MC_NERRS; e++) {
-				fprintf(out, "%s{server=\"", d->metric);
-				label(out, name);
-				fprintf(out, "\",kind=\"%s\"} %llu\n",
-					k2mc_mc_error_name((enum k2mc_mc_error)e),
-					(unsigned long long)s->t.mc_errors_by[i][e]);
+		for (size_t i = 0; i < (size_t)s->nservers && i < K2MC_MAX_SERVERS; i++) {
+			for (size_t e = 0; e < K2MC_MC_NERRS; e++) {
+				server_labels(out, d->metric, s, i);
+				fprintf(out, ",kind=\"%s\"}", k2mc_mc_error_name((enum k2mc_mc_error)e));
+				sample_value(out, s, f, i, e);
 			}
 		}
+		break;
+	case K2MC_BY_SERVER:
+		for (size_t i = 0; i < (size_t)s->nservers; i++) {
+			server_labels(out, d->metric, s, i);
+			fputc('}', out);
+			sample_value(out, s, f, i, 0);
+		}
+		break;
+	case K2MC_BY_REFILL_PARTITION:
+		for (size_t i = 0; i < s->nrefill_lag; i++) {
+			topic_labels(out, d->metric, s->refill_lag[i].topic, s->refill_lag[i].partition);
+			sample_value(out, s, f, i, 0);
+		}
+		break;
+	case K2MC_BY_WRITER:
+		for (size_t i = 0; i < (size_t)s->nwriters; i++) {
+			fprintf(out, "%s{writer=\"%zu\"}", d->metric, i);
+			sample_value(out, s, f, i, 0);
+		}
+		break;
+	case K2MC_BY_LATENCY:
+		latency_histogram(out, d->metric, s);
 		break;
 	}
 }
@@ -254,81 +301,10 @@ static void build_info(FILE *out)
 
 void k2mc_metrics_render(FILE *out, const struct k2mc_snapshot *s)
 {
-	char name[K2MC_SERVER_LABEL_MAX];
-
-	/* the counter table first: the numbers the stats line and
-	 * --stats-json show too */
-	for (size_t i = 0; i < k2mc_nstat_defs; i++)
-		render_row(out, s, i);
-	head(out, "k2mc_memcached_server_up", "gauge",
-	     "1 unless the last exchange with the server failed or went unanswered.");
-	for (int i = 0; i < s->nservers; i++) {
-		k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
-		fputs("k2mc_memcached_server_up{server=\"", out);
-		label(out, name);
-		fprintf(out, "\"} %d\n", s->server_ok[i]);
-	}
-	head(out, "k2mc_fence_held", "gauge",
-	     "1 while this member's group membership is proven (a lease from acknowledged commits) "
-	     "and writers may send; 0 while they hold records.");
-	fprintf(out, "k2mc_fence_held %d\n", s->fence_held);
-	head(out, "k2mc_refill_records_total", "counter",
-	     "Records written again to servers that lost their contents (--refill).");
-	fprintf(out, "k2mc_refill_records_total %llu\n", (unsigned long long)s->refill_records);
-	head(out, "k2mc_refill_losses_total", "counter",
-	     "Losses of a server's contents detected (restart, flush), per server and partition.");
-	fprintf(out, "k2mc_refill_losses_total %llu\n", (unsigned long long)s->refill_losses);
-	head(out, "k2mc_refill_active", "gauge", "1 while the server is being refilled (--refill).");
-	for (int i = 0; i < s->nservers; i++) {
-		k2mc_server_label(&s->cfg->servers[i], name, sizeof(name));
-		fputs("k2mc_refill_active{server=\"", out);
-		label(out, name);
-		fprintf(out, "\"} %d\n", i < 64 && (s->refill_active_mask >> i) & 1);
-	}
-	head(out, "k2mc_refill_lag_records", "gauge",
-	     "Records the refill still has to read for the partition, both passes, up to the end "
-	     "offset at the loss (--refill); 0 once its refill is over.");
-	for (size_t i = 0; i < s->nrefill_lag; i++) {
-		fputs("k2mc_refill_lag_records{topic=\"", out);
-		label(out, s->refill_lag[i].topic);
-		fprintf(out, "\",partition=\"%d\"} %lld\n", s->refill_lag[i].partition,
-			(long long)s->refill_lag[i].records);
-	}
-	/* offsets only for partitions this instance holds: a released one is
-	 * another member's to report */
-	head(out, "k2mc_committed_offset", "gauge",
-	     "Offset last committed (every record below it is in Memcached).");
-	for (size_t i = 0; i < s->nparts; i++) {
-		if (!s->parts[i].assigned || s->parts[i].committed < 0)
-			continue;
-		part_labels(out, "k2mc_committed_offset", &s->parts[i]);
-		fprintf(out, " %lld\n", (long long)s->parts[i].committed);
-	}
-	head(out, "k2mc_end_offset", "gauge",
-	     "High watermark (log end offset) of the partition, as last fetched.");
-	for (size_t i = 0; i < s->nparts; i++) {
-		if (!s->parts[i].assigned || s->parts[i].end < 0)
-			continue;
-		part_labels(out, "k2mc_end_offset", &s->parts[i]);
-		fprintf(out, " %lld\n", (long long)s->parts[i].end);
-	}
-	head(out, "k2mc_ring_fill_ratio", "gauge",
-	     "Records waiting in a writer's rings over their slots (1 = full: backpressure).");
-	for (int w = 0; w < s->nwriters; w++)
-		fprintf(out, "k2mc_ring_fill_ratio{writer=\"%d\"} %.4f\n", w, s->writer_fill[w]);
-	head(out, "k2mc_buffer_limit_bytes", "gauge",
-	     "--max-buffer-bytes: consumers wait when k2mc_buffer_bytes reaches it (0: no limit).");
-	fprintf(out, "k2mc_buffer_limit_bytes %llu\n", (unsigned long long)s->buffer_limit);
-	head(out, "k2mc_e2e_latency_seconds", "histogram",
-	     "Record timestamp to Memcached acknowledgement, in whole milliseconds.");
-	for (int k = 0; k < K2MC_LAT_NBOUNDS; k++)
-		fprintf(out, "k2mc_e2e_latency_seconds_bucket{le=\"%g\"} %llu\n",
-			k2mc_lat_bounds_ms[k] / 1000.0, (unsigned long long)s->lat_le[k]);
-	fprintf(out,
-		"k2mc_e2e_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
-		"k2mc_e2e_latency_seconds_sum %.3f\n"
-		"k2mc_e2e_latency_seconds_count %llu\n",
-		(unsigned long long)s->lat_count, s->lat_sum_s, (unsigned long long)s->lat_count);
+	/* the counter table first (the numbers the stats line and
+	 * --stats-json show too), then the families only /metrics has */
+	for (size_t f = 0; f < k2mc_nfamilies; f++)
+		render_row(out, s, f);
 	build_info(out);
 	process_metrics(out);
 }

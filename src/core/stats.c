@@ -1,81 +1,83 @@
-/* Aggregation of per-thread counters, and the main thread's snapshots of them
- * with the partitions, for the stats line, --stats-json, the -e progress line,
- * the exit summary and the metrics endpoint. Reads only atomics and the
- * partition table (on the thread that publishes it); changes nothing. */
+/* The snapshot: the main thread gathers, at one moment, what each subsystem
+ * shows of itself (the writers' counters and server states, the partition
+ * table, the group's counts, the budget, refill's view), and renders it as the
+ * stats line, --stats-json, the -e progress line and the exit summary; the
+ * metrics endpoint renders the same snapshot. Above every module it reads, and
+ * read by none of them: reads only atomics and the partition table (on the
+ * thread that publishes it); changes nothing. */
 #include "core/stats.h"
 
 #include <errno.h>
-#include <librdkafka/rdkafka.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/budget.h"
-#include "workers/refill.h"
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/group.h"
 #include "core/log.h"
+#include "core/partitions.h"
 #include "ring/ring.h"
-#include "workers/consumer.h"
+#include "workers/refill.h"
 #include "workers/writer.h"
-
-const char *k2mc_mc_error_name(enum k2mc_mc_error e)
-{
-	static const char *const names[K2MC_MC_NERRS] = { "refused", "timeout", "connection",
-							  "error_reply" };
-
-	return (unsigned)e < K2MC_MC_NERRS ? names[e] : "unknown";
-}
-
-void k2mc_stats_sum(struct k2mc_writer_stats *ws, int n, struct k2mc_totals *t)
-{
-	memset(t, 0, sizeof(*t));
-	for (int i = 0; i < n; i++) {
-#define SUM_W(field, ...) t->field += k2mc_read(&ws[i].field);
-		K2MC_STATS_TABLE(SUM_W, K2MC_STATS_IGNORE)
-#undef SUM_W
-		for (int r = 1; r < K2MC_MAP_NREASONS; r++) {
-			uint64_t v = k2mc_read(&ws[i].skipped[r]);
-
-			t->skipped_by[r] += v;
-			t->skipped += v;
-		}
-		for (int s = 0; s < K2MC_MAX_SERVERS; s++) {
-			for (int e = 0; e < K2MC_MC_NERRS; e++) {
-				uint64_t v = k2mc_read(&ws[i].mc_errors[s][e]);
-
-				t->mc_errors_by[s][e] += v;
-				t->mc_errors += v;
-			}
-		}
-	}
-}
 
 /* ---- the counter table ------------------------------------------------------- */
 
-#define DEF_W(field, key, group, metric, help) { key, metric, K2MC_COUNTER, K2MC_BY_NONE, group, help },
-#define DEF_V(key, group, metric, type, by, value, help) { #key, metric, type, by, group, help },
-const struct k2mc_stat_def k2mc_stat_defs[] = { K2MC_STATS_TABLE(DEF_W, DEF_V) };
-#undef DEF_W
-#undef DEF_V
-const size_t k2mc_nstat_defs = sizeof(k2mc_stat_defs) / sizeof(k2mc_stat_defs[0]);
+/* The tables' expressions (counters.h), expanded here, where `s` is a
+ * snapshot and `i`, `j` index a family's samples; `f` counts the rows of
+ * K2MC_STATS_TABLE and then of K2MC_METRICS_TABLE, as k2mc_stat_defs does. */
+#define ROW_W(field, ...)                                                                          \
+	if (row++ == f)                                                                            \
+		return WANT_W(field);
+#define ROW_V(key, group, metric, type, by, value, sample, help)                                   \
+	if (row++ == f)                                                                            \
+		return WANT(value, sample);
+#define ROW_M(metric, type, by, value, sample, help) ROW_V(, , , , , value, sample, )
+#define ROWS                                                                                       \
+	K2MC_STATS_TABLE(ROW_W, ROW_V)                                                             \
+	K2MC_METRICS_TABLE(ROW_M)
 
-uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t i)
+uint64_t k2mc_stat_value(const struct k2mc_snapshot *s, size_t f)
 {
 	size_t row = 0;
 
-#define VAL_W(field, ...)                                                                          \
-	if (row++ == i)                                                                            \
-		return s->t.field;
-#define VAL_V(key, group, metric, type, by, value, help)                                           \
-	if (row++ == i)                                                                            \
-		return (uint64_t)(value);
-	K2MC_STATS_TABLE(VAL_W, VAL_V)
-#undef VAL_W
-#undef VAL_V
+#define WANT_W(field) s->t.field
+#define WANT(value, sample) (uint64_t)(value)
+	ROWS
+#undef WANT
+#undef WANT_W
 	return 0;
 }
+
+int64_t k2mc_stat_sample(const struct k2mc_snapshot *s, size_t f, size_t i, size_t j)
+{
+	size_t row = 0;
+
+#define WANT_W(field) 0
+#define WANT(value, sample) (int64_t)(sample)
+	ROWS
+#undef WANT
+#undef WANT_W
+	return 0;
+}
+
+double k2mc_stat_ratio(const struct k2mc_snapshot *s, size_t f, size_t i)
+{
+	size_t row = 0, j = 0;
+
+	(void)j;
+#define WANT_W(field) 0.0
+#define WANT(value, sample) (double)(sample)
+	ROWS
+#undef WANT
+#undef WANT_W
+	return 0.0;
+}
+#undef ROWS
+#undef ROW_M
+#undef ROW_V
+#undef ROW_W
 
 const char *k2mc_stat_line_label(size_t i)
 {
@@ -87,37 +89,6 @@ const char *k2mc_stat_line_label(size_t i)
 	if (strcmp(k2mc_stat_defs[i].key, "memcached_errors") == 0)
 		return "memcached errors";
 	return k2mc_stat_defs[i].key;
-}
-
-void k2mc_server_label(const struct k2mc_server *srv, char *buf, size_t len)
-{
-	if (srv->is_unix)
-		snprintf(buf, len, "unix:%s", srv->host);
-	else if (strchr(srv->host, ':') != NULL)
-		snprintf(buf, len, "[%s]:%d", srv->host, srv->port);
-	else
-		snprintf(buf, len, "%s:%d", srv->host, srv->port);
-}
-
-int64_t k2mc_stats_latency(struct k2mc_writer_stats *ws, int n, double q)
-{
-	uint64_t total = 0, seen = 0, rank;
-
-	for (int i = 0; i < n; i++)
-		for (int b = 0; b <= K2MC_LAT_MAX_MS; b++)
-			total += k2mc_read(&ws[i].latency_ms[b]);
-	if (total == 0)
-		return -1;
-	rank = (uint64_t)(q * (double)total);
-	if (rank >= total)
-		rank = total - 1;
-	for (int b = 0; b <= K2MC_LAT_MAX_MS; b++) {
-		for (int i = 0; i < n; i++)
-			seen += k2mc_read(&ws[i].latency_ms[b]);
-		if (seen > rank)
-			return b;
-	}
-	return K2MC_LAT_MAX_MS;
 }
 
 /* ---- snapshots ------------------------------------------------------------- */
@@ -183,30 +154,27 @@ static struct k2mc_part_snap *add_part(struct k2mc_snapshot *s)
 	return &s->parts[s->nparts++];
 }
 
-static void take_part(struct k2mc_part_snap *ps, struct k2mc_part *p, rd_kafka_t *rk)
+static void take_part(struct k2mc_part_snap *ps, struct k2mc_part *p)
 {
-	int64_t lo = -1, hi = -1;
+	struct k2mc_part_view v;
 
-	ps->topic = k2mc_part_topic(p);
-	ps->partition = k2mc_part_id(p);
+	k2mc_part_view(p, &v);
+	ps->topic = v.topic;
+	ps->partition = v.partition;
 	ps->assigned = 1;
-	ps->consumed = k2mc_part_consumed(p);
-	ps->lost = k2mc_part_lost(p);
-	ps->committed = k2mc_part_committed(p);
-	ps->watermark = k2mc_part_watermark(p);
-	ps->ring_fill = k2mc_part_ring_fill(p);
-	/* librdkafka's cached values from fetch responses: no request is made */
-	if (rd_kafka_get_watermark_offsets(rk, ps->topic, ps->partition, &lo, &hi) !=
-	    RD_KAFKA_RESP_ERR_NO_ERROR)
-		lo = hi = -1;
-	ps->end = hi >= 0 ? hi : -1;
+	ps->consumed = v.consumed;
+	ps->lost = v.lost;
+	ps->committed = v.committed;
+	ps->watermark = v.watermark;
+	ps->ring_fill = v.ring_fill;
+	ps->end = v.end;
 	ps->lag = ps->end >= 0 && ps->watermark >= 0
 			  ? (ps->end > ps->watermark ? ps->end - ps->watermark : 0)
 			  : -1;
 	if (ps->lag >= 0)
 		ps->todo = ps->lag;
-	else if (ps->end >= 0 && lo >= 0)
-		ps->todo = ps->end > lo ? ps->end - lo : 0;
+	else if (ps->end >= 0 && v.log_start >= 0)
+		ps->todo = ps->end > v.log_start ? ps->end - v.log_start : 0;
 	else
 		ps->todo = -1;
 }
@@ -221,7 +189,6 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	struct k2mc_part_table *t = atomic_load_explicit(k2mc_group_table(g), memory_order_acquire);
 	const struct k2mc_released_part *rel;
 	size_t nrel, nlive;
-	struct timespec now;
 
 	if (s->lat_ms == NULL) {
 		s->lat_ms = calloc(K2MC_LAT_MAX_MS + 1, sizeof(s->lat_ms[0]));
@@ -234,8 +201,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	}
 	s->cfg = cfg;
 	s->at_ms = k2mc_now_ms();
-	clock_gettime(CLOCK_REALTIME, &now);
-	s->wall_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	s->wall_ms = k2mc_wall_ms();
 	k2mc_stats_sum(wst, cfg->writers, &s->t);
 	take_latency(s, wst, cfg->writers);
 	s->done = s->t.written + s->t.deleted + s->t.skipped + s->t.ignored + s->t.coalesced;
@@ -293,7 +259,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 
 		if (ps == NULL)
 			return -ENOMEM;
-		take_part(ps, t->parts[i], k2mc_group_rk(g));
+		take_part(ps, t->parts[i]);
 		s->ring_fill += ps->ring_fill;
 		if (ps->lag > 0)
 			s->lag += ps->lag;

@@ -124,8 +124,6 @@ struct k2mc_part {
 	_Atomic int64_t committed;
 };
 
-char k2mc_table_grace;
-
 /* Set from a signal handler (a second SIGINT/SIGTERM), read by draining
  * consumer threads: lock-free atomics are async-signal-safe. Relaxed: a
  * drain that sees it one park later is still prompt. */
@@ -143,14 +141,6 @@ int k2mc_parts_hurried(void)
 
 /* k2mc_part_uid: 0 is never handed out */
 static _Atomic uint64_t next_uid = 1;
-
-int64_t k2mc_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint32_t next_pow2(uint64_t v)
 {
@@ -889,4 +879,25 @@ void k2mc_part_free(struct k2mc_part *p)
 	free(p->rings);
 	free(p->topic);
 	free(p);
+}
+
+/* ---- the partition's view (partitions.h) -------------------------------------- */
+
+void k2mc_part_view(struct k2mc_part *p, struct k2mc_part_view *v)
+{
+	int64_t lo = -1, hi = -1;
+
+	v->topic = p->topic;
+	v->partition = p->partition;
+	v->consumed = k2mc_part_consumed(p);
+	v->lost = k2mc_part_lost(p);
+	v->committed = k2mc_part_committed(p);
+	v->watermark = k2mc_part_watermark(p);
+	v->ring_fill = k2mc_part_ring_fill(p);
+	/* librdkafka's cached values from fetch responses: no request is made */
+	if (rd_kafka_get_watermark_offsets(p->rk, p->topic, p->partition, &lo, &hi) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		lo = hi = -1;
+	v->log_start = lo >= 0 ? lo : -1;
+	v->end = hi >= 0 ? hi : -1;
 }

@@ -14,7 +14,7 @@
 #include <urcu.h>
 
 #include "core/log.h"
-#include "core/stats.h"
+#include "core/counters.h"
 
 #define POLL_MS 100
 #define QUEUE_FULL_WAIT_MS 10

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "workers/transport.h"
@@ -317,28 +318,9 @@ static void escape(char *dst, size_t cap, const char *src, size_t len)
 	dst[o] = '\0';
 }
 
-/* Slices and timeouts. */
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The fence clock (mcconn.h): CLOCK_BOOTTIME keeps counting while the
- * machine is suspended, as the Kafka coordinator's session timer does. */
-static int64_t boot_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int ms_left(int64_t deadline)
 {
-	int64_t left = deadline - mono_ms();
+	int64_t left = deadline - k2mc_now_ms();
 
 	return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
@@ -700,7 +682,7 @@ static void settle_limit(struct mc_conn *c)
 
 int mcconn_ensure(struct mc_conn *c, int timeout_ms)
 {
-	int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int64_t deadline = k2mc_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	int rc;
 
 	if (transport_is_open(c->tp)) {
@@ -1258,7 +1240,7 @@ static int pump(struct mc_conn *c, short revents, int64_t send_until_ms)
 	if (transport_can_send(c->tp, revents)) {
 		/* the fence is checked before every send(): past it, not one
 		 * more byte leaves (mcconn.h) */
-		while (c->out_sent < c->out_len && boot_ms() < send_until_ms) {
+		while (c->out_sent < c->out_len && k2mc_now_ms() < send_until_ms) {
 			size_t end = c->out_len;
 
 			/* TLS: the batch's last CRLF goes in a TLS record of its
@@ -1323,7 +1305,7 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t sen
 {
 	struct pollfd pfds[64];
 	size_t idx[64];
-	int64_t deadline = mono_ms() + slice_ms;
+	int64_t deadline = k2mc_now_ms() + slice_ms;
 
 	for (size_t i = 0; i < n; i++) {
 		struct mc_conn *c = conns[i];
@@ -1347,7 +1329,7 @@ void mcconn_exchange(struct mc_conn **conns, size_t n, int slice_ms, int64_t sen
 		}
 	}
 	for (;;) {
-		int may_send = boot_ms() < send_until_ms;
+		int may_send = k2mc_now_ms() < send_until_ms;
 		size_t np = 0;
 		int left = ms_left(deadline), rc, pending = 0;
 

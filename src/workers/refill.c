@@ -76,7 +76,7 @@
 #include <xxhash.h>
 
 #include "core/log.h"
-#include "core/stats.h"
+#include "core/counters.h"
 #include "workers/mapping.h"
 #include "workers/mcconn.h" /* mcconn_tls_from_config: the live path's TLS settings */
 #include "workers/placement.h"

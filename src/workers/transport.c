@@ -24,6 +24,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "core/clock.h"
+
 struct transport {
 	char host[256];
 	char port[8];
@@ -42,17 +44,9 @@ struct transport {
 	char errbuf[512];
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int ms_left(int64_t deadline)
 {
-	int64_t left = deadline - mono_ms();
+	int64_t left = deadline - k2mc_now_ms();
 
 	return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
@@ -337,7 +331,7 @@ static int connect_tcp(struct transport *t, int64_t deadline)
 	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
 		n++;
 	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next, i++) {
-		int64_t now = mono_ms(), share = (deadline - now) / (n - i);
+		int64_t now = k2mc_now_ms(), share = (deadline - now) / (n - i);
 		int err;
 
 		t->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -46,7 +46,7 @@ void transport_free(struct transport *t);
 int transport_tls_check(const struct transport_tls *tls, char *err, size_t errlen);
 
 /* Connects and, for TLS, completes the handshake and verifies the peer, by
- * deadline_ms (CLOCK_MONOTONIC ms). 0, or -errno with the reason in
+ * deadline_ms (k2mc_now_ms, core/clock.h). 0, or -errno with the reason in
  * transport_error (for a certificate that does not verify: -EACCES and
  * "TLS: certificate verify failed: <OpenSSL reason>"). Nothing of the
  * caller's is sent before this returns 0. */

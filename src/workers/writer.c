@@ -52,6 +52,7 @@
 #include <urcu.h>
 #include <xxhash.h>
 
+#include "core/clock.h"
 #include "core/fence.h"
 #include "core/log.h"
 #include "workers/dlq.h"
@@ -1025,7 +1026,7 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 		int nb = 0, failed = 0, pending = 0;
 		/* re-read each round: commits renew the lease meanwhile */
 		int64_t until = k2mc_fence_deadline(ws->fence);
-		int fenced = ws->fence != NULL && k2mc_fence_now_ms() >= until;
+		int fenced = ws->fence != NULL && k2mc_now_ms() >= until;
 
 		for (int s = 0; s < ns; s++) {
 			struct mc_conn *c = w->conns[s];
@@ -1150,14 +1151,6 @@ static int exchange(struct writer *w, size_t n, size_t nsegs_scan, struct fence_
 /* ---- completion -------------------------------------------------------------*/
 
 /* All replies are in: count, acknowledge, free the records, free the slots. */
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void count_latency(struct writer *w, const rd_kafka_message_t *m, int64_t now)
 {
 	int64_t ts = rd_kafka_message_timestamp(m, NULL), d;
@@ -1173,7 +1166,7 @@ static void count_latency(struct writer *w, const rd_kafka_message_t *m, int64_t
 static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 {
 	/* one clock read per batch: every record of it was acknowledged now */
-	int64_t now = wall_ms();
+	int64_t now = k2mc_wall_ms();
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
 	/* what the consumers took from the byte budget for these records,
@@ -1283,7 +1276,7 @@ static int map_all(struct writer *w, size_t n)
 {
 	const struct k2mc_mapping *map = w->pool->map;
 	/* one clock read per batch: the expiries of --ttl-from-timestamp */
-	int64_t now = wall_ms();
+	int64_t now = k2mc_wall_ms();
 
 	k2mc_arena_reset(w->arena);
 	for (size_t i = 0; i < n; i++) {
@@ -1481,8 +1474,8 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	return 0;
 }
 
-struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
-				      k2mc_table_ref *table, size_t max_value)
+struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
+				      const struct k2mc_fence *fence, size_t max_value)
 {
 	struct k2mc_writers *ws = calloc(1, sizeof(*ws));
 	char err[512];
@@ -1491,6 +1484,7 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
 		return NULL;
 	ws->cfg = cfg;
 	ws->table = table;
+	ws->fence = fence;
 	ws->n = cfg->writers;
 	/* main compiled and installed the templates; a caller that did not
 	 * gets them compiled here, and installed for the consumers (which
@@ -1536,11 +1530,6 @@ fail:
 	k2mc_err("cannot set up %d writers (out of memory or bad server list)", cfg->writers);
 	k2mc_writers_free(ws);
 	return NULL;
-}
-
-void k2mc_writers_set_fence(struct k2mc_writers *ws, const struct k2mc_fence *f)
-{
-	ws->fence = f;
 }
 
 int k2mc_writers_start(struct k2mc_writers *ws)

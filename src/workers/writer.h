@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "core/config.h"
-#include "core/stats.h"
+#include "core/counters.h"
 #include "ring/park.h"
 #include "workers/consumer.h"
 #include "workers/mapping.h"
@@ -23,16 +23,15 @@ struct k2mc_fence;
  * bounded in bytes as well as in records (--batch). */
 #define K2MC_BATCH_MAX_BYTES ((size_t)64 << 20)
 
-/* table: the RCU-published partition table (consumer.h) the writers read.
+/* table: the RCU-published partition table (partitions.h) the writers read.
  * max_value: --max-value-bytes, 0 = none. Each server's own item size limit
  * (read on every (re)connect, mcconn_item_limit) applies too; a server whose
  * limit is unknown is sent the value and answers "too large" itself. */
-struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg,
-				      k2mc_table_ref *table, size_t max_value);
-/* Fencing (fence.h): before k2mc_writers_start, main passes the membership
- * lease; writers send only while it holds. NULL (the default) = no fencing,
- * for tools that are not group members. f must outlive the writers. */
-void k2mc_writers_set_fence(struct k2mc_writers *ws, const struct k2mc_fence *f);
+/* fence (fence.h): the membership lease; writers send only while it holds.
+ * NULL = no fencing, for tools that are not group members. It must outlive
+ * the writers. */
+struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
+				      const struct k2mc_fence *fence, size_t max_value);
 int k2mc_writers_start(struct k2mc_writers *ws);
 /* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
 struct park *k2mc_writers_bells(struct k2mc_writers *ws);
