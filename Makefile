@@ -61,9 +61,9 @@ endif
 # What k2mc and the tools link (libhashkit: placement's hashes; libcrypto:
 # TLS and Dalli's SHA-1; libsystemd: sd_notify), and the suites.
 LIBS  := $(RDK_LIBS) -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpthread \
-         -lssl -lcrypto -lsystemd -lhashkit
+         -lssl -lcrypto -lsystemd -lhashkit -lavro -ljansson -lcurl
 TLIBS := $(RDK_LIBS) -lmemcached -lurcu -lurcu-common -lxxhash -lmicrohttpd -lpthread \
-         -lcriterion -lssl -lcrypto -lsystemd -lhashkit
+         -lcriterion -lssl -lcrypto -lsystemd -lhashkit -lavro -ljansson -lcurl
 
 # ---- the version --------------------------------------------------------------
 # VERSION holds the release (0.1.0). In a git checkout of this tree the
@@ -105,8 +105,14 @@ version:
 # links, with their headers; Criterion, memcached, openssl (the TLS tests'
 # certificates) and nutcracker (the proxy test). build-essential, git and
 # python3 are taken as given. The allocator's -dev package joins it (see k2mc).
+# libavro-dev and libjansson-dev: the Avro decoder (src/workers/avro.c parses
+# schemas with libavro and reads their attributes with jansson, libavro's own
+# JSON library); its registry client links libcurl, which the vendored
+# librdkafka's packages bring already.
 DEB_PKGS := $(RDK_PKGS) libmemcached-dev liburcu-dev libxxhash-dev libmicrohttpd-dev \
-            libssl-dev libsystemd-dev libcriterion-dev memcached openssl nutcracker
+            libssl-dev libsystemd-dev libcriterion-dev memcached openssl nutcracker \
+            libavro-dev libjansson-dev \
+            $(if $(filter libcurl4-openssl-dev,$(RDK_PKGS)),,libcurl4-openssl-dev)
 # Packages only some targets need, each installed by a stamp of its own
 # (build/.deps-NAME) on first use: the checks of make test (Prometheus'
 # parser, gnuplot for dashboard-png), the JSON bench's competitors, the
@@ -217,7 +223,7 @@ build/tsan/k2mc: $(call objs,tsan,$(K2MC_SRCS) $(MAIN_SRC))
 # the modules it calls from build/obj/libk2mc.a: the linker takes those and
 # what they call, so a module split in two needs no edit here.
 TOOLS := build/k2mc-mock build/k2mc-verify build/mc-ceiling build/kafka-ceiling \
-         build/placement-bench
+         build/placement-bench build/avro-bench
 build/obj/libk2mc.a: $(call objs,obj,$(K2MC_SRCS))
 	@rm -f $@
 	$(AR) rcs $@ $^
@@ -237,7 +243,7 @@ build/json-bench: $(JSONBENCH_OBJS) build/obj/libk2mc.a
 # sanitizer-tagged tests; the real-Kafka suites run in `make test-kafka`
 # (kafka section). What each suite covers: docs/tests.md.
 UNIT_SUITES  := ring watermark config cfgfile mcconn takeover fence budget transport notify \
-                placement log mapping
+                placement log mapping avro
 INTEG_SUITES := pipeline metrics policies faults fencing memory deploy logs mapping_e2e refill \
                 coalesce retention
 KAFKA_SUITES := kafka_real kafka_group
@@ -263,6 +269,7 @@ test_mcconn_LINKS      = $(K2MC_SRCS) tests/fake_mc.c
 test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
+test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
 test_kafka_real_LINKS  = tests/kafka_real.c
 test_kafka_group_LINKS = tests/kafka_real.c tests/mc_reader.c
@@ -357,7 +364,8 @@ rdkafka-fallback-test:
 
 # ---- fuzz ---------------------------------------------------------------------
 # make fuzz: libFuzzer targets (clang, ASan + UBSan) over the command line,
-# the record mapping and the reply parser, FUZZ_SECONDS each (default 30).
+# the record mapping, the reply parser and the Avro decoder, FUZZ_SECONDS
+# each (default 30).
 # Inputs that crash are left as build/fuzz/crash-*; each becomes a
 # regression test in its module's suite. The corpus grows in
 # build/fuzz/corpus, seeded from fuzz/seeds. Not the version define: the
@@ -366,7 +374,8 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS  := $(filter-out -Werror -DK2MC_VERSION=%,$(CFLAGS_BASE)) -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_BINS    := build/fuzz/fuzz_config build/fuzz/fuzz_replies build/fuzz/fuzz_mapping
+FUZZ_BINS    := build/fuzz/fuzz_config build/fuzz/fuzz_replies build/fuzz/fuzz_mapping \
+                build/fuzz/fuzz_avro
 FUZZ_STAMP   := build/.fuzz-deps
 .PHONY: fuzz
 $(FUZZ_STAMP): $(DEPS_STAMP)
@@ -383,6 +392,11 @@ build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c src/workers/tr
 build/fuzz/fuzz_mapping: fuzz/fuzz_mapping.c src/workers/mapping.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(RDK_LIBS) -lxxhash
+# the Avro decoder on fixed schemas (no registry: k2mc_avro_decode_with),
+# its output checked by the mapping's JSON scanner
+build/fuzz/fuzz_avro: fuzz/fuzz_avro.c src/workers/avro.c src/workers/mapping.c $(FUZZ_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(RDK_LIBS) -lxxhash -lavro -ljansson -lcurl
 fuzz: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus/$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS) s"; \
