@@ -61,6 +61,7 @@ struct k2mc_group {
 	struct park *bells;
 	int nwriters;
 	struct k2mc_budget *budget;      /* NULL: no byte bound */
+	const struct k2mc_mapping *map; /* deps->map: for the consumer threads */
 	struct k2mc_committer *committer;
 	struct k2mc_fence *fence;        /* NULL: no fencing */
 	int (*interrupted)(void);        /* NULL: never */
@@ -288,7 +289,7 @@ static void on_assign(struct k2mc_group *g, rd_kafka_topic_partition_list_t *tps
 {
 	struct k2mc_part_opts o = { .nwriters = g->nwriters, .ring_size = g->cfg->ring_size,
 				    .bells = g->bells, .exit_at_eof = g->cfg->exit_at_eof,
-				    .budget = g->budget };
+				    .budget = g->budget, .map = g->map };
 	struct k2mc_part_table *cur = own_table(g);
 	size_t have = cur ? cur->n : 0;
 	struct k2mc_part **all;
@@ -948,6 +949,7 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg,
 	g->cfg = cfg;
 	g->fence = deps->fence;
 	g->budget = deps->budget;
+	g->map = deps->map;
 	g->interrupted = deps->interrupted;
 	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
 	conf = k2mc_group_conf(cfg, err, errlen);

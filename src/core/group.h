@@ -30,6 +30,7 @@ int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, in
 /* What the group uses that is built before it (main builds bottom-up);
  * each must outlive the group. */
 struct k2mc_budget;
+struct k2mc_mapping;
 struct k2mc_group_deps {
 	/* the writers' fence: revoked on every revocation and lost
 	 * assignment, renewed by the synchronous commits of released
@@ -38,6 +39,10 @@ struct k2mc_group_deps {
 	/* --max-buffer-bytes (core/budget.h): assigned partitions take their
 	 * byte credit from it; NULL: no bound */
 	struct k2mc_budget *budget;
+	/* the compiled templates, handed to every partition's consumer
+	 * thread (consumer.h); must outlive the group. NULL: route by the
+	 * record key */
+	const struct k2mc_mapping *map;
 	/* asked between the slices of slow start-up calls: non-zero = give up
 	 * (a signal arrived); k2mc_group_subscribe then returns -EINTR. NULL:
 	 * never */

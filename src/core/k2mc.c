@@ -441,7 +441,6 @@ int main(int argc, char **argv)
 		k2mc_err("%s", err);
 		goto out;
 	}
-	k2mc_mapping_install(map);
 	/* Built bottom-up: the shared model first (the lease, the byte
 	 * budget), then the group on it (the consumer, the partition table),
 	 * then the writers on the group's table, then the group's committer. */
@@ -454,6 +453,7 @@ int main(int argc, char **argv)
 	g = k2mc_group_new(&cfg,
 			   &(struct k2mc_group_deps){ .fence = fence,
 						      .budget = budget,
+						      .map = map,
 						      .interrupted = interrupted },
 			   err, sizeof(err), &usage);
 	if (g == NULL) {
@@ -615,7 +615,6 @@ out:
 				    CLOSE_GRACE_MS);
 	k2mc_writers_free(ws);
 	k2mc_refill_filter_free(refill_filter);
-	k2mc_mapping_install(NULL);
 	k2mc_mapping_free(map);
 	/* after the group freed the partitions, which gave their bytes back */
 	k2mc_budget_free(budget);

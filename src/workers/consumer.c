@@ -186,7 +186,7 @@ struct k2mc_part *k2mc_part_new(rd_kafka_t *rk, const char *topic, int32_t parti
 	p->bells = o->bells;
 	p->exit_at_eof = o->exit_at_eof;
 	p->budget = o->budget;
-	p->map = k2mc_mapping_installed();
+	p->map = o->map;
 	if (p->map != NULL && k2mc_mapping_routes_by_record_key(p->map))
 		p->map = NULL;
 	p->rings = calloc((size_t)o->nwriters, sizeof(*p->rings));

@@ -50,6 +50,11 @@ struct k2mc_part_opts {
 	 * thread takes credit for each record before handing it out, and
 	 * blocks while there is none, as on a full ring. NULL: no bound. */
 	struct k2mc_budget *budget;
+	/* the compiled templates (mapping.h): the thread prepares each
+	 * record's key for its writer with them; NULL, or a mapping that
+	 * routes by the record key alone, = route by the record key. Must
+	 * outlive the thread. */
+	const struct k2mc_mapping *map;
 	/* k2mc_now_ms time before which the thread hands out no record (0:
 	 * none): the previous owner may still hold a write lease (group.c,
 	 * takeover). librdkafka fetches and queues meanwhile. */

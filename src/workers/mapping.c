@@ -445,20 +445,6 @@ fail:
 	return NULL;
 }
 
-static _Atomic(const struct k2mc_mapping *) installed;
-
-void k2mc_mapping_install(const struct k2mc_mapping *map)
-{
-	/* release: pairs with the acquire below, for readers started some
-	 * other way than by a thread created after this store */
-	atomic_store_explicit(&installed, map, memory_order_release);
-}
-
-const struct k2mc_mapping *k2mc_mapping_installed(void)
-{
-	return atomic_load_explicit(&installed, memory_order_acquire);
-}
-
 int k2mc_mapping_routes_by_record_key(const struct k2mc_mapping *map)
 {
 	return map->routes_by_key;

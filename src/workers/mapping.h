@@ -77,13 +77,6 @@ struct k2mc_mapping;
 struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, size_t errlen);
 void k2mc_mapping_free(struct k2mc_mapping *map);
 
-/* The process's mapping: main compiles it and installs it before any
- * consumer or writer thread exists (thread creation orders the store);
- * read-only afterwards, like the configuration. The consumer threads (made
- * by group.c) and the writers read it from here. NULL until installed. */
-void k2mc_mapping_install(const struct k2mc_mapping *map);
-const struct k2mc_mapping *k2mc_mapping_installed(void);
-
 /* 1 when every placeholder of the key template is {key}, {topic} or
  * {partition} and {key} is among them: within a partition the Memcached key
  * is then a one-to-one function of the Kafka key, so routing on the Kafka
