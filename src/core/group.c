@@ -950,6 +950,8 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg,
 	g->fence = deps->fence;
 	g->budget = deps->budget;
 	g->map = deps->map;
+	g->bells = deps->bells;
+	g->nwriters = deps->nwriters;
 	g->interrupted = deps->interrupted;
 	g->join_lease_ms = k2mc_config_join_lease_ms(cfg);
 	conf = k2mc_group_conf(cfg, err, errlen);
@@ -990,12 +992,6 @@ k2mc_table_ref *k2mc_group_table(struct k2mc_group *g)
 rd_kafka_t *k2mc_group_rk(struct k2mc_group *g)
 {
 	return g->rk;
-}
-
-void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters)
-{
-	g->bells = bells;
-	g->nwriters = nwriters;
 }
 
 int k2mc_group_start_committer(struct k2mc_group *g, int interval_ms)

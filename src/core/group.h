@@ -31,6 +31,7 @@ int k2mc_group_check(const struct k2mc_config *cfg, char *err, size_t errlen, in
  * each must outlive the group. */
 struct k2mc_budget;
 struct k2mc_mapping;
+struct park;
 struct k2mc_group_deps {
 	/* the writers' fence: revoked on every revocation and lost
 	 * assignment, renewed by the synchronous commits of released
@@ -43,6 +44,10 @@ struct k2mc_group_deps {
 	 * thread (consumer.h); must outlive the group. NULL: route by the
 	 * record key */
 	const struct k2mc_mapping *map;
+	/* the writers' doorbells ([nwriters], park_array_new): each partition's
+	 * consumer thread rings bells[i] after pushing to writer i's ring */
+	struct park *bells;
+	int nwriters;
 	/* asked between the slices of slow start-up calls: non-zero = give up
 	 * (a signal arrived); k2mc_group_subscribe then returns -EINTR. NULL:
 	 * never */
@@ -57,11 +62,6 @@ struct k2mc_group *k2mc_group_new(const struct k2mc_config *cfg,
 				  int *usage);
 k2mc_table_ref *k2mc_group_table(struct k2mc_group *g);
 rd_kafka_t *k2mc_group_rk(struct k2mc_group *g);
-/* The writers' doorbells ([nwriters]), which the consumers of partitions
- * assigned from now on ring. The one wiring call left: the writers are
- * built on the group's partition table, and the group hands their bells to
- * the consumers it makes. */
-void k2mc_group_set_writers(struct k2mc_group *g, struct park *bells, int nwriters);
 /* Starts the group's committer thread (committer.h) on its consumer, its
  * partition table and its fence: every interval_ms, and its commits keep
  * the lease. 0, or -ENOMEM / -EAGAIN. */

@@ -20,6 +20,7 @@
 #include "core/metrics.h"
 #include "core/notify.h"
 #include "core/stats.h"
+#include "ring/park.h"
 #include "workers/dlq.h"
 #include "workers/mapping.h"
 #include "workers/mcconn.h"
@@ -371,6 +372,7 @@ int main(int argc, char **argv)
 	struct k2mc_refill *refill = NULL;
 	struct k2mc_refill_filter *refill_filter = NULL;
 	struct k2mc_fence *fence = NULL;
+	struct park *bells = NULL;
 	struct k2mc_mapping *map = NULL;
 	struct report rep = { 0 };
 	char err[512], built[128];
@@ -442,11 +444,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	/* Built bottom-up: the shared model first (the lease, the byte
-	 * budget), then the group on it (the consumer, the partition table),
-	 * then the writers on the group's table, then the group's committer. */
+	 * budget, the writers' doorbells), then the group on it (the consumer,
+	 * the partition table), then the writers on the group's table, then the
+	 * group's committer. */
 	fence = k2mc_fence_new(k2mc_config_lease_ms(&cfg));
 	budget = k2mc_budget_new(cfg.max_buffer_bytes);
-	if (fence == NULL || budget == NULL) {
+	bells = park_array_new(cfg.writers);
+	if (fence == NULL || budget == NULL || bells == NULL) {
 		k2mc_err("out of memory");
 		goto out;
 	}
@@ -454,6 +458,8 @@ int main(int argc, char **argv)
 			   &(struct k2mc_group_deps){ .fence = fence,
 						      .budget = budget,
 						      .map = map,
+						      .bells = bells,
+						      .nwriters = cfg.writers,
 						      .interrupted = interrupted },
 			   err, sizeof(err), &usage);
 	if (g == NULL) {
@@ -480,13 +486,12 @@ int main(int argc, char **argv)
 	/* each server's item size limit is read on every (re)connect; this is
 	 * only the --max-value-bytes cap (0: none) */
 	ws = k2mc_writers_new(&cfg, k2mc_group_table(g), fence, map, (size_t)cfg.max_value_bytes,
-			      refill_filter);
+			      refill_filter, bells);
 	if (ws == NULL)
 		goto out;
 	if (k2mc_writers_start(ws) != 0)
 		goto out;
 	signal_writers = ws;
-	k2mc_group_set_writers(g, k2mc_writers_bells(ws), cfg.writers);
 	rep.snap.budget = budget;
 	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
 	if (cfg.metrics_port > 0) {
@@ -614,6 +619,8 @@ out:
 	k2mc_group_close(g, (stopped ? stopped + cfg.shutdown_timeout_ms : k2mc_now_ms()) +
 				    CLOSE_GRACE_MS);
 	k2mc_writers_free(ws);
+	/* after every consumer (group_close) and writer that rang them */
+	park_array_free(bells);
 	k2mc_refill_filter_free(refill_filter);
 	k2mc_mapping_free(map);
 	/* after the group freed the partitions, which gave their bytes back */

@@ -2,6 +2,7 @@
 #include "ring/park.h"
 
 #include <linux/futex.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,4 +48,19 @@ void park_notify(struct park *p)
 		atomic_store_explicit(&p->waiting, 0, memory_order_relaxed);
 		futex(&p->waiting, FUTEX_WAKE_PRIVATE, 1, NULL);
 	}
+}
+
+struct park *park_array_new(int n)
+{
+	struct park *a = aligned_alloc(_Alignof(struct park), sizeof(*a) * (size_t)n);
+
+	if (a != NULL)
+		for (int i = 0; i < n; i++)
+			park_init(&a[i]);
+	return a;
+}
+
+void park_array_free(struct park *a)
+{
+	free(a);
 }

@@ -26,4 +26,11 @@ void park_wait(struct park *p, int timeout_ms);
 /* Notifier: call after publishing the news (e.g. after ring_push). */
 void park_notify(struct park *p);
 
+/* n parks, each initialised and on a cache line of its own (the doorbells
+ * of n writers: their consumers ring, each writer waits on its own), or
+ * NULL. Freed with park_array_free, after every thread that rings or waits
+ * has been joined. */
+struct park *park_array_new(int n);
+void park_array_free(struct park *a);
+
 #endif

@@ -847,7 +847,6 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 	w->stats = &ws->stats[id];
 	w->inv = &ws->inv[id];
 	w->bell = &ws->bells[id];
-	park_init(w->bell);
 	{
 		char why[512];
 
@@ -899,7 +898,7 @@ static int writer_init(struct k2mc_writers *ws, struct writer *w, int id)
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
 				      const struct k2mc_fence *fence,
 				      const struct k2mc_mapping *map, size_t max_value,
-				      struct k2mc_refill_filter *filter)
+				      struct k2mc_refill_filter *filter, struct park *bells)
 {
 	struct k2mc_writers *ws = calloc(1, sizeof(*ws));
 	char err[512];
@@ -916,7 +915,7 @@ struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_
 	k2mc_policy_init(&ws->policy, cfg);
 	ws->policy.max_value = max_value;
 	ws->w = calloc((size_t)ws->n, sizeof(*ws->w));
-	ws->bells = aligned_alloc(64, sizeof(*ws->bells) * (size_t)ws->n);
+	ws->bells = bells;
 	ws->stats = aligned_alloc(64, sizeof(*ws->stats) * (size_t)ws->n);
 	ws->inv = aligned_alloc(64, sizeof(*ws->inv) * (size_t)ws->n);
 	ws->server_state = calloc((size_t)cfg->nservers, sizeof(*ws->server_state));
@@ -970,11 +969,6 @@ const char *k2mc_writers_fatal(struct k2mc_writers *ws)
 	if (atomic_load_explicit(&ws->fatal_ready, memory_order_acquire))
 		return ws->fatal_msg;
 	return ws->dlq != NULL ? k2mc_dlq_fatal(ws->dlq) : NULL;
-}
-
-struct park *k2mc_writers_bells(struct k2mc_writers *ws)
-{
-	return ws->bells;
 }
 
 struct k2mc_writer_stats *k2mc_writers_stats(struct k2mc_writers *ws)
@@ -1078,7 +1072,6 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 	}
 	k2mc_dlq_free(ws->dlq);
 	free(ws->w);
-	free(ws->bells);
 	free(ws->stats);
 	free(ws->inv);
 	free(ws->server_state);

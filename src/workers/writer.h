@@ -33,14 +33,14 @@ struct k2mc_refill_filter;
  * mcconn_item_limit) applies too; a server whose limit is unknown is sent
  * the value and answers "too large" itself. filter: --refill's (refill.h),
  * where every key written on a server under refill is noted; NULL without
- * --refill. cfg, table, fence, map and filter must outlive the writers. */
+ * --refill. bells: cfg->writers doorbells (park_array_new), writer i waits
+ * on bells[i] and the consumers ring it. cfg, table, fence, map, filter and
+ * bells must outlive the writers. */
 struct k2mc_writers *k2mc_writers_new(const struct k2mc_config *cfg, k2mc_table_ref *table,
 				      const struct k2mc_fence *fence,
 				      const struct k2mc_mapping *map, size_t max_value,
-				      struct k2mc_refill_filter *filter);
+				      struct k2mc_refill_filter *filter, struct park *bells);
 int k2mc_writers_start(struct k2mc_writers *ws);
-/* Doorbells consumers ring after pushing to writer i's rings: [nwriters]. */
-struct park *k2mc_writers_bells(struct k2mc_writers *ws);
 struct k2mc_writer_stats *k2mc_writers_stats(struct k2mc_writers *ws);
 /* A writer met a record --on-invalid fail refuses, or a dead letter could
  * not be delivered: the reason (naming the topic, partition and offset), or
