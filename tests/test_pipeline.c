@@ -503,7 +503,7 @@ Test(pipeline, mock_stdin_control_answers_each_command)
 	int status = 0, rc;
 	char *e;
 
-	world_skip_unless_mock("broker-down and broker-up drive the mock cluster");
+	world_skip_unless_mock("broker-down and broker-up drive the mock cluster only");
 	args[5] = h_tmppath(expect, sizeof(expect), "control.expect");
 	rc = h_mock_start(&W.mock, args, 1, 15000);
 	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), world_tail(W.mock.proc.err_path));

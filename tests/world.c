@@ -65,7 +65,7 @@ const char *world_name(const char *base)
 void world_skip_unless_mock(const char *why)
 {
 	if (h_kafka_backend() != H_KAFKA_MOCK)
-		cr_skip_test("needs the mock cluster (skipped on a real broker): %s", why);
+		cr_skip_test("on a real broker: %s", why);
 }
 
 double world_secs_since(int64_t t0)
