@@ -32,7 +32,7 @@
 
 static struct world W;
 
-WORLD_SUITE(coalesce, TEST_TIMEOUT_S)
+WORLD_SUITE(coalesce, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 /* Runs k2mc -e over topic with extra args to its end; its summary. */
 static void run_k2mc(const char *topic, const char *group, const char *const extra[],

@@ -53,7 +53,7 @@
 
 static struct world W;
 
-WORLD_SUITE(memory, TEST_TIMEOUT_S)
+WORLD_SUITE(memory, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {

@@ -23,7 +23,7 @@
 
 static struct world W;
 
-WORLD_SUITE(pipeline, TEST_TIMEOUT_S)
+WORLD_SUITE(pipeline, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 /* Up to 40 lines of a file from the first line containing marker, for
  * sanitizer reports (their first lines say what and where). */

@@ -38,7 +38,7 @@ static const char *const COOPERATIVE[] = { "-X",
 
 static struct world W;
 
-WORLD_SUITE(retention, TEST_TIMEOUT_S)
+WORLD_SUITE(retention, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {

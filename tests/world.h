@@ -64,12 +64,13 @@ struct world {
 	int64_t t0;                          /* h_now_ms at world_start */
 };
 
-/* The suite declaration of a world suite: TestSuite with world_teardown as
- * .fini, and a Criterion hook that, on the real backend, starts the one
- * broker of this suite process before the tests run (world_share_broker).
- * Once per test binary. */
-#define WORLD_SUITE(name, timeout_s)                                                   \
-	TestSuite(name, .fini = world_teardown, .timeout = (timeout_s));               \
+/* The suite declaration of a world suite: TestSuite(name, fields...), whose
+ * .fini must call world_teardown (or be it), and a Criterion hook that, on
+ * the real backend, starts the one broker of this suite process before the
+ * tests run (world_share_broker). Once per test binary:
+ *     WORLD_SUITE(pipeline, .fini = world_teardown, .timeout = 150) */
+#define WORLD_SUITE(name, ...)                                                         \
+	TestSuite(name, __VA_ARGS__);                                                  \
 	ReportHook(PRE_ALL)(struct criterion_test_set * world_set_)                    \
 	{                                                                              \
 		(void)world_set_;                                                      \
