@@ -110,6 +110,7 @@ void world_start(struct world *w, const struct world_opts *o)
 	w->t0 = h_now_ms();
 	w->backend = h_kafka_backend();
 	w->parts = o->parts > 0 ? o->parts : 8;
+	w->keys = o->keys;
 	snprintf(w->topic, sizeof(w->topic), "%s", world_name(o->topic ? o->topic : "events"));
 	world_start_memcached(w, o->nmc, o->mc_args);
 

@@ -59,6 +59,7 @@ struct world {
 	char mc_list[WORLD_MAX_MC * 24];     /* every server, comma-separated */
 	char topic[160];                     /* world_name(opts.topic) */
 	int parts;
+	uint32_t keys;                       /* opts.keys */
 	char expect[H_PATH_MAX];             /* k2mc-mock's expect file */
 	uint64_t produced;                   /* acknowledged, set by world_wait_produced */
 	int64_t t0;                          /* h_now_ms at world_start */
