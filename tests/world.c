@@ -45,21 +45,28 @@ void world_share_broker(void)
 
 /* ---- names -------------------------------------------------------------------*/
 
+/* world_start calls of this process: a test that builds its world more
+ * than once gets fresh topics and groups each time */
+static unsigned generation;
+
 const char *world_name(const char *base)
 {
-	static char names[16][160];
+	static char names[32][160];
 	static unsigned next;
-	char *n;
+	char want[160];
 
 	if (base == NULL || h_kafka_backend() != H_KAFKA_REAL)
 		return base;
-	/* already tagged: the name of a world field handed back */
-	for (unsigned i = 0; i < 16; i++)
+	for (unsigned i = 0; i < 32; i++)
 		if (names[i] == base)
-			return base;
-	n = names[next++ % 16];
-	snprintf(n, sizeof(names[0]), "%s-t%d", base, (int)getpid());
-	return n;
+			return base; /* tagged already */
+	snprintf(want, sizeof(want), "%s-t%d-%u", base, (int)getpid(), generation);
+	for (unsigned i = 0; i < 32; i++)
+		if (strcmp(names[i], want) == 0)
+			return names[i];
+	cr_assert_lt(next, 32u, "more than 32 topic and group names in one test");
+	snprintf(names[next], sizeof(names[0]), "%s", want);
+	return names[next++];
 }
 
 void world_skip_unless_mock(const char *why)
@@ -99,7 +106,7 @@ void world_start_memcached(struct world *w, int nmc, const char *const mc_args[]
 void world_start(struct world *w, const struct world_opts *o)
 {
 	static const struct world_opts dflt = { 0 };
-	static char topic[200], n[24], k[16], vs[16], ts[16];
+	static char topic[200], more[8][200], n[24], k[16], vs[16], ts[16];
 	const char *args[96], *shared = getenv(WORLD_BOOTSTRAP_ENV);
 	int a = 0, rc;
 
@@ -107,6 +114,7 @@ void world_start(struct world *w, const struct world_opts *o)
 		o = &dflt;
 	memset(w, 0, sizeof(*w));
 	current = w;
+	generation++;
 	w->t0 = h_now_ms();
 	w->backend = h_kafka_backend();
 	w->parts = o->parts > 0 ? o->parts : 8;
@@ -128,6 +136,16 @@ void world_start(struct world *w, const struct world_opts *o)
 	snprintf(topic, sizeof(topic), "%s:%d", w->topic, w->parts);
 	args[a++] = "--topic";
 	args[a++] = topic;
+	for (int i = 0; o->topics != NULL && o->topics[i] != NULL && i < 8; i++) {
+		const char *colon = strrchr(o->topics[i], ':');
+		char base[160];
+
+		cr_assert_not_null(colon, "topic '%s': NAME:PARTS expected", o->topics[i]);
+		snprintf(base, sizeof(base), "%.*s", (int)(colon - o->topics[i]), o->topics[i]);
+		snprintf(more[i], sizeof(more[i]), "%s%s", world_name(base), colon);
+		args[a++] = "--topic";
+		args[a++] = more[i];
+	}
 	if (o->records > 0) {
 		snprintf(n, sizeof(n), "%" PRIu64, o->records);
 		args[a++] = "--produce";

@@ -38,6 +38,8 @@ struct world_opts {
 	const char *rate;             /* --rate; NULL: as fast as it goes */
 	int no_expect;                /* 1: no --expect file (w->expect stays empty) */
 	int control;                  /* --stdin-control (h_mock_command) */
+	const char *const *topics;    /* more topics, "NAME:PARTS" each, NAME a base name
+					 (world_name), NULL-terminated */
 	const char *const *mock_args; /* more k2mc-mock args, NULL-terminated */
 	int nmc;                      /* memcached servers; 0: 1; -1: none */
 	const char *const *mc_args;   /* more memcached args for each, NULL-terminated */
@@ -93,9 +95,10 @@ void world_start_memcached(struct world *w, int nmc, const char *const mc_args[]
 /* The suite's .fini: stops a broker the test started, then h_cleanup. */
 void world_teardown(void);
 
-/* base on the mock; on a real broker base plus this test's tag, so that
- * tests sharing a broker never share a topic or a group. The string lives
- * until the test ends. */
+/* base on the mock; on a real broker base plus a tag of this test and of
+ * its latest world_start ("events-t1234-1"), so that tests sharing a broker
+ * never share a topic or a group. The same base gives the same string
+ * until the next world_start; it lives until the test ends. */
 const char *world_name(const char *base);
 /* Skips the test on a real broker, with the reason printed (cr_skip_test):
  * for tests that drive the mock cluster (injected errors, broker-down,
