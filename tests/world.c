@@ -249,10 +249,14 @@ void world_k2mc_start(struct world *w, struct h_proc *k, const struct world_k2mc
 	args[a++] = o->mc != NULL ? o->mc : w->mc_list;
 	if (o->eof)
 		args[a++] = "-e";
-	for (int i = 0; o->args != NULL && o->args[i] != NULL && a < 95; i++)
-		args[a++] = o->args[i];
-	for (int i = 0; o->args2 != NULL && o->args2[i] != NULL && a < 95; i++)
-		args[a++] = o->args2[i];
+	for (int pass = 0; pass < 2; pass++) {
+		const char *const *x = pass == 0 ? o->args : o->args2;
+
+		/* a dead letter topic is a base name, like the group */
+		for (int i = 0; x != NULL && x[i] != NULL && a < 95; i++)
+			args[a++] = i > 0 && strcmp(x[i - 1], "--dlq-topic") == 0 ? world_name(x[i])
+										   : x[i];
+	}
 	args[a] = NULL;
 	rc = h_k2mc_start(k, o->run, args);
 	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));

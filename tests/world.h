@@ -121,7 +121,8 @@ struct world_k2mc {
 	const char *topic;             /* -t as given; NULL: w->topic */
 	const char *mc;                /* -m; NULL: w->mc_list */
 	int eof;                       /* -e */
-	const char *const *args;       /* more arguments, NULL-terminated */
+	const char *const *args;       /* more arguments, NULL-terminated; the name after
+					  --dlq-topic is a base name (world_name) */
 	const char *const *args2;      /* and more, after those */
 	const struct h_k2mc_opts *run; /* binary, environment, no ASLR */
 };
