@@ -130,7 +130,7 @@ struct world_k2mc {
 /* k2mc -b BOOTSTRAP -t TOPIC [-G GROUP] -m SERVERS [-e] args... args2... */
 void world_k2mc_start(struct world *w, struct h_proc *k, const struct world_k2mc *o);
 /* Waits up to timeout_ms for k to exit 0 (SIGKILLs it past that) and
- * parses its summary into s (may be NULL). */
+ * parses its summary into s (NULL: no summary wanted). */
 void world_k2mc_finish(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s);
 /* written + deleted + skipped + coalesced = consumed, and unwritten = 0. */
 void world_assert_counts_add_up(const struct h_summary *s, const char *what);
