@@ -91,6 +91,7 @@ void world_start_memcached(struct world *w, int nmc, const char *const mc_args[]
 {
 	int rc;
 
+	current = w;
 	w->nmc = nmc == 0 ? 1 : nmc < 0 ? 0 : nmc;
 	cr_assert_leq(w->nmc, WORLD_MAX_MC, "at most %d memcached servers", WORLD_MAX_MC);
 	for (int i = 0; i < w->nmc; i++) {

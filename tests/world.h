@@ -89,8 +89,9 @@ void world_share_broker(void);
 
 /* Starts memcached(s) and Kafka with its producer; asserts. */
 void world_start(struct world *w, const struct world_opts *o);
-/* Memcached only (w->mc, mc_addr, mc_list), for suites with a Kafka of
- * their own making; nmc and mc_args as in world_opts. */
+/* Memcached only (w->mc, mc_addr, mc_list), for a test with a Kafka of its
+ * own making (a broker in w->real with own_broker set is stopped by
+ * world_teardown); nmc and mc_args as in world_opts. w zeroed before. */
 void world_start_memcached(struct world *w, int nmc, const char *const mc_args[]);
 /* The suite's .fini: stops a broker the test started, then h_cleanup. */
 void world_teardown(void);
