@@ -766,7 +766,8 @@ build/tests/test_kafka_group: tests/test_kafka_group.c tests/mc_reader.c tests/m
 # is skipped there with its reason; the per-suite line counts it as
 # skipped, apart from the passes.
 KAFKA_SUITES := test_kafka_real test_kafka_group
-KAFKA_WORLD_SUITES := test_pipeline
+KAFKA_WORLD_SUITES := test_pipeline test_faults test_fencing test_coalesce test_mapping_e2e \
+                      test_refill test_policies test_metrics
 test-kafka: kafka build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/%) \
             $(KAFKA_WORLD_SUITES:%=build/tests/%)
 	@failed=""; for v in $(KAFKA_VERSIONS); do t0=$$(date +%s); \

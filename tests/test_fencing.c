@@ -652,6 +652,14 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 	int64_t resumed;
 	int rc, n = 0, status;
 
+	/* Kafka 4.1.1: A is never evicted. The revocation reaches A while
+	 * memcached is frozen, A cuts its drain at its bound (max.poll.interval.ms
+	 * - heartbeat.interval.ms - margin: 8.4 s here) and releases the
+	 * partitions, so it stays a member; the cache and the commits come out
+	 * right, but there is no eviction to stop a drain. The mock's
+	 * coordinator evicts it instead. */
+	world_skip_unless_mock("A releases its partitions after its bounded drain and is never "
+			       "evicted (the eviction comes from the mock's coordinator)");
 	start_world(4, 2000, NULL, 1);
 	mock_produce(20000, 30000);
 	for (int i = 0; a_extra[i] != NULL; i++)
