@@ -24,6 +24,13 @@ static struct world *current;
 
 /* ---- the shared broker (runner process) -------------------------------------*/
 
+/* Broker settings the suites need beyond the launcher's: their k2mc runs use
+ * sessions of 3 s (a restart after kill -9 waits for the old member to
+ * expire), under the broker's default minimum of 6 s (JoinGroup: "Invalid
+ * session timeout"). */
+static const char *const broker_config[] = { "group.min.session.timeout.ms=1000", NULL };
+static const struct h_kafka_real_opts broker_opts = { .config = broker_config };
+
 void world_share_broker(void)
 {
 	static struct h_kafka_real shared;
@@ -32,7 +39,7 @@ void world_share_broker(void)
 
 	if (h_kafka_backend() != H_KAFKA_REAL || (b != NULL && b[0] != '\0'))
 		return;
-	rc = h_kafka_real_start(&shared, NULL);
+	rc = h_kafka_real_start(&shared, &broker_opts);
 	if (rc != 0) {
 		fprintf(stderr, "world: the suite's Kafka broker did not start: %s\n%s\n",
 			strerror(-rc), h_tail_of(shared.proc.err_path, 30));
@@ -125,7 +132,7 @@ void world_start(struct world *w, const struct world_opts *o)
 
 	if (w->backend == H_KAFKA_REAL) {
 		if (shared == NULL || shared[0] == '\0') {
-			rc = h_kafka_real_start(&w->real, NULL);
+			rc = h_kafka_real_start(&w->real, &broker_opts);
 			cr_assert_eq(rc, 0, "kafka broker did not start: %s\nlauncher:\n%s",
 				     strerror(-rc), world_tail(w->real.proc.err_path));
 			w->own_broker = 1;
