@@ -154,10 +154,12 @@ static void start_memcached(int port, const char *const extra[])
 static void start_mock(int nmc, const char *const mc_args[])
 {
 	static const char *const more[] = { DLQ ":1", NULL };
+	/* records up to 2,000,000 bytes (produce() allows 10,000,000) */
+	static const char *const big[] = { "max.message.bytes=10000000", NULL };
 
 	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = 1, .no_expect = 1,
-					      .control = 1, .topics = more, .nmc = nmc,
-					      .mc_args = mc_args });
+					      .control = 1, .topics = more, .topic_config = big,
+					      .nmc = nmc, .mc_args = mc_args });
 	dlq_topic = world_name(DLQ);
 }
 
@@ -466,6 +468,7 @@ static uint64_t good_count(void)
 Test(policies, skip_counts_each_reason_and_writes_the_rest)
 {
 	static const char *const extra[] = { "--on-invalid", "skip", NULL };
+	char line[256];
 	struct h_proc k;
 	struct counts c;
 
@@ -480,11 +483,12 @@ Test(policies, skip_counts_each_reason_and_writes_the_rest)
 	cr_expect_eq(c.s.written + c.s.coalesced, good_count());
 	cr_expect_eq(c.s.consumed, (uint64_t)R.nrecs);
 	/* the first of each reason is named once, with its offset */
-	cr_expect(h_file_contains(k.err_path, "bad [0] @10: skipped, missing_key"),
-		  "stderr:\n%s", tail_of(k.err_path));
-	cr_expect(h_file_contains(k.err_path, "bad [0] @30: skipped, key_too_long"));
-	cr_expect(!h_file_contains(k.err_path, "bad [0] @20: skipped"),
-		  "the second missing key was logged too");
+	snprintf(line, sizeof(line), "%s [0] @10: skipped, missing_key", W.topic);
+	cr_expect(h_file_contains(k.err_path, line), "stderr:\n%s", tail_of(k.err_path));
+	snprintf(line, sizeof(line), "%s [0] @30: skipped, key_too_long", W.topic);
+	cr_expect(h_file_contains(k.err_path, line));
+	snprintf(line, sizeof(line), "%s [0] @20: skipped", W.topic);
+	cr_expect(!h_file_contains(k.err_path, line), "the second missing key was logged too");
 	assert_good_keys_written();
 	cr_expect_eq(mc_curr_items(), NGOOD_KEYS, "only the good keys are in the cache");
 	assert_committed("skip", R.nrecs);

@@ -195,6 +195,12 @@ void world_start(struct world *w, const struct world_opts *o)
 		args[a++] = "--exit-after-produce";
 		args[a++] = "-q";
 	}
+	for (int i = 0; w->backend == H_KAFKA_REAL && o->topic_config != NULL &&
+			o->topic_config[i] != NULL && a < 94;
+	     i++) {
+		args[a++] = "--topic-config";
+		args[a++] = o->topic_config[i];
+	}
 	for (int i = 0; o->mock_args != NULL && o->mock_args[i] != NULL && a < 95; i++)
 		args[a++] = o->mock_args[i];
 	args[a] = NULL;

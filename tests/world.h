@@ -40,6 +40,8 @@ struct world_opts {
 	int control;                  /* --stdin-control (h_mock_command) */
 	const char *const *topics;    /* more topics, "NAME:PARTS" each, NAME a base name
 					 (world_name), NULL-terminated */
+	const char *const *topic_config; /* "name=value" configs of every topic made, on a real
+					    broker only (the mock keeps none), NULL-terminated */
 	const char *const *mock_args; /* more k2mc-mock args, NULL-terminated */
 	int nmc;                      /* memcached servers; 0: 1; -1: none */
 	const char *const *mc_args;   /* more memcached args for each, NULL-terminated */
