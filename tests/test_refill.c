@@ -512,7 +512,8 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	h_stop(k2.pid, 10000);
 	js = h_file_read(json, NULL);
 	cr_assert_not_null(js);
-	cr_assert(strstr(js, "\"refill_lag\":[{\"topic\":\"refill\"") != NULL &&
+	snprintf(body, sizeof(body), "\"refill_lag\":[{\"topic\":\"%s\"", W.topic);
+	cr_assert(strstr(js, body) != NULL &&
 		  strstr(js, "\"state\":\"done\",\"records\":") != NULL,
 		  "--stats-json has no refill_lag rows or no done state:\n%.2000s", js);
 	free(js);
