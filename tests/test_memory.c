@@ -106,40 +106,6 @@ static int64_t json_last(const char *path, const char *field)
 }
 
 /* GET path from 127.0.0.1:port (HTTP/1.0); the body, malloc'd, or NULL. */
-static char *http_get(int port, const char *path)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct timeval tv = { 5, 0 };
-	size_t len = 0, cap = 1 << 20;
-	char *buf = malloc(cap + 1), *body, req[128];
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ssize_t n;
-
-	if (fd < 0 || buf == NULL)
-		goto fail;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		goto fail;
-	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-		goto fail;
-	while (len < cap && (n = read(fd, buf + len, cap - len)) > 0)
-		len += (size_t)n;
-	close(fd);
-	buf[len] = '\0';
-	body = strstr(buf, "\r\n\r\n");
-	if (body == NULL)
-		goto fail_closed;
-	memmove(buf, body + 4, strlen(body + 4) + 1);
-	return buf;
-fail:
-	if (fd >= 0)
-		close(fd);
-fail_closed:
-	free(buf);
-	return NULL;
-}
 
 /* The value of an unlabelled Prometheus series, or -1. */
 static int64_t metric(const char *text, const char *name)
@@ -259,7 +225,7 @@ Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
 	rc = h_wait_line(k.err_path, "buffer [0-9.]+ MiB/32 MiB", NULL, k.pid, 5000, line,
 			 sizeof(line));
 	cr_assert_eq(rc, 0, "no \"buffer X MiB/32 MiB\" in the stats line:\n%s", tail_of(k.err_path));
-	text = http_get(mport, "/metrics");
+	text = world_http_get(mport, "/metrics", NULL, NULL, 0);
 	cr_assert_not_null(text, "no answer from /metrics");
 	cr_assert_eq(metric(text, "k2mc_buffer_limit_bytes"), (int64_t)BUDGET, "%s", text);
 	cr_assert_geq(metric(text, "k2mc_buffer_bytes"), (int64_t)(BUDGET - per_record),

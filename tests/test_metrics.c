@@ -65,62 +65,6 @@ static void start_world(const char *const topics[], const char *records, const c
 	start_world_mc(topics, records, seed, NULL);
 }
 
-/* ---- a minimal HTTP/1.0 client ------------------------------------------------ */
-
-/* GET path from 127.0.0.1:port. Returns the body (malloc'd) and sets
- * *status, or NULL when no HTTP answer came. type: Content-Type, if wanted. */
-static char *http_get(int port, const char *path, int *status, char *type, size_t typelen)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct timeval tv = { 5, 0 };
-	size_t len = 0, cap = 65536;
-	char *buf = malloc(cap + 1), *body, *ct, req[256];
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ssize_t n;
-
-	*status = -1;
-	if (fd < 0 || buf == NULL)
-		goto fail;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		goto fail;
-	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-		goto fail;
-	while ((n = read(fd, buf + len, cap - len)) > 0) {
-		len += (size_t)n;
-		if (len == cap) {
-			char *nb = realloc(buf, cap * 2 + 1);
-
-			if (nb == NULL)
-				goto fail;
-			buf = nb;
-			cap *= 2;
-		}
-	}
-	close(fd);
-	fd = -1;
-	buf[len] = '\0';
-	body = strstr(buf, "\r\n\r\n");
-	if (body == NULL || sscanf(buf, "HTTP/1.%*d %d", status) != 1)
-		goto fail;
-	*body = '\0';
-	if (type != NULL) {
-		ct = strcasestr(buf, "\r\nContent-Type: ");
-		snprintf(type, typelen, "%.*s", ct ? (int)strcspn(ct + 16, "\r") : 0,
-			 ct ? ct + 16 : "");
-	}
-	memmove(buf, body + 4, strlen(body + 4) + 1);
-	return buf;
-fail:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	*status = -1;
-	return NULL;
-}
-
 /* ---- Prometheus text ------------------------------------------------------------ */
 
 /* The value of one series, written as k2mc writes it ("name{l=\"v\"}"), or
@@ -190,7 +134,7 @@ static char *scrape_until_caught_up(struct h_proc *k, int port, const char *topi
 		if (h_exited(k->pid, &status) == 1)
 			cr_assert_fail("k2mc ended (%s); stderr:\n%s",
 				       h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
-		text = http_get(port, "/metrics", &status, NULL, 0);
+		text = world_http_get(port, "/metrics", &status, NULL, 0);
 		if (text != NULL && status == 200) {
 			ok = sum_of(text, "k2mc_records_consumed_total", &n) == (double)W.produced;
 			for (int p = 0; ok && p < parts; p++)
@@ -310,22 +254,22 @@ Test(metrics, scrape_matches_what_was_produced_and_committed)
 	free(text);
 
 	/* content type, health, readiness, unknown paths */
-	body = http_get(port, "/metrics", &status, type, sizeof(type));
+	body = world_http_get(port, "/metrics", &status, type, sizeof(type));
 	cr_expect_str_eq(type, "text/plain; version=0.0.4; charset=utf-8");
 	free(body);
-	body = http_get(port, "/healthz", &status, NULL, 0);
+	body = world_http_get(port, "/healthz", &status, NULL, 0);
 	cr_expect_eq(status, 200);
 	cr_expect_str_eq(body ? body : "", "ok\n");
 	free(body);
-	body = http_get(port, "/readyz", &status, NULL, 0);
+	body = world_http_get(port, "/readyz", &status, NULL, 0);
 	cr_expect_eq(status, 200, "%s", body);
 	cr_expect_str_eq(body ? body : "", "ready\n");
 	free(body);
-	body = http_get(port, "/healthz?ready", &status, NULL, 0);
+	body = world_http_get(port, "/healthz?ready", &status, NULL, 0);
 	cr_expect_eq(status, 200, "%s", body);
 	cr_expect_str_eq(body ? body : "", "ready\n");
 	free(body);
-	body = http_get(port, "/nope", &status, NULL, 0);
+	body = world_http_get(port, "/nope", &status, NULL, 0);
 	cr_expect_eq(status, 404);
 	free(body);
 
@@ -398,7 +342,7 @@ static void wait_answer(struct h_proc *k, int port, const char *path, int want_s
 	int status = -1;
 
 	for (;;) {
-		char *body = http_get(port, path, &status, NULL, 0);
+		char *body = world_http_get(port, path, &status, NULL, 0);
 
 		if (body != NULL) {
 			snprintf(last, sizeof(last), "%d %s", status, body);
@@ -452,7 +396,7 @@ Test(metrics, readiness_names_what_is_missing)
 	snprintf(want, sizeof(want), "not ready: memcached %s not answering", dead);
 	wait_answer(&b, portb, "/readyz", 503, want, 20000);
 	wait_answer(&b, portb, "/healthz", 200, "ok", 5000);
-	text = http_get(portb, "/metrics", &status, NULL, 0);
+	text = world_http_get(portb, "/metrics", &status, NULL, 0);
 	cr_assert_not_null(text);
 	snprintf(series, sizeof(series), "k2mc_memcached_server_up{server=\"%s\"}", dead);
 	cr_expect_eq(sample(text, series), 0, "%s in:\n%.2000s", series, text);
@@ -671,8 +615,8 @@ Test(metrics, tsan_build_serves_metrics)
 	text = scrape_until_caught_up(&k, port, T("events"), 2, end, 90000);
 	free(text);
 	for (int i = 0; i < 5; i++) {
-		free(http_get(port, "/readyz", &status, NULL, 0));
-		free(http_get(port, "/metrics", &status, NULL, 0));
+		free(world_http_get(port, "/readyz", &status, NULL, 0));
+		free(world_http_get(port, "/metrics", &status, NULL, 0));
 	}
 	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
 	cr_assert_eq(h_wait(k.pid, 60000, &status), 0, "still running 60 s after SIGTERM");
@@ -780,7 +724,7 @@ Test(metrics, out_of_memory_is_named_and_retried)
 	snprintf(want, sizeof(want), "memcached %s: down", W.mc_addr);
 	cr_expect(!h_file_contains(k.err_path, want), "out of memory reported as down:\n%s",
 		  tail_of(k.err_path));
-	text = http_get(port, "/metrics", &status, NULL, 0);
+	text = world_http_get(port, "/metrics", &status, NULL, 0);
 	cr_assert_not_null(text);
 	snprintf(series, sizeof(series), "k2mc_memcached_server_up{server=\"%s\"}", W.mc_addr);
 	cr_expect_eq(sample(text, series), 0, "%s in:\n%.2000s", series, text);
@@ -942,7 +886,7 @@ Test(metrics, one_server_down_errors_by_server_and_every_view)
 		free(text);
 		free(line);
 		free(jline);
-		text = http_get(port, "/metrics", &status, NULL, 0);
+		text = world_http_get(port, "/metrics", &status, NULL, 0);
 		line = last_line_with(k.err_path, " k2mc INFO: in ");
 		jline = last_line_with(json, "\"ts_ms\"");
 		cr_assert(text != NULL && line != NULL && jline != NULL, "a view is missing:\n%s",
@@ -1142,7 +1086,7 @@ Test(metrics, slow_clients_do_not_take_healthz_down)
 			drip = -1;
 		}
 		q0 = h_now_ms();
-		body = http_get(port, "/healthz", &status, NULL, 0);
+		body = world_http_get(port, "/healthz", &status, NULL, 0);
 		probes++;
 		if (status != 200 || h_now_ms() - q0 > 1000) {
 			slow_probes++;

@@ -494,6 +494,63 @@ char *world_mc_get(int port, const char *key, size_t klen, size_t *vlen)
 	return v;
 }
 
+/* ---- HTTP ---------------------------------------------------------------------*/
+
+char *world_http_get(int port, const char *path, int *status, char *type, size_t typelen)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct timeval tv = { 5, 0 };
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap + 1), *body, *ct, req[256];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ssize_t n;
+	int st = -1;
+
+	if (status == NULL)
+		status = &st;
+	*status = -1;
+	if (fd < 0 || buf == NULL)
+		goto fail;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		goto fail;
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto fail;
+	while ((n = read(fd, buf + len, cap - len)) > 0) {
+		len += (size_t)n;
+		if (len == cap) {
+			char *nb = realloc(buf, cap * 2 + 1);
+
+			if (nb == NULL)
+				goto fail;
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	close(fd);
+	fd = -1;
+	buf[len] = '\0';
+	body = strstr(buf, "\r\n\r\n");
+	if (body == NULL || sscanf(buf, "HTTP/1.%*d %d", status) != 1)
+		goto fail;
+	*body = '\0';
+	if (type != NULL) {
+		ct = strcasestr(buf, "\r\nContent-Type: ");
+		snprintf(type, typelen, "%.*s", ct ? (int)strcspn(ct + 16, "\r") : 0,
+			 ct ? ct + 16 : "");
+	}
+	memmove(buf, body + 4, strlen(body + 4) + 1);
+	return buf;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	*status = -1;
+	return NULL;
+}
+
 /* ---- the dead letters -----------------------------------------------------------*/
 
 static void copy_header(const rd_kafka_headers_t *h, const char *name, char *out, size_t len)

@@ -173,6 +173,11 @@ int64_t world_mc_stat(int port, const char *what, const char *name);
  * length, vlen may be NULL), or NULL if it is missing. */
 char *world_mc_get(int port, const char *key, size_t klen, size_t *vlen);
 
+/* GET path from 127.0.0.1:port over HTTP/1.0 (5 s receive timeout): the
+ * body (malloc'd), the status into *status (may be NULL) and the
+ * Content-Type into type (may be NULL); NULL (status -1) on failure. */
+char *world_http_get(int port, const char *path, int *status, char *type, size_t typelen);
+
 /* A record of the dead-letter topic, with k2mc's k2mc.error.* headers. */
 struct world_letter {
 	char *key; /* NULL: null key (malloc'd, world_letters_free) */
