@@ -105,8 +105,6 @@ static int64_t json_last(const char *path, const char *field)
 	return v;
 }
 
-/* GET path from 127.0.0.1:port (HTTP/1.0); the body, malloc'd, or NULL. */
-
 /* The value of an unlabelled Prometheus series, or -1. */
 static int64_t metric(const char *text, const char *name)
 {
