@@ -271,11 +271,13 @@ test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
-test_kafka_real_LINKS  = tests/kafka_real.c
-test_kafka_group_LINKS = tests/kafka_real.c tests/mc_reader.c
+test_kafka_group_LINKS = tests/mc_reader.c
 # $(call links,VARIANT,SUITE)
 links = $(call objs,$(1),$(or $(test_$(2)_LINKS),$(K2MC_SRCS)))
-TEST_SRCS    := tests/harness.c
+# Every suite's harness: processes and files (harness.c), the test world in
+# one call (world.c: Kafka mock or real, memcached, k2mc, the checks) and the
+# real broker (kafka_real.c).
+TEST_SRCS    := tests/harness.c tests/world.c tests/kafka_real.c
 TEST_HEADERS := $(wildcard tests/*.h)
 
 build/tests/test_%: tests/test_%.c $(TEST_SRCS) $(TEST_HEADERS) $$(call links,obj,$$*)
@@ -518,12 +520,25 @@ cdc-smoke: cdc
 	/usr/bin/python3 tests/cdc/smoke.py
 # Every suite runs on every version even when one fails; the failures are
 # listed at the end and make fails. Criterion runs one test at a time: a
-# broker is a JVM on two cores.
-test-kafka: kafka build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/test_%)
+# broker is a JVM on two cores. The integration suites that have a meaning
+# on a real broker (tests/world.h: one broker per suite process) also run,
+# on $(KAFKA_VERSION) only; a test that needs the mock cluster is skipped
+# there with its reason, and the per-suite line counts it as skipped, apart
+# from the passes.
+KAFKA_WORLD_SUITES := pipeline faults fencing coalesce mapping_e2e refill policies metrics
+test-kafka: kafka build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/test_%) \
+            $(KAFKA_WORLD_SUITES:%=build/tests/test_%)
 	@failed=""; for v in $(KAFKA_VERSIONS); do t0=$$(date +%s); \
-	  for s in $(KAFKA_SUITES:%=test_%); do echo "== $$s on Kafka $$v"; \
+	  suites="$(KAFKA_SUITES:%=test_%)"; \
+	  [ $$v = $(KAFKA_VERSION) ] && suites="$$suites $(KAFKA_WORLD_SUITES:%=test_%)"; \
+	  for s in $$suites; do echo "== $$s on Kafka $$v"; t1=$$(date +%s); \
+	    log=build/$$s-kafka-$$v.log; \
 	    K2MC_KAFKA=real K2MC_KAFKA_VERSION=$$v K2MC_BIN=build/k2mc K2MC_MOCK=build/k2mc-mock \
-	      build/tests/$$s --jobs 1 --verbose=1 || failed="$$failed $$s@$$v"; done; \
+	      build/tests/$$s --jobs 1 --verbose=1 > $$log 2>&1 || failed="$$failed $$s@$$v"; \
+	    cat $$log; \
+	    echo "== $$s on Kafka $$v: $$(grep -c '\[PASS\]' $$log) passed," \
+	      "$$(grep -c '\[SKIP\]' $$log) skipped, $$(grep -c '\[FAIL\]' $$log) failed," \
+	      "$$(( $$(date +%s) - t1 )) s"; done; \
 	  echo "== Kafka $$v: $$(( $$(date +%s) - t0 )) s"; done; \
 	if [ -n "$$failed" ]; then echo "== test-kafka failed:$$failed"; exit 1; fi
 

@@ -315,49 +315,31 @@ static int topic_led(rd_kafka_t *rk, const char *topic, int partitions)
 	return ok;
 }
 
-int h_kafka_create_topic(const char *bootstrap, const char *topic, int partitions,
-			 int replication, const char *const config[], int timeout_ms, char *err,
-			 size_t errlen)
+/* One admin request about one topic, CreateTopics (req: its NewTopic) or
+ * CreatePartitions (req: its NewPartitions), then the wait until the topic
+ * has `partitions` partitions, each with a leader: the controller answers
+ * before the partitions have leaders, and a producer or consumer cannot use
+ * them until they do. 0, -EEXIST (CreateTopics of a topic that exists),
+ * -ETIMEDOUT, -EIO, -EINVAL; reason in err. */
+static int admin_topic_op(const char *bootstrap, rd_kafka_admin_op_t op, void *req,
+			  const char *topic, int partitions, int timeout_ms, char *err,
+			  size_t errlen)
 {
+	int create = op == RD_KAFKA_ADMIN_OP_CREATETOPICS;
+	const char *what = create ? "CreateTopics" : "CreatePartitions";
 	int64_t deadline = h_now_ms() + timeout_ms;
 	rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, bootstrap, err, errlen);
-	rd_kafka_NewTopic_t *nt = NULL;
 	rd_kafka_AdminOptions_t *ao = NULL;
 	rd_kafka_queue_t *q = NULL;
 	rd_kafka_event_t *ev = NULL;
-	const rd_kafka_CreateTopics_result_t *res;
-	const rd_kafka_topic_result_t **tr;
+	const rd_kafka_topic_result_t **tr = NULL;
 	size_t cnt = 0;
 	char e[512];
 	int rc = -EIO;
 
 	if (rk == NULL)
 		return -EINVAL;
-	nt = rd_kafka_NewTopic_new(topic, partitions, replication, e, sizeof(e));
-	if (nt == NULL) {
-		fmt(err, errlen, "NewTopic %s: %s", topic, e);
-		rc = -EINVAL;
-		goto out;
-	}
-	for (int i = 0; config != NULL && config[i] != NULL; i++) {
-		char name[256];
-		const char *eq = strchr(config[i], '=');
-		rd_kafka_resp_err_t ce;
-
-		if (eq == NULL || (size_t)(eq - config[i]) >= sizeof(name)) {
-			fmt(err, errlen, "config '%s': expected name=value", config[i]);
-			rc = -EINVAL;
-			goto out;
-		}
-		fmt(name, sizeof(name), "%.*s", (int)(eq - config[i]), config[i]);
-		ce = rd_kafka_NewTopic_set_config(nt, name, eq + 1);
-		if (ce) {
-			fmt(err, errlen, "config %s: %s", config[i], rd_kafka_err2str(ce));
-			rc = -EINVAL;
-			goto out;
-		}
-	}
-	ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+	ao = rd_kafka_AdminOptions_new(rk, op);
 	q = rd_kafka_queue_new(rk);
 	if (ao == NULL || q == NULL ||
 	    rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, e, sizeof(e)) ||
@@ -365,33 +347,41 @@ int h_kafka_create_topic(const char *bootstrap, const char *topic, int partition
 		fmt(err, errlen, "admin options: %s", ao && q ? e : "out of memory");
 		goto out;
 	}
-	rd_kafka_CreateTopics(rk, &nt, 1, ao, q);
+	if (create)
+		rd_kafka_CreateTopics(rk, (rd_kafka_NewTopic_t **)&req, 1, ao, q);
+	else
+		rd_kafka_CreatePartitions(rk, (rd_kafka_NewPartitions_t **)&req, 1, ao, q);
 	ev = rd_kafka_queue_poll(q, timeout_ms + 5000);
-	res = ev != NULL ? rd_kafka_event_CreateTopics_result(ev) : NULL;
-	if (res == NULL || rd_kafka_event_error(ev)) {
-		fmt(err, errlen, "CreateTopics: %s",
+	if (ev != NULL && !rd_kafka_event_error(ev)) {
+		if (create && rd_kafka_event_CreateTopics_result(ev) != NULL)
+			tr = rd_kafka_CreateTopics_result_topics(
+				rd_kafka_event_CreateTopics_result(ev), &cnt);
+		else if (!create && rd_kafka_event_CreatePartitions_result(ev) != NULL)
+			tr = rd_kafka_CreatePartitions_result_topics(
+				rd_kafka_event_CreatePartitions_result(ev), &cnt);
+	}
+	if (tr == NULL) {
+		fmt(err, errlen, "%s: %s", what,
 		    ev != NULL ? rd_kafka_event_error_string(ev) : "no answer in time");
 		rc = -ETIMEDOUT;
 		goto out;
 	}
-	tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
 	if (cnt != 1 || rd_kafka_topic_result_error(tr[0])) {
 		rd_kafka_resp_err_t te = cnt == 1 ? rd_kafka_topic_result_error(tr[0])
 						  : RD_KAFKA_RESP_ERR__FAIL;
 
-		fmt(err, errlen, "creating %s: %s: %s", topic, rd_kafka_err2name(te),
+		fmt(err, errlen, "%s %s: %s: %s", create ? "creating" : "partitions of", topic,
+		    rd_kafka_err2name(te),
 		    cnt == 1 && rd_kafka_topic_result_error_string(tr[0])
 			    ? rd_kafka_topic_result_error_string(tr[0])
 			    : "");
-		rc = te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS ? -EEXIST : -EIO;
+		rc = create && te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS ? -EEXIST : -EIO;
 		goto out;
 	}
-	/* the controller has it; the partitions need leaders before a
-	 * producer or consumer can use them */
 	while (!topic_led(rk, topic, partitions)) {
 		if (h_now_ms() >= deadline) {
-			fmt(err, errlen, "%s: not every partition has a leader after %d ms", topic,
-			    timeout_ms);
+			fmt(err, errlen, "%s: not %d partitions with leaders after %d ms", topic,
+			    partitions, timeout_ms);
 			rc = -ETIMEDOUT;
 			goto out;
 		}
@@ -405,9 +395,43 @@ out:
 		rd_kafka_queue_destroy(q);
 	if (ao != NULL)
 		rd_kafka_AdminOptions_destroy(ao);
-	if (nt != NULL)
-		rd_kafka_NewTopic_destroy(nt);
 	rd_kafka_destroy(rk);
+	return rc;
+}
+
+int h_kafka_create_topic(const char *bootstrap, const char *topic, int partitions,
+			 int replication, const char *const config[], int timeout_ms, char *err,
+			 size_t errlen)
+{
+	rd_kafka_NewTopic_t *nt;
+	char e[512];
+	int rc = -EINVAL;
+
+	nt = rd_kafka_NewTopic_new(topic, partitions, replication, e, sizeof(e));
+	if (nt == NULL) {
+		fmt(err, errlen, "NewTopic %s: %s", topic, e);
+		return -EINVAL;
+	}
+	for (int i = 0; config != NULL && config[i] != NULL; i++) {
+		char name[256];
+		const char *eq = strchr(config[i], '=');
+		rd_kafka_resp_err_t ce;
+
+		if (eq == NULL || (size_t)(eq - config[i]) >= sizeof(name)) {
+			fmt(err, errlen, "config '%s': expected name=value", config[i]);
+			goto out;
+		}
+		fmt(name, sizeof(name), "%.*s", (int)(eq - config[i]), config[i]);
+		ce = rd_kafka_NewTopic_set_config(nt, name, eq + 1);
+		if (ce) {
+			fmt(err, errlen, "config %s: %s", config[i], rd_kafka_err2str(ce));
+			goto out;
+		}
+	}
+	rc = admin_topic_op(bootstrap, RD_KAFKA_ADMIN_OP_CREATETOPICS, nt, topic, partitions,
+			    timeout_ms, err, errlen);
+out:
+	rd_kafka_NewTopic_destroy(nt);
 	return rc;
 }
 
@@ -456,74 +480,18 @@ out:
 int h_kafka_create_partitions(const char *bootstrap, const char *topic, int total,
 			      int timeout_ms, char *err, size_t errlen)
 {
-	int64_t deadline = h_now_ms() + timeout_ms;
-	rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, bootstrap, err, errlen);
-	rd_kafka_NewPartitions_t *np = NULL;
-	rd_kafka_AdminOptions_t *ao = NULL;
-	rd_kafka_queue_t *q = NULL;
-	rd_kafka_event_t *ev = NULL;
-	const rd_kafka_CreatePartitions_result_t *res;
-	const rd_kafka_topic_result_t **tr;
-	size_t cnt = 0;
+	rd_kafka_NewPartitions_t *np;
 	char e[512];
-	int rc = -EIO;
+	int rc;
 
-	if (rk == NULL)
-		return -EINVAL;
 	np = rd_kafka_NewPartitions_new(topic, (size_t)total, e, sizeof(e));
 	if (np == NULL) {
 		fmt(err, errlen, "NewPartitions %s: %s", topic, e);
-		rc = -EINVAL;
-		goto out;
+		return -EINVAL;
 	}
-	ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS);
-	q = rd_kafka_queue_new(rk);
-	if (ao == NULL || q == NULL ||
-	    rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, e, sizeof(e)) ||
-	    rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, e, sizeof(e))) {
-		fmt(err, errlen, "admin options: %s", ao && q ? e : "out of memory");
-		goto out;
-	}
-	rd_kafka_CreatePartitions(rk, &np, 1, ao, q);
-	ev = rd_kafka_queue_poll(q, timeout_ms + 5000);
-	res = ev != NULL ? rd_kafka_event_CreatePartitions_result(ev) : NULL;
-	if (res == NULL || rd_kafka_event_error(ev)) {
-		fmt(err, errlen, "CreatePartitions: %s",
-		    ev != NULL ? rd_kafka_event_error_string(ev) : "no answer in time");
-		rc = -ETIMEDOUT;
-		goto out;
-	}
-	tr = rd_kafka_CreatePartitions_result_topics(res, &cnt);
-	if (cnt != 1 || rd_kafka_topic_result_error(tr[0])) {
-		rd_kafka_resp_err_t te = cnt == 1 ? rd_kafka_topic_result_error(tr[0])
-						  : RD_KAFKA_RESP_ERR__FAIL;
-
-		fmt(err, errlen, "partitions of %s: %s: %s", topic, rd_kafka_err2name(te),
-		    cnt == 1 && rd_kafka_topic_result_error_string(tr[0])
-			    ? rd_kafka_topic_result_error_string(tr[0])
-			    : "");
-		goto out;
-	}
-	while (!topic_led(rk, topic, total)) {
-		if (h_now_ms() >= deadline) {
-			fmt(err, errlen, "%s: not %d partitions with leaders after %d ms", topic, total,
-			    timeout_ms);
-			rc = -ETIMEDOUT;
-			goto out;
-		}
-		sleep_ms(100);
-	}
-	rc = 0;
-out:
-	if (ev != NULL)
-		rd_kafka_event_destroy(ev);
-	if (q != NULL)
-		rd_kafka_queue_destroy(q);
-	if (ao != NULL)
-		rd_kafka_AdminOptions_destroy(ao);
-	if (np != NULL)
-		rd_kafka_NewPartitions_destroy(np);
-	rd_kafka_destroy(rk);
+	rc = admin_topic_op(bootstrap, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS, np, topic, total,
+			    timeout_ms, err, errlen);
+	rd_kafka_NewPartitions_destroy(np);
 	return rc;
 }
 

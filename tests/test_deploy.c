@@ -19,83 +19,42 @@
 #include <unistd.h>
 
 #include "fake_mc.h"
-#include "harness.h"
+#include "world.h"
 #include "servers.h"
 
 #define TOPIC "deploy"
 #define PARTS 4
-#define RECORDS "20000"
-#define KEYS "2000"
+#define RECORDS 20000
+#define KEYS 2000
 
-static struct {
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	int64_t end[PARTS];
-} W;
+static struct world W;
+/* end offsets of the topic once produced */
+static int64_t end_offsets[PARTS];
 
-static void teardown(void)
-{
-	h_cleanup();
-}
+WORLD_SUITE(deploy, .fini = world_teardown, .timeout = 150)
 
-TestSuite(deploy, .fini = teardown, .timeout = 150);
-
+/* The topic, produced; no memcached (each test starts its own servers). */
 static void start_mock(void)
 {
-	const char *args[] = { "--topic", TOPIC ":4", "--produce", RECORDS, "--keys", KEYS,
-			       "--value-size", "50", "--tombstones", "5", "--expect", W.expect,
-			       NULL };
-	uint64_t produced = 0;
-	struct h_kafka *k;
-	char err[256];
-
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	cr_assert_eq(h_mock_start(&W.mock, args, 0, 15000), 0, "k2mc-mock did not start");
-	cr_assert_eq(h_mock_wait_produced(&W.mock, 60000, &produced), 0);
-	cr_assert_eq(produced, 20000);
-	k = h_kafka_open(W.mock.bootstrap, NULL, err, sizeof(err));
-	cr_assert_not_null(k, "%s", err);
-	cr_assert_eq(h_kafka_end_offsets(k, TOPIC, PARTS, W.end, 10000), 0);
-	h_kafka_close(k);
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = PARTS, .records = RECORDS,
+					      .keys = KEYS, .value_size = 50, .tombstones = 5,
+					      .nmc = -1 });
+	world_wait_produced(&W, RECORDS, 60000);
+	world_offsets(&W, NULL, 0, NULL, NULL, end_offsets);
 }
 
 static void start_k2mc(struct h_proc *k, const char *group, const char *servers, int eof,
 		       const char *const extra[])
 {
-	const char *args[48];
-	int a = 0;
+	static const char *const earliest[] = { "-X", "auto.offset.reset=earliest", NULL };
 
-	args[a++] = "-b";
-	args[a++] = W.mock.bootstrap;
-	args[a++] = "-t";
-	args[a++] = TOPIC;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = servers;
-	args[a++] = "-X";
-	args[a++] = "auto.offset.reset=earliest";
-	if (eof)
-		args[a++] = "-e";
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 47; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	cr_assert_eq(h_k2mc_start(k, NULL, args), 0);
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .mc = servers, .eof = eof,
+						      .args = earliest, .args2 = extra });
 }
 
 static void finish_k2mc(struct h_proc *k, int timeout_ms)
 {
-	char st[96];
-	int status = 0;
-
-	if (h_wait(k->pid, timeout_ms, &status) == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("k2mc still running after %d ms; stderr:\n%s", timeout_ms,
-			       h_tail_of(k->err_path, 15));
-	}
-	cr_assert_eq(h_exit_code(status), 0, "k2mc ended with %s; stderr:\n%s",
-		     h_status_str(status, st, sizeof(st)), h_tail_of(k->err_path, 15));
+	world_k2mc_finish(k, timeout_ms, "k2mc", NULL);
 }
 
 /* The group's commits, polled until they equal the end offsets or the
@@ -104,13 +63,13 @@ static int wait_committed(const char *group, int timeout_ms, char *diff, size_t 
 {
 	int64_t deadline = h_now_ms() + timeout_ms, off[PARTS];
 	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	struct h_kafka *k = h_kafka_open(W.bootstrap, world_name(group), err, sizeof(err));
 	int rc = -ETIMEDOUT;
 
 	cr_assert_not_null(k, "%s", err);
 	do {
-		if (h_kafka_committed(k, TOPIC, PARTS, off, 5000) == 0 &&
-		    h_offsets_diff(off, W.end, PARTS, diff, len) == 0) {
+		if (h_kafka_committed(k, W.topic, PARTS, off, 5000) == 0 &&
+		    h_offsets_diff(off, end_offsets, PARTS, diff, len) == 0) {
 			rc = 0;
 			break;
 		}
@@ -124,10 +83,10 @@ static int64_t committed_sum(const char *group)
 {
 	int64_t off[PARTS], sum = 0;
 	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	struct h_kafka *k = h_kafka_open(W.bootstrap, world_name(group), err, sizeof(err));
 
 	cr_assert_not_null(k, "%s", err);
-	cr_assert_eq(h_kafka_committed(k, TOPIC, PARTS, off, 5000), 0);
+	cr_assert_eq(h_kafka_committed(k, W.topic, PARTS, off, 5000), 0);
 	h_kafka_close(k);
 	for (int p = 0; p < PARTS; p++)
 		sum += off[p] > 0 ? off[p] : 0;
@@ -292,7 +251,7 @@ Test(deploy, twemproxy_with_a_backend_down_commits_nothing_past_it)
 	h_stop(b.proc.pid, 2000);
 	start_mock();
 	for (i = 0; i < PARTS; i++)
-		total += W.end[i];
+		total += end_offsets[i];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", n.port);
 	start_k2mc(&k, "g-down", addr, 0, extra);
 	cr_assert_eq(h_wait_line(k.err_path, "SERVER_ERROR", NULL, k.pid, 30000, NULL, 0), 0,

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "events"
 /* every wait below has its own deadline; this only stops a wedged test */
@@ -39,25 +39,9 @@ static const char *const BASE_ARGS[] = { "--stats-interval-ms", "1000",
 					 "-X", "session.timeout.ms=3000",
 					 "-X", "heartbeat.interval.ms=500", NULL };
 
-struct world {
-	struct h_memcached mc[2];
-	int nmc;
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	char mc_list[128];
-	int parts;
-	uint32_t keys;
-	uint64_t produced;
-};
-
 static struct world W;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(faults, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(faults, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {
@@ -96,38 +80,10 @@ static int count_lines(const char *path, const char *needle)
 static void start_world_mc(int nmc, const char *const mc_args[], int parts, uint32_t keys,
 			   const char *const mock_args[], int control)
 {
-	char topic[64], k[32];
-	const char *args[40];
-	int a = 0, rc;
-
-	memset(&W, 0, sizeof(W));
-	W.parts = parts;
-	W.keys = keys;
-	W.nmc = nmc;
-	for (int i = 0; i < nmc; i++) {
-		rc = h_memcached_start(&W.mc[i], 0, mc_args);
-		cr_assert_eq(rc, 0, "memcached %d did not start: %s", i, strerror(-rc));
-		snprintf(W.mc_list + strlen(W.mc_list), sizeof(W.mc_list) - strlen(W.mc_list),
-			 "%s127.0.0.1:%d", i ? "," : "", W.mc[i].port);
-	}
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, parts);
-	snprintf(k, sizeof(k), "%u", keys);
-	args[a++] = "--topic";
-	args[a++] = topic;
-	args[a++] = "--keys";
-	args[a++] = k;
-	args[a++] = "--tombstones";
-	args[a++] = "5";
-	args[a++] = "--expect";
-	args[a++] = W.expect;
-	if (control)
-		args[a++] = "--stdin-control";
-	for (int i = 0; mock_args != NULL && mock_args[i] != NULL; i++)
-		args[a++] = mock_args[i];
-	args[a] = NULL;
-	rc = h_mock_start(&W.mock, args, control, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = parts, .keys = keys,
+					      .tombstones = 5, .control = control,
+					      .mock_args = mock_args, .nmc = nmc,
+					      .mc_args = mc_args });
 }
 
 /* start_world_mc with memcached's default arguments. */
@@ -139,22 +95,13 @@ static void start_world(int nmc, int parts, uint32_t keys, const char *const moc
 
 static void wait_produced(uint64_t want, int timeout_ms)
 {
-	int rc = h_mock_wait_produced(&W.mock, timeout_ms, &W.produced);
-
-	cr_assert_eq(rc, 0, "production did not finish within %d ms: %s\nmock stderr:\n%s",
-		     timeout_ms, strerror(-rc), tail_of(W.mock.proc.err_path));
-	cr_assert_eq(W.produced, want, "mock acknowledged %" PRIu64 ", asked for %" PRIu64,
-		     W.produced, want);
+	world_wait_produced(&W, want, timeout_ms);
 }
 
 /* A control command, which must answer ok. */
 static void mock_cmd(const char *cmd, int timeout_ms)
 {
-	char answer[256];
-	int rc = h_mock_command(&W.mock, cmd, answer, sizeof(answer), timeout_ms);
-
-	cr_assert_eq(rc, 0, "'%s' answered '%s' (%s); mock stderr:\n%s", cmd, answer,
-		     strerror(-rc), tail_of(W.mock.proc.err_path));
+	world_command(&W, cmd, NULL, 0, timeout_ms);
 }
 
 /* "produce N" through the control channel: answered once acknowledged. */
@@ -170,26 +117,8 @@ static void mock_produce(uint64_t n, int timeout_ms)
 static void start_k2mc(struct h_proc *k, const char *group, const char *mc_list, int eof,
 		       const char *const extra[])
 {
-	const char *args[64];
-	int a = 0, rc;
-
-	args[a++] = "-b";
-	args[a++] = W.mock.bootstrap;
-	args[a++] = "-t";
-	args[a++] = TOPIC;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = mc_list != NULL ? mc_list : W.mc_list;
-	if (eof)
-		args[a++] = "-e";
-	for (int i = 0; BASE_ARGS[i] != NULL; i++)
-		args[a++] = BASE_ARGS[i];
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 63; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .mc = mc_list, .eof = eof,
+						      .args = BASE_ARGS, .args2 = extra });
 }
 
 /* Waits for k2mc to exit within timeout_ms; returns its exit code. */
@@ -237,16 +166,7 @@ static void wait_log(struct h_proc *k, const char *regex, int timeout_ms)
 
 static void kafka_offsets(const char *group, int64_t *committed, int64_t *end)
 {
-	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
-
-	cr_assert_not_null(k, "kafka handle: %s", err);
-	if (end != NULL)
-		cr_assert_eq(h_kafka_end_offsets(k, TOPIC, W.parts, end, 5000), 0, "end offsets");
-	if (committed != NULL)
-		cr_assert_eq(h_kafka_committed(k, TOPIC, W.parts, committed, 5000), 0,
-			     "committed offsets of %s", group);
-	h_kafka_close(k);
+	world_offsets(&W, NULL, 0, group, committed, end);
 }
 
 /* Polls until the group's committed offsets are the end offsets (and the
@@ -254,36 +174,13 @@ static void kafka_offsets(const char *group, int64_t *committed, int64_t *end)
 static void wait_committed_at_end(const char *group, struct h_proc *const procs[], int nprocs,
 				  int timeout_ms)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
-	char diff[512] = "";
-	char err[256], st[96];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	int64_t end[H_MAX_PARTS];
 
-	cr_assert_not_null(k, "kafka handle: %s", err);
-	for (;;) {
-		for (int i = 0; i < nprocs; i++) {
-			int status;
-
-			if (h_exited(procs[i]->pid, &status) == 1)
-				cr_assert_fail("k2mc ended (%s) before committing everything; "
-					       "stderr:\n%s", h_status_str(status, st, sizeof(st)),
-					       tail_of(procs[i]->err_path));
-		}
-		if (h_kafka_end_offsets(k, TOPIC, W.parts, end, 2000) == 0 &&
-		    h_offsets_sum(end, W.parts) == (int64_t)W.produced &&
-		    h_kafka_committed(k, TOPIC, W.parts, committed, 2000) == 0 &&
-		    h_offsets_diff(committed, end, W.parts, diff, sizeof(diff)) == 0)
-			break;
-		if (h_now_ms() >= deadline)
-			break;
-		sleep_ms(200);
-	}
-	h_kafka_close(k);
-	cr_assert(diff[0] == '\0' && h_offsets_sum(end, W.parts) == (int64_t)W.produced,
-		  "group %s: not committed up to the end within %d ms (committed != end: %s; "
-		  "end offsets sum to %" PRId64 ", produced %" PRIu64 "); k2mc stderr:\n%s",
-		  group, timeout_ms, diff, h_offsets_sum(end, W.parts), W.produced,
-		  nprocs > 0 ? tail_of(procs[0]->err_path) : "");
+	world_wait_committed_at_end(&W, NULL, 0, group, procs, nprocs, timeout_ms, group);
+	kafka_offsets(group, NULL, end);
+	cr_assert_eq(h_offsets_sum(end, W.parts), (int64_t)W.produced,
+		     "group %s: end offsets sum to %" PRId64 ", produced %" PRIu64, group,
+		     h_offsets_sum(end, W.parts), W.produced);
 }
 
 /* How many times needle occurs in the file at path. */
@@ -303,53 +200,23 @@ static int count_in_file(const char *path, const char *needle)
 
 static void assert_committed_at_end(const char *group, const char *what)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
-	char diff[512];
-	int d;
+	int64_t end_sum = world_assert_committed_at_end(&W, NULL, 0, group, what);
 
-	kafka_offsets(group, committed, end);
-	cr_assert_eq(h_offsets_sum(end, W.parts), (int64_t)W.produced,
-		     "%s: end offsets sum to %" PRId64 ", produced %" PRIu64, what,
-		     h_offsets_sum(end, W.parts), W.produced);
-	d = h_offsets_diff(committed, end, W.parts, diff, sizeof(diff));
-	cr_assert_eq(d, 0, "%s: committed != end on %d partitions: %s", what, d, diff);
+	cr_assert_eq(end_sum, (int64_t)W.produced, "%s: end offsets sum to %" PRId64
+		     ", produced %" PRIu64, what, end_sum, W.produced);
 }
 
 /* Polls until the group has committed something, while k runs. */
 static void wait_first_commit(struct h_proc *k, const char *group, int timeout_ms)
 {
-	int64_t off[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
-	char err[256];
-	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
-
-	cr_assert_not_null(kh, "kafka handle: %s", err);
-	for (;;) {
-		cr_assert(h_exited(k->pid, NULL) == 0, "k2mc ended before committing; stderr:\n%s",
-			  tail_of(k->err_path));
-		if (h_kafka_committed(kh, TOPIC, W.parts, off, 2000) == 0 &&
-		    h_offsets_sum(off, W.parts) > 0)
-			break;
-		cr_assert_lt(h_now_ms(), deadline, "group %s committed nothing in %d ms; stderr:\n%s",
-			     group, timeout_ms, tail_of(k->err_path));
-		sleep_ms(100);
-	}
-	h_kafka_close(kh);
+	world_wait_first_commit(&W, k, group, timeout_ms);
 }
 
 /* ---- Memcached contents --------------------------------------------------------*/
 
 static void assert_cache_equals_expect(const struct h_memcached *mc, const char *what)
 {
-	struct h_verify v;
-	int rc = h_verify_memcached(W.expect, "127.0.0.1", mc->port, NULL, &v);
-
-	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
-	cr_assert_eq(h_verify_mismatches(&v), 0,
-		     "%s: cache differs from the expect file (%zu S + %zu D keys): %zu missing, "
-		     "%zu with another value, %zu deleted but present; first:\n%s",
-		     what, v.sets, v.deletes, v.missing, v.wrong, v.present, v.first);
-	cr_assert_eq(v.server_items, (uint64_t)v.sets, "%s: memcached holds %" PRIu64
-		     " items, the expect file has %zu live keys", what, v.server_items, v.sets);
+	world_assert_cache(&W, NULL, mc->port, NULL, 1, what);
 }
 
 /* A libmemcached handle over every server of the world, distributing keys
@@ -461,7 +328,7 @@ static size_t prefix_violations(const int64_t *committed, const struct h_memcach
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
 	cr_assert_not_null(rk, "%s", e);
 	for (int p = 0; p < W.parts; p++)
-		rd_kafka_topic_partition_list_add(l, TOPIC, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+		rd_kafka_topic_partition_list_add(l, W.topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
 	cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
 	rd_kafka_topic_partition_list_destroy(l);
 	while (eofs < W.parts) {
@@ -707,8 +574,8 @@ Test(faults, sigterm_while_memcached_is_down)
 		     " != consumed %" PRIu64, s1.written, s1.deleted, s1.unwritten, s1.consumed);
 	kafka_offsets("down-at-stop", committed, NULL);
 	for (int p = 0; p < W.parts; p++)
-		cr_assert_eq(h_summary_committed(&s1, TOPIC, p), committed[p],
-			     "summary and Kafka disagree on %s[%d]", TOPIC, p);
+		cr_assert_eq(h_summary_committed(&s1, W.topic, p), committed[p],
+			     "summary and Kafka disagree on %s[%d]", W.topic, p);
 
 	/* memcached applies what it had received; nothing below a committed
 	 * offset may be missing from it */
@@ -843,6 +710,7 @@ Test(faults, kafka_broker_down_errors_and_latency)
 	struct h_summary s;
 	struct h_proc *procs[] = { &k };
 
+	world_skip_unless_mock("rtt, errors and broker-down drive the mock cluster only");
 	start_world(1, 6, 5000, mock_args, 1);
 	mock_produce(15000, 30000);
 	start_k2mc(&k, "kafka-faults", NULL, 0, NULL);
@@ -1043,6 +911,7 @@ Test(faults, shutdown_with_kafka_down_is_bounded)
 	int64_t t0;
 	int rc;
 
+	world_skip_unless_mock("broker-down drives the mock cluster only");
 	start_world(1, 4, 2000, NULL, 1);
 	mock_produce(8000, 30000);
 	start_k2mc(&k, "kafka-down-stop", NULL, 0, extra);
@@ -1215,7 +1084,7 @@ Test(faults, assignment_beyond_the_thread_limit_is_refused_at_once)
 		  "prlimit and setpriv (util-linux) are needed");
 	start_world(1, 64, 500, mock_args, 0);
 	wait_produced(640, 30000);
-	start_k2mc_nproc(&k, 48, TOPIC, "nproc-64", 0);
+	start_k2mc_nproc(&k, 48, W.topic, "nproc-64", 0);
 	rc = wait_exit(&k, 30000, "64 partitions under RLIMIT_NPROC 48");
 	cr_expect_eq(rc, 1, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	cr_expect(h_file_contains(k.err_path, "RLIMIT_NPROC"),
@@ -1313,7 +1182,7 @@ Test(faults, closed_standard_fds_become_dev_null)
 	/* the shell execs k2mc with both closed: the PID stays the same */
 	snprintf(script, sizeof(script),
 		 "exec %s -b %s -t %s -G closed-fds -m %s --stats-json - --stats-interval-ms 200 "
-		 ">&- 2>&-", h_bin("K2MC_BIN", "build/k2mc"), W.mock.bootstrap, TOPIC, W.mc_list);
+		 ">&- 2>&-", h_bin("K2MC_BIN", "build/k2mc"), W.mock.bootstrap, W.topic, W.mc_list);
 	rc = h_spawn(&sh, "closed-fds", argv, NULL);
 	cr_assert_eq(rc, 0);
 	kpid = sh.pid;
@@ -1325,7 +1194,7 @@ Test(faults, closed_standard_fds_become_dev_null)
 		struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, "closed-fds", err, sizeof(err));
 
 		cr_assert_not_null(kh, "%s", err);
-		rc = h_kafka_committed(kh, TOPIC, W.parts, off, 2000);
+		rc = h_kafka_committed(kh, W.topic, W.parts, off, 2000);
 		h_kafka_close(kh);
 		if (rc == 0 && h_offsets_sum(off, W.parts) == (int64_t)W.produced)
 			break;

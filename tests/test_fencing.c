@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "events"
 /* every wait below has its own deadline; this only stops a wedged test */
@@ -53,15 +53,6 @@ static const char *const BASE_ARGS[] = { "--stats-interval-ms", "1000",
 #define RE_STATS K2MC_LINE "in [0-9]+/s out [0-9]+/s"
 /* a stats line showing records held in the rings */
 #define RE_RINGS_HOLD K2MC_LINE "in .* ring ([1-9][0-9]*\\.[0-9]|0\\.[1-9])%"
-
-struct world {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	char mc_addr[64];
-	int parts;
-	uint64_t produced;
-};
 
 static struct world W;
 
@@ -293,12 +284,12 @@ static void relay_cut(struct relay *r)
 static void teardown(void)
 {
 	/* the processes first: a relay's clients are gone before it closes */
-	h_cleanup();
+	world_teardown();
 	relay_cut(&KAFKA_RELAY);
 	relay_cut(&MC_RELAY);
 }
 
-TestSuite(fencing, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(fencing, .fini = teardown, .timeout = TEST_TIMEOUT_S)
 
 /* ---- the world -------------------------------------------------------------------
  * One memcached and a mock with TOPIC of `parts` partitions over `keys` keys,
@@ -306,31 +297,8 @@ TestSuite(fencing, .fini = teardown, .timeout = TEST_TIMEOUT_S);
  * follow; with control = 1 the mock reads commands on stdin. */
 static void start_world(int parts, uint32_t keys, const char *const mock_args[], int control)
 {
-	char topic[64], k[32];
-	const char *args[32];
-	int a = 0, rc;
-
-	memset(&W, 0, sizeof(W));
-	W.parts = parts;
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, parts);
-	snprintf(k, sizeof(k), "%u", keys);
-	args[a++] = "--topic";
-	args[a++] = topic;
-	args[a++] = "--keys";
-	args[a++] = k;
-	args[a++] = "--expect";
-	args[a++] = W.expect;
-	if (control)
-		args[a++] = "--stdin-control";
-	for (int i = 0; mock_args != NULL && mock_args[i] != NULL && a < 31; i++)
-		args[a++] = mock_args[i];
-	args[a] = NULL;
-	rc = h_mock_start(&W.mock, args, control, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = parts, .keys = keys,
+					      .control = control, .mock_args = mock_args });
 }
 
 /* The mock broker's port, from its "127.0.0.1:PORT" bootstrap. */
@@ -356,12 +324,7 @@ static void assert_within_retention(void)
 
 static void wait_produced(uint64_t want, int timeout_ms)
 {
-	int rc = h_mock_wait_produced(&W.mock, timeout_ms, &W.produced);
-
-	cr_assert_eq(rc, 0, "production did not finish within %d ms: %s\nmock stderr:\n%s",
-		     timeout_ms, strerror(-rc), tail_of(W.mock.proc.err_path));
-	cr_assert_eq(W.produced, want, "mock acknowledged %" PRIu64 ", asked for %" PRIu64,
-		     W.produced, want);
+	world_wait_produced(&W, want, timeout_ms);
 	assert_within_retention();
 }
 
@@ -383,26 +346,9 @@ static void mock_produce(uint64_t n, int timeout_ms)
 static void start_k2mc(struct h_proc *k, const struct h_k2mc_opts *o, const char *group,
 		       const char *mc_addr, int eof, const char *const extra[])
 {
-	const char *args[64];
-	int a = 0, rc;
-
-	args[a++] = "-b";
-	args[a++] = W.mock.bootstrap;
-	args[a++] = "-t";
-	args[a++] = TOPIC;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = mc_addr;
-	if (eof)
-		args[a++] = "-e";
-	for (int i = 0; BASE_ARGS[i] != NULL; i++)
-		args[a++] = BASE_ARGS[i];
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 63; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, o, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .mc = mc_addr, .eof = eof,
+						      .args = BASE_ARGS, .args2 = extra,
+						      .run = o });
 }
 
 /* Waits for k2mc to exit within timeout_ms; returns its exit code. */
@@ -444,74 +390,34 @@ static int wait_log(struct h_proc *k, const char *regex, size_t *off, int timeou
 
 static void kafka_offsets(const char *group, int64_t *committed, int64_t *end)
 {
-	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
-
-	cr_assert_not_null(k, "kafka handle: %s", err);
-	if (end != NULL)
-		cr_assert_eq(h_kafka_end_offsets(k, TOPIC, W.parts, end, 5000), 0, "end offsets");
-	if (committed != NULL)
-		cr_assert_eq(h_kafka_committed(k, TOPIC, W.parts, committed, 5000), 0,
-			     "committed offsets of %s", group);
-	h_kafka_close(k);
+	world_offsets(&W, NULL, 0, group, committed, end);
 }
 
 static void assert_committed_at_end(const char *group, const char *what)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
-	char diff[512];
-	int d;
+	int64_t end_sum = world_assert_committed_at_end(&W, NULL, 0, group, what);
 
-	kafka_offsets(group, committed, end);
-	cr_assert_eq(h_offsets_sum(end, W.parts), (int64_t)W.produced,
-		     "%s: end offsets sum to %" PRId64 ", produced %" PRIu64, what,
-		     h_offsets_sum(end, W.parts), W.produced);
-	d = h_offsets_diff(committed, end, W.parts, diff, sizeof(diff));
-	cr_assert_eq(d, 0, "%s: committed != end on %d partitions: %s", what, d, diff);
+	cr_assert_eq(end_sum, (int64_t)W.produced, "%s: end offsets sum to %" PRId64
+		     ", produced %" PRIu64, what, end_sum, W.produced);
 }
 
 /* Polls until the group's committed offsets reach the end offsets (every
  * partition), whichever member owns them; fails after timeout_ms. */
 static void wait_committed_at_end(const char *group, int timeout_ms, const char *what)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
-	char diff[512] = "";
-
-	for (;;) {
-		kafka_offsets(group, committed, end);
-		if (h_offsets_diff(committed, end, W.parts, diff, sizeof(diff)) == 0)
-			return;
-		cr_assert(h_now_ms() < deadline, "%s: committed != end after %d ms: %s", what,
-			  timeout_ms, diff);
-		nanosleep(&(struct timespec){ 0, 100 * 1000000L }, NULL);
-	}
+	world_wait_committed_at_end(&W, NULL, 0, group, NULL, 0, timeout_ms, what);
 }
 
 /* Polls until the group has committed something, while k runs. */
 static void wait_first_commit(struct h_proc *k, const char *group, int timeout_ms)
 {
-	int64_t off[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
-	char err[256];
-	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
-
-	cr_assert_not_null(kh, "kafka handle: %s", err);
-	for (;;) {
-		cr_assert(h_exited(k->pid, NULL) == 0, "k2mc ended before committing; stderr:\n%s",
-			  tail_of(k->err_path));
-		if (h_kafka_committed(kh, TOPIC, W.parts, off, 2000) == 0 &&
-		    h_offsets_sum(off, W.parts) > 0)
-			break;
-		cr_assert_lt(h_now_ms(), deadline, "group %s committed nothing in %d ms; stderr:\n%s",
-			     group, timeout_ms, tail_of(k->err_path));
-		sleep_ms(100);
-	}
-	h_kafka_close(kh);
+	world_wait_first_commit(&W, k, group, timeout_ms);
 }
 
 static void assert_cache_equals_expect(const char *what, const struct h_proc *culprit)
 {
 	struct h_verify v;
-	int rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
+	int rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc[0].port, NULL, &v);
 
 	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
 	if (h_verify_mismatches(&v) != 0)
@@ -556,7 +462,7 @@ static int wait_gave_up_or_damage(struct h_proc *a, size_t *off, int timeout_ms,
 			return 1;
 		}
 		cr_assert_eq(rc, -ETIMEDOUT, "%s: %s", what, strerror(-rc));
-		rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
+		rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc[0].port, NULL, &v);
 		cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
 		if (h_verify_mismatches(&v) > 0) {
 			cr_log_error("%s: %zu keys went back to older values before it said it "
@@ -682,7 +588,7 @@ Test(fencing, member_cut_off_from_kafka_writes_nothing_after_losing_the_group)
 	assert_within_retention();
 
 	relay_start(&KAFKA_RELAY, mock_port(), 0);
-	relay_start(&MC_RELAY, W.mc.port, MC_DELAY_MS);
+	relay_start(&MC_RELAY, W.mc[0].port, MC_DELAY_MS);
 	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim_path());
 	snprintf(redirect, sizeof(redirect), "K2MC_REDIRECT=127.0.0.1:%d=127.0.0.1:%d", mock_port(),
 		 KAFKA_RELAY.port);
@@ -746,6 +652,14 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 	int64_t resumed;
 	int rc, n = 0, status;
 
+	/* Kafka 4.1.1: A is never evicted. The revocation reaches A while
+	 * memcached is frozen, A cuts its drain at its bound (max.poll.interval.ms
+	 * - heartbeat.interval.ms - margin: 8.4 s here) and releases the
+	 * partitions, so it stays a member; the cache and the commits come out
+	 * right, but there is no eviction to stop a drain. The mock's
+	 * coordinator evicts it instead. */
+	world_skip_unless_mock("A releases its partitions after its bounded drain and is never "
+			       "evicted (the eviction comes from the mock's coordinator)");
 	start_world(4, 2000, NULL, 1);
 	mock_produce(20000, 30000);
 	for (int i = 0; a_extra[i] != NULL; i++)
@@ -758,7 +672,7 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 	wait_log(&a, RE_ASSIGNED, &off, 20000, 0, "A");
 	wait_first_commit(&a, "evicted", 20000);
 
-	rc = h_pause(W.mc.proc.pid, 5000);
+	rc = h_pause(W.mc[0].proc.pid, 5000);
 	cr_assert_eq(rc, 0, "SIGSTOP of memcached: %s", strerror(-rc));
 	mock_produce(20000, 30000);
 	wait_log(&a, RE_RINGS_HOLD, &off, 10000, 0, "A holds records");
@@ -770,7 +684,7 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 
 		wait_log(&b, RE_ASSIGNED, &boff, 40000, 0, "B");
 	}
-	cr_assert_eq(h_resume(W.mc.proc.pid), 0, "SIGCONT of memcached");
+	cr_assert_eq(h_resume(W.mc[0].proc.pid), 0, "SIGCONT of memcached");
 	resumed = h_now_ms();
 	rc = h_wait_line(a.err_path, RE_GAVE_UP, &off, a.pid, 8000, NULL, 0);
 	cr_assert_eq(rc, 0, "A still drains the partitions B owns %.1f s after memcached came "

@@ -1,6 +1,6 @@
 /* Integration suite: k2mc against a real Apache Kafka broker (issue 21),
- * started per test by tests/kafka/kafka-broker (kafka_real.h), with a
- * Debian memcached. Each scenario checks that every key's final value in
+ * started once for the suite by tests/kafka/kafka-broker (tests/world.h;
+ * the compaction scenario starts one of its own), with a Debian memcached. Each scenario checks that every key's final value in
  * Memcached is its last record (the producer's expect file) and that the
  * group's committed offset equals the end offset of every partition.
  * Scenarios a-c also run on the mock (K2MC_KAFKA=mock); transactions and
@@ -17,42 +17,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness.h"
-#include "kafka_real.h"
+#include "world.h"
 
 /* every wait has its own deadline; this only stops a wedged test */
 #define TEST_TIMEOUT_S 240
 
-struct world {
-	struct h_memcached mc;
-	struct h_kcluster kc;
-	char mc_addr[64];
-	const char *bootstrap;
-	int64_t t0; /* the test's start */
-};
-
 static struct world W;
 
-static void teardown(void)
-{
-	/* brokers first, through their launcher: a clean stop of the JVMs
-	 * before h_cleanup removes their directories */
-	if (W.kc.backend == H_KAFKA_REAL)
-		h_kafka_real_stop(&W.kc.real, 0);
-	h_cleanup();
-}
-
-TestSuite(kafka_real, .fini = teardown, .timeout = TEST_TIMEOUT_S);
-
-static const char *tail_of(const char *path)
-{
-	return h_tail_of(path, 15);
-}
-
-static double secs_since(int64_t t0)
-{
-	return (double)(h_now_ms() - t0) / 1000.0;
-}
+WORLD_SUITE(kafka_real, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static void skip_unless_real(const char *why)
 {
@@ -60,20 +32,9 @@ static void skip_unless_real(const char *why)
 		cr_skip_test("needs a real broker (K2MC_KAFKA=real): %s", why);
 }
 
-static void start_memcached(void)
-{
-	int rc;
-
-	memset(&W, 0, sizeof(W));
-	W.t0 = h_now_ms();
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-}
-
 /* One producer's job: topic:parts, records over keys with 5% tombstones,
  * 100-byte values, an expect file; extra k2mc-mock args (NULL-terminated)
- * after them. */
+ * after them. topic is a base name (world_name). */
 struct load {
 	const char *topic;
 	int parts;
@@ -86,13 +47,27 @@ struct load {
 	struct h_mock *mk; /* the producer that runs it */
 };
 
-static int load_args(struct load *l, const char **args, int max)
+/* The first load's producer is the world's (world_start). */
+static void start_world(struct load *l)
 {
-	static char topic[8][80], n[8][24], k[8][16];
-	static int slot;
-	int a = 0, s = slot++ % 8;
+	world_start(&W, &(struct world_opts){ .topic = l->topic, .parts = l->parts,
+					      .records = l->records, .keys = l->keys,
+					      .value_size = 100, .tombstones = 5, .seed = l->seed,
+					      .rate = l->rate, .mock_args = l->extra,
+					      .mock_timeout_ms = 90000 });
+	snprintf(l->expect, sizeof(l->expect), "%s", W.expect);
+	l->mk = &W.mock;
+}
 
-	snprintf(topic[s], sizeof(topic[s]), "%s:%d", l->topic, l->parts);
+/* A further producer into the running cluster. */
+static void start_load(struct load *l, struct h_mock *mk)
+{
+	static char topic[8][200], n[8][24], k[8][16];
+	static int slot;
+	const char *args[64];
+	int a = 0, s = slot++ % 8, rc;
+
+	snprintf(topic[s], sizeof(topic[s]), "%s:%d", world_name(l->topic), l->parts);
 	snprintf(n[s], sizeof(n[s]), "%" PRIu64, l->records);
 	snprintf(k[s], sizeof(k[s]), "%u", l->keys);
 	snprintf(l->expect, sizeof(l->expect), "%s/expect-%s.txt", h_tmpdir(), l->topic);
@@ -115,48 +90,12 @@ static int load_args(struct load *l, const char **args, int max)
 	if (h_kafka_backend() == H_KAFKA_REAL)
 		args[a++] = "--exit-after-produce";
 	args[a++] = "-q";
-	if (l->rate != NULL) {
-		args[a++] = "--rate";
-		args[a++] = l->rate;
-	}
-	for (int i = 0; l->extra != NULL && l->extra[i] != NULL && a < max - 1; i++)
+	for (int i = 0; l->extra != NULL && l->extra[i] != NULL && a < 63; i++)
 		args[a++] = l->extra[i];
 	args[a] = NULL;
-	return a;
-}
-
-/* memcached, the cluster of the K2MC_KAFKA backend and the first load's
- * producer. */
-static void start_world(struct load *l)
-{
-	const char *args[64];
-	int rc;
-
-	start_memcached();
-	load_args(l, args, 64);
-	rc = h_kcluster_start(&W.kc, NULL, args, 0, 90000);
-	cr_assert_eq(rc, 0, "%s cluster or k2mc-mock did not start: %s\nlauncher:\n%s\nk2mc-mock:\n%s",
-		     h_kafka_backend_name(h_kafka_backend()), strerror(-rc),
-		     W.kc.backend == H_KAFKA_REAL ? tail_of(W.kc.real.proc.err_path) : "",
-		     tail_of(W.kc.mock.proc.err_path));
-	W.bootstrap = W.kc.mock.bootstrap;
-	l->mk = &W.kc.mock;
-	if (W.kc.backend == H_KAFKA_REAL)
-		cr_log_info("kafka %s: broker ready %" PRId64 " ms after its launch (format %" PRId64
-			    " ms before)",
-			    W.kc.real.version, W.kc.real.start_ms, W.kc.real.format_ms);
-}
-
-/* A further producer into the running cluster. */
-static void start_load(struct load *l, struct h_mock *mk)
-{
-	const char *args[64];
-	int rc;
-
-	load_args(l, args, 64);
 	rc = h_producer_start(mk, W.bootstrap, args, 90000);
 	cr_assert_eq(rc, 0, "k2mc-mock -b for %s: %s\n%s", l->topic, strerror(-rc),
-		     tail_of(mk->proc.err_path));
+		     world_tail(mk->proc.err_path));
 	l->mk = mk;
 }
 
@@ -168,7 +107,7 @@ static void wait_produced(struct load *l, int timeout_ms, char *line, size_t len
 	char buf[512];
 
 	cr_assert_eq(rc, 0, "producing %s: %s\nk2mc-mock stderr:\n%s", l->topic, strerror(-rc),
-		     tail_of(l->mk->proc.err_path));
+		     world_tail(l->mk->proc.err_path));
 	cr_assert_eq(acked, l->records, "%s: %" PRIu64 " of %" PRIu64 " records acknowledged",
 		     l->topic, acked, l->records);
 	rc = h_wait_line(l->mk->proc.out_path, "^produced=", NULL, 0, 1000, buf, sizeof(buf));
@@ -177,56 +116,22 @@ static void wait_produced(struct load *l, int timeout_ms, char *line, size_t len
 		snprintf(line, len, "%s", buf);
 }
 
-/* k2mc -b -t -G -m --stats-interval-ms 1000 [-e] extra... */
+/* k2mc -b -t -G -m --stats-interval-ms 1000 [-e] extra...; topic a base name */
 static void start_k2mc(struct h_proc *k, const char *topic, const char *group, int eof,
 		       const char *const extra[])
 {
-	const char *args[48];
-	int a = 0, rc;
+	static const char *const stats[] = { "--stats-interval-ms", "1000", NULL };
 
-	args[a++] = "-b";
-	args[a++] = W.bootstrap;
-	args[a++] = "-t";
-	args[a++] = topic;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = W.mc_addr;
-	args[a++] = "--stats-interval-ms";
-	args[a++] = "1000";
-	if (eof)
-		args[a++] = "-e";
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 47; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .topic = world_name(topic), .group = group,
+						      .eof = eof, .args = stats,
+						      .args2 = extra });
 }
 
-/* Waits for k2mc to exit 0 and parses its summary. */
+/* Waits for k2mc to exit 0 and parses its summary; the counts add up. */
 static void finish_k2mc(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s)
 {
-	char st[96];
-	int status = 0, rc;
-	int64_t t0 = h_now_ms();
-
-	rc = h_wait(k->pid, timeout_ms, &status);
-	if (rc == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("%s: k2mc -e still running after %d ms; stderr:\n%s", what,
-			       timeout_ms, tail_of(k->err_path));
-	}
-	cr_assert_eq(h_exit_code(status), 0, "%s: k2mc ended with %s after %.1fs; stderr:\n%s",
-		     what, h_status_str(status, st, sizeof(st)), secs_since(t0),
-		     tail_of(k->err_path));
-	rc = h_summary_parse(k->err_path, s);
-	cr_assert_eq(rc, 0, "%s: no parsable summary line (%s); stderr:\n%s", what, strerror(-rc),
-		     tail_of(k->err_path));
-	cr_assert_eq(s->unwritten, 0, "%s: summary says unwritten %" PRIu64, what, s->unwritten);
-	cr_assert_eq(s->written + s->deleted + s->skipped + s->coalesced, s->consumed,
-		     "%s: written + deleted + skipped + coalesced != consumed %" PRIu64, what,
-		     s->consumed);
+	world_k2mc_finish(k, timeout_ms, what, s);
+	world_assert_counts_add_up(s, what);
 }
 
 /* Every key of the expect file holds its last record's value (or is absent
@@ -234,31 +139,12 @@ static void finish_k2mc(struct h_proc *k, int timeout_ms, const char *what, stru
  * number of live keys. */
 static size_t assert_cache(const char *expect, const char *prefix, const char *what)
 {
-	struct h_verify v;
-	int rc = h_verify_memcached(expect, "127.0.0.1", W.mc.port, prefix, &v);
-
-	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
-	cr_assert_eq(h_verify_mismatches(&v), 0,
-		     "%s: cache differs from %s (%zu S + %zu D keys): %zu missing, %zu with another "
-		     "value, %zu deleted but present; first:\n%s",
-		     what, expect, v.sets, v.deletes, v.missing, v.wrong, v.present, v.first);
-	cr_log_info("%s: cache matches: %zu keys set, %zu deleted", what, v.sets, v.deletes);
-	return v.sets;
+	return world_assert_cache(&W, expect, 0, prefix, 0, what);
 }
 
 static uint64_t mc_items(void)
 {
-	struct h_verify v;
-	char empty[H_PATH_MAX];
-	FILE *f;
-
-	/* an empty expect file: the check reads curr_items alone */
-	h_tmppath(empty, sizeof(empty), "empty-expect.txt");
-	f = fopen(empty, "w");
-	cr_assert_not_null(f);
-	fclose(f);
-	cr_assert_eq(h_verify_memcached(empty, "127.0.0.1", W.mc.port, NULL, &v), 0, "%s", v.first);
-	return v.server_items;
+	return (uint64_t)world_mc_stat(W.mc[0].port, NULL, "curr_items");
 }
 
 /* The group's committed offsets equal the end offsets on every partition;
@@ -266,63 +152,16 @@ static uint64_t mc_items(void)
 static void assert_committed_at_end(const char *topic, int parts, const char *group,
 				    const char *what, int64_t *end_sum)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
-	char err[256], diff[512];
-	struct h_kafka *k = h_kafka_open(W.bootstrap, group, err, sizeof(err));
-	int rc, n, d;
+	int64_t sum = world_assert_committed_at_end(&W, world_name(topic), parts, group, what);
 
-	cr_assert_not_null(k, "kafka handle: %s", err);
-	n = h_kafka_partitions(k, topic, 5000);
-	cr_assert_eq(n, parts, "topic %s has %d partitions, expected %d", topic, n, parts);
-	rc = h_kafka_end_offsets(k, topic, n, end, 5000);
-	cr_assert_eq(rc, 0, "end offsets of %s: %s", topic, strerror(-rc));
-	rc = h_kafka_committed(k, topic, n, committed, 5000);
-	cr_assert_eq(rc, 0, "committed offsets of %s: %s", group, strerror(-rc));
-	h_kafka_close(k);
-	d = h_offsets_diff(committed, end, n, diff, sizeof(diff));
-	cr_assert_eq(d, 0, "%s: %d of %d partitions of %s have committed != end offset: %s", what,
-		     d, n, topic, diff);
 	if (end_sum != NULL)
-		*end_sum = h_offsets_sum(end, n);
-}
-
-/* Polls until group has committed an offset > 0 somewhere while k runs. */
-static double wait_first_commit(struct h_proc *k, const char *topic, int parts,
-				const char *group, int timeout_ms)
-{
-	char err[256], st[96];
-	struct h_kafka *kh = h_kafka_open(W.bootstrap, group, err, sizeof(err));
-	int64_t t0 = h_now_ms(), off[H_MAX_PARTS];
-	int status;
-
-	cr_assert_not_null(kh, "kafka handle: %s", err);
-	for (;;) {
-		if (h_exited(k->pid, &status) == 1)
-			cr_assert_fail("k2mc ended (%s) before committing anything; stderr:\n%s",
-				       h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
-		if (h_kafka_committed(kh, topic, parts, off, 2000) == 0) {
-			for (int p = 0; p < parts; p++) {
-				if (off[p] > 0) {
-					h_kafka_close(kh);
-					return secs_since(t0);
-				}
-			}
-		}
-		if (h_now_ms() - t0 >= timeout_ms)
-			break;
-		usleep(100 * 1000);
-	}
-	h_kafka_close(kh);
-	cr_assert_fail("group %s committed nothing within %d ms; k2mc stderr:\n%s", group,
-		       timeout_ms, tail_of(k->err_path));
-	return -1;
+		*end_sum = sum;
 }
 
 static void log_done(const char *scenario)
 {
-	cr_log_info("%s on %s%s%s: %.1f s", scenario, h_kafka_backend_name(W.kc.backend),
-		    W.kc.backend == H_KAFKA_REAL ? " kafka " : "",
-		    W.kc.backend == H_KAFKA_REAL ? W.kc.real.version : "", secs_since(W.t0));
+	cr_log_info("%s on %s: %.1f s", scenario, h_kafka_backend_name(W.backend),
+		    world_secs_since(W.t0));
 }
 
 /* (a) -------------------------------------------------------------------------*/
@@ -340,7 +179,7 @@ Test(kafka_real, basic_final_state_and_commits)
 	t0 = h_now_ms();
 	start_k2mc(&k, l.topic, "basic", 1, NULL);
 	finish_k2mc(&k, 120000, "k2mc -e", &s);
-	cr_log_info("k2mc -e over %" PRIu64 " records: %.1f s", l.records, secs_since(t0));
+	cr_log_info("k2mc -e over %" PRIu64 " records: %.1f s", l.records, world_secs_since(t0));
 	cr_assert_eq(s.consumed, l.records, "consumed %" PRIu64 " of %" PRIu64, s.consumed,
 		     l.records);
 	assert_cache(l.expect, NULL, "basic");
@@ -364,15 +203,14 @@ Test(kafka_real, sigkill_mid_run_then_restart_with_e)
 	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], resume = 0;
 	struct h_proc k1, k2;
 	struct h_summary s;
-	struct h_kafka *kh;
-	char st[96], err[256];
+	char st[96];
 	int status = 0;
 	int64_t t0;
 
 	start_world(&l);
 	start_k2mc(&k1, l.topic, "kill9", 0, short_session);
 	cr_log_info("first commit after %.1f s",
-		    wait_first_commit(&k1, l.topic, l.parts, "kill9", 60000));
+		    world_wait_first_commit(&W, &k1, "kill9", 60000));
 	cr_assert(!h_file_exists(l.expect),
 		  "production finished before the kill, so the kill was not mid-run");
 	cr_assert_eq(h_signal(k1.pid, SIGKILL), 0);
@@ -381,11 +219,7 @@ Test(kafka_real, sigkill_mid_run_then_restart_with_e)
 		  h_status_str(status, st, sizeof(st)));
 
 	wait_produced(&l, 90000, NULL, 0);
-	kh = h_kafka_open(W.bootstrap, "kill9", err, sizeof(err));
-	cr_assert_not_null(kh, "%s", err);
-	cr_assert_eq(h_kafka_committed(kh, l.topic, l.parts, committed, 5000), 0);
-	cr_assert_eq(h_kafka_end_offsets(kh, l.topic, l.parts, end, 5000), 0);
-	h_kafka_close(kh);
+	world_offsets(&W, NULL, 0, "kill9", committed, end);
 	for (int p = 0; p < l.parts; p++)
 		resume += end[p] - (committed[p] > 0 ? committed[p] : 0);
 	cr_log_info("after the kill: %" PRId64 " of %" PRIu64 " records committed",
@@ -394,7 +228,7 @@ Test(kafka_real, sigkill_mid_run_then_restart_with_e)
 	t0 = h_now_ms();
 	start_k2mc(&k2, l.topic, "kill9", 1, short_session);
 	finish_k2mc(&k2, 120000, "restart with -e", &s);
-	cr_log_info("restart with -e: %.1f s", secs_since(t0));
+	cr_log_info("restart with -e: %.1f s", world_secs_since(t0));
 	cr_assert_eq((int64_t)s.consumed, resume,
 		     "restart consumed %" PRIu64 "; from the committed offsets to the end there "
 		     "are %" PRId64,
@@ -450,7 +284,7 @@ Test(kafka_real, compressed_topics_gzip_snappy_lz4_zstd)
 		start_k2mc(&k, l[i].topic, group, 1, kx);
 		finish_k2mc(&k, 120000, codecs[i], &s);
 		cr_log_info("%s: k2mc -e over %" PRIu64 " records: %.1f s", codecs[i], s.consumed,
-			    secs_since(t0));
+			    world_secs_since(t0));
 		cr_assert_eq(s.consumed, l[i].records, "%s: consumed %" PRIu64 " of %" PRIu64,
 			     codecs[i], s.consumed, l[i].records);
 		live += assert_cache(l[i].expect, prefix, codecs[i]);
@@ -490,7 +324,7 @@ Test(kafka_real, transactions_aborted_never_written_commits_reach_end)
 				 &aborted_txns, &aborted) == 3,
 		  "no transaction counts in '%s'", line);
 	cr_assert_eq(aborted_txns, txns / 3, "%s", line);
-	rc = h_kafka_count_records(W.bootstrap, l.topic, l.parts, counted, NULL, 60000, err,
+	rc = h_kafka_count_records(W.bootstrap, W.topic, l.parts, counted, NULL, 60000, err,
 				   sizeof(err));
 	cr_assert_eq(rc, 0, "counting: %s", err);
 	cr_assert_eq(h_offsets_sum(counted, l.parts), (int64_t)(l.records - aborted),
@@ -501,7 +335,7 @@ Test(kafka_real, transactions_aborted_never_written_commits_reach_end)
 	start_k2mc(&k, l.topic, "txn", 1, NULL);
 	finish_k2mc(&k, 120000, "k2mc -e over transactions", &s);
 	cr_log_info("k2mc -e over %llu transactions (%llu aborted): %.1f s", txns, aborted_txns,
-		    secs_since(t0));
+		    world_secs_since(t0));
 	cr_assert_eq(s.consumed, l.records - aborted,
 		     "consumed %" PRIu64 "; committed records %" PRIu64 " (aborted %llu)",
 		     s.consumed, l.records - aborted, aborted);
@@ -527,7 +361,6 @@ Test(kafka_real, compacted_topic_with_offset_gaps)
 	struct load l = { .topic = "compacted", .parts = 4, .records = 60000, .keys = 2000,
 			  .seed = "2105", .rate = "20000" };
 	int64_t counted[H_MAX_PARTS], start[H_MAX_PARTS], end[H_MAX_PARTS], t0, left = 0;
-	const char *args[64];
 	char err[256], blog[H_PATH_MAX + 32];
 	struct h_proc k;
 	struct h_summary s;
@@ -535,22 +368,24 @@ Test(kafka_real, compacted_topic_with_offset_gaps)
 	int rc, compacted = 0;
 
 	skip_unless_real("the mock does not compact");
-	start_memcached();
-	/* the broker, the topic, then the producer: here the topic's configs
-	 * go through the admin API of the harness, not k2mc-mock */
-	W.kc.backend = H_KAFKA_REAL;
-	rc = h_kafka_real_start(&W.kc.real, NULL);
-	cr_assert_eq(rc, 0, "broker: %s\n%s", strerror(-rc), tail_of(W.kc.real.proc.err_path));
-	cr_log_info("kafka %s: broker ready %" PRId64 " ms after its launch", W.kc.real.version,
-		    W.kc.real.start_ms);
-	W.bootstrap = W.kc.real.bootstrap;
-	snprintf(blog, sizeof(blog), "%s/node1/server.log", W.kc.real.dir);
-	rc = h_kafka_create_topic(W.bootstrap, l.topic, l.parts, 1, cfg, 30000, err, sizeof(err));
+	/* a broker of its own (its log names the cleaner's work), the topic,
+	 * then the producer: here the topic's configs go through the admin API
+	 * of the harness, not k2mc-mock */
+	memset(&W, 0, sizeof(W));
+	W.backend = H_KAFKA_REAL;
+	world_start_memcached(&W, 1, NULL);
+	rc = h_kafka_real_start(&W.real, NULL);
+	W.own_broker = 1;
+	cr_assert_eq(rc, 0, "broker: %s\n%s", strerror(-rc), world_tail(W.real.proc.err_path));
+	cr_log_info("kafka %s: broker ready %" PRId64 " ms after its launch", W.real.version,
+		    W.real.start_ms);
+	W.bootstrap = W.real.bootstrap;
+	W.t0 = h_now_ms();
+	snprintf(blog, sizeof(blog), "%s/node1/server.log", W.real.dir);
+	rc = h_kafka_create_topic(W.bootstrap, world_name(l.topic), l.parts, 1, cfg, 30000, err,
+				  sizeof(err));
 	cr_assert_eq(rc, 0, "create %s: %s", l.topic, err);
-	load_args(&l, args, 64);
-	rc = h_producer_start(&W.kc.mock, W.bootstrap, args, 90000);
-	cr_assert_eq(rc, 0, "k2mc-mock -b: %s\n%s", strerror(-rc), tail_of(W.kc.mock.proc.err_path));
-	l.mk = &W.kc.mock;
+	start_load(&l, &W.mock);
 	wait_produced(&l, 90000, NULL, 0);
 
 	/* compacted: every partition holds less than half its offsets, and
@@ -561,12 +396,12 @@ Test(kafka_real, compacted_topic_with_offset_gaps)
 	while (!compacted) {
 		int64_t before = left;
 
-		rc = h_kafka_count_records(W.bootstrap, l.topic, l.parts, counted, start, 30000, err,
+		rc = h_kafka_count_records(W.bootstrap, world_name(l.topic), l.parts, counted, start, 30000, err,
 					   sizeof(err));
 		cr_assert_eq(rc, 0, "counting: %s", err);
 		kh = h_kafka_open(W.bootstrap, NULL, err, sizeof(err));
 		cr_assert_not_null(kh, "%s", err);
-		cr_assert_eq(h_kafka_end_offsets(kh, l.topic, l.parts, end, 5000), 0);
+		cr_assert_eq(h_kafka_end_offsets(kh, world_name(l.topic), l.parts, end, 5000), 0);
 		h_kafka_close(kh);
 		left = h_offsets_sum(counted, l.parts);
 		compacted = left == before;
@@ -584,12 +419,12 @@ Test(kafka_real, compacted_topic_with_offset_gaps)
 	left = h_offsets_sum(counted, l.parts);
 	cr_log_info("compaction: %" PRId64 " of %" PRId64 " offsets hold records, %.1f s after "
 		    "production",
-		    left, h_offsets_sum(end, l.parts), secs_since(t0));
+		    left, h_offsets_sum(end, l.parts), world_secs_since(t0));
 
 	t0 = h_now_ms();
 	start_k2mc(&k, l.topic, "compacted", 1, NULL);
 	finish_k2mc(&k, 120000, "k2mc -e over a compacted topic", &s);
-	cr_log_info("k2mc -e over the compacted topic: %.1f s", secs_since(t0));
+	cr_log_info("k2mc -e over the compacted topic: %.1f s", world_secs_since(t0));
 	cr_assert_eq((int64_t)s.consumed, left, "consumed %" PRIu64 ", the topic holds %" PRId64,
 		     s.consumed, left);
 	assert_cache(l.expect, NULL, "compacted");

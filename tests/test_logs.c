@@ -12,18 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "events"
 #define GOOD  200
 
-static struct {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char servers[128];
-} W;
+static struct world W;
+static char servers[128];
 
-TestSuite(logs, .fini = h_cleanup, .timeout = 150);
+WORLD_SUITE(logs, .fini = world_teardown, .timeout = 150)
 
 static const char *tail_of(const char *path)
 {
@@ -54,7 +51,7 @@ static void produce(void)
 			k = "bad\x1b[31mkey\x01"; /* key_bad_bytes */
 			kl = (int)strlen(k);
 		}
-		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
 		                        RD_KAFKA_V_KEY(k, (size_t)kl), RD_KAFKA_V_VALUE("value", 5),
 		                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
 		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(err));
@@ -66,16 +63,8 @@ static void produce(void)
 /* memcached, a second server nobody listens on, a mock holding the records. */
 static void start_world(void)
 {
-	static const char *const args[] = {"--topic", TOPIC ":1", "--stdin-control", NULL};
-	int rc;
-
-	memset(&W, 0, sizeof(W));
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached: %s", strerror(-rc));
-	snprintf(W.servers, sizeof(W.servers), "127.0.0.1:%d,127.0.0.1:%d", W.mc.port,
-	         h_free_port());
-	rc = h_mock_start(&W.mock, args, 1, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s", strerror(-rc));
+	world_start(&W, &(struct world_opts){.topic = TOPIC, .parts = 1, .no_expect = 1, .control = 1});
+	snprintf(servers, sizeof(servers), "%s,127.0.0.1:%d", W.mc_addr, h_free_port());
 	produce();
 }
 
@@ -88,16 +77,7 @@ static void run_e(const char *format, const char *group, char *err, size_t len)
 	/* --mc-eject: the dead server's keys go to the live one after two
 	 * failed attempts, so -e ends; -X acks=all: librdkafka warns about a
 	 * producer property (CONFWARN), a line of its own */
-	const char *args[] = {"-b",
-	                      W.mock.bootstrap,
-	                      "-t",
-	                      TOPIC,
-	                      "-G",
-	                      group,
-	                      "-m",
-	                      W.servers,
-	                      "--mc-eject",
-	                      "-e",
+	const char *args[] = {"--mc-eject",
 	                      "--stats-interval-ms",
 	                      "0",
 	                      "-X",
@@ -106,8 +86,7 @@ static void run_e(const char *format, const char *group, char *err, size_t len)
 	                      format,
 	                      NULL};
 
-	rc = h_k2mc_start(&k, NULL, args);
-	cr_assert_eq(rc, 0, "k2mc: %s", strerror(-rc));
+	world_k2mc_start(&W, &k, &(struct world_k2mc){.group = group, .mc = servers, .eof = 1, .args = args});
 	rc = h_wait(k.pid, 60000, &status);
 	cr_assert_eq(rc, 0, "k2mc -e still running after 60 s:\n%s", tail_of(k.err_path));
 	cr_assert_eq(h_exit_code(status), 0, "k2mc ended with %s:\n%s",
@@ -162,7 +141,7 @@ static void run_pattern(const char *format, char *err, size_t len)
 	struct h_proc k;
 	int status, rc;
 	const char *args[] = {"-b",           W.mock.bootstrap, "-t", "^nomatch\x1b\x01.*",
-	                      "-G",           "logs-ctl",       "-m", W.servers,
+	                      "-G",           "logs-ctl",       "-m", servers,
 	                      "--log-format", format,           NULL};
 
 	rc = h_k2mc_start(&k, NULL, args);

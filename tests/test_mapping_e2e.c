@@ -24,25 +24,18 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "src"
 #define DLQ "dead"
 #define TEST_TIMEOUT_S 120
 
-static struct {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char mc_addr[64];
-	char json_path[H_PATH_MAX];
-} W;
+static struct world W;
+static char json_path[H_PATH_MAX];
+/* world_name(DLQ) of the current world */
+static const char *dlq_topic;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(mapping_e2e, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(mapping_e2e, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {
@@ -61,16 +54,11 @@ static int64_t wall_ms(void)
  * production order) and DLQ. */
 static void start_world(void)
 {
-	static const char *const args[] = { "--topic", TOPIC ":1", "--topic", DLQ ":1",
-					    "--stdin-control", NULL };
-	int rc;
+	static const char *const more[] = { DLQ ":1", NULL };
 
-	memset(&W, 0, sizeof(W));
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	rc = h_mock_start(&W.mock, args, 1, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = 1, .no_expect = 1,
+					      .control = 1, .topics = more });
+	dlq_topic = world_name(DLQ);
 }
 
 /* ---- producing ---------------------------------------------------------------*/
@@ -106,7 +94,7 @@ static void produce(const struct rec *recs, int n)
 			for (int k = 0; k < 4 && r->h[k] != NULL; k += 2)
 				rd_kafka_header_add(h, r->h[k], -1, r->h[k + 1], -1);
 		}
-		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
 					RD_KAFKA_V_KEY(r->key, r->key ? strlen(r->key) : 0),
 					RD_KAFKA_V_VALUE((void *)r->val, r->val ? strlen(r->val) : 0),
 					RD_KAFKA_V_TIMESTAMP(r->ts_ms ? r->ts_ms : wall_ms()),
@@ -122,23 +110,19 @@ static void produce(const struct rec *recs, int n)
 
 /* ---- running k2mc --------------------------------------------------------------*/
 
-/* Runs k2mc -e over TOPIC with extra args (--stats-json to W.json_path);
+/* Runs k2mc -e over TOPIC with extra args (--stats-json to json_path);
  * returns its exit code. */
 static int run_k2mc(struct h_proc *k, const char *group, const char *const extra[])
 {
-	const char *args[64] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", group, "-m", W.mc_addr,
-				 "-e", "--writers", "4", "--stats-interval-ms", "1000", "-X",
-				 "session.timeout.ms=6000", "--stats-json", W.json_path };
-	int a = 17, rc, status = 0;
+	const char *const args[] = { "--writers", "4", "--stats-interval-ms", "1000", "-X",
+				     "session.timeout.ms=6000", "--stats-json", json_path, NULL };
+	int rc, status = 0;
 	char name[64];
 
 	snprintf(name, sizeof(name), "%s.json", group);
-	h_tmppath(W.json_path, sizeof(W.json_path), name);
-	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	h_tmppath(json_path, sizeof(json_path), name);
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .eof = 1, .args = args,
+						      .args2 = extra });
 	rc = h_wait(k->pid, 60000, &status);
 	if (rc == -ETIMEDOUT) {
 		h_signal(k->pid, SIGKILL);
@@ -154,7 +138,7 @@ static int run_k2mc(struct h_proc *k, const char *group, const char *const extra
  * `within`, e.g. "\"skipped_by\"", or from the start when NULL); -1 if none. */
 static int64_t final_stat(const char *within, const char *name)
 {
-	char *b = h_file_read(W.json_path, NULL), *line = NULL, *p, pat[64];
+	char *b = h_file_read(json_path, NULL), *line = NULL, *p, pat[64];
 	int64_t v = -1;
 
 	if (b == NULL)
@@ -189,7 +173,7 @@ struct item {
 
 static int mc_connect(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)W.mc.port) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)W.mc[0].port) };
 	struct timeval tv = { 5, 0 };
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -407,7 +391,7 @@ Test(mapping_e2e, ttl_from_timestamp_over_past_records)
 
 		coalesced = coalesced > 0 ? coalesced : 0;
 		cr_expect(expired >= 3 && expired <= 4, "expired %lld: %s", (long long)expired,
-			  h_tail_of(W.json_path, 1));
+			  h_tail_of(json_path, 1));
 		cr_expect_eq(expired + coalesced >= 4, 1);
 		/* the expired records' deletes are deletes too */
 		cr_expect_eq(final_stat(NULL, "deleted"), expired);
@@ -444,6 +428,8 @@ static void run_invalid(struct h_proc *k, const char *group, const char *policy,
 				  "ttl", "--flags-header", "codec", "--on-invalid", policy };
 	int a = 10;
 
+	start_world(); /* first: it names the dead letter topic */
+
 	/* fail: one writer, so that the first bad record is the one refused
 	 * (and named) first */
 	if (strcmp(policy, "fail") == 0) {
@@ -452,10 +438,9 @@ static void run_invalid(struct h_proc *k, const char *group, const char *policy,
 	}
 	if (dlq) {
 		extra[a++] = "--dlq-topic";
-		extra[a++] = DLQ;
+		extra[a++] = dlq_topic;
 	}
 	extra[a] = NULL;
-	start_world();
 	produce(INVALID, NREC);
 	cr_assert_eq(run_k2mc(k, group, extra), want_rc, "stderr:\n%s", tail_of(k->err_path));
 }
@@ -483,70 +468,12 @@ static void expect_skipped_by_reason(uint64_t each)
 {
 	for (int r = 0; r < 4; r++)
 		cr_expect_eq(final_stat("\"skipped_by\"", REASONS[r]), (int64_t)each, "%s: %s",
-			     REASONS[r], h_tail_of(W.json_path, 1));
-}
-
-struct letter {
-	char reason[32], message[200];
-	int64_t offset;
-};
-
-static void copy_header(const rd_kafka_headers_t *h, const char *name, char *out, size_t len)
-{
-	const void *v;
-	size_t n;
-
-	out[0] = '\0';
-	if (h != NULL && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR)
-		snprintf(out, len, "%.*s", (int)n, (const char *)v);
-}
-
-static int read_dead_letters(struct letter *out, int max)
-{
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-	int64_t deadline = h_now_ms() + 15000;
-	char e[512], num[32];
-	rd_kafka_t *rk;
-	int n = 0;
-
-	rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e));
-	rd_kafka_conf_set(conf, "group.id", "mapping-dlq-reader", e, sizeof(e));
-	rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
-	rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e));
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
-	cr_assert_not_null(rk, "%s", e);
-	rd_kafka_topic_partition_list_add(l, DLQ, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-	cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
-	rd_kafka_topic_partition_list_destroy(l);
-	while (h_now_ms() < deadline) {
-		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-		rd_kafka_headers_t *h = NULL;
-
-		if (m == NULL)
-			continue;
-		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-			rd_kafka_message_destroy(m);
-			break;
-		}
-		cr_assert_eq(m->err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_message_errstr(m));
-		cr_assert_lt(n, max);
-		rd_kafka_message_headers(m, &h);
-		copy_header(h, "k2mc.error.reason", out[n].reason, sizeof(out[n].reason));
-		copy_header(h, "k2mc.error.message", out[n].message, sizeof(out[n].message));
-		copy_header(h, "k2mc.error.offset", num, sizeof(num));
-		out[n].offset = num[0] ? strtoll(num, NULL, 10) : -1;
-		n++;
-		rd_kafka_message_destroy(m);
-	}
-	rd_kafka_consumer_close(rk);
-	rd_kafka_destroy(rk);
-	return n;
+			     REASONS[r], h_tail_of(json_path, 1));
 }
 
 static int by_offset(const void *a, const void *b)
 {
-	const struct letter *x = a, *y = b;
+	const struct world_letter *x = a, *y = b;
 
 	return (x->offset > y->offset) - (x->offset < y->offset);
 }
@@ -556,8 +483,8 @@ static void expect_dead_letters(int with_bad_bytes)
 {
 	static const char *const words[] = { "no JSON pointer '/id'", "is not JSON",
 					     "header 'ttl' is 'soon'", "header 'codec' is '-1'" };
-	struct letter dl[16];
-	int n = read_dead_letters(dl, 16);
+	struct world_letter dl[16];
+	int n = world_read_dlq(&W, dlq_topic, dl, 16);
 
 	qsort(dl, (size_t)n, sizeof(dl[0]), by_offset);
 	cr_assert_eq(n, 4 + with_bad_bytes, "%d dead letters", n);
@@ -666,11 +593,11 @@ Test(mapping_e2e, summary_lists_every_skip_reason)
 static int64_t committed(const char *group)
 {
 	char err[256];
-	struct h_kafka *kk = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	struct h_kafka *kk = h_kafka_open(W.bootstrap, world_name(group), err, sizeof(err));
 	int64_t off[1] = { -2 };
 
 	cr_assert_not_null(kk, "%s", err);
-	cr_assert_eq(h_kafka_committed(kk, TOPIC, 1, off, 5000), 0);
+	cr_assert_eq(h_kafka_committed(kk, W.topic, 1, off, 5000), 0);
 	h_kafka_close(kk);
 	return off[0];
 }
@@ -737,9 +664,9 @@ static void expect_skip_deletes_old_value(int c)
 			  group, pc->reason, it.value);
 		expect_item("keep", "k1", 0, -1, -1);
 		cr_expect_eq(final_stat("\"skipped_by\"", pc->reason), 1, "%s: %s", group,
-			     h_tail_of(W.json_path, 1));
+			     h_tail_of(json_path, 1));
 		cr_expect_eq(final_stat(NULL, "invalidated"), 1, "%s: %s", group,
-			     h_tail_of(W.json_path, 1));
+			     h_tail_of(json_path, 1));
 		cr_expect(h_file_contains(k.err_path, "its key was deleted"), "%s: stderr:\n%s",
 			  group, tail_of(k.err_path));
 		cr_expect_eq(committed(group), 3, "%s", group);
@@ -773,13 +700,13 @@ Test(mapping_e2e, skipped_not_json_deletes_the_old_value)
 
 Test(mapping_e2e, new_reasons_under_fail)
 {
+	char want[256];
 	struct h_proc k;
 
 	run_invalid(&k, "inv-fail", "fail", 0, 1);
-	cr_expect(h_file_contains(k.err_path,
-				  "--on-invalid fail: " TOPIC " [0] @2: missing_field (no JSON "
-				  "pointer '/id')"),
-		  "stderr:\n%s", tail_of(k.err_path));
+	snprintf(want, sizeof(want), "--on-invalid fail: %s [0] @2: missing_field (no JSON "
+		 "pointer '/id')", W.topic);
+	cr_expect(h_file_contains(k.err_path, want), "stderr:\n%s", tail_of(k.err_path));
 	/* nothing at or past the record is committed */
 	cr_expect_leq(committed("inv-fail"), 2);
 	expect_item("g0", "0", 0, -1, -1);
@@ -811,14 +738,14 @@ Test(mapping_e2e, each_reason_stops_fail_at_its_offset)
 					"ttl", "--flags-header", "codec", "--on-invalid", "fail",
 					NULL };
 		struct h_proc k;
-		char group[32], want[96];
+		char group[32], want[256];
 
 		start_world();
 		produce(recs[r], 3);
 		snprintf(group, sizeof(group), "fail-%d", r);
 		cr_assert_eq(run_k2mc(&k, group, extra), 1, "%s: stderr:\n%s", REASONS[r],
 			     tail_of(k.err_path));
-		snprintf(want, sizeof(want), TOPIC " [0] @1: %s (", REASONS[r]);
+		snprintf(want, sizeof(want), "%s [0] @1: %s (", W.topic, REASONS[r]);
 		cr_expect(h_file_contains(k.err_path, want), "%s: stderr:\n%s", REASONS[r],
 			  tail_of(k.err_path));
 		cr_expect_leq(committed(group), 1, "%s", REASONS[r]);

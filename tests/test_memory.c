@@ -19,7 +19,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "events"
 #define GROUP "memory"
@@ -31,7 +31,7 @@
  * records evenly over the partitions (partitioned by key). */
 #define PARTS 64
 #define RECORDS 25600
-#define KEYS "16384"
+#define KEYS 16384
 #define VALUE_SIZE 10000
 #define KEY_LEN 12 /* "key-%08u" */
 #define BUDGET (32ull << 20)
@@ -51,22 +51,9 @@
  * with a prefetch of budget / 64 per partition, 64 x 512 KiB more. */
 #define RSS_BOUND (BUDGET + PARTS * FETCH_BYTES + BASE_BYTES)
 
-struct world {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	char mc_addr[64];
-	uint64_t produced;
-};
-
 static struct world W;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(memory, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(memory, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {
@@ -83,35 +70,11 @@ static void sleep_ms(int ms)
 static void start_world(void)
 {
 	static const char *const mc_extra[] = { "-m", "1024", NULL };
-	char topic[32], records[32], vsize[32];
-	const char *args[20];
-	int a = 0, rc;
 
-	memset(&W, 0, sizeof(W));
-	rc = h_memcached_start(&W.mc, 0, mc_extra);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, PARTS);
-	snprintf(records, sizeof(records), "%d", RECORDS);
-	snprintf(vsize, sizeof(vsize), "%d", VALUE_SIZE);
-	args[a++] = "--topic";
-	args[a++] = topic;
-	args[a++] = "--keys";
-	args[a++] = KEYS;
-	args[a++] = "--value-size";
-	args[a++] = vsize;
-	args[a++] = "--produce";
-	args[a++] = records;
-	args[a++] = "--expect";
-	args[a++] = W.expect;
-	args[a] = NULL;
-	rc = h_mock_start(&W.mock, args, 0, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
-	rc = h_mock_wait_produced(&W.mock, 30000, &W.produced);
-	cr_assert_eq(rc, 0, "production did not finish: %s\n%s", strerror(-rc),
-		     tail_of(W.mock.proc.err_path));
-	cr_assert_eq(W.produced, RECORDS);
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = PARTS, .keys = KEYS,
+					      .value_size = VALUE_SIZE, .records = RECORDS,
+					      .mc_args = mc_extra });
+	world_wait_produced(&W, RECORDS, 30000);
 	/* a partition past retention would lose records before k2mc reads them */
 	cr_assert_eq(h_file_contains(W.mock.proc.err_path, "retention"), 0,
 		     "a partition is near the mock's 5 MiB retention:\n%s",
@@ -140,42 +103,6 @@ static int64_t json_last(const char *path, const char *field)
 	}
 	free(b);
 	return v;
-}
-
-/* GET path from 127.0.0.1:port (HTTP/1.0); the body, malloc'd, or NULL. */
-static char *http_get(int port, const char *path)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct timeval tv = { 5, 0 };
-	size_t len = 0, cap = 1 << 20;
-	char *buf = malloc(cap + 1), *body, req[128];
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ssize_t n;
-
-	if (fd < 0 || buf == NULL)
-		goto fail;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		goto fail;
-	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-		goto fail;
-	while (len < cap && (n = read(fd, buf + len, cap - len)) > 0)
-		len += (size_t)n;
-	close(fd);
-	buf[len] = '\0';
-	body = strstr(buf, "\r\n\r\n");
-	if (body == NULL)
-		goto fail_closed;
-	memmove(buf, body + 4, strlen(body + 4) + 1);
-	return buf;
-fail:
-	if (fd >= 0)
-		close(fd);
-fail_closed:
-	free(buf);
-	return NULL;
 }
 
 /* The value of an unlabelled Prometheus series, or -1. */
@@ -212,25 +139,13 @@ static int64_t vm_hwm(pid_t pid)
  * to what was produced, while k runs. */
 static void wait_committed_at_end(struct h_proc *k, int timeout_ms)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], deadline = h_now_ms() + timeout_ms;
-	char diff[512] = "", err[256];
-	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, GROUP, err, sizeof(err));
-	int ok = 0;
+	int64_t end_sum;
 
-	cr_assert_not_null(kh, "kafka handle: %s", err);
-	while (!ok && h_now_ms() < deadline) {
-		cr_assert_eq(h_exited(k->pid, NULL), 0, "k2mc ended before committing everything:\n%s",
-			     tail_of(k->err_path));
-		ok = h_kafka_end_offsets(kh, TOPIC, PARTS, end, 2000) == 0 &&
-		     h_offsets_sum(end, PARTS) == (int64_t)W.produced &&
-		     h_kafka_committed(kh, TOPIC, PARTS, committed, 2000) == 0 &&
-		     h_offsets_diff(committed, end, PARTS, diff, sizeof(diff)) == 0;
-		if (!ok)
-			sleep_ms(200);
-	}
-	h_kafka_close(kh);
-	cr_assert(ok, "not committed up to the end within %d ms (committed != end: %s); k2mc:\n%s",
-		  timeout_ms, diff, tail_of(k->err_path));
+	world_wait_committed_at_end(&W, NULL, 0, GROUP, &k, 1, timeout_ms,
+				    "memcached resumed");
+	end_sum = world_assert_committed_at_end(&W, NULL, 0, GROUP, "memcached resumed");
+	cr_assert_eq(end_sum, (int64_t)W.produced, "end offsets sum to %" PRId64 ", produced %" PRIu64,
+		     end_sum, W.produced);
 }
 
 /* ---- the test ---------------------------------------------------------------------*/
@@ -243,7 +158,6 @@ Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
 	int64_t buffered = -1, limit = -1, consumed = -1, hwm, deadline;
 	struct h_proc k;
 	struct h_summary s;
-	struct h_verify v;
 	char *text;
 	int rc, status = 0;
 
@@ -252,18 +166,16 @@ Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
 	snprintf(budget, sizeof(budget), "%llu", (unsigned long long)BUDGET);
 	snprintf(metrics_addr, sizeof(metrics_addr), "127.0.0.1:%d", mport);
 	{
-		const char *const args[] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", GROUP,
-					     "-m", W.mc_addr, "--max-buffer-bytes", budget,
+		const char *const args[] = { "--max-buffer-bytes", budget,
 					     "--stats-interval-ms", "250",
 					     "--stats-json", json, "--metrics-addr", metrics_addr,
 					     "--commit-interval-ms", "200", NULL };
 
-		rc = h_k2mc_start(&k, NULL, args);
-		cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+		world_k2mc_start(&W, &k, &(struct world_k2mc){ .group = GROUP, .args = args });
 	}
 	/* before the group's first assignment (about 3 s): nothing is written
 	 * before the freeze */
-	rc = h_pause(W.mc.proc.pid, 5000);
+	rc = h_pause(W.mc[0].proc.pid, 5000);
 	cr_assert_eq(rc, 0, "SIGSTOP memcached: %s", strerror(-rc));
 
 	/* The condition: the budget is full (a consumer waits when the next
@@ -311,7 +223,7 @@ Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
 	rc = h_wait_line(k.err_path, "buffer [0-9.]+ MiB/32 MiB", NULL, k.pid, 5000, line,
 			 sizeof(line));
 	cr_assert_eq(rc, 0, "no \"buffer X MiB/32 MiB\" in the stats line:\n%s", tail_of(k.err_path));
-	text = http_get(mport, "/metrics");
+	text = world_http_get(mport, "/metrics", NULL, NULL, 0);
 	cr_assert_not_null(text, "no answer from /metrics");
 	cr_assert_eq(metric(text, "k2mc_buffer_limit_bytes"), (int64_t)BUDGET, "%s", text);
 	cr_assert_geq(metric(text, "k2mc_buffer_bytes"), (int64_t)(BUDGET - per_record),
@@ -319,7 +231,7 @@ Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
 	free(text);
 
 	/* memcached answers again: everything is written, in order */
-	cr_assert_eq(h_resume(W.mc.proc.pid), 0);
+	cr_assert_eq(h_resume(W.mc[0].proc.pid), 0);
 	wait_committed_at_end(&k, 60000);
 	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
 	rc = h_wait(k.pid, 20000, &status);
@@ -329,12 +241,7 @@ Test(memory, frozen_memcached_holds_k2mc_to_its_byte_budget)
 	cr_assert_eq(rc, 0, "no summary:\n%s", tail_of(k.err_path));
 	cr_assert_eq(s.unwritten, 0);
 	cr_assert_eq(s.consumed, RECORDS, "consumed %" PRIu64 " of %d", s.consumed, RECORDS);
-	rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
-	cr_assert_eq(rc, 0, "cache check could not run: %s", v.first);
-	cr_assert_eq(h_verify_mismatches(&v), 0,
-		     "cache differs from the expect file (%zu keys): %zu missing, %zu with another "
-		     "value; first:\n%s",
-		     v.sets, v.missing, v.wrong, v.first);
+	world_assert_cache(&W, NULL, 0, NULL, 0, "after the drain");
 	/* the budget is empty again once everything is written: the final
 	 * JSON line is taken after the drain */
 	cr_assert_eq(json_last(json, "buffer_bytes"), 0, "bytes still counted after the drain");

@@ -15,35 +15,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "events"
-#define VALUE_SIZE "100"
 /* every wait below has its own deadline; this only stops a wedged test */
 #define TEST_TIMEOUT_S 150
 
-struct world {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	char mc_addr[64];
-	int parts;
-	uint64_t produced;
-};
-
 static struct world W;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(pipeline, .fini = teardown, .timeout = TEST_TIMEOUT_S);
-
-static const char *tail_of(const char *path)
-{
-	return h_tail_of(path, 15);
-}
+WORLD_SUITE(pipeline, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 /* Up to 40 lines of a file from the first line containing marker, for
  * sanitizer reports (their first lines say what and where). */
@@ -69,206 +49,45 @@ static const char *excerpt_from(const char *path, const char *marker)
 	return buf;
 }
 
-static double secs_since(int64_t t0)
-{
-	return (double)(h_now_ms() - t0) / 1000.0;
-}
-
-/* memcached + a mock with TOPIC of `parts` partitions producing `records`
- * records over `keys` keys with 5% tombstones, 100-byte values, and an
- * expect file. rate NULL: as fast as it can. */
+/* memcached + TOPIC of `parts` partitions, `records` records over `keys`
+ * keys with 5% tombstones, 100-byte values, an expect file. rate NULL: as
+ * fast as it can. */
 static void start_world(int parts, uint64_t records, uint32_t keys, const char *rate,
 			const char *seed)
 {
-	char topic[64], n[32], k[32];
-	const char *args[32];
-	int a = 0, rc;
-
-	memset(&W, 0, sizeof(W));
-	W.parts = parts;
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, parts);
-	snprintf(n, sizeof(n), "%" PRIu64, records);
-	snprintf(k, sizeof(k), "%u", keys);
-	args[a++] = "--topic";
-	args[a++] = topic;
-	args[a++] = "--produce";
-	args[a++] = n;
-	args[a++] = "--keys";
-	args[a++] = k;
-	args[a++] = "--value-size";
-	args[a++] = VALUE_SIZE;
-	args[a++] = "--tombstones";
-	args[a++] = "5";
-	args[a++] = "--seed";
-	args[a++] = seed;
-	args[a++] = "--expect";
-	args[a++] = W.expect;
-	if (rate != NULL) {
-		args[a++] = "--rate";
-		args[a++] = rate;
-	}
-	args[a] = NULL;
-	rc = h_mock_start(&W.mock, args, 0, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock gave no bootstrap line: %s\nstdout:\n%s", strerror(-rc),
-		     tail_of(W.mock.proc.out_path));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = parts, .records = records,
+					      .keys = keys, .value_size = 100, .tombstones = 5,
+					      .seed = seed, .rate = rate });
 }
 
-static void wait_produced(uint64_t want, int timeout_ms)
-{
-	int rc = h_mock_wait_produced(&W.mock, timeout_ms, &W.produced);
-
-	cr_assert_eq(rc, 0, "production did not finish within %d ms: %s\nmock stderr:\n%s",
-		     timeout_ms, strerror(-rc), tail_of(W.mock.proc.err_path));
-	cr_assert_eq(W.produced, want, "mock acknowledged %" PRIu64 " records, asked for %" PRIu64,
-		     W.produced, want);
-	cr_assert(h_file_exists(W.expect), "no expect file %s after production", W.expect);
-}
-
-/* Starts k2mc against the world: -b -t -G -m [-e] plus extra args. */
+/* k2mc -b -t -G -m --stats-interval-ms 1000 [-e] extra... */
 static void start_k2mc(struct h_proc *k, const struct h_k2mc_opts *o, const char *group, int eof,
 		       const char *const extra[])
 {
-	const char *args[48];
-	int a = 0, rc;
+	static const char *const stats[] = { "--stats-interval-ms", "1000", NULL };
 
-	args[a++] = "-b";
-	args[a++] = W.mock.bootstrap;
-	args[a++] = "-t";
-	args[a++] = TOPIC;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = W.mc_addr;
-	args[a++] = "--stats-interval-ms";
-	args[a++] = "1000";
-	if (eof)
-		args[a++] = "-e";
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 47; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, o, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
-}
-
-/* Waits for k2mc to exit 0 within timeout_ms and returns its summary. */
-static void finish_k2mc(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s)
-{
-	char st[96];
-	int status = 0, rc;
-	int64_t t0 = h_now_ms();
-
-	rc = h_wait(k->pid, timeout_ms, &status);
-	if (rc == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
-			       tail_of(k->err_path));
-	}
-	cr_assert_eq(h_exit_code(status), 0, "%s: k2mc ended with %s after %.1fs; stderr:\n%s",
-		     what, h_status_str(status, st, sizeof(st)), secs_since(t0),
-		     tail_of(k->err_path));
-	rc = h_summary_parse(k->err_path, s);
-	cr_assert_eq(rc, 0, "%s: no parsable summary line (%s); stderr:\n%s", what, strerror(-rc),
-		     tail_of(k->err_path));
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .eof = eof, .args = stats,
+						      .args2 = extra, .run = o });
 }
 
 static void assert_counts_add_up(const struct h_summary *s, const char *what)
 {
-	cr_assert_eq(s->written + s->deleted + s->skipped + s->coalesced, s->consumed,
-		     "%s: written %" PRIu64 " + deleted %" PRIu64 " + skipped %" PRIu64
-		     " + coalesced %" PRIu64 " != consumed %" PRIu64,
-		     what, s->written, s->deleted, s->skipped, s->coalesced, s->consumed);
+	world_assert_counts_add_up(s, what);
 	cr_assert_eq(s->skipped, 0, "%s: %" PRIu64 " records skipped; every generated key is valid",
 		     what, s->skipped);
-	cr_assert_eq(s->unwritten, 0, "%s: summary says unwritten %" PRIu64, what, s->unwritten);
 }
 
 static void assert_cache_equals_expect(const char *what)
 {
-	struct h_verify v;
-	int rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
-
-	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
-	cr_assert_eq(h_verify_mismatches(&v), 0,
-		     "%s: cache differs from %s (%zu S + %zu D keys): %zu missing, %zu with another "
-		     "value, %zu deleted but present; first:\n%s",
-		     what, W.expect, v.sets, v.deletes, v.missing, v.wrong, v.present, v.first);
-	cr_assert_eq(v.server_items, (uint64_t)v.sets,
-		     "%s: memcached holds %" PRIu64 " items, the expect file has %zu live keys", what,
-		     v.server_items, v.sets);
-	cr_log_info("%s: cache matches: %zu keys set, %zu deleted", what, v.sets, v.deletes);
-}
-
-/* The group's committed offsets and the end offsets of TOPIC. */
-static void kafka_offsets(const char *group, int64_t *committed, int64_t *end)
-{
-	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
-	int rc, n;
-
-	cr_assert_not_null(k, "kafka handle: %s", err);
-	n = h_kafka_partitions(k, TOPIC, 5000);
-	cr_assert_eq(n, W.parts, "topic %s has %d partitions, expected %d", TOPIC, n, W.parts);
-	if (end != NULL) {
-		rc = h_kafka_end_offsets(k, TOPIC, n, end, 5000);
-		cr_assert_eq(rc, 0, "end offsets: %s", strerror(-rc));
-	}
-	if (committed != NULL) {
-		rc = h_kafka_committed(k, TOPIC, n, committed, 5000);
-		cr_assert_eq(rc, 0, "committed offsets of %s: %s", group, strerror(-rc));
-	}
-	h_kafka_close(k);
+	world_assert_cache(&W, NULL, 0, NULL, 1, what);
 }
 
 static void assert_committed_at_end(const char *group, const char *what)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
-	char diff[512];
-	int d;
+	int64_t end_sum = world_assert_committed_at_end(&W, NULL, 0, group, what);
 
-	kafka_offsets(group, committed, end);
-	cr_assert_eq(h_offsets_sum(end, W.parts), (int64_t)W.produced,
-		     "%s: end offsets sum to %" PRId64 ", produced %" PRIu64, what,
-		     h_offsets_sum(end, W.parts), W.produced);
-	d = h_offsets_diff(committed, end, W.parts, diff, sizeof(diff));
-	cr_assert_eq(d, 0, "%s: %d of %d partitions committed != end offset (committed != end): %s",
-		     what, d, W.parts, diff);
-}
-
-/* Polls until the group has committed an offset > 0 on some partition,
- * while k (running) stays alive; returns how long it took. */
-static double wait_first_commit(struct h_proc *k, const char *group, int timeout_ms)
-{
-	char err[256], st[96];
-	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
-	int64_t t0 = h_now_ms(), deadline = t0 + timeout_ms, off[H_MAX_PARTS];
-	int status;
-
-	cr_assert_not_null(kh, "kafka handle: %s", err);
-	for (;;) {
-		if (h_exited(k->pid, &status) == 1)
-			cr_assert_fail("k2mc ended (%s) before committing anything; stderr:\n%s",
-				       h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
-		if (h_kafka_committed(kh, TOPIC, W.parts, off, 2000) == 0) {
-			for (int p = 0; p < W.parts; p++) {
-				if (off[p] > 0) {
-					h_kafka_close(kh);
-					return secs_since(t0);
-				}
-			}
-		}
-		if (h_now_ms() >= deadline)
-			break;
-		usleep(100 * 1000);
-	}
-	h_kafka_close(kh);
-	cr_assert_fail("group %s committed nothing within %d ms; k2mc stderr:\n%s", group,
-		       timeout_ms, tail_of(k->err_path));
-	return -1;
+	cr_assert_eq(end_sum, (int64_t)W.produced, "%s: end offsets sum to %" PRId64
+		     ", produced %" PRIu64, what, end_sum, W.produced);
 }
 
 /* (a) ---------------------------------------------------------------------*/
@@ -280,11 +99,11 @@ Test(pipeline, final_state_equals_expect)
 	int64_t t0;
 
 	start_world(8, 100000, 20000, NULL, "101");
-	wait_produced(100000, 60000);
+	world_wait_produced(&W, 100000, 60000);
 	t0 = h_now_ms();
 	start_k2mc(&k, NULL, "final-state", 1, NULL);
-	finish_k2mc(&k, 90000, "k2mc -e", &s);
-	cr_log_info("k2mc -e over %" PRIu64 " records took %.1fs", W.produced, secs_since(t0));
+	world_k2mc_finish(&k, 90000, "k2mc -e", &s);
+	cr_log_info("k2mc -e over %" PRIu64 " records took %.1fs", W.produced, world_secs_since(t0));
 	cr_assert_eq(s.consumed, W.produced, "consumed %" PRIu64 ", produced %" PRIu64, s.consumed,
 		     W.produced);
 	assert_counts_add_up(&s, "k2mc -e");
@@ -300,19 +119,19 @@ Test(pipeline, committed_offsets_equal_end_offsets)
 	struct h_summary s;
 
 	start_world(8, 50000, 20000, NULL, "202");
-	wait_produced(50000, 60000);
+	world_wait_produced(&W, 50000, 60000);
 	start_k2mc(&k, NULL, "commit-end", 1, NULL);
-	finish_k2mc(&k, 90000, "k2mc -e", &s);
+	world_k2mc_finish(&k, 90000, "k2mc -e", &s);
 	assert_committed_at_end("commit-end", "after k2mc -e");
 
 	/* what the summary reports is what Kafka has */
-	kafka_offsets("commit-end", NULL, end);
+	world_offsets(&W, NULL, 0, "commit-end", NULL, end);
 	cr_assert_eq(s.ncommitted, W.parts, "summary lists %d partitions, topic has %d",
 		     s.ncommitted, W.parts);
 	for (int p = 0; p < W.parts; p++)
-		cr_assert_eq(h_summary_committed(&s, TOPIC, p), end[p],
-			     "summary says %s[%d]=%" PRId64 ", end offset %" PRId64, TOPIC, p,
-			     h_summary_committed(&s, TOPIC, p), end[p]);
+		cr_assert_eq(h_summary_committed(&s, W.topic, p), end[p],
+			     "summary says %s[%d]=%" PRId64 ", end offset %" PRId64, W.topic, p,
+			     h_summary_committed(&s, W.topic, p), end[p]);
 }
 
 /* (c), (d) ------------------------------------------------------------------
@@ -337,7 +156,7 @@ Test(pipeline, sigkill_mid_run_then_restart_converges)
 	/* about 10 s of production: the kill lands while it is still going */
 	start_world(8, 100000, 20000, "10000", "303");
 	start_k2mc(&k1, NULL, "kill9", 0, short_session);
-	t_commit = wait_first_commit(&k1, "kill9", 30000);
+	t_commit = world_wait_first_commit(&W, &k1, "kill9", 30000);
 	cr_log_info("first commit after %.1fs", t_commit);
 	cr_assert(!h_file_exists(W.expect),
 		  "production finished before the kill, so the kill was not mid-run; "
@@ -347,9 +166,9 @@ Test(pipeline, sigkill_mid_run_then_restart_converges)
 	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "k2mc ended with %s",
 		  h_status_str(status, st, sizeof(st)));
 
-	wait_produced(100000, 60000);
+	world_wait_produced(&W, 100000, 60000);
 	/* read after production: any commit in flight at the kill has landed */
-	kafka_offsets("kill9", committed, end);
+	world_offsets(&W, NULL, 0, "kill9", committed, end);
 	for (int p = 0; p < W.parts; p++)
 		resume += end[p] - (committed[p] > 0 ? committed[p] : 0);
 	cr_log_info("after the kill: %" PRId64 " of %" PRIu64 " records committed",
@@ -357,8 +176,8 @@ Test(pipeline, sigkill_mid_run_then_restart_converges)
 
 	t0 = h_now_ms();
 	start_k2mc(&k2, NULL, "kill9", 1, short_session);
-	finish_k2mc(&k2, 90000, "restart with -e", &s);
-	cr_log_info("restart with -e took %.1fs", secs_since(t0));
+	world_k2mc_finish(&k2, 90000, "restart with -e", &s);
+	cr_log_info("restart with -e took %.1fs", world_secs_since(t0));
 	cr_assert_eq((int64_t)s.consumed, resume,
 		     "restart consumed %" PRIu64 " records; from the committed offsets to the end "
 		     "there are %" PRId64,
@@ -381,28 +200,28 @@ Test(pipeline, sigterm_drains_and_commits)
 
 	start_world(8, 100000, 20000, "10000", "404");
 	start_k2mc(&k1, NULL, "sigterm", 0, short_session);
-	wait_first_commit(&k1, "sigterm", 30000);
+	world_wait_first_commit(&W, &k1, "sigterm", 30000);
 	cr_assert(!h_file_exists(W.expect),
 		  "production finished before SIGTERM, so it was not mid-run; produce more or slower");
 	cr_assert_eq(h_signal(k1.pid, SIGTERM), 0);
 	t0 = h_now_ms();
 	cr_assert_eq(h_wait(k1.pid, 10000, &status), 0,
-		     "k2mc still running 10 s after SIGTERM; stderr:\n%s", tail_of(k1.err_path));
-	cr_log_info("SIGTERM to exit: %.2fs", secs_since(t0));
+		     "k2mc still running 10 s after SIGTERM; stderr:\n%s", world_tail(k1.err_path));
+	cr_log_info("SIGTERM to exit: %.2fs", world_secs_since(t0));
 	cr_assert_eq(h_exit_code(status), 0, "k2mc ended with %s after SIGTERM; stderr:\n%s",
-		     h_status_str(status, st, sizeof(st)), tail_of(k1.err_path));
+		     h_status_str(status, st, sizeof(st)), world_tail(k1.err_path));
 	cr_assert_eq(h_summary_parse(k1.err_path, &s1), 0, "no summary; stderr:\n%s",
-		     tail_of(k1.err_path));
+		     world_tail(k1.err_path));
 	assert_counts_add_up(&s1, "after SIGTERM");
 
 	/* the summary's offsets are the group's offsets */
-	kafka_offsets("sigterm", committed, NULL);
+	world_offsets(&W, NULL, 0, "sigterm", committed, NULL);
 	for (int p = 0; p < W.parts; p++) {
-		int64_t printed = h_summary_committed(&s1, TOPIC, p);
+		int64_t printed = h_summary_committed(&s1, W.topic, p);
 
 		if (printed != committed[p] && d++ < 4)
 			snprintf(diff + strlen(diff), sizeof(diff) - strlen(diff),
-				 "%s[%d]: summary %" PRId64 " kafka %" PRId64 "; ", TOPIC, p, printed,
+				 "%s[%d]: summary %" PRId64 " kafka %" PRId64 "; ", W.topic, p, printed,
 				 committed[p]);
 		sum += printed > 0 ? printed : 0;
 	}
@@ -413,11 +232,11 @@ Test(pipeline, sigterm_drains_and_commits)
 		     "committed offsets sum to %" PRId64 " but %" PRIu64 " records were consumed",
 		     sum, s1.consumed);
 
-	wait_produced(100000, 60000);
+	world_wait_produced(&W, 100000, 60000);
 	t0 = h_now_ms();
 	start_k2mc(&k2, NULL, "sigterm", 1, short_session);
-	finish_k2mc(&k2, 90000, "restart with -e", &s2);
-	cr_log_info("restart with -e took %.1fs", secs_since(t0));
+	world_k2mc_finish(&k2, 90000, "restart with -e", &s2);
+	cr_log_info("restart with -e took %.1fs", world_secs_since(t0));
 	cr_assert_eq(s1.consumed + s2.consumed, W.produced,
 		     "first run consumed %" PRIu64 ", restart %" PRIu64 ", produced %" PRIu64
 		     " (a graceful stop re-delivers nothing)",
@@ -437,24 +256,26 @@ static void sanitizer_run(const struct h_k2mc_opts *o, const char *group, const 
 	int status = 0;
 	int64_t t0;
 
+	world_skip_unless_mock("the sanitizer builds run in make integration; make test-kafka "
+			       "builds none");
 	start_world(4, 20000, 5000, NULL, "505");
-	wait_produced(20000, 60000);
+	world_wait_produced(&W, 20000, 60000);
 	t0 = h_now_ms();
 	start_k2mc(k, o, group, 1, NULL);
 	if (h_wait(k->pid, 120000, &status) != 0) {
 		h_signal(k->pid, SIGKILL);
 		h_wait(k->pid, 5000, NULL);
 		cr_assert_fail("%s still running after 120 s; stderr:\n%s", o->bin,
-			       tail_of(k->err_path));
+			       world_tail(k->err_path));
 	}
 	cr_log_info("%s -e over %" PRIu64 " records: %s after %.1fs", o->bin, W.produced,
-		    h_status_str(status, st, sizeof(st)), secs_since(t0));
+		    h_status_str(status, st, sizeof(st)), world_secs_since(t0));
 	/* the report first: it says why the exit status is what it is */
 	cr_assert(!h_file_contains(k->err_path, marker), "%s reported '%s' (%s):\n%s", o->bin,
 		  marker, h_status_str(status, st, sizeof(st)), excerpt_from(k->err_path, marker));
 	cr_assert(!WIFSIGNALED(status), "%s was %s%s; stderr:\n%s", o->bin,
-		  h_status_str(status, st, sizeof(st)), crash_hint, tail_of(k->err_path));
-	finish_k2mc(k, 0, o->bin, &s);
+		  h_status_str(status, st, sizeof(st)), crash_hint, world_tail(k->err_path));
+	world_k2mc_finish(k, 0, o->bin, &s);
 	cr_assert_eq(s.consumed, W.produced, "consumed %" PRIu64 ", produced %" PRIu64, s.consumed,
 		     W.produced);
 	assert_counts_add_up(&s, o->bin);
@@ -480,10 +301,12 @@ Test(pipeline, asan_build_reports_no_undefined_behaviour)
 	struct h_summary s;
 	struct h_proc k;
 
+	world_skip_unless_mock("the sanitizer builds run in make integration; make test-kafka "
+			       "builds none");
 	start_world(2, 2000, 500, NULL, "606");
-	wait_produced(2000, 30000);
+	world_wait_produced(&W, 2000, 30000);
 	start_k2mc(&k, &o, "ubsan", 1, NULL);
-	finish_k2mc(&k, 60000, o.bin, &s);
+	world_k2mc_finish(&k, 60000, o.bin, &s);
 	cr_assert(!h_file_contains(k.err_path, "runtime error:"),
 		  "UBSan reported undefined behaviour:\n%s", excerpt_from(k.err_path, "runtime error:"));
 }
@@ -546,7 +369,7 @@ Test(pipeline, bad_command_lines_exit_2_naming_the_problem)
 		rc = h_wait(k.pid, 10000, &status);
 		cr_assert_eq(rc, 0, "`%s` still running after 10 s", cmd);
 		cr_assert_eq(h_exit_code(status), 2, "`%s` ended with %s, expected exit 2; stderr:\n%s",
-			     cmd, h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
+			     cmd, h_status_str(status, st, sizeof(st)), world_tail(k.err_path));
 		err = h_file_read(k.err_path, NULL);
 		cr_assert_not_null(err);
 		nl = strchr(err, '\n');
@@ -575,11 +398,11 @@ Test(pipeline, harness_reports_cache_mismatches)
 	FILE *f;
 	int rc;
 
-	rc = h_memcached_start(&W.mc, 0, NULL);
+	rc = h_memcached_start(&W.mc[0], 0, NULL);
 	cr_assert_eq(rc, 0, "memcached: %s", strerror(-rc));
 	memc = memcached_create(NULL);
 	cr_assert_not_null(memc);
-	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc.port);
+	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc[0].port);
 	cr_assert_eq(memcached_set(memc, "k1", 2, "v1", 2, 0, 0), MEMCACHED_SUCCESS);
 	cr_assert_eq(memcached_set(memc, "k2", 2, "v2", 2, 0, 0), MEMCACHED_SUCCESS);
 	cr_assert_eq(memcached_set(memc, "k3", 2, "v3", 2, 0, 0), MEMCACHED_SUCCESS);
@@ -590,7 +413,7 @@ Test(pipeline, harness_reports_cache_mismatches)
 	cr_assert_not_null(f);
 	fputs(expect, f);
 	fclose(f);
-	rc = h_verify_memcached(path, "127.0.0.1", W.mc.port, NULL, &v);
+	rc = h_verify_memcached(path, "127.0.0.1", W.mc[0].port, NULL, &v);
 	cr_assert_eq(rc, 0, "verify could not run: %s", v.first);
 	cr_assert_eq(v.sets, 3);
 	cr_assert_eq(v.deletes, 2);
@@ -608,7 +431,7 @@ Test(pipeline, harness_reports_cache_mismatches)
 	cr_assert_not_null(f);
 	fputs("S k1 v1\n", f);
 	fclose(f);
-	rc = h_verify_memcached(path, "127.0.0.1", W.mc.port, "p:", &v);
+	rc = h_verify_memcached(path, "127.0.0.1", W.mc[0].port, "p:", &v);
 	cr_assert_eq(rc, 0, "%s", v.first);
 	cr_assert_eq(h_verify_mismatches(&v), 0, "%s", v.first);
 
@@ -617,14 +440,14 @@ Test(pipeline, harness_reports_cache_mismatches)
 	cr_assert_not_null(f);
 	fputs("X k1\n", f);
 	fclose(f);
-	cr_assert_eq(h_verify_memcached(path, "127.0.0.1", W.mc.port, NULL, &v), -EPROTO);
+	cr_assert_eq(h_verify_memcached(path, "127.0.0.1", W.mc[0].port, NULL, &v), -EPROTO);
 	f = fopen(path, "w");
 	cr_assert_not_null(f);
 	fputs("S k1 v1\n", f);
 	fclose(f);
-	cr_assert_eq(h_signal(W.mc.proc.pid, SIGKILL), 0);
-	cr_assert_eq(h_wait(W.mc.proc.pid, 5000, NULL), 0);
-	cr_assert_lt(h_verify_memcached(path, "127.0.0.1", W.mc.port, NULL, &v), 0,
+	cr_assert_eq(h_signal(W.mc[0].proc.pid, SIGKILL), 0);
+	cr_assert_eq(h_wait(W.mc[0].proc.pid, 5000, NULL), 0);
+	cr_assert_lt(h_verify_memcached(path, "127.0.0.1", W.mc[0].port, NULL, &v), 0,
 		     "verify against a dead server passed");
 }
 
@@ -680,9 +503,10 @@ Test(pipeline, mock_stdin_control_answers_each_command)
 	int status = 0, rc;
 	char *e;
 
+	world_skip_unless_mock("broker-down and broker-up drive the mock cluster only");
 	args[5] = h_tmppath(expect, sizeof(expect), "control.expect");
 	rc = h_mock_start(&W.mock, args, 1, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), world_tail(W.mock.proc.err_path));
 	rc = h_mock_command(&W.mock, "produce 100", answer, sizeof(answer), 30000);
 	cr_assert_eq(rc, 0, "produce 100: %s (%s)", answer, strerror(-rc));
 	cr_assert_str_eq(answer, "ok produce acked=100");
@@ -701,5 +525,5 @@ Test(pipeline, mock_stdin_control_answers_each_command)
 	cr_assert_eq(rc, 0, "quit: '%s'", answer);
 	cr_assert_eq(h_wait(W.mock.proc.pid, 10000, &status), 0, "k2mc-mock still running after quit");
 	cr_assert_eq(h_exit_code(status), 0, "k2mc-mock ended with %s after quit:\n%s",
-		     h_status_str(status, st, sizeof(st)), tail_of(W.mock.proc.err_path));
+		     h_status_str(status, st, sizeof(st)), world_tail(W.mock.proc.err_path));
 }

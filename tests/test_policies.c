@@ -25,7 +25,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "bad"
 #define DLQ "dead"
@@ -45,24 +45,21 @@ struct rec {
 	const char *header; /* "name=value" header, or NULL */
 };
 
+static struct world W;
+/* world_name(DLQ) of the current world */
+static const char *dlq_topic;
+
+/* The records of a test */
 static struct {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char mc_addr[64];
 	struct rec recs[NRECORDS];
 	int nrecs;
 	char long_key[251];
 	char big_value[3000];
 	char good_keys[NGOOD_KEYS][16];
 	char good_vals[NRECORDS][32];
-} W;
+} R;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(policies, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(policies, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {
@@ -91,13 +88,13 @@ static void build_records(void)
 {
 	int g = 0;
 
-	memset(W.long_key, 'L', sizeof(W.long_key));
-	memset(W.big_value, 'b', sizeof(W.big_value));
+	memset(R.long_key, 'L', sizeof(R.long_key));
+	memset(R.big_value, 'b', sizeof(R.big_value));
 	for (int k = 0; k < NGOOD_KEYS; k++)
-		snprintf(W.good_keys[k], sizeof(W.good_keys[k]), "good-%03d", k);
-	W.nrecs = NRECORDS;
+		snprintf(R.good_keys[k], sizeof(R.good_keys[k]), "good-%03d", k);
+	R.nrecs = NRECORDS;
 	for (int i = 0; i < NRECORDS; i++) {
-		struct rec *r = &W.recs[i];
+		struct rec *r = &R.recs[i];
 		int bad = -1;
 
 		for (int b = 0; b < NBAD; b++)
@@ -112,7 +109,7 @@ static void build_records(void)
 			*r = (struct rec){ "", 0, "emptykey", 8, "missing_key", NULL };
 			break;
 		case 2:
-			*r = (struct rec){ W.long_key, 251, "long", 4, "key_too_long", NULL };
+			*r = (struct rec){ R.long_key, 251, "long", 4, "key_too_long", NULL };
 			break;
 		case 3:
 			*r = (struct rec){ "has space", 9, "spc", 3, "key_bad_bytes", "trace=t-40" };
@@ -121,20 +118,20 @@ static void build_records(void)
 			*r = (struct rec){ "ctl\x01x", 5, "ctl", 3, "key_bad_bytes", NULL };
 			break;
 		case 5:
-			*r = (struct rec){ "big", 3, W.big_value, sizeof(W.big_value),
+			*r = (struct rec){ "big", 3, R.big_value, sizeof(R.big_value),
 					   "value_too_large", NULL };
 			break;
 		case 6:
 			*r = (struct rec){ "has space", 9, NULL, 0, "key_bad_bytes", NULL };
 			break;
 		case 7:
-			*r = (struct rec){ W.long_key, 251, "long2", 5, "key_too_long", NULL };
+			*r = (struct rec){ R.long_key, 251, "long2", 5, "key_too_long", NULL };
 			break;
 		default:
-			snprintf(W.good_vals[i], sizeof(W.good_vals[i]), "value-%d", i);
-			r->key = W.good_keys[g % NGOOD_KEYS];
+			snprintf(R.good_vals[i], sizeof(R.good_vals[i]), "value-%d", i);
+			r->key = R.good_keys[g % NGOOD_KEYS];
 			r->klen = strlen(r->key);
-			r->val = W.good_vals[i];
+			r->val = R.good_vals[i];
 			r->vlen = strlen(r->val);
 			g++;
 			break;
@@ -143,22 +140,27 @@ static void build_records(void)
 }
 
 /* memcached on port (0: any free one), with extra arguments. */
+/* memcached on port (0: any) after the world started without one */
 static void start_memcached(int port, const char *const extra[])
 {
-	int rc = h_memcached_start(&W.mc, port, extra);
+	int rc = h_memcached_start(&W.mc[0], port, extra);
 
 	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
+	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc[0].port);
 }
 
-/* A mock with TOPIC (1 partition) and DLQ. */
-static void start_mock(void)
+/* TOPIC and DLQ, one partition each, and memcached with mc_args unless
+ * nmc is -1 (a test that starts its own later). */
+static void start_mock(int nmc, const char *const mc_args[])
 {
-	static const char *const args[] = { "--topic", TOPIC ":1", "--topic", DLQ ":1",
-					    "--stdin-control", NULL };
-	int rc = h_mock_start(&W.mock, args, 1, 15000);
+	static const char *const more[] = { DLQ ":1", NULL };
+	/* records up to 2,000,000 bytes (produce() allows 10,000,000) */
+	static const char *const big[] = { "max.message.bytes=10000000", NULL };
 
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = 1, .no_expect = 1,
+					      .control = 1, .topics = more, .topic_config = big,
+					      .nmc = nmc, .mc_args = mc_args });
+	dlq_topic = world_name(DLQ);
 }
 
 /* Produces recs[0..n) to TOPIC partition 0, in order: offset = index. */
@@ -190,7 +192,7 @@ static void produce(const struct rec *recs, int n)
 			h = rd_kafka_headers_new(1);
 			rd_kafka_header_add(h, r->header, eq - r->header, eq + 1, -1);
 		}
-		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
 					RD_KAFKA_V_KEY(r->key, r->klen),
 					RD_KAFKA_V_VALUE((void *)r->val, r->vlen),
 					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -207,11 +209,10 @@ static void produce(const struct rec *recs, int n)
  * produced in order by this process. */
 static void start_world(void)
 {
-	memset(&W, 0, sizeof(W));
+	memset(&R, 0, sizeof(R));
 	build_records();
-	start_memcached(0, NULL);
-	start_mock();
-	produce(W.recs, W.nrecs);
+	start_mock(1, NULL);
+	produce(R.recs, R.nrecs);
 }
 
 /* Starts k2mc -e over TOPIC with extra args, without waiting; max_value:
@@ -221,10 +222,9 @@ static void start_world(void)
 static void start_k2mc(struct h_proc *k, const char *group, const char *max_value,
 		       const char *const extra[])
 {
-	const char *args[48] = { "-b", W.mock.bootstrap, "-t", TOPIC, "-G", group, "-m", W.mc_addr,
-				 "-e", "--writers", "2", "--stats-interval-ms", "1000", "-X",
+	const char *args[48] = { "--writers", "2", "--stats-interval-ms", "1000", "-X",
 				 "session.timeout.ms=6000" };
-	int a = 15, rc;
+	int a = 6;
 
 	if (max_value != NULL) {
 		args[a++] = "--max-value-bytes";
@@ -233,8 +233,8 @@ static void start_k2mc(struct h_proc *k, const char *group, const char *max_valu
 	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
 		args[a++] = extra[i];
 	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .mc = W.mc_addr, .eof = 1,
+						      .args = args });
 }
 
 /* Waits for a k2mc started by start_k2mc to exit; returns its exit code. */
@@ -343,8 +343,8 @@ static uint64_t bad_count(const char *reason)
 {
 	uint64_t n = 0;
 
-	for (int i = 0; i < W.nrecs; i++)
-		n += W.recs[i].reason != NULL && strcmp(W.recs[i].reason, reason) == 0;
+	for (int i = 0; i < R.nrecs; i++)
+		n += R.recs[i].reason != NULL && strcmp(R.recs[i].reason, reason) == 0;
 	return n;
 }
 
@@ -358,7 +358,7 @@ static char *mc_get(const char *key, size_t klen, size_t *vlen)
 	uint32_t flags;
 	char *v;
 
-	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc.port);
+	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc[0].port);
 	v = memcached_get(memc, key, klen, vlen, &flags, &rc);
 	memcached_free(memc);
 	return v;
@@ -372,13 +372,13 @@ static void assert_good_keys_written(void)
 		size_t vlen = 0;
 		char *v;
 
-		for (int i = 0; i < W.nrecs; i++)
-			if (W.recs[i].reason == NULL && strcmp(W.recs[i].key, W.good_keys[k]) == 0)
-				want = W.recs[i].val;
-		v = mc_get(W.good_keys[k], strlen(W.good_keys[k]), &vlen);
-		cr_assert_not_null(v, "%s: missing from the cache", W.good_keys[k]);
+		for (int i = 0; i < R.nrecs; i++)
+			if (R.recs[i].reason == NULL && strcmp(R.recs[i].key, R.good_keys[k]) == 0)
+				want = R.recs[i].val;
+		v = mc_get(R.good_keys[k], strlen(R.good_keys[k]), &vlen);
+		cr_assert_not_null(v, "%s: missing from the cache", R.good_keys[k]);
 		cr_assert(vlen == strlen(want) && memcmp(v, want, vlen) == 0,
-			  "%s: cache has '%.*s', expected '%s'", W.good_keys[k], (int)vlen, v, want);
+			  "%s: cache has '%.*s', expected '%s'", R.good_keys[k], (int)vlen, v, want);
 		free(v);
 	}
 }
@@ -401,7 +401,7 @@ static uint64_t mc_curr_items(void)
 	memcached_stat_st *st;
 	uint64_t n = 0;
 
-	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc.port);
+	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc[0].port);
 	st = memcached_stat(memc, NULL, &rc);
 	if (st != NULL) {
 		n = st[0].curr_items;
@@ -411,94 +411,22 @@ static uint64_t mc_curr_items(void)
 	return n;
 }
 
-struct letter {
-	char *key; /* NULL: null key */
-	size_t klen;
-	char *val;
-	size_t vlen;
-	char reason[32], topic[64], message[200], trace[32];
-	int64_t partition, offset;
-};
-
-static void copy_header(const rd_kafka_headers_t *h, const char *name, char *out, size_t len)
-{
-	const void *v;
-	size_t n;
-
-	out[0] = '\0';
-	if (h != NULL && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR)
-		snprintf(out, len, "%.*s", (int)n, (const char *)v);
-}
-
-/* Reads the whole dead letter topic (partition 0) from the beginning. */
-static int read_dead_letters(struct letter *out, int max)
-{
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-	int64_t deadline = h_now_ms() + 15000;
-	char e[512], num[32];
-	rd_kafka_t *rk;
-	int n = 0;
-
-	rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e));
-	rd_kafka_conf_set(conf, "group.id", "policies-dlq-reader", e, sizeof(e));
-	rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof(e));
-	rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e));
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
-	cr_assert_not_null(rk, "dead letter reader: %s", e);
-	rd_kafka_topic_partition_list_add(l, DLQ, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-	cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
-	rd_kafka_topic_partition_list_destroy(l);
-	while (h_now_ms() < deadline) {
-		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-		rd_kafka_headers_t *h = NULL;
-
-		if (m == NULL)
-			continue;
-		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-			rd_kafka_message_destroy(m);
-			break;
-		}
-		cr_assert_eq(m->err, RD_KAFKA_RESP_ERR_NO_ERROR, "reading %s: %s", DLQ,
-			     rd_kafka_message_errstr(m));
-		cr_assert_lt(n, max, "more than %d dead letters", max);
-		out[n].key = m->key ? strndup(m->key, m->key_len) : NULL;
-		out[n].klen = m->key_len;
-		out[n].val = m->payload ? strndup(m->payload, m->len) : NULL;
-		out[n].vlen = m->len;
-		rd_kafka_message_headers(m, &h);
-		copy_header(h, "k2mc.error.reason", out[n].reason, sizeof(out[n].reason));
-		copy_header(h, "k2mc.error.topic", out[n].topic, sizeof(out[n].topic));
-		copy_header(h, "k2mc.error.message", out[n].message, sizeof(out[n].message));
-		copy_header(h, "trace", out[n].trace, sizeof(out[n].trace));
-		copy_header(h, "k2mc.error.partition", num, sizeof(num));
-		out[n].partition = num[0] ? strtoll(num, NULL, 10) : -1;
-		copy_header(h, "k2mc.error.offset", num, sizeof(num));
-		out[n].offset = num[0] ? strtoll(num, NULL, 10) : -1;
-		n++;
-		rd_kafka_message_destroy(m);
-	}
-	rd_kafka_consumer_close(rk);
-	rd_kafka_destroy(rk);
-	return n;
-}
-
 /* Each dead letter is the record at its k2mc.error.offset, whole, and the
  * set of offsets is exactly `want` (in order). */
 static void assert_dead_letters(const int *want, int nwant)
 {
-	struct letter dl[NRECORDS];
-	int n = read_dead_letters(dl, NRECORDS);
+	struct world_letter dl[NRECORDS];
+	int n = world_read_dlq(&W, dlq_topic, dl, NRECORDS);
 
-	cr_assert_eq(n, nwant, "%s holds %d records, expected %d", DLQ, n, nwant);
+	cr_assert_eq(n, nwant, "%s holds %d records, expected %d", dlq_topic, n, nwant);
 	for (int i = 0; i < n; i++) {
 		const struct rec *r;
 
 		cr_assert_eq(dl[i].offset, want[i], "dead letter %d is offset %" PRId64 ", expected %d",
 			     i, dl[i].offset, want[i]);
-		r = &W.recs[want[i]];
+		r = &R.recs[want[i]];
 		cr_assert_str_eq(dl[i].reason, r->reason, "offset %d", want[i]);
-		cr_assert_str_eq(dl[i].topic, TOPIC);
+		cr_assert_str_eq(dl[i].topic, W.topic);
 		cr_assert_eq(dl[i].partition, 0);
 		cr_assert(dl[i].message[0] != '\0', "offset %d: no k2mc.error.message", want[i]);
 		cr_assert_eq(dl[i].klen, r->klen, "offset %d: key length", want[i]);
@@ -520,11 +448,11 @@ static void assert_dead_letters(const int *want, int nwant)
 static void assert_committed(const char *group, int64_t want)
 {
 	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	struct h_kafka *k = h_kafka_open(W.bootstrap, world_name(group), err, sizeof(err));
 	int64_t off[1] = { -2 };
 
 	cr_assert_not_null(k, "%s", err);
-	cr_assert_eq(h_kafka_committed(k, TOPIC, 1, off, 5000), 0);
+	cr_assert_eq(h_kafka_committed(k, W.topic, 1, off, 5000), 0);
 	h_kafka_close(k);
 	cr_assert_eq(off[0], want, "group %s committed %" PRId64 ", expected %" PRId64, group, off[0],
 		     want);
@@ -532,7 +460,7 @@ static void assert_committed(const char *group, int64_t want)
 
 static uint64_t good_count(void)
 {
-	return (uint64_t)W.nrecs - NBAD;
+	return (uint64_t)R.nrecs - NBAD;
 }
 
 /* ---- the policies ---------------------------------------------------------- */
@@ -540,6 +468,7 @@ static uint64_t good_count(void)
 Test(policies, skip_counts_each_reason_and_writes_the_rest)
 {
 	static const char *const extra[] = { "--on-invalid", "skip", NULL };
+	char line[256];
 	struct h_proc k;
 	struct counts c;
 
@@ -552,16 +481,17 @@ Test(policies, skip_counts_each_reason_and_writes_the_rest)
 			     bad_count(REASONS[r]));
 	cr_expect_eq(c.s.skipped, NBAD);
 	cr_expect_eq(c.s.written + c.s.coalesced, good_count());
-	cr_expect_eq(c.s.consumed, (uint64_t)W.nrecs);
+	cr_expect_eq(c.s.consumed, (uint64_t)R.nrecs);
 	/* the first of each reason is named once, with its offset */
-	cr_expect(h_file_contains(k.err_path, "bad [0] @10: skipped, missing_key"),
-		  "stderr:\n%s", tail_of(k.err_path));
-	cr_expect(h_file_contains(k.err_path, "bad [0] @30: skipped, key_too_long"));
-	cr_expect(!h_file_contains(k.err_path, "bad [0] @20: skipped"),
-		  "the second missing key was logged too");
+	snprintf(line, sizeof(line), "%s [0] @10: skipped, missing_key", W.topic);
+	cr_expect(h_file_contains(k.err_path, line), "stderr:\n%s", tail_of(k.err_path));
+	snprintf(line, sizeof(line), "%s [0] @30: skipped, key_too_long", W.topic);
+	cr_expect(h_file_contains(k.err_path, line));
+	snprintf(line, sizeof(line), "%s [0] @20: skipped", W.topic);
+	cr_expect(!h_file_contains(k.err_path, line), "the second missing key was logged too");
 	assert_good_keys_written();
 	cr_expect_eq(mc_curr_items(), NGOOD_KEYS, "only the good keys are in the cache");
-	assert_committed("skip", W.nrecs);
+	assert_committed("skip", R.nrecs);
 }
 
 Test(policies, hash_stores_bad_keys_under_their_digest_and_skips_the_rest)
@@ -592,7 +522,7 @@ Test(policies, hash_stores_bad_keys_under_their_digest_and_skips_the_rest)
 	cr_expect_eq(c.s.deleted, 1);
 	assert_good_keys_written();
 
-	n = hashed_key(W.long_key, 251, hk);
+	n = hashed_key(R.long_key, 251, hk);
 	v = mc_get(hk, n, &vlen);
 	cr_assert_not_null(v, "the 251-byte key's hashed key %s is not in the cache", hk);
 	cr_expect(vlen == 5 && memcmp(v, "long2", 5) == 0, "hashed long key holds '%.*s'",
@@ -609,12 +539,13 @@ Test(policies, hash_stores_bad_keys_under_their_digest_and_skips_the_rest)
 	cr_expect_null(v, "the tombstone of \"has space\" did not delete its hashed key");
 	free(v);
 	cr_expect_eq(mc_curr_items(), NGOOD_KEYS + 2);
-	assert_committed("hash", W.nrecs);
+	assert_committed("hash", R.nrecs);
 }
 
 Test(policies, hash_falls_back_to_the_dead_letter_topic)
 {
 	static const char *const extra[] = { "--on-invalid", "hash", "--dlq-topic", DLQ, NULL };
+	char msg[256];
 	static const int want[] = { 10, 20, 60 };
 	struct h_proc k;
 	struct counts c;
@@ -628,11 +559,12 @@ Test(policies, hash_falls_back_to_the_dead_letter_topic)
 	cr_expect_eq(c.dl_by[1], 2);
 	cr_expect_eq(c.dl_by[4], 1);
 	cr_expect_eq(c.s.skipped, 0);
-	cr_expect(h_file_contains(k.err_path, "missing_key records cannot be hashed; they go to the "
-					      "dead letter topic " DLQ));
+	snprintf(msg, sizeof(msg), "missing_key records cannot be hashed; they go to the dead "
+		 "letter topic %s", dlq_topic);
+	cr_expect(h_file_contains(k.err_path, msg), "stderr:\n%s", tail_of(k.err_path));
 	assert_dead_letters(want, 3);
 	assert_good_keys_written();
-	assert_committed("hash-dlq", W.nrecs);
+	assert_committed("hash-dlq", R.nrecs);
 }
 
 Test(policies, dlq_copies_each_bad_record_with_its_origin)
@@ -656,7 +588,7 @@ Test(policies, dlq_copies_each_bad_record_with_its_origin)
 	assert_dead_letters(want, NBAD);
 	assert_good_keys_written();
 	cr_expect_eq(mc_curr_items(), NGOOD_KEYS);
-	assert_committed("dlq", W.nrecs);
+	assert_committed("dlq", R.nrecs);
 }
 
 /* A dead letter the cluster refuses is never acknowledged: k2mc stops,
@@ -666,9 +598,11 @@ Test(policies, dlq_delivery_failure_stops_before_the_record)
 	static const char *const extra[] = { "--on-invalid", "dlq", "--dlq-topic", DLQ, NULL };
 	char answer[128];
 	struct h_proc k;
+	char msg[400];
 	int64_t t0;
 	int rc;
 
+	world_skip_unless_mock("errors (injected Produce errors) drives the mock cluster only");
 	start_world();
 	/* Produce (API key 0) answers TOPIC_AUTHORIZATION_FAILED (29), which
 	 * a producer does not retry */
@@ -678,8 +612,8 @@ Test(policies, dlq_delivery_failure_stops_before_the_record)
 	rc = run_k2mc(&k, "dlq-refused", extra, 40000);
 	cr_assert_eq(rc, 1, "exit %d, expected 1; stderr:\n%s", rc, tail_of(k.err_path));
 	cr_log_info("exit 1 after %.1fs", (double)(h_now_ms() - t0) / 1000.0);
-	cr_expect(h_file_contains(k.err_path, "dead letter topic " DLQ ": delivery of " TOPIC " [0] @"),
-		  "stderr:\n%s", tail_of(k.err_path));
+	snprintf(msg, sizeof(msg), "dead letter topic %s: delivery of %s [0] @", dlq_topic, W.topic);
+	cr_expect(h_file_contains(k.err_path, msg), "stderr:\n%s", tail_of(k.err_path));
 	assert_committed("dlq-refused", FIRST_BAD);
 }
 
@@ -703,11 +637,14 @@ Test(policies, fail_stops_at_the_first_bad_record)
 	/* the message names one of the bad records (two writers may each meet
 	 * one; the commit is what must be exact) */
 	{
-		const char *p = strstr(line, "--on-invalid fail: " TOPIC " [0] @");
+		char want[256];
+		const char *p;
 
+		snprintf(want, sizeof(want), "--on-invalid fail: %s [0] @", W.topic);
+		p = strstr(line, want);
 		cr_assert_not_null(p, "no '--on-invalid fail' message; stderr:\n%s",
 				   tail_of(k.err_path));
-		off = strtoll(p + strlen("--on-invalid fail: " TOPIC " [0] @"), NULL, 10);
+		off = strtoll(p + strlen(want), NULL, 10);
 		for (int b = 0; b < NBAD; b++)
 			named |= BAD[b].at == off;
 		cr_expect(named, "the message names offset %" PRId64 ", not a bad record", off);
@@ -739,7 +676,7 @@ static void mc_set(const char *key, const char *val)
 {
 	memcached_st *memc = memcached_create(NULL);
 
-	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc.port);
+	memcached_server_add(memc, "127.0.0.1", (in_port_t)W.mc[0].port);
 	cr_assert_eq(memcached_set(memc, key, strlen(key), val, strlen(val), 0, 0),
 		     MEMCACHED_SUCCESS, "cannot set %s", key);
 	memcached_free(memc);
@@ -793,9 +730,7 @@ Test(policies, value_over_max_value_bytes_deletes_the_old_value)
 	recs[0] = (struct rec){ "big", 3, "v1", 2, NULL, NULL };
 	recs[1] = (struct rec){ "keep", 4, "k1", 2, NULL, NULL };
 	recs[2] = (struct rec){ "big", 3, big, 3000, "value_too_large", NULL };
-	memset(&W, 0, sizeof(W));
-	start_memcached(0, NULL);
-	start_mock();
+	start_mock(1, NULL);
 	produce(recs, 3);
 	assert_refused_value_invalidates("inval-skip", MAX_VALUE, "skip");
 	assert_refused_value_invalidates("inval-hash", MAX_VALUE, "hash");
@@ -817,9 +752,7 @@ Test(policies, value_over_the_servers_item_limit_deletes_the_old_value)
 	recs[0] = (struct rec){ "big", 3, "v1", 2, NULL, NULL };
 	recs[1] = (struct rec){ "keep", 4, "k1", 2, NULL, NULL };
 	recs[2] = (struct rec){ "big", 3, big, blen, "value_too_large", NULL };
-	memset(&W, 0, sizeof(W));
-	start_memcached(0, mc_args);
-	start_mock();
+	start_mock(1, mc_args);
 	produce(recs, 3);
 	assert_refused_value_invalidates("inval-server", NULL, "skip");
 	free(big);
@@ -844,8 +777,7 @@ Test(policies, item_limit_is_read_when_the_server_comes_up)
 		big[i] = (char)('a' + i % 26);
 	recs[0] = (struct rec){ "two-mb", 6, big, blen, NULL, NULL };
 	recs[1] = (struct rec){ "small", 5, "s", 1, NULL, NULL };
-	memset(&W, 0, sizeof(W));
-	start_mock();
+	start_mock(-1, NULL);
 	produce(recs, 2);
 	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", port);
 	start_k2mc(&k, "late-server", NULL, NULL);
@@ -1037,8 +969,7 @@ static void start_small_topic(int n)
 		recs[i] = (struct rec){ keys[i], strlen(keys[i]), vals[i], strlen(vals[i]), NULL,
 					NULL };
 	}
-	memset(&W, 0, sizeof(W));
-	start_mock();
+	start_mock(-1, NULL);
 	produce(recs, n);
 }
 
@@ -1058,11 +989,11 @@ static void stop_k2mc(struct h_proc *k)
 static void assert_committed_at_most(const char *group, int64_t most)
 {
 	char err[256];
-	struct h_kafka *kh = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	struct h_kafka *kh = h_kafka_open(W.bootstrap, world_name(group), err, sizeof(err));
 	int64_t off[1] = { -2 };
 
 	cr_assert_not_null(kh, "%s", err);
-	cr_assert_eq(h_kafka_committed(kh, TOPIC, 1, off, 5000), 0);
+	cr_assert_eq(h_kafka_committed(kh, W.topic, 1, off, 5000), 0);
 	h_kafka_close(kh);
 	cr_assert_leq(off[0], most, "group %s committed %" PRId64 ", expected at most %" PRId64,
 		      group, off[0], most);

@@ -24,7 +24,7 @@
 #include <xxhash.h>
 
 #include "fake_mc.h"
-#include "harness.h"
+#include "world.h"
 #include "servers.h"
 #include "workers/transport.h"
 
@@ -40,86 +40,43 @@ static const char *const BASE_ARGS[] = { "--stats-interval-ms", "1000",
 					 "-X", "heartbeat.interval.ms=500",
 					 "-o", "beginning", "--refill", NULL };
 
-static struct {
-	struct h_memcached mc[NMC];
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	char mc_list[128];
-	uint32_t keys;
-} W;
+static struct world W;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(refill, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(refill, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static void sleep_ms(int ms)
 {
 	usleep((useconds_t)ms * 1000);
 }
 
-/* The k2mc-mock cluster and its producer (W.expect: each key's last record). */
-static void start_mock(uint32_t keys, const char *const mock_args[])
+/* NMC memcached servers (nmc -1: none) and TOPIC of PARTS partitions: keys,
+ * 5% tombstones, records produced at rate (NULL: at once), the expect file
+ * (each key's last record). */
+static void start_world_mc(int nmc, uint32_t keys, uint64_t records, const char *rate)
 {
-	char topic[64], k[32];
-	const char *args[32];
-	int a = 0, rc;
-
-	W.keys = keys;
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	snprintf(topic, sizeof(topic), "%s:%d", TOPIC, PARTS);
-	snprintf(k, sizeof(k), "%u", keys);
-	args[a++] = "--topic";
-	args[a++] = topic;
-	args[a++] = "--keys";
-	args[a++] = k;
-	args[a++] = "--tombstones";
-	args[a++] = "5";
-	args[a++] = "--expect";
-	args[a++] = W.expect;
-	for (int i = 0; mock_args[i] != NULL; i++)
-		args[a++] = mock_args[i];
-	args[a] = NULL;
-	rc = h_mock_start(&W.mock, args, 0, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), h_tail_of(W.mock.proc.err_path, 20));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = PARTS, .keys = keys,
+					      .tombstones = 5, .records = records, .rate = rate,
+					      .nmc = nmc });
 }
 
-static void start_world(uint32_t keys, const char *const mock_args[])
+static void start_world(uint32_t keys, uint64_t records, const char *rate)
 {
-	int rc;
-
-	memset(&W, 0, sizeof(W));
-	for (int i = 0; i < NMC; i++) {
-		rc = h_memcached_start(&W.mc[i], 0, NULL);
-		cr_assert_eq(rc, 0, "memcached %d did not start: %s", i, strerror(-rc));
-		snprintf(W.mc_list + strlen(W.mc_list), sizeof(W.mc_list) - strlen(W.mc_list),
-			 "%s127.0.0.1:%d", i ? "," : "", W.mc[i].port);
-	}
-	start_mock(keys, mock_args);
+	start_world_mc(NMC, keys, records, rate);
 }
 
 static void start_k2mc(struct h_proc *k, const char *const extra[])
 {
-	const char *args[48];
-	int a = 0, rc;
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = "g-refill", .args = BASE_ARGS,
+						      .args2 = extra });
+}
 
-	args[a++] = "-b";
-	args[a++] = W.mock.bootstrap;
-	args[a++] = "-t";
-	args[a++] = TOPIC;
-	args[a++] = "-G";
-	args[a++] = "g-refill";
-	args[a++] = "-m";
-	args[a++] = W.mc_list;
-	for (int i = 0; BASE_ARGS[i] != NULL; i++)
-		args[a++] = BASE_ARGS[i];
-	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+/* The sentinel key k2mc keeps on each server for partition p. */
+static const char *sentinel(int p)
+{
+	static char key[256];
+
+	snprintf(key, sizeof(key), "k2mc:%s:sentinel:%s:%d", world_name("g-refill"), W.topic, p);
+	return key;
 }
 
 static void wait_log(struct h_proc *k, const char *regex, size_t *off, int timeout_ms)
@@ -258,7 +215,7 @@ static void loss_and_refill(int restart)
 	uint64_t before[NMC];
 	size_t off = 0;
 
-	start_world(3000, (const char *const[]){ "--produce", "20000", NULL });
+	start_world(3000, 20000, NULL);
 	start_k2mc(&k, NULL);
 	load_and_settle();
 	/* the first run's sentinels are in place */
@@ -405,7 +362,7 @@ Test(refill, never_older_under_load)
 	const uint32_t keys = 4000;
 	int64_t t_end;
 
-	start_world(keys, (const char *const[]){ "--produce", "60000", "--rate", "5000", NULL });
+	start_world(keys, 60000, "5000");
 	start_k2mc(&k, (const char *const[]){ "--refill-rate", "800", NULL });
 	km = ketama_handle();
 	for (uint32_t i = 0; i < keys; i++) {
@@ -472,7 +429,7 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	int64_t lag, lag_prev, lag_max = 0;
 
 	snprintf(port_s, sizeof(port_s), "%d", port);
-	start_world(30000, (const char *const[]){ "--produce", "40000", NULL });
+	start_world(30000, 40000, NULL);
 	start_k2mc(&k, (const char *const[]){ "--refill-rate", "1000", "--metrics-addr", port_s,
 					      "--refill-ready", "no", NULL });
 	load_and_settle();
@@ -555,7 +512,8 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	h_stop(k2.pid, 10000);
 	js = h_file_read(json, NULL);
 	cr_assert_not_null(js);
-	cr_assert(strstr(js, "\"refill_lag\":[{\"topic\":\"refill\"") != NULL &&
+	snprintf(body, sizeof(body), "\"refill_lag\":[{\"topic\":\"%s\"", W.topic);
+	cr_assert(strstr(js, body) != NULL &&
 		  strstr(js, "\"state\":\"done\",\"records\":") != NULL,
 		  "--stats-json has no refill_lag rows or no done state:\n%.2000s", js);
 	free(js);
@@ -617,15 +575,14 @@ Test(refill, tls_server_flushed_is_refilled)
 	struct srv_certs certs;
 	struct srv_tls_mc m;
 	struct h_proc k;
-	char reply[64], key[128], buf[128];
+	char reply[64], key[256], buf[128];
 	size_t off = 0;
 
 	signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write() */
-	memset(&W, 0, sizeof(W));
 	srv_make_certs(&certs);
 	srv_start_tls_memcached(&m, certs.srv_crt, certs.srv_key, NULL);
+	start_world_mc(-1, 2000, 8000, NULL);
 	snprintf(W.mc_list, sizeof(W.mc_list), "127.0.0.1:%d", m.port);
-	start_mock(2000, (const char *const[]){ "--produce", "8000", NULL });
 	start_k2mc(&k, (const char *const[]){ "--mc-tls", "--mc-tls-ca", certs.ca, NULL });
 	cr_assert_eq(h_mock_wait_produced(&W.mock, 30000, NULL), 0, "production");
 	/* the plain listener of the same server shows what k2mc wrote */
@@ -634,7 +591,7 @@ Test(refill, tls_server_flushed_is_refilled)
 	for (int p = 0; p < PARTS; p++) {
 		int64_t deadline = h_now_ms() + 10000;
 
-		snprintf(key, sizeof(key), "k2mc:g-refill:sentinel:%s:%d", TOPIC, p);
+		snprintf(key, sizeof(key), "%s", sentinel(p));
 		while (fake_mc_fetch(m.plain_port, key, buf, sizeof(buf)) < 0) {
 			cr_assert_lt(h_now_ms(), deadline, "no sentinel %s; stderr:\n%s", key,
 				     h_tail_of(k.err_path, 20));
@@ -661,15 +618,7 @@ Test(refill, tls_server_flushed_is_refilled)
  * no generated records: the test produces its own. */
 static void start_plain_world(void)
 {
-	static const char *const args[] = { "--topic", TOPIC ":1", NULL };
-	int rc;
-
-	memset(&W, 0, sizeof(W));
-	rc = h_memcached_start(&W.mc[0], 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_list, sizeof(W.mc_list), "127.0.0.1:%d", W.mc[0].port);
-	rc = h_mock_start(&W.mock, args, 0, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), h_tail_of(W.mock.proc.err_path, 20));
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = 1, .no_expect = 1 });
 }
 
 /* Produces key[i] = val[i] for i < n to TOPIC partition 0, in order. */
@@ -687,7 +636,7 @@ static void produce_kv(char (*key)[32], char *const *val, int n)
 	cr_assert_not_null(rk, "producer: %s", e);
 	for (int i = 0; i < n; i++) {
 		rd_kafka_resp_err_t err =
-			rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(0),
+			rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
 					  RD_KAFKA_V_KEY(key[i], strlen(key[i])),
 					  RD_KAFKA_V_VALUE(val[i], strlen(val[i])),
 					  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
@@ -745,7 +694,7 @@ static void flush_and_refill(struct h_proc *k, char *line, size_t len)
 	char *v;
 	int rc;
 
-	while ((v = get0("k2mc:g-refill:sentinel:" TOPIC ":0", &vl)) == NULL) {
+	while ((v = get0(sentinel(0), &vl)) == NULL) {
 		cr_assert_lt(h_now_ms(), deadline, "no sentinel; stderr:\n%s",
 			     h_tail_of(k->err_path, 20));
 		sleep_ms(100);

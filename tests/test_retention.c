@@ -16,14 +16,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "world.h"
 
 #define TOPIC "ret"
 #define PARTS 2
 /* 10 keys: each key's last record is among a partition's ~250 survivors
  * (it has a fifth of them), so the expect file is what the cache must hold */
-#define KEYS "10"
-#define VALUE_SIZE "20000"
+#define KEYS 10
+#define VALUE_SIZE 20000
 /* phase 1 stays under the retention (about 1 MB a partition); phase 2 is
  * about 10 MB a partition, twice what the mock keeps */
 #define BEFORE 100
@@ -36,22 +36,9 @@ static const char *const COOPERATIVE[] = { "-X",
 					   "partition.assignment.strategy=cooperative-sticky",
 					   NULL };
 
-struct world {
-	struct h_memcached mc;
-	struct h_mock mock;
-	char expect[H_PATH_MAX];
-	char mc_addr[64];
-	uint64_t produced;
-};
-
 static struct world W;
 
-static void teardown(void)
-{
-	h_cleanup();
-}
-
-TestSuite(retention, .fini = teardown, .timeout = TEST_TIMEOUT_S);
+WORLD_SUITE(retention, .fini = world_teardown, .timeout = TEST_TIMEOUT_S)
 
 static const char *tail_of(const char *path)
 {
@@ -60,17 +47,9 @@ static const char *tail_of(const char *path)
 
 static void start_world(void)
 {
-	const char *args[] = { "--topic", TOPIC ":2", "--keys", KEYS, "--value-size", VALUE_SIZE,
-			       "--expect", W.expect, "--stdin-control", NULL };
-	int rc;
-
-	memset(&W, 0, sizeof(W));
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	h_tmppath(W.expect, sizeof(W.expect), "expect.txt");
-	rc = h_mock_start(&W.mock, args, 1, 15000);
-	cr_assert_eq(rc, 0, "k2mc-mock: %s\n%s", strerror(-rc), tail_of(W.mock.proc.err_path));
+	world_skip_unless_mock("records are lost to the mock's retention (5 MiB a partition)");
+	world_start(&W, &(struct world_opts){ .topic = TOPIC, .parts = PARTS, .keys = KEYS,
+					      .value_size = VALUE_SIZE, .control = 1 });
 }
 
 /* "produce N" through the control channel: answered once acknowledged. */
@@ -91,7 +70,7 @@ static void mock_produce(uint64_t n)
 static void kafka_offsets(const char *group, int64_t *start, int64_t *end, int64_t *committed)
 {
 	char err[256];
-	struct h_kafka *k = h_kafka_open(W.mock.bootstrap, group, err, sizeof(err));
+	struct h_kafka *k = h_kafka_open(W.bootstrap, world_name(group), err, sizeof(err));
 
 	cr_assert_not_null(k, "kafka handle: %s", err);
 	cr_assert_eq(h_kafka_watermarks(k, TOPIC, PARTS, start, end, 5000), 0, "watermarks");
@@ -106,40 +85,21 @@ static void kafka_offsets(const char *group, int64_t *start, int64_t *end, int64
 static void start_k2mc(struct h_proc *k, const char *group, int eof, const char *const extra[],
 		       const char *const extra2[], const char *json)
 {
-	const char *args[48];
-	int a = 0, rc;
-
-	args[a++] = "-b";
-	args[a++] = W.mock.bootstrap;
-	args[a++] = "-t";
-	args[a++] = TOPIC;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = W.mc_addr;
-	if (eof)
-		args[a++] = "-e";
 	/* as test_faults.c: the mock holds a group its last member left until
 	 * the session times out, which bounds each restart's join */
-	args[a++] = "--stats-interval-ms";
-	args[a++] = "1000";
-	args[a++] = "--commit-interval-ms";
-	args[a++] = "200";
-	args[a++] = "-X";
-	args[a++] = "session.timeout.ms=3000";
-	args[a++] = "-X";
-	args[a++] = "heartbeat.interval.ms=500";
+	const char *args[48] = { "--stats-interval-ms", "1000", "--commit-interval-ms", "200",
+				 "-X", "session.timeout.ms=3000", "-X", "heartbeat.interval.ms=500" };
+	int a = 8;
+
 	if (json != NULL) {
 		args[a++] = "--stats-json";
 		args[a++] = json;
 	}
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 40; i++)
+	for (int i = 0; extra != NULL && extra[i] != NULL && a < 46; i++)
 		args[a++] = extra[i];
-	for (int i = 0; extra2 != NULL && extra2[i] != NULL && a < 46; i++)
-		args[a++] = extra2[i];
 	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .eof = eof, .args = args,
+						      .args2 = extra2 });
 }
 
 /* Waits up to RUN_MS for k to exit (after a SIGTERM if term), which it must
@@ -179,22 +139,8 @@ static void run_k2mc(const char *group, const char *const extra[], const char *c
  * returned, while k runs. */
 static void wait_committed_at_end(struct h_proc *k, const char *group, int64_t *end)
 {
-	int64_t committed[PARTS], deadline = h_now_ms() + RUN_MS;
-	int same;
-
-	for (;;) {
-		cr_assert(h_exited(k->pid, NULL) == 0, "k2mc ended; stderr:\n%s",
-			  tail_of(k->err_path));
-		kafka_offsets(group, NULL, end, committed);
-		same = 1;
-		for (int p = 0; p < PARTS; p++)
-			same = same && committed[p] == end[p];
-		if (same)
-			return;
-		cr_assert_lt(h_now_ms(), deadline, "group %s not committed up to the end in %d ms; "
-			     "stderr:\n%s", group, RUN_MS, tail_of(k->err_path));
-		usleep(200 * 1000);
-	}
+	world_wait_committed_at_end(&W, NULL, 0, group, &k, 1, RUN_MS, "k2mc running");
+	kafka_offsets(group, NULL, end, NULL);
 }
 
 /* Lines of path that contain needle. */
@@ -211,14 +157,7 @@ static int count_in_file(const char *path, const char *needle)
 
 static void assert_cache_equals_expect(const char *what)
 {
-	struct h_verify v;
-	int rc = h_verify_memcached(W.expect, "127.0.0.1", W.mc.port, NULL, &v);
-
-	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
-	cr_assert_eq(h_verify_mismatches(&v), 0,
-		     "%s: cache differs from the expect file (%zu S + %zu D keys): %zu missing, "
-		     "%zu with another value, %zu deleted but present; first:\n%s",
-		     what, v.sets, v.deletes, v.missing, v.wrong, v.present, v.first);
+	world_assert_cache(&W, NULL, 0, NULL, 0, what);
 }
 
 /* The number after "\"key\":" at or after from, or -1. */
