@@ -464,7 +464,8 @@ $(KAFKA_DEPS_STAMP): $(DEPS_APT) Makefile
 	  $(call apt,kcat openssl) || exit 1; fi
 	@touch $@
 # kafka.line (the major version) picks the logging jars in the pom
-build/kafka/%/.stamp: tests/kafka/pom.xml $(KAFKA_DEPS_STAMP)
+# the tools are order-only: a new Makefile re-checks them, not the jars
+build/kafka/%/.stamp: tests/kafka/pom.xml | $(KAFKA_DEPS_STAMP)
 	@rm -rf build/kafka/$* && mkdir -p build/kafka/$*
 	@echo "mvn: org.apache.kafka:kafka_2.13:$* -> build/kafka/$*"
 	nice mvn -q -B -Dstyle.color=never -f tests/kafka/pom.xml dependency:copy-dependencies \
