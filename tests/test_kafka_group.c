@@ -77,6 +77,12 @@ static struct world W;
  * would also test the network: bytes sent inside the lease but delivered
  * seconds later, after the new owner's, which no lease can recall.) */
 #define RELAY_MAX_CONNS 64
+/* relay_freeze modes. RELAY_BOTH is a partition: requests are held too,
+ * and relay_cut ends it the way a partition that outlived TCP does, every
+ * connection reset and what it held lost, so nothing sent during it ever
+ * lands: the only writes that can land later are ones sent after it. */
+#define RELAY_REPLIES 1
+#define RELAY_BOTH 2
 
 struct relay;
 
@@ -84,11 +90,13 @@ struct pump {
 	int from, to;
 	int down; /* memcached -> client: the direction a freeze holds */
 	struct relay *r;
+	int *cut; /* its connection's: under r->mu */
 	pthread_t thread;
 };
 
 struct relay_conn {
 	int cfd, ufd;
+	int cut; /* under r->mu: relay_cut dropped it, and what it held */
 	struct pump up, down;
 };
 
@@ -101,7 +109,8 @@ struct relay {
 	pthread_t acceptor;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	/* under mu: set by the test thread, waited on by the down pumps */
+	/* under mu: set by the test thread, waited on by the pumps: 0 none,
+	 * RELAY_REPLIES (the down pumps wait), RELAY_BOTH (both wait) */
 	int frozen;
 	int stopping;
 	/* under mu: written by the acceptor, read by relay_stop after it has
@@ -610,13 +619,12 @@ static void *pump_main(void *arg)
 			continue;
 		if (n <= 0)
 			break;
-		if (p->down) {
-			pthread_mutex_lock(&r->mu);
-			while (r->frozen && !r->stopping)
-				pthread_cond_wait(&r->cv, &r->mu);
-			stop = r->stopping;
-			pthread_mutex_unlock(&r->mu);
-		}
+		pthread_mutex_lock(&r->mu);
+		while ((r->frozen == RELAY_BOTH || (r->frozen && p->down)) && !r->stopping &&
+		       !*p->cut)
+			pthread_cond_wait(&r->cv, &r->mu);
+		stop = r->stopping || *p->cut;
+		pthread_mutex_unlock(&r->mu);
 		if (stop || send_all(p->to, buf, (size_t)n) != 0)
 			break;
 		if (!p->down)
@@ -675,8 +683,8 @@ static void *acceptor_main(void *arg)
 		}
 		c->cfd = cfd;
 		c->ufd = ufd;
-		c->up = (struct pump){ .from = cfd, .to = ufd, .r = r };
-		c->down = (struct pump){ .from = ufd, .to = cfd, .down = 1, .r = r };
+		c->up = (struct pump){ .from = cfd, .to = ufd, .r = r, .cut = &c->cut };
+		c->down = (struct pump){ .from = ufd, .to = cfd, .down = 1, .r = r, .cut = &c->cut };
 		if (pthread_create(&c->up.thread, NULL, pump_main, &c->up) != 0) {
 			pthread_mutex_unlock(&r->mu);
 			close(cfd);
@@ -730,6 +738,26 @@ static void relay_freeze(struct relay *r, int on)
 {
 	pthread_mutex_lock(&r->mu);
 	r->frozen = on;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Ends a freeze by resetting every connection it held: what was held is
+ * dropped, the clients see their connections break and reconnect through
+ * the relay, which is open again. */
+static void relay_cut(struct relay *r)
+{
+	pthread_mutex_lock(&r->mu);
+	for (int i = 0; i < r->nconns; i++) {
+		struct relay_conn *c = r->conns[i];
+
+		if (c->cut)
+			continue;
+		c->cut = 1;
+		shutdown(c->cfd, SHUT_RDWR);
+		shutdown(c->ufd, SHUT_RDWR);
+	}
+	r->frozen = 0;
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -1584,10 +1612,16 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
  * from the revocation; a drain that cannot finish by then is cut (at
  * max.poll.interval.ms - heartbeat.interval.ms - margin, 7.4 s here) and
  * abandoned, so A rejoins in time and is not removed at all. Either way
- * (cut, or removed) the checks are the same. A's path comes back 2.6 s
- * after the join phase ended; a
- * reader polls every key throughout and no key may go back to an older
- * value. Tombstones are in the stream: a key they delete is a vanished key
+ * (cut, or removed) the checks are the same. A's path is partitioned
+ * (RELAY_BOTH: its requests are held too) and comes back 2.6 s after the
+ * join phase ended, its connections reset: held replies alone would let the
+ * batches A sent during the freeze land unacknowledged, and the next
+ * owner's replay from the last commit then moves those keys back before
+ * moving them on (at-least-once, seen once in 6 runs on 3.9.1: 33 keys),
+ * which says nothing of A. Partitioned, nothing A sent during the freeze
+ * lands, so a key going back can only be A writing after its path came
+ * back. A reader polls every key throughout and no key may go back to an
+ * older value. Tombstones are in the stream: a key they delete is a vanished key
  * to the reader, so vanished keys are logged, not asserted; the final check
  * sees a stale delete. */
 #define EVICT_KEYS 2000
@@ -1633,7 +1667,7 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
 
 	a_from = file_size(a.err_path);
-	relay_freeze(&RELAY, 1);
+	relay_freeze(&RELAY, RELAY_BOTH);
 	t = h_now_ms();
 	produce_more(&l, 40000, 60000);
 	start_k2mc(&c, l.topic, "evict", 0, grp);
@@ -1643,7 +1677,7 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	/* the scenario: A's path comes back 2.6 s after the join phase ended */
 	sleep_ms(2600);
 	up_thaw = relay_up_bytes(&RELAY);
-	relay_freeze(&RELAY, 0);
+	relay_cut(&RELAY);
 	cr_log_info("A's path frozen for %.1f s", secs_since(t));
 	t = h_now_ms();
 	{

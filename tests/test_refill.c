@@ -441,9 +441,17 @@ Test(refill, rate_holds_and_crash_mid_refill_converges)
 	 * at both ends of the window (published every second): a lag row per
 	 * partition, their sum above 0 and falling, never rising between */
 	sleep_ms(1500);
+	/* and until /metrics shows it under way: a row per partition, the
+	 * server's refill active, records to go (published every second; a
+	 * real broker's first pass can take longer than the mock's) */
+	for (int64_t until = h_now_ms() + 15000;;) {
+		rows = refill_lags(port, 2, &lag_max, &active);
+		if ((rows == PARTS && active == 1 && lag_max > 0) || h_now_ms() > until)
+			break;
+		sleep_ms(200);
+	}
 	a = cmd_set(W.mc[2].port);
 	t0 = h_now_ms();
-	rows = refill_lags(port, 2, &lag_max, &active);
 	cr_assert(rows == PARTS && active == 1 && lag_max > 0,
 		  "while refilling: %d k2mc_refill_lag_records rows (want %d), sum %lld, active %d",
 		  rows, PARTS, (long long)lag_max, active);
