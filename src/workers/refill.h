@@ -54,7 +54,7 @@ static inline void k2mc_refill_note(struct k2mc_refill_filter *f, int s, const c
  * client.id, end-of-partition events, then every -X property), without
  * callbacks. NULL with the reason in err. */
 rd_kafka_conf_t *k2mc_refill_conf(const struct k2mc_config *cfg, char *err, size_t errlen);
-/* cfg, table (the group's, consumer.h), map (the compiled templates, the
+/* cfg, table (the group's, partitions.h), map (the compiled templates, the
  * writers' too) and filter (not NULL: the one the writers note keys in) must outlive
  * it. fence: the membership lease; refill sends a batch only while it holds
  * and the batch's partition is still ours in the same generation, as the
