@@ -628,43 +628,6 @@ Test(metrics, tsan_build_serves_metrics)
 
 /* ---- Memcached states named as they are ------------------------------------------- */
 
-/* One "stats" (or "stats <what>") answer of the server on 127.0.0.1:port,
- * over a fresh connection: the value of STAT name, or -1. */
-static int64_t mc_stat(int port, const char *what, const char *name)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct timeval tv = { 5, 0 };
-	char req[64], buf[16384], pat[80], *p;
-	size_t len = 0;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int64_t v = -1;
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	snprintf(req, sizeof(req), "stats%s%s\r\n", what ? " " : "", what ? what : "");
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-		close(fd);
-		return -1;
-	}
-	while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
-		len += (size_t)n;
-		buf[len] = '\0';
-		if (strstr(buf, "END\r\n") != NULL)
-			break;
-	}
-	close(fd);
-	buf[len] = '\0';
-	snprintf(pat, sizeof(pat), "STAT %s ", name);
-	p = strstr(buf, pat);
-	if (p != NULL)
-		v = strtoll(p + strlen(pat), NULL, 10);
-	return v;
-}
-
 /* Fills memcached until it refuses every item size k2mc's records can
  * have: with -M it then answers "SERVER_ERROR out of memory storing object"
  * instead of evicting. */
@@ -773,9 +736,9 @@ Test(metrics, idle_close_is_not_an_outage)
 	free(text);
 	/* memcached closes the writer's idle connection */
 	deadline = h_now_ms() + 15000;
-	while (mc_stat(W.mc[0].port, NULL, "idle_kicks") < 1 && h_now_ms() < deadline)
+	while (world_mc_stat(W.mc[0].port, NULL, "idle_kicks") < 1 && h_now_ms() < deadline)
 		usleep(200 * 1000);
-	cr_assert_geq(mc_stat(W.mc[0].port, NULL, "idle_kicks"), 1, "memcached kicked no idle "
+	cr_assert_geq(world_mc_stat(W.mc[0].port, NULL, "idle_kicks"), 1, "memcached kicked no idle "
 		      "connection");
 	/* more records, on a connection that must be remade */
 	produce_into(&m2, T("events"), "300");
