@@ -39,7 +39,7 @@ int64_t h_now_ms(void)
 	return k2mc_now_ms();
 }
 
-static void sleep_ms(int ms)
+void h_sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 
@@ -299,7 +299,7 @@ int h_wait(pid_t pid, int timeout_ms, int *status)
 			return r < 0 ? r : 0;
 		if (h_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		sleep_ms(POLL_STEP_MS);
+		h_sleep_ms(POLL_STEP_MS);
 	}
 }
 
@@ -333,7 +333,7 @@ int h_pause(pid_t pid, int timeout_ms)
 		}
 		if (h_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		sleep_ms(1);
+		h_sleep_ms(1);
 	}
 }
 
@@ -645,7 +645,7 @@ int h_wait_line(const char *path, const char *regex, size_t *offset, pid_t pid,
 		}
 		if (h_now_ms() >= deadline)
 			break;
-		sleep_ms(POLL_STEP_MS);
+		h_sleep_ms(POLL_STEP_MS);
 	}
 	regfree(&re);
 	return rc;
@@ -747,7 +747,7 @@ static int memcached_try(struct h_memcached *m, int port, const char *const extr
 			return 0;
 		/* pid != 0: someone else's server answers on this port; ours
 		 * will fail to bind and exit */
-		sleep_ms(POLL_STEP_MS);
+		h_sleep_ms(POLL_STEP_MS);
 	}
 	h_stop(m->proc.pid, 1000);
 	return -ETIMEDOUT;
@@ -769,7 +769,7 @@ int h_memcached_start(struct h_memcached *m, int port, const char *const extra[]
 			fprintf(stderr, "harness: memcached on port %d failed to start: %s", p, t);
 			free(t);
 			if (port > 0) /* a fixed port may still be in TIME_WAIT */
-				sleep_ms(200);
+				h_sleep_ms(200);
 		}
 	}
 	return rc;

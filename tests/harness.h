@@ -17,6 +17,8 @@
 #define H_MAX_PARTS 256
 
 int64_t h_now_ms(void);
+/* Sleeps ms (EINTR resumed): between polls of a condition, never instead of one. */
+void h_sleep_ms(int ms);
 
 /* A directory made by mkdtemp under /tmp, created on first use and removed
  * by h_cleanup unless K2MC_KEEP_TMP is set in the environment. */

@@ -29,14 +29,6 @@ __attribute__((format(printf, 3, 4))) static void fmt(char *buf, size_t len, con
 	va_end(ap);
 }
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* ---- the launcher ------------------------------------------------------------*/
 
 /* Copies the value of the first line "key=..." of text (at or after the
@@ -385,7 +377,7 @@ static int admin_topic_op(const char *bootstrap, rd_kafka_admin_op_t op, void *r
 			rc = -ETIMEDOUT;
 			goto out;
 		}
-		sleep_ms(100);
+		h_sleep_ms(100);
 	}
 	rc = 0;
 out:
@@ -492,6 +484,70 @@ int h_kafka_create_partitions(const char *bootstrap, const char *topic, int tota
 	rc = admin_topic_op(bootstrap, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS, np, topic, total,
 			    timeout_ms, err, errlen);
 	rd_kafka_NewPartitions_destroy(np);
+	return rc;
+}
+
+int h_kafka_alter_topic_config(const char *bootstrap, const char *topic, const char *name,
+			       const char *value, int timeout_ms, char *err, size_t errlen)
+{
+	rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, bootstrap, err, errlen);
+	rd_kafka_ConfigResource_t *res = NULL;
+	rd_kafka_AdminOptions_t *ao = NULL;
+	rd_kafka_queue_t *q = NULL;
+	rd_kafka_event_t *ev = NULL;
+	const rd_kafka_IncrementalAlterConfigs_result_t *r;
+	const rd_kafka_ConfigResource_t **rr = NULL;
+	rd_kafka_error_t *ae;
+	size_t cnt = 0;
+	char e[512];
+	int rc = -EIO;
+
+	if (rk == NULL)
+		return -EINVAL;
+	res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+	ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS);
+	q = rd_kafka_queue_new(rk);
+	if (res == NULL || ao == NULL || q == NULL ||
+	    rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, e, sizeof(e))) {
+		fmt(err, errlen, "admin options: %s", ao && q && res ? e : "out of memory");
+		goto out;
+	}
+	ae = rd_kafka_ConfigResource_add_incremental_config(
+		res, name, RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET, value);
+	if (ae != NULL) {
+		fmt(err, errlen, "%s=%s: %s", name, value, rd_kafka_error_string(ae));
+		rd_kafka_error_destroy(ae);
+		rc = -EINVAL;
+		goto out;
+	}
+	rd_kafka_IncrementalAlterConfigs(rk, &res, 1, ao, q);
+	ev = rd_kafka_queue_poll(q, timeout_ms + 5000);
+	r = ev != NULL && !rd_kafka_event_error(ev) ? rd_kafka_event_IncrementalAlterConfigs_result(ev)
+						    : NULL;
+	if (r != NULL)
+		rr = rd_kafka_IncrementalAlterConfigs_result_resources(r, &cnt);
+	if (rr == NULL || cnt != 1) {
+		fmt(err, errlen, "IncrementalAlterConfigs %s: %s", topic,
+		    ev != NULL ? rd_kafka_event_error_string(ev) : "no answer in time");
+		rc = -ETIMEDOUT;
+		goto out;
+	}
+	if (rd_kafka_ConfigResource_error(rr[0])) {
+		fmt(err, errlen, "%s %s=%s: %s", topic, name, value,
+		    rd_kafka_ConfigResource_error_string(rr[0]));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (ev != NULL)
+		rd_kafka_event_destroy(ev);
+	if (q != NULL)
+		rd_kafka_queue_destroy(q);
+	if (ao != NULL)
+		rd_kafka_AdminOptions_destroy(ao);
+	if (res != NULL)
+		rd_kafka_ConfigResource_destroy(res);
+	rd_kafka_destroy(rk);
 	return rc;
 }
 

@@ -94,6 +94,11 @@ int h_kafka_leaders(const char *bootstrap, const char *topic, int n, int32_t *le
 int h_kafka_create_partitions(const char *bootstrap, const char *topic, int total,
 			      int timeout_ms, char *err, size_t errlen);
 
+/* Sets one configuration of topic (IncrementalAlterConfigs, SET), e.g.
+ * retention.bytes. 0 or -errno, reason in err. */
+int h_kafka_alter_topic_config(const char *bootstrap, const char *topic, const char *name,
+			       const char *value, int timeout_ms, char *err, size_t errlen);
+
 /* Reads partitions 0..n-1 of topic from their log start to their end
  * (read_committed) and counts the records a consumer gets: records[p],
  * and the log start offsets in start[p] (either may be NULL). On a
