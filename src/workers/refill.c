@@ -118,6 +118,17 @@ struct srv {
 	uint64_t uptime;
 };
 
+/* A partition this process has looked at (refill thread only). known, bit
+ * s: server s held the partition's sentinel, or this process set it, since
+ * the partition was assigned. A sentinel known and then missing is a loss,
+ * whatever was committed: records are written before their offsets are
+ * committed, so a flush before the first commit of a partition takes
+ * writes that "nothing committed" would not refill. */
+struct seen_part {
+	uint64_t uid;
+	uint64_t known;
+};
+
 struct k2mc_refill {
 	const struct k2mc_config *cfg;
 	/* the compiled templates, the writers' own; immutable */
@@ -162,7 +173,7 @@ struct k2mc_refill {
 	int64_t *ho;
 	size_t hcap, hn;
 	/* parts (by uid) whose first look is done (first_look) */
-	uint64_t *seen;
+	struct seen_part *seen;
 	size_t nseen, seen_cap;
 	/* --refill-rate pacing: writes since pace_t0 */
 	int64_t pace_t0;
@@ -986,6 +997,15 @@ static int refill_partition(struct k2mc_refill *rf, int s, const struct held *h,
 	return rc;
 }
 
+static struct seen_part *seen_of(struct k2mc_refill *rf, uint64_t uid)
+{
+	for (size_t j = 0; j < rf->nseen; j++) {
+		if (rf->seen[j].uid == uid)
+			return &rf->seen[j];
+	}
+	return NULL;
+}
+
 /* The loss of server s: refills every partition of h[0..n), then sets
  * their sentinels. */
 static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t n,
@@ -1048,8 +1068,13 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
 					  : refill_partition(rf, s, &h[i], i, start[i], end[i], &tot);
 
 		lag_set(rf, i, 0);
-		if (rc == 0 && sentinel_set(rf, s, &h[i]) == 0)
+		if (rc == 0 && sentinel_set(rf, s, &h[i]) == 0) {
+			struct seen_part *sp = seen_of(rf, h[i].uid);
+
+			if (sp != NULL)
+				sp->known |= 1ull << s;
 			done++;
+		}
 		else if (rc < 0)
 			k2mc_log_partition(K2MC_LOG_WARN, h[i].topic, h[i].partition, "kafka",
 					   "refill of memcached %s: %s [%d] could not be read; "
@@ -1076,23 +1101,26 @@ static void refill_server(struct k2mc_refill *rf, int s, struct held *h, size_t 
  * committed nothing of it yet (read first), so a commit of ours cannot pass
  * for an earlier run's; one landing in between only makes a needless
  * refill, never a missed one. 0 done, -1 to be tried again. */
-static int first_look(struct k2mc_refill *rf, const struct held *h)
+static int first_look(struct k2mc_refill *rf, const struct held *h, uint64_t *known)
 {
 	int64_t c = -2;
 
+	*known = 0;
 	for (int s = 0; s < rf->cfg->nservers; s++) {
 		int p = sentinel_present(rf, s, h);
 
 		if (p < 0)
 			continue; /* unreachable: its regular checks decide */
+		if (p == 1)
+			*known |= 1ull << s;
 		if (p == 1 || h->self_committed >= 0)
 			continue;
 		if (c == -2)
 			c = group_committed(rf, h);
 		if (c == -2)
 			return -1;
-		if (c == -1)
-			sentinel_set(rf, s, h);
+		if (c == -1 && sentinel_set(rf, s, h) == 0)
+			*known |= 1ull << s;
 	}
 	return 0;
 }
@@ -1103,33 +1131,22 @@ static void first_looks(struct k2mc_refill *rf)
 	size_t n = held_now(rf, h, MAX_HELD);
 
 	for (size_t i = 0; i < n; i++) {
-		size_t j;
+		uint64_t known;
 
-		for (j = 0; j < rf->nseen && rf->seen[j] != h[i].uid; j++)
-			;
-		if (j < rf->nseen)
+		if (seen_of(rf, h[i].uid) != NULL)
 			continue;
 		if (rf->nseen == rf->seen_cap) {
 			size_t nc = rf->seen_cap ? rf->seen_cap * 2 : 64;
-			uint64_t *ns = realloc(rf->seen, nc * sizeof(*ns));
+			struct seen_part *ns = realloc(rf->seen, nc * sizeof(*ns));
 
 			if (ns == NULL)
 				return;
 			rf->seen = ns;
 			rf->seen_cap = nc;
 		}
-		if (first_look(rf, &h[i]) == 0)
-			rf->seen[rf->nseen++] = h[i].uid;
+		if (first_look(rf, &h[i], &known) == 0)
+			rf->seen[rf->nseen++] = (struct seen_part){ .uid = h[i].uid, .known = known };
 	}
-}
-
-static int was_seen(const struct k2mc_refill *rf, uint64_t uid)
-{
-	for (size_t j = 0; j < rf->nseen; j++) {
-		if (rf->seen[j] == uid)
-			return 1;
-	}
-	return 0;
 }
 
 /* One look at server s: a restart ("stats"), or sentinels missing while
@@ -1141,22 +1158,31 @@ static void check_server(struct k2mc_refill *rf, int s)
 	int r = restarted(rf, s);
 
 	for (size_t i = 0; i < n; i++) {
+		struct seen_part *sp = seen_of(rf, h[i].uid);
 		int p;
 		int64_t c;
 
-		if (!was_seen(rf, h[i].uid))
+		if (sp == NULL)
 			continue;
 		p = sentinel_present(rf, s, &h[i]);
 		if (p < 0)
 			return; /* unreachable: looked at again on the next round */
+		if (p == 1)
+			sp->known |= 1ull << s;
 		if (p == 1 && r != 1)
 			continue;
+		if (p == 0 && (sp->known & (1ull << s))) {
+			lost[nl++] = h[i]; /* it was there: gone since */
+			continue;
+		}
 		c = group_committed(rf, &h[i]);
 		if (c == -2)
 			continue;
 		if (c == -1 && h[i].self_committed < 0) {
-			/* nothing was ever committed: nothing to refill */
-			sentinel_set(rf, s, &h[i]);
+			/* never known here, and nothing was ever committed:
+			 * a first run whose first look missed this server */
+			if (sentinel_set(rf, s, &h[i]) == 0)
+				sp->known |= 1ull << s;
 			continue;
 		}
 		lost[nl++] = h[i];
