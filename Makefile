@@ -524,8 +524,7 @@ cdc-smoke: cdc
 # broker is a JVM on two cores. Per suite: passes, skips and failures apart.
 # make test-kafka-world: the integration suites that have a meaning on a real
 # broker (tests/world.h: one broker per suite process), on $(KAFKA_VERSION); a
-# test that needs the mock cluster is skipped there with its reason. Not in
-# .ci/run yet: two of its tests failed once each on 4.1.1 (docs/tests.md).
+# test that needs the mock cluster is skipped there with its reason. In .ci/run.
 KAFKA_WORLD_SUITES := pipeline faults fencing coalesce mapping_e2e refill policies metrics retention
 kafka_run = failed=""; for v in $(1); do t0=$$(date +%s); \
 	  for s in $(2); do echo "== $$s on Kafka $$v"; t1=$$(date +%s); \
