@@ -263,15 +263,17 @@ tsan: build/tsan/k2mc $(TSAN_BINS)
 # set, replaces "every module" (sources; their objects are linked): the fake
 # memcached (tests/fake_mc.c), memcached on a unix socket and with TLS
 # (tests/servers.c), the real broker (tests/kafka_real.c), the cache watcher
-# (tests/mc_reader.c). test_notify plays systemd's part: the module and the
-# logger alone.
+# (tests/mc_reader.c), a path that can be slowed, held or cut (the TCP relay,
+# tests/relay.c). test_notify plays systemd's part: the module and the logger
+# alone.
 test_mcconn_LINKS      = $(K2MC_SRCS) tests/fake_mc.c
 test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
-test_kafka_group_LINKS = tests/mc_reader.c
+test_fencing_LINKS     = $(K2MC_SRCS) tests/relay.c
+test_kafka_group_LINKS = tests/mc_reader.c tests/relay.c
 # $(call links,VARIANT,SUITE)
 links = $(call objs,$(1),$(or $(test_$(2)_LINKS),$(K2MC_SRCS)))
 # Every suite's harness: processes and files (harness.c), the test world in

@@ -24,28 +24,21 @@
  * (tests/mc_reader.h), no key may ever go back to an older value.
  * Real broker only: `make test-kafka` runs it with K2MC_KAFKA=real on each
  * version (K2MC_KAFKA_VERSION); binaries come from K2MC_BIN and K2MC_MOCK. */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <libmemcached/memcached.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
 #include "kafka_real.h"
 #include "mc_reader.h"
+#include "relay.h"
 
 /* every wait has its own deadline; this only stops a wedged test */
 #define TEST_TIMEOUT_S 300
@@ -63,69 +56,20 @@ struct world {
 static struct world W;
 
 /* ---- a path to Memcached that can be frozen -------------------------------------
- * A TCP relay on a free loopback port in front of the world's memcached, one
- * thread per direction of each connection: the member given its address
- * reaches Memcached through it, the others (and the reader, and the checks)
- * directly. relay_freeze holds every reply on its way back to the client,
- * on every connection, new ones too, until it is lifted: the member's
- * writers wait for answers, acknowledge nothing and commit nothing more,
- * and the records they hold stay pending, as when its path is cut.
- * Only replies are held, not requests. Memcached therefore executes every
- * command the member sends at once, in order, while the member still
- * believes it owns its partitions: what lands after the thaw was sent after
- * it, so a stale value is the member's own late write. (Held requests
- * would also test the network: bytes sent inside the lease but delivered
- * seconds later, after the new owner's, which no lease can recall.) */
-#define RELAY_MAX_CONNS 64
-/* relay_freeze modes. RELAY_BOTH is a partition: requests are held too,
- * and relay_cut ends it the way a partition that outlived TCP does, every
- * connection reset and what it held lost, so nothing sent during it ever
- * lands: the only writes that can land later are ones sent after it. */
-#define RELAY_REPLIES 1
-#define RELAY_BOTH 2
-
-struct relay;
-
-struct pump {
-	int from, to;
-	int down; /* memcached -> client: the direction a freeze holds */
-	struct relay *r;
-	int *cut; /* its connection's: under r->mu */
-	pthread_t thread;
-};
-
-struct relay_conn {
-	int cfd, ufd;
-	int cut; /* under r->mu: relay_cut dropped it, and what it held */
-	struct pump up, down;
-};
-
-struct relay {
-	int lfd;
-	int port;
-	int upstream;
-	int running; /* test thread only */
-	int wake[2];
-	pthread_t acceptor;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	/* under mu: set by the test thread, waited on by the pumps: 0 none,
-	 * RELAY_REPLIES (the down pumps wait), RELAY_BOTH (both wait) */
-	int frozen;
-	int stopping;
-	/* under mu: written by the acceptor, read by relay_stop after it has
-	 * joined the acceptor */
-	struct relay_conn *conns[RELAY_MAX_CONNS];
-	int nconns;
-	/* bytes forwarded client -> memcached; added by the up pumps after each
-	 * send (relaxed: a counter the test reads) */
-	_Atomic uint64_t up_bytes;
-	_Atomic int accepted;
-};
-
-static struct relay RELAY;
-
-static void relay_stop(struct relay *r);
+ * A relay (tests/relay.h) in front of the world's memcached: the member
+ * given its address reaches Memcached through it, the others (and the
+ * reader, and the checks) directly. RELAY_HOLD_REPLIES holds every reply on
+ * its way back to the member until it is released: its writers wait for
+ * answers, acknowledge nothing and commit nothing more, and the records
+ * they hold stay pending, as when its path is cut. Only replies are held,
+ * not requests. Memcached therefore executes every command the member sends
+ * at once, in order, while the member still believes it owns its
+ * partitions: what lands after the thaw was sent after it, so a stale value
+ * is the member's own late write. (Held requests would also test the
+ * network: bytes sent inside the lease but delivered seconds later, after
+ * the new owner's, which no lease can recall; test 8 holds both and resets
+ * the connections, so that nothing sent during the hold ever lands.) */
+static struct relay *RELAY;
 
 static void teardown(void)
 {
@@ -137,7 +81,8 @@ static void teardown(void)
 		h_kafka_real_stop(&W.kr, 0);
 	h_cleanup();
 	/* after the processes: a relay's clients are gone before it closes */
-	relay_stop(&RELAY);
+	relay_stop(RELAY);
+	RELAY = NULL;
 }
 
 TestSuite(kafka_group, .fini = teardown, .timeout = TEST_TIMEOUT_S);
@@ -586,222 +531,6 @@ static void stop_reader(struct h_reader_stats *s, const char *what)
 	cr_log_info("%s: reader: %" PRIu64 " sweeps (%" PRIu64 " cut short), %zu keys seen, "
 		    "%zu went back, %zu vanished",
 		    what, s->sweeps, s->failed, s->seen, s->went_back, s->vanished);
-}
-
-/* ---- the relay (see the top) ------------------------------------------------------*/
-
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static void *pump_main(void *arg)
-{
-	struct pump *p = arg;
-	struct relay *r = p->r;
-	char buf[65536];
-
-	for (;;) {
-		ssize_t n = recv(p->from, buf, sizeof(buf), 0);
-		int stop = 0;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		pthread_mutex_lock(&r->mu);
-		while ((r->frozen == RELAY_BOTH || (r->frozen && p->down)) && !r->stopping &&
-		       !*p->cut)
-			pthread_cond_wait(&r->cv, &r->mu);
-		stop = r->stopping || *p->cut;
-		pthread_mutex_unlock(&r->mu);
-		if (stop || send_all(p->to, buf, (size_t)n) != 0)
-			break;
-		if (!p->down)
-			atomic_fetch_add_explicit(&r->up_bytes, (uint64_t)n, memory_order_relaxed);
-	}
-	/* pass the end of this direction on; the other pump ends on its own */
-	shutdown(p->to, SHUT_WR);
-	return NULL;
-}
-
-static int connect_upstream(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
-static void *acceptor_main(void *arg)
-{
-	struct relay *r = arg;
-
-	for (;;) {
-		struct pollfd pf[2] = { { .fd = r->lfd, .events = POLLIN },
-					{ .fd = r->wake[0], .events = POLLIN } };
-		struct relay_conn *c;
-		int cfd, ufd, stop;
-
-		if (poll(pf, 2, -1) < 0 && errno != EINTR)
-			break;
-		pthread_mutex_lock(&r->mu);
-		stop = r->stopping;
-		pthread_mutex_unlock(&r->mu);
-		if (stop)
-			break;
-		if (!(pf[0].revents & POLLIN))
-			continue;
-		cfd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (cfd < 0)
-			continue;
-		ufd = connect_upstream(r->upstream);
-		c = calloc(1, sizeof(*c));
-		pthread_mutex_lock(&r->mu);
-		if (ufd < 0 || c == NULL || r->nconns == RELAY_MAX_CONNS) {
-			pthread_mutex_unlock(&r->mu);
-			close(cfd);
-			if (ufd >= 0)
-				close(ufd);
-			free(c);
-			continue;
-		}
-		c->cfd = cfd;
-		c->ufd = ufd;
-		c->up = (struct pump){ .from = cfd, .to = ufd, .r = r, .cut = &c->cut };
-		c->down = (struct pump){ .from = ufd, .to = cfd, .down = 1, .r = r, .cut = &c->cut };
-		if (pthread_create(&c->up.thread, NULL, pump_main, &c->up) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			close(cfd);
-			close(ufd);
-			free(c);
-			continue;
-		}
-		if (pthread_create(&c->down.thread, NULL, pump_main, &c->down) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			shutdown(cfd, SHUT_RDWR);
-			shutdown(ufd, SHUT_RDWR);
-			pthread_join(c->up.thread, NULL);
-			close(cfd);
-			close(ufd);
-			free(c);
-			continue;
-		}
-		r->conns[r->nconns++] = c;
-		pthread_mutex_unlock(&r->mu);
-		atomic_fetch_add(&r->accepted, 1);
-	}
-	return NULL;
-}
-
-/* A relay to 127.0.0.1:upstream; its address "127.0.0.1:PORT" in addr. */
-static void relay_start(struct relay *r, int upstream, char *addr, size_t len)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t sl = sizeof(sa);
-
-	memset(r, 0, sizeof(*r));
-	r->upstream = upstream;
-	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->cv, NULL);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_geq(r->lfd, 0, "relay socket: %s", strerror(errno));
-	cr_assert_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "relay bind: %s",
-		     strerror(errno));
-	cr_assert_eq(listen(r->lfd, 64), 0, "relay listen: %s", strerror(errno));
-	cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&sa, &sl), 0);
-	r->port = ntohs(sa.sin_port);
-	cr_assert_eq(pipe2(r->wake, O_CLOEXEC), 0, "relay pipe: %s", strerror(errno));
-	cr_assert_eq(pthread_create(&r->acceptor, NULL, acceptor_main, r), 0);
-	r->running = 1;
-	snprintf(addr, len, "127.0.0.1:%d", r->port);
-}
-
-/* on: hold every reply from now on; off: let them go, in order. */
-static void relay_freeze(struct relay *r, int on)
-{
-	pthread_mutex_lock(&r->mu);
-	r->frozen = on;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-}
-
-/* Ends a freeze by resetting every connection it held: what was held is
- * dropped, the clients see their connections break and reconnect through
- * the relay, which is open again. */
-static void relay_cut(struct relay *r)
-{
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		struct relay_conn *c = r->conns[i];
-
-		if (c->cut)
-			continue;
-		c->cut = 1;
-		shutdown(c->cfd, SHUT_RDWR);
-		shutdown(c->ufd, SHUT_RDWR);
-	}
-	r->frozen = 0;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-}
-
-static uint64_t relay_up_bytes(struct relay *r)
-{
-	return atomic_load_explicit(&r->up_bytes, memory_order_relaxed);
-}
-
-/* Closes the listener and every connection (held replies are dropped) and
- * joins every thread. Idempotent. */
-static void relay_stop(struct relay *r)
-{
-	if (!r->running)
-		return;
-	r->running = 0;
-	pthread_mutex_lock(&r->mu);
-	r->stopping = 1;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-	if (write(r->wake[1], "x", 1) != 1)
-		cr_log_warn("relay: cannot wake the acceptor: %s", strerror(errno));
-	pthread_join(r->acceptor, NULL);
-	close(r->lfd);
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		shutdown(r->conns[i]->cfd, SHUT_RDWR);
-		shutdown(r->conns[i]->ufd, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		struct relay_conn *c = r->conns[i];
-
-		pthread_join(c->up.thread, NULL);
-		pthread_join(c->down.thread, NULL);
-		close(c->cfd);
-		close(c->ufd);
-		free(c);
-	}
-	r->nconns = 0;
-	close(r->wake[0]);
-	close(r->wake[1]);
-	pthread_cond_destroy(&r->cv);
-	pthread_mutex_destroy(&r->mu);
 }
 
 /* ==== 1. SASL/SCRAM =================================================================
@@ -1506,21 +1235,21 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	struct h_summary s;
 	size_t aoff = 0, total;
 	uint64_t up_frozen, up_thaw;
-	char line[512], relay_addr[64], st[96];
+	char line[512], st[96];
 	int status = 0, rc, a_exit, fatal_seen;
 
 	start_world(NULL);
-	relay_start(&RELAY, W.mc.port, relay_addr, sizeof(relay_addr));
+	RELAY = relay_start(W.mc.port, 0);
 	start_load(&l);
 	produce_more(&l, STATIC_OLD, 120000);
 
-	start_k2mc_via(&a, NULL, relay_addr, l.topic, "static-path", 0, a_args);
+	start_k2mc_via(&a, NULL, relay_addr(RELAY), l.topic, "static-path", 0, a_args);
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
 	wait_first_commit(l.topic, l.parts, "static-path", 30000, &a);
-	relay_freeze(&RELAY, 1);
+	relay_hold(RELAY, RELAY_HOLD_REPLIES);
 	t_freeze = h_now_ms();
-	up_frozen = relay_up_bytes(&RELAY);
-	cr_assert_gt(atomic_load(&RELAY.accepted), 0, "A's memcached connections bypassed the relay");
+	up_frozen = relay_up_bytes(RELAY);
+	cr_assert_gt(relay_accepted(RELAY), 0, "A's memcached connections bypassed the relay");
 	cr_assert_eq(group_offsets(l.topic, l.parts, "static-path", committed, end), 0);
 	cr_log_info("A's path to memcached frozen with %" PRId64 " of %" PRId64
 		    " records committed",
@@ -1553,12 +1282,12 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 				 30000, line, sizeof(line)) == 0;
 	cr_log_info("A %s; its path frozen for %.1f s; it sent %" PRIu64 " bytes into it meanwhile",
 		    fatal_seen ? "logged the fatal error" : "logged no fatal error within 30 s",
-		    secs_since(t_freeze), relay_up_bytes(&RELAY) - up_frozen);
+		    secs_since(t_freeze), relay_up_bytes(RELAY) - up_frozen);
 
 	/* A's path again */
 	t = h_now_ms();
-	up_thaw = relay_up_bytes(&RELAY);
-	relay_freeze(&RELAY, 0);
+	up_thaw = relay_up_bytes(RELAY);
+	relay_release(RELAY);
 	rc = h_wait(a.pid, 30000, &status);
 	if (rc == -ETIMEDOUT) {
 		cr_log_warn("A still runs 30 s after its path came back: SIGTERM");
@@ -1569,7 +1298,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	cr_log_info("A after its path came back: %s after %.1f s, %" PRIu64 " bytes sent to "
 		    "memcached since; its lines:\n%s",
 		    h_status_str(status, st, sizeof(st)), secs_since(t),
-		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, 0, words, 20));
+		    relay_up_bytes(RELAY) - up_thaw, grep_lines(a.err_path, 0, words, 20));
 	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_end);
 	cr_assert_eq(rc, 0, "%s", v_end.first);
 
@@ -1613,7 +1342,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
  * max.poll.interval.ms - heartbeat.interval.ms - margin, 7.4 s here) and
  * abandoned, so A rejoins in time and is not removed at all. Either way
  * (cut, or removed) the checks are the same. A's path is partitioned
- * (RELAY_BOTH: its requests are held too) and comes back 2.6 s after the
+ * (RELAY_HOLD_BOTH: its requests are held too) and comes back 2.6 s after the
  * join phase ended, its connections reset: held replies alone would let the
  * batches A sent during the freeze land unacknowledged, and the next
  * owner's replay from the last commit then moves those keys back before
@@ -1643,15 +1372,15 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	struct h_verify v;
 	size_t aoff = 0, boff = 0, coff = 0, a_from, cut_off;
 	uint64_t up_thaw;
-	char line[512], relay_addr[64], st[96];
+	char line[512], st[96];
 	int64_t t;
 	int status;
 
 	start_world(NULL);
-	relay_start(&RELAY, W.mc.port, relay_addr, sizeof(relay_addr));
+	RELAY = relay_start(W.mc.port, 0);
 	start_load(&l);
 	produce_more(&l, 40000, 60000);
-	start_k2mc_via(&a, NULL, relay_addr, l.topic, "evict", 0, grp);
+	start_k2mc_via(&a, NULL, relay_addr(RELAY), l.topic, "evict", 0, grp);
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
 	start_k2mc(&b, l.topic, "evict", 0, grp);
 	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B joins", line, sizeof(line));
@@ -1667,7 +1396,7 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
 
 	a_from = file_size(a.err_path);
-	relay_freeze(&RELAY, RELAY_BOTH);
+	relay_hold(RELAY, RELAY_HOLD_BOTH);
 	t = h_now_ms();
 	produce_more(&l, 40000, 60000);
 	start_k2mc(&c, l.topic, "evict", 0, grp);
@@ -1676,8 +1405,8 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	cr_log_info("C, %.1f s after A's path froze: %s", secs_since(t), line);
 	/* the scenario: A's path comes back 2.6 s after the join phase ended */
 	sleep_ms(2600);
-	up_thaw = relay_up_bytes(&RELAY);
-	relay_cut(&RELAY);
+	up_thaw = relay_up_bytes(RELAY);
+	relay_reset(RELAY);
 	cr_log_info("A's path frozen for %.1f s", secs_since(t));
 	t = h_now_ms();
 	{
@@ -1690,7 +1419,7 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	stop_reader(&rs, "eviction by rebalance timeout");
 	cr_log_info("A sent %" PRIu64 " bytes to memcached after its path came back; its lines "
 		    "from the freeze on:\n%s",
-		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
+		    relay_up_bytes(RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
 	cr_log_info("B's lines:\n%s", grep_lines(b.err_path, 0, words, 10));
 	cr_assert_eq(h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v), 0, "%s",
 		     v.first);
