@@ -139,23 +139,6 @@ static void start_k2mc(struct h_proc *k, const struct h_k2mc_opts *o, const char
 						      .run = o });
 }
 
-/* Waits for k2mc to exit within timeout_ms; returns its exit code. */
-static int wait_exit(struct h_proc *k, int timeout_ms, const char *what)
-{
-	int status = 0, rc = h_wait(k->pid, timeout_ms, &status);
-	char st[96];
-
-	if (rc == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
-			       tail_of(k->err_path));
-	}
-	cr_assert(h_exit_code(status) >= 0, "%s: k2mc ended with %s; stderr:\n%s", what,
-		  h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
-	return h_exit_code(status);
-}
-
 /* Waits for a line matching regex in k's stderr from *off (advanced past
  * it); fails the test on a timeout. Returns 0, or -ESRCH if k exited first
  * (only when may_exit; otherwise that fails too). */
@@ -299,7 +282,7 @@ Test(fencing, paused_member_writes_nothing_after_losing_the_group)
 		     "A committed everything before it was frozen: nothing left to test");
 
 	start_k2mc(&b, NULL, "paused", W.mc_addr, 1, NULL);
-	rc = wait_exit(&b, 45000, "B (-e) taking over from the frozen A");
+	rc = world_k2mc_exit(&b, 45000, "B (-e) taking over from the frozen A");
 	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
 	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
 	cr_assert_eq(sb.unwritten, 0, "B: unwritten %" PRIu64, sb.unwritten);
@@ -315,7 +298,7 @@ Test(fencing, paused_member_writes_nothing_after_losing_the_group)
 		wait_log(&a, RE_STATS, &off, 5000, 1, "A after SIGCONT");
 	if (h_exited(a.pid, NULL) == 0) {
 		cr_assert_eq(h_signal(a.pid, SIGTERM), 0);
-		rc = wait_exit(&a, 20000, "A after SIGTERM");
+		rc = world_k2mc_exit(&a, 20000, "A after SIGTERM");
 		cr_assert_eq(rc, 0, "A: exit %d; stderr:\n%s", rc, tail_of(a.err_path));
 	}
 	assert_cache_equals_expect("after A came back from SIGSTOP", &a);
@@ -403,7 +386,7 @@ Test(fencing, member_cut_off_from_kafka_writes_nothing_after_losing_the_group)
 	assert_within_retention();
 
 	start_k2mc(&b, NULL, "cut", W.mc_addr, 1, NULL);
-	rc = wait_exit(&b, 45000, "B (-e) taking over from the cut-off A");
+	rc = world_k2mc_exit(&b, 45000, "B (-e) taking over from the cut-off A");
 	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
 	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
 	cr_assert_eq(sb.unwritten, 0, "B: unwritten %" PRIu64, sb.unwritten);
@@ -484,7 +467,7 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 	cr_expect(h_file_contains(a.err_path, "no longer counts this member"), "stderr:\n%s",
 		  tail_of(a.err_path));
 
-	rc = wait_exit(&b, 45000, "B (-e)");
+	rc = world_k2mc_exit(&b, 45000, "B (-e)");
 	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
 	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
 	/* A rejoins after its eviction and may own some partitions again: they
@@ -543,7 +526,7 @@ Test(fencing, takeover_after_kill9_waits_the_old_lease, .timeout = 120)
 				 &boff, b.pid, 40000, line, sizeof(line)),
 		     0, "B stated no takeover wait; stderr:\n%s", tail_of(b.err_path));
 	cr_log_info("B: %s", line);
-	cr_assert_eq(wait_exit(&b, 60000, "B (-e)"), 0, "B: stderr:\n%s", tail_of(b.err_path));
+	cr_assert_eq(world_k2mc_exit(&b, 60000, "B (-e)"), 0, "B: stderr:\n%s", tail_of(b.err_path));
 	/* everything it did came after the wait, and not much later */
 	secs = since_assignment_s(&b);
 	cr_assert(secs >= 4.4 && secs < 4.4 + 15, "B finished %.2f s after its assignment", secs);
@@ -565,7 +548,7 @@ Test(fencing, clean_handoffs_do_not_wait, .timeout = 120)
 	mock_produce(20000, 30000);
 	/* A ends with -e: every partition released */
 	start_k2mc(&a, NULL, "clean", W.mc_addr, 1, NULL);
-	cr_assert_eq(wait_exit(&a, 60000, "A (-e)"), 0);
+	cr_assert_eq(world_k2mc_exit(&a, 60000, "A (-e)"), 0);
 	mock_produce(20000, 30000);
 	/* B takes them all at once; C joins and a rebalance moves some over */
 	start_k2mc(&b, NULL, "clean", W.mc_addr, 0, NULL);

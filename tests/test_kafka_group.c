@@ -782,10 +782,47 @@ static size_t keys_older_than(const char *expect, uint64_t from, size_t *total)
 	return older;
 }
 
-Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
+/* Tests 4 and 7, once A holds records it has not written: newer records
+ * for every key, which the reader watches from now on; then B, a new
+ * process with A's group.instance.id, takes A's place at once, writes
+ * everything with -e and exits. The cache as B left it into *v_b. */
+static void replace_static_member(struct load *l, const char *group, struct h_verify *v_b)
 {
 	static const char *const member[] = { "-X", "group.instance.id=member-1",
 					      "--stats-interval-ms", "200", NULL };
+	struct h_reader_stats rs;
+	struct h_summary s;
+	struct h_proc b;
+	size_t total;
+	int64_t t;
+	int rc;
+
+	start_reader(STATIC_KEYS, NULL);
+	produce_more(l, STATIC_NEW, 60000);
+	cr_assert_eq(keys_older_than(l->expect, STATIC_OLD, &total), 0,
+		     "some keys have no newer record: the test cannot tell old from new");
+	cr_assert_eq(total, STATIC_KEYS);
+
+	t = h_now_ms();
+	start_k2mc(&b, l->topic, group, 1, member);
+	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
+	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
+		    world_secs_since(t), s.consumed);
+	rc = h_verify_memcached(l->expect, "127.0.0.1", W.mc[0].port, NULL, v_b);
+	cr_assert_eq(rc, 0, "%s", v_b->first);
+	/* B starts at A's last commit, and A had written past it: until B
+	 * has caught up, keys hold values older than A's (at-least-once
+	 * replay, the same after any crash). Counted apart from what follows,
+	 * once B has written every key's last record. */
+	h_reader_stats(READER, &rs);
+	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
+		    "%zu vanished (A had written past its commit)",
+		    rs.went_back, rs.vanished);
+	h_reader_reset(READER);
+}
+
+Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
+{
 	static const char *const a_args[] = { "-X", "group.instance.id=member-1",
 					      "--stats-interval-ms", "200",
 					      "--commit-interval-ms", "200", NULL };
@@ -794,9 +831,8 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t;
 	struct h_reader_stats rs;
 	struct h_verify v_b, v_end;
-	struct h_proc a, b;
-	struct h_summary s;
-	size_t aoff = 0, total;
+	struct h_proc a;
+	size_t aoff = 0;
 	char line[512], a_stats[512] = "", st[96];
 	int status = 0, rc, a_exit;
 	static const char *const words[] = { "fatal", "fenced", "assignment lost", "released",
@@ -819,28 +855,7 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 	cr_assert_lt(h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts),
 		     "A committed everything before it was frozen: nothing in flight to test");
 
-	start_reader(STATIC_KEYS, NULL);
-	produce_more(&l, STATIC_NEW, 60000);
-	cr_assert_eq(keys_older_than(l.expect, STATIC_OLD, &total), 0,
-		     "some keys have no newer record: the test cannot tell old from new");
-	cr_assert_eq(total, STATIC_KEYS);
-
-	t = h_now_ms();
-	start_k2mc(&b, l.topic, "static", 1, member);
-	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
-	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
-		    world_secs_since(t), s.consumed);
-	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc[0].port, NULL, &v_b);
-	cr_assert_eq(rc, 0, "%s", v_b.first);
-	/* B starts at A's last commit, and A had written past it: until B
-	 * has caught up, keys hold values older than A's (at-least-once
-	 * replay, the same after any crash). Counted apart from what follows,
-	 * once B has written every key's last record. */
-	h_reader_stats(READER, &rs);
-	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
-		    "%zu vanished (A had written past its commit)",
-		    rs.went_back, rs.vanished);
-	h_reader_reset(READER);
+	replace_static_member(&l, "static", &v_b);
 
 	/* A again */
 	t = h_now_ms();
@@ -1095,8 +1110,6 @@ Test(kafka_group, partitions_added_and_regex_gains_a_topic)
  * before B started; from B's end on, no key may go back to an older value. */
 Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 {
-	static const char *const member[] = { "-X", "group.instance.id=member-1",
-					      "--stats-interval-ms", "200", NULL };
 	static const char *const a_args[] = { "-X", "group.instance.id=member-1",
 					      "--stats-interval-ms", "200",
 					      "--commit-interval-ms", "200", NULL };
@@ -1107,9 +1120,8 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t, t_freeze;
 	struct h_reader_stats rs;
 	struct h_verify v_b, v_end;
-	struct h_proc a, b;
-	struct h_summary s;
-	size_t aoff = 0, total;
+	struct h_proc a;
+	size_t aoff = 0;
 	uint64_t up_frozen, up_thaw;
 	char line[512], st[96];
 	int status = 0, rc, a_exit, fatal_seen;
@@ -1133,24 +1145,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	cr_assert_lt(h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts),
 		     "A committed everything before its path froze: nothing pending to test");
 
-	start_reader(STATIC_KEYS, NULL);
-	produce_more(&l, STATIC_NEW, 60000);
-	cr_assert_eq(keys_older_than(l.expect, STATIC_OLD, &total), 0,
-		     "some keys have no newer record: the test cannot tell old from new");
-	cr_assert_eq(total, STATIC_KEYS);
-
-	t = h_now_ms();
-	start_k2mc(&b, l.topic, "static-path", 1, member);
-	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
-	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
-		    world_secs_since(t), s.consumed);
-	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc[0].port, NULL, &v_b);
-	cr_assert_eq(rc, 0, "%s", v_b.first);
-	h_reader_stats(READER, &rs);
-	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
-		    "%zu vanished (A had written past its commit)",
-		    rs.went_back, rs.vanished);
-	h_reader_reset(READER);
+	replace_static_member(&l, "static-path", &v_b);
 	/* the coordinator fenced A when B joined; A hears it at its next
 	 * heartbeat or commit. Its path comes back once it has (or after 30 s
 	 * in any case: A must not write then either) */
