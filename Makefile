@@ -263,15 +263,17 @@ tsan: build/tsan/k2mc $(TSAN_BINS)
 # set, replaces "every module" (sources; their objects are linked): the fake
 # memcached (tests/fake_mc.c), memcached on a unix socket and with TLS
 # (tests/servers.c), the real broker (tests/kafka_real.c), the cache watcher
-# (tests/mc_reader.c). test_notify plays systemd's part: the module and the
-# logger alone.
+# (tests/mc_reader.c), a path that can be slowed, held or cut (the TCP relay,
+# tests/relay.c). test_notify plays systemd's part: the module and the logger
+# alone.
 test_mcconn_LINKS      = $(K2MC_SRCS) tests/fake_mc.c
 test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
-test_kafka_group_LINKS = tests/mc_reader.c
+test_fencing_LINKS     = $(K2MC_SRCS) tests/relay.c
+test_kafka_group_LINKS = tests/mc_reader.c tests/relay.c
 # $(call links,VARIANT,SUITE)
 links = $(call objs,$(1),$(or $(test_$(2)_LINKS),$(K2MC_SRCS)))
 # Every suite's harness: processes and files (harness.c), the test world in
@@ -376,29 +378,27 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS  := $(filter-out -Werror -DK2MC_VERSION=%,$(CFLAGS_BASE)) -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_BINS    := build/fuzz/fuzz_config build/fuzz/fuzz_replies build/fuzz/fuzz_mapping \
-                build/fuzz/fuzz_avro
 FUZZ_STAMP   := build/.fuzz-deps
 .PHONY: fuzz
 $(FUZZ_STAMP): $(DEPS_STAMP)
 	@command -v $(FUZZ_CC) >/dev/null || $(call apt,clang)
 	@touch $@
-build/fuzz/fuzz_config: fuzz/fuzz_config.c src/core/config.c $(FUZZ_STAMP)
+# A target is fuzz/fuzz_NAME.c and makes build/fuzz/fuzz_NAME. As the tools
+# do from build/obj/libk2mc.a, it links the modules it calls from
+# build/fuzz/libk2mc.a, every module compiled with FUZZ_CFLAGS (instrumented
+# for coverage and the sanitizers): a new target, or a module split in two,
+# needs no edit here. fuzz_NAME_LDFLAGS adds to one target's link:
+# fuzz_config wraps fopen (--config files are never opened).
+FUZZ_BINS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+fuzz_config_LDFLAGS := -Wl,--wrap=fopen
+build/fuzz/obj/%.o: %.c $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wl,--wrap=fopen $(filter %.c,$^) -o $@ $(RDK_LIBS)
-# the reply parser, fed bytes without a socket (mcconn_feed)
-build/fuzz/fuzz_replies: fuzz/fuzz_replies.c src/workers/mcconn.c src/workers/transport.c \
-                         src/core/log.c $(FUZZ_STAMP)
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ -lssl -lcrypto
-build/fuzz/fuzz_mapping: fuzz/fuzz_mapping.c src/workers/mapping.c $(FUZZ_STAMP)
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(RDK_LIBS) -lxxhash
-# the Avro decoder on fixed schemas (no registry: k2mc_avro_decode_with),
-# its output checked by the mapping's JSON scanner
-build/fuzz/fuzz_avro: fuzz/fuzz_avro.c src/workers/avro.c src/workers/mapping.c $(FUZZ_STAMP)
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(RDK_LIBS) -lxxhash -lavro -ljansson -lcurl
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+build/fuzz/libk2mc.a: $(call objs,fuzz/obj,$(K2MC_SRCS))
+	@rm -f $@
+	$(AR) rcs $@ $^
+build/fuzz/fuzz_%: build/fuzz/obj/fuzz/fuzz_%.o build/fuzz/libk2mc.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(fuzz_$*_LDFLAGS) $^ -o $@ $(LIBS)
 fuzz: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p build/fuzz/corpus/$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS) s"; \

@@ -105,16 +105,8 @@ Test(coalesce, hot_keys_fewer_writes_exact_state)
 /* Produces (key, value) pairs to the world's topic, partition 0, in order. */
 static void produce(const char *const kv[][2], int n)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char e[512];
-	rd_kafka_t *rk;
+	rd_kafka_t *rk = world_producer(&W, NULL);
 
-	cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", W.bootstrap, e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
-	cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
-	cr_assert_not_null(rk, "producer: %s", e);
 	for (int i = 0; i < n; i++) {
 		rd_kafka_resp_err_t err = rd_kafka_producev(
 			rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
@@ -125,8 +117,7 @@ static void produce(const char *const kv[][2], int n)
 		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce %d: %s", i,
 			     rd_kafka_err2str(err));
 	}
-	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR);
-	rd_kafka_destroy(rk);
+	world_producer_close(rk);
 }
 
 /* A value k2mc refuses (over --max-value-bytes) under --on-invalid dlq

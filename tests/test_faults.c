@@ -121,30 +121,13 @@ static void start_k2mc(struct h_proc *k, const char *group, const char *mc_list,
 						      .args = BASE_ARGS, .args2 = extra });
 }
 
-/* Waits for k2mc to exit within timeout_ms; returns its exit code. */
-static int wait_exit(struct h_proc *k, int timeout_ms, const char *what)
-{
-	int status = 0, rc = h_wait(k->pid, timeout_ms, &status);
-	char st[96];
-
-	if (rc == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
-			       tail_of(k->err_path));
-	}
-	cr_assert(h_exit_code(status) >= 0, "%s: k2mc ended with %s; stderr:\n%s", what,
-		  h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
-	return h_exit_code(status);
-}
-
 /* SIGTERM, then it must drain, commit and exit 0 within timeout_ms. */
 static void stop_k2mc(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s)
 {
 	int rc;
 
 	cr_assert_eq(h_signal(k->pid, SIGTERM), 0, "%s: k2mc was not running", what);
-	rc = wait_exit(k, timeout_ms, what);
+	rc = world_k2mc_exit(k, timeout_ms, what);
 	cr_assert_eq(rc, 0, "%s: exit %d; stderr:\n%s", what, rc, tail_of(k->err_path));
 	if (s != NULL) {
 		rc = h_summary_parse(k->err_path, s);
@@ -561,7 +544,7 @@ Test(faults, sigterm_while_memcached_is_down)
 	sleep_ms(1000); /* records pile up unacknowledged */
 	t0 = h_now_ms();
 	cr_assert_eq(h_signal(k1.pid, SIGTERM), 0);
-	rc = wait_exit(&k1, 3000 + 5000, "SIGTERM with memcached stopped");
+	rc = world_k2mc_exit(&k1, 3000 + 5000, "SIGTERM with memcached stopped");
 	took = secs_since(t0);
 	cr_log_info("SIGTERM to exit with memcached stopped: %.2fs (--shutdown-timeout-ms 3000)",
 		    took);
@@ -585,7 +568,7 @@ Test(faults, sigterm_while_memcached_is_down)
 	assert_prefix_applied(committed, &W.mc[0]);
 
 	start_k2mc(&k2, "down-at-stop", NULL, 1, NULL);
-	rc = wait_exit(&k2, 30000, "restart with -e");
+	rc = world_k2mc_exit(&k2, 30000, "restart with -e");
 	cr_assert_eq(rc, 0, "restart: exit %d; stderr:\n%s", rc, tail_of(k2.err_path));
 	cr_assert_eq(h_summary_parse(k2.err_path, &s2), 0);
 	cr_assert_eq(s2.unwritten, 0);
@@ -640,7 +623,7 @@ Test(faults, one_of_two_memcached_down_waits_for_it)
 
 	rc = h_memcached_start(&W.mc[1], port, NULL);
 	cr_assert_eq(rc, 0, "memcached did not start again on port %d: %s", port, strerror(-rc));
-	rc = wait_exit(&k, 30000, "k2mc -e after the server came back");
+	rc = world_k2mc_exit(&k, 30000, "k2mc -e after the server came back");
 	cr_assert_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	assert_cluster_equals_expect("after the server came back");
 	assert_committed_at_end("one-down", "after the server came back");
@@ -665,7 +648,7 @@ Test(faults, fewer_connection_slots_than_writers_still_progress)
 	wait_produced(30000, 30000);
 	t0 = h_now_ms();
 	start_k2mc(&k, "slots", NULL, 1, extra);
-	rc = wait_exit(&k, 60000, "k2mc -e --writers 16, servers with fewer connection slots");
+	rc = world_k2mc_exit(&k, 60000, "k2mc -e --writers 16, servers with fewer connection slots");
 	cr_assert_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	cr_log_info("done in %.1f s", secs_since(t0));
 	assert_cluster_equals_expect("--writers 16 over two servers with about 7 slots each");
@@ -691,7 +674,7 @@ Test(faults, mc_eject_remaps_a_down_servers_keys)
 	cr_assert_eq(h_wait(W.mc[1].proc.pid, 5000, NULL), 0);
 
 	start_k2mc(&k, "eject", NULL, 1, extra);
-	rc = wait_exit(&k, 30000, "k2mc -e --mc-eject with a server down");
+	rc = world_k2mc_exit(&k, 30000, "k2mc -e --mc-eject with a server down");
 	cr_assert_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	/* every key, including those ketama gives the dead server, is on the
 	 * live one, with its last value */
@@ -838,7 +821,7 @@ Test(faults, kill9_at_random_points_converges)
 		kafka_offsets("kill9-random", committed, NULL);
 		assert_prefix_applied(committed, &W.mc[0]);
 		start_k2mc(&k2, "kill9-random", NULL, 1, NULL);
-		rc = wait_exit(&k2, 40000, what);
+		rc = world_k2mc_exit(&k2, 40000, what);
 		cr_assert_eq(rc, 0, "%s: restart exit %d; stderr:\n%s", what, rc,
 			     tail_of(k2.err_path));
 		cr_assert_eq(h_summary_parse(k2.err_path, &s), 0);
@@ -925,7 +908,7 @@ Test(faults, shutdown_with_kafka_down_is_bounded)
 	wait_log(&k, "Connection refused|Disconnected|brokers are down|ALL_BROKERS_DOWN|TRANSPORT", 15000);
 	t0 = h_now_ms();
 	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
-	rc = wait_exit(&k, 20000, "SIGTERM with Kafka down");
+	rc = world_k2mc_exit(&k, 20000, "SIGTERM with Kafka down");
 	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
 	cr_assert_lt(h_now_ms() - t0, 3000 + 1500, "shutdown took %.1fs with "
 		     "--shutdown-timeout-ms 3000:\n%s", secs_since(t0), tail_of(k.err_path));
@@ -972,7 +955,7 @@ static double stop_against_silence(const char *group, int refill)
 	sleep_ms(1500);
 	t0 = h_now_ms();
 	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
-	rc = wait_exit(&k, 20000, "SIGTERM with a silent memcached");
+	rc = world_k2mc_exit(&k, 20000, "SIGTERM with a silent memcached");
 	took = secs_since(t0);
 	close(fd);
 	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
@@ -1088,7 +1071,7 @@ Test(faults, assignment_beyond_the_thread_limit_is_refused_at_once)
 	start_world(1, 64, 500, mock_args, 0);
 	wait_produced(640, 30000);
 	start_k2mc_nproc(&k, 48, W.topic, "nproc-64", 0);
-	rc = wait_exit(&k, 30000, "64 partitions under RLIMIT_NPROC 48");
+	rc = world_k2mc_exit(&k, 30000, "64 partitions under RLIMIT_NPROC 48");
 	cr_expect_eq(rc, 1, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	cr_expect(h_file_contains(k.err_path, "RLIMIT_NPROC"),
 		  "the refusal does not name the limit:\n%s", tail_of(k.err_path));
@@ -1100,7 +1083,7 @@ Test(faults, assignment_beyond_the_thread_limit_is_refused_at_once)
 
 	/* within the limit: runs, to the end of its (empty) partitions */
 	start_k2mc_nproc(&k, 48, "few", "nproc-4", 1);
-	rc = wait_exit(&k, 30000, "4 partitions under RLIMIT_NPROC 48");
+	rc = world_k2mc_exit(&k, 30000, "4 partitions under RLIMIT_NPROC 48");
 	cr_expect_eq(rc, 0, "exit %d; stderr:\n%s", rc, tail_of(k.err_path));
 	cr_expect(h_file_contains(k.err_path, "assigned 4 partition"), "%s", tail_of(k.err_path));
 }
@@ -1127,7 +1110,7 @@ Test(faults, second_signal_stops_a_stalled_drain)
 	wait_log(&k, "draining", 5000);
 	t0 = h_now_ms();
 	cr_assert_eq(h_signal(k.pid, SIGTERM), 0);
-	rc = wait_exit(&k, 10000, "second SIGTERM");
+	rc = world_k2mc_exit(&k, 10000, "second SIGTERM");
 	cr_assert_eq(rc, 0, "exit %d:\n%s", rc, tail_of(k.err_path));
 	cr_assert_lt(h_now_ms() - t0, 3000, "second SIGTERM took %.1fs (the drain deadline "
 		     "is 60 s):\n%s", secs_since(t0), tail_of(k.err_path));
@@ -1135,7 +1118,7 @@ Test(faults, second_signal_stops_a_stalled_drain)
 	cr_assert_gt(s.unwritten, 0, "nothing was left unwritten?\n%s", tail_of(k.err_path));
 	cr_assert_eq(h_resume(W.mc[0].proc.pid), 0);
 	start_k2mc(&k2, "second-signal", NULL, 1, NULL);
-	rc = wait_exit(&k2, 60000, "restart after the second signal");
+	rc = world_k2mc_exit(&k2, 60000, "restart after the second signal");
 	cr_assert_eq(rc, 0, "restart exit %d:\n%s", rc, tail_of(k2.err_path));
 	assert_cache_equals_expect(&W.mc[0], "after a second-signal stop and a restart");
 	assert_committed_at_end("second-signal", "after the restart");

@@ -6,26 +6,18 @@
  * write what it still holds, then checks that every key holds its last
  * record and that the committed offsets are the end offsets.
  * Not about rebalances among live members, or outages (test_faults.c). */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "relay.h"
 #include "world.h"
 
 #define TOPIC "events"
@@ -73,220 +65,16 @@ static size_t file_size(const char *path)
 	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
 }
 
-/* ---- a TCP relay -------------------------------------------------------------------
- * Listens on a free loopback port and forwards every connection to
- * 127.0.0.1:upstream, one thread per direction. delay_ms holds back each
- * chunk going from the upstream server to the client (replies only: what the
- * client sends reaches the server at once). relay_cut closes the listener
- * and every connection, so the client's peer is gone for good: connects are
- * refused from then on. Sockets are close-on-exec, so no process the test
- * starts afterwards keeps one open. */
-#define RELAY_MAX_CONNS 64
-
-struct relay;
-
-struct pump {
-	int from, to;
-	int delay_ms;
-	pthread_t thread;
-};
-
-struct relay_conn {
-	int cfd, ufd;
-	struct pump up, down;
-};
-
-struct relay {
-	int lfd;
-	int port;
-	int upstream;
-	int delay_ms;
-	int wake[2];
-	pthread_t acceptor;
-	int running;
-	/* conns[] and nconns: written by the acceptor and by relay_cut (after
-	 * the acceptor is joined), under mu */
-	pthread_mutex_t mu;
-	struct relay_conn *conns[RELAY_MAX_CONNS];
-	int nconns;
-	/* set by relay_cut, read by the acceptor after its poll wakes */
-	atomic_int cut;
-	/* connections accepted; written by the acceptor, read by the test */
-	atomic_int accepted;
-};
-
-static struct relay KAFKA_RELAY, MC_RELAY;
-
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static void *pump_main(void *arg)
-{
-	struct pump *p = arg;
-	char buf[65536];
-
-	for (;;) {
-		ssize_t n = recv(p->from, buf, sizeof(buf), 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		if (p->delay_ms > 0)
-			nanosleep(&(struct timespec){ p->delay_ms / 1000,
-						      (p->delay_ms % 1000) * 1000000L },
-				  NULL);
-		if (send_all(p->to, buf, (size_t)n) != 0)
-			break;
-	}
-	/* pass the end of this direction on; the other pump ends on its own */
-	shutdown(p->to, SHUT_WR);
-	return NULL;
-}
-
-static int connect_upstream(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
-static void *acceptor_main(void *arg)
-{
-	struct relay *r = arg;
-
-	for (;;) {
-		struct pollfd pf[2] = { { .fd = r->lfd, .events = POLLIN },
-					{ .fd = r->wake[0], .events = POLLIN } };
-		struct relay_conn *c;
-		int cfd, ufd;
-
-		if (poll(pf, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (atomic_load(&r->cut))
-			break;
-		if (!(pf[0].revents & POLLIN))
-			continue;
-		cfd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (cfd < 0)
-			continue;
-		ufd = connect_upstream(r->upstream);
-		c = calloc(1, sizeof(*c));
-		pthread_mutex_lock(&r->mu);
-		if (ufd < 0 || c == NULL || r->nconns == RELAY_MAX_CONNS) {
-			pthread_mutex_unlock(&r->mu);
-			close(cfd);
-			if (ufd >= 0)
-				close(ufd);
-			free(c);
-			continue;
-		}
-		c->cfd = cfd;
-		c->ufd = ufd;
-		c->up = (struct pump){ .from = cfd, .to = ufd };
-		c->down = (struct pump){ .from = ufd, .to = cfd, .delay_ms = r->delay_ms };
-		if (pthread_create(&c->up.thread, NULL, pump_main, &c->up) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			close(cfd);
-			close(ufd);
-			free(c);
-			continue;
-		}
-		if (pthread_create(&c->down.thread, NULL, pump_main, &c->down) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			shutdown(cfd, SHUT_RDWR);
-			shutdown(ufd, SHUT_RDWR);
-			pthread_join(c->up.thread, NULL);
-			close(cfd);
-			close(ufd);
-			free(c);
-			continue;
-		}
-		r->conns[r->nconns++] = c;
-		pthread_mutex_unlock(&r->mu);
-		atomic_fetch_add(&r->accepted, 1);
-	}
-	return NULL;
-}
-
-static void relay_start(struct relay *r, int upstream, int delay_ms)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t sl = sizeof(sa);
-
-	memset(r, 0, sizeof(*r));
-	r->upstream = upstream;
-	r->delay_ms = delay_ms;
-	pthread_mutex_init(&r->mu, NULL);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_geq(r->lfd, 0, "relay socket: %s", strerror(errno));
-	cr_assert_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "relay bind: %s",
-		     strerror(errno));
-	cr_assert_eq(listen(r->lfd, 64), 0, "relay listen: %s", strerror(errno));
-	cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&sa, &sl), 0);
-	r->port = ntohs(sa.sin_port);
-	cr_assert_eq(pipe2(r->wake, O_CLOEXEC), 0, "relay pipe: %s", strerror(errno));
-	cr_assert_eq(pthread_create(&r->acceptor, NULL, acceptor_main, r), 0);
-	r->running = 1;
-}
-
-/* Stops listening and closes every connection; the client sees its peer
- * close, and refused connects afterwards. Idempotent. */
-static void relay_cut(struct relay *r)
-{
-	if (!r->running)
-		return;
-	r->running = 0;
-	atomic_store(&r->cut, 1);
-	if (write(r->wake[1], "x", 1) != 1)
-		cr_log_warn("relay: cannot wake the acceptor: %s", strerror(errno));
-	pthread_join(r->acceptor, NULL);
-	close(r->lfd);
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		shutdown(r->conns[i]->cfd, SHUT_RDWR);
-		shutdown(r->conns[i]->ufd, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		struct relay_conn *c = r->conns[i];
-
-		pthread_join(c->up.thread, NULL);
-		pthread_join(c->down.thread, NULL);
-		close(c->cfd);
-		close(c->ufd);
-		free(c);
-	}
-	r->nconns = 0;
-	close(r->wake[0]);
-	close(r->wake[1]);
-}
+/* Kafka's and Memcached's paths of the member that is cut off (test 2) */
+static struct relay *KAFKA_RELAY, *MC_RELAY;
 
 static void teardown(void)
 {
 	/* the processes first: a relay's clients are gone before it closes */
 	world_teardown();
-	relay_cut(&KAFKA_RELAY);
-	relay_cut(&MC_RELAY);
+	relay_stop(KAFKA_RELAY);
+	relay_stop(MC_RELAY);
+	KAFKA_RELAY = MC_RELAY = NULL;
 }
 
 WORLD_SUITE(fencing, .fini = teardown, .timeout = TEST_TIMEOUT_S)
@@ -349,23 +137,6 @@ static void start_k2mc(struct h_proc *k, const struct h_k2mc_opts *o, const char
 	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .mc = mc_addr, .eof = eof,
 						      .args = BASE_ARGS, .args2 = extra,
 						      .run = o });
-}
-
-/* Waits for k2mc to exit within timeout_ms; returns its exit code. */
-static int wait_exit(struct h_proc *k, int timeout_ms, const char *what)
-{
-	int status = 0, rc = h_wait(k->pid, timeout_ms, &status);
-	char st[96];
-
-	if (rc == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
-			       tail_of(k->err_path));
-	}
-	cr_assert(h_exit_code(status) >= 0, "%s: k2mc ended with %s; stderr:\n%s", what,
-		  h_status_str(status, st, sizeof(st)), tail_of(k->err_path));
-	return h_exit_code(status);
 }
 
 /* Waits for a line matching regex in k's stderr from *off (advanced past
@@ -511,7 +282,7 @@ Test(fencing, paused_member_writes_nothing_after_losing_the_group)
 		     "A committed everything before it was frozen: nothing left to test");
 
 	start_k2mc(&b, NULL, "paused", W.mc_addr, 1, NULL);
-	rc = wait_exit(&b, 45000, "B (-e) taking over from the frozen A");
+	rc = world_k2mc_exit(&b, 45000, "B (-e) taking over from the frozen A");
 	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
 	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
 	cr_assert_eq(sb.unwritten, 0, "B: unwritten %" PRIu64, sb.unwritten);
@@ -527,7 +298,7 @@ Test(fencing, paused_member_writes_nothing_after_losing_the_group)
 		wait_log(&a, RE_STATS, &off, 5000, 1, "A after SIGCONT");
 	if (h_exited(a.pid, NULL) == 0) {
 		cr_assert_eq(h_signal(a.pid, SIGTERM), 0);
-		rc = wait_exit(&a, 20000, "A after SIGTERM");
+		rc = world_k2mc_exit(&a, 20000, "A after SIGTERM");
 		cr_assert_eq(rc, 0, "A: exit %d; stderr:\n%s", rc, tail_of(a.err_path));
 	}
 	assert_cache_equals_expect("after A came back from SIGSTOP", &a);
@@ -575,46 +346,47 @@ Test(fencing, member_cut_off_from_kafka_writes_nothing_after_losing_the_group)
 	static const char *const mock_args[] = { "--value-size", "64", NULL };
 	static const char *const a_extra[] = { "--writers", "1", "--batch", "8",
 					       "--shutdown-timeout-ms", "10000", NULL };
-	char preload[PATH_MAX + 16], redirect[96], a_mc[64], st[96];
+	char preload[PATH_MAX + 16], redirect[96], st[96];
 	const char *env[3];
 	struct h_k2mc_opts ao = { 0 };
 	struct h_proc a, b;
 	struct h_summary sb;
 	size_t off = 0;
-	int rc, status;
+	int rc, status, kafka_conns;
 
 	start_world(8, 2000, mock_args, 1);
 	mock_produce(WAVE1, 30000);
 	assert_within_retention();
 
-	relay_start(&KAFKA_RELAY, mock_port(), 0);
-	relay_start(&MC_RELAY, W.mc[0].port, MC_DELAY_MS);
+	KAFKA_RELAY = relay_start(mock_port(), 0);
+	MC_RELAY = relay_start(W.mc[0].port, MC_DELAY_MS);
 	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", shim_path());
 	snprintf(redirect, sizeof(redirect), "K2MC_REDIRECT=127.0.0.1:%d=127.0.0.1:%d", mock_port(),
-		 KAFKA_RELAY.port);
-	snprintf(a_mc, sizeof(a_mc), "127.0.0.1:%d", MC_RELAY.port);
+		 relay_port(KAFKA_RELAY));
 	env[0] = preload;
 	env[1] = redirect;
 	env[2] = NULL;
 	ao.env = env;
 
-	start_k2mc(&a, &ao, "cut", a_mc, 0, a_extra);
+	start_k2mc(&a, &ao, "cut", relay_addr(MC_RELAY), 0, a_extra);
 	wait_log(&a, RE_ASSIGNED, &off, 20000, 0, "A");
 	wait_first_commit(&a, "cut", 20000);
 	wait_log(&a, RE_RINGS_HOLD, &off, 10000, 0, "A holds records");
-	cr_assert_gt(atomic_load(&KAFKA_RELAY.accepted), 0,
+	cr_assert_gt(relay_accepted(KAFKA_RELAY), 0,
 		     "A's Kafka connections bypassed the relay (is the shim loaded?)");
-	cr_assert_gt(atomic_load(&MC_RELAY.accepted), 0, "A's memcached connections bypassed the relay");
+	cr_assert_gt(relay_accepted(MC_RELAY), 0, "A's memcached connections bypassed the relay");
 
 	off = file_size(a.err_path);
-	relay_cut(&KAFKA_RELAY);
+	kafka_conns = relay_accepted(KAFKA_RELAY);
+	relay_stop(KAFKA_RELAY);
+	KAFKA_RELAY = NULL;
 	cr_log_info("Kafka cut off from A: the %d connection(s) it made through the relay are "
-		    "closed, new ones refused", atomic_load(&KAFKA_RELAY.accepted));
+		    "closed, new ones refused", kafka_conns);
 	mock_produce(WAVE2, 30000);
 	assert_within_retention();
 
 	start_k2mc(&b, NULL, "cut", W.mc_addr, 1, NULL);
-	rc = wait_exit(&b, 45000, "B (-e) taking over from the cut-off A");
+	rc = world_k2mc_exit(&b, 45000, "B (-e) taking over from the cut-off A");
 	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
 	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
 	cr_assert_eq(sb.unwritten, 0, "B: unwritten %" PRIu64, sb.unwritten);
@@ -695,7 +467,7 @@ Test(fencing, evicted_member_stops_draining_at_once, .timeout = 120)
 	cr_expect(h_file_contains(a.err_path, "no longer counts this member"), "stderr:\n%s",
 		  tail_of(a.err_path));
 
-	rc = wait_exit(&b, 45000, "B (-e)");
+	rc = world_k2mc_exit(&b, 45000, "B (-e)");
 	cr_assert_eq(rc, 0, "B: exit %d; stderr:\n%s", rc, tail_of(b.err_path));
 	cr_assert_eq(h_summary_parse(b.err_path, &sb), 0, "B: no summary");
 	/* A rejoins after its eviction and may own some partitions again: they
@@ -754,7 +526,7 @@ Test(fencing, takeover_after_kill9_waits_the_old_lease, .timeout = 120)
 				 &boff, b.pid, 40000, line, sizeof(line)),
 		     0, "B stated no takeover wait; stderr:\n%s", tail_of(b.err_path));
 	cr_log_info("B: %s", line);
-	cr_assert_eq(wait_exit(&b, 60000, "B (-e)"), 0, "B: stderr:\n%s", tail_of(b.err_path));
+	cr_assert_eq(world_k2mc_exit(&b, 60000, "B (-e)"), 0, "B: stderr:\n%s", tail_of(b.err_path));
 	/* everything it did came after the wait, and not much later */
 	secs = since_assignment_s(&b);
 	cr_assert(secs >= 4.4 && secs < 4.4 + 15, "B finished %.2f s after its assignment", secs);
@@ -776,7 +548,7 @@ Test(fencing, clean_handoffs_do_not_wait, .timeout = 120)
 	mock_produce(20000, 30000);
 	/* A ends with -e: every partition released */
 	start_k2mc(&a, NULL, "clean", W.mc_addr, 1, NULL);
-	cr_assert_eq(wait_exit(&a, 60000, "A (-e)"), 0);
+	cr_assert_eq(world_k2mc_exit(&a, 60000, "A (-e)"), 0);
 	mock_produce(20000, 30000);
 	/* B takes them all at once; C joins and a rebalance moves some over */
 	start_k2mc(&b, NULL, "clean", W.mc_addr, 0, NULL);

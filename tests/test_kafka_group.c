@@ -24,133 +24,61 @@
  * (tests/mc_reader.h), no key may ever go back to an older value.
  * Real broker only: `make test-kafka` runs it with K2MC_KAFKA=real on each
  * version (K2MC_KAFKA_VERSION); binaries come from K2MC_BIN and K2MC_MOCK. */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <libmemcached/memcached.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
 #include "kafka_real.h"
 #include "mc_reader.h"
+#include "relay.h"
+#include "world.h"
 
 /* every wait has its own deadline; this only stops a wedged test */
 #define TEST_TIMEOUT_S 300
 
-struct world {
-	struct h_memcached mc;
-	struct h_kafka_real kr;
-	int have_kr;
-	char mc_addr[64];
-	const char *bootstrap; /* the PLAINTEXT listeners */
-	int64_t t0;
-	struct h_reader *reader;
-};
-
+/* memcached (world_start_memcached) and a cluster of the test's own
+ * (W.real, which world_teardown stops); W.topic and W.parts are those of
+ * the latest load started (world_wait_first_commit watches them) */
 static struct world W;
+/* the cache reader of the scenarios that watch a hand-off */
+static struct h_reader *READER;
 
 /* ---- a path to Memcached that can be frozen -------------------------------------
- * A TCP relay on a free loopback port in front of the world's memcached, one
- * thread per direction of each connection: the member given its address
- * reaches Memcached through it, the others (and the reader, and the checks)
- * directly. relay_freeze holds every reply on its way back to the client,
- * on every connection, new ones too, until it is lifted: the member's
- * writers wait for answers, acknowledge nothing and commit nothing more,
- * and the records they hold stay pending, as when its path is cut.
- * Only replies are held, not requests. Memcached therefore executes every
- * command the member sends at once, in order, while the member still
- * believes it owns its partitions: what lands after the thaw was sent after
- * it, so a stale value is the member's own late write. (Held requests
- * would also test the network: bytes sent inside the lease but delivered
- * seconds later, after the new owner's, which no lease can recall.) */
-#define RELAY_MAX_CONNS 64
-/* relay_freeze modes. RELAY_BOTH is a partition: requests are held too,
- * and relay_cut ends it the way a partition that outlived TCP does, every
- * connection reset and what it held lost, so nothing sent during it ever
- * lands: the only writes that can land later are ones sent after it. */
-#define RELAY_REPLIES 1
-#define RELAY_BOTH 2
-
-struct relay;
-
-struct pump {
-	int from, to;
-	int down; /* memcached -> client: the direction a freeze holds */
-	struct relay *r;
-	int *cut; /* its connection's: under r->mu */
-	pthread_t thread;
-};
-
-struct relay_conn {
-	int cfd, ufd;
-	int cut; /* under r->mu: relay_cut dropped it, and what it held */
-	struct pump up, down;
-};
-
-struct relay {
-	int lfd;
-	int port;
-	int upstream;
-	int running; /* test thread only */
-	int wake[2];
-	pthread_t acceptor;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	/* under mu: set by the test thread, waited on by the pumps: 0 none,
-	 * RELAY_REPLIES (the down pumps wait), RELAY_BOTH (both wait) */
-	int frozen;
-	int stopping;
-	/* under mu: written by the acceptor, read by relay_stop after it has
-	 * joined the acceptor */
-	struct relay_conn *conns[RELAY_MAX_CONNS];
-	int nconns;
-	/* bytes forwarded client -> memcached; added by the up pumps after each
-	 * send (relaxed: a counter the test reads) */
-	_Atomic uint64_t up_bytes;
-	_Atomic int accepted;
-};
-
-static struct relay RELAY;
-
-static void relay_stop(struct relay *r);
+ * A relay (tests/relay.h) in front of the world's memcached: the member
+ * given its address reaches Memcached through it, the others (and the
+ * reader, and the checks) directly. RELAY_HOLD_REPLIES holds every reply on
+ * its way back to the member until it is released: its writers wait for
+ * answers, acknowledge nothing and commit nothing more, and the records
+ * they hold stay pending, as when its path is cut. Only replies are held,
+ * not requests. Memcached therefore executes every command the member sends
+ * at once, in order, while the member still believes it owns its
+ * partitions: what lands after the thaw was sent after it, so a stale value
+ * is the member's own late write. (Held requests would also test the
+ * network: bytes sent inside the lease but delivered seconds later, after
+ * the new owner's, which no lease can recall; test 8 holds both and resets
+ * the connections, so that nothing sent during the hold ever lands.) */
+static struct relay *RELAY;
 
 static void teardown(void)
 {
-	h_reader_stop(W.reader, NULL);
-	W.reader = NULL;
-	/* brokers first, through their launcher, before h_cleanup removes
-	 * their directories */
-	if (W.have_kr)
-		h_kafka_real_stop(&W.kr, 0);
-	h_cleanup();
+	h_reader_stop(READER, NULL);
+	READER = NULL;
+	/* brokers first, through their launcher, then h_cleanup */
+	world_teardown();
 	/* after the processes: a relay's clients are gone before it closes */
-	relay_stop(&RELAY);
+	relay_stop(RELAY);
+	RELAY = NULL;
 }
 
 TestSuite(kafka_group, .fini = teardown, .timeout = TEST_TIMEOUT_S);
-
-static const char *tail_of(const char *path)
-{
-	return h_tail_of(path, 15);
-}
-
-static double secs_since(int64_t t0)
-{
-	return (double)(h_now_ms() - t0) / 1000.0;
-}
 
 static void sleep_ms(int ms)
 {
@@ -159,7 +87,7 @@ static void sleep_ms(int ms)
 
 static int kafka_major(void)
 {
-	return atoi(W.kr.version);
+	return atoi(W.real.version);
 }
 
 /* memcached and a cluster (ro: NULL for one broker of $K2MC_KAFKA_VERSION). */
@@ -171,22 +99,21 @@ static void start_world(const struct h_kafka_real_opts *ro)
 		cr_skip_test("needs a real broker (K2MC_KAFKA=real)");
 	memset(&W, 0, sizeof(W));
 	W.t0 = h_now_ms();
-	rc = h_memcached_start(&W.mc, 0, NULL);
-	cr_assert_eq(rc, 0, "memcached did not start: %s", strerror(-rc));
-	snprintf(W.mc_addr, sizeof(W.mc_addr), "127.0.0.1:%d", W.mc.port);
-	rc = h_kafka_real_start(&W.kr, ro);
-	W.have_kr = W.kr.proc.pid > 0;
+	W.backend = H_KAFKA_REAL;
+	world_start_memcached(&W, 1, NULL);
+	rc = h_kafka_real_start(&W.real, ro);
+	W.own_broker = W.real.proc.pid > 0;
 	cr_assert_eq(rc, 0, "kafka did not start: %s\n%s", strerror(-rc),
-		     tail_of(W.kr.proc.err_path));
-	W.bootstrap = W.kr.bootstrap;
+		     world_tail(W.real.proc.err_path));
+	W.bootstrap = W.real.bootstrap;
 	cr_log_info("kafka %s, %d broker(s): ready %" PRId64 " ms after the launch (format %" PRId64
 		    " ms before)",
-		    W.kr.version, W.kr.nbrokers, W.kr.start_ms, W.kr.format_ms);
+		    W.real.version, W.real.nbrokers, W.real.start_ms, W.real.format_ms);
 }
 
 static void log_done(const char *scenario)
 {
-	cr_log_info("%s on kafka %s: %.1f s", scenario, W.kr.version, secs_since(W.t0));
+	cr_log_info("%s on kafka %s: %.1f s", scenario, W.real.version, world_secs_since(W.t0));
 }
 
 /* ---- producers ------------------------------------------------------------------*/
@@ -249,7 +176,9 @@ static void start_load(struct load *l)
 	args[a] = NULL;
 	rc = h_mock_start(&l->mk, args, l->control, 90000);
 	cr_assert_eq(rc, 0, "k2mc-mock -b for %s: %s\n%s", l->topic, strerror(-rc),
-		     tail_of(l->mk.proc.err_path));
+		     world_tail(l->mk.proc.err_path));
+	snprintf(W.topic, sizeof(W.topic), "%s", l->topic);
+	W.parts = l->parts;
 }
 
 static void wait_produced(struct load *l, int timeout_ms)
@@ -258,7 +187,7 @@ static void wait_produced(struct load *l, int timeout_ms)
 	int rc = h_mock_wait_produced(&l->mk, timeout_ms, &acked);
 
 	cr_assert_eq(rc, 0, "producing %s: %s\nk2mc-mock stderr:\n%s", l->topic, strerror(-rc),
-		     tail_of(l->mk.proc.err_path));
+		     world_tail(l->mk.proc.err_path));
 	cr_assert_eq(acked, l->records, "%s: %" PRIu64 " of %" PRIu64 " records acknowledged",
 		     l->topic, acked, l->records);
 }
@@ -274,81 +203,36 @@ static void produce_more(struct load *l, uint64_t n, int timeout_ms)
 	snprintf(cmd, sizeof(cmd), "produce %" PRIu64, n);
 	rc = h_mock_command(&l->mk, cmd, ans, sizeof(ans), timeout_ms);
 	cr_assert_eq(rc, 0, "%s: '%s': %s (%s)\n%s", l->topic, cmd, strerror(-rc), ans,
-		     tail_of(l->mk.proc.err_path));
+		     world_tail(l->mk.proc.err_path));
 	l->records += n;
 	cr_log_info("%s: %" PRIu64 " more records in %.1f s (%" PRIu64 " in all)", l->topic, n,
-		    secs_since(t0), l->records);
+		    world_secs_since(t0), l->records);
 }
 
 /* ---- k2mc ----------------------------------------------------------------------*/
 
-/* k2mc -b BOOTSTRAP -t topic -G group -m MC --stats-interval-ms 1000 [-e]
- * extra...; bootstrap NULL: the PLAINTEXT listeners, "": none (a -F file
- * names them); mc NULL: the world's memcached, else another address (a
- * relay in front of it). */
-static void start_k2mc_via(struct h_proc *k, const char *bootstrap, const char *mc,
-			   const char *topic, const char *group, int eof, const char *const extra[])
+/* k2mc -b (the PLAINTEXT listeners) -t topic -G group -m MC
+ * --stats-interval-ms 1000 [-e] extra...; mc NULL: the world's memcached,
+ * else another address (a relay in front of it). */
+static void start_k2mc_via(struct h_proc *k, const char *mc, const char *topic,
+			   const char *group, int eof, const char *const extra[])
 {
-	const char *args[64];
-	int a = 0, rc;
+	static const char *const stats[] = { "--stats-interval-ms", "1000", NULL };
 
-	if (bootstrap == NULL)
-		bootstrap = W.bootstrap;
-	if (mc == NULL)
-		mc = W.mc_addr;
-	if (bootstrap[0] != '\0') {
-		args[a++] = "-b";
-		args[a++] = bootstrap;
-	}
-	args[a++] = "-t";
-	args[a++] = topic;
-	args[a++] = "-G";
-	args[a++] = group;
-	args[a++] = "-m";
-	args[a++] = mc;
-	args[a++] = "--stats-interval-ms";
-	args[a++] = "1000";
-	if (eof)
-		args[a++] = "-e";
-	for (int i = 0; extra != NULL && extra[i] != NULL && a < 63; i++)
-		args[a++] = extra[i];
-	args[a] = NULL;
-	rc = h_k2mc_start(k, NULL, args);
-	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
-}
-
-static void start_k2mc_at(struct h_proc *k, const char *bootstrap, const char *topic,
-			  const char *group, int eof, const char *const extra[])
-{
-	start_k2mc_via(k, bootstrap, NULL, topic, group, eof, extra);
+	world_k2mc_start(&W, k, &(struct world_k2mc){ .group = group, .topic = topic, .mc = mc,
+						      .eof = eof, .args = stats, .args2 = extra });
 }
 
 static void start_k2mc(struct h_proc *k, const char *topic, const char *group, int eof,
 		       const char *const extra[])
 {
-	start_k2mc_at(k, NULL, topic, group, eof, extra);
+	start_k2mc_via(k, NULL, topic, group, eof, extra);
 }
 
-/* Waits for k2mc to exit 0 and checks its summary. */
+/* Waits for k2mc to exit 0 and checks its summary: nothing unwritten. */
 static void finish_k2mc(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s)
 {
-	char st[96];
-	int status = 0, rc;
-	int64_t t0 = h_now_ms();
-
-	rc = h_wait(k->pid, timeout_ms, &status);
-	if (rc == -ETIMEDOUT) {
-		h_signal(k->pid, SIGKILL);
-		h_wait(k->pid, 5000, NULL);
-		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
-			       tail_of(k->err_path));
-	}
-	cr_assert_eq(h_exit_code(status), 0, "%s: k2mc ended with %s after %.1fs; stderr:\n%s",
-		     what, h_status_str(status, st, sizeof(st)), secs_since(t0),
-		     tail_of(k->err_path));
-	rc = h_summary_parse(k->err_path, s);
-	cr_assert_eq(rc, 0, "%s: no parsable summary line (%s); stderr:\n%s", what, strerror(-rc),
-		     tail_of(k->err_path));
+	world_k2mc_finish(k, timeout_ms, what, s);
 	cr_assert_eq(s->unwritten, 0, "%s: summary says unwritten %" PRIu64, what, s->unwritten);
 }
 
@@ -356,7 +240,7 @@ static void finish_k2mc(struct h_proc *k, int timeout_ms, const char *what, stru
 static void stop_k2mc(struct h_proc *k, const char *what, struct h_summary *s)
 {
 	cr_assert_eq(h_signal(k->pid, SIGTERM), 0, "%s: not running any more; stderr:\n%s", what,
-		     tail_of(k->err_path));
+		     world_tail(k->err_path));
 	finish_k2mc(k, 45000, what, s);
 }
 
@@ -368,7 +252,8 @@ static void wait_log(struct h_proc *k, const char *re, size_t *off, int timeout_
 	int rc = h_wait_line(k->err_path, re, off, k->pid, timeout_ms, line, len);
 
 	cr_assert_eq(rc, 0, "%s: no line /%s/ within %d ms (%s); stderr:\n%s", what, re,
-		     timeout_ms, rc == -ESRCH ? "it exited" : strerror(-rc), tail_of(k->err_path));
+		     timeout_ms, rc == -ESRCH ? "it exited" : strerror(-rc),
+		     world_tail(k->err_path));
 }
 
 static size_t file_size(const char *path)
@@ -469,339 +354,40 @@ static long long last_written(const struct h_proc *k)
 
 /* ---- checks ----------------------------------------------------------------------*/
 
-static size_t assert_cache(const char *expect, const char *prefix, const char *what)
-{
-	struct h_verify v;
-	int rc = h_verify_memcached(expect, "127.0.0.1", W.mc.port, prefix, &v);
-
-	cr_assert_eq(rc, 0, "%s: cache check could not run: %s", what, v.first);
-	cr_assert_eq(h_verify_mismatches(&v), 0,
-		     "%s: cache differs from %s (%zu S + %zu D keys): %zu missing, %zu with another "
-		     "value, %zu deleted but present; first:\n%s",
-		     what, expect, v.sets, v.deletes, v.missing, v.wrong, v.present, v.first);
-	cr_log_info("%s: cache matches: %zu keys set, %zu deleted", what, v.sets, v.deletes);
-	return v.sets;
-}
-
-/* committed and end offsets of topic's n partitions for group; 0 or -errno */
-static int group_offsets(const char *topic, int n, const char *group, int64_t *committed,
-			 int64_t *end)
-{
-	char err[256];
-	struct h_kafka *k = h_kafka_open(W.bootstrap, group, err, sizeof(err));
-	int rc;
-
-	if (k == NULL)
-		return -EIO;
-	rc = h_kafka_end_offsets(k, topic, n, end, 5000);
-	if (rc == 0 && committed != NULL)
-		rc = h_kafka_committed(k, topic, n, committed, 5000);
-	h_kafka_close(k);
-	return rc;
-}
-
-static void assert_committed_at_end(const char *topic, int parts, const char *group,
-				    const char *what)
-{
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS];
-	char diff[512];
-	int rc = group_offsets(topic, parts, group, committed, end), d;
-
-	cr_assert_eq(rc, 0, "%s: offsets of %s: %s", what, topic, strerror(-rc));
-	d = h_offsets_diff(committed, end, parts, diff, sizeof(diff));
-	cr_assert_eq(d, 0, "%s: %d of %d partitions of %s have committed != end offset: %s", what,
-		     d, parts, topic, diff);
-}
-
-/* Polls until group has committed the end offset of every partition of
- * topic (production must be over). Returns the seconds it took. */
+/* world_wait_committed_at_end, failing at once if one of ks (NULL-terminated)
+ * exits; returns the seconds it took. */
 static double wait_committed_at_end(const char *topic, int parts, const char *group,
-				    int timeout_ms, struct h_proc *const k[], const char *what)
+				    int timeout_ms, struct h_proc *const ks[], const char *what)
 {
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t0 = h_now_ms();
-	char diff[512] = "";
+	int64_t t0 = h_now_ms();
+	int n = 0;
 
-	for (;;) {
-		if (group_offsets(topic, parts, group, committed, end) == 0 &&
-		    h_offsets_diff(committed, end, parts, diff, sizeof(diff)) == 0)
-			return secs_since(t0);
-		for (int i = 0; k != NULL && k[i] != NULL; i++)
-			cr_assert_eq(h_exited(k[i]->pid, NULL), 0,
-				     "%s: a k2mc ended before committing %s to its end; stderr:\n%s",
-				     what, topic, tail_of(k[i]->err_path));
-		if (h_now_ms() - t0 > timeout_ms) {
-			char tails[4096] = "";
-
-			for (int i = 0; k != NULL && k[i] != NULL; i++) {
-				size_t n = strlen(tails);
-
-				snprintf(tails + n, sizeof(tails) - n, "k2mc %d:\n%s\n", i,
-					 tail_of(k[i]->err_path));
-			}
-			cr_assert_fail("%s: %s not committed to its end within %d ms: %s\n%s", what,
-				       topic, timeout_ms, diff, tails);
-		}
-		sleep_ms(200);
-	}
-}
-
-/* Until group has committed something on topic. */
-static void wait_first_commit(const char *topic, int parts, const char *group, int timeout_ms,
-			      struct h_proc *k)
-{
-	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t0 = h_now_ms();
-
-	for (;;) {
-		if (group_offsets(topic, parts, group, committed, end) == 0)
-			for (int p = 0; p < parts; p++)
-				if (committed[p] > 0)
-					return;
-		cr_assert_eq(h_exited(k->pid, NULL), 0,
-			     "k2mc ended before committing anything; stderr:\n%s",
-			     tail_of(k->err_path));
-		cr_assert_lt(h_now_ms() - t0, timeout_ms,
-			     "group %s committed nothing on %s within %d ms; stderr:\n%s", group,
-			     topic, timeout_ms, tail_of(k->err_path));
-		sleep_ms(100);
-	}
+	while (ks != NULL && ks[n] != NULL)
+		n++;
+	world_wait_committed_at_end(&W, topic, parts, group, ks, n, timeout_ms, what);
+	return world_secs_since(t0);
 }
 
 static void start_reader(uint32_t keys, const char *prefix)
 {
-	struct h_reader_opts o = { .host = "127.0.0.1", .port = W.mc.port, .prefix = prefix,
+	struct h_reader_opts o = { .host = "127.0.0.1", .port = W.mc[0].port, .prefix = prefix,
 				   .keys = keys };
 
-	W.reader = h_reader_start(&o);
-	cr_assert_not_null(W.reader, "cannot start the cache reader");
+	READER = h_reader_start(&o);
+	cr_assert_not_null(READER, "cannot start the cache reader");
 }
 
 /* Stops the reader after two more complete sweeps. */
 static void stop_reader(struct h_reader_stats *s, const char *what)
 {
-	int rc = h_reader_wait_sweeps(W.reader, 2, 20000);
+	int rc = h_reader_wait_sweeps(READER, 2, 20000);
 
-	h_reader_stop(W.reader, s);
-	W.reader = NULL;
+	h_reader_stop(READER, s);
+	READER = NULL;
 	cr_assert_eq(rc, 0, "%s: the cache reader completed no sweep in 20 s", what);
 	cr_log_info("%s: reader: %" PRIu64 " sweeps (%" PRIu64 " cut short), %zu keys seen, "
 		    "%zu went back, %zu vanished",
 		    what, s->sweeps, s->failed, s->seen, s->went_back, s->vanished);
-}
-
-/* ---- the relay (see the top) ------------------------------------------------------*/
-
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static void *pump_main(void *arg)
-{
-	struct pump *p = arg;
-	struct relay *r = p->r;
-	char buf[65536];
-
-	for (;;) {
-		ssize_t n = recv(p->from, buf, sizeof(buf), 0);
-		int stop = 0;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		pthread_mutex_lock(&r->mu);
-		while ((r->frozen == RELAY_BOTH || (r->frozen && p->down)) && !r->stopping &&
-		       !*p->cut)
-			pthread_cond_wait(&r->cv, &r->mu);
-		stop = r->stopping || *p->cut;
-		pthread_mutex_unlock(&r->mu);
-		if (stop || send_all(p->to, buf, (size_t)n) != 0)
-			break;
-		if (!p->down)
-			atomic_fetch_add_explicit(&r->up_bytes, (uint64_t)n, memory_order_relaxed);
-	}
-	/* pass the end of this direction on; the other pump ends on its own */
-	shutdown(p->to, SHUT_WR);
-	return NULL;
-}
-
-static int connect_upstream(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
-static void *acceptor_main(void *arg)
-{
-	struct relay *r = arg;
-
-	for (;;) {
-		struct pollfd pf[2] = { { .fd = r->lfd, .events = POLLIN },
-					{ .fd = r->wake[0], .events = POLLIN } };
-		struct relay_conn *c;
-		int cfd, ufd, stop;
-
-		if (poll(pf, 2, -1) < 0 && errno != EINTR)
-			break;
-		pthread_mutex_lock(&r->mu);
-		stop = r->stopping;
-		pthread_mutex_unlock(&r->mu);
-		if (stop)
-			break;
-		if (!(pf[0].revents & POLLIN))
-			continue;
-		cfd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (cfd < 0)
-			continue;
-		ufd = connect_upstream(r->upstream);
-		c = calloc(1, sizeof(*c));
-		pthread_mutex_lock(&r->mu);
-		if (ufd < 0 || c == NULL || r->nconns == RELAY_MAX_CONNS) {
-			pthread_mutex_unlock(&r->mu);
-			close(cfd);
-			if (ufd >= 0)
-				close(ufd);
-			free(c);
-			continue;
-		}
-		c->cfd = cfd;
-		c->ufd = ufd;
-		c->up = (struct pump){ .from = cfd, .to = ufd, .r = r, .cut = &c->cut };
-		c->down = (struct pump){ .from = ufd, .to = cfd, .down = 1, .r = r, .cut = &c->cut };
-		if (pthread_create(&c->up.thread, NULL, pump_main, &c->up) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			close(cfd);
-			close(ufd);
-			free(c);
-			continue;
-		}
-		if (pthread_create(&c->down.thread, NULL, pump_main, &c->down) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			shutdown(cfd, SHUT_RDWR);
-			shutdown(ufd, SHUT_RDWR);
-			pthread_join(c->up.thread, NULL);
-			close(cfd);
-			close(ufd);
-			free(c);
-			continue;
-		}
-		r->conns[r->nconns++] = c;
-		pthread_mutex_unlock(&r->mu);
-		atomic_fetch_add(&r->accepted, 1);
-	}
-	return NULL;
-}
-
-/* A relay to 127.0.0.1:upstream; its address "127.0.0.1:PORT" in addr. */
-static void relay_start(struct relay *r, int upstream, char *addr, size_t len)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t sl = sizeof(sa);
-
-	memset(r, 0, sizeof(*r));
-	r->upstream = upstream;
-	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->cv, NULL);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_geq(r->lfd, 0, "relay socket: %s", strerror(errno));
-	cr_assert_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "relay bind: %s",
-		     strerror(errno));
-	cr_assert_eq(listen(r->lfd, 64), 0, "relay listen: %s", strerror(errno));
-	cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&sa, &sl), 0);
-	r->port = ntohs(sa.sin_port);
-	cr_assert_eq(pipe2(r->wake, O_CLOEXEC), 0, "relay pipe: %s", strerror(errno));
-	cr_assert_eq(pthread_create(&r->acceptor, NULL, acceptor_main, r), 0);
-	r->running = 1;
-	snprintf(addr, len, "127.0.0.1:%d", r->port);
-}
-
-/* on: hold every reply from now on; off: let them go, in order. */
-static void relay_freeze(struct relay *r, int on)
-{
-	pthread_mutex_lock(&r->mu);
-	r->frozen = on;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-}
-
-/* Ends a freeze by resetting every connection it held: what was held is
- * dropped, the clients see their connections break and reconnect through
- * the relay, which is open again. */
-static void relay_cut(struct relay *r)
-{
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		struct relay_conn *c = r->conns[i];
-
-		if (c->cut)
-			continue;
-		c->cut = 1;
-		shutdown(c->cfd, SHUT_RDWR);
-		shutdown(c->ufd, SHUT_RDWR);
-	}
-	r->frozen = 0;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-}
-
-static uint64_t relay_up_bytes(struct relay *r)
-{
-	return atomic_load_explicit(&r->up_bytes, memory_order_relaxed);
-}
-
-/* Closes the listener and every connection (held replies are dropped) and
- * joins every thread. Idempotent. */
-static void relay_stop(struct relay *r)
-{
-	if (!r->running)
-		return;
-	r->running = 0;
-	pthread_mutex_lock(&r->mu);
-	r->stopping = 1;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-	if (write(r->wake[1], "x", 1) != 1)
-		cr_log_warn("relay: cannot wake the acceptor: %s", strerror(errno));
-	pthread_join(r->acceptor, NULL);
-	close(r->lfd);
-	pthread_mutex_lock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		shutdown(r->conns[i]->cfd, SHUT_RDWR);
-		shutdown(r->conns[i]->ufd, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&r->mu);
-	for (int i = 0; i < r->nconns; i++) {
-		struct relay_conn *c = r->conns[i];
-
-		pthread_join(c->up.thread, NULL);
-		pthread_join(c->down.thread, NULL);
-		close(c->cfd);
-		close(c->ufd);
-		free(c);
-	}
-	r->nconns = 0;
-	close(r->wake[0]);
-	close(r->wake[1]);
-	pthread_cond_destroy(&r->cv);
-	pthread_mutex_destroy(&r->mu);
 }
 
 /* ==== 1. SASL/SCRAM =================================================================
@@ -823,16 +409,16 @@ struct sasl_way {
 static int sasl_args(const struct sasl_way *w, int i, const char **args, int a)
 {
 	static char xs[8][5][H_PATH_MAX + 32], path[8][H_PATH_MAX];
-	const char *boot = strcmp(w->proto, "SASL_SSL") == 0 ? W.kr.sasl_bootstrap
-							       : W.kr.sasl_plain_bootstrap;
+	const char *boot = strcmp(w->proto, "SASL_SSL") == 0 ? W.real.sasl_bootstrap
+							       : W.real.sasl_plain_bootstrap;
 	int ssl = strcmp(w->proto, "SASL_SSL") == 0;
 
 	i %= 8;
 	snprintf(xs[i][0], sizeof(xs[i][0]), "security.protocol=%s", w->proto);
 	snprintf(xs[i][1], sizeof(xs[i][1]), "sasl.mechanisms=%s", w->mech);
-	snprintf(xs[i][2], sizeof(xs[i][2]), "sasl.username=%s", W.kr.sasl_user);
+	snprintf(xs[i][2], sizeof(xs[i][2]), "sasl.username=%s", W.real.sasl_user);
 	snprintf(xs[i][3], sizeof(xs[i][3]), "sasl.password=%s", w->password);
-	snprintf(xs[i][4], sizeof(xs[i][4]), "ssl.ca.location=%s", W.kr.ca);
+	snprintf(xs[i][4], sizeof(xs[i][4]), "ssl.ca.location=%s", W.real.ca);
 	if (w->file) {
 		char name[64];
 		FILE *f;
@@ -860,6 +446,24 @@ static int sasl_args(const struct sasl_way *w, int i, const char **args, int a)
 	return a;
 }
 
+/* k2mc -t topic -G group -m MC --stats-interval-ms 1000 -e extra..., with
+ * no -b of the world's: the SASL listener comes from extra, by -b or in a
+ * -F file (world_k2mc_start adds the PLAINTEXT listeners, and the command
+ * line overrides the file). */
+static void start_k2mc_sasl(struct h_proc *k, const char *topic, const char *group,
+			    const char *const extra[])
+{
+	const char *args[64] = { "-t", topic, "-G", world_name(group), "-m", W.mc_addr,
+				 "--stats-interval-ms", "1000", "-e" };
+	int a = 9, rc;
+
+	for (int i = 0; extra[i] != NULL && a < 63; i++)
+		args[a++] = extra[i];
+	args[a] = NULL;
+	rc = h_k2mc_start(k, NULL, args);
+	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
+}
+
 Test(kafka_group, sasl_scram_512_and_256_over_ssl_and_plaintext_by_x_and_f)
 {
 	static const char *const mechs[] = { "SCRAM-SHA-512", "SCRAM-SHA-256" };
@@ -869,13 +473,13 @@ Test(kafka_group, sasl_scram_512_and_256_over_ssl_and_plaintext_by_x_and_f)
 			  .tombstones = 5, .seed = "2001" };
 
 	start_world(&ro);
-	cr_assert(W.kr.sasl_bootstrap[0] && W.kr.sasl_plain_bootstrap[0],
+	cr_assert(W.real.sasl_bootstrap[0] && W.real.sasl_plain_bootstrap[0],
 		  "the launcher named no SASL_SSL or SASL_PLAINTEXT listener");
 	start_load(&l);
 	wait_produced(&l, 60000);
 	for (int i = 0; i < 8; i++) {
 		struct sasl_way w = { mechs[i & 1], protos[(i >> 1) & 1], i >> 2,
-				      W.kr.sasl_password };
+				      W.real.sasl_password };
 		char prefix[16], group[32], what[96];
 		const char *extra[32];
 		struct h_proc k;
@@ -890,14 +494,13 @@ Test(kafka_group, sasl_scram_512_and_256_over_ssl_and_plaintext_by_x_and_f)
 		extra[a++] = "--key-prefix";
 		extra[a++] = prefix;
 		extra[a] = NULL;
-		/* -b and security come from extra (or the -F file) */
-		start_k2mc_at(&k, "", l.topic, group, 1, extra);
+		start_k2mc_sasl(&k, l.topic, group, extra);
 		finish_k2mc(&k, 60000, what, &s);
 		cr_assert_eq(s.consumed, l.records, "%s: consumed %" PRIu64 " of %" PRIu64, what,
 			     s.consumed, l.records);
-		assert_cache(l.expect, prefix, what);
-		assert_committed_at_end(l.topic, l.parts, group, what);
-		cr_log_info("%s: %.1f s", what, secs_since(t0));
+		world_assert_cache(&W, l.expect, 0, prefix, 0, what);
+		world_assert_committed_at_end(&W, l.topic, l.parts, group, what);
+		cr_log_info("%s: %.1f s", what, world_secs_since(t0));
 	}
 
 	/* a wrong password */
@@ -911,27 +514,27 @@ Test(kafka_group, sasl_scram_512_and_256_over_ssl_and_plaintext_by_x_and_f)
 
 		a = sasl_args(&w, i, extra, 0);
 		extra[a] = NULL;
-		start_k2mc_at(&k, "", l.topic, "sasl-wrong", 1, extra);
+		start_k2mc_sasl(&k, l.topic, "sasl-wrong", extra);
 		rc = h_wait(k.pid, 20000, &status);
 		if (rc == -ETIMEDOUT)
 			h_stop(k.pid, 1000);
 		cr_assert_eq(rc, 0, "%s with a wrong password: still running after 20 s; stderr:\n%s",
-			     w.mech, tail_of(k.err_path));
+			     w.mech, world_tail(k.err_path));
 		cr_assert_eq(h_exit_code(status), 1,
 			     "%s with a wrong password: %s, expected exit 1; stderr:\n%s", w.mech,
-			     h_status_str(status, st, sizeof(st)), tail_of(k.err_path));
+			     h_status_str(status, st, sizeof(st)), world_tail(k.err_path));
 		/* the mechanism and the broker (its address as librdkafka names it) */
 		snprintf(re, sizeof(re),
 			 "ERROR: Kafka authentication failed \\(security.protocol=%s, "
 			 "sasl.mechanisms=%s, sasl.username=%s\\): %s://%s/",
-			 i ? "sasl_plaintext" : "sasl_ssl", w.mech, W.kr.sasl_user,
+			 i ? "sasl_plaintext" : "sasl_ssl", w.mech, W.real.sasl_user,
 			 i ? "sasl_plaintext" : "sasl_ssl",
-			 i ? W.kr.sasl_plain_bootstrap : W.kr.sasl_bootstrap);
+			 i ? W.real.sasl_plain_bootstrap : W.real.sasl_bootstrap);
 		rc = h_wait_line(k.err_path, re, NULL, 0, 1000, line, sizeof(line));
 		cr_assert_eq(rc, 0, "%s with a wrong password: no line /%s/; stderr:\n%s", w.mech, re,
-			     tail_of(k.err_path));
+			     world_tail(k.err_path));
 		cr_log_info("%s over %s by %s, wrong password: exit 1 after %.1f s: %.300s", w.mech,
-			    w.proto, w.file ? "-F" : "-X", secs_since(t0), line);
+			    w.proto, w.file ? "-F" : "-X", world_secs_since(t0), line);
 	}
 	log_done("SASL/SCRAM");
 }
@@ -983,16 +586,17 @@ Test(kafka_group, kip848_two_members_kill9_then_sigterm_handoff)
 			h_stop(a.pid, 1000);
 		cr_assert_eq(rc, 0, "kafka %s: k2mc with group.protocol=consumer still waits after "
 			     "30 s instead of failing; stderr:\n%s",
-			     W.kr.version, tail_of(a.err_path));
+			     W.real.version, world_tail(a.err_path));
 		cr_assert_eq(h_exit_code(status), 1, "kafka %s: k2mc ended with %s; stderr:\n%s",
-			     W.kr.version, h_status_str(status, st, sizeof(st)), tail_of(a.err_path));
+			     W.real.version, h_status_str(status, st, sizeof(st)),
+			     world_tail(a.err_path));
 		rc = h_wait_line(a.err_path,
 				 "ERROR: group.protocol=consumer \\(KIP-848\\): .*ConsumerGroupHeartbeat",
 				 NULL, 0, 1000, line, sizeof(line));
 		cr_assert_eq(rc, 0, "kafka %s: no line naming KIP-848 and ConsumerGroupHeartbeat; "
-			     "stderr:\n%s", W.kr.version, tail_of(a.err_path));
+			     "stderr:\n%s", W.real.version, world_tail(a.err_path));
 		cr_log_info("kafka %s refuses KIP-848: k2mc exit 1 after %.1f s: %.400s",
-			    W.kr.version, secs_since(t), line);
+			    W.real.version, world_secs_since(t), line);
 		log_done("KIP-848 refused");
 		return;
 	}
@@ -1007,7 +611,7 @@ Test(kafka_group, kip848_two_members_kill9_then_sigterm_handoff)
 	wait_log(&a, "INFO: released [1-9][0-9]* partition\\(s\\), [1-9][0-9]* remain", &aoff, 30000,
 		 "A releases B's share", line, sizeof(line));
 	cr_log_info("A: %s", line);
-	wait_first_commit(l.topic, l.parts, "kip848", 30000, &b);
+	world_wait_first_commit(&W, &b, "kip848", 30000);
 	cr_assert(!h_file_exists(l.expect), "production finished before the kill");
 
 	/* kill -9 of A: B gets A's partitions once the broker expires A */
@@ -1016,7 +620,7 @@ Test(kafka_group, kip848_two_members_kill9_then_sigterm_handoff)
 	cr_assert_eq(h_wait(a.pid, 5000, NULL), 0);
 	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B takes the killed A's partitions", line,
 		 sizeof(line));
-	cr_log_info("B, %.1f s after A's kill -9: %s", secs_since(t), line);
+	cr_log_info("B, %.1f s after A's kill -9: %s", world_secs_since(t), line);
 
 	/* a restarted member joins; then B leaves with SIGTERM and hands
 	 * everything over to it */
@@ -1027,7 +631,7 @@ Test(kafka_group, kip848_two_members_kill9_then_sigterm_handoff)
 	stop_k2mc(&b, "B after SIGTERM", &s);
 	wait_log(&a2, RE_ASSIGNED, &a2off, 30000, "A restarted takes B's partitions", line,
 		 sizeof(line));
-	cr_log_info("A restarted, %.1f s after B's SIGTERM: %s", secs_since(t), line);
+	cr_log_info("A restarted, %.1f s after B's SIGTERM: %s", world_secs_since(t), line);
 
 	wait_produced(&l, 60000);
 	{
@@ -1036,9 +640,10 @@ Test(kafka_group, kip848_two_members_kill9_then_sigterm_handoff)
 		cr_log_info("committed = end %.1f s after production",
 			    wait_committed_at_end(l.topic, l.parts, "kip848", 60000, ks, "KIP-848"));
 	}
-	assert_cache(l.expect, NULL, "KIP-848 after kill -9 and a SIGTERM hand-off");
+	world_assert_cache(&W, l.expect, 0, NULL, 0,
+			   "KIP-848 after kill -9 and a SIGTERM hand-off");
 	stop_k2mc(&a2, "A restarted, SIGTERM", &s);
-	assert_committed_at_end(l.topic, l.parts, "kip848", "KIP-848 at the end");
+	world_assert_committed_at_end(&W, l.topic, l.parts, "kip848", "KIP-848 at the end");
 	log_done("KIP-848");
 }
 
@@ -1071,17 +676,17 @@ Test(kafka_group, broker_failover_leader_of_half_the_partitions_killed)
 	start_world(&ro);
 	start_load(&l);
 	start_k2mc(&k, l.topic, "failover", 0, NULL);
-	wait_first_commit(l.topic, l.parts, "failover", 60000, &k);
+	world_wait_first_commit(&W, &k, "failover", 60000);
 	rc = h_kafka_leaders(W.bootstrap, l.topic, l.parts, leader, 5000, err, sizeof(err));
 	cr_assert_eq(rc, 0, "%s", err);
 	for (int p = 0; p < l.parts; p++) {
 		size_t n = strlen(lbuf);
 
 		snprintf(lbuf + n, sizeof(lbuf) - n, " p%d:%d", p, (int)leader[p]);
-		if (leader[p] >= 1 && leader[p] <= W.kr.nbrokers)
+		if (leader[p] >= 1 && leader[p] <= W.real.nbrokers)
 			led[leader[p]]++;
 	}
-	for (int b = 1; b <= W.kr.nbrokers; b++)
+	for (int b = 1; b <= W.real.nbrokers; b++)
 		if (led[b] > led[victim])
 			victim = b;
 	cr_assert_geq(led[victim] * 2, l.parts, "no broker leads half the partitions:%s", lbuf);
@@ -1089,7 +694,7 @@ Test(kafka_group, broker_failover_leader_of_half_the_partitions_killed)
 
 	koff = file_size(k.err_path);
 	t = h_now_ms();
-	rc = h_kafka_real_kill_broker(&W.kr, victim - 1);
+	rc = h_kafka_real_kill_broker(&W.real, victim - 1);
 	cr_assert_eq(rc, 0, "kill of broker %d: %s", victim, strerror(-rc));
 	cr_log_info("broker %d, leader of %d of %d partitions (%s), killed -9", victim, led[victim],
 		    l.parts, lbuf + 1);
@@ -1107,12 +712,12 @@ Test(kafka_group, broker_failover_leader_of_half_the_partitions_killed)
 		if (!moved)
 			sleep_ms(200);
 	}
-	cr_log_info("new leaders for its partitions %.1f s after the kill", secs_since(t));
-	rc = h_kafka_real_restart_broker(&W.kr, victim - 1, 90000, &restart_ms);
+	cr_log_info("new leaders for its partitions %.1f s after the kill", world_secs_since(t));
+	rc = h_kafka_real_restart_broker(&W.real, victim - 1, 90000, &restart_ms);
 	cr_assert_eq(rc, 0, "restart of broker %d: %s\n%s", victim, strerror(-rc),
-		     tail_of(W.kr.proc.err_path));
+		     world_tail(W.real.proc.err_path));
 	cr_log_info("broker %d restarted %.1f s after the kill (its start: %" PRId64 " ms)", victim,
-		    secs_since(t), restart_ms);
+		    world_secs_since(t), restart_ms);
 
 	wait_produced(&l, 90000);
 	{
@@ -1126,9 +731,9 @@ Test(kafka_group, broker_failover_leader_of_half_the_partitions_killed)
 	cr_log_info("k2mc's intake stopped altogether for at most %.1f s after the kill (its stats "
 		    "lines)",
 		    longest_stall_s(k.err_path, koff, 1.0));
-	assert_cache(l.expect, NULL, "after the failover");
+	world_assert_cache(&W, l.expect, 0, NULL, 0, "after the failover");
 	stop_k2mc(&k, "k2mc after the failover", &s);
-	assert_committed_at_end(l.topic, l.parts, "failover", "after the failover");
+	world_assert_committed_at_end(&W, l.topic, l.parts, "failover", "after the failover");
 	log_done("broker failover");
 }
 
@@ -1177,10 +782,47 @@ static size_t keys_older_than(const char *expect, uint64_t from, size_t *total)
 	return older;
 }
 
-Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
+/* Tests 4 and 7, once A holds records it has not written: newer records
+ * for every key, which the reader watches from now on; then B, a new
+ * process with A's group.instance.id, takes A's place at once, writes
+ * everything with -e and exits. The cache as B left it into *v_b. */
+static void replace_static_member(struct load *l, const char *group, struct h_verify *v_b)
 {
 	static const char *const member[] = { "-X", "group.instance.id=member-1",
 					      "--stats-interval-ms", "200", NULL };
+	struct h_reader_stats rs;
+	struct h_summary s;
+	struct h_proc b;
+	size_t total;
+	int64_t t;
+	int rc;
+
+	start_reader(STATIC_KEYS, NULL);
+	produce_more(l, STATIC_NEW, 60000);
+	cr_assert_eq(keys_older_than(l->expect, STATIC_OLD, &total), 0,
+		     "some keys have no newer record: the test cannot tell old from new");
+	cr_assert_eq(total, STATIC_KEYS);
+
+	t = h_now_ms();
+	start_k2mc(&b, l->topic, group, 1, member);
+	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
+	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
+		    world_secs_since(t), s.consumed);
+	rc = h_verify_memcached(l->expect, "127.0.0.1", W.mc[0].port, NULL, v_b);
+	cr_assert_eq(rc, 0, "%s", v_b->first);
+	/* B starts at A's last commit, and A had written past it: until B
+	 * has caught up, keys hold values older than A's (at-least-once
+	 * replay, the same after any crash). Counted apart from what follows,
+	 * once B has written every key's last record. */
+	h_reader_stats(READER, &rs);
+	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
+		    "%zu vanished (A had written past its commit)",
+		    rs.went_back, rs.vanished);
+	h_reader_reset(READER);
+}
+
+Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
+{
 	static const char *const a_args[] = { "-X", "group.instance.id=member-1",
 					      "--stats-interval-ms", "200",
 					      "--commit-interval-ms", "200", NULL };
@@ -1189,9 +831,8 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t;
 	struct h_reader_stats rs;
 	struct h_verify v_b, v_end;
-	struct h_proc a, b;
-	struct h_summary s;
-	size_t aoff = 0, total;
+	struct h_proc a;
+	size_t aoff = 0;
 	char line[512], a_stats[512] = "", st[96];
 	int status = 0, rc, a_exit;
 	static const char *const words[] = { "fatal", "fenced", "assignment lost", "released",
@@ -1203,39 +844,18 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 
 	start_k2mc(&a, l.topic, "static", 0, a_args);
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
-	wait_first_commit(l.topic, l.parts, "static", 30000, &a);
+	world_wait_first_commit(&W, &a, "static", 30000);
 	rc = h_pause(a.pid, 5000);
 	cr_assert_eq(rc, 0, "SIGSTOP of A: %s", strerror(-rc));
 	last_line(a.err_path, "INFO: in ", a_stats, sizeof(a_stats));
-	cr_assert_eq(group_offsets(l.topic, l.parts, "static", committed, end), 0);
+	world_offsets(&W, l.topic, l.parts, "static", committed, end);
 	cr_log_info("A frozen with %" PRId64 " of %" PRId64 " records committed; its last stats "
 		    "line: %.300s",
 		    h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts), a_stats);
 	cr_assert_lt(h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts),
 		     "A committed everything before it was frozen: nothing in flight to test");
 
-	start_reader(STATIC_KEYS, NULL);
-	produce_more(&l, STATIC_NEW, 60000);
-	cr_assert_eq(keys_older_than(l.expect, STATIC_OLD, &total), 0,
-		     "some keys have no newer record: the test cannot tell old from new");
-	cr_assert_eq(total, STATIC_KEYS);
-
-	t = h_now_ms();
-	start_k2mc(&b, l.topic, "static", 1, member);
-	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
-	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
-		    secs_since(t), s.consumed);
-	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_b);
-	cr_assert_eq(rc, 0, "%s", v_b.first);
-	/* B starts at A's last commit, and A had written past it: until B
-	 * has caught up, keys hold values older than A's (at-least-once
-	 * replay, the same after any crash). Counted apart from what follows,
-	 * once B has written every key's last record. */
-	h_reader_stats(W.reader, &rs);
-	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
-		    "%zu vanished (A had written past its commit)",
-		    rs.went_back, rs.vanished);
-	h_reader_reset(W.reader);
+	replace_static_member(&l, "static", &v_b);
 
 	/* A again */
 	t = h_now_ms();
@@ -1247,10 +867,10 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 	}
 	a_exit = h_exit_code(status);
 	cr_log_info("A after SIGCONT: %s after %.1f s; its lines:\n%s",
-		    h_status_str(status, st, sizeof(st)), secs_since(t),
+		    h_status_str(status, st, sizeof(st)), world_secs_since(t),
 		    grep_lines(a.err_path, 0, words, 20));
 	stop_reader(&rs, "static membership");
-	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_end);
+	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc[0].port, NULL, &v_end);
 	cr_assert_eq(rc, 0, "%s", v_end.first);
 
 	cr_assert_eq(h_verify_mismatches(&v_b), 0,
@@ -1263,7 +883,7 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 					    0, 0, NULL, 0) == 0,
 		  "A, replaced and resumed, ended with %s without a fatal error line: a fenced "
 		  "member must stop and exit non-zero; stderr:\n%s",
-		  h_status_str(status, st, sizeof(st)), tail_of(a.err_path));
+		  h_status_str(status, st, sizeof(st)), world_tail(a.err_path));
 	cr_assert_eq(rs.went_back + rs.vanished, 0,
 		     "issue 22: %zu keys went back to older values after the static member's "
 		     "replacement (%zu vanished; %" PRIu64 " reads of an older value or none, "
@@ -1276,7 +896,7 @@ Test(kafka_group, static_member_replaced_while_frozen_then_resumed)
 	cr_assert_eq(h_verify_mismatches(&v_end), 0,
 		     "%zu keys wrong at the end, though no reader saw one go back; first:\n%s",
 		     h_verify_mismatches(&v_end), v_end.first);
-	assert_committed_at_end(l.topic, l.parts, "static", "static membership");
+	world_assert_committed_at_end(&W, l.topic, l.parts, "static", "static membership");
 	log_done("static membership");
 }
 
@@ -1317,13 +937,13 @@ Test(kafka_group, memcached_frozen_longer_than_max_poll_two_members)
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
 	start_k2mc(&b, l.topic, "live", 0, grp);
 	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B joins", line, sizeof(line));
-	wait_first_commit(l.topic, l.parts, "live", 30000, &b);
+	world_wait_first_commit(&W, &b, "live", 30000);
 	start_reader(LIVE_KEYS, NULL);
-	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
+	cr_assert_eq(h_reader_wait_sweeps(READER, 1, 10000), 0, "reader: no sweep");
 
 	a_from = file_size(a.err_path);
 	b_from = file_size(b.err_path);
-	rc = h_pause(W.mc.proc.pid, 5000);
+	rc = h_pause(W.mc[0].proc.pid, 5000);
 	cr_assert_eq(rc, 0, "SIGSTOP of memcached: %s", strerror(-rc));
 	t = h_now_ms();
 	/* the scenario: frozen this long; stats lines come every second, so
@@ -1334,10 +954,10 @@ Test(kafka_group, memcached_frozen_longer_than_max_poll_two_members)
 	sleep_ms(LIVE_FREEZE_MS - 1500);
 	a_written = last_written(&a) - a_written;
 	b_written = last_written(&b) - b_written;
-	cr_assert_eq(h_resume(W.mc.proc.pid), 0, "SIGCONT of memcached");
+	cr_assert_eq(h_resume(W.mc[0].proc.pid), 0, "SIGCONT of memcached");
 	cr_log_info("memcached frozen for %.1f s (max.poll.interval.ms 10 s); written meanwhile, as "
 		    "the stats lines count acknowledged writes: A %lld, B %lld",
-		    secs_since(t), a_written, b_written);
+		    world_secs_since(t), a_written, b_written);
 	cr_assert(!h_file_exists(l.expect), "production ended during the freeze");
 
 	wait_produced(&l, 90000);
@@ -1355,12 +975,12 @@ Test(kafka_group, memcached_frozen_longer_than_max_poll_two_members)
 		     "%zu keys went back to older values, %zu vanished, after Memcached was "
 		     "frozen past max.poll.interval.ms; first:\n%s",
 		     rs.went_back, rs.vanished, rs.first);
-	assert_cache(l.expect, NULL, "after memcached came back");
+	world_assert_cache(&W, l.expect, 0, NULL, 0, "after memcached came back");
 	stop_k2mc(&a, "A, SIGTERM", &sa);
 	stop_k2mc(&b, "B, SIGTERM", &sb);
 	cr_log_info("consumed: A %" PRIu64 ", B %" PRIu64 " of %" PRIu64, sa.consumed,
 		    sb.consumed, l.records);
-	assert_committed_at_end(l.topic, l.parts, "live", "after memcached came back");
+	world_assert_committed_at_end(&W, l.topic, l.parts, "live", "after memcached came back");
 	log_done("memcached frozen past max.poll");
 }
 
@@ -1444,8 +1064,8 @@ Test(kafka_group, partitions_added_and_regex_gains_a_topic)
 	wait_produced(&a2, 60000);
 	wait_produced(&b1, 60000);
 	cr_log_info("events-a grown to 8 partitions and events-b created and produced in %.1f s",
-		    secs_since(t));
-	cr_assert_eq(group_offsets("events-a", 8, "events", NULL, end), 0);
+		    world_secs_since(t));
+	world_offsets(&W, "events-a", 8, "events", NULL, end);
 	for (int p = 4; p < 8; p++)
 		cr_assert_gt(end[p], 0, "events-a[%d] got no records: nothing to read from 0", p);
 	cr_assert_eq(h_resume(k.pid), 0);
@@ -1453,25 +1073,25 @@ Test(kafka_group, partitions_added_and_regex_gains_a_topic)
 	/* one rebalance for both, or two */
 	wait_log(&k, "INFO: assigned (8|12) partition", &off, 30000,
 		 "k2mc picks up the new partitions and topic", line, sizeof(line));
-	cr_log_info("%.1f s after k2mc was resumed: %s", secs_since(t), line);
+	cr_log_info("%.1f s after k2mc was resumed: %s", world_secs_since(t), line);
 	{
 		struct h_proc *const ks[] = { &k, NULL };
 
 		wait_committed_at_end("events-a", 8, "events", 30000, ks, "events-a grown");
 		wait_committed_at_end("events-b", 4, "events", 30000, ks, "events-b");
 	}
-	cr_log_info("both read to their end %.1f s after k2mc was resumed", secs_since(t));
+	cr_log_info("both read to their end %.1f s after k2mc was resumed", world_secs_since(t));
 	h_tmppath(merged, sizeof(merged), "expect-events-a-merged.txt");
 	merge_expect(a1.expect, a2.expect, merged);
-	assert_cache(merged, "events-a:", "events-a, 4 + 4 partitions");
-	assert_cache(b1.expect, "events-b:", "events-b, new topic");
+	world_assert_cache(&W, merged, 0, "events-a:", 0, "events-a, 4 + 4 partitions");
+	world_assert_cache(&W, b1.expect, 0, "events-b:", 0, "events-b, new topic");
 	stop_k2mc(&k, "k2mc, SIGTERM", &s);
 	cr_assert_eq(s.consumed, a1.records + a2.records + b1.records,
 		     "consumed %" PRIu64 " of %" PRIu64 " (the new partitions and topic from "
 		     "offset 0)",
 		     s.consumed, a1.records + a2.records + b1.records);
-	assert_committed_at_end("events-a", 8, "events", "events-a at the end");
-	assert_committed_at_end("events-b", 4, "events", "events-b at the end");
+	world_assert_committed_at_end(&W, "events-a", 8, "events", "events-a at the end");
+	world_assert_committed_at_end(&W, "events-b", 4, "events", "events-b at the end");
 	log_done("topics that change");
 }
 
@@ -1490,8 +1110,6 @@ Test(kafka_group, partitions_added_and_regex_gains_a_topic)
  * before B started; from B's end on, no key may go back to an older value. */
 Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 {
-	static const char *const member[] = { "-X", "group.instance.id=member-1",
-					      "--stats-interval-ms", "200", NULL };
 	static const char *const a_args[] = { "-X", "group.instance.id=member-1",
 					      "--stats-interval-ms", "200",
 					      "--commit-interval-ms", "200", NULL };
@@ -1502,50 +1120,32 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	int64_t committed[H_MAX_PARTS], end[H_MAX_PARTS], t, t_freeze;
 	struct h_reader_stats rs;
 	struct h_verify v_b, v_end;
-	struct h_proc a, b;
-	struct h_summary s;
-	size_t aoff = 0, total;
+	struct h_proc a;
+	size_t aoff = 0;
 	uint64_t up_frozen, up_thaw;
-	char line[512], relay_addr[64], st[96];
+	char line[512], st[96];
 	int status = 0, rc, a_exit, fatal_seen;
 
 	start_world(NULL);
-	relay_start(&RELAY, W.mc.port, relay_addr, sizeof(relay_addr));
+	RELAY = relay_start(W.mc[0].port, 0);
 	start_load(&l);
 	produce_more(&l, STATIC_OLD, 120000);
 
-	start_k2mc_via(&a, NULL, relay_addr, l.topic, "static-path", 0, a_args);
+	start_k2mc_via(&a, relay_addr(RELAY), l.topic, "static-path", 0, a_args);
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
-	wait_first_commit(l.topic, l.parts, "static-path", 30000, &a);
-	relay_freeze(&RELAY, 1);
+	world_wait_first_commit(&W, &a, "static-path", 30000);
+	relay_hold(RELAY, RELAY_HOLD_REPLIES);
 	t_freeze = h_now_ms();
-	up_frozen = relay_up_bytes(&RELAY);
-	cr_assert_gt(atomic_load(&RELAY.accepted), 0, "A's memcached connections bypassed the relay");
-	cr_assert_eq(group_offsets(l.topic, l.parts, "static-path", committed, end), 0);
+	up_frozen = relay_up_bytes(RELAY);
+	cr_assert_gt(relay_accepted(RELAY), 0, "A's memcached connections bypassed the relay");
+	world_offsets(&W, l.topic, l.parts, "static-path", committed, end);
 	cr_log_info("A's path to memcached frozen with %" PRId64 " of %" PRId64
 		    " records committed",
 		    h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts));
 	cr_assert_lt(h_offsets_sum(committed, l.parts), h_offsets_sum(end, l.parts),
 		     "A committed everything before its path froze: nothing pending to test");
 
-	start_reader(STATIC_KEYS, NULL);
-	produce_more(&l, STATIC_NEW, 60000);
-	cr_assert_eq(keys_older_than(l.expect, STATIC_OLD, &total), 0,
-		     "some keys have no newer record: the test cannot tell old from new");
-	cr_assert_eq(total, STATIC_KEYS);
-
-	t = h_now_ms();
-	start_k2mc(&b, l.topic, "static-path", 1, member);
-	finish_k2mc(&b, 90000, "B (-e, the same group.instance.id)", &s);
-	cr_log_info("B took A's place and wrote everything in %.1f s (consumed %" PRIu64 ")",
-		    secs_since(t), s.consumed);
-	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_b);
-	cr_assert_eq(rc, 0, "%s", v_b.first);
-	h_reader_stats(W.reader, &rs);
-	cr_log_info("while B replayed from A's last commit: %zu keys went back to older values, "
-		    "%zu vanished (A had written past its commit)",
-		    rs.went_back, rs.vanished);
-	h_reader_reset(W.reader);
+	replace_static_member(&l, "static-path", &v_b);
 	/* the coordinator fenced A when B joined; A hears it at its next
 	 * heartbeat or commit. Its path comes back once it has (or after 30 s
 	 * in any case: A must not write then either) */
@@ -1553,12 +1153,12 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 				 30000, line, sizeof(line)) == 0;
 	cr_log_info("A %s; its path frozen for %.1f s; it sent %" PRIu64 " bytes into it meanwhile",
 		    fatal_seen ? "logged the fatal error" : "logged no fatal error within 30 s",
-		    secs_since(t_freeze), relay_up_bytes(&RELAY) - up_frozen);
+		    world_secs_since(t_freeze), relay_up_bytes(RELAY) - up_frozen);
 
 	/* A's path again */
 	t = h_now_ms();
-	up_thaw = relay_up_bytes(&RELAY);
-	relay_freeze(&RELAY, 0);
+	up_thaw = relay_up_bytes(RELAY);
+	relay_release(RELAY);
 	rc = h_wait(a.pid, 30000, &status);
 	if (rc == -ETIMEDOUT) {
 		cr_log_warn("A still runs 30 s after its path came back: SIGTERM");
@@ -1568,9 +1168,9 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 	stop_reader(&rs, "static membership, path frozen");
 	cr_log_info("A after its path came back: %s after %.1f s, %" PRIu64 " bytes sent to "
 		    "memcached since; its lines:\n%s",
-		    h_status_str(status, st, sizeof(st)), secs_since(t),
-		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, 0, words, 20));
-	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v_end);
+		    h_status_str(status, st, sizeof(st)), world_secs_since(t),
+		    relay_up_bytes(RELAY) - up_thaw, grep_lines(a.err_path, 0, words, 20));
+	rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc[0].port, NULL, &v_end);
 	cr_assert_eq(rc, 0, "%s", v_end.first);
 
 	cr_assert_eq(h_verify_mismatches(&v_b), 0,
@@ -1592,8 +1192,9 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
 					    0, 0, NULL, 0) == 0,
 		  "A, replaced while its writes were pending, ended with %s without a fatal error "
 		  "line: a fenced member must stop and exit non-zero; stderr:\n%s",
-		  h_status_str(status, st, sizeof(st)), tail_of(a.err_path));
-	assert_committed_at_end(l.topic, l.parts, "static-path", "static membership, path frozen");
+		  h_status_str(status, st, sizeof(st)), world_tail(a.err_path));
+	world_assert_committed_at_end(&W, l.topic, l.parts, "static-path",
+				      "static membership, path frozen");
 	log_done("static membership, path frozen");
 }
 
@@ -1613,7 +1214,7 @@ Test(kafka_group, static_member_path_frozen_replaced_fatal_while_writes_pending)
  * max.poll.interval.ms - heartbeat.interval.ms - margin, 7.4 s here) and
  * abandoned, so A rejoins in time and is not removed at all. Either way
  * (cut, or removed) the checks are the same. A's path is partitioned
- * (RELAY_BOTH: its requests are held too) and comes back 2.6 s after the
+ * (RELAY_HOLD_BOTH: its requests are held too) and comes back 2.6 s after the
  * join phase ended, its connections reset: held replies alone would let the
  * batches A sent during the freeze land unacknowledged, and the next
  * owner's replay from the last commit then moves those keys back before
@@ -1643,15 +1244,15 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	struct h_verify v;
 	size_t aoff = 0, boff = 0, coff = 0, a_from, cut_off;
 	uint64_t up_thaw;
-	char line[512], relay_addr[64], st[96];
+	char line[512], st[96];
 	int64_t t;
 	int status;
 
 	start_world(NULL);
-	relay_start(&RELAY, W.mc.port, relay_addr, sizeof(relay_addr));
+	RELAY = relay_start(W.mc[0].port, 0);
 	start_load(&l);
 	produce_more(&l, 40000, 60000);
-	start_k2mc_via(&a, NULL, relay_addr, l.topic, "evict", 0, grp);
+	start_k2mc_via(&a, relay_addr(RELAY), l.topic, "evict", 0, grp);
 	wait_log(&a, RE_ASSIGNED, &aoff, 30000, "A joins", line, sizeof(line));
 	start_k2mc(&b, l.topic, "evict", 0, grp);
 	wait_log(&b, RE_ASSIGNED, &boff, 30000, "B joins", line, sizeof(line));
@@ -1664,21 +1265,21 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 		wait_committed_at_end(l.topic, l.parts, "evict", 60000, ks, "A and B");
 	}
 	start_reader(EVICT_KEYS, NULL);
-	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
+	cr_assert_eq(h_reader_wait_sweeps(READER, 1, 10000), 0, "reader: no sweep");
 
 	a_from = file_size(a.err_path);
-	relay_freeze(&RELAY, RELAY_BOTH);
+	relay_hold(RELAY, RELAY_HOLD_BOTH);
 	t = h_now_ms();
 	produce_more(&l, 40000, 60000);
 	start_k2mc(&c, l.topic, "evict", 0, grp);
 	wait_log(&c, RE_ASSIGNED, &coff, 60000, "C joins (the join phase ends)", line,
 		 sizeof(line));
-	cr_log_info("C, %.1f s after A's path froze: %s", secs_since(t), line);
+	cr_log_info("C, %.1f s after A's path froze: %s", world_secs_since(t), line);
 	/* the scenario: A's path comes back 2.6 s after the join phase ended */
 	sleep_ms(2600);
-	up_thaw = relay_up_bytes(&RELAY);
-	relay_cut(&RELAY);
-	cr_log_info("A's path frozen for %.1f s", secs_since(t));
+	up_thaw = relay_up_bytes(RELAY);
+	relay_reset(RELAY);
+	cr_log_info("A's path frozen for %.1f s", world_secs_since(t));
 	t = h_now_ms();
 	{
 		struct h_proc *const ks[] = { &a, &b, &c, NULL };
@@ -1690,9 +1291,9 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	stop_reader(&rs, "eviction by rebalance timeout");
 	cr_log_info("A sent %" PRIu64 " bytes to memcached after its path came back; its lines "
 		    "from the freeze on:\n%s",
-		    relay_up_bytes(&RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
+		    relay_up_bytes(RELAY) - up_thaw, grep_lines(a.err_path, a_from, words, 16));
 	cr_log_info("B's lines:\n%s", grep_lines(b.err_path, 0, words, 10));
-	cr_assert_eq(h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v), 0, "%s",
+	cr_assert_eq(h_verify_memcached(l.expect, "127.0.0.1", W.mc[0].port, NULL, &v), 0, "%s",
 		     v.first);
 	cr_assert_eq(rs.went_back, 0,
 		     "issue 22: %zu keys went back to older values after A's drain was held up "
@@ -1704,7 +1305,7 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 		     rs.first_ms ? (double)(rs.first_ms - t) / 1000.0 : 0.0,
 		     rs.last_ms ? (double)(rs.last_ms - t) / 1000.0 : 0.0, h_verify_mismatches(&v),
 		     v.wrong, v.present, v.missing, rs.first);
-	assert_cache(l.expect, NULL, "after the eviction");
+	world_assert_cache(&W, l.expect, 0, NULL, 0, "after the eviction");
 	/* A stopped writing what it held: its drain was cut (and it rejoined
 	 * in time), or the coordinator removed it and it learnt so */
 	cut_off = a_from;
@@ -1713,14 +1314,14 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 				 "deadline|assignment lost)",
 				 &cut_off, 0, 0, line, sizeof(line)),
 		     0, "A neither cut its drain nor lost its assignment; stderr:\n%s",
-		     tail_of(a.err_path));
+		     world_tail(a.err_path));
 	cr_log_info("A %s", h_file_contains(a.err_path, "assignment lost")
 				    ? "lost its assignment (removed by the coordinator)"
 				    : "cut its drain and rejoined before the rebalance timeout");
 	cr_assert_eq(h_wait_line(a.err_path, "WARN: --shutdown-timeout-ms 30000 is longer than a "
 				 "rebalance lets a member write", NULL, 0, 0, NULL, 0), 0,
 		     "A gave no warning that its drain is cut at the rebalance timeout; "
-		     "stderr:\n%s", tail_of(a.err_path));
+		     "stderr:\n%s", world_tail(a.err_path));
 	/* A abandoned what its drain held: its summary may count it unwritten */
 	status = h_stop(a.pid, 30000);
 	cr_log_info("A, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
@@ -1728,7 +1329,8 @@ Test(kafka_group, rebalance_timeout_with_a_drain_held_up_by_a_frozen_path)
 	cr_assert_eq(h_exit_code(status), 0, "B, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
 	status = h_stop(c.pid, 30000);
 	cr_assert_eq(h_exit_code(status), 0, "C, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
-	assert_committed_at_end(l.topic, l.parts, "evict", "eviction by rebalance timeout");
+	world_assert_committed_at_end(&W, l.topic, l.parts, "evict",
+				      "eviction by rebalance timeout");
 	log_done("eviction by rebalance timeout");
 }
 
@@ -1756,35 +1358,30 @@ static void mc_flush(void)
 	memcached_st *m = memcached_create(NULL);
 
 	cr_assert_not_null(m);
-	cr_assert_eq(memcached_server_add(m, "127.0.0.1", (in_port_t)W.mc.port), MEMCACHED_SUCCESS);
+	cr_assert_eq(memcached_server_add(m, "127.0.0.1", (in_port_t)W.mc[0].port),
+		     MEMCACHED_SUCCESS);
 	cr_assert_eq(memcached_flush(m, 0), MEMCACHED_SUCCESS, "flush_all: %s",
 		     memcached_last_error_message(m));
 	memcached_free(m);
 }
 
 /* Number of topic's n partitions whose refill sentinel (refill.c:
- * k2mc:<group>:sentinel:<topic>:<partition>) is in the cache. */
+ * k2mc:<group>:sentinel:<topic>:<partition>, the group as k2mc was given
+ * it) is in the cache. */
 static int sentinels_present(const char *topic, int n)
 {
-	memcached_st *m = memcached_create(NULL);
 	int have = 0;
 
-	cr_assert_not_null(m);
-	cr_assert_eq(memcached_server_add(m, "127.0.0.1", (in_port_t)W.mc.port), MEMCACHED_SUCCESS);
 	for (int p = 0; p < n; p++) {
-		char key[160];
-		size_t vl = 0;
-		uint32_t fl = 0;
-		memcached_return_t rc;
-		char *v;
+		char key[160], *v;
 
-		snprintf(key, sizeof(key), "k2mc:%s:sentinel:%s:%d", REFILL_GROUP, topic, p);
-		v = memcached_get(m, key, strlen(key), &vl, &fl, &rc);
+		snprintf(key, sizeof(key), "k2mc:%s:sentinel:%s:%d", world_name(REFILL_GROUP),
+			 topic, p);
+		v = world_mc_get(W.mc[0].port, key, strlen(key), NULL);
 		if (v != NULL)
 			have++;
 		free(v);
 	}
-	memcached_free(m);
 	return have;
 }
 
@@ -1823,11 +1420,11 @@ Test(kafka_group, refill_during_a_rebalance_never_replaces_the_new_owners_writes
 	t = h_now_ms();
 	while (sentinels_present(l.topic, l.parts) < l.parts) {
 		cr_assert_lt(h_now_ms() - t, 20000, "not every sentinel set within 20 s; A:\n%s",
-			     tail_of(a.err_path));
+			     world_tail(a.err_path));
 		sleep_ms(100);
 	}
 	start_reader(REFILL_KEYS, NULL);
-	cr_assert_eq(h_reader_wait_sweeps(W.reader, 1, 10000), 0, "reader: no sweep");
+	cr_assert_eq(h_reader_wait_sweeps(READER, 1, 10000), 0, "reader: no sweep");
 
 	a_from = file_size(a.err_path);
 	mc_flush();
@@ -1844,12 +1441,12 @@ Test(kafka_group, refill_during_a_rebalance_never_replaces_the_new_owners_writes
 		cr_assert_neq(h_wait_line(a.err_path, "refill of memcached .*partition\\(s\\) done",
 					  &off, 0, 0, NULL, 0),
 			      0, "A's refill was over before A was frozen: nothing to test; "
-			      "stderr:\n%s", tail_of(a.err_path));
+			      "stderr:\n%s", world_tail(a.err_path));
 	}
 	/* B takes A's partitions once A's session (6 s) has expired */
 	wait_log(&b, "INFO: assigned 8 partition", &boff, 30000, "B takes all 8 partitions", line,
 		 sizeof(line));
-	cr_log_info("B, %.1f s after A was frozen: %s", secs_since(t), line);
+	cr_log_info("B, %.1f s after A was frozen: %s", world_secs_since(t), line);
 	/* newer values and deletes, which B writes */
 	produce_more(&l, 4000, 60000);
 	{
@@ -1863,22 +1460,23 @@ Test(kafka_group, refill_during_a_rebalance_never_replaces_the_new_owners_writes
 	cr_log_info("A frozen for %.1f s", (double)(t_resume - t) / 1000.0);
 	wait_log(&a, "assignment lost|released [0-9]+ partition", &aoff, 30000,
 		 "A learns it lost its partitions", line, sizeof(line));
-	cr_log_info("A, %.1f s after SIGCONT: %s", secs_since(t_resume), line);
+	cr_log_info("A, %.1f s after SIGCONT: %s", world_secs_since(t_resume), line);
 
 	/* B refills the partitions it took: the cache converges to every
 	 * key's last record, unless a stale refill write of A's stays */
 	t = h_now_ms();
 	for (;;) {
-		rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc.port, NULL, &v);
+		rc = h_verify_memcached(l.expect, "127.0.0.1", W.mc[0].port, NULL, &v);
 		cr_assert_eq(rc, 0, "%s", v.first);
 		if (h_verify_mismatches(&v) == 0 || h_now_ms() - t > 90000)
 			break;
-		cr_assert_eq(h_exited(b.pid, NULL), 0, "B ended; stderr:\n%s", tail_of(b.err_path));
+		cr_assert_eq(h_exited(b.pid, NULL), 0, "B ended; stderr:\n%s",
+			     world_tail(b.err_path));
 		sleep_ms(500);
 	}
 	cr_log_info("cache %s %.1f s after A was resumed", h_verify_mismatches(&v) ? "still differs"
 										  : "converged",
-		    secs_since(t_resume));
+		    world_secs_since(t_resume));
 	stop_reader(&rs, "refill during a rebalance");
 	cr_log_info("A's lines from the flush on:\n%s", grep_lines(a.err_path, a_from, words, 16));
 	cr_log_info("B's refill lines:\n%s", grep_lines(b.err_path, 0, words, 16));
@@ -1895,6 +1493,7 @@ Test(kafka_group, refill_during_a_rebalance_never_replaces_the_new_owners_writes
 	cr_log_info("A, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
 	status = h_stop(b.pid, 30000);
 	cr_assert_eq(h_exit_code(status), 0, "B, SIGTERM: %s", h_status_str(status, st, sizeof(st)));
-	assert_committed_at_end(l.topic, l.parts, REFILL_GROUP, "refill during a rebalance");
+	world_assert_committed_at_end(&W, l.topic, l.parts, REFILL_GROUP,
+				      "refill during a rebalance");
 	log_done("refill during a rebalance");
 }

@@ -166,21 +166,11 @@ static void start_mock(int nmc, const char *const mc_args[])
 /* Produces recs[0..n) to TOPIC partition 0, in order: offset = index. */
 static void produce(const struct rec *recs, int n)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char e[512];
-	rd_kafka_t *rk;
-
-	/* idempotence: offsets are the records' indices even if a request is
-	 * retried */
-	cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
-	cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
 	/* values of a few MB (the item size limit tests) */
-	cr_assert_eq(rd_kafka_conf_set(conf, "message.max.bytes", "10000000", e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
-	cr_assert_not_null(rk, "producer: %s", e);
+	static const char *const few_mb[] = { "message.max.bytes=10000000", NULL };
+	/* idempotent: offsets are the records' indices */
+	rd_kafka_t *rk = world_producer(&W, few_mb);
+
 	for (int i = 0; i < n; i++) {
 		const struct rec *r = &recs[i];
 		rd_kafka_headers_t *h = NULL;
@@ -200,9 +190,7 @@ static void produce(const struct rec *recs, int n)
 		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce %d: %s", i,
 			     rd_kafka_err2str(err));
 	}
-	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR,
-		     "records not delivered in 15 s");
-	rd_kafka_destroy(rk);
+	world_producer_close(rk);
 }
 
 /* memcached, and a mock with TOPIC and DLQ, holding the records above,

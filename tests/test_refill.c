@@ -658,16 +658,8 @@ static void start_plain_world(void)
 /* Produces key[i] = val[i] for i < n to TOPIC partition 0, in order. */
 static void produce_kv(char (*key)[32], char *const *val, int n)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char e[512];
-	rd_kafka_t *rk;
+	rd_kafka_t *rk = world_producer(&W, NULL);
 
-	cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", W.mock.bootstrap, e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
-	cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof(e)),
-		     RD_KAFKA_CONF_OK, "%s", e);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
-	cr_assert_not_null(rk, "producer: %s", e);
 	for (int i = 0; i < n; i++) {
 		rd_kafka_resp_err_t err =
 			rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
@@ -678,9 +670,7 @@ static void produce_kv(char (*key)[32], char *const *val, int n)
 		cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce %d: %s", i,
 			     rd_kafka_err2str(err));
 	}
-	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR,
-		     "records not delivered in 15 s");
-	rd_kafka_destroy(rk);
+	world_producer_close(rk);
 }
 
 /* key's value on W.mc[0] (malloc'd), or NULL. */

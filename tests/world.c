@@ -276,19 +276,36 @@ void world_k2mc_start(struct world *w, struct h_proc *k, const struct world_k2mc
 	cr_assert_eq(rc, 0, "cannot start k2mc: %s", strerror(-rc));
 }
 
-void world_k2mc_finish(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s)
+/* k's wait status once it has ended; past timeout_ms, SIGKILL and fail. */
+static int k2mc_wait(struct h_proc *k, int timeout_ms, const char *what)
 {
-	char st[96];
-	int status = 0, rc;
-	int64_t t0 = h_now_ms();
+	int status = 0;
 
-	rc = h_wait(k->pid, timeout_ms, &status);
-	if (rc == -ETIMEDOUT) {
+	if (h_wait(k->pid, timeout_ms, &status) == -ETIMEDOUT) {
 		h_signal(k->pid, SIGKILL);
 		h_wait(k->pid, 5000, NULL);
 		cr_assert_fail("%s: k2mc still running after %d ms; stderr:\n%s", what, timeout_ms,
 			       world_tail(k->err_path));
 	}
+	return status;
+}
+
+int world_k2mc_exit(struct h_proc *k, int timeout_ms, const char *what)
+{
+	int status = k2mc_wait(k, timeout_ms, what);
+	char st[96];
+
+	cr_assert(h_exit_code(status) >= 0, "%s: k2mc ended with %s; stderr:\n%s", what,
+		  h_status_str(status, st, sizeof(st)), world_tail(k->err_path));
+	return h_exit_code(status);
+}
+
+void world_k2mc_finish(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s)
+{
+	char st[96];
+	int64_t t0 = h_now_ms();
+	int status = k2mc_wait(k, timeout_ms, what), rc;
+
 	cr_assert_eq(h_exit_code(status), 0, "%s: k2mc ended with %s after %.1fs; stderr:\n%s",
 		     what, h_status_str(status, st, sizeof(st)), world_secs_since(t0),
 		     world_tail(k->err_path));
@@ -306,6 +323,40 @@ void world_assert_counts_add_up(const struct h_summary *s, const char *what)
 		     " + coalesced %" PRIu64 " != consumed %" PRIu64,
 		     what, s->written, s->deleted, s->skipped, s->coalesced, s->consumed);
 	cr_assert_eq(s->unwritten, 0, "%s: summary says unwritten %" PRIu64, what, s->unwritten);
+}
+
+/* ---- records of the suite's own ------------------------------------------------*/
+
+rd_kafka_t *world_producer(struct world *w, const char *const conf[])
+{
+	rd_kafka_conf_t *c = rd_kafka_conf_new();
+	char e[512];
+	rd_kafka_t *rk;
+
+	cr_assert_eq(rd_kafka_conf_set(c, "bootstrap.servers", w->bootstrap, e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
+	cr_assert_eq(rd_kafka_conf_set(c, "enable.idempotence", "true", e, sizeof(e)),
+		     RD_KAFKA_CONF_OK, "%s", e);
+	for (int i = 0; conf != NULL && conf[i] != NULL; i++) {
+		const char *eq = strchr(conf[i], '=');
+		char name[128];
+
+		cr_assert(eq != NULL && (size_t)(eq - conf[i]) < sizeof(name), "property '%s'",
+			  conf[i]);
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - conf[i]), conf[i]);
+		cr_assert_eq(rd_kafka_conf_set(c, name, eq + 1, e, sizeof(e)), RD_KAFKA_CONF_OK,
+			     "%s", e);
+	}
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
+	cr_assert_not_null(rk, "producer: %s", e);
+	return rk;
+}
+
+void world_producer_close(rd_kafka_t *rk)
+{
+	cr_assert_eq(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR,
+		     "records not delivered in 15 s");
+	rd_kafka_destroy(rk);
 }
 
 /* ---- checks -------------------------------------------------------------------*/

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "harness.h"
 #include "kafka_real.h"
 
@@ -132,11 +134,25 @@ struct world_k2mc {
 
 /* k2mc -b BOOTSTRAP -t TOPIC [-G GROUP] -m SERVERS [-e] args... args2... */
 void world_k2mc_start(struct world *w, struct h_proc *k, const struct world_k2mc *o);
+/* Waits up to timeout_ms for k to exit (SIGKILLs it past that, and fails);
+ * asserts that it exited rather than died of a signal, and returns its exit
+ * code. */
+int world_k2mc_exit(struct h_proc *k, int timeout_ms, const char *what);
 /* Waits up to timeout_ms for k to exit 0 (SIGKILLs it past that) and
  * parses its summary into s (NULL: no summary wanted). */
 void world_k2mc_finish(struct h_proc *k, int timeout_ms, const char *what, struct h_summary *s);
 /* written + deleted + skipped + coalesced = consumed, and unwritten = 0. */
 void world_assert_counts_add_up(const struct h_summary *s, const char *what);
+
+/* ---- records of the suite's own ---------------------------------------------*/
+
+/* A producer into w's Kafka for rd_kafka_producev: idempotent, so that the
+ * records of one partition take offsets in the order sent even if a request
+ * is retried; conf: more "name=value" properties, NULL-terminated (may be
+ * NULL). Asserts. */
+rd_kafka_t *world_producer(struct world *w, const char *const conf[]);
+/* Every record delivered within 15 s (asserted), then destroys rk. */
+void world_producer_close(rd_kafka_t *rk);
 
 /* ---- checks ----------------------------------------------------------------*/
 

@@ -232,6 +232,40 @@ static size_t put_flag(char *p, char tag, uint64_t v)
 	return 2 + put_digits(p + 2, v);
 }
 
+/* "<verb> <key> <flags> <exptime> <bytes>" at p, the line of a classic set
+ * or add (its CRLF and data block follow); returns its length. */
+static size_t put_storage(char *p, const char *verb, const char *key, size_t klen,
+			  uint32_t flags, uint32_t exptime, size_t vlen)
+{
+	size_t n = strlen(verb);
+	char *start = p;
+
+	memcpy(p, verb, n);
+	memcpy(p + n, key, klen);
+	p += n + klen;
+	p += put_num(p, flags);
+	p += put_num(p, exptime);
+	p += put_num(p, vlen);
+	return (size_t)(p - start);
+}
+
+/* "md <key> q O<index>" at p, the index the next command's and the offset
+ * of its 'q' in out into *qpos (meta delete and invalidate: a miss answers
+ * "NF O<index>" even quietly); returns its length. */
+static size_t put_md(struct mccodec *b, char *p, const char *key, size_t klen, size_t *qpos)
+{
+	char *start = p;
+
+	memcpy(p, "md ", 3);
+	memcpy(p + 3, key, klen);
+	p += 3 + klen;
+	*qpos = (size_t)(p - b->out) + 1;
+	memcpy(p, " q", 2);
+	p += 2;
+	p += put_flag(p, 'O', b->ncmds);
+	return (size_t)(p - start);
+}
+
 int mccodec_queue_set(struct mccodec *b, int meta, const char *key, size_t klen,
 		      const void *val, size_t vlen, uint32_t flags, uint32_t exptime)
 {
@@ -260,12 +294,7 @@ int mccodec_queue_set(struct mccodec *b, int meta, const char *key, size_t klen,
 			p += put_flag(p, 'T', exptime);
 	} else {
 		/* set <key> <flags> <exptime> <bytes>: the data block follows */
-		memcpy(p, "set ", 4);
-		memcpy(p + 4, key, klen);
-		p += 4 + klen;
-		p += put_num(p, flags);
-		p += put_num(p, exptime);
-		p += put_num(p, vlen);
+		p += put_storage(p, "set ", key, klen, flags, exptime, vlen);
 	}
 	memcpy(p, "\r\n", 2);
 	memcpy(p + 2, val, vlen);
@@ -286,14 +315,7 @@ int mccodec_queue_delete(struct mccodec *b, int meta, const char *key, size_t kl
 	if (b->ncmds == 0)
 		b->meta = meta;
 	if (b->meta) {
-		/* md <key> q O<index>: a miss answers "NF O<index>" even quietly */
-		memcpy(p, "md ", 3);
-		memcpy(p + 3, key, klen);
-		p += 3 + klen;
-		qpos = (size_t)(p - b->out) + 1;
-		memcpy(p, " q", 2);
-		p += 2;
-		p += put_flag(p, 'O', b->ncmds);
+		p += put_md(b, p, key, klen, &qpos);
 	} else {
 		memcpy(p, "delete ", 7);
 		memcpy(p + 7, key, klen);
@@ -320,13 +342,7 @@ int mccodec_queue_invalidate(struct mccodec *b, int meta, const char *key, size_
 		b->meta = meta;
 	/* md <key> q O<index> I T<grace>: answered as a delete is (HD, or
 	 * "NF O<index>" for a missing key even quietly) */
-	memcpy(p, "md ", 3);
-	memcpy(p + 3, key, klen);
-	p += 3 + klen;
-	qpos = (size_t)(p - b->out) + 1;
-	memcpy(p, " q", 2);
-	p += 2;
-	p += put_flag(p, 'O', b->ncmds);
+	p += put_md(b, p, key, klen, &qpos);
 	memcpy(p, " I", 2);
 	p += 2;
 	p += put_flag(p, 'T', grace_s);
@@ -348,12 +364,7 @@ int mccodec_queue_add(struct mccodec *b, const char *key, size_t klen, const voi
 	start = p = b->out + b->out_len;
 	b->meta = 0;
 	/* add <key> <flags> <exptime> <bytes>: stored only if absent */
-	memcpy(p, "add ", 4);
-	memcpy(p + 4, key, klen);
-	p += 4 + klen;
-	p += put_num(p, flags);
-	p += put_num(p, exptime);
-	p += put_num(p, vlen);
+	p += put_storage(p, "add ", key, klen, flags, exptime, vlen);
 	memcpy(p, "\r\n", 2);
 	memcpy(p + 2, val, vlen);
 	memcpy(p + 2 + vlen, "\r\n", 2);
@@ -429,6 +440,13 @@ static int classic_line(struct mccodec *b, const char *line, size_t len)
 	return 0;
 }
 
+/* What "HD" answers command i: a delete (or an invalidate) deleted, a set
+ * stored. */
+static uint8_t hd_reply(const struct mccodec *b, size_t i)
+{
+	return b->kind[i] == K_DELETE ? MC_DELETED : MC_STORED;
+}
+
 /* Flips every command's 'q' to 'k' and resends the batch: every command
  * then answers, so an error line can be matched to its command. */
 static void replay_verbose(struct mccodec *b)
@@ -478,10 +496,8 @@ static int meta_line(struct mccodec *b, const char *line, size_t len, char *err,
 			return BAD_SAID;
 		} else {
 			for (size_t i = 0; i < b->ncmds; i++) {
-				if (b->replies[i] != MC_NONE)
-					continue;
-				b->replies[i] = b->kind[i] == K_DELETE ? MC_DELETED
-								       : MC_STORED;
+				if (b->replies[i] == MC_NONE)
+					b->replies[i] = hd_reply(b, i);
 			}
 			b->nreplies = b->ncmds;
 		}
@@ -507,9 +523,7 @@ static int meta_line(struct mccodec *b, const char *line, size_t len, char *err,
 			if (b->last_answered || b->replies[last] != MC_NONE ||
 			    (line[0] == 'N' && b->kind[last] != K_DELETE))
 				return BAD_LINE;
-			b->replies[last] = line[0] == 'N' ? MC_NOT_FOUND
-					   : b->kind[last] == K_DELETE ? MC_DELETED
-									      : MC_STORED;
+			b->replies[last] = line[0] == 'N' ? MC_NOT_FOUND : hd_reply(b, last);
 			b->last_answered = 1;
 			return 0;
 		}
@@ -521,7 +535,7 @@ static int meta_line(struct mccodec *b, const char *line, size_t len, char *err,
 	if (b->nreplies == b->ncmds)
 		return BAD_LINE;
 	if (starts(line, len, "HD"))
-		r = b->kind[b->nreplies] == K_DELETE ? MC_DELETED : MC_STORED;
+		r = hd_reply(b, b->nreplies);
 	else if (starts(line, len, "NF"))
 		r = MC_NOT_FOUND;
 	else if ((r = classify_error(b, line, len)) < 0)
