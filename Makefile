@@ -539,8 +539,13 @@ kafka_run = failed=""; for v in $(1); do t0=$$(date +%s); \
 	  echo "== Kafka $$v: $$(( $$(date +%s) - t0 )) s"; done; \
 	if [ -n "$$failed" ]; then echo "== $@ failed:$$failed"; exit 1; fi
 .PHONY: test-kafka test-kafka-world
-test-kafka: kafka build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/test_%)
-	@$(call kafka_run,$(KAFKA_VERSIONS),$(KAFKA_SUITES:%=test_%))
+# then the end-to-end CDC test (tests/cdc/e2e.py, issue 26) on $(KAFKA_VERSION):
+# PostgreSQL -> Debezium -> the broker -> k2mc -> memcached, every format
+test-kafka: kafka cdc build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/test_%)
+	@rc=0; ( $(call kafka_run,$(KAFKA_VERSIONS),$(KAFKA_SUITES:%=test_%)) ) || rc=1; \
+	echo "== cdc end to end on Kafka $(KAFKA_VERSION) (tests/cdc/e2e.py)"; \
+	/usr/bin/python3 tests/cdc/e2e.py --kafka-version $(KAFKA_VERSION) --k2mc build/k2mc || \
+	  { rc=1; echo "== $@ failed: tests/cdc/e2e.py"; }; exit $$rc
 test-kafka-world: kafka build/k2mc build/k2mc-mock $(KAFKA_WORLD_SUITES:%=build/tests/test_%)
 	@$(call kafka_run,$(KAFKA_VERSION),$(KAFKA_WORLD_SUITES:%=test_%))
 
