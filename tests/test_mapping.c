@@ -158,7 +158,9 @@ Test(mapping, reason_names)
 {
 	static const char *const want[] = { "ok",          "missing_key",     "key_too_long",
 					    "key_bad_bytes", "value_too_large", "missing_field",
-					    "not_json",    "bad_ttl",         "bad_flags" };
+					    "not_json",    "bad_ttl",         "bad_flags",
+					    "not_avro",    "schema_unavailable", "avro_decode",
+					    "not_cdc" };
 
 	cr_assert_eq(sizeof(want) / sizeof(want[0]), K2MC_MAP_NREASONS);
 	for (int r = 0; r < K2MC_MAP_NREASONS; r++)

@@ -92,6 +92,9 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	  "k2mc_records_deleted_total.")                                                            \
 	W(ignored, "ignored", 1, "k2mc_records_ignored_total",                                      \
 	  "Tombstones acknowledged without a write (--on-tombstone ignore).")                       \
+	W(cdc_truncates, "truncates", 1, "k2mc_cdc_truncates_total",                             \
+	  "Change events of op t (--cdc: a table truncated): acknowledged without a write, since "  \
+	  "they name no key; the cache keeps the table's keys until they change or expire.")      \
 	W(coalesced, "coalesced", 1, "k2mc_records_coalesced_total",                                \
 	  "Records not sent because a later record of the same batch wrote the same Memcached key " \
 	  "(the last write wins anyway): acknowledged with the write that replaced them.")          \
