@@ -53,6 +53,7 @@ POLL_MS = 50            # the connector's poll.interval.ms (Debezium's default: 
 CONVERGE_S = 60         # deadline of each wait for the cache to equal the table
 LATENCY_CHANGES = 120   # single-row changes timed from COMMIT to memcached
 LATENCY_SPACING_S = 0.025  # one change every 25 ms: at most a few in flight
+MARKER = 5000000000     # the balances of the timed changes: MARKER + their number
 
 SNAPSHOT_ROWS = 150
 INIT_SQL = """CREATE TABLE customers (id int PRIMARY KEY, name text, balance bigint NOT NULL,
@@ -298,6 +299,8 @@ def topic_exists(bootstrap, topic):
 
 def pct(xs, p):
     """The p-th percentile, nearest rank."""
+    if not xs:
+        return float("nan")
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, int(-(-p * len(s) // 100)) - 1))]
 
@@ -313,11 +316,14 @@ class Pipe:
         self.ok = True
         self.mc = self.k2 = None
         self.latency = []
+        self.split = ([], [])  # COMMIT to Kafka, Kafka to memcached, ms
+        self.counts = {True: 0, False: 0}
         self.rows = self.records = None
         self.times = []  # (phase, seconds)
 
     def check(self, name, ok, detail):
         self.ok = self.ok and ok
+        self.counts[ok] += 1
         log("[%s] cdc::%s/%s: %s" % ("PASS" if ok else "FAIL", self.fmt, name, detail))
         return ok
 
@@ -409,14 +415,53 @@ def wait_all(pipes, table, what):
     return True
 
 
-def latency(pipes, psql, ids):
+def kafka_stamps(bootstrap, p, avro):
+    """{balance: the Kafka timestamp in ms} of the u events on p's topic
+    whose balance is a latency marker. Connect's producer stamps a record
+    when it sends it (Debezium gives its records no timestamp), so this is
+    when the change left Connect for the broker."""
+    r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", p.topic, "-o", "beginning", "-e",
+                        "-q", "-f", "%T %S\n%s"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    buf, out, i = r.stdout, {}, 0
+    while i < len(buf):
+        nl = buf.index(b"\n", i)
+        ts, vl = (int(x) for x in buf[i:nl].split())
+        v = buf[nl + 1:nl + 1 + vl] if vl >= 0 else None
+        i = nl + 1 + max(vl, 0)
+        if v is None:
+            continue
+        if p.fmt.startswith("avro"):
+            ev = avro.decode("value", v)[0]
+        else:
+            ev = json.loads(v)
+            if p.fmt == "json-schemas":
+                ev = ev["payload"]
+        after = ev.get("after") or {}
+        if ev.get("op") == "u" and after.get("balance", 0) >= MARKER:
+            out[after["balance"]] = ts
+    return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+def latency(pipes, psql, ids, bootstrap, ccompat):
     """Single-row updates, one every LATENCY_SPACING_S, each on a row of its
     own: per format, the time from psql's return of the COMMIT to the first
     get that shows the new balance. Every change in flight is asked of each
-    memcached in one request, about every 2 ms."""
+    memcached in one request, about every 2 ms. Then the same split at the
+    records' Kafka timestamps: COMMIT to Kafka (PostgreSQL, Debezium,
+    Connect) and Kafka to memcached (the broker, k2mc, memcached), on the
+    wall clock that both sides share here."""
     pending = {p.fmt: {} for p in pipes}  # fmt -> key -> (marker, commit time)
+    committed = {}  # marker -> wall clock of the COMMIT's return
+    seen = {p.fmt: {} for p in pipes}  # fmt -> marker -> wall clock of the get
     nxt = 0
     last = 0.0
+    load0 = loadavg()
     deadline = time.monotonic() + CONVERGE_S
     while nxt < len(ids) or any(pending.values()):
         now = time.monotonic()
@@ -429,9 +474,10 @@ def latency(pipes, psql, ids):
             return
         if nxt < len(ids) and now - last >= LATENCY_SPACING_S:
             i = ids[nxt]
-            marker = 5000000000 + nxt
+            marker = MARKER + nxt
             psql.run("UPDATE customers SET balance = %d WHERE id = %d" % (marker, i))
             last = time.monotonic()
+            committed[marker] = time.time()
             for p in pipes:
                 pending[p.fmt][key_of(i)] = (marker, last)
             nxt += 1
@@ -440,7 +486,7 @@ def latency(pipes, psql, ids):
             if not pend:
                 continue
             got = p.mc.get_many(pend)
-            t = time.monotonic()
+            t, wall = time.monotonic(), time.time()
             for k, v in got.items():
                 try:
                     bal = json.loads(v).get("balance")
@@ -448,13 +494,26 @@ def latency(pipes, psql, ids):
                     continue
                 if bal == pend[k][0]:
                     p.latency.append((t - pend[k][1]) * 1000)
+                    seen[p.fmt][bal] = wall
                     del pend[k]
         time.sleep(0.002)  # the poll interval of the gets
+    load1 = loadavg()
+    avro = SMOKE.Avro(ccompat) if ccompat else None
     for p in pipes:
         lat = p.latency
-        p.check("latency", True, "%d single-row changes, COMMIT to memcached: p50 %.0f ms, "
-                "p99 %.0f ms (min %.0f, max %.0f; poll.interval.ms=%d)" % (
-                    len(lat), pct(lat, 50), pct(lat, 99), min(lat), max(lat), POLL_MS))
+        stamps = kafka_stamps(bootstrap, p, avro)
+        to_kafka = [stamps[m] - committed[m] * 1000 for m in committed if m in stamps]
+        to_mc = [(seen[p.fmt][m] - stamps[m] / 1000) * 1000 for m in seen[p.fmt]
+                 if m in stamps]
+        p.split = (to_kafka, to_mc)
+        p.check("latency", len(to_kafka) == len(committed),
+                "%d single-row changes, COMMIT to memcached: p50 %.0f ms, p99 %.0f ms (min %.0f, "
+                "max %.0f); of which COMMIT to Kafka p50 %.0f p99 %.0f, Kafka to memcached "
+                "p50 %.0f p99 %.0f (%d of %d records found); poll.interval.ms=%d, load "
+                "average %s then %s" % (
+                    len(lat), pct(lat, 50), pct(lat, 99), min(lat), max(lat),
+                    pct(to_kafka, 50), pct(to_kafka, 99), pct(to_mc, 50), pct(to_mc, 99),
+                    len(to_kafka), len(committed), POLL_MS, load0, load1))
 
 
 def add_connector(cw, cwdir, fmt, registry_url, pipe):
@@ -572,7 +631,7 @@ def run(a, formats, bootstrap, work, phases):
         wait_all(pipes, table, "changes")
         phases.append(("convergence", time.monotonic() - t1))
         t1 = time.monotonic()
-        latency(pipes, psql, sorted(table)[:LATENCY_CHANGES])
+        latency(pipes, psql, sorted(table)[:LATENCY_CHANGES], bootstrap, L.get("ccompat_url"))
         phases.append(("%d timed changes" % LATENCY_CHANGES, time.monotonic() - t1))
         table = psql.table()
         t1 = time.monotonic()
@@ -584,8 +643,7 @@ def run(a, formats, bootstrap, work, phases):
             p.rows, p.records = len(table), end
         phases.append(("final convergence, committed = end", time.monotonic() - t1))
     except (RuntimeError, KeyError, ValueError, OSError, subprocess.TimeoutExpired) as e:
-        log("[FAIL] cdc::run: %s" % e)
-        pipes[0].ok = False
+        pipes[0].check("run", False, "%s: %s" % (type(e).__name__, e))
     finally:
         t1 = time.monotonic()
         for p in pipes:
@@ -596,9 +654,8 @@ def run(a, formats, bootstrap, work, phases):
                 if k in cw.lines]
         rc = cw.stop()
         left = [x for x in pids if SMOKE.alive(x)]
-        if rc != 0 or left:
-            log("[FAIL] cdc::stop: cdc-world exit %s, servers left: %s" % (rc, left or "none"))
-            pipes[0].ok = False
+        pipes[0].check("stop", rc == 0 and not left, "cdc-world (PostgreSQL, registry, "
+                       "Connect) exit %s, servers left: %s" % (rc, left or "none"))
         phases.append(("stop", time.monotonic() - t1))
     phases.append(("servers to stop", time.monotonic() - t0))
     return pipes
@@ -641,11 +698,14 @@ def main():
                                                time.monotonic() - t_all))
     log("phases: " + ", ".join("%s %.1f s" % (n, s) for n, s in phases))
     for p in pipes:
-        lat = p.latency
-        log("cdc %-12s %-6s rows %s, records %s, COMMIT to memcached p50 %s p99 %s; %s" % (
-            p.fmt, "passed" if p.ok else "FAILED", p.rows, p.records,
-            "%.0f ms" % pct(lat, 50) if lat else "-", "%.0f ms" % pct(lat, 99) if lat else "-",
-            ", ".join("%s %.2f s" % t for t in p.times)))
+        lat, (tk, tm) = p.latency, p.split
+        log("cdc %-12s %-6s rows %s, records %s, COMMIT to memcached p50 %.0f ms p99 %.0f ms "
+            "(to Kafka p50 %.0f p99 %.0f, Kafka to memcached p50 %.0f p99 %.0f); %s" % (
+                p.fmt, "passed" if p.ok else "FAILED", p.rows, p.records, pct(lat, 50),
+                pct(lat, 99), pct(tk, 50), pct(tk, 99), pct(tm, 50), pct(tm, 99),
+                ", ".join("%s %.2f s" % t for t in p.times)))
+    log("== cdc: %d passed, %d failed" % (sum(p.counts[True] for p in pipes),
+                                          sum(p.counts[False] for p in pipes) + (not ok)))
     if ok and not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:
