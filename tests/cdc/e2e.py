@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import urllib.request
@@ -415,6 +416,10 @@ def wait_all(pipes, table, what):
     return True
 
 
+def is_marker(balance):
+    return isinstance(balance, int) and MARKER <= balance < MARKER + LATENCY_CHANGES
+
+
 def kafka_stamps(bootstrap, p, avro):
     """{balance: the Kafka timestamp in ms} of the u events on p's topic
     whose balance is a latency marker. Connect's producer stamps a record
@@ -438,9 +443,50 @@ def kafka_stamps(bootstrap, p, avro):
             if p.fmt == "json-schemas":
                 ev = ev["payload"]
         after = ev.get("after") or {}
-        if ev.get("op") == "u" and after.get("balance", 0) >= MARKER:
+        if ev.get("op") == "u" and is_marker(after.get("balance")):
             out[after["balance"]] = ts
     return out
+
+
+class Tail:
+    """kcat following a JSON topic in a thread of ours: the wall clock at
+    which each latency marker reached a plain consumer (librdkafka's
+    defaults), the reference for k2mc's Kafka-to-memcached time."""
+
+    def __init__(self, bootstrap, topic, fmt):
+        self.fmt = fmt
+        self.end = end_offset(bootstrap, topic)
+        self.arrived = {}  # marker -> wall clock
+        self.caught_up = threading.Event()
+        self.proc = subprocess.Popen(["kcat", "-C", "-u", "-q", "-b", bootstrap, "-t", topic,
+                                      "-o", "beginning", "-f", "%o %s\n"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+        if not self.caught_up.wait(30):
+            raise RuntimeError("kcat did not read %s to its end (%s) in 30 s" % (topic, self.end))
+
+    def read(self):
+        for line in self.proc.stdout:
+            wall = time.time()
+            off, _, v = line.decode(errors="replace").partition(" ")
+            if int(off) + 1 >= (self.end or 0):
+                self.caught_up.set()
+            try:
+                ev = json.loads(v)
+            except ValueError:
+                continue  # a tombstone: an empty value
+            if self.fmt == "json-schemas":
+                ev = ev["payload"]
+            after = ev.get("after") or {}
+            if ev.get("op") == "u" and is_marker(after.get("balance")):
+                self.arrived[after["balance"]] = wall
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.thread.join(30)
 
 
 def loadavg():
@@ -461,6 +507,8 @@ def latency(pipes, psql, ids, bootstrap, ccompat):
     seen = {p.fmt: {} for p in pipes}  # fmt -> marker -> wall clock of the get
     nxt = 0
     last = 0.0
+    ref = next((p for p in pipes if p.fmt.startswith("json")), None)
+    tail = Tail(bootstrap, ref.topic, ref.fmt) if ref is not None else None
     load0 = loadavg()
     deadline = time.monotonic() + CONVERGE_S
     while nxt < len(ids) or any(pending.values()):
@@ -471,7 +519,7 @@ def latency(pipes, psql, ids, bootstrap, ccompat):
                     p.check("latency", False, "%d of %d changes not in memcached after %d s: "
                             "%s" % (len(pending[p.fmt]), len(ids), CONVERGE_S,
                                     sorted(pending[p.fmt])[:10]))
-            return
+            break
         if nxt < len(ids) and now - last >= LATENCY_SPACING_S:
             i = ids[nxt]
             marker = MARKER + nxt
@@ -497,6 +545,10 @@ def latency(pipes, psql, ids, bootstrap, ccompat):
                     seen[p.fmt][bal] = wall
                     del pend[k]
         time.sleep(0.002)  # the poll interval of the gets
+    if tail is not None:
+        tail.stop()
+    if any(pending.values()):
+        return
     load1 = loadavg()
     avro = SMOKE.Avro(ccompat) if ccompat else None
     for p in pipes:
@@ -514,6 +566,13 @@ def latency(pipes, psql, ids, bootstrap, ccompat):
                     len(lat), pct(lat, 50), pct(lat, 99), min(lat), max(lat),
                     pct(to_kafka, 50), pct(to_kafka, 99), pct(to_mc, 50), pct(to_mc, 99),
                     len(to_kafka), len(committed), POLL_MS, load0, load1))
+    if tail is not None:
+        stamps = kafka_stamps(bootstrap, ref, None)
+        kc = [(tail.arrived[m] - stamps[m] / 1000) * 1000 for m in tail.arrived if m in stamps]
+        log("reference: kcat (a plain librdkafka consumer) read the %d timed changes of %s "
+            "p50 %.0f ms, p99 %.0f ms after their Kafka timestamps" % (
+                len(kc), ref.topic, pct(kc, 50), pct(kc, 99)))
+        ref.kcat = kc
 
 
 def add_connector(cw, cwdir, fmt, registry_url, pipe):
