@@ -622,11 +622,10 @@ def wait_running(url, names):
             time.sleep(0.1)  # the poll interval of the wait for RUNNING
 
 
-def run(a, formats, bootstrap, work, phases):
+def run(a, pipes, bootstrap, work, phases, world):
     """Every format at once on one PostgreSQL and one Connect worker: one
     connector per format (slot, publication and topic of its own) over the
     same table, so that every COMMIT reaches every format."""
-    pipes = [Pipe(f) for f in formats]
     # cdc-world starts the registry with an Avro format: its connector is
     # the first Avro pipe's, the others are added to its worker
     first = next((p for p in pipes if p.fmt.startswith("avro")), pipes[0])
@@ -702,7 +701,7 @@ def run(a, formats, bootstrap, work, phases):
             p.rows, p.records = len(table), end
         phases.append(("final convergence, committed = end", time.monotonic() - t1))
     except (RuntimeError, KeyError, ValueError, OSError, subprocess.TimeoutExpired) as e:
-        pipes[0].check("run", False, "%s: %s" % (type(e).__name__, e))
+        world.check("run", False, "%s: %s" % (type(e).__name__, e))
     finally:
         t1 = time.monotonic()
         for p in pipes:
@@ -713,11 +712,10 @@ def run(a, formats, bootstrap, work, phases):
                 if k in cw.lines]
         rc = cw.stop()
         left = [x for x in pids if SMOKE.alive(x)]
-        pipes[0].check("stop", rc == 0 and not left, "cdc-world (PostgreSQL, registry, "
+        world.check("stop", rc == 0 and not left, "cdc-world (PostgreSQL, registry, "
                        "Connect) exit %s, servers left: %s" % (rc, left or "none"))
         phases.append(("stop", time.monotonic() - t1))
-    phases.append(("servers to stop", time.monotonic() - t0))
-    return pipes
+    phases.append(("cdc-world's launch to its stop", time.monotonic() - t0))
 
 
 def main():
@@ -737,21 +735,21 @@ def main():
                                          a.kafka_version, "--timeout", "120"])
     phases = []
     pipes = []
-    ok = True
+    # the cases that are no one format's: cdc::all/run, cdc::all/stop
+    world = Pipe("all")
     try:
         try:
             kb.wait_ready()
         except RuntimeError as e:
-            log("[FAIL] cdc::broker: %s" % e)
+            world.check("broker", False, str(e))
             return 1
         phases.append(("broker (Kafka %s)" % a.kafka_version, int(kb.lines["start_ms"]) / 1000))
-        pipes = run(a, formats, kb.lines["bootstrap"], work, phases)
+        pipes = [Pipe(f) for f in formats]
+        run(a, pipes, kb.lines["bootstrap"], work, phases, world)
     finally:
         rc = kb.stop()
-        if rc != 0:
-            log("[FAIL] cdc::broker: kafka-broker exited %s" % rc)
-            ok = False
-    ok = ok and all(p.ok for p in pipes)
+        world.check("broker", rc == 0, "kafka-broker (pid %d) exited %s" % (kb.proc.pid, rc))
+    ok = world.ok and all(p.ok for p in pipes)
     log("\n== cdc end to end: %d snapshot rows, %d transactions of changes, %d timed "
         "single-row changes; %.0f s in all" % (SNAPSHOT_ROWS, len(CHANGES), LATENCY_CHANGES,
                                                time.monotonic() - t_all))
@@ -763,8 +761,9 @@ def main():
                 p.fmt, "passed" if p.ok else "FAILED", p.rows, p.records, pct(lat, 50),
                 pct(lat, 99), pct(tk, 50), pct(tk, 99), pct(tm, 50), pct(tm, 99),
                 ", ".join("%s %.2f s" % t for t in p.times)))
-    log("== cdc: %d passed, %d failed" % (sum(p.counts[True] for p in pipes),
-                                          sum(p.counts[False] for p in pipes) + (not ok)))
+    every = pipes + [world]
+    log("== cdc: %d passed, %d failed" % (sum(p.counts[True] for p in every),
+                                          sum(p.counts[False] for p in every)))
     if ok and not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:
