@@ -1,22 +1,26 @@
 #!/usr/bin/python3
 # e2e.py: k2mc's end-to-end change-data-capture test (issue 26): PostgreSQL ->
 # Debezium (Kafka Connect standalone, pgoutput) -> one real Kafka broker ->
-# k2mc --cdc debezium -> memcached, once per converter format. Asserts that
-# the cache equals the table (every row's key holds its current row, compared
-# as parsed JSON with row_to_json; every deleted row a miss) and that k2mc's
-# committed offset reached the topic's end, and measures the time from COMMIT
-# to the value in memcached. Run by `make test-kafka`; not a benchmark.
+# k2mc --cdc debezium -> memcached, in every converter format at once.
+# Asserts that the cache equals the table (every row's key holds its current
+# row, compared as parsed JSON with row_to_json; every deleted row a miss)
+# after the snapshot, after the changes and at the end, and that k2mc's
+# committed offset reached the topic's end; measures the time from COMMIT to
+# the value in memcached. Run by `make test-kafka`; not a benchmark.
 #
 # Servers, all on free ports of 127.0.0.1, each stopped by its PID: the broker
-# (tests/kafka/kafka-broker), memcached (Debian's), and per format PostgreSQL,
-# the registry (Avro) and Connect with the connector (tests/cdc/cdc-world,
-# poll.interval.ms 50), and build/k2mc running from before the snapshot
-# arrives to the end of the format. Every wait polls a condition against a
-# deadline; none is a fixed sleep.
+# (tests/kafka/kafka-broker); PostgreSQL, the registry and Connect with the
+# first format's connector (tests/cdc/cdc-world, poll.interval.ms 50), the
+# other formats' connectors added to the same worker through its REST API
+# (one slot, publication and topic each, on the same table: every COMMIT
+# reaches every format); per format, memcached (Debian's) and build/k2mc,
+# running from before the snapshot arrives to the end. Every wait polls a
+# condition against a deadline; none is a fixed sleep.
 #
-# Per format, one line per case: [PASS] or [FAIL] cdc::FORMAT/CASE, then the
-# phase times and the latency figures (p50, p99 of commit to memcached). Exit
-# 0 when every case passed.
+# One line per case, [PASS] or [FAIL] cdc::FORMAT/CASE (cdc::all/... for the
+# servers), then the phase times, the latency figures (p50, p99 of COMMIT to
+# memcached) and a count. Exit 0 when every case passed; the work directory
+# (logs, cdc-world's directory) is kept when one failed.
 #
 # Debian's /usr/bin/python3, standard library only; needs psql and kcat.
 #   e2e.py [--format json|json-schemas|avro|avro-deref ...] [--kafka-version V]
