@@ -8,7 +8,11 @@
  * counted as expired) and one that lives past 30 days; every new invalid
  * reason (missing_field, not_json, bad_ttl, bad_flags) under skip, hash, dlq
  * and fail; --on-tombstone ignore; invalidate (meta: the item stale, X/W).
- * Not about the template syntax (test_mapping.c) nor speed. */
+ * Debezium change events (issue 26, --cdc): a table's snapshot, updates,
+ * deletes with their tombstones, a delete then a re-insert, a truncate and a
+ * record that is no change event, JSON with and without schemas.enable
+ * envelopes mixed, over 4 writers: the cache equals the table; and the
+ * invalidate mode. Not about the template syntax (test_mapping.c) nor speed. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -815,4 +819,165 @@ Test(mapping_e2e, tombstones_invalidate_on_meta)
 	cr_expect(it.ttl > 0 && it.ttl <= 30, "TTL %lld", (long long)it.ttl);
 	expect_absent("never-cached");
 	cr_expect_eq(final_stat(NULL, "deleted"), 2);
+}
+
+/* ---- Debezium change events (issue 26) ---------------------------------------------*/
+
+#define ROWS 30
+/* The customers table as the events leave it: rows[id] its current row (the
+ * compact JSON k2mc must hold), "" once deleted. */
+struct table {
+	char rows[ROWS][128];
+	struct rec recs[ROWS * 6];
+	char keys[ROWS * 6][128], vals[ROWS * 6][512];
+	int n;
+};
+
+/* One change event of id: op with before and after images (NULL: null),
+ * schemas.enable envelopes around key and value when env. */
+static void event(struct table *t, int id, char op, const char *before, const char *after,
+		  int env)
+{
+	struct rec *r = &t->recs[t->n];
+	char ev[400];
+
+	snprintf(ev, sizeof(ev),
+		 "{\"before\": %s, \"after\": %s, \"source\": {\"connector\": \"postgresql\", "
+		 "\"table\": \"customers\"}, \"op\": \"%c\", \"ts_ms\": 1}",
+		 before ? before : "null", after ? after : "null", op);
+	if (env) {
+		snprintf(t->keys[t->n], sizeof(t->keys[t->n]),
+			 "{\"schema\":{\"type\":\"struct\",\"fields\":[{\"type\":\"int32\","
+			 "\"field\":\"id\"}]},\"payload\":{\"id\":%d}}", id);
+		snprintf(t->vals[t->n], sizeof(t->vals[t->n]),
+			 "{\"schema\":{\"type\":\"struct\",\"name\":\"Envelope\"},\"payload\":%s}",
+			 ev);
+	} else {
+		snprintf(t->keys[t->n], sizeof(t->keys[t->n]), "{\"id\":%d}", id);
+		snprintf(t->vals[t->n], sizeof(t->vals[t->n]), "%s", ev);
+	}
+	r->key = id < 0 ? NULL : t->keys[t->n];
+	r->val = t->vals[t->n];
+	t->n++;
+}
+
+static void tombstone(struct table *t, int id)
+{
+	snprintf(t->keys[t->n], sizeof(t->keys[t->n]), "{\"id\":%d}", id);
+	t->recs[t->n].key = t->keys[t->n];
+	t->recs[t->n].val = NULL;
+	t->n++;
+}
+
+/* The row of id at version v, as PostgreSQL's connector would write it
+ * (spaced: k2mc stores it compact) into buf, and compact into the table. */
+static const char *row(struct table *t, int id, int v, char *buf, size_t len)
+{
+	snprintf(buf, len, "{\"id\": %d, \"name\": \"customer %d\", \"v\": %d}", id, id, v);
+	snprintf(t->rows[id], sizeof(t->rows[id]), "{\"id\":%d,\"name\":\"customer %d\",\"v\":%d}",
+		 id, id, v);
+	return buf;
+}
+
+/* The history of the table: a snapshot (r), two updates of every third
+ * row, deletes with their tombstones, a delete then a re-insert of the
+ * same id, a truncate (no key), a record that is no change event. */
+static void history(struct table *t)
+{
+	char b[128], a[128];
+
+	memset(t, 0, sizeof(*t));
+	for (int id = 0; id < ROWS; id++)
+		event(t, id, 'r', NULL, row(t, id, 0, a, sizeof(a)), id % 2);
+	for (int id = 0; id < ROWS; id += 3) {
+		snprintf(b, sizeof(b), "%s", t->rows[id]);
+		event(t, id, 'u', b, row(t, id, 1, a, sizeof(a)), id % 4 == 0);
+		snprintf(b, sizeof(b), "%s", t->rows[id]);
+		event(t, id, 'u', b, row(t, id, 2, a, sizeof(a)), id % 4 != 0);
+	}
+	for (int id = 1; id < ROWS; id += 5) {
+		event(t, id, 'd', t->rows[id], NULL, id % 2);
+		tombstone(t, id);
+		t->rows[id][0] = '\0';
+	}
+	/* deleted, then inserted again with the same id */
+	event(t, 7, 'd', t->rows[7], NULL, 0);
+	tombstone(t, 7);
+	event(t, 7, 'c', NULL, row(t, 7, 7, a, sizeof(a)), 1);
+	event(t, -1, 't', NULL, NULL, 0);
+	/* no op: not a change event; its key (id 8) is deleted in its place */
+	snprintf(t->keys[t->n], sizeof(t->keys[t->n]), "{\"id\":8}");
+	t->recs[t->n].key = t->keys[t->n];
+	t->recs[t->n].val = "{\"after\": {\"id\": 8}}";
+	t->n++;
+	t->rows[8][0] = '\0';
+}
+
+Test(mapping_e2e, debezium_events_keep_the_cache_equal_to_the_table)
+{
+	static const char *const extra[] = { "--cdc", "debezium", "--key-format", "json",
+					     "--value-format", "json", "--key",
+					     "customers:{keyjson:/id}", NULL };
+	static struct table t;
+	struct h_proc k;
+
+	history(&t);
+	start_world();
+	/* what an older run left: the deleted rows must not survive */
+	for (int id = 0; id < ROWS; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		mc_set(key, "stale");
+	}
+	produce(t.recs, t.n);
+	cr_assert_eq(run_k2mc(&k, "cdc", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	for (int id = 0; id < ROWS; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		if (t.rows[id][0] != '\0')
+			expect_item(key, t.rows[id], 0, -1, -1);
+		else
+			expect_absent(key);
+	}
+	cr_expect_eq(final_stat(NULL, "truncates"), 1);
+	cr_expect_eq(final_stat("\"skipped_by\"", "not_cdc"), 1);
+	cr_expect_eq(final_stat(NULL, "invalidated"), 1);
+	cr_expect_eq(final_stat(NULL, "skipped"), 1);
+	cr_expect_eq(final_stat(NULL, "ignored"), 0, "a truncate is not an ignored tombstone");
+	cr_expect_not_null(strstr(h_file_read(k.err_path, NULL), "a truncate event (op t)"),
+			   "the truncate is not logged:\n%s", tail_of(k.err_path));
+}
+
+Test(mapping_e2e, debezium_invalidate_deletes_every_changed_key)
+{
+	static const char *const extra[] = { "--cdc", "debezium-invalidate", "--key-format",
+					     "json", "--value-format", "json", "--key",
+					     "customers:{keyjson:/id}", NULL };
+	static struct table t;
+	struct h_proc k;
+
+	history(&t);
+	start_world();
+	for (int id = 0; id < ROWS + 2; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		mc_set(key, "cached");
+	}
+	produce(t.recs, t.n);
+	cr_assert_eq(run_k2mc(&k, "cdc-inv", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	/* every row had a change: readers refill from the database */
+	for (int id = 0; id < ROWS; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		expect_absent(key);
+	}
+	/* rows without a change keep what they had */
+	expect_item("customers:30", "cached", 0, -1, -1);
+	expect_item("customers:31", "cached", 0, -1, -1);
+	cr_expect_eq(final_stat(NULL, "written"), 0);
+	cr_expect_eq(final_stat(NULL, "truncates"), 1);
 }
