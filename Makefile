@@ -429,7 +429,7 @@ demo: deps all $(KAFKA_PREREQ)
 # fail on a number. bench-quick is the short version (under 2 minutes; about
 # 3 with KAFKA=real).
 BENCH_BINS := build/mc-ceiling build/kafka-ceiling build/placement-bench build/json-bench \
-              build/k2mc-glibc build/k2mc-verify
+              build/k2mc-glibc build/k2mc-verify build/avro-bench
 bench-deps: deps
 	@$(call apt,$(BENCH_PKGS))
 bench: bench-deps all $(BENCH_BINS) $(KAFKA_PREREQ)
