@@ -270,6 +270,7 @@ test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
+test_mapping_e2e_LINKS = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
 test_kafka_group_LINKS = tests/mc_reader.c
 # $(call links,VARIANT,SUITE)
