@@ -270,6 +270,7 @@ test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
+test_mapping_e2e_LINKS = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
 test_kafka_group_LINKS = tests/mc_reader.c
 # $(call links,VARIANT,SUITE)
@@ -429,7 +430,7 @@ demo: deps all $(KAFKA_PREREQ)
 # fail on a number. bench-quick is the short version (under 2 minutes; about
 # 3 with KAFKA=real).
 BENCH_BINS := build/mc-ceiling build/kafka-ceiling build/placement-bench build/json-bench \
-              build/k2mc-glibc build/k2mc-verify
+              build/k2mc-glibc build/k2mc-verify build/avro-bench
 bench-deps: deps
 	@$(call apt,$(BENCH_PKGS))
 bench: bench-deps all $(BENCH_BINS) $(KAFKA_PREREQ)

@@ -547,7 +547,7 @@ static const char *const section_titles[] = {
 	[S_MEMCACHED] = "Memcached:",
 	[S_TLS] = "TLS to Memcached (OpenSSL; verified unless --mc-tls-insecure):",
 	[S_MAPPING] = "What is written (templates: {key} {value} {topic} {partition} {header:NAME}\n"
-		      "{json:/POINTER}, {{ and }} for braces, anything else literal):",
+		      "{json:/POINTER} {keyjson:/POINTER}, {{ and }} for braces, the rest literal):",
 	[S_FORMATS] = "Formats and change events:",
 	[S_INVALID] = "Records Memcached cannot take (no key, bad key, value too large):",
 	[S_REFILL] = "Refill (a server that lost its contents gets its keys again from Kafka):",
