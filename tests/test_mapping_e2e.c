@@ -926,6 +926,17 @@ static void history(struct table *t)
 	t->rows[8][0] = '\0';
 }
 
+/* customers:0 .. customers:n-1 = value: what an older run left */
+static void preset_rows(int n, const char *value)
+{
+	for (int id = 0; id < n; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		mc_set(key, value);
+	}
+}
+
 Test(mapping_e2e, debezium_events_keep_the_cache_equal_to_the_table)
 {
 	static const char *const extra[] = { "--cdc", "debezium", "--key-format", "json",
@@ -937,12 +948,7 @@ Test(mapping_e2e, debezium_events_keep_the_cache_equal_to_the_table)
 	history(&t);
 	start_world();
 	/* what an older run left: the deleted rows must not survive */
-	for (int id = 0; id < ROWS; id++) {
-		char key[32];
-
-		snprintf(key, sizeof(key), "customers:%d", id);
-		mc_set(key, "stale");
-	}
+	preset_rows(ROWS, "stale");
 	produce(t.recs, t.n);
 	cr_assert_eq(run_k2mc(&k, "cdc", extra), 0, "stderr:\n%s", tail_of(k.err_path));
 	for (int id = 0; id < ROWS; id++) {
@@ -973,12 +979,7 @@ Test(mapping_e2e, debezium_invalidate_deletes_every_changed_key)
 
 	history(&t);
 	start_world();
-	for (int id = 0; id < ROWS + 2; id++) {
-		char key[32];
-
-		snprintf(key, sizeof(key), "customers:%d", id);
-		mc_set(key, "cached");
-	}
+	preset_rows(ROWS + 2, "cached");
 	produce(t.recs, t.n);
 	cr_assert_eq(run_k2mc(&k, "cdc-inv", extra), 0, "stderr:\n%s", tail_of(k.err_path));
 	/* every row had a change: readers refill from the database */
@@ -1144,12 +1145,7 @@ Test(mapping_e2e, debezium_avro_through_a_schema_registry)
 	srv_registry_serve(ENV_ID, ENV_SCHEMA);
 	avro_history(&e);
 	start_world();
-	for (int id = 0; id < 10; id++) {
-		char key[32];
-
-		snprintf(key, sizeof(key), "customers:%d", id);
-		mc_set(key, "stale");
-	}
+	preset_rows(10, "stale");
 	produce(e.recs, e.n);
 	cr_assert_eq(run_k2mc(&k, "avro", extra), 0, "stderr:\n%s", tail_of(k.err_path));
 	expect_avro_table();

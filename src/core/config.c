@@ -694,25 +694,33 @@ static enum k2mc_config_result parse_xprop(struct k2mc_config *c, struct parse_s
 	return K2MC_CONFIG_OK;
 }
 
-/* Each property once, with the value librdkafka ends up with: the last. */
+/* NAME=VALUE settings (-X, --schema-registry-property) as -F lines, after
+ * prefix: each NAME once, with the value its client ends up with (the last),
+ * masked when secret(NAME). */
+static void print_props(FILE *out, const char *prefix, const char *const *props, int n,
+			int (*secret)(const char *name))
+{
+	for (int i = 0; i < n; i++) {
+		const char *eq = strchr(props[i], '=');
+		size_t nl = (size_t)(eq - props[i]);
+		char name[256];
+		int later = 0;
+
+		for (int j = i + 1; j < n && !later; j++)
+			later = strncmp(props[j], props[i], nl + 1) == 0;
+		if (later)
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)nl, props[i]);
+		fprintf(out, "%s%s=%s\n", prefix, name, secret(name) ? "********" : eq + 1);
+	}
+}
+
 static void print_xprops(const struct k2mc_config *c, const struct opt *o, FILE *out)
 {
 	(void)o;
 	if (c->nxprops > 0)
 		fprintf(out, "# librdkafka properties (-X and unknown keys of -F)\n");
-	for (int i = 0; i < c->nxprops; i++) {
-		const char *eq = strchr(c->xprops[i], '=');
-		size_t nl = (size_t)(eq - c->xprops[i]);
-		char name[256];
-		int later = 0;
-
-		for (int j = i + 1; j < c->nxprops && !later; j++)
-			later = strncmp(c->xprops[j], c->xprops[i], nl + 1) == 0;
-		if (later)
-			continue;
-		snprintf(name, sizeof(name), "%.*s", (int)nl, c->xprops[i]);
-		fprintf(out, "%s=%s\n", name, k2mc_config_is_secret(name) ? "********" : eq + 1);
-	}
+	print_props(out, "", c->xprops, c->nxprops, k2mc_config_is_secret);
 }
 
 static enum k2mc_config_result parse_ttl(struct k2mc_config *c, struct parse_state *st,
@@ -872,23 +880,12 @@ static enum k2mc_config_result parse_sr_prop(struct k2mc_config *c, struct parse
 	return K2MC_CONFIG_OK;
 }
 
-/* Each NAME once, with the value that wins (the last), secrets masked. */
 static void print_sr_props(const struct k2mc_config *c, const struct opt *o, FILE *out)
 {
-	for (int i = 0; i < c->nsr_props; i++) {
-		const char *eq = strchr(c->sr_props[i], '=');
-		size_t nl = (size_t)(eq - c->sr_props[i]);
-		char name[128];
-		int later = 0;
+	char prefix[64];
 
-		for (int j = i + 1; j < c->nsr_props && !later; j++)
-			later = strncmp(c->sr_props[j], c->sr_props[i], nl + 1) == 0;
-		if (later)
-			continue;
-		snprintf(name, sizeof(name), "%.*s", (int)nl, c->sr_props[i]);
-		fprintf(out, "%s=%s=%s\n", o->name, name,
-			k2mc_config_sr_secret(name) ? "********" : eq + 1);
-	}
+	snprintf(prefix, sizeof(prefix), "%s=", o->name);
+	print_props(out, prefix, c->sr_props, c->nsr_props, k2mc_config_sr_secret);
 }
 
 static enum k2mc_config_result action_help(struct k2mc_config *c, struct parse_state *st,
