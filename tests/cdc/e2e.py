@@ -770,9 +770,10 @@ def main():
     log("phases: " + ", ".join("%s %.1f s" % (n, s) for n, s in phases))
     for p in pipes:
         lat, (tk, tm) = p.latency, p.split
-        log("cdc %-12s %-6s rows %s, records %s, COMMIT to memcached p50 %.0f ms p99 %.0f ms "
+        verdict = ("passed" if p.counts[True] else "not run") if p.ok else "FAILED"
+        log("cdc %-12s %-7s rows %s, records %s, COMMIT to memcached p50 %.0f ms p99 %.0f ms "
             "(to Kafka p50 %.0f p99 %.0f, Kafka to memcached p50 %.0f p99 %.0f); %s" % (
-                p.fmt, ("passed" if p.counts[True] else "not run") if p.ok else "FAILED", p.rows, p.records, pct(lat, 50),
+                p.fmt, verdict, p.rows, p.records, pct(lat, 50),
                 pct(lat, 99), pct(tk, 50), pct(tk, 99), pct(tm, 50), pct(tm, 99),
                 ", ".join("%s %.2f s" % t for t in p.times)))
     every = pipes + [world]
