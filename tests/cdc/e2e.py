@@ -244,7 +244,7 @@ def compare(mc, table):
         v = got.get(key_of(i))
         if i not in table:
             if v is not None:
-                diffs.append("%s: deleted row present: %r" % (key_of(i), v[:200]))
+                diffs.append("%s: no such row, but cached: %r" % (key_of(i), v[:200]))
             continue
         if v is None:
             diffs.append("%s: missing, row %s" % (key_of(i), json.dumps(table[i])))
@@ -399,7 +399,7 @@ def wait_all(pipes, table, what):
             d = p.diffs(table)
             if not d:
                 p.times.append((what, time.monotonic() - t0))
-                p.check(what, True, "%d rows, %d deleted ids absent: cache equal to the table "
+                p.check(what, True, "%d rows, %d ids without a row missed: cache equal to the table "
                         "%.2f s after %s" % (len(table), len(IDS - set(table)),
                                              time.monotonic() - t0,
                                              "k2mc started" if what == "snapshot"
