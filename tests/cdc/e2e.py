@@ -399,8 +399,8 @@ def wait_all(pipes, table, what):
             d = p.diffs(table)
             if not d:
                 p.times.append((what, time.monotonic() - t0))
-                p.check(what, True, "%d rows, %d ids without a row missed: cache equal to the table "
-                        "%.2f s after %s" % (len(table), len(IDS - set(table)),
+                p.check(what, True, "%d rows, %d ids without a row missed: cache equal to "
+                        "the table %.2f s after %s" % (len(table), len(IDS - set(table)),
                                              time.monotonic() - t0,
                                              "k2mc started" if what == "snapshot"
                                              else "the last COMMIT"))
