@@ -1206,6 +1206,7 @@ static void registry_down_at_start(int key_avro)
 	expect_avro_table();
 	/* the registry's absence made nothing invalid: only the two bad records */
 	cr_expect_eq(final_stat(NULL, "skipped"), 2);
+	cr_expect_geq(final_stat(NULL, "registry_waits"), 1, "the wait is not counted");
 	srv_registry_stop();
 }
 

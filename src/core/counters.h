@@ -131,6 +131,10 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	W(alloc_failures, "alloc_failures", 4, "k2mc_writer_alloc_failures_total",                  \
 	  "Batches whose commands could not be allocated: rebuilt and retried, nothing "            \
 	  "acknowledged.")                                                                          \
+	V(registry_waits, 4, "k2mc_schema_registry_waits_total", K2MC_COUNTER, K2MC_BY_NONE,         \
+	  s->registry_waits, 0,                                                                     \
+	  "Waits for a Schema Registry that could not be reached (--key-format/--value-format "     \
+	  "avro): the record and the partition behind it held, not invalid, until it answers.")     \
 	V(drains_evicted, 4, "k2mc_drains_evicted_total", K2MC_COUNTER, K2MC_BY_NONE,                \
 	  s->drains_evicted, 0,                                                                     \
 	  "Revocation drains ended at once because a commit showed that the group no longer "       \

@@ -509,6 +509,7 @@ int main(int argc, char **argv)
 		goto out;
 	signal_writers = ws;
 	rep.snap.budget = budget;
+	rep.snap.decoder = dec;
 	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
 	if (cfg.metrics_port > 0) {
 		/* liveness fails only when the main loop stops publishing for
