@@ -271,6 +271,7 @@ test_transport_LINKS   = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_deploy_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_refill_LINKS      = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_avro_LINKS        = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
+test_mapping_e2e_LINKS = $(K2MC_SRCS) tests/fake_mc.c tests/servers.c
 test_notify_LINKS      = src/core/notify.c src/core/log.c
 test_fencing_LINKS     = $(K2MC_SRCS) tests/relay.c
 test_kafka_group_LINKS = tests/mc_reader.c tests/relay.c
@@ -429,7 +430,7 @@ demo: deps all $(KAFKA_PREREQ)
 # fail on a number. bench-quick is the short version (under 2 minutes; about
 # 3 with KAFKA=real).
 BENCH_BINS := build/mc-ceiling build/kafka-ceiling build/placement-bench build/json-bench \
-              build/k2mc-glibc build/k2mc-verify
+              build/k2mc-glibc build/k2mc-verify build/avro-bench
 bench-deps: deps
 	@$(call apt,$(BENCH_PKGS))
 bench: bench-deps all $(BENCH_BINS) $(KAFKA_PREREQ)
@@ -538,8 +539,13 @@ kafka_run = failed=""; for v in $(1); do t0=$$(date +%s); \
 	  echo "== Kafka $$v: $$(( $$(date +%s) - t0 )) s"; done; \
 	if [ -n "$$failed" ]; then echo "== $@ failed:$$failed"; exit 1; fi
 .PHONY: test-kafka test-kafka-world
-test-kafka: kafka build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/test_%)
-	@$(call kafka_run,$(KAFKA_VERSIONS),$(KAFKA_SUITES:%=test_%))
+# then the end-to-end CDC test (tests/cdc/e2e.py, issue 26) on $(KAFKA_VERSION):
+# PostgreSQL -> Debezium -> the broker -> k2mc -> memcached, every format
+test-kafka: kafka cdc build/k2mc build/k2mc-mock $(KAFKA_SUITES:%=build/tests/test_%)
+	@rc=0; ( $(call kafka_run,$(KAFKA_VERSIONS),$(KAFKA_SUITES:%=test_%)) ) || rc=1; \
+	echo "== cdc end to end on Kafka $(KAFKA_VERSION) (tests/cdc/e2e.py)"; \
+	/usr/bin/python3 tests/cdc/e2e.py --kafka-version $(KAFKA_VERSION) --k2mc build/k2mc || \
+	  { rc=1; echo "== $@ failed: tests/cdc/e2e.py"; }; exit $$rc
 test-kafka-world: kafka build/k2mc build/k2mc-mock $(KAFKA_WORLD_SUITES:%=build/tests/test_%)
 	@$(call kafka_run,$(KAFKA_VERSION),$(KAFKA_WORLD_SUITES:%=test_%))
 

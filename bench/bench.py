@@ -1486,6 +1486,7 @@ SECTIONS.append("templates")
 QUICK_SECTIONS.append("templates")
 TEMPLATES_HEAD = ["engine", "templates", "value bytes", "CPU ns/record", "records/s"]
 TEMPLATES_E2E_HEAD = ["values", "value bytes", "k2mc settings", "CPU us/record", "records/s"]
+FORMATS_HEAD = ["--value-format", "templates", "record bytes", "CPU ns/record", "records/s"]
 
 
 def template_costs(build, bench, quick):
@@ -1494,7 +1495,7 @@ def template_costs(build, bench, quick):
     to end per --key/--value on one prefilled topic, in turns). (tables, JSON
     rows); no tables when a tool is missing."""
     tool = os.path.join(ROOT, build, "json-bench")
-    tables, rows = [], {"mapping": [], "end_to_end": []}
+    tables, rows = [], {"mapping": [], "formats": [], "end_to_end": []}
     if not os.access(tool, os.X_OK):
         bench.skips.append(f"templates: {os.path.relpath(tool, ROOT)} is missing "
                            "(make build/json-bench)")
@@ -1512,6 +1513,26 @@ def template_costs(build, bench, quick):
                        "one thread; jansson and json-c do what the templates "
                        "'user:{json:/id}' + '{json:/profile}' do, their outputs checked equal "
                        "to k2mc's; 'keymap (before)': what the hot path did before templates"))
+        formats = os.path.join(ROOT, build, "avro-bench")
+        if os.access(formats, os.X_OK):
+            log("templates: CPU per record per format, raw, json, avro (avro-bench)")
+            out = subprocess.run([formats], capture_output=True, text=True, timeout=600,
+                                 check=True)
+            rows["formats"] = [json.loads(x) for x in out.stdout.splitlines()
+                               if x.startswith("{")]
+            tables.append(("Formats: CPU per record to read and map it (avro-bench)",
+                           FORMATS_HEAD,
+                           [[r["format"], r["case"], str(r["record_bytes"]),
+                             f"{r['cpu_ns_per_record']:.0f}", f_rps(r["records_per_s"])]
+                            for r in rows["formats"]],
+                           "one thread, the writer's work per record (decode into its "
+                           "context, copy into the batch's arena, k2mc_mapping_map); the "
+                           "same row in every format (Avro from libavro, JSON the "
+                           "decoder's output); the schema compiled once, as the registry "
+                           "client does per id; best of 5 passes over 4096 records"))
+        else:
+            bench.skips.append(f"templates: {os.path.relpath(formats, ROOT)} is missing "
+                               "(make build/avro-bench)")
         log("templates: k2mc end to end per --key/--value (template_cost.py)")
         cmd = [sys.executable, os.path.join(ROOT, "bench", "template_cost.py"), "--json"]
         if quick:

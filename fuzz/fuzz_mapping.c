@@ -6,7 +6,9 @@
  * read one byte past any of them. Checks the contracts the writer relies
  * on: a produced key fits the 250-byte buffer and is one memcached takes, a
  * value points into the record or the arena, the consumer's key equals the
- * writer's, spans lie inside the value. Run by `make fuzz`. */
+ * writer's, spans lie inside the value. Also under --cdc (Debezium events,
+ * envelopes, {keyjson:}): only a truncate maps to no command. Run by
+ * `make fuzz`. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * escapes, the whole value. */
 static const char *const KEYS[] = {
 	"{key}", "user:{json:/id}", "{json:/a/0/b}{json:/a/1}", "{json:}", "{header:h}:{json:/~0~1}",
-	"{topic}-{partition}-{key}", "c",
+	"{topic}-{partition}-{key}", "c", "c:{keyjson:/id}{keyjson:/a/0}", "{keyjson:}:{json:/id}",
 };
 static const char *const VALUES[] = {
 	"{value}", "{json:/profile}", "{json:}", "x{json:/a}y{json:/a/0}{json:/id}", "{key}{header:h}",
@@ -53,7 +55,10 @@ static void check_key(const struct k2mc_mapped *o, size_t plen)
  * hi][lo] then key template, value template, value, and the rest as the
  * record key. flags: bit 0-2 a fixed template pair instead, bit 3 null key,
  * bit 4 tombstone, bit 5 --ttl-from-timestamp, bit 6 header h = the first
- * value byte's decimal, bit 7 a prefix. */
+ * value byte's decimal, bit 7 a prefix. The template lengths' bits 6-7:
+ * --cdc (none, debezium, debezium-invalidate, none) and --key-format json,
+ * --value-format json; key template length bit 6 with fixed templates: one
+ * of the {keyjson:} key templates. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct k2mc_config cfg;
@@ -94,7 +99,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(key, data + off, size - off);
 
 	memset(&cfg, 0, sizeof(cfg));
-	cfg.key_template = (f & 7) ? KEYS[(f & 7) % 7] : kt;
+	cfg.key_template = !(f & 7)	     ? kt
+			   : (data[1] & 0x40) ? KEYS[7 + (f & 1)]
+					      : KEYS[(f & 7) % 7];
+	cfg.cdc = (data[1] >> 6) == 1 ? K2MC_CDC_DEBEZIUM
+		  : (data[1] >> 6) == 2 ? K2MC_CDC_DEBEZIUM_INVALIDATE : K2MC_CDC_NONE;
+	cfg.key_format = (data[2] & 0x40) ? K2MC_FMT_JSON : K2MC_FMT_RAW;
+	cfg.value_format = (data[2] & 0x80) ? K2MC_FMT_JSON : K2MC_FMT_RAW;
 	cfg.value_template = (f & 7) ? VALUES[(f >> 1) % 5] : vt;
 	cfg.key_prefix = (f & 0x80) ? "pfx:" : "";
 	cfg.key_prefix_len = (f & 0x80) ? 4 : 0;
@@ -135,6 +146,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (ra == K2MC_MAP_OK || (k2mc_map_hashable(ra) && a.key_len > 0)) {
 		if (a.op != K2MC_OP_NONE && a.key_len == 0)
 			abort();
+		/* no command: a tombstone under --on-tombstone ignore (never
+		 * here) or a --cdc truncate */
+		if ((a.op == K2MC_OP_NONE) != (a.truncate && cfg.cdc != K2MC_CDC_NONE))
+			abort();
+		if (cfg.cdc == K2MC_CDC_DEBEZIUM_INVALIDATE && a.op == K2MC_OP_SET)
+			abort();
 		check_key(&a, cfg.key_prefix_len);
 		if (a.op == K2MC_OP_SET && a.value_len > 0 && a.value == NULL)
 			abort();
@@ -157,7 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pre != NULL) {
 		rb = k2mc_mapping_map(map, &rec, pre, 1796083200000LL, arena, &b);
 		if (rb != ra || b.key_len != a.key_len || memcmp(a.key, b.key, a.key_len) != 0 ||
-		    b.op != a.op)
+		    b.op != a.op || (ra == K2MC_MAP_OK && b.value_len != a.value_len))
 			abort();
 		k2mc_prepared_free(pre);
 	}

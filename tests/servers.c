@@ -1,11 +1,17 @@
 /* Servers for the issue-9 suites (test_transport, test_deploy): memcached
  * on a unix socket, memcached with TLS and the certificates for it (made
- * with openssl in the test's temp dir), a "get" over a unix socket. Each
- * helper asserts with Criterion: for Criterion suites only. */
+ * with openssl in the test's temp dir), a "get" over a unix socket; and for
+ * issue 26's (test_mapping_e2e), a Schema Registry serving Avro schemas by
+ * id. Each helper asserts with Criterion: for Criterion suites only. */
 #include "servers.h"
 
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,3 +168,77 @@ void srv_start_tls_memcached(struct srv_tls_mc *m, const char *crt, const char *
 	}
 }
 
+
+/* ---- a Schema Registry ---------------------------------------------------------- */
+
+#define SRV_SCHEMAS 16
+/* written by the test thread (srv_registry_serve), read by the daemon's
+ * thread: under schemas_mu */
+static struct {
+	unsigned id;
+	char *answer; /* {"schema": "..."} */
+} schemas[SRV_SCHEMAS];
+static int nschemas;
+static pthread_mutex_t schemas_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct MHD_Daemon *registry;
+
+static enum MHD_Result registry_answer(void *cls, struct MHD_Connection *c, const char *path,
+				       const char *method, const char *version,
+				       const char *upload, size_t *upload_len, void **state)
+{
+	const char *body = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
+	unsigned status = MHD_HTTP_NOT_FOUND, id;
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char *copy;
+
+	(void)cls, (void)method, (void)version, (void)upload, (void)upload_len, (void)state;
+	pthread_mutex_lock(&schemas_mu);
+	if (sscanf(path, "/schemas/ids/%u", &id) == 1)
+		for (int i = 0; i < nschemas; i++)
+			if (schemas[i].id == id) {
+				body = schemas[i].answer;
+				status = MHD_HTTP_OK;
+			}
+	copy = strdup(body);
+	pthread_mutex_unlock(&schemas_mu);
+	r = MHD_create_response_from_buffer(strlen(copy), copy, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, "Content-Type", "application/vnd.schemaregistry.v1+json");
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+int srv_registry_start(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_null(registry, "one registry per test");
+	registry = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
+				    registry_answer, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+				    MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+	cr_assert_not_null(registry, "registry on port %d", port);
+	return MHD_get_daemon_info(registry, MHD_DAEMON_INFO_BIND_PORT)->port;
+}
+
+void srv_registry_serve(unsigned id, const char *schema)
+{
+	json_t *a = json_pack("{s:s}", "schema", schema);
+
+	cr_assert_not_null(a);
+	pthread_mutex_lock(&schemas_mu);
+	cr_assert_lt(nschemas, SRV_SCHEMAS);
+	schemas[nschemas].id = id;
+	schemas[nschemas].answer = json_dumps(a, JSON_COMPACT);
+	nschemas++;
+	pthread_mutex_unlock(&schemas_mu);
+	json_decref(a);
+}
+
+void srv_registry_stop(void)
+{
+	if (registry != NULL)
+		MHD_stop_daemon(registry);
+	registry = NULL;
+}

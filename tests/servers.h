@@ -1,4 +1,5 @@
-/* Servers for the issue-9 suites: see servers.c. */
+/* Servers for the issue-9 suites, and a Schema Registry for issue 26's: see
+ * servers.c. */
 #ifndef K2MC_TEST_SERVERS_H
 #define K2MC_TEST_SERVERS_H
 
@@ -38,5 +39,14 @@ struct srv_tls_mc {
  * listener and a plain one, waited for through the plain one. */
 void srv_start_tls_memcached(struct srv_tls_mc *m, const char *crt, const char *key,
 			     const char *more_opts);
+
+/* A Confluent-compatible Schema Registry in this process (libmicrohttpd on
+ * 127.0.0.1:port; port 0: any free one), one per test: answers GET
+ * /schemas/ids/ID with the schema served for ID ({"schema": "..."}), 404
+ * otherwise. Returns the port. Stop it to make the registry unreachable;
+ * start it again on the same port to bring it back. */
+int srv_registry_start(int port);
+void srv_registry_serve(unsigned id, const char *schema);
+void srv_registry_stop(void);
 
 #endif

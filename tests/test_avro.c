@@ -3,7 +3,9 @@
  * by a registry in this process (libmicrohttpd on a loopback port): every
  * Avro type, Debezium's envelope, decimals, references resolved and
  * refused, the cache (one request per id, failures remembered briefly),
- * basic auth, and what is not a record of its schema. */
+ * basic auth, and what is not a record of its schema. Also decode.h, the
+ * decoder k2mc's threads use: Debezium events in Avro through the mapping
+ * (--cdc), its reasons, and a registry down as a wait, not a reason. */
 #include "workers/avro.h"
 
 #include <arpa/inet.h>
@@ -22,6 +24,7 @@
 
 #include "core/config.h"
 #include "servers.h"
+#include "workers/decode.h"
 #include "workers/mapping.h"
 
 /* ---- the registry ------------------------------------------------------------------ */
@@ -1085,4 +1088,139 @@ Test(avro, decode_with_a_parsed_schema)
 	cr_assert_eq(memcmp(json, PRIMS_JSON, jl), 0);
 	k2mc_avro_schema_free(s);
 	cr_assert_null(k2mc_avro_schema_parse("{\"type\":\"nope\"}", 15, err, sizeof(err)));
+}
+
+/* ---- decode.h: the formats as k2mc's threads decode them -------------------------------- */
+
+#define KEY_SCHEMA "{\"type\":\"record\",\"name\":\"Key\",\"namespace\":\"db.public.items\"," \
+                   "\"fields\":[{\"name\":\"id\",\"type\":\"int\"}]}"
+
+static size_t avro_key(uint32_t id, int v, char *buf, size_t cap)
+{
+	struct rec r;
+	rec_new(&r, KEY_SCHEMA);
+	avro_value_t f = field(&r.v, "id");
+	avro_value_set_int(&f, v);
+	size_t n = wire(&r, id, buf, cap);
+	rec_free(&r);
+	return n;
+}
+
+static void cdc_config(struct k2mc_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->key_template = "items:{keyjson:/id}";
+	c->value_template = "{value}";
+	c->key_prefix = "";
+	c->key_format = K2MC_FMT_AVRO;
+	c->value_format = K2MC_FMT_AVRO;
+	c->cdc = K2MC_CDC_DEBEZIUM;
+	c->schema_registry = url;
+}
+
+Test(avro, debezium_events_decoded_and_mapped)
+{
+	char kbuf[64], vbuf[1024], err[256];
+	struct k2mc_config c;
+	struct k2mc_arena *arena = k2mc_arena_new();
+	struct k2mc_mapped o;
+	int in_key;
+
+	serve_id(10, ENVELOPE, NULL);
+	serve_id(11, KEY_SCHEMA, NULL);
+	cdc_config(&c);
+	struct k2mc_decoder *d = k2mc_decoder_new(&c, err, sizeof(err));
+	cr_assert_not_null(d, "%s", err);
+	struct k2mc_decode_ctx *dc = k2mc_decode_ctx_new(d);
+	struct k2mc_mapping *m = k2mc_mapping_new(&c, err, sizeof(err));
+	cr_assert_not_null(dc);
+	cr_assert_not_null(m, "%s", err);
+	k2mc_mapping_set_decoder(m, d);
+	cr_expect(k2mc_decoder_key_avro(d) && k2mc_decoder_value_avro(d));
+	int rk, rv;
+	k2mc_mapping_key_reads(m, &rk, &rv);
+	cr_expect(rk && !rv, "the key template reads the key only");
+	cr_expect(k2mc_mapping_value_read(m), "--cdc reads the value");
+
+	/* an update: the key from the Avro key, the value the after image */
+	size_t kn = avro_key(11, 42, kbuf, sizeof(kbuf)), vn = envelope(10, vbuf, sizeof(vbuf));
+	struct k2mc_record r = {"items", 0, 1, -1, kbuf, kn, vbuf, vn, NULL};
+	cr_assert_eq(k2mc_decode_record(dc, &r, 1, 1, &in_key), 0, "%s", k2mc_decode_explain(dc));
+	cr_assert_eq(k2mc_mapping_map(m, &r, NULL, 0, arena, &o), K2MC_MAP_OK);
+	cr_expect_eq(o.op, K2MC_OP_SET);
+	cr_expect(o.key_len == 8 && memcmp(o.key, "items:42", 8) == 0, "%.*s", (int)o.key_len, o.key);
+	static const char after[] =
+	    "{\"id\":42,\"name\":\"new\",\"price\":1234.50,\"created\":1796083200123456}";
+	cr_expect(o.value_len == strlen(after) && memcmp(o.value, after, o.value_len) == 0,
+	          "%.*s", (int)o.value_len, (const char *)o.value);
+
+	/* the tombstone after a delete: the key decodes, the value is null */
+	struct k2mc_record t = {"items", 0, 2, -1, kbuf, kn, NULL, 0, NULL};
+	cr_assert_eq(k2mc_decode_record(dc, &t, 1, 1, &in_key), 0);
+	cr_expect_eq(k2mc_mapping_map(m, &t, NULL, 0, arena, &o), K2MC_MAP_OK);
+	cr_expect_eq(o.op, K2MC_OP_DELETE);
+
+	/* the reasons, and whose bytes they are about */
+	struct k2mc_record bad = {"items", 0, 3, -1, kbuf, kn, "\x01xyz", 4, NULL};
+	cr_expect_eq(k2mc_decode_record(dc, &bad, 1, 1, &in_key), K2MC_MAP_NOT_AVRO);
+	cr_expect_eq(in_key, 0);
+	bad = (struct k2mc_record){"items", 0, 4, -1, "\x00\x00\x00\x00\x63\x02", 6, vbuf, vn, NULL};
+	cr_expect_eq(k2mc_decode_record(dc, &bad, 1, 1, &in_key), K2MC_MAP_SCHEMA_UNAVAILABLE);
+	cr_expect_eq(in_key, 1);
+	cr_expect_neq(k2mc_decode_explain(dc)[0], '\0');
+	vbuf[vn - 1] ^= 0x7f; /* ts_ms's union index: out of range or a long cut short */
+	bad = (struct k2mc_record){"items", 0, 5, -1, kbuf, kn, vbuf, vn - 3, NULL};
+	cr_expect_eq(k2mc_decode_record(dc, &bad, 1, 1, &in_key), K2MC_MAP_AVRO_DECODE);
+	/* what is not read is not decoded: a key alone, a value alone */
+	bad = (struct k2mc_record){"items", 0, 6, -1, kbuf, kn, "\x01xyz", 4, NULL};
+	cr_expect_eq(k2mc_decode_record(dc, &bad, 1, 0, &in_key), 0);
+	cr_expect_eq(bad.value_len, 4, "the value is left as it is");
+
+	k2mc_mapping_free(m);
+	k2mc_decode_ctx_free(dc);
+	k2mc_decoder_free(d);
+	k2mc_arena_free(arena);
+}
+
+Test(avro, decoder_settings_and_a_registry_down)
+{
+	char err[256], kbuf[64];
+	struct k2mc_config c;
+	int in_key;
+
+	cdc_config(&c);
+	c.schema_registry = NULL;
+	cr_expect_null(k2mc_decoder_new(&c, err, sizeof(err)));
+	cr_expect_not_null(strstr(err, "needs --schema-registry"), "%s", err);
+	cdc_config(&c);
+	c.sr_props[c.nsr_props++] = "no.such.setting=1";
+	cr_expect_null(k2mc_decoder_new(&c, err, sizeof(err)));
+	cr_expect_not_null(strstr(err, "no.such.setting"), "%s", err);
+	cdc_config(&c);
+	c.sr_props[c.nsr_props++] = "request.timeout.ms=2000";
+	c.sr_props[c.nsr_props++] = "basic.auth.user.info=u:p";
+	struct k2mc_decoder *d = k2mc_decoder_new(&c, err, sizeof(err));
+	cr_assert_not_null(d, "%s", err);
+	struct k2mc_decode_ctx *dc = k2mc_decode_ctx_new(d);
+	cr_assert_not_null(dc);
+	/* nothing listens: the caller waits and asks again, nothing is invalid */
+	registry_stop();
+	size_t kn = avro_key(11, 1, kbuf, sizeof(kbuf));
+	struct k2mc_record r = {"items", 0, 1, -1, kbuf, kn, NULL, 0, NULL};
+	cr_expect_eq(k2mc_decode_record(dc, &r, 1, 1, &in_key), K2MC_DECODE_AGAIN);
+	cr_expect_eq(k2mc_decoder_waits(d), 0);
+	k2mc_decode_note_wait(d);
+	cr_expect_eq(k2mc_decoder_waits(d), 1);
+	k2mc_decode_ctx_free(dc);
+	k2mc_decoder_free(d);
+	/* raw and json decode nothing */
+	memset(&c, 0, sizeof(c));
+	d = k2mc_decoder_new(&c, err, sizeof(err));
+	cr_assert_not_null(d);
+	dc = k2mc_decode_ctx_new(d);
+	r = (struct k2mc_record){"t", 0, 1, -1, "k", 1, "\x01", 1, NULL};
+	cr_expect_eq(k2mc_decode_record(dc, &r, 1, 1, &in_key), 0);
+	cr_expect(r.key_len == 1 && r.value_len == 1);
+	k2mc_decode_ctx_free(dc);
+	k2mc_decoder_free(d);
 }

@@ -888,6 +888,12 @@ static const struct {
 	{ "flags", "7", { NULL } },
 	{ "flags-header", "F", { NULL } },
 	{ "on-tombstone", "invalidate:30", { NULL } },
+	{ "key-format", "json", { NULL } },
+	{ "value-format", "avro", { NULL } },
+	{ "cdc", "debezium", { NULL } },
+	{ "schema-registry", "http://127.0.0.1:1", { "--value-format", "avro" } },
+	{ "schema-registry-property", "request.timeout.ms=500",
+	  { "--value-format", "avro", "--schema-registry", "http://127.0.0.1:1" } },
 	{ "on-invalid", "hash", { NULL } },
 	{ "dlq-topic", "dead", { NULL } },
 	{ "refill", NULL, { NULL } },
@@ -1266,4 +1272,72 @@ Test(cfgfile, the_man_page_environment_is_the_table_s)
 	cr_expect_eq(entries, vars, "k2mc.1 ENVIRONMENT has %zu entries, the table %zu variables",
 		     entries, vars);
 	free(man);
+}
+
+/* Issue 26: the formats, --cdc, the registry and its client's settings:
+ * values, the checks between them, secrets masked in the dump and named in
+ * the -F warning. */
+Test(cfgfile, formats_cdc_and_the_schema_registry, .init = cr_redirect_stderr)
+{
+	struct k2mc_config c;
+	const char *path;
+	char *out, got[2048];
+
+	expect_ok(&c, ARGV("-b", "k:1", "-t", "dbz.public.customers", "--cdc", "debezium",
+			   "--key-format", "json", "--value-format", "json", "--key",
+			   "customers:{keyjson:/id}"));
+	cr_expect_eq(c.cdc, K2MC_CDC_DEBEZIUM);
+	cr_expect_eq(c.key_format, K2MC_FMT_JSON);
+	cr_expect_eq(c.value_format, K2MC_FMT_JSON);
+	cr_expect_str_eq(k2mc_cdc_name(c.cdc), "debezium");
+	k2mc_config_free(&c);
+	expect_ok(&c, ARGV("-b", "k:1", "-t", "t"));
+	cr_expect_eq(c.cdc, K2MC_CDC_NONE, "off by default");
+	cr_expect_eq(c.key_format, K2MC_FMT_RAW);
+	cr_expect_eq(c.value_format, K2MC_FMT_RAW);
+	k2mc_config_free(&c);
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--cdc", "maxwell"), "--cdc", "debezium");
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--value-format", "protobuf"), "--value-format",
+		     "avro");
+	/* a registry nothing reads through, properties with no registry */
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--schema-registry", "http://r"),
+		     "--schema-registry", "avro");
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--schema-registry-property", "a=b"),
+		     "--schema-registry-property", "--schema-registry");
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--value-format", "avro", "--schema-registry",
+			  "http://r", "--schema-registry-property", "novalue"),
+		     "--schema-registry-property", "NAME=VALUE");
+	expect_usage(ARGV("-b", "k:1", "-t", "t", "--value-format", "avro", "--schema-registry",
+			  "http://r", "--refill"),
+		     "--refill", "Avro");
+	/* secrets masked, each name once with the value that wins */
+	expect_ok(&c, ARGV("-b", "k:1", "-t", "t", "--key-format", "avro", "--value-format", "avro",
+			   "--schema-registry", "https://r:8081",
+			   "--schema-registry-property", "basic.auth.user.info=u:first",
+			   "--schema-registry-property", "ssl.key.password=kp-secret",
+			   "--schema-registry-property", "request.timeout.ms=500",
+			   "--schema-registry-property", "basic.auth.user.info=u:pw-secret"));
+	out = dump(&c);
+	cr_expect_null(strstr(out, "-secret"), "a secret is printed:\n%s", out);
+	cr_expect_null(strstr(out, "first"), "a secret is printed:\n%s", out);
+	cr_expect_not_null(strstr(out, "\nschema-registry-property=basic.auth.user.info=********\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "\nschema-registry-property=ssl.key.password=********\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "\nschema-registry-property=request.timeout.ms=500\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "\nschema-registry=https://r:8081\n"), "%s", out);
+	cr_expect_eq(c.nsr_props, 4, "all kept, in order: the client applies them so");
+	free(out);
+	k2mc_config_free(&c);
+	/* a -F file holding the user info, readable by others: warned about */
+	path = config_file("brokers=k:1\ntopic=t\nvalue-format=avro\nschema-registry=http://r\n"
+			   "schema-registry-property=basic.auth.user.info=u:p\n"
+			   "schema-registry-property=request.timeout.ms=5\n");
+	cr_assert_eq(chmod(path, 0644), 0);
+	expect_ok(&c, ARGV("-F", (char *)path));
+	k2mc_config_free(&c);
+	cr_expect_not_null(strstr(stderr_text(got, sizeof(got)),
+				  "holds secrets (schema-registry-property basic.auth.user.info)"),
+			   "%s", got);
 }

@@ -1328,6 +1328,21 @@ Test(config, check_config_stops_where_the_start_stops)
 	cr_expect_not_null(strstr(line, "consumer, dead letter producer, refill"), "%s", line);
 }
 
+/* Issue 26: the registry client's settings and avro without a registry are
+ * judged by the start and --check-config alike, a secret not shown. */
+Test(config, check_config_stops_on_registry_settings)
+{
+	same_stop(START("--value-format", "avro"), "needs --schema-registry", NULL);
+	same_stop(START("--value-format", "avro", "--schema-registry", "http://127.0.0.1:1",
+			"--schema-registry-property", "no.such.setting=1"),
+		  "no.such.setting", NULL);
+	same_stop(START("--key-format", "avro", "--schema-registry", "http://127.0.0.1:1",
+			"--schema-registry-property", "request.timeout.ms=soon"),
+		  "request.timeout.ms", NULL);
+	same_stop(START("--value-format", "avro", "--schema-registry", "ftp://127.0.0.1:1"),
+		  "ftp://", NULL);
+}
+
 Test(config, every_client_configuration_has_the_x_properties)
 {
 	struct k2mc_config c;

@@ -158,7 +158,9 @@ Test(mapping, reason_names)
 {
 	static const char *const want[] = { "ok",          "missing_key",     "key_too_long",
 					    "key_bad_bytes", "value_too_large", "missing_field",
-					    "not_json",    "bad_ttl",         "bad_flags" };
+					    "not_json",    "bad_ttl",         "bad_flags",
+					    "not_avro",    "schema_unavailable", "avro_decode",
+					    "not_cdc" };
 
 	cr_assert_eq(sizeof(want) / sizeof(want[0]), K2MC_MAP_NREASONS);
 	for (int r = 0; r < K2MC_MAP_NREASONS; r++)
@@ -1098,4 +1100,278 @@ Test(mapping, prepared_keys_match)
 	same_either_way("k", "{\"a\":\"x\",\"b\":[ 1 ]}");
 	compile("const", NULL);
 	same_either_way(NULL, "v");
+}
+
+/* ---- record keys as JSON: {keyjson:} (issue 26) ------------------------------------*/
+
+Test(mapping, keyjson_points_into_the_record_key)
+{
+	struct k2mc_mapped o;
+	char why[256];
+	struct k2mc_record r;
+
+	compile("customers:{keyjson:/id}", NULL);
+	cr_expect(!k2mc_mapping_routes_by_record_key(map), "the consumer must produce the key");
+	o = map_kv("{\"id\": 42}", "v", K2MC_MAP_OK);
+	expect_key(&o, "customers:42");
+	expect_value(&o, "v");
+	o = map_kv("{\"id\":\"a~b\",\"x\":1}", "v", K2MC_MAP_OK);
+	expect_key(&o, "customers:a~b");
+	/* the same rules as {json:}: a string unescaped, others compact */
+	compile("c:{keyjson:/id}:{keyjson:/o}", NULL);
+	o = map_kv("{\"id\":\"\\u0041\",\"o\":{ \"a\" : [1, 2] }}", "v", K2MC_MAP_OK);
+	expect_key(&o, "c:A:{\"a\":[1,2]}");
+	/* the whole key, and what is not there */
+	compile("{keyjson:}", "{value}");
+	o = map_kv("[1, 2]", "v", K2MC_MAP_OK);
+	expect_key(&o, "[1,2]");
+	compile("customers:{keyjson:/id}", NULL);
+	o = map_kv("{\"other\":1}", "v", K2MC_MAP_MISSING_FIELD);
+	cr_expect_eq(o.key_len, 0);
+	o = map_kv(NULL, "v", K2MC_KEY_MISSING);
+	/* a key that is not JSON: said to be the key, with its offset */
+	o = map_kv("{\"id\":", "v", K2MC_MAP_NOT_JSON);
+	cr_expect(o.in_key);
+	r = rec_kv("{\"id\":", "v");
+	k2mc_mapping_explain(map, &r, &o, K2MC_MAP_NOT_JSON, why, sizeof(why));
+	cr_expect_str_eq(why, "the record key (6 bytes) is not JSON: error at byte 6");
+	/* a value that is not JSON does not matter to a key template that
+	 * reads only the key */
+	o = map_kv("{\"id\":7}", "not json", K2MC_MAP_OK);
+	expect_key(&o, "customers:7");
+}
+
+/* Kafka Connect's JsonConverter with schemas.enable=true */
+#define KEY_ENV(id) "{\"schema\":{\"type\":\"struct\",\"fields\":[{\"type\":\"int32\",\"field\":\"id\"}]}," \
+		    "\"payload\":{\"id\":" id "}}"
+
+Test(mapping, json_envelopes_are_read_as_their_payload)
+{
+	struct k2mc_mapped o;
+
+	cfg.key_format = K2MC_FMT_JSON;
+	cfg.value_format = K2MC_FMT_JSON;
+	compile("c:{keyjson:/id}", "{json:/name}");
+	o = map_kv(KEY_ENV("42"), "{\"schema\":{\"type\":\"struct\"},\"payload\":{\"name\":\"Ada\"}}",
+		   K2MC_MAP_OK);
+	expect_key(&o, "c:42");
+	expect_value(&o, "Ada");
+	/* without an envelope the document is the whole text */
+	o = map_kv("{\"id\":43}", "{\"name\":\"Bo\"}", K2MC_MAP_OK);
+	expect_key(&o, "c:43");
+	expect_value(&o, "Bo");
+	/* {value} is the payload, compact; a bare document as it is */
+	compile("c:{keyjson:/id}", "{value}");
+	o = map_kv(KEY_ENV("1"), "{\"schema\":{},\"payload\":{ \"name\" : \"Ada\" }}", K2MC_MAP_OK);
+	expect_value(&o, "{\"name\":\"Ada\"}");
+	o = map_kv(KEY_ENV("1"), "{ \"name\" : \"Ada\" }", K2MC_MAP_OK);
+	expect_value(&o, "{ \"name\" : \"Ada\" }");
+	/* "schema" that is not an object: no envelope */
+	o = map_kv(KEY_ENV("1"), "{\"schema\":1,\"payload\":2}", K2MC_MAP_OK);
+	expect_value(&o, "{\"schema\":1,\"payload\":2}");
+	o = map_kv(KEY_ENV("1"), "{\"name\":", K2MC_MAP_NOT_JSON);
+	/* raw (the default) does not unwrap: the bytes mean what they say */
+	cfg.key_format = K2MC_FMT_RAW;
+	cfg.value_format = K2MC_FMT_RAW;
+	compile("c:{keyjson:/id}", "{value}");
+	o = map_kv(KEY_ENV("1"), "v", K2MC_MAP_MISSING_FIELD);
+	compile("c:{keyjson:/payload/id}", "{value}");
+	o = map_kv(KEY_ENV("5"), "v", K2MC_MAP_OK);
+	expect_key(&o, "c:5");
+	expect_value(&o, "v");
+}
+
+Test(mapping, avro_keys_are_not_routed_by_their_bytes)
+{
+	cfg.key_format = K2MC_FMT_AVRO;
+	compile("{key}", NULL);
+	cr_expect(!k2mc_mapping_routes_by_record_key(map));
+	cr_expect(!k2mc_mapping_is_default(map));
+	cfg.key_format = K2MC_FMT_JSON;
+	compile("{key}", NULL);
+	cr_expect(k2mc_mapping_routes_by_record_key(map));
+}
+
+/* ---- Debezium change events: --cdc (issue 26) --------------------------------------*/
+
+#define ROW42 "{\"id\":42,\"name\":\"Ada\",\"email\":\"ada@example.com\"}"
+#define ROW42B "{\"id\":42,\"name\":\"Ada L\",\"email\":\"ada@example.com\"}"
+#define SOURCE "\"source\":{\"version\":\"3.6.1.Final\",\"connector\":\"postgresql\",\"lsn\":123}"
+#define EVENT(op, before, after) \
+	"{\"before\":" before ",\"after\":" after "," SOURCE ",\"op\":\"" op "\",\"ts_ms\":1}"
+/* the same with schemas.enable=true (schema shortened: k2mc reads payload) */
+#define ENVELOPED(ev) "{\"schema\":{\"type\":\"struct\",\"name\":\"dbz.public.customers.Envelope\"}," \
+		      "\"payload\":" ev "}"
+#define DBZ_KEY "{\"id\":42}"
+
+struct cdc_case {
+	const char *value;
+	int reason;
+	enum k2mc_map_op op;
+	const char *written; /* SET: the value */
+};
+
+static void expect_events(const struct cdc_case *cases, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct k2mc_mapped o = map_kv(key, cases[i].value, cases[i].reason);
+
+		if (cases[i].reason != K2MC_MAP_OK)
+			continue;
+		cr_expect_eq(o.op, cases[i].op, "%s: op %d, expected %d", cases[i].value
+			     ? cases[i].value : "(tombstone)", o.op, cases[i].op);
+		if (o.op != K2MC_OP_NONE)
+			expect_key(&o, "customers:42");
+		cr_expect_eq(o.truncate, o.op == K2MC_OP_NONE);
+		if (cases[i].written != NULL)
+			expect_value(&o, cases[i].written);
+	}
+}
+
+static const struct cdc_case DEBEZIUM[] = {
+	{ EVENT("r", "null", ROW42), K2MC_MAP_OK, K2MC_OP_SET, ROW42 },
+	{ EVENT("c", "null", ROW42), K2MC_MAP_OK, K2MC_OP_SET, ROW42 },
+	{ EVENT("u", ROW42, ROW42B), K2MC_MAP_OK, K2MC_OP_SET, ROW42B },
+	{ EVENT("d", ROW42B, "null"), K2MC_MAP_OK, K2MC_OP_DELETE, NULL },
+	{ NULL, K2MC_MAP_OK, K2MC_OP_DELETE, NULL }, /* the tombstone after a delete */
+	{ EVENT("d", "null", "null"), K2MC_MAP_OK, K2MC_OP_DELETE, NULL }, /* no before image */
+	{ EVENT("t", "null", "null"), K2MC_MAP_OK, K2MC_OP_NONE, NULL },
+	{ EVENT("m", "null", "null"), K2MC_MAP_NOT_CDC, 0, NULL }, /* a logical message */
+	{ EVENT("c", "null", "null"), K2MC_MAP_NOT_CDC, 0, NULL }, /* c without a row */
+	{ EVENT("cc", "null", ROW42), K2MC_MAP_NOT_CDC, 0, NULL },
+	{ "{\"after\":" ROW42 "}", K2MC_MAP_NOT_CDC, 0, NULL },       /* no op */
+	{ "{\"op\":1,\"after\":" ROW42 "}", K2MC_MAP_NOT_CDC, 0, NULL }, /* op not a string */
+	{ ROW42, K2MC_MAP_NOT_CDC, 0, NULL },                          /* a bare row */
+	{ "[1,2]", K2MC_MAP_NOT_CDC, 0, NULL },
+	{ "{\"op\":\"c\",", K2MC_MAP_NOT_JSON, 0, NULL },
+};
+#define NCASES (sizeof(DEBEZIUM) / sizeof(DEBEZIUM[0]))
+
+Test(mapping, debezium_events_with_and_without_schemas)
+{
+	struct cdc_case env[NCASES];
+	char buf[NCASES][512];
+
+	cfg.cdc = K2MC_CDC_DEBEZIUM;
+	cfg.key_format = K2MC_FMT_JSON;
+	cfg.value_format = K2MC_FMT_JSON;
+	compile("customers:{keyjson:/id}", NULL);
+	expect_events(DEBEZIUM, NCASES, DBZ_KEY);
+	/* schemas.enable=true: key and value in envelopes */
+	for (size_t i = 0; i < NCASES; i++) {
+		env[i] = DEBEZIUM[i];
+		if (env[i].value != NULL && env[i].reason != K2MC_MAP_NOT_JSON) {
+			snprintf(buf[i], sizeof(buf[i]), ENVELOPED("%s"), env[i].value);
+			env[i].value = buf[i];
+		}
+	}
+	expect_events(env, NCASES, KEY_ENV("42"));
+	/* raw formats under --cdc read the same (JSON, envelopes unwrapped) */
+	cfg.key_format = K2MC_FMT_RAW;
+	cfg.value_format = K2MC_FMT_RAW;
+	compile("customers:{keyjson:/id}", NULL);
+	expect_events(env, NCASES, KEY_ENV("42"));
+	expect_events(DEBEZIUM, NCASES, DBZ_KEY);
+}
+
+Test(mapping, debezium_templates_read_the_row)
+{
+	struct k2mc_mapped o;
+	struct k2mc_record r;
+	char why[256];
+
+	cfg.cdc = K2MC_CDC_DEBEZIUM;
+	/* {json:} points into after, or before for d; the key may come from
+	 * the row too */
+	compile("customers:{json:/id}", "{json:/name}|{json:/email}");
+	o = map_kv(NULL, EVENT("u", ROW42, ROW42B), K2MC_MAP_OK);
+	expect_key(&o, "customers:42");
+	expect_value(&o, "Ada L|ada@example.com");
+	o = map_kv(NULL, EVENT("d", ROW42, "null"), K2MC_MAP_OK);
+	expect_key(&o, "customers:42");
+	cr_expect_eq(o.op, K2MC_OP_DELETE);
+	/* a delete without a before image names no row: no key from it */
+	o = map_kv(NULL, EVENT("d", "null", "null"), K2MC_MAP_MISSING_FIELD);
+	/* not a change event: said so */
+	o = map_kv(NULL, ROW42, K2MC_MAP_NOT_CDC);
+	r = rec_kv(NULL, ROW42);
+	k2mc_mapping_explain(map, &r, &o, K2MC_MAP_NOT_CDC, why, sizeof(why));
+	cr_expect_not_null(strstr(why, "not a Debezium change event"), "%s", why);
+	/* a field missing from the row */
+	compile("customers:{keyjson:/id}", "{json:/phone}");
+	o = map_kv(DBZ_KEY, EVENT("c", "null", ROW42), K2MC_MAP_MISSING_FIELD);
+	cr_expect_eq(o.key_len, strlen("customers:42"), "the key is known: skip deletes it");
+	/* {value} is the row, compact */
+	compile("customers:{keyjson:/id}", "{value}");
+	o = map_kv(DBZ_KEY, EVENT("c", "null", "{ \"id\" : 42 }"), K2MC_MAP_OK);
+	expect_value(&o, "{\"id\":42}");
+	/* a truncate has no key, and is no invalid record */
+	o = map_kv(NULL, EVENT("t", "null", "null"), K2MC_MAP_OK);
+	cr_expect_eq(o.op, K2MC_OP_NONE);
+	cr_expect(o.truncate);
+}
+
+Test(mapping, debezium_invalidate_deletes_every_change)
+{
+	static const struct cdc_case cases[] = {
+		{ EVENT("r", "null", ROW42), K2MC_MAP_OK, K2MC_OP_DELETE, NULL },
+		{ EVENT("c", "null", ROW42), K2MC_MAP_OK, K2MC_OP_DELETE, NULL },
+		{ EVENT("u", ROW42, ROW42B), K2MC_MAP_OK, K2MC_OP_DELETE, NULL },
+		{ EVENT("d", ROW42B, "null"), K2MC_MAP_OK, K2MC_OP_DELETE, NULL },
+		{ NULL, K2MC_MAP_OK, K2MC_OP_DELETE, NULL },
+		{ EVENT("t", "null", "null"), K2MC_MAP_OK, K2MC_OP_NONE, NULL },
+		{ ROW42, K2MC_MAP_NOT_CDC, 0, NULL },
+	};
+
+	cfg.cdc = K2MC_CDC_DEBEZIUM_INVALIDATE;
+	cfg.key_format = K2MC_FMT_JSON;
+	cfg.value_format = K2MC_FMT_JSON;
+	compile("customers:{keyjson:/id}", NULL);
+	expect_events(cases, sizeof(cases) / sizeof(cases[0]), DBZ_KEY);
+}
+
+Test(mapping, debezium_prepared_keys_match)
+{
+	cfg.cdc = K2MC_CDC_DEBEZIUM;
+	cfg.key_format = K2MC_FMT_JSON;
+	cfg.value_format = K2MC_FMT_JSON;
+	compile("customers:{keyjson:/id}", NULL);
+	for (size_t i = 0; i < NCASES; i++)
+		same_either_way(DBZ_KEY, DEBEZIUM[i].value);
+	same_either_way("{\"id\":", EVENT("c", "null", ROW42));
+	same_either_way(NULL, EVENT("t", "null", "null"));
+	compile("customers:{json:/id}", "{json:/name}");
+	for (size_t i = 0; i < NCASES; i++)
+		same_either_way(DBZ_KEY, DEBEZIUM[i].value);
+}
+
+Test(mapping, refused_records_carry_their_reason)
+{
+	rd_kafka_message_t *m = message("k", "v");
+	struct k2mc_record r = rec_kv("\x01\x02", "\x00\x00\x00\x00\x07xyz");
+	struct k2mc_prepared *p;
+	struct k2mc_mapped o;
+	uint64_t route;
+	char why[256];
+
+	cfg.key_format = K2MC_FMT_AVRO;
+	compile("c:{keyjson:/id}", NULL);
+	p = k2mc_mapping_prepare_refused(map, m, K2MC_MAP_NOT_AVRO, 1, &route);
+	cr_assert_not_null(p);
+	cr_expect_eq(route, UINT64_MAX);
+	cr_expect_eq(k2mc_mapping_map(map, &r, p, NOW_MS, arena, &o), K2MC_MAP_NOT_AVRO);
+	cr_expect_eq(o.key_len, 0);
+	cr_expect(o.in_key);
+	r.key_len = 2;
+	k2mc_mapping_explain(map, &r, &o, K2MC_MAP_NOT_AVRO, why, sizeof(why));
+	cr_expect_not_null(strstr(why, "record key (2 bytes) is not Avro"), "%s", why);
+	o.in_key = 0;
+	r.value_len = 8;
+	k2mc_mapping_explain(map, &r, &o, K2MC_MAP_AVRO_DECODE, why, sizeof(why));
+	cr_expect_not_null(strstr(why, "value (8 bytes, schema id 7)"), "%s", why);
+	/* the value's decode reasons still name a valid key: skip deletes it */
+	cr_expect(k2mc_map_invalidates(K2MC_MAP_AVRO_DECODE));
+	cr_expect(k2mc_map_invalidates(K2MC_MAP_NOT_CDC));
+	k2mc_prepared_free(p);
+	free(m);
 }

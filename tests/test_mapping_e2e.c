@@ -8,7 +8,15 @@
  * counted as expired) and one that lives past 30 days; every new invalid
  * reason (missing_field, not_json, bad_ttl, bad_flags) under skip, hash, dlq
  * and fail; --on-tombstone ignore; invalidate (meta: the item stale, X/W).
- * Not about the template syntax (test_mapping.c) nor speed. */
+ * Debezium change events (issue 26, --cdc): a table's snapshot, updates,
+ * deletes with their tombstones, a delete then a re-insert, a truncate and a
+ * record that is no change event, JSON with and without schemas.enable
+ * envelopes mixed, over 4 writers: the cache equals the table; and the
+ * invalidate mode. The same in Avro through a Schema Registry of this process
+ * (servers.c), with records that are not Avro or whose schema it lacks, and a
+ * registry that is down when k2mc starts (the consumer waits for a key, the
+ * writer for a value; nothing is invalid, nothing lost). Not about the
+ * template syntax (test_mapping.c) nor speed. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -24,6 +32,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "servers.h"
 #include "world.h"
 
 #define TOPIC "src"
@@ -70,6 +79,9 @@ struct rec {
 	const char *h[4]; /* name, value, name, value; NULL-ended */
 };
 
+/* key_len / val_len of binary records (Avro); 0: strlen */
+static size_t bin_klen[256], bin_vlen[256];
+
 static void produce(const struct rec *recs, int n)
 {
 	/* idempotent: offsets are the records' indices */
@@ -86,8 +98,13 @@ static void produce(const struct rec *recs, int n)
 				rd_kafka_header_add(h, r->h[k], -1, r->h[k + 1], -1);
 		}
 		err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(W.topic), RD_KAFKA_V_PARTITION(0),
-					RD_KAFKA_V_KEY(r->key, r->key ? strlen(r->key) : 0),
-					RD_KAFKA_V_VALUE((void *)r->val, r->val ? strlen(r->val) : 0),
+					RD_KAFKA_V_KEY(r->key, !r->key	      ? 0
+							       : i < 256 && bin_klen[i] ? bin_klen[i]
+										 : strlen(r->key)),
+					RD_KAFKA_V_VALUE((void *)r->val,
+							 !r->val ? 0
+							 : i < 256 && bin_vlen[i] ? bin_vlen[i]
+										  : strlen(r->val)),
 					RD_KAFKA_V_TIMESTAMP(r->ts_ms ? r->ts_ms : wall_ms()),
 					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 					RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
@@ -804,4 +821,390 @@ Test(mapping_e2e, tombstones_invalidate_on_meta)
 	cr_expect(it.ttl > 0 && it.ttl <= 30, "TTL %lld", (long long)it.ttl);
 	expect_absent("never-cached");
 	cr_expect_eq(final_stat(NULL, "deleted"), 2);
+}
+
+/* ---- Debezium change events (issue 26) ---------------------------------------------*/
+
+#define ROWS 30
+/* The customers table as the events leave it: rows[id] its current row (the
+ * compact JSON k2mc must hold), "" once deleted. */
+struct table {
+	char rows[ROWS][128];
+	struct rec recs[ROWS * 6];
+	char keys[ROWS * 6][128], vals[ROWS * 6][512];
+	int n;
+};
+
+/* One change event of id: op with before and after images (NULL: null),
+ * schemas.enable envelopes around key and value when env. */
+static void event(struct table *t, int id, char op, const char *before, const char *after,
+		  int env)
+{
+	struct rec *r = &t->recs[t->n];
+	char ev[400];
+
+	snprintf(ev, sizeof(ev),
+		 "{\"before\": %s, \"after\": %s, \"source\": {\"connector\": \"postgresql\", "
+		 "\"table\": \"customers\"}, \"op\": \"%c\", \"ts_ms\": 1}",
+		 before ? before : "null", after ? after : "null", op);
+	if (env) {
+		snprintf(t->keys[t->n], sizeof(t->keys[t->n]),
+			 "{\"schema\":{\"type\":\"struct\",\"fields\":[{\"type\":\"int32\","
+			 "\"field\":\"id\"}]},\"payload\":{\"id\":%d}}", id);
+		snprintf(t->vals[t->n], sizeof(t->vals[t->n]),
+			 "{\"schema\":{\"type\":\"struct\",\"name\":\"Envelope\"},\"payload\":%s}",
+			 ev);
+	} else {
+		snprintf(t->keys[t->n], sizeof(t->keys[t->n]), "{\"id\":%d}", id);
+		snprintf(t->vals[t->n], sizeof(t->vals[t->n]), "%s", ev);
+	}
+	r->key = id < 0 ? NULL : t->keys[t->n];
+	r->val = t->vals[t->n];
+	t->n++;
+}
+
+static void tombstone(struct table *t, int id)
+{
+	snprintf(t->keys[t->n], sizeof(t->keys[t->n]), "{\"id\":%d}", id);
+	t->recs[t->n].key = t->keys[t->n];
+	t->recs[t->n].val = NULL;
+	t->n++;
+}
+
+/* The row of id at version v, as PostgreSQL's connector would write it
+ * (spaced: k2mc stores it compact) into buf, and compact into the table. */
+static const char *row(struct table *t, int id, int v, char *buf, size_t len)
+{
+	snprintf(buf, len, "{\"id\": %d, \"name\": \"customer %d\", \"v\": %d}", id, id, v);
+	snprintf(t->rows[id], sizeof(t->rows[id]), "{\"id\":%d,\"name\":\"customer %d\",\"v\":%d}",
+		 id, id, v);
+	return buf;
+}
+
+/* The history of the table: a snapshot (r), two updates of every third
+ * row, deletes with their tombstones, a delete then a re-insert of the
+ * same id, a truncate (no key), a record that is no change event. */
+static void history(struct table *t)
+{
+	char b[128], a[128];
+
+	memset(t, 0, sizeof(*t));
+	for (int id = 0; id < ROWS; id++)
+		event(t, id, 'r', NULL, row(t, id, 0, a, sizeof(a)), id % 2);
+	for (int id = 0; id < ROWS; id += 3) {
+		snprintf(b, sizeof(b), "%s", t->rows[id]);
+		event(t, id, 'u', b, row(t, id, 1, a, sizeof(a)), id % 4 == 0);
+		snprintf(b, sizeof(b), "%s", t->rows[id]);
+		event(t, id, 'u', b, row(t, id, 2, a, sizeof(a)), id % 4 != 0);
+	}
+	for (int id = 1; id < ROWS; id += 5) {
+		event(t, id, 'd', t->rows[id], NULL, id % 2);
+		tombstone(t, id);
+		t->rows[id][0] = '\0';
+	}
+	/* deleted, then inserted again with the same id */
+	event(t, 7, 'd', t->rows[7], NULL, 0);
+	tombstone(t, 7);
+	event(t, 7, 'c', NULL, row(t, 7, 7, a, sizeof(a)), 1);
+	event(t, -1, 't', NULL, NULL, 0);
+	/* no op: not a change event; its key (id 8) is deleted in its place */
+	snprintf(t->keys[t->n], sizeof(t->keys[t->n]), "{\"id\":8}");
+	t->recs[t->n].key = t->keys[t->n];
+	t->recs[t->n].val = "{\"after\": {\"id\": 8}}";
+	t->n++;
+	t->rows[8][0] = '\0';
+}
+
+/* customers:0 .. customers:n-1 = value: what an older run left */
+static void preset_rows(int n, const char *value)
+{
+	for (int id = 0; id < n; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		mc_set(key, value);
+	}
+}
+
+Test(mapping_e2e, debezium_events_keep_the_cache_equal_to_the_table)
+{
+	static const char *const extra[] = { "--cdc", "debezium", "--key-format", "json",
+					     "--value-format", "json", "--key",
+					     "customers:{keyjson:/id}", NULL };
+	static struct table t;
+	struct h_proc k;
+
+	history(&t);
+	start_world();
+	/* what an older run left: the deleted rows must not survive */
+	preset_rows(ROWS, "stale");
+	produce(t.recs, t.n);
+	cr_assert_eq(run_k2mc(&k, "cdc", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	for (int id = 0; id < ROWS; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		if (t.rows[id][0] != '\0')
+			expect_item(key, t.rows[id], 0, -1, -1);
+		else
+			expect_absent(key);
+	}
+	cr_expect_eq(final_stat(NULL, "truncates"), 1);
+	cr_expect_eq(final_stat("\"skipped_by\"", "not_cdc"), 1);
+	cr_expect_eq(final_stat(NULL, "invalidated"), 1);
+	cr_expect_eq(final_stat(NULL, "skipped"), 1);
+	cr_expect_eq(final_stat(NULL, "ignored"), 0, "a truncate is not an ignored tombstone");
+	cr_expect_not_null(strstr(h_file_read(k.err_path, NULL), "a truncate event (op t)"),
+			   "the truncate is not logged:\n%s", tail_of(k.err_path));
+}
+
+Test(mapping_e2e, debezium_invalidate_deletes_every_changed_key)
+{
+	static const char *const extra[] = { "--cdc", "debezium-invalidate", "--key-format",
+					     "json", "--value-format", "json", "--key",
+					     "customers:{keyjson:/id}", NULL };
+	static struct table t;
+	struct h_proc k;
+
+	history(&t);
+	start_world();
+	preset_rows(ROWS + 2, "cached");
+	produce(t.recs, t.n);
+	cr_assert_eq(run_k2mc(&k, "cdc-inv", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	/* every row had a change: readers refill from the database */
+	for (int id = 0; id < ROWS; id++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		expect_absent(key);
+	}
+	/* rows without a change keep what they had */
+	expect_item("customers:30", "cached", 0, -1, -1);
+	expect_item("customers:31", "cached", 0, -1, -1);
+	cr_expect_eq(final_stat(NULL, "written"), 0);
+	cr_expect_eq(final_stat(NULL, "truncates"), 1);
+}
+
+/* ---- the same in Avro, through a Schema Registry ------------------------------------*/
+
+#define KEY_ID 1
+#define ENV_ID 2
+static const char KEY_SCHEMA[] =
+	"{\"type\":\"record\",\"name\":\"Key\",\"namespace\":\"db.public.customers\","
+	"\"fields\":[{\"name\":\"id\",\"type\":\"int\"}]}";
+static const char ENV_SCHEMA[] =
+	"{\"type\":\"record\",\"name\":\"Envelope\",\"namespace\":\"db.public.customers\","
+	"\"fields\":[{\"name\":\"before\",\"type\":[\"null\",{\"type\":\"record\",\"name\":"
+	"\"Value\",\"fields\":[{\"name\":\"id\",\"type\":\"int\"},{\"name\":\"name\","
+	"\"type\":\"string\"}]}]},{\"name\":\"after\",\"type\":[\"null\",\"Value\"]},"
+	"{\"name\":\"op\",\"type\":\"string\"}]}";
+
+/* Avro binary, by hand: a zigzag varint, a string */
+static size_t put_long(char *p, int64_t v)
+{
+	uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	size_t n = 0;
+
+	do {
+		p[n++] = (char)((z & 0x7f) | (z > 0x7f ? 0x80 : 0));
+		z >>= 7;
+	} while (z != 0);
+	return n;
+}
+
+static size_t put_string(char *p, const char *s)
+{
+	size_t n = put_long(p, (int64_t)strlen(s));
+
+	memcpy(p + n, s, strlen(s));
+	return n + strlen(s);
+}
+
+static size_t wire_header(char *p, uint32_t id)
+{
+	p[0] = 0;
+	p[1] = (char)(id >> 24);
+	p[2] = (char)(id >> 16);
+	p[3] = (char)(id >> 8);
+	p[4] = (char)id;
+	return 5;
+}
+
+/* a row image: the union branch, then id and name (NULL: the null branch) */
+static size_t put_row(char *p, int id, const char *name)
+{
+	size_t n;
+
+	if (name == NULL)
+		return put_long(p, 0);
+	n = put_long(p, 1);
+	n += put_long(p + n, id);
+	return n + put_string(p + n, name);
+}
+
+struct avro_events {
+	struct rec recs[64];
+	char keys[64][16], vals[64][128];
+	int n;
+};
+
+static void avro_event(struct avro_events *e, int id, char op, const char *before,
+		       const char *after)
+{
+	char opstr[2] = { op, 0 };
+	size_t k = wire_header(e->keys[e->n], KEY_ID), v = wire_header(e->vals[e->n], ENV_ID);
+
+	k += put_long(e->keys[e->n] + k, id);
+	v += put_row(e->vals[e->n] + v, id, before);
+	v += put_row(e->vals[e->n] + v, id, after);
+	v += put_string(e->vals[e->n] + v, opstr);
+	e->recs[e->n] = (struct rec){ e->keys[e->n], e->vals[e->n], 0, { NULL } };
+	bin_klen[e->n] = k;
+	bin_vlen[e->n] = v;
+	e->n++;
+}
+
+static void avro_raw(struct avro_events *e, int id, const char *val, size_t vlen)
+{
+	size_t k = wire_header(e->keys[e->n], KEY_ID);
+
+	k += put_long(e->keys[e->n] + k, id);
+	memcpy(e->vals[e->n], val, vlen);
+	e->recs[e->n] = (struct rec){ e->keys[e->n], vlen ? e->vals[e->n] : NULL, 0, { NULL } };
+	bin_klen[e->n] = k;
+	bin_vlen[e->n] = vlen;
+	e->n++;
+}
+
+/* ids 0..9 inserted, 0..4 updated, 5 deleted (with its tombstone), 6
+ * deleted and inserted again; then a value that is not Avro (id 7) and one
+ * whose schema the registry lacks (id 8): their keys are deleted in their
+ * place. */
+static void avro_history(struct avro_events *e)
+{
+	char name[32];
+
+	memset(e, 0, sizeof(*e));
+	memset(bin_klen, 0, sizeof(bin_klen));
+	memset(bin_vlen, 0, sizeof(bin_vlen));
+	for (int id = 0; id < 10; id++) {
+		snprintf(name, sizeof(name), "c%d", id);
+		avro_event(e, id, 'r', NULL, name);
+	}
+	for (int id = 0; id < 5; id++) {
+		snprintf(name, sizeof(name), "c%d v2", id);
+		avro_event(e, id, 'u', "old", name);
+	}
+	avro_event(e, 5, 'd', "c5", NULL);
+	avro_raw(e, 5, NULL, 0);
+	avro_event(e, 6, 'd', "c6", NULL);
+	avro_raw(e, 6, NULL, 0);
+	avro_event(e, 6, 'c', NULL, "c6 again");
+	avro_raw(e, 7, "{\"json\":1}", 10);
+	avro_raw(e, 8, "\0\0\0\0\x63\x02", 6);
+}
+
+static void expect_avro_table(void)
+{
+	for (int id = 0; id < 10; id++) {
+		char key[32], want[64];
+
+		snprintf(key, sizeof(key), "customers:%d", id);
+		if (id == 5 || id == 7 || id == 8) {
+			expect_absent(key);
+			continue;
+		}
+		snprintf(want, sizeof(want), "{\"id\":%d,\"name\":\"c%d%s\"}", id, id,
+			 id < 5 ? " v2" : id == 6 ? " again" : "");
+		expect_item(key, want, 0, -1, -1);
+	}
+}
+
+Test(mapping_e2e, debezium_avro_through_a_schema_registry)
+{
+	static struct avro_events e;
+	char url[64];
+	const char *extra[] = { "--cdc", "debezium", "--key-format", "avro", "--value-format",
+				"avro", "--schema-registry", url, "--key",
+				"customers:{keyjson:/id}", NULL };
+	struct h_proc k;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", srv_registry_start(0));
+	srv_registry_serve(KEY_ID, KEY_SCHEMA);
+	srv_registry_serve(ENV_ID, ENV_SCHEMA);
+	avro_history(&e);
+	start_world();
+	preset_rows(10, "stale");
+	produce(e.recs, e.n);
+	cr_assert_eq(run_k2mc(&k, "avro", extra), 0, "stderr:\n%s", tail_of(k.err_path));
+	expect_avro_table();
+	cr_expect_eq(final_stat("\"skipped_by\"", "not_avro"), 1);
+	cr_expect_eq(final_stat("\"skipped_by\"", "schema_unavailable"), 1);
+	cr_expect_eq(final_stat(NULL, "invalidated"), 2);
+	srv_registry_stop();
+}
+
+/* The registry is down when k2mc starts: the thread that decodes waits
+ * (key_avro: the consumer, for the key; else the writer, for the value),
+ * writes and commits nothing past the first record, counts nothing invalid;
+ * once the registry answers, everything lands. */
+static void registry_down_at_start(int key_avro)
+{
+	static struct avro_events e;
+	char url[64], line[512];
+	int port = h_free_port();
+	const char *extra[] = { "--cdc", "debezium", "--key-format", key_avro ? "avro" : "json",
+				"--value-format", "avro", "--schema-registry", url,
+				"--schema-registry-property", "negative.cache.ms=100", "--key",
+				"customers:{keyjson:/id}", NULL };
+	const char *const args[] = { "--writers", "2", "--stats-interval-ms", "500", "--stats-json",
+				     json_path, NULL };
+	struct h_proc k;
+	int status = 0;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+	avro_history(&e);
+	if (!key_avro) {
+		/* JSON keys: the same ids (under 64: one zigzag byte, 2 x id) */
+		for (int i = 0; i < e.n; i++) {
+			snprintf(e.keys[i], sizeof(e.keys[i]), "{\"id\":%d}",
+				 (unsigned char)e.keys[i][5] >> 1);
+			bin_klen[i] = 0;
+		}
+	}
+	start_world();
+	produce(e.recs, e.n);
+	h_tmppath(json_path, sizeof(json_path), key_avro ? "down-key.json" : "down-value.json");
+	world_k2mc_start(&W, &k, &(struct world_k2mc){ .group = key_avro ? "down-k" : "down-v",
+						       .eof = 1, .args = args, .args2 = extra });
+	cr_assert_eq(h_wait_line(k.err_path, "Schema Registry is unreachable", NULL, k.pid, 30000,
+				 line, sizeof(line)),
+		     0, "no wait logged; stderr:\n%s", tail_of(k.err_path));
+	cr_expect_not_null(strstr(line, key_avro ? "the partition waits" : "the batch waits"),
+			   "%s", line);
+	cr_expect(!mg("customers:0").found, "written while the registry is down");
+	cr_expect_eq(h_exited(k.pid, &status), 0, "k2mc gave up: %s", tail_of(k.err_path));
+	srv_registry_start(port);
+	srv_registry_serve(KEY_ID, KEY_SCHEMA);
+	srv_registry_serve(ENV_ID, ENV_SCHEMA);
+	cr_assert_eq(h_wait(k.pid, 60000, &status), 0, "k2mc did not finish; stderr:\n%s",
+		     tail_of(k.err_path));
+	cr_assert_eq(h_exit_code(status), 0, "stderr:\n%s", tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "Schema Registry answers again"), "%s",
+		  tail_of(k.err_path));
+	expect_avro_table();
+	/* the registry's absence made nothing invalid: only the two bad records */
+	cr_expect_eq(final_stat(NULL, "skipped"), 2);
+	cr_expect_geq(final_stat(NULL, "registry_waits"), 1, "the wait is not counted");
+	srv_registry_stop();
+}
+
+Test(mapping_e2e, registry_down_the_consumer_waits_for_keys)
+{
+	registry_down_at_start(1);
+}
+
+Test(mapping_e2e, registry_down_the_writer_waits_for_values)
+{
+	registry_down_at_start(0);
 }

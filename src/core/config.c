@@ -335,6 +335,8 @@ struct parse_state {
 	unsigned file_mode;
 };
 
+static void note_secret_name(struct parse_state *st, const char *key);
+
 struct k2mc_config_chunk {
 	struct k2mc_config_chunk *next;
 	char data[];
@@ -455,6 +457,18 @@ static const struct name_value log_format_names[] = {
 	{ "json", K2MC_LOG_JSON },
 	{ NULL, 0 },
 };
+static const struct name_value format_names[] = {
+	{ "raw", K2MC_FMT_RAW },
+	{ "json", K2MC_FMT_JSON },
+	{ "avro", K2MC_FMT_AVRO },
+	{ NULL, 0 },
+};
+static const struct name_value cdc_names[] = {
+	{ "none", K2MC_CDC_NONE },
+	{ "debezium", K2MC_CDC_DEBEZIUM },
+	{ "debezium-invalidate", K2MC_CDC_DEBEZIUM_INVALIDATE },
+	{ NULL, 0 },
+};
 static const struct name_value yes_no_names[] = {
 	{ "yes", 1 },
 	{ "no", 0 },
@@ -465,7 +479,8 @@ static const struct name_value yes_no_names[] = {
 _Static_assert(sizeof(enum k2mc_distribution) == sizeof(int) &&
 		       sizeof(enum k2mc_mc_protocol) == sizeof(int) &&
 		       sizeof(enum k2mc_invalid_policy) == sizeof(int) &&
-		       sizeof(enum k2mc_log_format) == sizeof(int),
+		       sizeof(enum k2mc_log_format) == sizeof(int) &&
+		       sizeof(enum k2mc_format) == sizeof(int) && sizeof(enum k2mc_cdc) == sizeof(int),
 	       "enum settings are stored as int");
 
 static const char *name_of(const struct name_value *names, int v)
@@ -518,6 +533,7 @@ enum section {
 	S_MEMCACHED,
 	S_TLS,
 	S_MAPPING,
+	S_FORMATS,
 	S_INVALID,
 	S_REFILL,
 	S_PIPELINE,
@@ -531,7 +547,8 @@ static const char *const section_titles[] = {
 	[S_MEMCACHED] = "Memcached:",
 	[S_TLS] = "TLS to Memcached (OpenSSL; verified unless --mc-tls-insecure):",
 	[S_MAPPING] = "What is written (templates: {key} {value} {topic} {partition} {header:NAME}\n"
-		      "{json:/POINTER}, {{ and }} for braces, anything else literal):",
+		      "{json:/POINTER} {keyjson:/POINTER}, {{ and }} for braces, the rest literal):",
+	[S_FORMATS] = "Formats and change events:",
 	[S_INVALID] = "Records Memcached cannot take (no key, bad key, value too large):",
 	[S_REFILL] = "Refill (a server that lost its contents gets its keys again from Kafka):",
 	[S_PIPELINE] = "Pipeline:",
@@ -677,25 +694,33 @@ static enum k2mc_config_result parse_xprop(struct k2mc_config *c, struct parse_s
 	return K2MC_CONFIG_OK;
 }
 
-/* Each property once, with the value librdkafka ends up with: the last. */
+/* NAME=VALUE settings (-X, --schema-registry-property) as -F lines, after
+ * prefix: each NAME once, with the value its client ends up with (the last),
+ * masked when secret(NAME). */
+static void print_props(FILE *out, const char *prefix, const char *const *props, int n,
+			int (*secret)(const char *name))
+{
+	for (int i = 0; i < n; i++) {
+		const char *eq = strchr(props[i], '=');
+		size_t nl = (size_t)(eq - props[i]);
+		char name[256];
+		int later = 0;
+
+		for (int j = i + 1; j < n && !later; j++)
+			later = strncmp(props[j], props[i], nl + 1) == 0;
+		if (later)
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)nl, props[i]);
+		fprintf(out, "%s%s=%s\n", prefix, name, secret(name) ? "********" : eq + 1);
+	}
+}
+
 static void print_xprops(const struct k2mc_config *c, const struct opt *o, FILE *out)
 {
 	(void)o;
 	if (c->nxprops > 0)
 		fprintf(out, "# librdkafka properties (-X and unknown keys of -F)\n");
-	for (int i = 0; i < c->nxprops; i++) {
-		const char *eq = strchr(c->xprops[i], '=');
-		size_t nl = (size_t)(eq - c->xprops[i]);
-		char name[256];
-		int later = 0;
-
-		for (int j = i + 1; j < c->nxprops && !later; j++)
-			later = strncmp(c->xprops[j], c->xprops[i], nl + 1) == 0;
-		if (later)
-			continue;
-		snprintf(name, sizeof(name), "%.*s", (int)nl, c->xprops[i]);
-		fprintf(out, "%s=%s\n", name, k2mc_config_is_secret(name) ? "********" : eq + 1);
-	}
+	print_props(out, "", c->xprops, c->nxprops, k2mc_config_is_secret);
 }
 
 static enum k2mc_config_result parse_ttl(struct k2mc_config *c, struct parse_state *st,
@@ -818,6 +843,49 @@ static void print_metrics_addr(const struct k2mc_config *c, const struct opt *o,
 	if (c->metrics_port > 0)
 		fprintf(out, strchr(c->metrics_host, ':') ? "%s=[%s]:%d\n" : "%s=%s:%d\n", o->name,
 			c->metrics_host, c->metrics_port);
+}
+
+int k2mc_config_sr_secret(const char *name)
+{
+	return strcmp(name, "basic.auth.user.info") == 0 || k2mc_config_is_secret(name);
+}
+
+/* --schema-registry-property NAME=VALUE: repeatable, a later NAME wins (the
+ * registry client sets them in order); NAME is checked by main against the
+ * client's own list (avro.h), which core does not know. */
+static enum k2mc_config_result parse_sr_prop(struct k2mc_config *c, struct parse_state *st,
+					     const struct opt *o, enum level lvl, const char *arg,
+					     char *err, size_t errlen)
+{
+	const char *eq = strchr(arg, '=');
+
+	if (eq == NULL || eq == arg)
+		USAGE("--%s: expected NAME=VALUE (basic.auth.user.info=USER:PASSWORD, "
+		      "ssl.ca.location=FILE, ...), got '%.80s'",
+		      o->name, arg);
+	if (c->nsr_props == K2MC_MAX_SR_PROPS)
+		USAGE("--%s: more than %d properties", o->name, K2MC_MAX_SR_PROPS);
+	if (lvl == LVL_FILE) {
+		char name[128];
+
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - arg), arg);
+		if (k2mc_config_sr_secret(name)) {
+			char label[200];
+
+			snprintf(label, sizeof(label), "%s %s", o->name, name);
+			note_secret_name(st, label);
+		}
+	}
+	c->sr_props[c->nsr_props++] = arg;
+	return K2MC_CONFIG_OK;
+}
+
+static void print_sr_props(const struct k2mc_config *c, const struct opt *o, FILE *out)
+{
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "%s=", o->name);
+	print_props(out, prefix, c->sr_props, c->nsr_props, k2mc_config_sr_secret);
 }
 
 static enum k2mc_config_result action_help(struct k2mc_config *c, struct parse_state *st,
@@ -981,6 +1049,25 @@ static const struct opt opts[] = {
 	  .help = "a null value deletes the key\n"
 		  "(default), is ignored, or marks it stale, served for\n"
 		  "SECONDS more (meta protocol only; 1..2592000)" },
+	/* Formats and change events (issue 26) */
+	{ .name = "key-format", .type = OT_ENUM, .off = FIELD(key_format), .dflt = "raw",
+	  .names = format_names, .dump = 47, .section = S_FORMATS, .arg = "raw|json|avro",
+	  .help = "keys: bytes (default), JSON or Avro text" },
+	{ .name = "value-format", .type = OT_ENUM, .off = FIELD(value_format), .dflt = "raw",
+	  .names = format_names, .dump = 48, .section = S_FORMATS, .arg = "raw|json|avro",
+	  .help = "values: the same" },
+	{ .name = "cdc", .type = OT_ENUM, .off = FIELD(cdc), .dflt = "none", .names = cdc_names,
+	  .dump = 49, .section = S_FORMATS, .arg = "none|debezium|debezium-invalidate",
+	  .help = "Debezium events: c r u set, d deletes\n"
+		  "(-invalidate: all delete; default none)" },
+	{ .name = "schema-registry", .type = OT_STR, .off = FIELD(schema_registry),
+	  .flags = OF_NONEMPTY | OF_IF_SET, .expect = "expected a URL", .dump = 50,
+	  .section = S_FORMATS, .arg = "URL",
+	  .help = "Schema Registry for avro" },
+	{ .name = "schema-registry-property", .type = OT_CUSTOM, .dump = 51,
+	  .parse = parse_sr_prop, .print = print_sr_props, .section = S_FORMATS,
+	  .arg = "NAME=VALUE",
+	  .help = "its client's settings (docs/cdc.md)" },
 	/* Records Memcached cannot take */
 	{ .name = "on-invalid", .type = OT_ENUM, .off = FIELD(on_invalid), .dflt = "skip",
 	  .names = invalid_names, .dump = 16, .section = S_INVALID, .arg = "skip|hash|dlq|fail",
@@ -1437,12 +1524,19 @@ static int parse_bool(const char *s, int *out)
 /* Notes a -F key that holds a secret, for the file permission warning. */
 static void note_secret(struct parse_state *st, const char *key)
 {
-	size_t n = strlen(st->file_secrets), kl = strlen(key);
-	const char *p = st->file_secrets;
 	const struct opt *o = opt_named(key);
 
 	if (!k2mc_config_is_secret(key) && !(o != NULL && (o->flags & OF_SECRET)))
 		return;
+	note_secret_name(st, key);
+}
+
+/* Adds key to the names the warning lists, once each. */
+static void note_secret_name(struct parse_state *st, const char *key)
+{
+	size_t n = strlen(st->file_secrets), kl = strlen(key);
+	const char *p = st->file_secrets;
+
 	/* once each */
 	while ((p = strstr(p, key)) != NULL) {
 		if ((p == st->file_secrets || p[-1] == ' ') && (p[kl] == ',' || p[kl] == '\0'))
@@ -1777,6 +1871,16 @@ static enum k2mc_config_result check_mapping(const struct k2mc_config *c,
 	if (c->ttl_from_timestamp && c->ttl == 0 && c->ttl_header == NULL)
 		USAGE("--ttl-from-timestamp needs --ttl SECONDS or --ttl-header NAME: without a TTL "
 		      "items never expire, so the timestamp would change nothing");
+	if (c->schema_registry != NULL && c->key_format != K2MC_FMT_AVRO &&
+	    c->value_format != K2MC_FMT_AVRO)
+		USAGE("--schema-registry needs --key-format avro or --value-format avro: no record "
+		      "would be read through it");
+	if (c->nsr_props > 0 && c->schema_registry == NULL)
+		USAGE("--schema-registry-property needs --schema-registry: there is no registry "
+		      "client to set");
+	if ((c->key_format == K2MC_FMT_AVRO || c->value_format == K2MC_FMT_AVRO) && c->refill)
+		USAGE("--refill does not read Avro yet (its reader has no registry client): use "
+		      "--key-format and --value-format raw or json with --refill");
 	if (c->on_tombstone == K2MC_TOMB_INVALIDATE && c->mc_protocol == K2MC_PROTO_TEXT)
 		USAGE("--on-tombstone invalidate:%u needs the meta protocol (md <key> I T%u); "
 		      "--mc-protocol text has no invalidation: use delete or ignore, or --mc-protocol "
@@ -2401,6 +2505,16 @@ const char *k2mc_mc_protocol_name(enum k2mc_mc_protocol p)
 const char *k2mc_log_format_name(enum k2mc_log_format f)
 {
 	return name_of(log_format_names, (int)f);
+}
+
+const char *k2mc_format_name(enum k2mc_format f)
+{
+	return name_of(format_names, (int)f);
+}
+
+const char *k2mc_cdc_name(enum k2mc_cdc m)
+{
+	return name_of(cdc_names, (int)m);
 }
 
 const char *k2mc_on_tombstone_name(enum k2mc_on_tombstone t)

@@ -73,6 +73,24 @@ enum k2mc_on_tombstone {
 			       * for the grace period (meta servers only) */
 };
 
+/* --key-format, --value-format: how a record's key or value bytes are read
+ * (decode.h turns them into the JSON text the templates read) */
+enum k2mc_format {
+	K2MC_FMT_RAW = 0, /* the bytes as they are ({json:} still reads them as JSON) */
+	K2MC_FMT_JSON,    /* JSON text; a Kafka Connect envelope is read as its payload */
+	K2MC_FMT_AVRO,    /* Confluent wire format, schemas from --schema-registry */
+};
+
+/* --cdc: what a value is (mapping.c reads the change event) */
+enum k2mc_cdc {
+	K2MC_CDC_NONE = 0,
+	K2MC_CDC_DEBEZIUM,            /* c, r, u set the key from after; d deletes it */
+	K2MC_CDC_DEBEZIUM_INVALIDATE, /* every change deletes the key (mcsqueal) */
+};
+
+/* --schema-registry-property NAME=VALUE, at most this many */
+#define K2MC_MAX_SR_PROPS 32
+
 /* --log-format */
 enum k2mc_log_format {
 	K2MC_LOG_TEXT = 0,
@@ -156,6 +174,18 @@ struct k2mc_config {
 					 * records without it get flags. NULL = off */
 	enum k2mc_on_tombstone on_tombstone; /* --on-tombstone, default delete */
 	uint32_t invalidate_grace_s;    /* invalidate:SECONDS, 1..2592000; 0 otherwise */
+
+	/* Formats, Schema Registry and change events (issue 26) */
+	enum k2mc_format key_format;    /* --key-format, default raw */
+	enum k2mc_format value_format;  /* --value-format, default raw */
+	enum k2mc_cdc cdc;              /* --cdc, default none */
+	const char *schema_registry;    /* --schema-registry URL; NULL = none (then no
+					 * format is avro) */
+	/* --schema-registry-property NAME=VALUE, in order (a later one wins);
+	 * NAME is one of avro.h's k2mc_avro_set names, checked by main (core
+	 * knows no registry client); values of secret names are masked */
+	const char *sr_props[K2MC_MAX_SR_PROPS];
+	int nsr_props;
 
 	/* Refill of a server that lost its contents (issue 12) */
 	int refill;                     /* --refill */
@@ -260,6 +290,12 @@ const char *k2mc_distribution_name(enum k2mc_distribution d);
 int k2mc_distribution_weighted(enum k2mc_distribution d);
 const char *k2mc_mc_protocol_name(enum k2mc_mc_protocol p); /* "auto", "meta", "text" */
 const char *k2mc_log_format_name(enum k2mc_log_format f);   /* "text", "json" */
+const char *k2mc_format_name(enum k2mc_format f);           /* "raw", "json", "avro" */
+/* "none", "debezium", "debezium-invalidate" */
+const char *k2mc_cdc_name(enum k2mc_cdc m);
+/* 1 if the --schema-registry-property NAME holds a secret
+ * (basic.auth.user.info, ssl.key.password): masked like -X secrets. */
+int k2mc_config_sr_secret(const char *name);
 /* "delete", "ignore", "invalidate" (without the seconds) */
 const char *k2mc_on_tombstone_name(enum k2mc_on_tombstone t);
 

@@ -92,6 +92,9 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	  "k2mc_records_deleted_total.")                                                            \
 	W(ignored, "ignored", 1, "k2mc_records_ignored_total",                                      \
 	  "Tombstones acknowledged without a write (--on-tombstone ignore).")                       \
+	W(cdc_truncates, "truncates", 1, "k2mc_cdc_truncates_total",                             \
+	  "Change events of op t (--cdc: a table truncated): acknowledged without a write, since "  \
+	  "they name no key; the cache keeps the table's keys until they change or expire.")      \
 	W(coalesced, "coalesced", 1, "k2mc_records_coalesced_total",                                \
 	  "Records not sent because a later record of the same batch wrote the same Memcached key " \
 	  "(the last write wins anyway): acknowledged with the write that replaced them.")          \
@@ -128,6 +131,10 @@ const char *k2mc_mc_error_name(enum k2mc_mc_error e);
 	W(alloc_failures, "alloc_failures", 4, "k2mc_writer_alloc_failures_total",                  \
 	  "Batches whose commands could not be allocated: rebuilt and retried, nothing "            \
 	  "acknowledged.")                                                                          \
+	V(registry_waits, 4, "k2mc_schema_registry_waits_total", K2MC_COUNTER, K2MC_BY_NONE,         \
+	  s->registry_waits, 0,                                                                     \
+	  "Waits for a Schema Registry that could not be reached (--key-format/--value-format "     \
+	  "avro): the record and the partition behind it held, not invalid, until it answers.")     \
 	V(drains_evicted, 4, "k2mc_drains_evicted_total", K2MC_COUNTER, K2MC_BY_NONE,                \
 	  s->drains_evicted, 0,                                                                     \
 	  "Revocation drains ended at once because a commit showed that the group no longer "       \

@@ -21,6 +21,7 @@
 #include "core/notify.h"
 #include "core/stats.h"
 #include "ring/park.h"
+#include "workers/decode.h"
 #include "workers/dlq.h"
 #include "workers/mapping.h"
 #include "workers/mcconn.h"
@@ -343,12 +344,18 @@ static int check_offline(const struct k2mc_config *cfg, char *what, size_t whatl
 			 size_t errlen)
 {
 	struct k2mc_mapping *map;
+	struct k2mc_decoder *dec;
 
 	/* --key / --value: a bad template is named with its position */
 	map = k2mc_mapping_new(cfg, err, errlen);
 	if (map == NULL)
 		return -EINVAL;
 	k2mc_mapping_free(map);
+	/* --schema-registry and its properties: names and values (no request) */
+	dec = k2mc_decoder_new(cfg, err, errlen);
+	if (dec == NULL)
+		return -EINVAL;
+	k2mc_decoder_free(dec);
 	/* --distribution against the server list (weights, --mc-eject, names
 	 * the scheme resolves); logs which readers it matches */
 	if (k2mc_placement_check(cfg, err, errlen) != 0)
@@ -374,6 +381,7 @@ int main(int argc, char **argv)
 	struct k2mc_fence *fence = NULL;
 	struct park *bells = NULL;
 	struct k2mc_mapping *map = NULL;
+	struct k2mc_decoder *dec = NULL;
 	struct report rep = { 0 };
 	char err[512], built[128];
 	int64_t stopped = 0;
@@ -443,6 +451,14 @@ int main(int argc, char **argv)
 		k2mc_err("%s", err);
 		goto out;
 	}
+	/* the formats' decoder (Avro: the registry client), which the
+	 * consumers and writers make their contexts from */
+	dec = k2mc_decoder_new(&cfg, err, sizeof(err));
+	if (dec == NULL) {
+		k2mc_err("%s", err);
+		goto out;
+	}
+	k2mc_mapping_set_decoder(map, dec);
 	/* Built bottom-up: the shared model first (the lease, the byte
 	 * budget, the writers' doorbells), then the group on it (the consumer,
 	 * the partition table), then the writers on the group's table, then the
@@ -493,6 +509,7 @@ int main(int argc, char **argv)
 		goto out;
 	signal_writers = ws;
 	rep.snap.budget = budget;
+	rep.snap.decoder = dec;
 	report_init(&rep, &cfg, g, ws, k2mc_now_ms());
 	if (cfg.metrics_port > 0) {
 		/* liveness fails only when the main loop stops publishing for
@@ -623,6 +640,8 @@ out:
 	park_array_free(bells);
 	k2mc_refill_filter_free(refill_filter);
 	k2mc_mapping_free(map);
+	/* after every context made from it (consumers, writers) */
+	k2mc_decoder_free(dec);
 	/* after the group freed the partitions, which gave their bytes back */
 	k2mc_budget_free(budget);
 	k2mc_fence_free(fence);

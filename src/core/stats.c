@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/partitions.h"
 #include "ring/ring.h"
+#include "workers/decode.h"
 #include "workers/mcconn.h" /* k2mc_server_label */
 #include "workers/refill.h"
 #include "workers/writer.h"
@@ -214,6 +215,7 @@ int k2mc_snapshot_take(struct k2mc_snapshot *s, struct k2mc_group *g, struct k2m
 	}
 	s->fence_held = k2mc_writers_fence_held(ws);
 	s->drains_evicted = k2mc_group_drains_evicted(g);
+	s->registry_waits = k2mc_decoder_waits(s->decoder);
 	s->refill_records = s->refill != NULL ? k2mc_refill_records(s->refill) : 0;
 	s->refill_losses = s->refill != NULL ? k2mc_refill_losses(s->refill) : 0;
 	s->refill_active_mask = 0;

@@ -30,6 +30,7 @@ const char *k2mc_stat_line_label(size_t i);
 
 struct k2mc_budget;
 struct k2mc_config;
+struct k2mc_decoder;
 struct k2mc_group;
 struct k2mc_writers;
 
@@ -79,6 +80,10 @@ struct k2mc_snapshot {
 	int *server_state;     /* [nservers], k2mc_writers_server_state (enum k2mc_server_state) */
 	int fence_held;        /* k2mc_writers_fence_held: 1 while writers may send */
 	uint64_t drains_evicted; /* k2mc_group_drains_evicted */
+	/* the formats' decoder: the caller sets it before the first take
+	 * (NULL: none); take reads how many records waited for the registry */
+	struct k2mc_decoder *decoder;
+	uint64_t registry_waits;
 	/* --refill: the caller sets refill before the first take (NULL: off);
 	 * take reads its counts and which servers are being refilled */
 	struct k2mc_refill *refill;

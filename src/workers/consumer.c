@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/rdkversion.h"
 #include "core/watermark.h"
+#include "workers/decode.h"
 #include "workers/mapping.h"
 
 /* Most records one fetch takes; fewer when byte credit is short (see
@@ -26,6 +27,11 @@
 #define PARK_MS 50
 /* Wait before trying again to allocate a record's prepared key. */
 #define NOMEM_RETRY_MS 10
+/* Waits for a Schema Registry that is unreachable: from the first to the
+ * last, doubling (the registry client asks again at most every
+ * negative.cache.ms anyway) */
+#define REGISTRY_RETRY_MIN_MS 100
+#define REGISTRY_RETRY_MAX_MS 5000
 /* An empty partition queue for this long, with records on the broker past
  * the ones fetched, is taken for librdkafka's prefetch stall (wake_fetch):
  * the fallback for when the wake-up after a drain was not sent or did not
@@ -97,6 +103,10 @@ struct k2mc_part {
 	const struct k2mc_mapping *map;
 	/* thread only: said once that a prepared key found no memory */
 	int nomem_said;
+	/* thread only: its decoding context when the key template reads an
+	 * Avro key or value (made on first need, freed when the thread ends) */
+	struct k2mc_decode_ctx *dec;
+	int dec_in_key; /* the last decode's failure was the key's */
 
 	/* main -> thread: stop fetching (release), read with acquire */
 	_Atomic int stop;
@@ -436,6 +446,60 @@ static int route(const struct k2mc_part *p, const rd_kafka_message_t *m, uint64_
 	return (int)(XXH3_64bits(m->key, m->key_len) % (uint64_t)p->nwriters);
 }
 
+/* The key template reads an Avro key or value: rec's key / value become
+ * their JSON text (decode.h). 0, an invalid reason (> 0; p->dec_in_key says
+ * whose), or -1 when asked to stop meanwhile. A registry that cannot be
+ * reached is waited for, the record held (and so every later one of the
+ * partition, and the offsets: nothing past it is committed), with a
+ * doubling backoff; logged when the wait starts and when it ends. */
+static int decode(struct k2mc_part *p, const rd_kafka_message_t *m, struct k2mc_record *rec)
+{
+	struct k2mc_decoder *d = k2mc_mapping_decoder(p->map);
+	int64_t since = 0, backoff = REGISTRY_RETRY_MIN_MS;
+	int key, value, r;
+
+	k2mc_mapping_key_reads(p->map, &key, &value);
+	key = key && k2mc_decoder_key_avro(d);
+	value = value && k2mc_decoder_value_avro(d);
+	if (!key && !value)
+		return 0;
+	for (;;) {
+		while (p->dec == NULL && (p->dec = k2mc_decode_ctx_new(d)) == NULL) {
+			if (stopping(p))
+				return -1;
+			nanosleep(&(struct timespec){ 0, NOMEM_RETRY_MS * 1000000L }, NULL);
+		}
+		r = k2mc_decode_record(p->dec, rec, key, value, &p->dec_in_key);
+		if (r != K2MC_DECODE_AGAIN)
+			break;
+		if (since == 0) {
+			since = k2mc_now_ms();
+			k2mc_decode_note_wait(d);
+			k2mc_log_record(K2MC_LOG_WARN, p->topic, p->partition, m->offset,
+					"registry_unreachable",
+					"%s [%d] @%lld: the Schema Registry is unreachable (%s); the "
+					"partition waits for it, nothing past this record is written "
+					"or committed",
+					p->topic, p->partition, (long long)m->offset,
+					k2mc_decode_explain(p->dec));
+		}
+		for (int64_t until = k2mc_now_ms() + backoff; k2mc_now_ms() < until;) {
+			if (stopping(p))
+				return -1;
+			nanosleep(&(struct timespec){ 0, PARK_MS * 1000000L }, NULL);
+		}
+		backoff = backoff * 2 > REGISTRY_RETRY_MAX_MS ? REGISTRY_RETRY_MAX_MS : backoff * 2;
+		k2mc_record_of(p->map, (rd_kafka_message_t *)m, rec);
+	}
+	if (since != 0)
+		k2mc_log_record(K2MC_LOG_INFO, p->topic, p->partition, m->offset,
+				"registry_unreachable",
+				"%s [%d] @%lld: the Schema Registry answers again, after %lld ms",
+				p->topic, p->partition, (long long)m->offset,
+				(long long)(k2mc_now_ms() - since));
+	return r;
+}
+
 /* The key template needs the record itself (a JSON field, a header, the
  * value): the Memcached key is produced here, routed on (one Memcached key
  * -> one writer, whatever Kafka keys its records carry), and travels with
@@ -445,9 +509,14 @@ static struct k2mc_prepared *prepare(struct k2mc_part *p, rd_kafka_message_t *m,
 {
 	struct k2mc_prepared *pre;
 	struct k2mc_record rec;
+	int r;
 
 	k2mc_record_of(p->map, m, &rec);
-	while ((pre = k2mc_mapping_prepare(p->map, m, &rec, h)) == NULL) {
+	r = decode(p, m, &rec);
+	if (r < 0)
+		return NULL;
+	while ((pre = r > 0 ? k2mc_mapping_prepare_refused(p->map, m, r, p->dec_in_key, h)
+			    : k2mc_mapping_prepare(p->map, m, &rec, h)) == NULL) {
 		struct timespec ts = { 0, NOMEM_RETRY_MS * 1000000L };
 
 		if (!p->nomem_said) {
@@ -784,6 +853,8 @@ static void *consumer_main(void *arg)
 	}
 	/* nothing more is handed out: unspent credit is anyone's */
 	k2mc_credit_close(&p->credit);
+	k2mc_decode_ctx_free(p->dec);
+	p->dec = NULL;
 
 	/* Drain: everything handed out must be acknowledged before the owner
 	 * may commit, or the deadline passes and the watermark stays put. A

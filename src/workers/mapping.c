@@ -38,6 +38,10 @@ static const struct {
 	[K2MC_MAP_NOT_JSON] = { "not_json", 0, 1 },
 	[K2MC_MAP_BAD_TTL] = { "bad_ttl", 0, 1 },
 	[K2MC_MAP_BAD_FLAGS] = { "bad_flags", 0, 1 },
+	[K2MC_MAP_NOT_AVRO] = { "not_avro", 0, 1 },
+	[K2MC_MAP_SCHEMA_UNAVAILABLE] = { "schema_unavailable", 0, 1 },
+	[K2MC_MAP_AVRO_DECODE] = { "avro_decode", 0, 1 },
+	[K2MC_MAP_NOT_CDC] = { "not_cdc", 0, 1 },
 };
 
 const char *k2mc_map_reason_name(enum k2mc_map_reason r)
@@ -57,13 +61,13 @@ int k2mc_map_invalidates(enum k2mc_map_reason r)
 
 /* ---- compiled form ------------------------------------------------------------*/
 
-enum part_kind { P_LIT, P_KEY, P_VALUE, P_TOPIC, P_PARTITION, P_HEADER, P_JSON };
+enum part_kind { P_LIT, P_KEY, P_VALUE, P_TOPIC, P_PARTITION, P_HEADER, P_JSON, P_KEYJSON };
 
 struct part {
 	enum part_kind kind;
 	const char *text; /* P_LIT: the literal; P_HEADER: the name (NUL-terminated) */
 	size_t len;
-	int ptr;           /* P_JSON: pointer id */
+	int ptr;           /* P_JSON, P_KEYJSON: pointer id (in the value's or key's trie) */
 	const char *field; /* for messages: "header 'id'", "JSON pointer '/id'" */
 };
 
@@ -72,6 +76,7 @@ struct tmpl {
 	int n;
 	int reads_value;   /* {value} or {json:} */
 	int reads_json;
+	int reads_key;     /* {key} or {keyjson:} */
 	int reads_headers;
 	int nkeys;         /* {key} placeholders */
 	int only_keyish;   /* only literals, {key}, {topic}, {partition} */
@@ -93,18 +98,40 @@ struct jnode {
 			  * are cleared when a duplicate member enters it again */
 };
 
+/* The pointers of one document kind, as a trie (nodes[0] is the root). */
+struct trie {
+	struct jnode *nodes;
+	int nnodes, cap;
+	int npointers;
+	size_t max_tok;  /* longest token: longer member names cannot match */
+};
+
+/* The envelope pointers (env trie): Kafka Connect's schemas.enable
+ * envelope, and a Debezium event's members with and without it. */
+enum { E_SCHEMA, E_PAYLOAD, E_OP, E_AFTER, E_BEFORE, E_POP, E_PAFTER, E_PBEFORE, E_N };
+static const char *const env_pointers[E_N] = {
+	[E_SCHEMA] = "/schema",	   [E_PAYLOAD] = "/payload",	 [E_OP] = "/op",
+	[E_AFTER] = "/after",	   [E_BEFORE] = "/before",	 [E_POP] = "/payload/op",
+	[E_PAFTER] = "/payload/after", [E_PBEFORE] = "/payload/before",
+};
+
 struct k2mc_mapping {
 	const struct k2mc_config *cfg;
 	struct tmpl key, value;
+	/* {json:} pointers (val), {keyjson:} pointers (keyt), the envelope's */
+	struct trie val, keyt, env;
+	/* the value is read as a document (an envelope's payload, a change
+	 * event's row image), not as its bytes: --cdc, or an envelope that
+	 * --value-format json (or raw under --cdc) unwraps */
+	int value_doc;
+	int value_unwrap; /* a value's envelope is unwrapped */
+	int key_unwrap;   /* a key's envelope is unwrapped */
+	struct k2mc_decoder *decoder; /* main's, set before the threads start */
 	int key_plain;   /* --key is exactly {key} */
 	int value_plain; /* --value is exactly {value} */
 	int routes_by_key;
 	int reads_headers;
 	int is_default;
-	struct jnode *nodes;
-	int nnodes, nodes_cap;
-	int npointers;
-	size_t max_tok;  /* longest token: longer member names cannot match */
 	const char *ttl_field, *flags_field;
 	/* every allocation of the compiled form, freed together */
 	void **owned;
@@ -154,7 +181,9 @@ void k2mc_mapping_free(struct k2mc_mapping *m)
 	for (size_t i = 0; i < m->nowned; i++)
 		free(m->owned[i]);
 	free(m->owned);
-	free(m->nodes);
+	free(m->val.nodes);
+	free(m->keyt.nodes);
+	free(m->env.nodes);
 	free(m);
 }
 
@@ -184,7 +213,7 @@ static void tmpl_error(char *err, size_t errlen, const char *opt, const char *s,
 		 (int)caret, "");
 }
 
-static int add_node(struct k2mc_mapping *m, int parent, const char *tok, size_t len)
+static int add_node(struct trie *m, int parent, const char *tok, size_t len)
 {
 	struct jnode *nd;
 	int id;
@@ -192,14 +221,14 @@ static int add_node(struct k2mc_mapping *m, int parent, const char *tok, size_t 
 	for (int c = m->nodes[parent].child; c >= 0; c = m->nodes[c].sib)
 		if (m->nodes[c].len == len && memcmp(m->nodes[c].tok, tok, len) == 0)
 			return c;
-	if (m->nnodes == m->nodes_cap) {
-		int cap = m->nodes_cap * 2;
+	if (m->nnodes == m->cap) {
+		int cap = m->cap * 2;
 		struct jnode *n = realloc(m->nodes, (size_t)cap * sizeof(*n));
 
 		if (n == NULL)
 			return -1;
 		m->nodes = n;
-		m->nodes_cap = cap;
+		m->cap = cap;
 	}
 	id = m->nnodes++;
 	nd = &m->nodes[id];
@@ -227,8 +256,9 @@ static int add_node(struct k2mc_mapping *m, int parent, const char *tok, size_t 
 
 /* Adds pointer s[0..len) (at template position pos) to the trie; its id,
  * or -1 with err set. */
-static int add_pointer(struct k2mc_mapping *m, const char *opt, const char *tmpl, size_t pos,
-		       const char *s, size_t len, char *err, size_t errlen)
+static int add_pointer(struct k2mc_mapping *m, struct trie *tr, const char *opt,
+		       const char *tmpl, size_t pos, const char *s, size_t len, char *err,
+		       size_t errlen)
 {
 	int node = 0, path[K2MC_MAP_MAX_TOKENS + 1], depth = 0;
 	size_t i = 0;
@@ -268,22 +298,22 @@ static int add_pointer(struct k2mc_mapping *m, const char *opt, const char *tmpl
 				   K2MC_MAP_MAX_TOKENS);
 			return -1;
 		}
-		node = add_node(m, node, tok, t);
+		node = add_node(tr, node, tok, t);
 		if (node < 0)
 			goto nomem;
 		path[++depth] = node;
 	}
-	if (m->nodes[node].ptr < 0) {
-		if (m->npointers == K2MC_MAP_MAX_POINTERS) {
+	if (tr->nodes[node].ptr < 0) {
+		if (tr->npointers == K2MC_MAP_MAX_POINTERS) {
 			tmpl_error(err, errlen, opt, tmpl, pos, "more than %d distinct JSON pointers",
 				   K2MC_MAP_MAX_POINTERS);
 			return -1;
 		}
-		m->nodes[node].ptr = m->npointers++;
+		tr->nodes[node].ptr = tr->npointers++;
 		for (int k = 0; k < depth; k++)
-			m->nodes[path[k]].desc |= 1u << m->nodes[node].ptr;
+			tr->nodes[path[k]].desc |= 1u << tr->nodes[node].ptr;
 	}
-	return m->nodes[node].ptr;
+	return tr->nodes[node].ptr;
 nomem:
 	snprintf(err, errlen, "out of memory compiling --%s", opt);
 	return -1;
@@ -347,6 +377,7 @@ static int compile(struct k2mc_mapping *m, struct tmpl *t, const char *opt, cons
 			p->kind = P_KEY;
 			p->field = "the record key";
 			t->nkeys++;
+			t->reads_key = 1;
 		} else if (nlen == 5 && memcmp(name, "value", 5) == 0) {
 			p->kind = P_VALUE;
 			p->field = "the value ({value} of a tombstone)";
@@ -373,7 +404,8 @@ static int compile(struct k2mc_mapping *m, struct tmpl *t, const char *opt, cons
 			t->reads_headers = 1;
 		} else if (nlen >= 5 && memcmp(name, "json:", 5) == 0) {
 			p->kind = P_JSON;
-			p->ptr = add_pointer(m, opt, s, i + 6, name + 5, nlen - 5, err, errlen);
+			p->ptr = add_pointer(m, &m->val, opt, s, i + 6, name + 5, nlen - 5, err,
+					     errlen);
 			if (p->ptr < 0)
 				return -1;
 			p->field = own_printf(m, "JSON pointer '%.*s'", (int)(nlen - 5), name + 5);
@@ -381,10 +413,21 @@ static int compile(struct k2mc_mapping *m, struct tmpl *t, const char *opt, cons
 				goto nomem;
 			t->reads_value = 1;
 			t->reads_json = 1;
+		} else if (nlen >= 8 && memcmp(name, "keyjson:", 8) == 0) {
+			p->kind = P_KEYJSON;
+			p->ptr = add_pointer(m, &m->keyt, opt, s, i + 9, name + 8, nlen - 8, err,
+					     errlen);
+			if (p->ptr < 0)
+				return -1;
+			p->field = own_printf(m, "key JSON pointer '%.*s'", (int)(nlen - 8), name + 8);
+			if (p->field == NULL)
+				goto nomem;
+			t->reads_key = 1;
 		} else {
 			tmpl_error(err, errlen, opt, s, i,
 				   "unknown placeholder '{%.*s}' (known: {key} {value} {topic} "
-				   "{partition} {header:NAME} {json:/POINTER}; '{{' for a brace)",
+				   "{partition} {header:NAME} {json:/POINTER} {keyjson:/POINTER}; "
+				   "'{{' for a brace)",
 				   (int)(nlen > 40 ? 40 : nlen), name);
 			return -1;
 		}
@@ -399,6 +442,19 @@ nomem:
 	return -1;
 }
 
+/* An empty trie: the root alone. Its nodes are freed by
+ * k2mc_mapping_free (realloc moves them: not in owned[]). */
+static int trie_init(struct trie *t)
+{
+	t->cap = 8;
+	t->nodes = malloc((size_t)t->cap * sizeof(*t->nodes));
+	if (t->nodes == NULL)
+		return -1;
+	t->nodes[0] = (struct jnode){ "", 0, -1, -1, -1, -1, 0 };
+	t->nnodes = 1;
+	return 0;
+}
+
 struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, size_t errlen)
 {
 	struct k2mc_mapping *m = calloc(1, sizeof(*m));
@@ -408,13 +464,17 @@ struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, 
 	if (m == NULL)
 		goto nomem;
 	m->cfg = cfg;
-	m->nodes_cap = 8;
-	/* freed by k2mc_mapping_free (realloc moves it: not in owned[]) */
-	m->nodes = malloc((size_t)m->nodes_cap * sizeof(*m->nodes));
-	if (m->nodes == NULL)
+	if (trie_init(&m->val) != 0 || trie_init(&m->keyt) != 0 || trie_init(&m->env) != 0)
 		goto nomem;
-	m->nodes[0] = (struct jnode){ "", 0, -1, -1, -1, -1, 0 };
-	m->nnodes = 1;
+	for (int e = 0; e < E_N; e++)
+		if (add_pointer(m, &m->env, "value", env_pointers[e], 0, env_pointers[e],
+				strlen(env_pointers[e]), err, errlen) != e)
+			goto fail;
+	m->value_unwrap = cfg->value_format == K2MC_FMT_JSON ||
+			  (cfg->cdc != K2MC_CDC_NONE && cfg->value_format == K2MC_FMT_RAW);
+	m->key_unwrap = cfg->key_format == K2MC_FMT_JSON ||
+			(cfg->cdc != K2MC_CDC_NONE && cfg->key_format == K2MC_FMT_RAW);
+	m->value_doc = m->value_unwrap || cfg->cdc != K2MC_CDC_NONE;
 	if (kt[0] == '\0') {
 		snprintf(err, errlen, "--key: the template is empty: every key would be empty");
 		goto fail;
@@ -423,8 +483,12 @@ struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, 
 	    compile(m, &m->value, "value", vt, err, errlen) != 0)
 		goto fail;
 	m->key_plain = m->key.n == 1 && m->key.parts[0].kind == P_KEY;
-	m->value_plain = m->value.n == 1 && m->value.parts[0].kind == P_VALUE;
-	m->routes_by_key = m->key.only_keyish && m->key.nkeys > 0;
+	/* a document's {value} is a span of the value, not all of it */
+	m->value_plain = m->value.n == 1 && m->value.parts[0].kind == P_VALUE && !m->value_doc;
+	/* an Avro key's {key} is its JSON text, which Kafka keys of other
+	 * schema ids can give too: not one-to-one with the record key */
+	m->routes_by_key = m->key.only_keyish && m->key.nkeys > 0 &&
+			   cfg->key_format != K2MC_FMT_AVRO;
 	if (cfg->ttl_header != NULL)
 		m->ttl_field = own_printf(m, "header '%s'", cfg->ttl_header);
 	if (cfg->flags_header != NULL)
@@ -436,7 +500,8 @@ struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, 
 			   cfg->ttl_header != NULL || cfg->flags_header != NULL;
 	m->is_default = m->key_plain && m->value_plain && cfg->ttl_header == NULL &&
 			cfg->flags_header == NULL && !cfg->ttl_from_timestamp &&
-			cfg->on_tombstone == K2MC_TOMB_DELETE;
+			cfg->on_tombstone == K2MC_TOMB_DELETE && cfg->cdc == K2MC_CDC_NONE &&
+			cfg->key_format != K2MC_FMT_AVRO;
 	return m;
 nomem:
 	snprintf(err, errlen, "out of memory compiling the templates");
@@ -462,7 +527,28 @@ int k2mc_mapping_is_default(const struct k2mc_mapping *map)
 
 size_t k2mc_mapping_npointers(const struct k2mc_mapping *map)
 {
-	return (size_t)map->npointers;
+	return (size_t)map->val.npointers;
+}
+
+void k2mc_mapping_key_reads(const struct k2mc_mapping *map, int *key, int *value)
+{
+	*key = map->key.reads_key;
+	*value = map->key.reads_value;
+}
+
+int k2mc_mapping_value_read(const struct k2mc_mapping *map)
+{
+	return map->value.reads_value || map->cfg->cdc != K2MC_CDC_NONE;
+}
+
+void k2mc_mapping_set_decoder(struct k2mc_mapping *map, struct k2mc_decoder *d)
+{
+	map->decoder = d;
+}
+
+struct k2mc_decoder *k2mc_mapping_decoder(const struct k2mc_mapping *map)
+{
+	return map->decoder;
 }
 
 void k2mc_record_of(const struct k2mc_mapping *map, rd_kafka_message_t *m,
@@ -716,7 +802,7 @@ unicode:
 	return 4;
 }
 
-static int child_by_index(const struct k2mc_mapping *m, int node, uint32_t i)
+static int child_by_index(const struct trie *m, int node, uint32_t i)
 {
 	if (node < 0)
 		return -1;
@@ -726,7 +812,7 @@ static int child_by_index(const struct k2mc_mapping *m, int node, uint32_t i)
 	return -1;
 }
 
-static int child_by_name(const struct k2mc_mapping *m, int node, const unsigned char *name,
+static int child_by_name(const struct trie *m, int node, const unsigned char *name,
 			 size_t len, int esc)
 {
 	char buf[260];
@@ -758,8 +844,10 @@ static void set_span(struct k2mc_span *sp, size_t off, size_t len, uint8_t kind)
 	sp->kind = kind;
 }
 
-int k2mc_mapping_scan_json(const struct k2mc_mapping *map, const void *value, size_t n,
-			   struct k2mc_span *spans, size_t *err_at)
+/* The scanner over value[0..n) for the pointers of trie map (spans
+ * [map->npointers]); see k2mc_mapping_scan_json. */
+static int scan_json(const struct trie *map, const void *value, size_t n, struct k2mc_span *spans,
+		     size_t *err_at)
 {
 	const unsigned char *s = value, *p = s, *end = s + n, *q, *bad = NULL;
 	/* per open container: 'o' or 'a', its trie node (-1: no pointer goes
@@ -905,6 +993,12 @@ bad:
 #undef SKIP_WS
 }
 
+int k2mc_mapping_scan_json(const struct k2mc_mapping *map, const void *value, size_t n,
+			   struct k2mc_span *spans, size_t *err_at)
+{
+	return scan_json(&map->val, value, n, spans, err_at);
+}
+
 /* ---- the arena ---------------------------------------------------------------*/
 
 struct chunk {
@@ -924,7 +1018,7 @@ struct k2mc_arena *k2mc_arena_new(void)
 	return calloc(1, sizeof(struct k2mc_arena));
 }
 
-static void *arena_alloc(struct k2mc_arena *a, size_t n)
+void *k2mc_arena_alloc(struct k2mc_arena *a, size_t n)
 {
 	struct chunk *c = a->cur;
 
@@ -999,23 +1093,142 @@ void k2mc_arena_free(struct k2mc_arena *a)
 
 /* ---- per record ---------------------------------------------------------------*/
 
-/* The record's JSON, scanned at most once per mapping call. */
+/* The record's JSON, scanned at most once per mapping call: the value's
+ * (jstate) and the key's (kstate). */
+enum { JS_UNSCANNED = 0, JS_OK, JS_NOT_JSON, JS_NOT_CDC };
 struct jstate {
-	int status; /* 0 not scanned, 1 JSON, 2 not JSON */
+	int status; /* JS_* */
 	size_t err_at;
-	const struct k2mc_span *spans;
+	const struct k2mc_span *spans; /* the {json:} pointers, offsets into the value */
 	struct k2mc_span own[K2MC_MAP_MAX_POINTERS];
+	/* value_doc: what {value} reads (the payload, the row image; absent:
+	 * a d event without before), and --cdc's op ('c' 'r' 'u' 'd' 't') */
+	struct k2mc_span doc;
+	char op;
+	/* the key's {keyjson:} pointers, offsets into the key */
+	int kstatus;
+	size_t kerr_at;
+	struct k2mc_span kspans[K2MC_MAP_MAX_POINTERS];
 };
 
+/* Span kinds of a value that is an object, and of a one-letter string. */
+static int span_is_object(const unsigned char *base, const struct k2mc_span *sp)
+{
+	return (sp->kind == SPAN_COMPACT || sp->kind == SPAN_SPACED) && base[sp->off] == '{';
+}
+
+/* Scans the document doc of base with trie t into spans (offsets into
+ * base): a string's span is its body, so its quotes go back in first. */
+static void scan_doc(const struct trie *t, const unsigned char *base, struct k2mc_span doc,
+		     struct k2mc_span *spans)
+{
+	size_t err_at;
+
+	if (doc.kind == SPAN_STR || doc.kind == SPAN_STR_ESC) {
+		doc.off--;
+		doc.len += 2;
+	}
+	/* part of a value the scanner validated: valid JSON itself */
+	(void)scan_json(t, base + doc.off, doc.len, spans, &err_at);
+	for (int i = 0; i < t->npointers; i++)
+		spans[i].off += doc.off;
+}
+
+/* The document of base[0..n) as trie-scanned by env: its envelope's payload
+ * when unwrap and it is one, else all of it. */
+static struct k2mc_span unwrapped(const unsigned char *base, size_t n,
+				  const struct k2mc_span *env, int unwrap)
+{
+	if (unwrap && span_is_object(base, &env[E_SCHEMA]) && env[E_PAYLOAD].kind != SPAN_ABSENT)
+		return env[E_PAYLOAD];
+	return (struct k2mc_span){ 0, (uint32_t)n, SPAN_COMPACT };
+}
+
+/* Scans the value: 1 when it is JSON (and, under --cdc, a change event),
+ * with its {json:} spans, its document and its op. */
 static int json_ready(const struct k2mc_mapping *map, const struct k2mc_record *rec,
 		      struct jstate *js)
 {
-	if (js->status == 0) {
-		js->status = k2mc_mapping_scan_json(map, rec->value, rec->value_len, js->own,
-						    &js->err_at) == 0 ? 1 : 2;
-		js->spans = js->own;
+	const unsigned char *v = rec->value;
+	struct k2mc_span env[E_N];
+	int unwrap;
+
+	if (js->status != JS_UNSCANNED)
+		return js->status == JS_OK;
+	js->spans = js->own;
+	js->op = 0;
+	if (!map->value_doc) {
+		js->status = scan_json(&map->val, v, rec->value_len, js->own, &js->err_at) == 0
+				     ? JS_OK : JS_NOT_JSON;
+		js->doc = (struct k2mc_span){ 0, (uint32_t)rec->value_len, SPAN_COMPACT };
+		return js->status == JS_OK;
 	}
-	return js->status == 1;
+	if (scan_json(&map->env, v, rec->value_len, env, &js->err_at) != 0) {
+		js->status = JS_NOT_JSON;
+		return 0;
+	}
+	unwrap = map->value_unwrap && span_is_object(v, &env[E_SCHEMA]) &&
+		 env[E_PAYLOAD].kind != SPAN_ABSENT;
+	js->doc = unwrapped(v, rec->value_len, env, map->value_unwrap);
+	if (map->cfg->cdc != K2MC_CDC_NONE) {
+		const struct k2mc_span *op = &env[unwrap ? E_POP : E_OP];
+
+		/* Debezium: "op" is one of c (create), r (read: a snapshot
+		 * row), u (update), d (delete), t (truncate) */
+		if (op->kind != SPAN_STR || op->len != 1 || strchr("crudt", v[op->off]) == NULL) {
+			js->status = JS_NOT_CDC;
+			return 0;
+		}
+		js->op = (char)v[op->off];
+		js->doc = env[unwrap ? (js->op == 'd' ? E_PBEFORE : E_PAFTER)
+				     : (js->op == 'd' ? E_BEFORE : E_AFTER)];
+		/* a row is an object; a delete's before may be null or absent
+		 * (then only its key names the row) */
+		if (!span_is_object(v, &js->doc)) {
+			if (js->op == 'c' || js->op == 'r' || js->op == 'u') {
+				js->status = JS_NOT_CDC;
+				return 0;
+			}
+			js->doc.kind = SPAN_ABSENT;
+		}
+	}
+	for (int i = 0; i < map->val.npointers; i++)
+		js->own[i].kind = SPAN_ABSENT;
+	if (js->doc.kind != SPAN_ABSENT && map->val.npointers > 0)
+		scan_doc(&map->val, v, js->doc, js->own);
+	js->status = JS_OK;
+	return 1;
+}
+
+/* Scans the record key for the {keyjson:} pointers: 1 when it is JSON. */
+static int key_json_ready(const struct k2mc_mapping *map, const struct k2mc_record *rec,
+			  struct jstate *js)
+{
+	const unsigned char *k = rec->key;
+	struct k2mc_span env[E_N];
+
+	if (js->kstatus != JS_UNSCANNED)
+		return js->kstatus == JS_OK;
+	if (!map->key_unwrap) {
+		js->kstatus = scan_json(&map->keyt, k, rec->key_len, js->kspans, &js->kerr_at) == 0
+				      ? JS_OK : JS_NOT_JSON;
+		return js->kstatus == JS_OK;
+	}
+	if (scan_json(&map->env, k, rec->key_len, env, &js->kerr_at) != 0) {
+		js->kstatus = JS_NOT_JSON;
+		return 0;
+	}
+	scan_doc(&map->keyt, k, unwrapped(k, rec->key_len, env, 1), js->kspans);
+	js->kstatus = JS_OK;
+	return 1;
+}
+
+static void jstate_init(struct jstate *js)
+{
+	js->status = JS_UNSCANNED;
+	js->kstatus = JS_UNSCANNED;
+	js->err_at = 0;
+	js->op = 0;
 }
 
 static int header(const struct k2mc_record *rec, const char *name, const void **v, size_t *n)
@@ -1154,6 +1367,7 @@ struct src {
 	const void *b;
 	size_t n;
 	const struct k2mc_span *sp;
+	const void *base; /* what sp's offsets count from: the value or the key */
 	char num[12];
 };
 
@@ -1184,6 +1398,19 @@ static int part_src(const struct k2mc_mapping *map, const struct part *p,
 		}
 		s->b = rec->value;
 		s->n = rec->value_len;
+		if (!map->value_doc)
+			return 0;
+		/* the document: an envelope's payload, a change event's row */
+		*field = p->field;
+		if (!json_ready(map, rec, js))
+			return js->status == JS_NOT_CDC ? K2MC_MAP_NOT_CDC : K2MC_MAP_NOT_JSON;
+		if (js->doc.kind == SPAN_ABSENT)
+			return K2MC_MAP_MISSING_FIELD;
+		*field = NULL;
+		s->sp = &js->doc;
+		s->base = rec->value;
+		s->b = (const unsigned char *)rec->value + js->doc.off;
+		s->n = js->doc.len;
 		return 0;
 	case P_TOPIC:
 		s->b = rec->topic;
@@ -1204,13 +1431,28 @@ static int part_src(const struct k2mc_mapping *map, const struct part *p,
 		if (rec->value == NULL)
 			return K2MC_MAP_MISSING_FIELD;
 		if (!json_ready(map, rec, js))
-			return K2MC_MAP_NOT_JSON;
+			return js->status == JS_NOT_CDC ? K2MC_MAP_NOT_CDC : K2MC_MAP_NOT_JSON;
 		s->sp = &js->spans[p->ptr];
 		if (s->sp->kind == SPAN_ABSENT)
 			return K2MC_MAP_MISSING_FIELD;
 		*field = NULL;
+		s->base = rec->value;
 		s->b = (const unsigned char *)rec->value + s->sp->off;
 		s->n = s->sp->len; /* an upper bound when decoded or compacted */
+		return 0;
+	case P_KEYJSON:
+		*field = p->field;
+		if (rec->key == NULL || rec->key_len == 0)
+			return K2MC_KEY_MISSING;
+		if (!key_json_ready(map, rec, js))
+			return K2MC_MAP_NOT_JSON;
+		s->sp = &js->kspans[p->ptr];
+		if (s->sp->kind == SPAN_ABSENT)
+			return K2MC_MAP_MISSING_FIELD;
+		*field = NULL;
+		s->base = rec->key;
+		s->b = (const unsigned char *)rec->key + s->sp->off;
+		s->n = s->sp->len;
 		return 0;
 	}
 	return K2MC_MAP_MISSING_FIELD;
@@ -1227,7 +1469,7 @@ static int eval(const struct k2mc_mapping *map, const struct tmpl *t,
 		if (r != 0)
 			return r;
 		if (s.sp != NULL)
-			put_span(k, rec->value, s.sp);
+			put_span(k, s.base, s.sp);
 		else
 			put(k, s.b, s.n);
 	}
@@ -1445,7 +1687,7 @@ static int map_value(const struct k2mc_mapping *map, const struct k2mc_record *r
 			return r;
 		bound += s.n;
 	}
-	k = (struct sink){ arena_alloc(arena, bound > 0 ? bound : 1), bound, 0, 0, NULL, NULL };
+	k = (struct sink){ k2mc_arena_alloc(arena, bound > 0 ? bound : 1), bound, 0, 0, NULL, NULL };
 	if (k.buf == NULL)
 		return -ENOMEM;
 	eval(map, t, rec, js, &k, &out->field);
@@ -1462,9 +1704,11 @@ int k2mc_mapping_map(const struct k2mc_mapping *map, const struct k2mc_record *r
 	struct jstate js;
 	int kr, r;
 
-	js.status = 0;
+	jstate_init(&js);
 	out->op = K2MC_OP_SET;
 	out->expired = 0;
+	out->truncate = 0;
+	out->in_key = 0;
 	out->flags = c->flags;
 	out->exptime = 0;
 	out->value = NULL;
@@ -1488,6 +1732,8 @@ int k2mc_mapping_map(const struct k2mc_mapping *map, const struct k2mc_record *r
 		out->key_hashed = k2mc_map_hashable(kr) && pre->key_len > 0;
 		out->produced_len = pre->produced_len;
 		out->field = pre->field;
+		out->in_key = pre->in_key;
+		js.err_at = pre->json_at;
 		if (pre->json != 0) {
 			js.status = pre->json;
 			js.err_at = pre->json_at;
@@ -1496,6 +1742,10 @@ int k2mc_mapping_map(const struct k2mc_mapping *map, const struct k2mc_record *r
 	} else {
 		kr = map_key(map, rec, &js, out->key, &out->key_len, &out->produced_len,
 			     &out->field, &out->key_hashed);
+		if (kr == K2MC_MAP_NOT_JSON && js.kstatus == JS_NOT_JSON) {
+			out->in_key = 1;
+			js.err_at = js.kerr_at;
+		}
 	}
 	if (kr == K2MC_MAP_NOT_JSON)
 		out->json_at = js.err_at;
@@ -1503,6 +1753,29 @@ int k2mc_mapping_map(const struct k2mc_mapping *map, const struct k2mc_record *r
 		out->op = c->on_tombstone == K2MC_TOMB_INVALIDATE ? K2MC_OP_INVALIDATE
 								  : K2MC_OP_DELETE;
 		return kr;
+	}
+	if (c->cdc != K2MC_CDC_NONE) {
+		/* the event's op decides, before the key's reason: a truncate
+		 * has no key, and is no invalid record */
+		int ok = json_ready(map, rec, &js);
+
+		if (ok && js.op == 't') {
+			out->op = K2MC_OP_NONE;
+			out->truncate = 1;
+			return K2MC_MAP_OK;
+		}
+		if (kr != K2MC_MAP_OK && !k2mc_map_hashable(kr))
+			return kr;
+		out->field = NULL;
+		out->in_key = 0;
+		if (!ok) {
+			out->json_at = js.err_at;
+			return js.status == JS_NOT_CDC ? K2MC_MAP_NOT_CDC : K2MC_MAP_NOT_JSON;
+		}
+		if (js.op == 'd' || c->cdc == K2MC_CDC_DEBEZIUM_INVALIDATE) {
+			out->op = K2MC_OP_DELETE;
+			return kr;
+		}
 	}
 	if (kr != K2MC_MAP_OK && !k2mc_map_hashable(kr))
 		return kr;
@@ -1536,10 +1809,11 @@ struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 		return NULL;
 	p->m = m;
 	p->json = 0;
+	p->in_key = 0;
 	p->json_at = 0;
 	p->field = NULL;
 	p->produced_len = 0;
-	js.status = 0;
+	jstate_init(&js);
 	if (rec.value == NULL && map->cfg->on_tombstone == K2MC_TOMB_IGNORE) {
 		/* written nowhere: any writer will do */
 		p->reason = K2MC_MAP_OK;
@@ -1547,8 +1821,9 @@ struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 		*route = UINT64_MAX;
 		return p;
 	}
-	if (map->key.reads_json && rec.value != NULL) {
-		/* one pass finds the value template's pointers too */
+	if (map->key.reads_json && rec.value != NULL && !map->value_doc) {
+		/* one pass finds the value template's pointers too (a document
+		 * the writer reads again: it needs the op and the row too) */
 		js.status = k2mc_mapping_scan_json(map, rec.value, rec.value_len, p->spans,
 						   &js.err_at) == 0 ? 1 : 2;
 		js.spans = p->spans;
@@ -1558,7 +1833,33 @@ struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 	p->reason = (uint8_t)map_key(map, &rec, &js, p->key, &klen, &p->produced_len, &p->field,
 				     &hashed);
 	p->key_len = (uint8_t)klen;
+	if (p->reason == K2MC_MAP_NOT_JSON && js.kstatus == JS_NOT_JSON) {
+		p->in_key = 1;
+		p->json_at = js.kerr_at;
+	} else if (p->reason == K2MC_MAP_NOT_JSON && js.status == JS_NOT_JSON) {
+		p->json_at = js.err_at;
+	}
 	*route = klen > 0 ? XXH3_64bits(p->key, klen) : UINT64_MAX;
+	return p;
+}
+
+struct k2mc_prepared *k2mc_mapping_prepare_refused(const struct k2mc_mapping *map,
+						   rd_kafka_message_t *m, int r, int in_key,
+						   uint64_t *route)
+{
+	struct k2mc_prepared *p = malloc(k2mc_prepared_bytes(map));
+
+	if (p == NULL)
+		return NULL;
+	p->m = m;
+	p->reason = (uint8_t)r;
+	p->key_len = 0;
+	p->json = 0;
+	p->in_key = (uint8_t)in_key;
+	p->json_at = 0;
+	p->produced_len = 0;
+	p->field = NULL;
+	*route = UINT64_MAX;
 	return p;
 }
 
@@ -1569,7 +1870,7 @@ void k2mc_prepared_free(struct k2mc_prepared *p)
 
 size_t k2mc_prepared_bytes(const struct k2mc_mapping *map)
 {
-	return sizeof(struct k2mc_prepared) + (size_t)map->npointers * sizeof(struct k2mc_span);
+	return sizeof(struct k2mc_prepared) + (size_t)map->val.npointers * sizeof(struct k2mc_span);
 }
 
 /* Header bytes for a log line: printable ASCII as is, the rest \xHH, at
@@ -1621,8 +1922,32 @@ void k2mc_mapping_explain(const struct k2mc_mapping *map, const struct k2mc_reco
 			snprintf(buf, len, "no %s", out->field ? out->field : "such field");
 		break;
 	case K2MC_MAP_NOT_JSON:
-		snprintf(buf, len, "the value (%zu bytes) is not JSON: error at byte %zu",
-			 rec->value_len, out->json_at);
+		snprintf(buf, len, "the %s (%zu bytes) is not JSON: error at byte %zu",
+			 out->in_key ? "record key" : "value",
+			 out->in_key ? rec->key_len : rec->value_len, out->json_at);
+		break;
+	case K2MC_MAP_NOT_AVRO:
+	case K2MC_MAP_SCHEMA_UNAVAILABLE:
+	case K2MC_MAP_AVRO_DECODE: {
+		const unsigned char *d = out->in_key ? rec->key : rec->value;
+		size_t n = out->in_key ? rec->key_len : rec->value_len;
+		const char *what = out->in_key ? "record key" : "value";
+
+		if (r == K2MC_MAP_NOT_AVRO || d == NULL || n < 5)
+			snprintf(buf, len, "the %s (%zu bytes) is not Avro in the Confluent wire "
+				 "format (magic byte 0, then a 4-byte schema id)", what, n);
+		else
+			snprintf(buf, len, "the %s (%zu bytes, schema id %lu): %s", what, n,
+				 (unsigned long)d[1] << 24 | (unsigned long)d[2] << 16 |
+					 (unsigned long)d[3] << 8 | d[4],
+				 r == K2MC_MAP_AVRO_DECODE
+					 ? "its bytes are not a datum of that schema"
+					 : "the registry has no usable Avro schema of that id");
+		break;
+	}
+	case K2MC_MAP_NOT_CDC:
+		snprintf(buf, len, "the value is not a Debezium change event (op c, r, u, d or t; "
+			 "an after object for c, r, u)");
 		break;
 	case K2MC_MAP_BAD_TTL:
 		show(b, sizeof(b), out->bad, out->bad_len);

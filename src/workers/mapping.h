@@ -9,9 +9,19 @@
  * {header:NAME} (the last header of that name), {json:/POINTER} (RFC 6901,
  * into the value: a JSON string gives its unescaped text, any other JSON
  * value its compact text, i.e. its bytes without the whitespace outside
- * strings), {{ and }} for literal braces; everything else is literal. A
- * placeholder ends at the first '}'. --key-prefix goes before the key
- * template's output. */
+ * strings), {keyjson:/POINTER} (the same, into the record key), {{ and }}
+ * for literal braces; everything else is literal. A placeholder ends at the
+ * first '}'. --key-prefix goes before the key template's output.
+ *
+ * Formats and change events (docs/cdc.md): the mapping reads JSON text; an
+ * Avro key or value is decoded into JSON text by the caller first (decode.h:
+ * k2mc_record's key and value then point at that text). A value under
+ * --value-format json (or raw under --cdc) that is a Kafka Connect envelope,
+ * an object with a "schema" object and a "payload", is read as its payload;
+ * keys likewise. Under --cdc the value is a Debezium change event: {value}
+ * and {json:} read its row image (after; before for op d), op d deletes the
+ * key, op t maps to no command (out->truncate), and a value that is no
+ * change event is not_cdc. */
 #ifndef K2MC_MAPPING_H
 #define K2MC_MAPPING_H
 
@@ -34,18 +44,28 @@ enum k2mc_map_reason {
 	K2MC_MAP_NOT_JSON,      /* a {json:} placeholder on a value that is not JSON */
 	K2MC_MAP_BAD_TTL,       /* --ttl-header value not decimal seconds 0..2147483647 */
 	K2MC_MAP_BAD_FLAGS,     /* --flags-header value not decimal 0..4294967295 */
+	/* --key-format / --value-format avro (decode.h; the names are avro.h's) */
+	K2MC_MAP_NOT_AVRO,      /* not the Confluent wire format (magic byte 0, 4-byte id) */
+	K2MC_MAP_SCHEMA_UNAVAILABLE, /* the registry does not have the schema, or it is
+				 * not Avro, or its references cannot be had */
+	K2MC_MAP_AVRO_DECODE,   /* the bytes are not a datum of their schema */
+	K2MC_MAP_NOT_CDC,       /* --cdc: the value is not a change event (no op c, r, u,
+				 * d or t; c, r, u without an after object) */
 	K2MC_MAP_NREASONS,
 };
 
 /* "missing_key", "key_too_long", "key_bad_bytes", "value_too_large",
- * "missing_field", "not_json", "bad_ttl", "bad_flags"; "ok"; "unknown". */
+ * "missing_field", "not_json", "bad_ttl", "bad_flags", "not_avro",
+ * "schema_unavailable", "avro_decode", "not_cdc"; "ok"; "unknown". */
 const char *k2mc_map_reason_name(enum k2mc_map_reason r);
 /* 1 if r is about the produced key's shape (too long, forbidden bytes), which
  * --on-invalid hash cures; the other reasons it cannot. */
 int k2mc_map_hashable(enum k2mc_map_reason r);
 /* 1 if a record refused for r still names a valid key whose newest state it
- * is (value_too_large, missing_field, not_json, bad_ttl, bad_flags): skipping
- * it must delete that key's older value (policy.h). */
+ * is (value_too_large, missing_field, not_json, bad_ttl, bad_flags, and the
+ * value's not_avro, schema_unavailable, avro_decode, not_cdc): skipping it
+ * must delete that key's older value (policy.h). A record whose key itself
+ * did not decode has no key (key_len 0), so nothing is deleted for it. */
 int k2mc_map_invalidates(enum k2mc_map_reason r);
 
 enum k2mc_map_op {
@@ -68,6 +88,7 @@ enum k2mc_map_op {
 #define K2MC_MAP_MAX_POINTERS 32
 
 struct k2mc_mapping;
+struct k2mc_decoder;
 
 /* Compiles cfg's templates and mapping settings. NULL on a bad template,
  * with a message in err that names the option and points at the position
@@ -84,6 +105,18 @@ void k2mc_mapping_free(struct k2mc_mapping *map);
  * consumer computes nothing. 0: the consumer must produce the key
  * (k2mc_mapping_prepare) and route on it. */
 int k2mc_mapping_routes_by_record_key(const struct k2mc_mapping *map);
+/* What the key template reads of a record (k2mc_mapping_prepare, in the
+ * consumer thread): *key the record key ({key}, {keyjson:}), *value its
+ * value ({value}, {json:}). What k2mc_mapping_map reads of the value in
+ * the writer when the key was prepared: 1 if the value template or --cdc
+ * reads it. A caller decodes (decode.h) only what is read. */
+void k2mc_mapping_key_reads(const struct k2mc_mapping *map, int *key, int *value);
+int k2mc_mapping_value_read(const struct k2mc_mapping *map);
+/* The decoder of the formats (decode.h), set by main before any thread
+ * starts; the consumer and writer threads make their contexts from it.
+ * NULL (the default): records are read as they are. */
+void k2mc_mapping_set_decoder(struct k2mc_mapping *map, struct k2mc_decoder *d);
+struct k2mc_decoder *k2mc_mapping_decoder(const struct k2mc_mapping *map);
 /* 1 if either template or --ttl-header / --flags-header reads headers. */
 int k2mc_mapping_reads_headers(const struct k2mc_mapping *map);
 /* 1 for the default templates and settings: key = prefix + record key,
@@ -126,6 +159,8 @@ struct k2mc_prepared {
 			    * fit), or one that gives no key */
 	uint8_t key_len;   /* <= K2MC_MC_KEY_MAX */
 	uint8_t json;      /* 0 not scanned, 1 scanned, 2 not JSON */
+	uint8_t in_key;    /* reason is about the record key's bytes (not JSON, not
+			    * Avro...), not its value's */
 	size_t json_at;    /* not JSON: byte offset of the error */
 	size_t produced_len; /* the template output's length (for messages) */
 	const char *field; /* what was missing (the mapping's text), or NULL */
@@ -141,6 +176,11 @@ struct k2mc_prepared {
 struct k2mc_prepared *k2mc_mapping_prepare(const struct k2mc_mapping *map,
 					   rd_kafka_message_t *m, const struct k2mc_record *rec,
 					   uint64_t *route);
+/* The same for a record whose key or value could not be decoded (decode.h)
+ * in the consumer thread: no key, reason r (in_key: the record key's). */
+struct k2mc_prepared *k2mc_mapping_prepare_refused(const struct k2mc_mapping *map,
+						   rd_kafka_message_t *m, int r, int in_key,
+						   uint64_t *route);
 void k2mc_prepared_free(struct k2mc_prepared *p);
 /* What one struct k2mc_prepared of this mapping takes: the consumer counts
  * it in the byte budget with its record, and the writer gives it back. */
@@ -152,11 +192,15 @@ struct k2mc_arena;
 struct k2mc_arena *k2mc_arena_new(void);
 void k2mc_arena_reset(struct k2mc_arena *a);
 void k2mc_arena_free(struct k2mc_arena *a);
+/* n bytes in a, until its next reset; NULL for lack of memory. */
+void *k2mc_arena_alloc(struct k2mc_arena *a, size_t n);
 
 /* One record, mapped. */
 struct k2mc_mapped {
 	enum k2mc_map_op op;
 	int expired;          /* op is DELETE because the expiry has passed */
+	int truncate;         /* op is NONE for a --cdc truncate event (op t) */
+	int in_key;           /* the reason is about the record key's bytes */
 	uint32_t flags;
 	uint32_t exptime;     /* on the wire: 0 none, <= 30 days relative, else a unix time */
 	const void *value;    /* SET: into the record, or the arena */

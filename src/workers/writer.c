@@ -493,9 +493,23 @@ static int classify(struct writer *w, size_t n)
 			it->inval = (uint8_t)d.reason;
 			break;
 		case K2MC_FATE_IGNORE:
-			/* --on-tombstone ignore: acknowledged unwritten */
+			/* --on-tombstone ignore, or a --cdc truncate:
+			 * acknowledged unwritten */
 			it->state = ITEM_ACK;
-			k2mc_count(&w->stats->ignored, 1);
+			if (!mp->truncate) {
+				k2mc_count(&w->stats->ignored, 1);
+				break;
+			}
+			k2mc_count(&w->stats->cdc_truncates, 1);
+			if (!atomic_exchange_explicit(&ws->truncate_logged, 1, memory_order_relaxed))
+				k2mc_log_record(K2MC_LOG_WARN, rd_kafka_topic_name(m->rkt),
+						m->partition, m->offset, "cdc_truncate",
+						"%s [%d] @%lld: a truncate event (op t): the table was "
+						"emptied, but k2mc cannot tell which keys it held, so the "
+						"cache keeps them until they expire or are changed; "
+						"counted (truncates), logged once",
+						rd_kafka_topic_name(m->rkt), m->partition,
+						(long long)m->offset);
 			break;
 		default:
 			refuse(w, i, d.reason);
@@ -701,27 +715,84 @@ static void out_of_memory(struct writer *w, size_t n)
 		  "acknowledged, retrying the same records", w->id, n);
 }
 
+/* --value-format avro: rec's value becomes its JSON text, copied into the
+ * arena (the mapped value may point into it until the batch ends). 0, an
+ * invalid reason, K2MC_DECODE_AGAIN (the registry is unreachable) or
+ * -ENOMEM. */
+static int decode_value(struct writer *w, struct k2mc_record *rec)
+{
+	int in_key, r;
+	void *copy;
+
+	if (w->dec == NULL && (w->dec = k2mc_decode_ctx_new(k2mc_mapping_decoder(w->pool->map))) ==
+				      NULL)
+		return -ENOMEM;
+	r = k2mc_decode_record(w->dec, rec, 0, 1, &in_key);
+	if (r != 0 || rec->value == NULL)
+		return r;
+	copy = k2mc_arena_alloc(w->arena, rec->value_len > 0 ? rec->value_len : 1);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, rec->value, rec->value_len);
+	rec->value = copy;
+	return 0;
+}
+
 /* Maps every record of the batch (mapping.h: one call each), before any
- * decision about them: 0, or -ENOMEM when a built value found no memory
- * (nothing was decided or counted yet, so the batch can map again). */
+ * decision about them: 0, -ENOMEM when a built value found no memory, or
+ * K2MC_DECODE_AGAIN when a value's schema is on a registry that cannot be
+ * reached (nothing was decided or counted yet, so the batch can map again). */
 static int map_all(struct writer *w, size_t n)
 {
 	const struct k2mc_mapping *map = w->pool->map;
 	/* one clock read per batch: the expiries of --ttl-from-timestamp */
 	int64_t now = k2mc_wall_ms();
+	int avro = k2mc_decoder_value_avro(k2mc_mapping_decoder(map)) &&
+		   k2mc_mapping_value_read(map);
 
 	k2mc_arena_reset(w->arena);
 	for (size_t i = 0; i < n; i++) {
 		struct k2mc_record rec;
-		int r;
+		int r, dr = 0;
 
 		k2mc_record_of(map, w->batch[i].m, &rec);
+		if (avro) {
+			dr = decode_value(w, &rec);
+			if (dr < 0)
+				return dr;
+			if (dr > 0) /* mapped as the bytes it is, for its key */
+				k2mc_record_of(map, w->batch[i].m, &rec);
+		}
 		r = k2mc_mapping_map(map, &rec, w->batch[i].pre, now, w->arena, &w->maps[i]);
 		if (r < 0)
 			return r;
+		/* a value that does not decode is the record's reason, unless
+		 * its key gives no key at all (that reason comes first) */
+		if (dr > 0 && (w->maps[i].key_len > 0 || r == K2MC_MAP_OK)) {
+			r = dr;
+			w->maps[i].in_key = 0;
+			w->maps[i].truncate = 0;
+		}
 		w->batch[i].reason = (uint8_t)r;
 	}
 	return 0;
+}
+
+/* The batch waits for an unreachable Schema Registry: said when the wait
+ * begins and when it ends, counted once per wait. */
+static void registry_wait(struct writer *w, int waiting)
+{
+	if (waiting && w->registry_since == 0) {
+		w->registry_since = k2mc_now_ms();
+		k2mc_decode_note_wait(k2mc_mapping_decoder(w->pool->map));
+		k2mc_warn("writer %d: the Schema Registry is unreachable (%s); the batch waits for "
+			  "it, nothing of it is written or acknowledged",
+			  w->id, k2mc_decode_explain(w->dec));
+	} else if (!waiting && w->registry_since != 0) {
+		k2mc_info("writer %d: the Schema Registry answers again, after %lld ms", w->id,
+			  (long long)(k2mc_now_ms() - w->registry_since));
+		w->registry_since = 0;
+	}
 }
 
 /* One batch, from the lease to every reply: 0 (complete() may run), or -1
@@ -736,12 +807,16 @@ static int run_batch(struct writer *w, size_t n, size_t nsegs)
 	/* --mc-eject: servers whose retry time has come are placed to again */
 	if (writer_ejecting(w->pool))
 		k2mc_placement_restore(w->place, time(NULL));
-	while (map_all(w, n) != 0) {
-		out_of_memory(w, n);
+	while ((rc = map_all(w, n)) != 0) {
+		if (rc == K2MC_DECODE_AGAIN)
+			registry_wait(w, 1);
+		else
+			out_of_memory(w, n);
 		if (writer_batch_abandoned(w, nsegs))
 			return -1;
 		writer_backoff(w, &delay);
 	}
+	registry_wait(w, 0);
 	rc = classify(w, n);
 	for (;;) {
 		if (rc == 0)
@@ -1067,6 +1142,8 @@ void k2mc_writers_free(struct k2mc_writers *ws)
 		free(w->peek);
 		free(w->maps);
 		k2mc_arena_free(w->arena);
+		/* its thread has ended (joined) */
+		k2mc_decode_ctx_free(w->dec);
 		free(w->coal);
 		free(w->segs);
 	}

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/fence.h"
+#include "workers/decode.h"
 #include "workers/dlq.h"
 #include "workers/mapping.h"
 #include "workers/mcconn.h"
@@ -93,6 +94,11 @@ struct writer {
 	int refused_server;
 	/* 1 after a batch could not be built for lack of memory, until one is */
 	int nomem;
+	/* its decoding context (decode.h) when values are Avro, else NULL */
+	struct k2mc_decode_ctx *dec;
+	/* k2mc_now_ms when the current wait for the Schema Registry began, 0:
+	 * not waiting */
+	int64_t registry_since;
 
 	/* batch scratch, reused: [--batch] each */
 	struct item *batch;
@@ -167,6 +173,8 @@ struct k2mc_writers {
 	/* any writer: --on-tombstone invalidate met a classic-only server
 	 * (exchange: said once) */
 	_Atomic int invalidate_text_logged;
+	/* any writer: a --cdc truncate event was met (exchange: said once) */
+	_Atomic int truncate_logged;
 	/* any writer: until when connection slots are short (k2mc_now_ms; a
 	 * full server's refusal pushes it), and the earliest time of the next
 	 * line saying so (CAS claims it); relaxed: a writer that sees it late
