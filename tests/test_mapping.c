@@ -1375,3 +1375,54 @@ Test(mapping, refused_records_carry_their_reason)
 	k2mc_prepared_free(p);
 	free(m);
 }
+
+/* --value-format json reads a value without an envelope exactly as raw does
+ * (one pass finds the pointers and the envelope's members), and a value in
+ * an envelope as its payload; also with more pointers than one pass can
+ * hold with the envelope's (then two passes). */
+Test(mapping, json_format_equals_raw_without_an_envelope)
+{
+	static const char *const docs[] = {
+		"{\"id\":1,\"p\":{\"a\":[1, 2]}}", "{\"id\":\"x y\",\"p\":0}", "{\"p\":1}",
+		"{\"id\":1,", "[1]", "{\"schema\":1,\"payload\":{\"id\":2}}",
+		"{\"payload\":{\"id\":2},\"id\":3,\"p\":4}", "{\"id\":{},\"p\":[]}",
+	};
+	char many[1024] = "{json:/id}";
+	struct k2mc_mapped a, b;
+
+	for (int i = 0; i < 31; i++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many), "{json:/f%d}", i);
+	for (int round = 0; round < 2; round++) {
+		const char *vt = round ? "{json:/p}" : many;
+
+		for (size_t d = 0; d < sizeof(docs) / sizeof(docs[0]); d++) {
+			struct k2mc_record r = rec_kv("k", docs[d]);
+			int ra, rb;
+
+			cfg.value_format = K2MC_FMT_RAW;
+			compile("u:{json:/id}", vt);
+			ra = map_rec(&r, &a);
+			cfg.value_format = K2MC_FMT_JSON;
+			compile("u:{json:/id}", vt);
+			rb = map_rec(&r, &b);
+			cr_expect_eq(ra, rb, "%s: %s vs %s", docs[d], k2mc_map_reason_name(ra),
+				     k2mc_map_reason_name(rb));
+			cr_expect(a.key_len == b.key_len && memcmp(a.key, b.key, a.key_len) == 0,
+				  "%s", docs[d]);
+			if (ra == K2MC_MAP_OK)
+				cr_expect(a.value_len == b.value_len &&
+						  memcmp(a.value, b.value, a.value_len) == 0,
+					  "%s: '%.*s' vs '%.*s'", docs[d], (int)a.value_len,
+					  (const char *)a.value, (int)b.value_len, (const char *)b.value);
+		}
+		/* an envelope: the payload */
+		{
+			struct k2mc_record r = rec_kv("k", "{\"schema\":{},\"payload\":{\"id\":5,\"p\":[ 6 ]}}");
+
+			cr_expect_eq(map_rec(&r, &b), round ? K2MC_MAP_OK : K2MC_MAP_MISSING_FIELD);
+			expect_key(&b, "u:5");
+			if (round)
+				expect_value(&b, "[6]");
+		}
+	}
+}

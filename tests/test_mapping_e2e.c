@@ -1208,3 +1208,53 @@ Test(mapping_e2e, registry_down_the_writer_waits_for_values)
 {
 	registry_down_at_start(0);
 }
+
+/* The new reasons under the other policies: dlq (the record's copy with its
+ * reason), fail (exit 1, nothing at or past it committed). */
+Test(mapping_e2e, avro_and_cdc_reasons_under_dlq_and_fail)
+{
+	static struct avro_events e;
+	char url[64], group[32];
+	const char *base[] = { "--cdc", "debezium", "--key-format", "avro", "--value-format", "avro",
+			       "--schema-registry", url, "--key", "customers:{keyjson:/id}",
+			       "--on-invalid", NULL, "--dlq-topic", DLQ, NULL };
+	struct world_letter l[4];
+	struct h_proc k;
+	int n;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", srv_registry_start(0));
+	srv_registry_serve(KEY_ID, KEY_SCHEMA);
+	srv_registry_serve(ENV_ID, ENV_SCHEMA);
+	memset(&e, 0, sizeof(e));
+	memset(bin_klen, 0, sizeof(bin_klen));
+	memset(bin_vlen, 0, sizeof(bin_vlen));
+	avro_event(&e, 1, 'c', NULL, "one");
+	avro_raw(&e, 2, "{\"json\":1}", 10);           /* offset 1: not_avro */
+	avro_event(&e, 3, 'c', NULL, "three");
+	avro_raw(&e, 4, "\0\0\0\0\x63\x02", 6);          /* offset 3: schema_unavailable */
+	start_world();
+	produce(e.recs, e.n);
+
+	base[11] = "dlq";
+	cr_assert_eq(run_k2mc(&k, "reasons-dlq", base), 0, "stderr:\n%s", tail_of(k.err_path));
+	n = world_read_dlq(&W, dlq_topic, l, 4);
+	cr_assert_eq(n, 2, "%d dead letters", n);
+	qsort(l, (size_t)n, sizeof(l[0]), by_offset);
+	cr_expect_str_eq(l[0].reason, "not_avro");
+	cr_expect_eq(l[0].offset, 1);
+	cr_expect_str_eq(l[1].reason, "schema_unavailable");
+	cr_expect_eq(l[1].offset, 3);
+	/* (world_read_dlq copies values as strings: the length is what can be
+	 * compared of these bytes, which start with a NUL) */
+	cr_expect_eq(l[1].vlen, 6, "the dead letter is the record's own value");
+	world_letters_free(l, n);
+	expect_item("customers:3", "{\"id\":3,\"name\":\"three\"}", 0, -1, -1);
+
+	base[11] = "fail";
+	base[12] = NULL;
+	snprintf(group, sizeof(group), "reasons-fail");
+	cr_assert_eq(run_k2mc(&k, group, base), 1, "stderr:\n%s", tail_of(k.err_path));
+	cr_expect(h_file_contains(k.err_path, "not_avro"), "%s", tail_of(k.err_path));
+	cr_expect_leq(committed(group), 1, "committed past the refused record");
+	srv_registry_stop();
+}

@@ -120,6 +120,14 @@ struct k2mc_mapping {
 	struct tmpl key, value;
 	/* {json:} pointers (val), {keyjson:} pointers (keyt), the envelope's */
 	struct trie val, keyt, env;
+	/* --value-format json without --cdc: the {json:} pointers and the
+	 * envelope's in one trie (venv), so that a value without an envelope
+	 * is scanned once; venv_of_val[i] is pointer i of val in it. venv_ok 0:
+	 * not built (another mode, or more pointers than one trie holds) */
+	struct trie venv;
+	int venv_ok, venv_schema, venv_payload;
+	int venv_of_val[K2MC_MAP_MAX_POINTERS];
+	const char *val_text[K2MC_MAP_MAX_POINTERS]; /* pointer i of val, as written */
 	/* the value is read as a document (an envelope's payload, a change
 	 * event's row image), not as its bytes: --cdc, or an envelope that
 	 * --value-format json (or raw under --cdc) unwraps */
@@ -184,6 +192,7 @@ void k2mc_mapping_free(struct k2mc_mapping *m)
 	free(m->val.nodes);
 	free(m->keyt.nodes);
 	free(m->env.nodes);
+	free(m->venv.nodes);
 	free(m);
 }
 
@@ -411,6 +420,9 @@ static int compile(struct k2mc_mapping *m, struct tmpl *t, const char *opt, cons
 			p->field = own_printf(m, "JSON pointer '%.*s'", (int)(nlen - 5), name + 5);
 			if (p->field == NULL)
 				goto nomem;
+			if (m->val_text[p->ptr] == NULL &&
+			    (m->val_text[p->ptr] = own(m, strndup(name + 5, nlen - 5))) == NULL)
+				goto nomem;
 			t->reads_value = 1;
 			t->reads_json = 1;
 		} else if (nlen >= 8 && memcmp(name, "keyjson:", 8) == 0) {
@@ -455,6 +467,36 @@ static int trie_init(struct trie *t)
 	return 0;
 }
 
+/* The venv trie (struct k2mc_mapping), when the mode has one and its
+ * pointers fit: 0, or -1 for lack of memory. */
+static int venv_build(struct k2mc_mapping *m)
+{
+	char ignored[256];
+
+	if (!m->value_unwrap || m->cfg->cdc != K2MC_CDC_NONE || m->val.npointers == 0 ||
+	    m->val.npointers + 2 > K2MC_MAP_MAX_POINTERS)
+		return 0;
+	if (trie_init(&m->venv) != 0)
+		return -1;
+	for (int i = 0; i < m->val.npointers; i++) {
+		m->venv_of_val[i] = add_pointer(m, &m->venv, "value", m->val_text[i], 0,
+						m->val_text[i], strlen(m->val_text[i]), ignored,
+						sizeof(ignored));
+		if (m->venv_of_val[i] < 0)
+			return -1; /* the same pointers compiled in val: only memory */
+	}
+	m->venv_schema = add_pointer(m, &m->venv, "value", env_pointers[E_SCHEMA], 0,
+				     env_pointers[E_SCHEMA], strlen(env_pointers[E_SCHEMA]),
+				     ignored, sizeof(ignored));
+	m->venv_payload = add_pointer(m, &m->venv, "value", env_pointers[E_PAYLOAD], 0,
+				      env_pointers[E_PAYLOAD], strlen(env_pointers[E_PAYLOAD]),
+				      ignored, sizeof(ignored));
+	if (m->venv_schema < 0 || m->venv_payload < 0)
+		return -1;
+	m->venv_ok = 1;
+	return 0;
+}
+
 struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, size_t errlen)
 {
 	struct k2mc_mapping *m = calloc(1, sizeof(*m));
@@ -482,6 +524,8 @@ struct k2mc_mapping *k2mc_mapping_new(const struct k2mc_config *cfg, char *err, 
 	if (compile(m, &m->key, "key", kt, err, errlen) != 0 ||
 	    compile(m, &m->value, "value", vt, err, errlen) != 0)
 		goto fail;
+	if (venv_build(m) != 0)
+		goto nomem;
 	m->key_plain = m->key.n == 1 && m->key.parts[0].kind == P_KEY;
 	/* a document's {value} is a span of the value, not all of it */
 	m->value_plain = m->value.n == 1 && m->value.parts[0].kind == P_VALUE && !m->value_doc;
@@ -1162,6 +1206,29 @@ static int json_ready(const struct k2mc_mapping *map, const struct k2mc_record *
 				     ? JS_OK : JS_NOT_JSON;
 		js->doc = (struct k2mc_span){ 0, (uint32_t)rec->value_len, SPAN_COMPACT };
 		return js->status == JS_OK;
+	}
+	if (map->venv_ok) {
+		/* one pass finds the pointers and whether there is an envelope;
+		 * only an envelope's payload is scanned again */
+		struct k2mc_span all[K2MC_MAP_MAX_POINTERS];
+
+		if (scan_json(&map->venv, v, rec->value_len, all, &js->err_at) != 0) {
+			js->status = JS_NOT_JSON;
+			return 0;
+		}
+		js->status = JS_OK;
+		if (span_is_object(v, &all[map->venv_schema]) &&
+		    all[map->venv_payload].kind != SPAN_ABSENT) {
+			js->doc = all[map->venv_payload];
+			for (int i = 0; i < map->val.npointers; i++)
+				js->own[i].kind = SPAN_ABSENT;
+			scan_doc(&map->val, v, js->doc, js->own);
+			return 1;
+		}
+		js->doc = (struct k2mc_span){ 0, (uint32_t)rec->value_len, SPAN_COMPACT };
+		for (int i = 0; i < map->val.npointers; i++)
+			js->own[i] = all[map->venv_of_val[i]];
+		return 1;
 	}
 	if (scan_json(&map->env, v, rec->value_len, env, &js->err_at) != 0) {
 		js->status = JS_NOT_JSON;
