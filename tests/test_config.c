@@ -1219,7 +1219,7 @@ static int run_k2mc(char *const args[], char *line, size_t len)
 	const char *bin = getenv("K2MC_BIN") != NULL && getenv("K2MC_BIN")[0] != '\0'
 				  ? getenv("K2MC_BIN")
 				  : "build/k2mc";
-	char *argv[64], buf[8192];
+	char *argv[64], buf[65536]; /* --help on a usage error is several KiB and grows */
 	size_t got = 0;
 	int fds[2], status, rc = -1;
 	int64_t deadline = (int64_t)time(NULL) + 20;
