@@ -392,6 +392,23 @@ static size_t fetch_size(struct k2mc_part *p)
 	return n < 1 ? 1 : n > CONSUME_BATCH ? CONSUME_BATCH : (size_t)n;
 }
 
+/* Up to max records of p's queue: waits up to timeout_ms for the first,
+ * then takes only what is queued already. librdkafka's batch call waits
+ * until the whole batch is there or its timeout passes, so records that
+ * arrive one by one (a database's changes) each waited out the timeout
+ * before any was written (perf/FINDINGS.md, issue 26). */
+static ssize_t consume_some(struct k2mc_part *p, int timeout_ms, rd_kafka_message_t **msgs,
+			    size_t max)
+{
+	ssize_t n = rd_kafka_consume_batch_queue(p->queue, timeout_ms, msgs, 1), more;
+
+	if (n <= 0 || max <= 1)
+		return n;
+	more = rd_kafka_consume_batch_queue(p->queue, 0, msgs + 1, max - 1);
+	/* an error with a record in hand: the next call reports it */
+	return more > 0 ? n + more : n;
+}
+
 /* Registers the record with the watermark, blocking while the window is
  * full. Returns its tag, or -1 on stop. Writers are rung before parking: a
  * window waiting on a sleeping writer would never move. */
@@ -670,9 +687,8 @@ static void *consumer_main(void *arg)
 	while (!stopping(p)) {
 		size_t want = fetch_size(p);
 		/* just woken after a drain: its fetch is on the way */
-		ssize_t n = rd_kafka_consume_batch_queue(
-			p->queue, woke || !p->stall_wake ? CONSUME_TIMEOUT_MS : WAKE_AFTER_MS, msgs,
-			want);
+		ssize_t n = consume_some(p, woke || !p->stall_wake ? CONSUME_TIMEOUT_MS : WAKE_AFTER_MS,
+					 msgs, want);
 		uint8_t rung[256] = { 0 };
 		uint64_t got = 0, bytes = 0;
 		/* the log start, for note_gap: read at most once per batch */
@@ -681,7 +697,7 @@ static void *consumer_main(void *arg)
 
 		if (n == 0 && !woke && p->stall_wake && !stopping(p)) {
 			(void)wake_fetch(p);
-			n = rd_kafka_consume_batch_queue(p->queue, CONSUME_TIMEOUT_MS, msgs, want);
+			n = consume_some(p, CONSUME_TIMEOUT_MS, msgs, want);
 		}
 		if (n < 0) {
 			k2mc_log_partition(K2MC_LOG_ERR, p->topic, p->partition,
