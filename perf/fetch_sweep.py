@@ -24,6 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "bench"))
 import bench as B  # noqa: E402
 
+# seconds of an idle broker measured before the readers
+IDLE_S = 5
+
 # name -> k2mc arguments; each changes one thing against k2mc's defaults
 VARIANTS = [
     ("defaults", []),
@@ -57,6 +60,8 @@ def main(argv):
     ap.add_argument("--only", help="comma-separated variant names (default: all)")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=ARGS",
                     help="one more k2mc row: NAME=space-separated arguments")
+    ap.add_argument("--floor-extra", action="append", default=[], metavar="NAME=ARGS",
+                    help="one more floor row (kafka-ceiling): NAME=space-separated -X arguments")
     ap.add_argument("--k2mc", help="the k2mc binary (default build/k2mc)")
     ap.add_argument("--no-fetch-count", action="store_true")
     ap.add_argument("--kafka-version", default=B.KAFKA_DEFAULT_VERSION)
@@ -73,12 +78,21 @@ def main(argv):
     kafka = B.Kafka("real", args.kafka_version, logroot, tools.mock)
     kafka.start()
     bench = B.Bench(argparse.Namespace(), tools, logroot, kafka)
+    # what the broker burns with no client at all, to weigh the readers' wall time by
+    c0, t0 = kafka.cpu_s(), B.time.monotonic()
+    B.time.sleep(IDLE_S)
+    idle = (kafka.cpu_s() - c0) / (B.time.monotonic() - t0)
+    B.log(f"fetch sweep: the idle broker burns {idle:.3f} CPU-s per second")
     out = []
     try:
         for p in (int(x) for x in args.partitions.split(",")):
             kw = dict(partitions=p, records=args.records, value_size=100)
             cases = [B.CostCase("kafka-ceiling", "floor (kafka-ceiling, librdkafka defaults)",
                                 count_fetches=not args.no_fetch_count, **kw)]
+            for e in args.floor_extra:
+                name, _, rest = e.partition("=")
+                cases.append(B.CostCase("kafka-ceiling", f"floor, {name}", args=rest.split(),
+                                        count_fetches=not args.no_fetch_count, **kw))
             cases += [B.CostCase("k2mc", name, args=a, k2mc=args.k2mc,
                                  count_fetches=not args.no_fetch_count, **kw)
                       for name, a in variants]
@@ -89,7 +103,7 @@ def main(argv):
         kafka.stop()
     print(f"\nKafka {args.kafka_version}, {args.records:,} records of 100 B over 1M keys, "
           f"topic produced before the run; median of {args.runs}; load average at end "
-          f"{os.getloadavg()[0]:.2f}\n")
+          f"{os.getloadavg()[0]:.2f}; the idle broker burns {idle:.3f} CPU-s per second\n")
     print("| partitions | k2mc | Fetch / 1k records | broker CPU µs/record | CPU µs/record | "
           "wall s | peak RSS MiB |")
     print("|---|---|---:|---:|---:|---:|---:|")
