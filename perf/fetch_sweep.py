@@ -63,6 +63,8 @@ def main(argv):
     ap.add_argument("--floor-extra", action="append", default=[], metavar="NAME=ARGS",
                     help="one more floor row (kafka-ceiling): NAME=space-separated -X arguments")
     ap.add_argument("--k2mc", help="the k2mc binary (default build/k2mc)")
+    ap.add_argument("--before", metavar="BIN",
+                    help="one more row first: k2mc's defaults on another binary (the tree before)")
     ap.add_argument("--no-fetch-count", action="store_true")
     ap.add_argument("--kafka-version", default=B.KAFKA_DEFAULT_VERSION)
     args = ap.parse_args(argv)
@@ -92,6 +94,9 @@ def main(argv):
             for e in args.floor_extra:
                 name, _, rest = e.partition("=")
                 cases.append(B.CostCase("kafka-ceiling", f"floor, {name}", args=rest.split(),
+                                        count_fetches=not args.no_fetch_count, **kw))
+            if args.before:
+                cases.append(B.CostCase("k2mc", f"defaults of {args.before}", k2mc=args.before,
                                         count_fetches=not args.no_fetch_count, **kw))
             cases += [B.CostCase("k2mc", name, args=a, k2mc=args.k2mc,
                                  count_fetches=not args.no_fetch_count, **kw)
