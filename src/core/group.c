@@ -796,18 +796,20 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  *   message.max.bytes: 1,000,000 bytes per response for all partitions,
  *   about what one partition's max.partition.fetch.bytes (1 MiB) fills, so
  *   a backlog took a Fetch round trip per megabyte, each naming every
- *   partition under its threshold (36-63 of 64), and the broker spent
- *   about twice the floor's CPU per record serving them (perf/FINDINGS.md,
- *   issue 25: a plain consumer held to that 1 MB cost the broker as much).
- * The bound this keeps (what --max-buffer-bytes promises of librdkafka's
- * memory outside the budget): librdkafka fetches a partition only while
- * its queue is under queued.max.messages.kbytes, and one response adds at
- * most max.partition.fetch.bytes (librdkafka's 1 MiB; a first batch larger
- * than that comes whole) to it, so each partition holds at most budget/256
- * + 1 MiB, whatever fetch.max.bytes is; fetch.max.bytes bounds what one
- * round trip brings for all of them together, and so the response buffer
- * that records in flight pin (a record keeps its whole response alive):
- * budget / 4 per response. */
+ *   partition under its threshold, and the broker spent several times the
+ *   floor's CPU per record serving them (perf/FINDINGS.md, issue 25: a
+ *   plain consumer held to 1 MB responses costs the broker as much).
+ * The bound this keeps: librdkafka fetches a partition only while its queue
+ * is under queued.max.messages.kbytes, and one response adds at most
+ * max.partition.fetch.bytes (librdkafka's 1 MiB; a first batch larger than
+ * that comes whole) to it, so librdkafka queues at most budget/256 + 1 MiB
+ * per partition outside the budget, whatever fetch.max.bytes is. What
+ * fetch.max.bytes changes is the buffer a held record pins: librdkafka
+ * keeps a whole response alive while any record of it is queued or in
+ * k2mc's rings, so the worst case (every partition holding a record of a
+ * different response) is partitions x budget/4 where it was partitions x
+ * 1 MB; measured peak RSS at 64 partitions did not separate the two
+ * (perf/FINDINGS.md, issue 25). */
 struct prefetch {
 	char kbytes[24], messages[24], fetch_bytes[24];
 };
