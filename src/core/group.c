@@ -808,8 +808,9 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  * keeps a whole response alive while any record of it is queued or in
  * k2mc's rings, so the worst case (every partition holding a record of a
  * different response) is partitions x budget/4 where it was partitions x
- * 1 MB; measured peak RSS at 64 partitions did not separate the two
- * (perf/FINDINGS.md, issue 25). */
+ * 1 MB. Measured (perf/FINDINGS.md, issue 25): a higher peak RSS at 64
+ * partitions with memcached keeping up, the same with memcached frozen
+ * (tests/test_memory.c). */
 struct prefetch {
 	char kbytes[24], messages[24], fetch_bytes[24];
 };
