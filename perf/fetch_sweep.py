@@ -10,7 +10,12 @@ untimed, run with -X debug=fetch, the bench's method), the broker's CPU per
 record served, k2mc's own CPU per record, wall time and peak RSS.
 
   perf/fetch_sweep.py [--partitions 8,64] [--records N] [--runs R]
-                      [--only NAME,...] [--k2mc BIN] [--kafka-version V]
+                      [--only NAME,...] [--extra NAME=ARGS]... [--floor-extra NAME=ARGS]...
+                      [--before BIN] [--k2mc BIN] [--no-fetch-count] [--kafka-version V]
+
+--extra adds a k2mc row with those arguments, --floor-extra a floor row with
+those -X, --before a row of another k2mc binary's defaults (the tree before a
+change). The idle broker's CPU per second is measured first and printed.
 
 Needs build/k2mc, build/k2mc-mock, build/kafka-ceiling, build/mc-ceiling and
 the broker's jars (make kafka). Not a test: it prints what it measured.
