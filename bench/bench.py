@@ -2190,7 +2190,7 @@ def run_cost(bench, c, idx, fetch_debug=False):
             # statistics) do; k2mc installs no statistics callback
             if c.tool == "kafka-ceiling":
                 argv = [c.bin or tools.kafka_ceiling, "-b", bootstrap, "-t", topic, "-G", group,
-                        "-c", c.records, "-S", PEERS_STATS_MS] + fx
+                        "-c", c.records, "-S", PEERS_STATS_MS] + fx + c.args
             elif c.tool in ("python", "quix"):
                 script = tools.python_baseline if c.tool == "python" else tools.quix_peer
                 argv = [c.python or tools.peers_python, script, "-b", bootstrap, "-t", topic,

@@ -1406,3 +1406,42 @@ Test(config, every_client_configuration_has_the_x_properties)
 	cr_expect(!k2mc_dlq_wanted(&c));
 	k2mc_config_free(&c);
 }
+
+/* The consumer's fetch sizes derive from --max-buffer-bytes (group.c,
+ * prefetch_defaults): budget / 256 per partition queue, budget / 4 per
+ * Fetch response (at least librdkafka's message.max.bytes); any -X wins, and
+ * a -X message.max.bytes or receive.message.max.bytes that librdkafka would
+ * refuse beside the derived response size moves it instead. */
+Test(config, fetch_sizes_follow_the_budget_and_give_way_to_x)
+{
+	const struct {
+		char **argv;
+		const char *kbytes, *fetch_max;
+	} cases[] = {
+		{ ARGV("-b", "k:1", "-t", "t"), "64", "4194304" },
+		{ ARGV("-b", "k:1", "-t", "t", "--max-buffer-bytes", "256m"), "1024", "52428800" },
+		{ ARGV("-b", "k:1", "-t", "t", "--max-buffer-bytes", "64m"), "256", "16777216" },
+		/* 1m / 4 is under message.max.bytes: librdkafka's floor */
+		{ ARGV("-b", "k:1", "-t", "t", "--max-buffer-bytes", "1m"), "64", "1000000" },
+		{ ARGV("-b", "k:1", "-t", "t", "-X", "fetch.max.bytes=2000000"), "64", "2000000" },
+		{ ARGV("-b", "k:1", "-t", "t", "-X", "queued.max.messages.kbytes=4096"), "4096",
+		  "4194304" },
+		{ ARGV("-b", "k:1", "-t", "t", "-X", "message.max.bytes=8000000"), "64", "8000000" },
+		{ ARGV("-b", "k:1", "-t", "t", "-X", "receive.message.max.bytes=2000512"), "64",
+		  "2000000" },
+	};
+	struct k2mc_config c;
+	rd_kafka_conf_t *conf;
+	char err[512], v[64];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		expect_ok(&c, cases[i].argv);
+		conf = k2mc_group_conf(&c, err, sizeof(err));
+		cr_assert_not_null(conf, "case %zu: %s", i, err);
+		EXPECT_PROP(conf, "queued.max.messages.kbytes", cases[i].kbytes);
+		EXPECT_PROP(conf, "fetch.max.bytes", cases[i].fetch_max);
+		rd_kafka_conf_destroy(conf);
+		k2mc_config_free(&c);
+	}
+}

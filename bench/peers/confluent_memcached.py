@@ -20,7 +20,7 @@ Prints one JSON line once N records are written and committed:
     {"tool":"python","records":N,"seconds":S,"rps":R,"mbps":M,"failed":F,
      "librdkafka":V[,"fetch_requests":Q,"stats_rxmsgs":X]}
 seconds from the first record's arrival to the end; mbps = key + value bytes
-per second / 1e6; failed = records memcached did not take (after 3 tries);
+per second / 1e6; failed = keys of the batches memcached did not take (3 tries each);
 fetch_requests = the Fetch requests sent to every broker (brokers[].req.Fetch)
 and stats_rxmsgs the records received (rxmsgs), both from the last statistics
 emitted, so their ratio is Fetch requests per record.
@@ -34,12 +34,12 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, libversion
-from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheError
 
-# fetchstats.py beside this file, with no __pycache__ left in the source tree
+# fetchstats.py and mcsink.py beside this file, with no __pycache__ left in the source tree
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mcsink  # noqa: E402
 from fetchstats import FetchStats  # noqa: E402
 
 BATCH = 1000
@@ -65,61 +65,32 @@ def parse_args():
     return a
 
 
-def with_retries(what, fn, n):
-    """Runs fn() (a batch write) up to TRIES times; returns the number of
-    records that failed. pymemcache raises on SERVER_ERROR and on a broken
-    connection (and reconnects on the next call)."""
-    for attempt in range(1, TRIES + 1):
-        try:
-            return fn()
-        except (MemcacheError, OSError) as e:
-            if attempt == TRIES:
-                print("confluent-memcached: %s of %d keys failed: %s" % (what, n, e),
-                      file=sys.stderr)
-                return n
-            time.sleep(0.01 * attempt)
-    return n
-
-
 def write_batch(mc, msgs):
-    """Applies one batch: the last record per key decides (set or delete),
-    so the order between the set_many and the delete_many does not matter.
-    Returns (records, key + value bytes, failed)."""
-    last = {}
-    records = 0
-    nbytes = 0
+    """Applies one batch (mcsink: the last record per key decides, set or
+    delete), up to TRIES times. Returns (records, key + value bytes, failed):
+    failed is the batch's keys when every try failed."""
+    pairs = []
     for m in msgs:
         if m.error():
             if m.error().code() != KafkaError._PARTITION_EOF:
                 print("confluent-memcached: %s" % m.error(), file=sys.stderr)
             continue
-        k, v = m.key(), m.value()
-        records += 1
-        nbytes += len(k) + (len(v) if v is not None else 0)
-        last[k] = v
-    sets = {k: v for k, v in last.items() if v is not None}
-    dels = [k for k, v in last.items() if v is None]
-
-    def set_all():
-        # the keys that were not stored
-        return len(mc.set_many(sets, noreply=False))
-
-    def delete_all():
-        # DELETED and NOT_FOUND alike leave the key absent; errors raise
-        mc.delete_many(dels, noreply=False)
-        return 0
-
-    failed = 0
-    if sets:
-        failed += with_retries("set_many", set_all, len(sets))
-    if dels:
-        failed += with_retries("delete_many", delete_all, len(dels))
-    return records, nbytes, failed
+        pairs.append((m.key(), m.value()))
+    sets, dels, nbytes = mcsink.last_per_key(pairs)
+    for attempt in range(1, TRIES + 1):
+        try:
+            mcsink.write(mc, sets, dels)
+            return len(pairs), nbytes, 0
+        except (MemcacheError, OSError) as e:
+            if attempt == TRIES:
+                print("confluent-memcached: %d keys failed: %s" % (len(sets) + len(dels), e),
+                      file=sys.stderr)
+                return len(pairs), nbytes, len(sets) + len(dels)
+            time.sleep(0.01 * attempt)
 
 
 def main():
     a = parse_args()
-    host, _, port = a.m.rpartition(":")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 
@@ -135,7 +106,7 @@ def main():
         conf.update(stats.config(a.stats_ms))
     consumer = Consumer(conf)
     consumer.subscribe([a.t])
-    mc = Client((host, int(port)), no_delay=True, connect_timeout=5, timeout=30)
+    mc = mcsink.connect(a.m)
 
     got = 0
     nbytes = 0

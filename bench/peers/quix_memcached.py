@@ -44,16 +44,16 @@ import sys
 import tempfile
 import time
 
-# fetchstats.py beside this file, with no __pycache__ left in the source tree
+# fetchstats.py and mcsink.py beside this file, with no __pycache__ left in the source tree
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from confluent_kafka import libversion  # noqa: E402
-from pymemcache.client.base import Client  # noqa: E402
 from pymemcache.exceptions import MemcacheError  # noqa: E402
 from quixstreams import Application  # noqa: E402
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch  # noqa: E402
 
+import mcsink  # noqa: E402
 from fetchstats import FetchStats  # noqa: E402
 
 # keys per set_many / delete_many call: one round trip each
@@ -64,9 +64,9 @@ RETRY_AFTER_S = 1.0
 class MemcachedSink(BatchingSink):
     """Writes each checkpoint's batch to one memcached server."""
 
-    def __init__(self, host, port):
+    def __init__(self, hostport):
         super().__init__()
-        self.host, self.port = host, port
+        self.hostport = hostport
         self.client = None
         self.records = 0
         self.nbytes = 0
@@ -74,8 +74,7 @@ class MemcachedSink(BatchingSink):
         self.t_first = None
 
     def setup(self):
-        self.client = Client((self.host, self.port), no_delay=True, connect_timeout=5,
-                             timeout=30)
+        self.client = mcsink.connect(self.hostport)
 
     def write(self, batch: SinkBatch):
         if self.t_first is None:
@@ -83,21 +82,10 @@ class MemcachedSink(BatchingSink):
         n = nbytes = 0
         try:
             for chunk in batch.iter_chunks(n=CHUNK):
-                last = {}
-                for item in chunk:
-                    last[item.key] = item.value
-                    nbytes += len(item.key) + (len(item.value) if item.value is not None else 0)
-                sets = {k: v for k, v in last.items() if v is not None}
-                dels = [k for k, v in last.items() if v is None]
-                if sets:
-                    # the keys memcached did not store
-                    failed = self.client.set_many(sets, noreply=False)
-                    if failed:
-                        raise MemcacheError(f"{len(failed)} of {len(sets)} keys not stored")
-                if dels:
-                    # DELETED and NOT_FOUND alike leave the key absent; errors raise
-                    self.client.delete_many(dels, noreply=False)
+                sets, dels, b = mcsink.last_per_key((item.key, item.value) for item in chunk)
+                mcsink.write(self.client, sets, dels)
                 n += len(chunk)
+                nbytes += b
         except (MemcacheError, OSError) as e:
             self.retries += 1
             print(f"quix-memcached: {batch.topic}[{batch.partition}] from offset "
@@ -147,7 +135,6 @@ def main():
     a = parse_args()
     if a.no_describe_configs:
         inspect_from_metadata()
-    host, _, port = a.m.rpartition(":")
     extra = dict(kv.split("=", 1) for kv in a.X)
     stats = FetchStats()
     if a.stats_ms > 0:
@@ -158,7 +145,7 @@ def main():
                           auto_offset_reset="earliest", consumer_extra_config=extra,
                           state_dir=state_dir)
         topic = app.topic(a.t, key_deserializer="bytes", value_deserializer="bytes")
-        sink = MemcachedSink(host, int(port))
+        sink = MemcachedSink(a.m)
         app.dataframe(topic).sink(sink)
         app.run(count=a.c, collect=False)
     secs = time.monotonic() - sink.t_first if sink.t_first is not None else 0.0

@@ -42,6 +42,12 @@
  * smaller than this on average (librdkafka's op per message, ~300 bytes,
  * is not in queued.max.messages.kbytes) */
 #define PREFETCH_MIN_RECORD 64
+/* fetch.max.bytes, what one Fetch response may carry for all partitions
+ * together = the budget / this (see prefetch_defaults), within librdkafka's
+ * floor (message.max.bytes, 1,000,000 by default) and its own default */
+#define FETCH_SHARE 4
+#define FETCH_MIN_BYTES 1000000
+#define FETCH_MAX_BYTES 52428800
 /* librdkafka's wait before it looks again at a partition over its prefetch
  * threshold (see prefetch_defaults) */
 #define FETCH_QUEUE_BACKOFF_MS 10
@@ -784,14 +790,34 @@ static int kip848_watch(rd_kafka_conf_t *conf, char *err, size_t errlen)
  *   held back meanwhile waits for it, which is most of the end of a
  *   backlog (perf/FINDINGS.md, issue 20: the end of a backlog with 100 ms
  *   and with 500). An idle consumer sends 10 fetches a second per broker
- *   instead of 2. */
+ *   instead of 2.
+ * - fetch.max.bytes = budget / 4: 4 MiB at the default. Unset, librdkafka
+ *   lowers it to queued.max.messages.kbytes, then raises it to
+ *   message.max.bytes: 1,000,000 bytes per response for all partitions,
+ *   about what one partition's max.partition.fetch.bytes (1 MiB) fills, so
+ *   a backlog took a Fetch round trip per megabyte, each naming every
+ *   partition under its threshold, and the broker spent several times the
+ *   floor's CPU per record serving them (perf/FINDINGS.md, issue 25: a
+ *   plain consumer held to 1 MB responses costs the broker as much).
+ * The bound this keeps: librdkafka fetches a partition only while its queue
+ * is under queued.max.messages.kbytes, and one response adds at most
+ * max.partition.fetch.bytes (librdkafka's 1 MiB; a first batch larger than
+ * that comes whole) to it, so librdkafka queues at most budget/256 + 1 MiB
+ * per partition outside the budget, whatever fetch.max.bytes is. What
+ * fetch.max.bytes changes is the buffer a held record pins: librdkafka
+ * keeps a whole response alive while any record of it is queued or in
+ * k2mc's rings, so the worst case (every partition holding a record of a
+ * different response) is partitions x budget/4 where it was partitions x
+ * 1 MB. Measured (perf/FINDINGS.md, issue 25): a higher peak RSS at 64
+ * partitions with memcached keeping up, the same with memcached frozen
+ * (tests/test_memory.c). */
 struct prefetch {
-	char kbytes[24], messages[24];
+	char kbytes[24], messages[24], fetch_bytes[24];
 };
 
 static void prefetch_defaults(const struct k2mc_config *cfg, struct prefetch *pf)
 {
-	uint64_t kb = cfg->max_buffer_bytes / PREFETCH_SHARE / 1024;
+	uint64_t kb = cfg->max_buffer_bytes / PREFETCH_SHARE / 1024, fb;
 
 	if (kb < PREFETCH_MIN_KBYTES)
 		kb = PREFETCH_MIN_KBYTES;
@@ -800,6 +826,48 @@ static void prefetch_defaults(const struct k2mc_config *cfg, struct prefetch *pf
 	snprintf(pf->kbytes, sizeof(pf->kbytes), "%llu", (unsigned long long)kb);
 	snprintf(pf->messages, sizeof(pf->messages), "%llu",
 		 (unsigned long long)(kb * 1024 / PREFETCH_MIN_RECORD));
+	fb = cfg->max_buffer_bytes / FETCH_SHARE;
+	if (fb < FETCH_MIN_BYTES)
+		fb = FETCH_MIN_BYTES;
+	if (fb > FETCH_MAX_BYTES)
+		fb = FETCH_MAX_BYTES;
+	snprintf(pf->fetch_bytes, sizeof(pf->fetch_bytes), "%llu", (unsigned long long)fb);
+}
+
+static int64_t conf_int(rd_kafka_conf_t *conf, const char *name)
+{
+	char v[32];
+	size_t n = sizeof(v);
+
+	return rd_kafka_conf_get(conf, name, v, &n) == RD_KAFKA_CONF_OK ? strtoll(v, NULL, 10) : -1;
+}
+
+/* librdkafka refuses a fetch.max.bytes under message.max.bytes, or over
+ * receive.message.max.bytes - 512, when they are set: k2mc's derived value
+ * (still there: no -X fetch.max.bytes) gives way to a -X of either, as
+ * librdkafka's own default would. */
+static int fit_fetch_bytes(rd_kafka_conf_t *conf, const struct prefetch *pf, char *err,
+			   size_t errlen)
+{
+	int64_t fb = conf_int(conf, "fetch.max.bytes"), want = fb;
+	int64_t msg = conf_int(conf, "message.max.bytes");
+	int64_t recv = conf_int(conf, "receive.message.max.bytes");
+	char v[24], e[256];
+
+	if (fb != strtoll(pf->fetch_bytes, NULL, 10))
+		return 0; /* the user's */
+	if (recv > 512 && want > recv - 512)
+		want = recv - 512;
+	if (msg > want)
+		want = msg;
+	if (want == fb)
+		return 0;
+	snprintf(v, sizeof(v), "%lld", (long long)want);
+	if (rd_kafka_conf_set(conf, "fetch.max.bytes", v, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "consumer: fetch.max.bytes=%s: %s", v, e);
+		return -1;
+	}
+	return 0;
 }
 
 /* Offsets are ours to commit: only watermarks, never librdkafka's idea of
@@ -821,6 +889,7 @@ rd_kafka_conf_t *k2mc_group_conf(const struct k2mc_config *cfg, char *err, size_
 {
 	struct prefetch pf;
 	const char *own[32];
+	rd_kafka_conf_t *conf;
 	int n = 0;
 
 	prefetch_defaults(cfg, &pf);
@@ -848,8 +917,15 @@ rd_kafka_conf_t *k2mc_group_conf(const struct k2mc_config *cfg, char *err, size_
 		own[n++] = "fetch.queue.backoff.ms";
 		own[n++] = STR(FETCH_QUEUE_BACKOFF_MS);
 	}
+	own[n++] = "fetch.max.bytes";
+	own[n++] = pf.fetch_bytes;
 	own[n] = NULL;
-	return k2mc_config_rdkafka(cfg, "consumer", own, err, errlen);
+	conf = k2mc_config_rdkafka(cfg, "consumer", own, err, errlen);
+	if (conf != NULL && fit_fetch_bytes(conf, &pf, err, errlen) < 0) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
 }
 
 /* SASL/SCRAM through a librdkafka that Kafka 4 refuses (make RDKAFKA=system
