@@ -414,7 +414,7 @@ fuzz: $(FUZZ_BINS)
 # KAFKA=real: `make demo`, `make bench` and `make bench-quick` on a real
 # Apache Kafka broker (tests/kafka/kafka-broker, from the jars of `make
 # kafka`, KAFKA_VERSION) instead of librdkafka's mock cluster, the default.
-# The bench's results then go to bench/results/real-quick or real-full.
+# The bench's results then go to build/bench/real-quick or real-full.
 KAFKA ?= mock
 ifeq ($(KAFKA),real)
 KAFKA_PREREQ := kafka
@@ -428,15 +428,19 @@ demo: deps all $(KAFKA_PREREQ)
 
 # Benchmarks print ratios against ceilings measured in the same run and never
 # fail on a number. bench-quick is the short version (under 2 minutes; about
-# 3 with KAFKA=real).
+# 3 with KAFKA=real). Results go to build/bench/ (a newcomer's run leaves the
+# tree clean); BENCH_OUT=bench/results records a run in the tree (with
+# KAFKA=real, bench/results/real-quick or real-full).
 BENCH_BINS := build/mc-ceiling build/kafka-ceiling build/placement-bench build/json-bench \
               build/k2mc-glibc build/k2mc-verify build/avro-bench
 bench-deps: deps
 	@$(call apt,$(BENCH_PKGS))
 bench: bench-deps all $(BENCH_BINS) $(KAFKA_PREREQ)
-	/usr/bin/python3 bench/bench.py --mode full --kafka $(KAFKA) --kafka-version $(KAFKA_VERSION)
+	/usr/bin/python3 bench/bench.py --mode full --kafka $(KAFKA) --kafka-version $(KAFKA_VERSION) \
+	  $(if $(BENCH_OUT),--out $(BENCH_OUT))
 bench-quick: bench-deps all $(BENCH_BINS) $(KAFKA_PREREQ)
-	/usr/bin/python3 bench/bench.py --mode quick --kafka $(KAFKA) --kafka-version $(KAFKA_VERSION)
+	/usr/bin/python3 bench/bench.py --mode quick --kafka $(KAFKA) --kafka-version $(KAFKA_VERSION) \
+	  $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 # docs/dashboard.png, drawn by contrib/grafana/plot.sh with gnuplot from a
 # real run's --stats-json

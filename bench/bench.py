@@ -15,8 +15,9 @@ Quix Streams and confluent-kafka with pymemcache, from PyPI into a venv under
 build/peers-venv, made once by setup_peers) and the floor (a librdkafka
 consumer that discards, plus the Memcached ceiling's client), on both
 backends in full mode (issue 25).
-Writes bench/results/latest.{json,md} and writers.png (with --kafka real,
-bench/results/real-MODE/).
+Writes latest.{json,md} and writers.png into build/bench/ (with --kafka real,
+build/bench/real-MODE/), so that a run leaves the tree clean; --out bench/results
+(make bench BENCH_OUT=bench/results) records a run in the tree.
 
 Not a pass/fail test: the exit status is 1 only when a tool crashes or a run
 comes up short (fewer records than asked, a non-zero exit), never because of
@@ -2781,7 +2782,7 @@ def cost_variants(bench, sections, runs, n_cap):
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         description="k2mc benchmark: ceilings, Python baseline and k2mc side by side "
-                    "(issue 3). Writes bench/results/latest.{json,md} and writers.png.")
+                    "(issue 3). Writes build/bench/latest.{json,md} and writers.png.")
     ap.add_argument("--mode", choices=sorted(MODES), default="quick",
                     help="quick: 1 run of each headline measurement, small N (< 2 min); "
                          "full: the whole matrix, median of 3 (default quick)")
@@ -2819,8 +2820,9 @@ def parse_args(argv):
                     help="also run the cost section's peers table (issue 25) on the other "
                          "backend (the real broker when --kafka mock, the mock when real); "
                          "auto: in full mode")
-    ap.add_argument("--out", help="results directory (default bench/results; with --kafka "
-                                  "real, bench/results/real-MODE)")
+    ap.add_argument("--out", help="results directory (default build/bench; with --kafka "
+                                  "real, build/bench/real-MODE); bench/results to record "
+                                  "a run in the tree")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep every process's stdout/stderr (kept anyway when a run fails)")
     args = ap.parse_args(argv)
@@ -2828,7 +2830,7 @@ def parse_args(argv):
         ap.error("--feed paced is for the mock's retention; a real broker's topics are "
                  "produced before the run")
     if args.out is None:
-        args.out = os.path.join(ROOT, "bench", "results")
+        args.out = os.path.join(ROOT, "build", "bench")
         if args.kafka == "real":
             args.out = os.path.join(args.out, f"real-{args.mode}")
     if args.runs is not None and args.runs < 1:

@@ -12,6 +12,9 @@
 # this script's own (in CACHE), so the system's apt configuration is never
 # read or changed, and apt checks what the .dsc signs; the tarball is then
 # checked against the pin here. Nothing is installed into the system.
+# Release files are taken past their Valid-Until (a mirror or proxy whose
+# unstable lags the clock): what is built is the tarball, and its SHA-256 is
+# the pin's, so stale metadata can at most name no usable version.
 #
 # A tarball already in CACHE that matches its pin is used without the
 # network (the package build copies it in). When Debian no longer serves the
@@ -43,7 +46,7 @@ apt_opts() {
 	echo "-q -o Dir::Etc::SourceList=$apt_dir/sources.list" \
 		"-o Dir::Etc::SourceParts=/nonexistent -o Dir::State::Lists=$apt_dir/lists" \
 		"-o Dir::Cache=$apt_dir/cache -o Debug::NoLocking=1" \
-		"-o APT::Sandbox::User=$(id -un)"
+		"-o APT::Sandbox::User=$(id -un) -o Acquire::Check-Valid-Until=false"
 }
 apt_ready=""
 apt_update() {
@@ -53,9 +56,12 @@ apt_update() {
 	awk '$1 !~ /^#/ && NF >= 4 { print "deb-src http://deb.debian.org/debian " $4 " main" }' \
 		"$pinfile" | sort -u > "$apt_dir/sources.list"
 	# shellcheck disable=SC2046
+	# One suite that fails (unreachable, or a mirror's unstable found stale)
+	# must not hide the others: the fallback's suite may still be there.
 	if ! apt-get $(apt_opts) update > "$apt_dir/update.log" 2>&1; then
 		say "apt-get update of Debian's source lists failed (see $apt_dir/update.log)"
-		return 1
+		[ -n "$(served_versions)" ] || return 1
+		say "using the suites it did fetch"
 	fi
 	apt_ready=1
 }
