@@ -307,6 +307,20 @@ static int topic_led(rd_kafka_t *rk, const char *topic, int partitions)
 	return ok;
 }
 
+/* Frees what an admin request used (any of ao, q, ev may be NULL) and the
+ * client. */
+static void admin_done(rd_kafka_t *rk, rd_kafka_AdminOptions_t *ao, rd_kafka_queue_t *q,
+		       rd_kafka_event_t *ev)
+{
+	if (ev != NULL)
+		rd_kafka_event_destroy(ev);
+	if (q != NULL)
+		rd_kafka_queue_destroy(q);
+	if (ao != NULL)
+		rd_kafka_AdminOptions_destroy(ao);
+	rd_kafka_destroy(rk);
+}
+
 /* One admin request about one topic, CreateTopics (req: its NewTopic) or
  * CreatePartitions (req: its NewPartitions), then the wait until the topic
  * has `partitions` partitions, each with a leader: the controller answers
@@ -381,13 +395,7 @@ static int admin_topic_op(const char *bootstrap, rd_kafka_admin_op_t op, void *r
 	}
 	rc = 0;
 out:
-	if (ev != NULL)
-		rd_kafka_event_destroy(ev);
-	if (q != NULL)
-		rd_kafka_queue_destroy(q);
-	if (ao != NULL)
-		rd_kafka_AdminOptions_destroy(ao);
-	rd_kafka_destroy(rk);
+	admin_done(rk, ao, q, ev);
 	return rc;
 }
 
@@ -539,15 +547,9 @@ int h_kafka_alter_topic_config(const char *bootstrap, const char *topic, const c
 	}
 	rc = 0;
 out:
-	if (ev != NULL)
-		rd_kafka_event_destroy(ev);
-	if (q != NULL)
-		rd_kafka_queue_destroy(q);
-	if (ao != NULL)
-		rd_kafka_AdminOptions_destroy(ao);
 	if (res != NULL)
 		rd_kafka_ConfigResource_destroy(res);
-	rd_kafka_destroy(rk);
+	admin_done(rk, ao, q, ev);
 	return rc;
 }
 
