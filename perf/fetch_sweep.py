@@ -10,7 +10,7 @@ untimed, run with -X debug=fetch, the bench's method), the broker's CPU per
 record served, k2mc's own CPU per record, wall time and peak RSS.
 
   perf/fetch_sweep.py [--partitions 8,64] [--records N] [--runs R]
-                      [--only NAME,...] [--extra NAME=ARGS]... [--floor-extra NAME=ARGS]...
+                      [--only NAME,...] [--extra NAME=ARGS|env:VAR=VALUE]... [--floor-extra NAME=ARGS]...
                       [--before BIN] [--k2mc BIN] [--no-fetch-count] [--kafka-version V]
 
 --extra adds a k2mc row with those arguments, --floor-extra a floor row with
@@ -64,7 +64,8 @@ def main(argv):
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--only", help="comma-separated variant names (default: all)")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=ARGS",
-                    help="one more k2mc row: NAME=space-separated arguments")
+                    help="one more k2mc row: NAME=space-separated arguments; an argument "
+                    "env:VAR=VALUE sets VAR in k2mc's environment instead")
     ap.add_argument("--floor-extra", action="append", default=[], metavar="NAME=ARGS",
                     help="one more floor row (kafka-ceiling): NAME=space-separated -X arguments")
     ap.add_argument("--k2mc", help="the k2mc binary (default build/k2mc)")
@@ -77,9 +78,12 @@ def main(argv):
     if args.only:
         want = args.only.split(",")
         variants = [v for v in VARIANTS if v[0] in want]
+    envs = {}
     for e in args.extra:
         name, _, rest = e.partition("=")
-        variants.append((name, rest.split()))
+        words = rest.split()
+        envs[name] = dict(w[4:].split("=", 1) for w in words if w.startswith("env:"))
+        variants.append((name, [w for w in words if not w.startswith("env:")]))
     tools = B.Tools("build")
     logroot = B.tempfile.mkdtemp(prefix="k2mc-fetch-sweep.")
     kafka = B.Kafka("real", args.kafka_version, logroot, tools.mock)
@@ -103,7 +107,7 @@ def main(argv):
             if args.before:
                 cases.append(B.CostCase("k2mc", f"defaults of {args.before}", k2mc=args.before,
                                         count_fetches=not args.no_fetch_count, **kw))
-            cases += [B.CostCase("k2mc", name, args=a, k2mc=args.k2mc,
+            cases += [B.CostCase("k2mc", name, args=a, k2mc=args.k2mc, env=envs.get(name),
                                  count_fetches=not args.no_fetch_count, **kw)
                       for name, a in variants]
             B.log(f"fetch sweep: {p} partitions, {args.records} records, x {args.runs}")

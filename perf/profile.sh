@@ -11,6 +11,10 @@
 # the mock's 5 MiB per partition. K2MC=path picks the binary (build/k2mc,
 # or build/k2mc-glibc for glibc's malloc), PRELOAD=lib an LD_PRELOAD for it,
 # K2MC_ARGS extra arguments (e.g. "--ring-size 512 -Xcheck.crcs=true").
+# KAFKA=real reads from one real Apache Kafka broker (tests/kafka/kafka-broker,
+# KAFKA_VERSION, default 4.1.1; the jars of make kafka) instead of the mock,
+# with librdkafka's fetch defaults; READER=floor profiles build/kafka-ceiling
+# (a librdkafka consumer that discards) on the same records instead of k2mc.
 # Not a benchmark: use make bench for rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +41,24 @@ wait_for() { local d=$((SECONDS + $1)); shift; until "$@"; do [ $SECONDS -lt $d 
 port=$(free_port)
 memcached -u nobody -l 127.0.0.1 -p "$port" -U 0 -m 4096 -t 2 & pids+=($!)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null
-build/k2mc-mock --topic "p:$PARTITIONS" --produce "$RECORDS" --keys "$KEYS" -q >"$work/mock.out" 2>/dev/null & pids+=($!)
-wait_for 120 grep -q '^produced=' "$work/mock.out"
-bs=$(sed -n 's/^bootstrap=//p' "$work/mock.out")
+fetch=(-Xfetch.wait.max.ms=10)
+if [ "${KAFKA:-mock}" = real ]; then
+	/usr/bin/python3 tests/kafka/kafka-broker --version "${KAFKA_VERSION:-4.1.1}" \
+		>"$work/broker.out" 2>"$work/broker.err" & pids+=($!)
+	wait_for 180 grep -q '^ready' "$work/broker.out"
+	bs=$(grep -o 'bootstrap=[^ ]*' "$work/broker.out" | head -1 | cut -d= -f2)
+	build/k2mc-mock -b "$bs" --topic "p:$PARTITIONS" --produce "$RECORDS" --keys "$KEYS" -q \
+		--exit-after-produce >"$work/mock.out"
+	fetch=()
+else
+	build/k2mc-mock --topic "p:$PARTITIONS" --produce "$RECORDS" --keys "$KEYS" -q >"$work/mock.out" 2>/dev/null & pids+=($!)
+	wait_for 120 grep -q '^produced=' "$work/mock.out"
+	bs=$(sed -n 's/^bootstrap=//p' "$work/mock.out")
+fi
 # shellcheck disable=SC2206 # K2MC_ARGS is split on purpose
 k2mc=(env ${PRELOAD:+LD_PRELOAD=$PRELOAD} "$K2MC" -b "$bs" -t p -G prof -m "127.0.0.1:$port"
-	--writers "$WRITERS" -c "$RECORDS" -q -Xfetch.wait.max.ms=10 $K2MC_ARGS)
+	--writers "$WRITERS" -c "$RECORDS" -q "${fetch[@]}" $K2MC_ARGS)
+[ "${READER:-k2mc}" = floor ] && k2mc=(build/kafka-ceiling -b "$bs" -t p -G prof -c "$RECORDS" "${fetch[@]}")
 
 case "$tool" in
 syscalls)

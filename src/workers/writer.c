@@ -248,51 +248,108 @@ static void item_place(struct item *it, int s)
 	it->server = (int16_t)s;
 }
 
-/* Peeks up to --batch records from this writer's rings, fairly, and stops
- * taking more once they hold over K2MC_BATCH_MAX_BYTES of keys and values
- * (a prefix of a ring's records: peeking consumes nothing, and only the
- * kept ones are released). Caller holds the RCU read lock, which keeps
- * every part in the table alive. */
+/* The lines of record m that a batch reads: its rd_kafka_message_t, and
+ * the timestamp rd_kafka_message_timestamp() reads just past it (librdkafka
+ * keeps it in the rd_kafka_msg_t around the message, 24 bytes past its end;
+ * a span of 33 bytes from the end holds it whatever the alignment). */
+static inline void prefetch_record(const rd_kafka_message_t *m)
+{
+	__builtin_prefetch(m);
+	__builtin_prefetch((const char *)(m + 1));
+	__builtin_prefetch((const char *)(m + 1) + 32);
+}
+
+/* Peeks up to --batch records from this writer's rings, fairly, and keeps
+ * a prefix of them that holds at most K2MC_BATCH_MAX_BYTES of keys and
+ * values (the first record always fits, however large): peeking consumes
+ * nothing, and only the kept ones are released. Caller holds the RCU read
+ * lock, which keeps every part in the table alive.
+ * The records were written by librdkafka's broker thread, on the other
+ * core as often as not, and the batch is their first touch here: so every
+ * record is asked for (prefetched) in one pass and read in the next, and
+ * their misses overlap instead of adding up (perf/FINDINGS.md, issue 25).
+ * What complete() needs of a record (its offset, timestamp and budget
+ * bytes) is copied into its item now, while its lines are here: by then a
+ * pipelined exchange has slept in poll() and the lines are gone. */
 static size_t gather(struct writer *w, struct k2mc_part_table *t)
 {
-	size_t max = (size_t)w->pool->cfg->batch, n = 0, bytes = 0;
+	size_t max = (size_t)w->pool->cfg->batch, n = 0, bytes = 0, k, i;
+	int prepared = 0;
 
+	w->gathered_bytes = 0;
 	if (t == NULL || t->n == 0)
 		return 0;
-	for (size_t k = 0; k < t->n && n < max && bytes <= K2MC_BATCH_MAX_BYTES; k++) {
+	for (k = 0; k < t->n && n < max; k++) {
 		struct k2mc_part *p = t->parts[(w->rr + k) % t->n];
-		size_t got, keep = 0;
+		size_t got;
 
 		if (k2mc_part_abandoned(p))
 			continue;
 		got = ring_peek(k2mc_part_ring(p, w->id), w->peek, max - n);
-		/* the first record always fits, however large */
-		while (keep < got && (n + keep == 0 || bytes <= K2MC_BATCH_MAX_BYTES)) {
-			struct item *it = &w->batch[n + keep];
-			const rd_kafka_message_t *m;
+		for (size_t j = 0; j < got; j++) {
+			struct item *it = &w->batch[n + j];
 
 			/* a record the consumer keyed travels with its key
 			 * (consumer.h); the batch keeps both, the ring is
 			 * untouched until release */
-			it->tag = w->peek[keep].tag;
-			it->pre = k2mc_item_prepared(w->peek[keep].ptr);
-			it->m = it->pre != NULL ? it->pre->m : w->peek[keep].ptr;
+			it->tag = w->peek[j].tag;
+			it->pre = k2mc_item_prepared(w->peek[j].ptr);
 			it->part = p;
-			m = it->m;
-			__builtin_prefetch(m->key);
-			__builtin_prefetch(m->payload);
-			__builtin_prefetch((const char *)(m + 1));
-
-			bytes += m->key_len + m->len;
-			keep++;
+			if (it->pre != NULL) {
+				it->m = NULL;
+				prepared = 1;
+				__builtin_prefetch(it->pre);
+			} else {
+				it->m = w->peek[j].ptr;
+				prefetch_record(it->m);
+			}
 		}
-		if (keep == 0)
+		if (got == 0)
 			continue;
 		w->segs[k].p = p;
-		w->segs[k].n = keep;
-		n += keep;
+		w->segs[k].n = got;
+		n += got;
 	}
 	w->rr++;
+	if (prepared) {
+		for (i = 0; i < n; i++) {
+			struct item *it = &w->batch[i];
+
+			if (it->pre != NULL) {
+				it->m = it->pre->m;
+				prefetch_record(it->m);
+			}
+		}
+	}
+	/* the records' own fields, and the byte limit: the batch is cut after
+	 * the first record that takes it over K2MC_BATCH_MAX_BYTES */
+	for (i = 0; i < n && (i == 0 || bytes <= K2MC_BATCH_MAX_BYTES); i++) {
+		struct item *it = &w->batch[i];
+		const rd_kafka_message_t *m = it->m;
+
+		__builtin_prefetch(m->key);
+		__builtin_prefetch(m->payload);
+		it->offset = m->offset;
+		it->ts = rd_kafka_message_timestamp(m, NULL);
+		bytes += m->key_len + m->len;
+		w->gathered_bytes += k2mc_record_bytes(m) +
+				     (it->pre != NULL ? k2mc_prepared_bytes(w->pool->map) : 0);
+	}
+	if (i < n) {
+		/* cut at item i: the segments are in batch order */
+		size_t at = 0;
+
+		for (k = 0; k < t->n; k++) {
+			if (w->segs[k].p == NULL)
+				continue;
+			if (at >= i)
+				w->segs[k].p = NULL;
+			else if (at + w->segs[k].n > i)
+				w->segs[k].n = i - at;
+			at += w->segs[k].n;
+		}
+		n = i;
+	}
 	return n;
 }
 
@@ -455,7 +512,7 @@ static int classify(struct writer *w, size_t n)
 		it->hashed = 0;
 		it->inval = 0;
 		it->sup = NO_SUP;
-		if (m->offset >= failed_at) {
+		if (it->offset >= failed_at) {
 			/* at or past a refused record: never written, never
 			 * acknowledged, consumed again after a restart */
 			it->state = ITEM_KEEP;
@@ -596,9 +653,9 @@ int writer_requeue_server(struct writer *w, size_t n, int s)
 /* ---- completion -------------------------------------------------------------*/
 
 /* All replies are in: count, acknowledge, free the records, free the slots. */
-static void count_latency(struct writer *w, const rd_kafka_message_t *m, int64_t now)
+static void count_latency(struct writer *w, int64_t ts, int64_t now)
 {
-	int64_t ts = rd_kafka_message_timestamp(m, NULL), d;
+	int64_t d;
 
 	if (ts < 0)
 		return;
@@ -614,10 +671,17 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 	int64_t now = k2mc_wall_ms();
 	struct k2mc_part *last = NULL;
 	int64_t failed_at = INT64_MAX;
-	/* what the consumers took from the byte budget for these records,
-	 * given back in one call */
-	uint64_t spent = 0;
+	/* what the consumers took from the byte budget for these records
+	 * (gather counted it), given back in one call */
+	uint64_t spent = w->gathered_bytes;
 
+	/* rd_kafka_message_destroy() below reads each record's op (its
+	 * rd_kafka_op_t, before the message): asked for ahead, in two passes
+	 * (the message's line says where its op is) */
+	for (size_t i = 0; i < n; i++)
+		__builtin_prefetch(w->batch[i].m);
+	for (size_t i = 0; i < n; i++)
+		__builtin_prefetch(w->batch[i].m->_private);
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &w->batch[i];
 		rd_kafka_message_t *m = it->m;
@@ -681,13 +745,10 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 		/* a record this batch wrote after one of its partition that
 		 * was refused (--on-invalid fail, here or by another writer)
 		 * is not acknowledged either */
-		if (it->state != ITEM_KEEP && m->offset < failed_at) {
-			count_latency(w, m, now);
+		if (it->state != ITEM_KEEP && it->offset < failed_at) {
+			count_latency(w, it->ts, now);
 			k2mc_part_ack(it->part, it->tag);
 		}
-		spent += k2mc_record_bytes(m);
-		if (it->pre != NULL)
-			spent += k2mc_prepared_bytes(w->pool->map);
 		rd_kafka_message_destroy(m);
 		k2mc_prepared_free(it->pre);
 	}

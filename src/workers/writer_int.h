@@ -54,9 +54,13 @@ struct item {
 	uint8_t reason;            /* what k2mc_mapping_map said (enum k2mc_map_reason) */
 	uint8_t inval;             /* the reason it is skipped with its key deleted in
 				    * its place (K2MC_FATE_INVALIDATE), 0: none */
+	/* copied from the record by gather(), for complete(): its lines are
+	 * cold again by then */
+	int64_t offset;
+	int64_t ts;                /* rd_kafka_message_timestamp(), -1: none */
 };
-/* a field more goes where it fits: each pass walks the whole batch */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct item) == 48, "struct item grew");
+/* one cache line: each pass walks the whole batch */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct item) == 64, "struct item grew");
 
 /* Per writer, written by that writer only (k2mc_count), read by anyone. */
 struct invalid_counters {
@@ -103,6 +107,8 @@ struct writer {
 	/* batch scratch, reused: [--batch] each */
 	struct item *batch;
 	struct ring_item *peek;       /* what ring_peek copies out, before batch */
+	uint64_t gathered_bytes;      /* the batch's budget bytes (k2mc_record_bytes and
+				       * the prepared keys), summed by gather() */
 	/* what each record maps to (key, value, flags, expiry, operation), once
 	 * per batch; the values it builds live in arena until the next batch */
 	struct k2mc_mapped *maps;
