@@ -553,8 +553,10 @@ Test(faults, sigterm_while_memcached_is_down)
 	cr_assert_eq(h_summary_parse(k1.err_path, &s1), 0);
 	cr_assert_gt(s1.unwritten, 0, "summary says unwritten 0 with memcached stopped");
 	cr_assert_eq(s1.written + s1.deleted + s1.coalesced + s1.unwritten, s1.consumed,
-		     "written %" PRIu64 " + deleted %" PRIu64 " + unwritten %" PRIu64
-		     " != consumed %" PRIu64, s1.written, s1.deleted, s1.unwritten, s1.consumed);
+		     "written %" PRIu64 " + deleted %" PRIu64 " + coalesced %" PRIu64
+		     " + unwritten %" PRIu64 " != consumed %" PRIu64 "; stderr:\n%s",
+		     s1.written, s1.deleted, s1.coalesced, s1.unwritten, s1.consumed,
+		     tail_of(k1.err_path));
 	kafka_offsets("down-at-stop", committed, NULL);
 	for (int p = 0; p < W.parts; p++)
 		cr_assert_eq(h_summary_committed(&s1, W.topic, p), committed[p],
