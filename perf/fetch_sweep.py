@@ -11,7 +11,7 @@ record served, k2mc's own CPU per record, wall time and peak RSS.
 
   perf/fetch_sweep.py [--partitions 8,64] [--records N] [--runs R]
                       [--only NAME,...] [--extra NAME=ARGS|env:VAR=VALUE]... [--floor-extra NAME=ARGS]...
-                      [--before BIN] [--k2mc BIN] [--no-fetch-count] [--kafka-version V]
+                      [--before BIN]... [--k2mc BIN] [--no-fetch-count] [--kafka-version V]
 
 --extra adds a k2mc row with those arguments, --floor-extra a floor row with
 those -X, --before a row of another k2mc binary's defaults (the tree before a
@@ -69,8 +69,9 @@ def main(argv):
     ap.add_argument("--floor-extra", action="append", default=[], metavar="NAME=ARGS",
                     help="one more floor row (kafka-ceiling): NAME=space-separated -X arguments")
     ap.add_argument("--k2mc", help="the k2mc binary (default build/k2mc)")
-    ap.add_argument("--before", metavar="BIN",
-                    help="one more row first: k2mc's defaults on another binary (the tree before)")
+    ap.add_argument("--before", metavar="BIN", action="append", default=[],
+                    help="one more row first: k2mc's defaults on another binary (the tree "
+                    "before; repeatable)")
     ap.add_argument("--no-fetch-count", action="store_true")
     ap.add_argument("--kafka-version", default=B.KAFKA_DEFAULT_VERSION)
     args = ap.parse_args(argv)
@@ -104,8 +105,8 @@ def main(argv):
                 name, _, rest = e.partition("=")
                 cases.append(B.CostCase("kafka-ceiling", f"floor, {name}", args=rest.split(),
                                         count_fetches=not args.no_fetch_count, **kw))
-            if args.before:
-                cases.append(B.CostCase("k2mc", f"defaults of {args.before}", k2mc=args.before,
+            for before in args.before:
+                cases.append(B.CostCase("k2mc", f"defaults of {before}", k2mc=before,
                                         count_fetches=not args.no_fetch_count, **kw))
             cases += [B.CostCase("k2mc", name, args=a, k2mc=args.k2mc, env=envs.get(name),
                                  count_fetches=not args.no_fetch_count, **kw)
