@@ -33,27 +33,17 @@ import bench as B  # noqa: E402
 IDLE_S = 5
 
 # name -> k2mc arguments; each changes one thing against k2mc's defaults
-VARIANTS = [
-    ("defaults", []),
+VARIANTS = [("defaults", [])] + [
     # the prefetch threshold (queued.min.messages follows it as k2mc derives it: kbytes * 16)
-    ("queued.max.messages.kbytes=256", ["-Xqueued.max.messages.kbytes=256",
-                                        "-Xqueued.min.messages=4096"]),
-    ("queued.max.messages.kbytes=1024", ["-Xqueued.max.messages.kbytes=1024",
-                                         "-Xqueued.min.messages=16384"]),
-    ("queued.max.messages.kbytes=4096", ["-Xqueued.max.messages.kbytes=4096",
-                                         "-Xqueued.min.messages=65536"]),
-    ("fetch.queue.backoff.ms=0", ["-Xfetch.queue.backoff.ms=0"]),
-    ("fetch.queue.backoff.ms=100", ["-Xfetch.queue.backoff.ms=100"]),
-    ("fetch.queue.backoff.ms=1000", ["-Xfetch.queue.backoff.ms=1000"]),
-    ("fetch.wait.max.ms=500", ["-Xfetch.wait.max.ms=500"]),
-    ("fetch.wait.max.ms=10", ["-Xfetch.wait.max.ms=10"]),
-    ("fetch.min.bytes=65536", ["-Xfetch.min.bytes=65536"]),
-    ("fetch.min.bytes=1048576", ["-Xfetch.min.bytes=1048576"]),
-    ("fetch.max.bytes=4194304", ["-Xfetch.max.bytes=4194304"]),
-    ("fetch.max.bytes=16777216", ["-Xfetch.max.bytes=16777216"]),
-    ("fetch.max.bytes=52428800", ["-Xfetch.max.bytes=52428800"]),
-    ("max.partition.fetch.bytes=262144", ["-Xmax.partition.fetch.bytes=262144"]),
-    ("max.partition.fetch.bytes=4194304", ["-Xmax.partition.fetch.bytes=4194304"]),
+    (f"queued.max.messages.kbytes={k}", [f"-Xqueued.max.messages.kbytes={k}",
+                                         f"-Xqueued.min.messages={k * 16}"])
+    for k in (256, 1024, 4096)] + [(s, [f"-X{s}"]) for s in (
+    # one librdkafka property each
+    "fetch.queue.backoff.ms=0", "fetch.queue.backoff.ms=100", "fetch.queue.backoff.ms=1000",
+    "fetch.wait.max.ms=500", "fetch.wait.max.ms=10",
+    "fetch.min.bytes=65536", "fetch.min.bytes=1048576",
+    "fetch.max.bytes=4194304", "fetch.max.bytes=16777216", "fetch.max.bytes=52428800",
+    "max.partition.fetch.bytes=262144", "max.partition.fetch.bytes=4194304")
 ]
 
 

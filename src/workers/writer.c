@@ -676,13 +676,6 @@ static void complete(struct writer *w, size_t n, size_t nsegs_scan)
 	 * (gather counted it), given back in one call */
 	uint64_t spent = w->gathered_bytes;
 
-	/* rd_kafka_message_destroy() below reads each record's op (its
-	 * rd_kafka_op_t, before the message): asked for ahead, in two passes
-	 * (the message's line says where its op is) */
-	for (size_t i = 0; i < n; i++)
-		__builtin_prefetch(w->batch[i].m);
-	for (size_t i = 0; i < n; i++)
-		__builtin_prefetch(w->batch[i].m->_private);
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &w->batch[i];
 		rd_kafka_message_t *m = it->m;
